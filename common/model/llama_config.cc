@@ -1,0 +1,212 @@
+#include "common/model/llama_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace squeeze {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status FieldError(absl::string_view source, absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", what));
+}
+
+// Reads an optional field of type T; a present field of the wrong type is an error.
+template <typename T>
+absl::Status Read(const json& j, const char* field, T& out, absl::string_view source,
+                  bool required) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) {
+    return required ? FieldError(source, field, "required field is missing") : absl::OkStatus();
+  }
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return FieldError(source, field, "expected true or false");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer()) return FieldError(source, field, "expected an integer");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number()) return FieldError(source, field, "expected a number");
+  } else {
+    if (!it->is_string()) return FieldError(source, field, "expected a string");
+  }
+  out = it->get<T>();
+  return absl::OkStatus();
+}
+
+constexpr const char* kKnownFields[] = {
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta",
+    "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "attention_bias",
+    "mlp_bias", "bos_token_id", "eos_token_id", "torch_dtype", "squeeze_byte_tokenizer"};
+
+}  // namespace
+
+absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::string_view source) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid JSON object"));
+  }
+  LlamaConfig c;
+#define SQ_READ(field, required)                                         \
+  if (auto s = Read(j, #field, c.field, source, required); !s.ok()) return s
+  SQ_READ(model_type, false);
+  SQ_READ(vocab_size, true);
+  SQ_READ(hidden_size, true);
+  SQ_READ(intermediate_size, true);
+  SQ_READ(num_hidden_layers, true);
+  SQ_READ(num_attention_heads, true);
+  SQ_READ(num_key_value_heads, false);
+  SQ_READ(head_dim, false);
+  SQ_READ(rms_norm_eps, false);
+  SQ_READ(rope_theta, false);
+  SQ_READ(max_position_embeddings, false);
+  SQ_READ(tie_word_embeddings, false);
+  SQ_READ(attention_bias, false);
+  SQ_READ(mlp_bias, false);
+  SQ_READ(torch_dtype, false);
+#undef SQ_READ
+  // Token ids may be a list (several eos ids); the first is the one we use.
+  for (auto [field, out] : {std::pair{"bos_token_id", &c.bos_token_id},
+                            std::pair{"eos_token_id", &c.eos_token_id}}) {
+    auto it = j.find(field);
+    if (it == j.end() || it->is_null()) continue;
+    if (it->is_number_integer()) {
+      *out = it->get<int64_t>();
+    } else if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
+      *out = (*it)[0].get<int64_t>();
+    } else {
+      return FieldError(source, field, "expected an integer or a list of integers");
+    }
+  }
+  if (auto s = Read(j, "squeeze_byte_tokenizer", c.byte_tokenizer, source, false); !s.ok()) return s;
+
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+    return FieldError(source, "model_type",
+                      absl::StrCat("\"", c.model_type, "\" is not supported (expected llama, mistral or qwen2)"));
+  }
+  if (c.model_type == "qwen2" && !j.contains("attention_bias")) c.attention_bias = true;
+
+  auto positive = [&](const char* field, int64_t v) -> absl::Status {
+    if (v <= 0) return FieldError(source, field, absl::StrCat("must be positive, got ", v));
+    return absl::OkStatus();
+  };
+  for (auto [field, v] : {std::pair{"vocab_size", c.vocab_size},
+                          std::pair{"hidden_size", c.hidden_size},
+                          std::pair{"intermediate_size", c.intermediate_size},
+                          std::pair{"num_hidden_layers", c.num_hidden_layers},
+                          std::pair{"num_attention_heads", c.num_attention_heads}}) {
+    if (auto s = positive(field, v); !s.ok()) return s;
+  }
+  if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
+  if (auto s = positive("num_key_value_heads", c.num_key_value_heads); !s.ok()) return s;
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    return FieldError(source, "num_key_value_heads",
+                      absl::StrCat("must divide num_attention_heads (", c.num_attention_heads,
+                                   "), got ", c.num_key_value_heads));
+  }
+  if (c.head_dim == 0) {
+    if (c.hidden_size % c.num_attention_heads != 0) {
+      return FieldError(source, "head_dim",
+                        "absent, and hidden_size is not a multiple of num_attention_heads");
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
+    return FieldError(source, "head_dim", absl::StrCat("must be positive and even, got ", c.head_dim));
+  }
+  if (c.rms_norm_eps <= 0) return FieldError(source, "rms_norm_eps", "must be positive");
+  if (c.rope_theta <= 0) return FieldError(source, "rope_theta", "must be positive");
+
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return FieldError(source, "rope_scaling", "expected an object or null");
+    RopeScaling r;
+    std::string type;
+    if (it->contains("rope_type") && (*it)["rope_type"].is_string()) {
+      type = (*it)["rope_type"].get<std::string>();
+    } else if (it->contains("type") && (*it)["type"].is_string()) {
+      type = (*it)["type"].get<std::string>();
+    }
+    if (type == "default") {
+      // Same as no scaling.
+    } else if (type != "llama3") {
+      return FieldError(source, "rope_scaling.rope_type",
+                        absl::StrCat("\"", type, "\" is not supported (expected llama3 or default)"));
+    } else {
+      const std::string src = absl::StrCat(source, ": rope_scaling");
+      if (auto s = Read(*it, "factor", r.factor, src, true); !s.ok()) return s;
+      if (auto s = Read(*it, "low_freq_factor", r.low_freq_factor, src, true); !s.ok()) return s;
+      if (auto s = Read(*it, "high_freq_factor", r.high_freq_factor, src, true); !s.ok()) return s;
+      if (auto s = Read(*it, "original_max_position_embeddings",
+                        r.original_max_position_embeddings, src, true);
+          !s.ok()) {
+        return s;
+      }
+      if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor ||
+          r.original_max_position_embeddings <= 0) {
+        return FieldError(source, "rope_scaling",
+                          "need factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                          "original_max_position_embeddings > 0");
+      }
+      c.rope_scaling = r;
+    }
+  }
+
+  json extra = json::object();
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool known = false;
+    for (const char* k : kKnownFields) known = known || it.key() == k;
+    if (!known) extra[it.key()] = *it;
+  }
+  c.extra_json = extra.dump();
+  return c;
+}
+
+absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir) {
+  const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseLlamaConfig(ss.str(), path);
+}
+
+std::string LlamaConfigToJson(const LlamaConfig& c) {
+  json j = json::parse(c.extra_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) j = json::object();
+  j["model_type"] = c.model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.num_key_value_heads;
+  j["head_dim"] = c.head_dim;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling) {
+    j["rope_scaling"] = {{"rope_type", c.rope_scaling->rope_type},
+                         {"factor", c.rope_scaling->factor},
+                         {"low_freq_factor", c.rope_scaling->low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling->high_freq_factor},
+                         {"original_max_position_embeddings",
+                          c.rope_scaling->original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["attention_bias"] = c.attention_bias;
+  j["mlp_bias"] = c.mlp_bias;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
+  j["torch_dtype"] = c.torch_dtype;
+  if (c.byte_tokenizer) j["squeeze_byte_tokenizer"] = true;
+  if (!j.contains("architectures")) j["architectures"] = {"LlamaForCausalLM"};
+  return j.dump(2) + "\n";
+}
+
+}  // namespace squeeze

@@ -1,0 +1,337 @@
+#include "common/model/llama_model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/torch_compat.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include "common/tensor/torch_tensor.h"
+
+namespace squeeze {
+namespace {
+
+constexpr char kLayerPrefix[] = "model.layers.";
+
+std::string LayerName(int64_t i, absl::string_view suffix) {
+  return absl::StrCat(kLayerPrefix, i, ".", suffix);
+}
+
+// [b, s, n*d] -> [b, n, s, d]
+at::Tensor SplitHeads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
+  return x.view({x.size(0), x.size(1), heads, head_dim}).transpose(1, 2);
+}
+
+// The half-split rotation of the Hugging Face layout: (x1, x2) -> (-x2, x1).
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+at::Tensor ApplyRotary(const at::Tensor& x, const RotaryTables& rope) {
+  return x * rope.cos + RotateHalf(x) * rope.sin;
+}
+
+// Checks and converts one stored tensor.
+absl::StatusOr<at::Tensor> LoadTensor(const CheckpointReader& weights, const std::string& name,
+                                      std::vector<int64_t> shape, at::ScalarType dtype,
+                                      at::Device device) {
+  auto view = weights.Get(name);
+  if (!view.ok()) return view.status();
+  if (view->info->shape != shape) {
+    std::string want, got;
+    for (int64_t d : shape) absl::StrAppend(&want, want.empty() ? "" : ", ", d);
+    for (int64_t d : view->info->shape) absl::StrAppend(&got, got.empty() ? "" : ", ", d);
+    return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name,
+                                                   "\": shape [", got, "] but config.json implies [",
+                                                   want, "]"));
+  }
+  const DType stored = view->info->dtype;
+  if (stored != DType::kF32 && stored != DType::kF16 && stored != DType::kBF16 &&
+      stored != DType::kF64) {
+    return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name,
+                                                   "\": dtype ", DTypeName(stored),
+                                                   " is not a floating-point type"));
+  }
+  auto t = ToTorch(*view);
+  if (!t.ok()) return t.status();
+  return t->to(device, dtype);
+}
+
+}  // namespace
+
+at::Tensor Linear::Forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  xf = xf * at::rsqrt(var + eps);
+  return weight * xf.to(x.scalar_type());
+}
+
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
+  const int64_t dim = config.head_dim;
+  at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(config.rope_theta, exponents);
+  if (!config.rope_scaling) return inv_freq;
+
+  // llama3: keep high frequencies, divide low ones by `factor`, blend the band between.
+  const RopeScaling& r = *config.rope_scaling;
+  const double old_len = static_cast<double>(r.original_max_position_embeddings);
+  const double low_freq_wavelen = old_len / r.low_freq_factor;
+  const double high_freq_wavelen = old_len / r.high_freq_factor;
+  at::Tensor wavelen = 2.0 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+  at::Tensor smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
+                                 const RotaryTables& rope, int64_t layer_index,
+                                 LinearObserver* observer) const {
+  const int64_t b = hidden.size(0), s = hidden.size(1);
+  auto observe = [&](absl::string_view name, const at::Tensor& input) {
+    if (observer != nullptr) observer->OnLinearInput(layer_index, name, input);
+  };
+
+  at::Tensor x = RmsNorm(hidden, input_layernorm, c.rms_norm_eps);
+  observe("self_attn.q_proj", x);
+  observe("self_attn.k_proj", x);
+  observe("self_attn.v_proj", x);
+  at::Tensor q = SplitHeads(q_proj.Forward(x), c.num_attention_heads, c.head_dim);
+  at::Tensor k = SplitHeads(k_proj.Forward(x), c.num_key_value_heads, c.head_dim);
+  at::Tensor v = SplitHeads(v_proj.Forward(x), c.num_key_value_heads, c.head_dim);
+  q = ApplyRotary(q, rope);
+  k = ApplyRotary(k, rope);
+  if (c.num_kv_groups() > 1) {
+    // Query head j reads key/value head j / groups, as the reference repeat_kv does.
+    k = k.repeat_interleave(c.num_kv_groups(), 1);
+    v = v.repeat_interleave(c.num_kv_groups(), 1);
+  }
+  at::Tensor attn = compat::CausalAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  attn = attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
+  observe("self_attn.o_proj", attn);
+  at::Tensor h = hidden + o_proj.Forward(attn);
+
+  x = RmsNorm(h, post_attention_layernorm, c.rms_norm_eps);
+  observe("mlp.gate_proj", x);
+  observe("mlp.up_proj", x);
+  at::Tensor act = at::silu(gate_proj.Forward(x)) * up_proj.Forward(x);
+  observe("mlp.down_proj", act);
+  return h + down_proj.Forward(act);
+}
+
+std::vector<std::pair<std::string, Linear*>> DecoderLayer::Linears() {
+  return {{"self_attn.q_proj", &q_proj}, {"self_attn.k_proj", &k_proj},
+          {"self_attn.v_proj", &v_proj}, {"self_attn.o_proj", &o_proj},
+          {"mlp.gate_proj", &gate_proj}, {"mlp.up_proj", &up_proj},
+          {"mlp.down_proj", &down_proj}};
+}
+
+std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
+  std::vector<std::pair<std::string, at::Tensor*>> out = {
+      {"input_layernorm.weight", &input_layernorm},
+      {"post_attention_layernorm.weight", &post_attention_layernorm}};
+  for (auto& [name, linear] : Linears()) {
+    out.emplace_back(name + ".weight", &linear->weight);
+    if (linear->bias.defined()) out.emplace_back(name + ".bias", &linear->bias);
+  }
+  return out;
+}
+
+DecoderLayer DecoderLayer::To(at::Device device, at::ScalarType dtype) const {
+  DecoderLayer copy = *this;
+  for (auto& [name, t] : copy.Tensors()) *t = t->to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  return copy;
+}
+
+absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, at::ScalarType dtype,
+                                             at::Device device) {
+  auto config = LoadLlamaConfig(dir);
+  if (!config.ok()) return config.status();
+  auto weights = CheckpointReader::Open(dir);
+  if (!weights.ok()) return weights.status();
+  return FromCheckpoint(*config, **weights, dtype, device);
+}
+
+absl::StatusOr<LlamaModel> LlamaModel::FromCheckpoint(const LlamaConfig& c,
+                                                      const CheckpointReader& weights,
+                                                      at::ScalarType dtype, at::Device device) {
+  LlamaModel m;
+  m.config_ = c;
+  m.inv_freq_ = RotaryInverseFrequencies(c);
+  auto load = [&](const std::string& name, std::vector<int64_t> shape, at::Tensor& out) {
+    auto t = LoadTensor(weights, name, std::move(shape), dtype, device);
+    if (t.ok()) out = *std::move(t);
+    return t.status();
+  };
+  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
+                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok()) return s;
+  if (auto s = load("model.norm.weight", {h}, m.norm_); !s.ok()) return s;
+  if (c.tie_word_embeddings) {
+    m.lm_head_ = m.embed_tokens_;
+  } else if (auto s = load("lm_head.weight", {c.vocab_size, h}, m.lm_head_); !s.ok()) {
+    return s;
+  }
+  struct Shape {
+    int64_t out, in;
+    bool bias;
+  };
+  m.layers_.resize(c.num_hidden_layers);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    DecoderLayer& layer = m.layers_[i];
+    if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok()) return s;
+    if (auto s = load(LayerName(i, "post_attention_layernorm.weight"), {h},
+                      layer.post_attention_layernorm);
+        !s.ok()) {
+      return s;
+    }
+    const std::pair<const char*, Shape> shapes[] = {
+        {"self_attn.q_proj", {q_out, h, c.attention_bias}},
+        {"self_attn.k_proj", {kv_out, h, c.attention_bias}},
+        {"self_attn.v_proj", {kv_out, h, c.attention_bias}},
+        {"self_attn.o_proj", {h, q_out, c.attention_bias && c.model_type != "qwen2"}},
+        {"mlp.gate_proj", {f, h, c.mlp_bias}},
+        {"mlp.up_proj", {f, h, c.mlp_bias}},
+        {"mlp.down_proj", {h, f, c.mlp_bias}}};
+    auto linears = layer.Linears();
+    for (size_t j = 0; j < linears.size(); ++j) {
+      const Shape& shape = shapes[j].second;
+      Linear& linear = *linears[j].second;
+      const std::string base = LayerName(i, shapes[j].first);
+      if (auto s = load(base + ".weight", {shape.out, shape.in}, linear.weight); !s.ok()) return s;
+      if (shape.bias) {
+        if (auto s = load(base + ".bias", {shape.out}, linear.bias); !s.ok()) return s;
+      }
+    }
+  }
+  return m;
+}
+
+LlamaModel LlamaModel::RandomInit(const LlamaConfig& c, uint64_t seed, at::ScalarType dtype,
+                                  at::Device device) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  auto normal = [&](std::vector<int64_t> shape) {
+    return at::normal(0.0, 0.02, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(device, dtype);
+  };
+  auto ones = [&](int64_t n) { return at::ones({n}, at::TensorOptions().dtype(dtype).device(device)); };
+  auto zeros = [&](int64_t n) { return at::zeros({n}, at::TensorOptions().dtype(dtype).device(device)); };
+  LlamaModel m;
+  m.config_ = c;
+  m.inv_freq_ = RotaryInverseFrequencies(c);
+  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
+                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  m.embed_tokens_ = normal({c.vocab_size, h});
+  m.norm_ = ones(h);
+  m.lm_head_ = c.tie_word_embeddings ? m.embed_tokens_ : normal({c.vocab_size, h});
+  m.layers_.resize(c.num_hidden_layers);
+  for (DecoderLayer& layer : m.layers_) {
+    layer.input_layernorm = ones(h);
+    layer.post_attention_layernorm = ones(h);
+    layer.q_proj.weight = normal({q_out, h});
+    layer.k_proj.weight = normal({kv_out, h});
+    layer.v_proj.weight = normal({kv_out, h});
+    layer.o_proj.weight = normal({h, q_out});
+    layer.gate_proj.weight = normal({f, h});
+    layer.up_proj.weight = normal({f, h});
+    layer.down_proj.weight = normal({h, f});
+    if (c.attention_bias) {
+      layer.q_proj.bias = zeros(q_out);
+      layer.k_proj.bias = zeros(kv_out);
+      layer.v_proj.bias = zeros(kv_out);
+      if (c.model_type != "qwen2") layer.o_proj.bias = zeros(h);
+    }
+    if (c.mlp_bias) {
+      layer.gate_proj.bias = zeros(f);
+      layer.up_proj.bias = zeros(f);
+      layer.down_proj.bias = zeros(h);
+    }
+  }
+  return m;
+}
+
+absl::Status LlamaModel::Save(const std::string& dir, at::ScalarType dtype,
+                              uint64_t max_shard_bytes) const {
+  SafetensorsWriter writer;
+  writer.SetMetadata("format", "pt");
+  LlamaModel& self = const_cast<LlamaModel&>(*this);  // NamedParameters hands out pointers only
+  for (auto& [name, t] : self.NamedParameters()) {
+    if (auto s = AddTensor(writer, name, t->to(dtype)); !s.ok()) return s;
+  }
+  if (auto s = WriteCheckpoint(dir, writer, max_shard_bytes); !s.ok()) return s;
+  LlamaConfig c = config_;
+  c.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  std::ofstream out(path, std::ios::trunc);
+  out << LlamaConfigToJson(c);
+  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : NamedParameters()) {
+    auto loaded = LoadTensor(weights, name, t->sizes().vec(), t->scalar_type(), t->device());
+    if (!loaded.ok()) return loaded.status();
+    t->copy_(*loaded);
+  }
+  return absl::OkStatus();
+}
+
+at::Tensor LlamaModel::Embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
+
+RotaryTables LlamaModel::Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const {
+  at::Tensor positions = at::arange(seq_len, at::kLong).to(at::kFloat);
+  at::Tensor freqs = at::outer(positions, inv_freq_);  // [seq, head_dim / 2], float32
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos().to(device, dtype), emb.sin().to(device, dtype)};
+}
+
+at::Tensor LlamaModel::Head(const at::Tensor& hidden) const {
+  return at::linear(RmsNorm(hidden, norm_, config_.rms_norm_eps), lm_head_);
+}
+
+at::Tensor LlamaModel::Forward(const at::Tensor& ids) const {
+  at::Tensor h = Embed(ids);
+  const RotaryTables rope = Rotary(ids.size(1), h.device(), h.scalar_type());
+  for (int64_t i = 0; i < num_layers(); ++i) h = layers_[i].Forward(config_, h, rope, i);
+  return Head(h);
+}
+
+std::vector<std::pair<std::string, at::Tensor*>> LlamaModel::NamedParameters() {
+  std::vector<std::pair<std::string, at::Tensor*>> out;
+  out.emplace_back("model.embed_tokens.weight", &embed_tokens_);
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    for (auto& [name, t] : layers_[i].Tensors()) out.emplace_back(LayerName(i, name), t);
+  }
+  out.emplace_back("model.norm.weight", &norm_);
+  if (!config_.tie_word_embeddings) out.emplace_back("lm_head.weight", &lm_head_);
+  return out;
+}
+
+int64_t LlamaModel::NumParameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : const_cast<LlamaModel*>(this)->NamedParameters()) n += t->numel();
+  return n;
+}
+
+void LlamaModel::SetRequiresGrad(bool requires_grad) {
+  for (auto& [name, t] : NamedParameters()) t->set_requires_grad(requires_grad);
+  // A tied head shares the embedding tensor; keep the alias after any replacement.
+  if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
+}
+
+LlamaModel LlamaModel::To(at::Device device, at::ScalarType dtype) const {
+  LlamaModel copy = *this;
+  for (auto& [name, t] : copy.NamedParameters()) {
+    *t = t->detach().to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  }
+  if (config_.tie_word_embeddings) copy.lm_head_ = copy.embed_tokens_;
+  return copy;
+}
+
+}  // namespace squeeze

@@ -1,0 +1,118 @@
+// A Llama-family decoder in libtorch, holding its weights under their Hugging Face names.
+//
+// Compression works one decoder layer at a time, so the model exposes its pieces: Embed, one
+// DecoderLayer::Forward per layer (with an observer that sees the input of every linear layer),
+// and Head. Forward() is those pieces in sequence and nothing more, so the per-layer and
+// whole-model paths cannot drift apart.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include "absl/strings/string_view.h"
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/model/llama_config.h"
+#include "common/tensor/safetensors.h"
+
+namespace squeeze {
+
+// Sees the input of each linear layer as it is computed. `name` is the module path inside the
+// decoder layer: "self_attn.q_proj", "mlp.down_proj", ...
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual void OnLinearInput(int64_t layer, absl::string_view name, const at::Tensor& input) = 0;
+};
+
+struct Linear {
+  at::Tensor weight;  // [out, in]
+  at::Tensor bias;    // [out] or undefined
+  at::Tensor Forward(const at::Tensor& x) const;
+};
+
+// The rotary position tables for one sequence length: [seq, head_dim] each, in the model dtype.
+struct RotaryTables {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+
+class DecoderLayer {
+ public:
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  Linear q_proj, k_proj, v_proj, o_proj;
+  Linear gate_proj, up_proj, down_proj;
+
+  // [batch, seq, hidden] -> [batch, seq, hidden].
+  at::Tensor Forward(const LlamaConfig& config, const at::Tensor& hidden, const RotaryTables& rope,
+                     int64_t layer_index = 0, LinearObserver* observer = nullptr) const;
+
+  // The linear layers by their names inside the layer, in "true sequential" order.
+  std::vector<std::pair<std::string, Linear*>> Linears();
+  // Every tensor of the layer under its name inside the layer ("self_attn.q_proj.weight", ...).
+  std::vector<std::pair<std::string, at::Tensor*>> Tensors();
+  // A copy on another device and/or dtype.
+  DecoderLayer To(at::Device device, at::ScalarType dtype) const;
+};
+
+class LlamaModel {
+ public:
+  // Loads config.json and the weights (single file or sharded) of a Hugging Face directory.
+  static absl::StatusOr<LlamaModel> Load(const std::string& dir, at::ScalarType dtype = at::kFloat,
+                                         at::Device device = at::kCPU);
+  static absl::StatusOr<LlamaModel> FromCheckpoint(const LlamaConfig& config,
+                                                   const CheckpointReader& weights,
+                                                   at::ScalarType dtype, at::Device device);
+  // Normal(0, 0.02) weights, unit norms, zero biases; deterministic for a seed.
+  static LlamaModel RandomInit(const LlamaConfig& config, uint64_t seed,
+                               at::ScalarType dtype = at::kFloat, at::Device device = at::kCPU);
+
+  // Overwrites every parameter in place (keeping tensor identity, which optimizers rely on) with
+  // the same-named tensor of `weights`; shapes must match.
+  absl::Status CopyWeightsFrom(const CheckpointReader& weights);
+
+  // Writes config.json and model.safetensors (sharded above `max_shard_bytes` when > 0).
+  absl::Status Save(const std::string& dir, at::ScalarType dtype, uint64_t max_shard_bytes = 0) const;
+
+  const LlamaConfig& config() const { return config_; }
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  DecoderLayer& layer(int64_t i) { return layers_[i]; }
+  const DecoderLayer& layer(int64_t i) const { return layers_[i]; }
+  at::ScalarType dtype() const { return embed_tokens_.scalar_type(); }
+  at::Device device() const { return embed_tokens_.device(); }
+
+  // ids [batch, seq] (int64) -> hidden [batch, seq, hidden].
+  at::Tensor Embed(const at::Tensor& ids) const;
+  RotaryTables Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const;
+  // Final norm and LM head: hidden [batch, seq, hidden] -> logits [batch, seq, vocab].
+  at::Tensor Head(const at::Tensor& hidden) const;
+  // The whole model: ids -> logits.
+  at::Tensor Forward(const at::Tensor& ids) const;
+
+  // Every trainable tensor once, under its Hugging Face name (a tied head is not repeated).
+  std::vector<std::pair<std::string, at::Tensor*>> NamedParameters();
+  int64_t NumParameters() const;
+  void SetRequiresGrad(bool requires_grad);
+  LlamaModel To(at::Device device, at::ScalarType dtype) const;
+
+ private:
+  LlamaConfig config_;
+  at::Tensor embed_tokens_;  // [vocab, hidden]
+  std::vector<DecoderLayer> layers_;
+  at::Tensor norm_;     // [hidden]
+  at::Tensor lm_head_;  // [vocab, hidden]; the same tensor as embed_tokens_ when tied
+  at::Tensor inv_freq_;  // [head_dim / 2], float32, on CPU
+};
+
+// Computes x * rsqrt(mean(x^2) + eps) in float32 and scales by `weight` in the input dtype, as the
+// reference implementation does.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// Inverse rotary frequencies (float32), including llama3 scaling when configured.
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& config);
+
+}  // namespace squeeze

@@ -1,0 +1,30 @@
+// The few libtorch API differences between CI's Debian libtorch 1.13 (CPU) and the GPU image's
+// libtorch 2.x, in one place.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+namespace squeeze::compat {
+
+inline constexpr bool kHasFusedAttention = TORCH_VERSION_MAJOR >= 2;
+
+// Causal attention over [batch, heads, seq, head_dim] tensors with equal head counts. Uses the
+// fused kernel where libtorch has one; otherwise the textbook form with a float32 softmax, which is
+// what the reference implementation computes.
+inline at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  double scale) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                          /*is_causal=*/true, scale);
+#else
+  const int64_t s = q.size(-2);
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * scale;
+  at::Tensor mask = at::ones({s, s}, q.options().dtype(at::kBool)).triu(1);
+  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(probs, v);
+#endif
+}
+
+}  // namespace squeeze::compat

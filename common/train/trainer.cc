@@ -1,0 +1,241 @@
+#include "common/train/trainer.h"
+
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+constexpr char kCheckpointName[] = "checkpoint";
+
+// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before.
+double ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat));
+  }
+  if (norms.empty()) return 0.0;
+  const double total = at::stack(norms).norm(2).item<double>();
+  if (total > max_norm) {
+    const double scale = max_norm / (total + 1e-6);
+    for (const at::Tensor& p : params) {
+      if (p.grad().defined()) p.grad().mul_(scale);
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
+  auto bad = [](absl::string_view field, absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+  };
+  if (o.steps <= 0) return bad("steps", "must be positive");
+  if (o.batch_size <= 0) return bad("batch_size", "must be positive");
+  if (o.seq_len < 2) return bad("seq_len", "must be at least 2");
+  if (o.grad_accum <= 0 || o.batch_size % o.grad_accum != 0) {
+    return bad("grad_accum", "must be positive and divide batch_size");
+  }
+  if (!(o.lr > 0)) return bad("lr", "must be positive");
+  if (o.min_lr_ratio < 0 || o.min_lr_ratio > 1) return bad("min_lr_ratio", "must be in [0, 1]");
+  if (o.warmup_steps < 0) return bad("warmup_steps", "must not be negative");
+  if (o.weight_decay < 0) return bad("weight_decay", "must not be negative");
+  if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1) return bad("betas", "must be in [0, 1)");
+  return absl::OkStatus();
+}
+
+double LearningRateAt(const TrainerOptions& o, int64_t step) {
+  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / o.warmup_steps;
+  const int64_t decay_steps = std::max<int64_t>(1, o.steps - o.warmup_steps);
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / decay_steps);
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return o.lr * (o.min_lr_ratio + (1.0 - o.min_lr_ratio) * cosine);
+}
+
+WindowSampler::WindowSampler(const std::vector<TextExample>& examples, int64_t seq_len,
+                             uint64_t seed)
+    : seq_len_(seq_len), seed_(seed) {
+  for (const TextExample& e : examples) stream_.insert(stream_.end(), e.ids.begin(), e.ids.end());
+}
+
+at::Tensor WindowSampler::Batch(int64_t step, int64_t micro, int64_t rows) const {
+  const int64_t span = seq_len_ + 1;
+  const int64_t positions = std::max<int64_t>(1, num_tokens() - span + 1);
+  at::Tensor out = at::zeros({rows, span}, at::kLong);
+  auto a = out.accessor<int64_t, 2>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint64_t h = SplitMix64(seed_ ^ SplitMix64(step * 1000003ull + micro * 7919ull + r));
+    const int64_t begin = static_cast<int64_t>(h % static_cast<uint64_t>(positions));
+    for (int64_t t = 0; t < span; ++t) {
+      a[r][t] = begin + t < num_tokens() ? stream_[begin + t] : 0;
+    }
+  }
+  return out;
+}
+
+at::Tensor CrossEntropyObjective::Loss(const LlamaModel& model, const at::Tensor& ids) {
+  const int64_t n = ids.size(1);
+  at::Tensor logits = model.Forward(ids.slice(1, 0, n - 1));
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
+                                ids.slice(1, 1).reshape({-1}));
+}
+
+struct Trainer::OptimizerState {
+  std::unique_ptr<torch::optim::AdamW> adamw;
+  std::vector<at::Tensor> params;
+};
+
+Trainer::Trainer(LlamaModel* model, TrainerOptions options)
+    : model_(model), options_(std::move(options)), optimizer_(std::make_unique<OptimizerState>()) {}
+
+Trainer::~Trainer() = default;
+
+std::optional<int64_t> Trainer::CheckpointStep(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / kCheckpointName / "trainer_state.json");
+  if (!in) return std::nullopt;
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.contains("step") || !j["step"].is_number_integer()) return std::nullopt;
+  return j["step"].get<int64_t>();
+}
+
+absl::Status Trainer::SaveCheckpoint() {
+  // Written beside the live checkpoint and swapped in by rename: a crash mid-write leaves the
+  // previous checkpoint intact.
+  const fs::path dir(options_.checkpoint_dir);
+  const fs::path tmp = dir / (std::string(kCheckpointName) + ".tmp");
+  const fs::path live = dir / kCheckpointName;
+  const fs::path old = dir / (std::string(kCheckpointName) + ".old");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
+  if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) return s;
+  try {
+    torch::save(*optimizer_->adamw, (tmp / "optimizer.pt").string());
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot save optimizer state: ", e.what()));
+  }
+  {
+    std::ofstream out(tmp / "trainer_state.json");
+    out << nlohmann::json{{"step", step_}, {"seed", options_.seed}}.dump() << "\n";
+    if (!out.good()) return absl::UnavailableError("cannot write trainer_state.json");
+  }
+  fs::remove_all(old, ec);
+  if (fs::exists(live)) fs::rename(live, old, ec);
+  fs::rename(tmp, live, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot move checkpoint into ", live.string(), ": ", ec.message()));
+  fs::remove_all(old, ec);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::LoadCheckpoint() {
+  const fs::path live = fs::path(options_.checkpoint_dir) / kCheckpointName;
+  auto step = CheckpointStep(options_.checkpoint_dir);
+  if (!step) return absl::NotFoundError(absl::StrCat(live.string(), ": no trainer_state.json"));
+  auto weights = CheckpointReader::Open(live.string());
+  if (!weights.ok()) return weights.status();
+  if (auto s = model_->CopyWeightsFrom(**weights); !s.ok()) return s;
+  try {
+    torch::load(*optimizer_->adamw, (live / "optimizer.pt").string());
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(live.string(), "/optimizer.pt: ", e.what()));
+  }
+  step_ = *step;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objective,
+                          const TrainerCallbacks& callbacks) {
+  if (auto s = ValidateTrainerOptions(options_); !s.ok()) return s;
+  model_->SetRequiresGrad(true);
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& [name, t] : model_->NamedParameters()) (t->dim() >= 2 ? decay : no_decay).push_back(*t);
+  auto defaults = torch::optim::AdamWOptions(options_.lr)
+                      .betas({options_.beta1, options_.beta2})
+                      .weight_decay(options_.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(defaults));
+  auto no_decay_options = std::make_unique<torch::optim::AdamWOptions>(defaults);
+  no_decay_options->weight_decay(0.0);
+  groups.emplace_back(no_decay, std::move(no_decay_options));
+  optimizer_->adamw = std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
+  optimizer_->params = decay;
+  optimizer_->params.insert(optimizer_->params.end(), no_decay.begin(), no_decay.end());
+
+  step_ = 0;
+  if (!options_.checkpoint_dir.empty() && CheckpointStep(options_.checkpoint_dir)) {
+    if (auto s = LoadCheckpoint(); !s.ok()) return s;
+  }
+
+  const int64_t micro_rows = options_.batch_size / options_.grad_accum;
+  const at::Device device = model_->device();
+  while (step_ < options_.steps) {
+    if (callbacks.should_stop && callbacks.should_stop()) {
+      model_->SetRequiresGrad(false);
+      return absl::CancelledError(absl::StrCat("training stopped after step ", step_));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const double lr = LearningRateAt(options_, step_);
+    for (auto& group : optimizer_->adamw->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    optimizer_->adamw->zero_grad();
+    double loss_sum = 0.0;
+    for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
+      at::Tensor ids = sampler.Batch(step_, micro, micro_rows).to(device);
+      at::Tensor loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
+      loss.backward();
+      loss_sum += loss.item<double>();
+    }
+    if (!std::isfinite(loss_sum)) {
+      return absl::InternalError(absl::StrCat("step ", step_ + 1, ": loss is not finite (", loss_sum,
+                                              "); lower lr or check the data"));
+    }
+    double grad_norm = 0.0;
+    if (options_.grad_clip > 0) {
+      grad_norm = ClipGradNorm(optimizer_->params, options_.grad_clip);
+    }
+    optimizer_->adamw->step();
+    ++step_;
+
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (callbacks.on_step) {
+      callbacks.on_step({step_, loss_sum, lr, grad_norm,
+                         options_.batch_size * options_.seq_len / std::max(seconds, 1e-9)});
+    }
+    if (options_.eval_every > 0 && step_ % options_.eval_every == 0 && callbacks.evaluate) {
+      at::NoGradGuard no_grad;
+      const double eval_loss = callbacks.evaluate(step_);
+      if (callbacks.on_eval) callbacks.on_eval(step_, eval_loss);
+    }
+    const bool last = step_ == options_.steps;
+    if (!options_.checkpoint_dir.empty() &&
+        (last || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0))) {
+      if (auto s = SaveCheckpoint(); !s.ok()) return s;
+    }
+  }
+  model_->SetRequiresGrad(false);
+  return absl::OkStatus();
+}
+
+}  // namespace squeeze

@@ -1,0 +1,112 @@
+// The training loop shared by the example-model recipe and distillation: AdamW, linear warmup then
+// cosine decay, gradient clipping and accumulation, periodic evaluation and resumable checkpoints.
+// What is minimised is a TrainingObjective, so distillation plugs in its own loss.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+
+namespace squeeze {
+
+struct TrainerOptions {
+  int64_t steps = 1000;
+  int64_t batch_size = 16;  // sequences per optimizer step (split into grad_accum micro-batches)
+  int64_t seq_len = 256;
+  int64_t grad_accum = 1;
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;  // the cosine decays to lr * min_lr_ratio
+  int64_t warmup_steps = 100;
+  double weight_decay = 0.1;  // matrices only; norms and biases are not decayed
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double grad_clip = 1.0;  // global L2 norm; <= 0 disables
+  int64_t log_every = 50;
+  int64_t eval_every = 0;        // 0: never
+  int64_t checkpoint_every = 0;  // 0: only at the end when checkpoint_dir is set
+  std::string checkpoint_dir;    // resumes from here when it holds a checkpoint
+  uint64_t seed = 0;
+};
+
+absl::Status ValidateTrainerOptions(const TrainerOptions& options);
+
+// Learning rate at `step` (0-based): linear warmup to lr, then cosine decay to lr * min_lr_ratio.
+double LearningRateAt(const TrainerOptions& options, int64_t step);
+
+// Fixed-length windows drawn from the examples laid end to end. The windows of a step depend only
+// on (seed, step), so a resumed run trains on exactly the batches the first run would have.
+class WindowSampler {
+ public:
+  WindowSampler(const std::vector<TextExample>& examples, int64_t seq_len, uint64_t seed);
+  // [rows, seq_len + 1] int64 token ids for micro-batch `micro` of `step`.
+  at::Tensor Batch(int64_t step, int64_t micro, int64_t rows) const;
+  int64_t num_tokens() const { return static_cast<int64_t>(stream_.size()); }
+
+ private:
+  std::vector<int32_t> stream_;
+  int64_t seq_len_;
+  uint64_t seed_;
+};
+
+// The loss of one micro-batch: ids [rows, seq_len + 1].
+class TrainingObjective {
+ public:
+  virtual ~TrainingObjective() = default;
+  virtual at::Tensor Loss(const LlamaModel& model, const at::Tensor& ids) = 0;
+};
+
+// Next-token cross-entropy.
+class CrossEntropyObjective : public TrainingObjective {
+ public:
+  at::Tensor Loss(const LlamaModel& model, const at::Tensor& ids) override;
+};
+
+struct TrainStepStats {
+  int64_t step = 0;  // 1-based: steps completed
+  double loss = 0.0;
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  double tokens_per_second = 0.0;
+};
+
+struct TrainerCallbacks {
+  std::function<void(const TrainStepStats&)> on_step;      // every step
+  std::function<double(int64_t step)> evaluate;            // every eval_every steps
+  std::function<void(int64_t step, double eval_loss)> on_eval;
+  // Checked before every step; true stops the run with Cancelled (cancellation, preemption).
+  std::function<bool()> should_stop;
+};
+
+class Trainer {
+ public:
+  Trainer(LlamaModel* model, TrainerOptions options);
+  ~Trainer();
+
+  // Trains up to options.steps, resuming from options.checkpoint_dir when it holds a checkpoint.
+  absl::Status Run(const WindowSampler& sampler, TrainingObjective& objective,
+                   const TrainerCallbacks& callbacks = {});
+  int64_t step() const { return step_; }
+  // The step a checkpoint in `dir` was taken at, or nullopt.
+  static std::optional<int64_t> CheckpointStep(const std::string& dir);
+
+ private:
+  absl::Status SaveCheckpoint();
+  absl::Status LoadCheckpoint();
+
+  LlamaModel* model_;
+  TrainerOptions options_;
+  struct OptimizerState;
+  std::unique_ptr<OptimizerState> optimizer_;
+  int64_t step_ = 0;
+};
+
+}  // namespace squeeze

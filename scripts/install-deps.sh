@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every Debian package Squeeze needs to build, test and run. Idempotent: packages already
+# present are left alone, so a second run costs one dpkg query.
+set -euo pipefail
+
+pkgs=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config clang-format git python3
+  # libtorch (CPU) and an optimized BLAS behind Debian's libblas.so.3
+  libtorch-dev libgloo-dev libopenblas0-pthread
+  # common C++ libraries
+  libabsl-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
+  libcurl4-openssl-dev libssl-dev
+  # RPC and metrics
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus
+  # reference SentencePiece tools, to check our own tokenizer against
+  sentencepiece
+  # the example corpus: the fortune cookie files, one category per file
+  fortunes fortunes-min
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#pkgs[@]} packages present"
+fi

@@ -1,0 +1,42 @@
+// squeezectl: the command line of Squeeze.
+#include <cstring>
+#include <iostream>
+
+#include "services/cli/commands.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(usage: squeezectl COMMAND [flags]
+
+commands:
+  inspect DIR [--json]                 config and tensor table of a model directory
+  eval --model DIR --data FILE [--json] [--window N] [--stride N] [--batch-size N]
+       [--device cpu|cuda] [--dtype float32|bfloat16]
+                                       perplexity (overall and per category), size, parameters,
+                                       tokens/s
+  compress --model DIR --data FILE [--out DIR] [--bits N] [--group-size N] [--sym] [--json]
+                                       offline round-to-nearest quantization with a before/after
+                                       table
+  train --data FILE --out DIR [--eval FILE] [--steps N] ...
+                                       trains a byte-level example model (see README)
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace squeeze::cli;
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  const Args args(argv + 2, argv + argc);
+  if (command == "inspect") return RunInspect(args);
+#ifdef SQUEEZE_CLI_WITH_TORCH
+  if (command == "eval") return RunEval(args);
+  if (command == "compress") return RunCompress(args);
+  if (command == "train") return RunTrain(args);
+#endif
+  std::cerr << "squeezectl: unknown command \"" << command << "\" (see squeezectl --help)\n";
+  return 2;
+}

@@ -1,0 +1,91 @@
+#include "common/model/llama_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "gtest/gtest.h"
+
+namespace squeeze {
+namespace {
+
+constexpr char kLlama3[] = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
+  "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+  "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "rms_norm_eps": 1e-05,
+  "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": true,
+  "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16",
+  "attention_bias": false, "mlp_bias": false,
+  "quantization_config": {"quant_method": "gptq", "bits": 4}})";
+
+TEST(LlamaConfigTest, ParsesALlama3Config) {
+  auto c = ParseLlamaConfig(kLlama3, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hidden_size, 2048);
+  EXPECT_EQ(c->num_kv_groups(), 4);
+  EXPECT_EQ(c->head_dim, 64);
+  ASSERT_TRUE(c->rope_scaling.has_value());
+  EXPECT_EQ(c->rope_scaling->factor, 32.0);
+  EXPECT_EQ(c->rope_scaling->original_max_position_embeddings, 8192);
+  EXPECT_EQ(c->eos_token_id, 128001);  // first of the list
+  EXPECT_TRUE(c->tie_word_embeddings);
+}
+
+TEST(LlamaConfigTest, DefaultsFollowTheReference) {
+  auto c = ParseLlamaConfig(R"({"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+                                "num_hidden_layers": 2, "num_attention_heads": 4})",
+                            "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_key_value_heads, 4);
+  EXPECT_EQ(c->head_dim, 16);
+  EXPECT_FALSE(c->rope_scaling.has_value());
+  EXPECT_EQ(c->rope_theta, 10000.0);
+}
+
+TEST(LlamaConfigTest, RoundTripKeepsUnknownFields) {
+  auto c = ParseLlamaConfig(kLlama3, "config.json");
+  ASSERT_TRUE(c.ok());
+  const std::string text = LlamaConfigToJson(*c);
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["quantization_config"]["bits"], 4);
+  EXPECT_EQ(j["rope_scaling"]["rope_type"], "llama3");
+  auto again = ParseLlamaConfig(text, "round trip");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->num_key_value_heads, 8);
+  EXPECT_EQ(again->rope_scaling->factor, 32.0);
+}
+
+TEST(LlamaConfigTest, ErrorsNameTheField) {
+  struct Case {
+    std::string json, field;
+  };
+  const std::string base = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+                              "num_hidden_layers": 2)";
+  const Case cases[] = {
+      {"{" + base + "}", "num_attention_heads"},
+      {"{" + base + R"(, "num_attention_heads": 4, "num_key_value_heads": 3})", "num_key_value_heads"},
+      {"{" + base + R"(, "num_attention_heads": "4"})", "num_attention_heads"},
+      {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 2}})",
+       "rope_scaling.rope_type"},
+      {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3"}})", "factor"},
+      {"{" + base + R"(, "num_attention_heads": 4, "model_type": "gpt2"})", "model_type"},
+      {"{" + base + R"(, "num_attention_heads": 0})", "num_attention_heads"},
+      {"{" + base + R"(, "num_attention_heads": 4, "head_dim": 7})", "head_dim"},
+      {"not json", "not a valid JSON"},
+  };
+  for (const Case& c : cases) {
+    auto parsed = ParseLlamaConfig(c.json, "dir/config.json");
+    ASSERT_FALSE(parsed.ok()) << c.json;
+    EXPECT_NE(parsed.status().message().find(c.field), absl::string_view::npos)
+        << parsed.status().message();
+    EXPECT_NE(parsed.status().message().find("dir/config.json"), absl::string_view::npos);
+  }
+}
+
+TEST(LlamaConfigTest, MissingFileIsNotFound) {
+  auto c = LoadLlamaConfig("/nonexistent/model");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace squeeze

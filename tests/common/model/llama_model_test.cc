@@ -1,0 +1,288 @@
+#include "common/model/llama_model.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "common/tensor/torch_tensor.h"
+#include "gtest/gtest.h"
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+
+LlamaConfig SmallConfig(int64_t kv_heads = 2, bool tied = false) {
+  LlamaConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = kv_heads;
+  c.head_dim = 8;
+  c.rms_norm_eps = 1e-5;
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
+at::Tensor Ids(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed) {
+  at::manual_seed(seed);
+  return at::randint(0, vocab, {batch, seq}, at::kLong);
+}
+
+double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
+}
+
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("llama_model_test_" + std::to_string(::getpid()) +
+                                                 "_" + std::to_string(counter_++))) {
+    fs::remove_all(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+// A straightforward, loop-per-head version of one decoder layer, written independently of the
+// model code (no shared helpers), to check the batched implementation against.
+at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Tensor& x) {
+  auto norm = [&](const at::Tensor& h, const at::Tensor& w) {
+    return w * (h / at::sqrt(h.pow(2).mean(-1, true) + c.rms_norm_eps));
+  };
+  const int64_t s = x.size(1), d = c.head_dim;
+  std::vector<double> inv_freq;
+  for (int64_t i = 0; i < d / 2; ++i) inv_freq.push_back(1.0 / std::pow(c.rope_theta, 2.0 * i / d));
+  auto rope = [&](const at::Tensor& v, int64_t pos) {  // v: [d], half-split pairs (i, i + d/2)
+    at::Tensor out = v.clone();
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double a = pos * inv_freq[i];
+      const double x1 = v[i].item<double>(), x2 = v[i + d / 2].item<double>();
+      out[i] = x1 * std::cos(a) - x2 * std::sin(a);
+      out[i + d / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+    }
+    return out;
+  };
+  at::Tensor h = norm(x[0], l.input_layernorm);  // [s, hidden]
+  at::Tensor q = at::matmul(h, l.q_proj.weight.t());
+  at::Tensor k = at::matmul(h, l.k_proj.weight.t());
+  at::Tensor v = at::matmul(h, l.v_proj.weight.t());
+  at::Tensor attn = at::zeros({s, c.num_attention_heads * d});
+  for (int64_t head = 0; head < c.num_attention_heads; ++head) {
+    const int64_t kv = head / (c.num_attention_heads / c.num_key_value_heads);
+    for (int64_t t = 0; t < s; ++t) {
+      at::Tensor qt = rope(q[t].slice(0, head * d, (head + 1) * d), t);
+      std::vector<double> scores;
+      for (int64_t u = 0; u <= t; ++u) {
+        at::Tensor ku = rope(k[u].slice(0, kv * d, (kv + 1) * d), u);
+        scores.push_back(at::dot(qt, ku).item<double>() / std::sqrt(static_cast<double>(d)));
+      }
+      double mx = *std::max_element(scores.begin(), scores.end()), z = 0;
+      for (double& sc : scores) z += (sc = std::exp(sc - mx));
+      at::Tensor out = at::zeros({d});
+      for (int64_t u = 0; u <= t; ++u) out += scores[u] / z * v[u].slice(0, kv * d, (kv + 1) * d);
+      attn[t].slice(0, head * d, (head + 1) * d) = out;
+    }
+  }
+  at::Tensor h2 = x[0] + at::matmul(attn, l.o_proj.weight.t());
+  at::Tensor m = norm(h2, l.post_attention_layernorm);
+  at::Tensor gate = at::matmul(m, l.gate_proj.weight.t());
+  at::Tensor act = gate * at::sigmoid(gate) * at::matmul(m, l.up_proj.weight.t());
+  return (h2 + at::matmul(act, l.down_proj.weight.t())).unsqueeze(0);
+}
+
+TEST(LlamaModelTest, LayerMatchesANaivePerHeadImplementation) {
+  LlamaConfig c = SmallConfig(/*kv_heads=*/2);
+  LlamaModel m = LlamaModel::RandomInit(c, 1);
+  at::manual_seed(2);
+  // Non-trivial norms so that their scaling is exercised.
+  m.layer(0).input_layernorm.uniform_(0.5, 1.5);
+  m.layer(0).post_attention_layernorm.uniform_(0.5, 1.5);
+  at::Tensor x = at::randn({1, 7, c.hidden_size});
+  at::Tensor got = m.layer(0).Forward(c, x, m.Rotary(7, at::kCPU, at::kFloat), 0);
+  at::Tensor want = NaiveLayer(c, m.layer(0), x);
+  EXPECT_LT(MaxAbsDiff(got, want), 1e-5);
+}
+
+TEST(LlamaModelTest, PerLayerPathEqualsWholeModelAndObserverSeesEveryLinear) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 3);
+  at::Tensor ids = Ids(2, 9, c.vocab_size, 4);
+
+  struct Recorder : LinearObserver {
+    std::vector<std::tuple<int64_t, std::string, std::vector<int64_t>>> seen;
+    void OnLinearInput(int64_t layer, absl::string_view name, const at::Tensor& input) override {
+      seen.emplace_back(layer, std::string(name), input.sizes().vec());
+    }
+  } recorder;
+  at::Tensor h = m.Embed(ids);
+  const RotaryTables rope = m.Rotary(9, at::kCPU, at::kFloat);
+  for (int64_t i = 0; i < m.num_layers(); ++i) h = m.layer(i).Forward(c, h, rope, i, &recorder);
+  at::Tensor per_layer = m.Head(h);
+  EXPECT_TRUE(at::equal(per_layer, m.Forward(ids)));
+
+  ASSERT_EQ(recorder.seen.size(), 14u);  // 7 linears x 2 layers
+  EXPECT_EQ(std::get<1>(recorder.seen[3]), "self_attn.o_proj");
+  EXPECT_EQ(std::get<2>(recorder.seen[3]), (std::vector<int64_t>{2, 9, 32}));
+  EXPECT_EQ(std::get<1>(recorder.seen[6]), "mlp.down_proj");
+  EXPECT_EQ(std::get<2>(recorder.seen[6]), (std::vector<int64_t>{2, 9, 48}));
+  EXPECT_EQ(std::get<0>(recorder.seen[13]), 1);
+}
+
+TEST(LlamaModelTest, IsCausal) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 5);
+  at::Tensor ids = Ids(1, 10, c.vocab_size, 6);
+  at::Tensor changed = ids.clone();
+  changed[0][7] = (ids[0][7].item<int64_t>() + 1) % c.vocab_size;
+  at::Tensor a = m.Forward(ids), b = m.Forward(changed);
+  EXPECT_TRUE(at::allclose(a.slice(1, 0, 7), b.slice(1, 0, 7)));
+  EXPECT_FALSE(at::allclose(a.slice(1, 7), b.slice(1, 7)));
+}
+
+TEST(LlamaModelTest, GroupedQueryAttentionEqualsMultiHeadWithRepeatedKeyValues) {
+  LlamaConfig gqa = SmallConfig(/*kv_heads=*/1);
+  LlamaModel g = LlamaModel::RandomInit(gqa, 7);
+  LlamaConfig mha_config = SmallConfig(/*kv_heads=*/4);
+  LlamaModel mha = LlamaModel::RandomInit(mha_config, 8);
+  // Copy everything, repeating the single key/value head four times.
+  auto gp = g.NamedParameters();
+  auto mp = mha.NamedParameters();
+  for (size_t i = 0; i < gp.size(); ++i) {
+    at::Tensor src = *gp[i].second;
+    if (gp[i].first.find("k_proj") != std::string::npos ||
+        gp[i].first.find("v_proj") != std::string::npos) {
+      src = src.repeat({4, 1});
+    }
+    *mp[i].second = src.clone();
+  }
+  at::Tensor ids = Ids(2, 6, gqa.vocab_size, 9);
+  EXPECT_LT(MaxAbsDiff(g.Forward(ids), mha.Forward(ids)), 1e-5);
+}
+
+TEST(LlamaModelTest, SaveLoadRoundTripIsBitExact) {
+  for (bool tied : {false, true}) {
+    LlamaConfig c = SmallConfig(2, tied);
+    c.attention_bias = true;
+    c.mlp_bias = true;
+    LlamaModel m = LlamaModel::RandomInit(c, 10);
+    for (auto& [name, t] : m.NamedParameters()) {
+      if (name.find("bias") != std::string::npos) t->normal_();
+    }
+    TempDir dir;
+    ASSERT_TRUE(m.Save(dir.str(), at::kFloat).ok());
+    auto loaded = LlamaModel::Load(dir.str());
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    auto a = m.NamedParameters();
+    auto b = loaded->NamedParameters();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      EXPECT_TRUE(at::equal(*a[i].second, *b[i].second)) << a[i].first;
+    }
+    at::Tensor ids = Ids(1, 5, c.vocab_size, 11);
+    EXPECT_TRUE(at::equal(m.Forward(ids), loaded->Forward(ids)));
+    auto reader = CheckpointReader::Open(dir.str());
+    EXPECT_EQ((*reader)->Contains("lm_head.weight"), !tied);
+  }
+}
+
+TEST(LlamaModelTest, ShardedSaveLoadsTheSame) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 12);
+  TempDir dir;
+  ASSERT_TRUE(m.Save(dir.str(), at::kBFloat16, /*max_shard_bytes=*/8192).ok());
+  EXPECT_TRUE(fs::exists(fs::path(dir.str()) / "model.safetensors.index.json"));
+  auto loaded = LlamaModel::Load(dir.str(), at::kBFloat16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  at::Tensor ids = Ids(1, 5, c.vocab_size, 13);
+  EXPECT_TRUE(at::equal(m.To(at::kCPU, at::kBFloat16).Forward(ids), loaded->Forward(ids)));
+}
+
+TEST(LlamaModelTest, Bfloat16StaysCloseToFloat32) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 14);
+  at::Tensor ids = Ids(2, 8, c.vocab_size, 15);
+  at::Tensor f32 = m.Forward(ids);
+  at::Tensor bf16 = m.To(at::kCPU, at::kBFloat16).Forward(ids);
+  EXPECT_EQ(bf16.scalar_type(), at::kBFloat16);
+  EXPECT_LT(MaxAbsDiff(f32, bf16) / f32.abs().max().item<double>(), 2e-2);
+}
+
+TEST(LlamaModelTest, Llama3RopeScalingKeepsHighAndStretchesLowFrequencies) {
+  LlamaConfig c = SmallConfig();
+  c.head_dim = 64;
+  c.num_attention_heads = 1;
+  c.hidden_size = 64;
+  c.rope_theta = 500000.0;
+  at::Tensor plain = RotaryInverseFrequencies(c);
+  c.rope_scaling = RopeScaling{"llama3", 8.0, 1.0, 4.0, 8192};
+  at::Tensor scaled = RotaryInverseFrequencies(c);
+  const int64_t n = plain.size(0);
+  // Wavelength 2*pi/f: below 8192/4 kept, above 8192/1 divided by the factor, smooth between.
+  for (int64_t i = 0; i < n; ++i) {
+    const double f = plain[i].item<double>(), g = scaled[i].item<double>();
+    const double wavelen = 2 * M_PI / f;
+    if (wavelen < 2048) {
+      EXPECT_NEAR(g, f, 1e-12 + f * 1e-6) << i;
+    } else if (wavelen > 8192) {
+      EXPECT_NEAR(g, f / 8.0, f * 1e-6) << i;
+    } else {
+      EXPECT_LE(g, f * (1 + 1e-6));
+      EXPECT_GE(g, f / 8.0 * (1 - 1e-6));
+    }
+  }
+  // The scaled model runs and differs from the unscaled one at long positions.
+  LlamaConfig small = SmallConfig();
+  small.rope_scaling = RopeScaling{"llama3", 8.0, 1.0, 4.0, 16};
+  LlamaModel m = LlamaModel::RandomInit(small, 16);
+  EXPECT_TRUE(at::isfinite(m.Forward(Ids(1, 40, small.vocab_size, 17))).all().item<bool>());
+}
+
+TEST(LlamaModelTest, LoadErrorsNameTheTensor) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 18);
+  TempDir dir;
+  ASSERT_TRUE(m.Save(dir.str(), at::kFloat).ok());
+  // A config that disagrees with the stored shapes.
+  LlamaConfig wider = c;
+  wider.intermediate_size = 64;
+  auto reader = CheckpointReader::Open(dir.str());
+  ASSERT_TRUE(reader.ok());
+  auto loaded = LlamaModel::FromCheckpoint(wider, **reader, at::kFloat, at::kCPU);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("model.layers.0.mlp.gate_proj.weight"),
+            absl::string_view::npos)
+      << loaded.status().message();
+  EXPECT_NE(loaded.status().message().find("[48, 32]"), absl::string_view::npos);
+  // A checkpoint missing a tensor.
+  LlamaConfig deeper = c;
+  deeper.num_hidden_layers = 3;
+  loaded = LlamaModel::FromCheckpoint(deeper, **reader, at::kFloat, at::kCPU);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("model.layers.2."), absl::string_view::npos);
+}
+
+TEST(LlamaModelTest, CopyWeightsFromKeepsTensorIdentity) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel a = LlamaModel::RandomInit(c, 19);
+  LlamaModel b = LlamaModel::RandomInit(c, 20);
+  TempDir dir;
+  ASSERT_TRUE(a.Save(dir.str(), at::kFloat).ok());
+  const void* before = b.NamedParameters()[0].second->data_ptr();
+  auto reader = CheckpointReader::Open(dir.str());
+  ASSERT_TRUE(b.CopyWeightsFrom(**reader).ok());
+  EXPECT_EQ(b.NamedParameters()[0].second->data_ptr(), before);
+  at::Tensor ids = Ids(1, 4, c.vocab_size, 21);
+  EXPECT_TRUE(at::equal(a.Forward(ids), b.Forward(ids)));
+}
+
+}  // namespace
+}  // namespace squeeze
