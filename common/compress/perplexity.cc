@@ -22,6 +22,29 @@ std::vector<ScoringWindow> PlanScoringWindows(const std::vector<TextExample>& ex
   return out;
 }
 
+NllSum UnigramPerplexity(const std::vector<TextExample>& train,
+                         const std::vector<TextExample>& eval, int64_t vocab_size) {
+  std::vector<double> counts(vocab_size, 1.0);  // add-one smoothing
+  double total = static_cast<double>(vocab_size);
+  for (const TextExample& e : train) {
+    for (size_t t = 1; t < e.ids.size(); ++t) {
+      if (e.ids[t] >= 0 && e.ids[t] < vocab_size) {
+        counts[e.ids[t]] += 1.0;
+        total += 1.0;
+      }
+    }
+  }
+  NllSum out;
+  for (const TextExample& e : eval) {
+    for (size_t t = 1; t < e.ids.size(); ++t) {
+      const double c = e.ids[t] >= 0 && e.ids[t] < vocab_size ? counts[e.ids[t]] : 1.0;
+      out.nll -= std::log(c / total);
+      out.tokens += 1;
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
                                                     const std::vector<TextExample>& examples,
                                                     const PerplexityOptions& options) {
@@ -49,7 +72,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
 
   const auto start = std::chrono::steady_clock::now();
   PerplexityResult result;
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const int64_t total = static_cast<int64_t>(windows.size());
   for (int64_t first = 0; first < total; first += options.batch_size) {
     const int64_t count = std::min<int64_t>(options.batch_size, total - first);

@@ -43,6 +43,12 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
                                                     const std::vector<TextExample>& examples,
                                                     const PerplexityOptions& options = {});
 
+// The reference point for a language model: a unigram model of token frequencies counted on
+// `train` (add-one smoothed over `vocab_size`), scored on the same targets EvaluatePerplexity
+// scores (every token but the first of each example).
+NllSum UnigramPerplexity(const std::vector<TextExample>& train,
+                         const std::vector<TextExample>& eval, int64_t vocab_size);
+
 // One scoring window of one example: the tokens [begin, end) go through the model, and the
 // predictions for targets [score_from, end) are counted.
 struct ScoringWindow {

@@ -40,7 +40,7 @@ absl::Status Read(const json& j, const char* field, T& out, absl::string_view so
 constexpr const char* kKnownFields[] = {
     "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta",
-    "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "attention_bias",
+    "rope_scaling", "rope_parameters", "max_position_embeddings", "tie_word_embeddings", "attention_bias",
     "mlp_bias", "bos_token_id", "eos_token_id", "torch_dtype", "squeeze_byte_tokenizer"};
 
 }  // namespace
@@ -119,12 +119,19 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     return FieldError(source, "head_dim", absl::StrCat("must be positive and even, got ", c.head_dim));
   }
   if (c.rms_norm_eps <= 0) return FieldError(source, "rms_norm_eps", "must be positive");
-  if (c.rope_theta <= 0) return FieldError(source, "rope_theta", "must be positive");
-
-  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) return FieldError(source, "rope_scaling", "expected an object or null");
+  // Rotary parameters come as top-level rope_theta + rope_scaling (transformers 4.x) or as one
+  // rope_parameters object holding rope_theta too (transformers 5.x); accept both.
+  const char* rope_field = j.contains("rope_parameters") && j["rope_parameters"].is_object()
+                               ? "rope_parameters"
+                               : "rope_scaling";
+  if (auto it = j.find(rope_field); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return FieldError(source, rope_field, "expected an object or null");
+    const std::string src = absl::StrCat(source, ": ", rope_field);
+    if (std::string(rope_field) == "rope_parameters") {
+      if (auto s = Read(*it, "rope_theta", c.rope_theta, src, false); !s.ok()) return s;
+    }
     RopeScaling r;
-    std::string type;
+    std::string type = "default";
     if (it->contains("rope_type") && (*it)["rope_type"].is_string()) {
       type = (*it)["rope_type"].get<std::string>();
     } else if (it->contains("type") && (*it)["type"].is_string()) {
@@ -133,10 +140,9 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     if (type == "default") {
       // Same as no scaling.
     } else if (type != "llama3") {
-      return FieldError(source, "rope_scaling.rope_type",
+      return FieldError(source, absl::StrCat(rope_field, ".rope_type"),
                         absl::StrCat("\"", type, "\" is not supported (expected llama3 or default)"));
     } else {
-      const std::string src = absl::StrCat(source, ": rope_scaling");
       if (auto s = Read(*it, "factor", r.factor, src, true); !s.ok()) return s;
       if (auto s = Read(*it, "low_freq_factor", r.low_freq_factor, src, true); !s.ok()) return s;
       if (auto s = Read(*it, "high_freq_factor", r.high_freq_factor, src, true); !s.ok()) return s;
@@ -147,13 +153,14 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
       }
       if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor ||
           r.original_max_position_embeddings <= 0) {
-        return FieldError(source, "rope_scaling",
+        return FieldError(source, rope_field,
                           "need factor > 0, 0 < low_freq_factor < high_freq_factor and "
                           "original_max_position_embeddings > 0");
       }
       c.rope_scaling = r;
     }
   }
+  if (c.rope_theta <= 0) return FieldError(source, "rope_theta", "must be positive");
 
   json extra = json::object();
   for (auto it = j.begin(); it != j.end(); ++it) {

@@ -273,7 +273,7 @@ absl::Status LlamaModel::Save(const std::string& dir, at::ScalarType dtype,
 }
 
 absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (auto& [name, t] : NamedParameters()) {
     auto loaded = LoadTensor(weights, name, t->sizes().vec(), t->scalar_type(), t->device());
     if (!loaded.ok()) return loaded.status();

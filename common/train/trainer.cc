@@ -27,7 +27,7 @@ constexpr char kCheckpointName[] = "checkpoint";
 
 // Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before.
 double ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const at::Tensor& p : params) {
     if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat));
@@ -224,7 +224,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
                          options_.batch_size * options_.seq_len / std::max(seconds, 1e-9)});
     }
     if (options_.eval_every > 0 && step_ % options_.eval_every == 0 && callbacks.evaluate) {
-      at::NoGradGuard no_grad;
+      c10::NoGradGuard no_grad;
       const double eval_loss = callbacks.evaluate(step_);
       if (callbacks.on_eval) callbacks.on_eval(step_, eval_loss);
     }

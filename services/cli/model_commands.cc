@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -55,18 +56,25 @@ struct LoadedEval {
   std::vector<TextExample> data;
 };
 
+// A data file tokenized with the tokenizer of the model in `model_dir`.
+absl::StatusOr<std::vector<TextExample>> LoadData(const std::string& model_dir,
+                                                  const LlamaConfig& config,
+                                                  const std::string& data) {
+  auto tokenizer = LoadTokenizer(model_dir, config);
+  if (!tokenizer.ok() && tokenizer.status().code() != absl::StatusCode::kNotFound) {
+    return tokenizer.status();
+  }
+  TextDatasetOptions options;
+  options.vocab_size = config.vocab_size;
+  return LoadTextDataset(data, tokenizer.ok() ? tokenizer->get() : nullptr, options);
+}
+
 // The model, plus the data file tokenized with the model's tokenizer.
 absl::StatusOr<LoadedEval> LoadModelAndData(const std::string& model_dir, const std::string& data,
                                             at::ScalarType dtype, at::Device device) {
   auto model = LlamaModel::Load(model_dir, dtype, device);
   if (!model.ok()) return model.status();
-  auto tokenizer = LoadTokenizer(model_dir, model->config());
-  if (!tokenizer.ok() && tokenizer.status().code() != absl::StatusCode::kNotFound) {
-    return tokenizer.status();
-  }
-  TextDatasetOptions options;
-  options.vocab_size = model->config().vocab_size;
-  auto examples = LoadTextDataset(data, tokenizer.ok() ? tokenizer->get() : nullptr, options);
+  auto examples = LoadData(model_dir, model->config(), data);
   if (!examples.ok()) return examples.status();
   return LoadedEval{*std::move(model), *std::move(examples)};
 }
@@ -106,7 +114,8 @@ nlohmann::json PerplexityJson(const PerplexityResult& r) {
 
 int RunEval(const Args& args) {
   Flags flags;
-  flags.Value("model").Value("data").Value("device", "cpu").Value("dtype", "float32").Bool("json");
+  flags.Value("model").Value("data").Value("device", "cpu").Value("dtype", "float32").Bool("json")
+      .Value("unigram-baseline");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   auto model_dir = flags.Get("model");
@@ -127,8 +136,16 @@ int RunEval(const Args& args) {
 
   const int64_t params = loaded->model.NumParameters();
   const int64_t size = DirectoryBytes(*model_dir);
+  std::optional<NllSum> unigram;
+  if (flags.Has("unigram-baseline")) {
+    // Same tokenizer and vocabulary as the evaluation data.
+    auto train = LoadData(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
+    if (!train.ok()) return Fail(train.status());
+    unigram = UnigramPerplexity(*train, loaded->data, loaded->model.config().vocab_size);
+  }
   if (flags.GetBool("json")) {
     nlohmann::json out = PerplexityJson(*result);
+    if (unigram) out["unigram_baseline_perplexity"] = unigram->perplexity();
     out["model"] = *model_dir;
     out["data"] = *data_path;
     out["parameters"] = params;
@@ -143,6 +160,10 @@ int RunEval(const Args& args) {
                                result->total.perplexity(), result->total.tokens,
                                result->total.bits_per_token())
             << absl::StrFormat("tokens/s     %.0f\n", result->tokens_per_second());
+  if (unigram) {
+    std::cout << absl::StrFormat("unigram      %.4f perplexity of a unigram model of %s\n",
+                                 unigram->perplexity(), *flags.Get("unigram-baseline"));
+  }
   if (!result->by_category.empty()) {
     std::cout << absl::StrFormat("\n%-20s %12s %10s\n", "category", "perplexity", "tokens");
     for (const auto& [name, s] : result->by_category) {
@@ -192,7 +213,7 @@ int RunCompress(const Args& args) {
   int64_t quantized_weights = 0;
   double quantized_bits = 0.0;
   {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (int64_t i = 0; i < model.num_layers(); ++i) {
       for (auto& [name, linear] : model.layer(i).Linears()) {
         auto q = QuantizeRtn(linear->weight, spec);

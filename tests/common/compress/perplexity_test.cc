@@ -89,6 +89,16 @@ TEST(PerplexityTest, BatchingAndWindowsDoNotChangeShortSequences) {
   EXPECT_TRUE(std::isfinite(c->total.nll));
 }
 
+TEST(PerplexityTest, UnigramBaselineMatchesHandComputation) {
+  // Train targets: 0, 0, 1 (the first token of each example is context only). Vocabulary 4.
+  std::vector<TextExample> train = {{{3, 0, 0}, ""}, {{3, 1}, ""}};
+  std::vector<TextExample> eval = {{{3, 0, 3}, ""}};
+  // Smoothed counts of ids 0..3: 3, 2, 1, 1 over 7.
+  NllSum s = UnigramPerplexity(train, eval, 4);
+  EXPECT_EQ(s.tokens, 2);
+  EXPECT_NEAR(s.nll, -std::log(3.0 / 7) - std::log(1.0 / 7), 1e-12);
+}
+
 TEST(PerplexityTest, BadOptionsAndIdsAreRejected) {
   LlamaModel m = LlamaModel::RandomInit(TinyConfig(), 6);
   auto examples = Examples({5}, 7);

@@ -82,6 +82,26 @@ TEST(LlamaConfigTest, ErrorsNameTheField) {
   }
 }
 
+TEST(LlamaConfigTest, ReadsTransformers5RopeParameters) {
+  auto c = ParseLlamaConfig(R"({"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 2, "num_attention_heads": 4,
+      "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 64}})",
+                            "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope_theta, 500000.0);
+  ASSERT_TRUE(c->rope_scaling.has_value());
+  EXPECT_EQ(c->rope_scaling->original_max_position_embeddings, 64);
+  auto plain = ParseLlamaConfig(R"({"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 2, "num_attention_heads": 4,
+      "rope_parameters": {"rope_type": "default", "rope_theta": 1234.0}})",
+                                "config.json");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->rope_theta, 1234.0);
+  EXPECT_FALSE(plain->rope_scaling.has_value());
+}
+
 TEST(LlamaConfigTest, MissingFileIsNotFound) {
   auto c = LoadLlamaConfig("/nonexistent/model");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);

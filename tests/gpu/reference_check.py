@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Reference check, run on the GPU machine: Hugging Face transformers builds LlamaForCausalLM
+models with random weights from several configs and saves them with save_pretrained; our
+libtorch model loads each directory and must produce the same logits on the same token ids
+(max relative error < 1e-4 in float32, < 2e-2 in bfloat16).
+
+  reference_check.py --binary build/tests/gpu/reference_logits --out DIR [--device cuda]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CONFIGS = {
+    # grouped-query attention, untied head
+    "gqa": dict(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=3,
+                num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-5,
+                rope_theta=10000.0, max_position_embeddings=512, tie_word_embeddings=False),
+    # plain multi-head attention, tied embeddings, biases on attention and MLP
+    "mha_tied_bias": dict(vocab_size=777, hidden_size=128, intermediate_size=352,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                          rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=512,
+                          tie_word_embeddings=True, attention_bias=True, mlp_bias=True),
+    # llama3 rope scaling over a short original context (so the test sequence crosses it),
+    # explicit head_dim that differs from hidden_size / heads, GQA
+    "llama3_rope": dict(vocab_size=512, hidden_size=192, intermediate_size=512,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=64, rms_norm_eps=1e-5, rope_theta=500000.0,
+                        max_position_embeddings=1024, tie_word_embeddings=False,
+                        rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                      "original_max_position_embeddings": 64}),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--seq", type=int, default=200)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    results = []
+    for name, kwargs in CONFIGS.items():
+        torch.manual_seed(0)
+        config = LlamaConfig(**kwargs)
+        config._attn_implementation = "eager"
+        model = LlamaForCausalLM(config).eval()
+        # Non-trivial norm weights and biases so that every parameter matters.
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "norm" in pname:
+                    p.uniform_(0.5, 1.5)
+                elif pname.endswith("bias"):
+                    p.normal_(0, 0.02)
+        path = os.path.join(args.out, name)
+        model.save_pretrained(path, safe_serialization=True)
+        ids = torch.randint(0, config.vocab_size, (2, args.seq))
+        with torch.no_grad():
+            m32 = model.to(args.device, torch.float32)
+            logits32 = m32(ids.to(args.device)).logits.float().cpu()
+            m16 = model.to(args.device, torch.bfloat16)
+            logits16 = m16(ids.to(args.device)).logits.float().cpu()
+        ref = os.path.join(args.out, name + ".reference.safetensors")
+        save_file({"input_ids": ids.contiguous(), "logits_float32": logits32.contiguous(),
+                   "logits_bfloat16": logits16.contiguous()}, ref)
+        proc = subprocess.run([args.binary, path, ref, args.device], capture_output=True, text=True)
+        if proc.returncode not in (0, 1):
+            print(proc.stdout, proc.stderr, file=sys.stderr)
+            sys.exit(f"{name}: reference_logits failed with {proc.returncode}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["config"] = name
+        r["pass"] = proc.returncode == 0
+        results.append(r)
+
+    print(f"{'config':16s} {'fp32 rel err':>14s} {'bf16 rel err':>14s} {'bf16 vs fp32 ref':>17s} "
+          f"{'cpu vs gpu fp32':>16s} result")
+    for r in results:
+        print(f"{r['config']:16s} {r['rel_err_float32']:14.3e} {r['rel_err_bfloat16']:14.3e} "
+              f"{r['rel_err_bfloat16_vs_reference_float32']:17.3e} "
+              f"{r['rel_err_cpu_vs_device_float32']:16.3e} {'PASS' if r['pass'] else 'FAIL'}")
+    with open(os.path.join(args.out, "reference_check.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    sys.exit(0 if all(r["pass"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
