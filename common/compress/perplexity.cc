@@ -64,7 +64,13 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
     }
   }
 
-  std::vector<ScoringWindow> windows = PlanScoringWindows(examples, options.window, options.stride);
+  std::vector<TextExample> subset;
+  const std::vector<TextExample>* data = &examples;
+  if (options.max_examples > 0 && static_cast<size_t>(options.max_examples) < examples.size()) {
+    subset.assign(examples.begin(), examples.begin() + options.max_examples);
+    data = &subset;
+  }
+  std::vector<ScoringWindow> windows = PlanScoringWindows(*data, options.window, options.stride);
   // Similar lengths together keep padding small.
   std::stable_sort(windows.begin(), windows.end(), [](const ScoringWindow& a, const ScoringWindow& b) {
     return a.end - a.begin > b.end - b.begin;
@@ -75,6 +81,9 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
   c10::NoGradGuard no_grad;
   const int64_t total = static_cast<int64_t>(windows.size());
   for (int64_t first = 0; first < total; first += options.batch_size) {
+    if (options.should_stop && options.should_stop()) {
+      return absl::CancelledError(absl::StrCat("evaluation stopped after ", first, " of ", total, " windows"));
+    }
     const int64_t count = std::min<int64_t>(options.batch_size, total - first);
     const int64_t len = windows[first].end - windows[first].begin;  // longest in the batch
     // Right padding: with a causal mask, padding after a sequence cannot change its predictions.
@@ -84,7 +93,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
     auto weight_a = weight.accessor<float, 2>();
     for (int64_t b = 0; b < count; ++b) {
       const ScoringWindow& w = windows[first + b];
-      const auto& src = examples[w.example].ids;
+      const auto& src = (*data)[w.example].ids;
       for (int64_t t = w.begin; t < w.end; ++t) ids_a[b][t - w.begin] = src[t];
       // Position p predicts token p + 1.
       for (int64_t t = w.score_from; t < w.end; ++t) weight_a[b][t - w.begin - 1] = 1.0f;
@@ -101,7 +110,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
       const int64_t scored = w.end - w.score_from;
       result.total.nll += per_window_a[b];
       result.total.tokens += scored;
-      const std::string& category = examples[w.example].category;
+      const std::string& category = (*data)[w.example].category;
       if (!category.empty()) {
         result.by_category[category].nll += per_window_a[b];
         result.by_category[category].tokens += scored;

@@ -22,6 +22,10 @@ struct PerplexityOptions {
   int64_t batch_size = 8;
   // Called after each batch with (windows done, windows total).
   std::function<void(int64_t, int64_t)> progress;
+  // Checked before each batch; true stops with Cancelled.
+  std::function<bool()> should_stop;
+  // Evaluate only the first N examples (0: all).
+  int64_t max_examples = 0;
 };
 
 struct NllSum {

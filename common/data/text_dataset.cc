@@ -69,4 +69,16 @@ absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path
   return out;
 }
 
+absl::StatusOr<std::vector<TextExample>> LoadTextDatasetForModel(const std::string& model_dir,
+                                                                 const LlamaConfig& config,
+                                                                 const std::string& path) {
+  auto tokenizer = LoadTokenizer(model_dir, config);
+  if (!tokenizer.ok() && tokenizer.status().code() != absl::StatusCode::kNotFound) {
+    return tokenizer.status();
+  }
+  TextDatasetOptions options;
+  options.vocab_size = config.vocab_size;
+  return LoadTextDataset(path, tokenizer.ok() ? tokenizer->get() : nullptr, options);
+}
+
 }  // namespace squeeze

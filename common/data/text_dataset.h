@@ -29,4 +29,10 @@ absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path
                                                          const Tokenizer* tokenizer,
                                                          const TextDatasetOptions& options = {});
 
+// A data file tokenized with the tokenizer of the model in `model_dir` (input_ids only when the
+// model has none), ids checked against the model's vocabulary.
+absl::StatusOr<std::vector<TextExample>> LoadTextDatasetForModel(const std::string& model_dir,
+                                                                 const LlamaConfig& config,
+                                                                 const std::string& path);
+
 }  // namespace squeeze

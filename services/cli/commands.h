@@ -15,10 +15,17 @@ using Args = std::vector<std::string>;
 int Fail(const absl::Status& status);
 
 int RunInspect(const Args& args);
+int RunSubmit(const Args& args);
+int RunWatch(const Args& args);
+int RunGet(const Args& args);
+int RunList(const Args& args);
+int RunCancel(const Args& args);
+int RunArtifacts(const Args& args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
 int RunEval(const Args& args);
 int RunCompress(const Args& args);
 int RunTrain(const Args& args);
+int RunRun(const Args& args);
 #endif
 
 }  // namespace squeeze::cli

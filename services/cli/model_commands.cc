@@ -56,25 +56,12 @@ struct LoadedEval {
   std::vector<TextExample> data;
 };
 
-// A data file tokenized with the tokenizer of the model in `model_dir`.
-absl::StatusOr<std::vector<TextExample>> LoadData(const std::string& model_dir,
-                                                  const LlamaConfig& config,
-                                                  const std::string& data) {
-  auto tokenizer = LoadTokenizer(model_dir, config);
-  if (!tokenizer.ok() && tokenizer.status().code() != absl::StatusCode::kNotFound) {
-    return tokenizer.status();
-  }
-  TextDatasetOptions options;
-  options.vocab_size = config.vocab_size;
-  return LoadTextDataset(data, tokenizer.ok() ? tokenizer->get() : nullptr, options);
-}
-
 // The model, plus the data file tokenized with the model's tokenizer.
 absl::StatusOr<LoadedEval> LoadModelAndData(const std::string& model_dir, const std::string& data,
                                             at::ScalarType dtype, at::Device device) {
   auto model = LlamaModel::Load(model_dir, dtype, device);
   if (!model.ok()) return model.status();
-  auto examples = LoadData(model_dir, model->config(), data);
+  auto examples = LoadTextDatasetForModel(model_dir, model->config(), data);
   if (!examples.ok()) return examples.status();
   return LoadedEval{*std::move(model), *std::move(examples)};
 }
@@ -139,7 +126,7 @@ int RunEval(const Args& args) {
   std::optional<NllSum> unigram;
   if (flags.Has("unigram-baseline")) {
     // Same tokenizer and vocabulary as the evaluation data.
-    auto train = LoadData(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
+    auto train = LoadTextDatasetForModel(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
     if (!train.ok()) return Fail(train.status());
     unigram = UnigramPerplexity(*train, loaded->data, loaded->model.config().vocab_size);
   }

@@ -19,6 +19,17 @@ commands:
                                        table
   train --data FILE --out DIR [--eval FILE] [--steps N] ...
                                        trains a byte-level example model (see README)
+
+service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
+  run RECIPE [--output DIR] [--state-dir DIR] [--device cpu|cuda] [--json]
+                                       runs a job to the end with live progress and prints its
+                                       report; without a coordinator, starts an embedded one
+  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--wait] [--json]
+  watch JOB [--json]                   live progress of a job until it finishes
+  get JOB [--json]
+  list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
+  cancel JOB [--json]
+  artifacts JOB [--download DIR] [--json]
 )";
 
 }  // namespace
@@ -32,10 +43,17 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const Args args(argv + 2, argv + argc);
   if (command == "inspect") return RunInspect(args);
+  if (command == "submit") return RunSubmit(args);
+  if (command == "watch") return RunWatch(args);
+  if (command == "get") return RunGet(args);
+  if (command == "list") return RunList(args);
+  if (command == "cancel") return RunCancel(args);
+  if (command == "artifacts") return RunArtifacts(args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
   if (command == "eval") return RunEval(args);
   if (command == "compress") return RunCompress(args);
   if (command == "train") return RunTrain(args);
+  if (command == "run") return RunRun(args);
 #endif
   std::cerr << "squeezectl: unknown command \"" << command << "\" (see squeezectl --help)\n";
   return 2;

@@ -1,0 +1,43 @@
+// A compression job's recipe (YAML): the model, the data and the stages. Parsing validates every
+// field before a job is accepted, and every error names the field's path:
+//   stages[2].quantize.bits: must be one of 2, 3, 4, 8
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace squeeze {
+
+struct StageSpec {
+  std::string kind;          // "evaluate", "quantize"
+  std::string options_json;  // the stage's options, defaults filled in
+  int gpus = 0;              // GPUs each rank needs; 0 runs anywhere (CPU or GPU)
+  int workers = 1;           // ranks leased together (gang)
+  int max_attempts = 0;      // 0: the recipe's (or the service's) default
+};
+
+struct Recipe {
+  std::string model;  // URI as written (file:///path or a plain path)
+  std::string calibration;
+  std::vector<std::string> evaluation;
+  std::vector<StageSpec> stages;
+  int max_attempts = 3;
+};
+
+absl::StatusOr<Recipe> ParseRecipe(absl::string_view yaml);
+
+// The local path of a file:// URI or plain path; InvalidArgument naming `field` for other schemes.
+absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view field);
+
+// Rewrites relative local paths of the recipe (model, data) to absolute paths under `base_dir`,
+// so that a recipe can name files beside it. Other fields are untouched.
+absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view yaml, const std::string& base_dir);
+
+// Checks what the recipe points at: the model directory holds a readable config.json and
+// weights, the data files exist. Errors name the recipe field ("model: ...").
+absl::Status CheckRecipeInputs(const Recipe& recipe);
+
+}  // namespace squeeze

@@ -1,0 +1,39 @@
+// Where tensors, checkpoints and reports live between tasks. gRPC carries only the URIs.
+// Backends implement this one interface; `file://` is the embedded default.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace squeeze {
+
+class ArtifactStore {
+ public:
+  virtual ~ArtifactStore() = default;
+
+  // Copies the regular files of `local_dir` into the artifact at `uri`. The artifact appears whole
+  // or not at all: a crash midway leaves no artifact under `uri`. Replaces an existing one.
+  virtual absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) = 0;
+  // A local directory holding the artifact's files (the file backend returns its own directory;
+  // remote backends download into `scratch`).
+  virtual absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
+                                                     const std::string& scratch) = 0;
+  // True when a complete artifact (or, for inputs given by users, a directory) is at `uri`.
+  virtual absl::StatusOr<bool> Exists(const std::string& uri) = 0;
+  // Small single-file objects (reports), written atomically.
+  virtual absl::Status PutFile(const std::string& uri, absl::string_view contents) = 0;
+  virtual absl::StatusOr<std::string> ReadFile(const std::string& uri) = 0;
+  virtual absl::Status Delete(const std::string& uri) = 0;
+};
+
+// Opens the backend for `uri`'s scheme ("file://..."), or InvalidArgument.
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view uri);
+
+// "file:///a/b" -> "/a/b"; plain paths pass through.
+std::string FilePathOfUri(absl::string_view uri);
+
+}  // namespace squeeze

@@ -1,0 +1,122 @@
+// The file:// backend: artifacts are directories; each gets a manifest, written last, and the
+// directory is renamed into place, which is the commit point.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/store/artifact_store.h"
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kManifest[] = ".squeeze-manifest.json";
+
+std::string UniqueSuffix() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrCat(".partial-", ::getpid(), "-", counter++, "-",
+                      std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+absl::Status FsError(absl::string_view what, const fs::path& p, const std::error_code& ec) {
+  return absl::UnavailableError(absl::StrCat(what, " ", p.string(), ": ", ec.message()));
+}
+
+class FileArtifactStore : public ArtifactStore {
+ public:
+  absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) override {
+    const fs::path target = FilePathOfUri(uri);
+    const fs::path staging = target.string() + UniqueSuffix();
+    std::error_code ec;
+    fs::create_directories(staging, ec);
+    if (ec) return FsError("cannot create", staging, ec);
+    nlohmann::json files = nlohmann::json::array();
+    for (const auto& entry : fs::directory_iterator(local_dir, ec)) {
+      if (!entry.is_regular_file()) continue;
+      const std::string name = entry.path().filename().string();
+      if (name == kManifest) continue;
+      fs::copy_file(entry.path(), staging / name, fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        fs::remove_all(staging);
+        return FsError("cannot copy", entry.path(), ec);
+      }
+      files.push_back({{"name", name}, {"size", entry.file_size()}});
+    }
+    if (ec) return FsError("cannot list", local_dir, ec);
+    {
+      std::ofstream out(staging / kManifest);
+      out << nlohmann::json{{"files", files}}.dump(2) << "\n";
+      if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write manifest in ", staging.string()));
+    }
+    fs::remove_all(target, ec);
+    fs::rename(staging, target, ec);
+    if (ec) return FsError("cannot commit", target, ec);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> LocalDirectory(const std::string& uri, const std::string&) override {
+    const fs::path p = FilePathOfUri(uri);
+    if (!fs::is_directory(p)) return absl::NotFoundError(absl::StrCat(uri, ": no such artifact"));
+    return p.string();
+  }
+
+  absl::StatusOr<bool> Exists(const std::string& uri) override {
+    const fs::path p = FilePathOfUri(uri);
+    return fs::exists(p / kManifest) || (fs::is_directory(p) && !fs::is_empty(p)) ||
+           fs::is_regular_file(p);
+  }
+
+  absl::Status PutFile(const std::string& uri, absl::string_view contents) override {
+    const fs::path p = FilePathOfUri(uri);
+    std::error_code ec;
+    fs::create_directories(p.parent_path(), ec);
+    const fs::path tmp = p.string() + UniqueSuffix();
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+      if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", tmp.string()));
+    }
+    fs::rename(tmp, p, ec);
+    if (ec) return FsError("cannot commit", p, ec);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> ReadFile(const std::string& uri) override {
+    std::ifstream in(FilePathOfUri(uri), std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(uri, ": no such object"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  absl::Status Delete(const std::string& uri) override {
+    std::error_code ec;
+    fs::remove_all(FilePathOfUri(uri), ec);
+    if (ec) return FsError("cannot delete", FilePathOfUri(uri), ec);
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace
+
+std::string FilePathOfUri(absl::string_view uri) {
+  if (uri.substr(0, 7) == "file://") return std::string(uri.substr(7));
+  return std::string(uri);
+}
+
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view uri) {
+  if (uri.substr(0, 7) == "file://" || uri.find("://") == absl::string_view::npos) {
+    return std::make_unique<FileArtifactStore>();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("store \"", uri, "\": unsupported scheme (expected file://)"));
+}
+
+}  // namespace squeeze

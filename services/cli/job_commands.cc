@@ -1,0 +1,270 @@
+// squeezectl's service commands: submit, watch, get, list, cancel, artifacts.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/recipe/recipe.h"
+#include "common/store/artifact_store.h"
+#include "services/cli/commands.h"
+#include "services/cli/flags.h"
+#include "services/cli/job_client.h"
+
+namespace squeeze::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  return out;
+}
+
+Flags& ClientFlags(Flags& flags) { return flags.Value("coordinator").Bool("json"); }
+
+absl::StatusOr<std::string> CoordinatorAddress(const Flags& flags) {
+  if (flags.Has("coordinator")) return *flags.Get("coordinator");
+  if (const char* env = std::getenv("SQUEEZE_COORDINATOR"); env != nullptr && *env) return std::string(env);
+  return absl::FailedPreconditionError(
+      "no coordinator: pass --coordinator HOST:PORT or set SQUEEZE_COORDINATOR (or use `squeezectl run`)");
+}
+
+absl::StatusOr<std::string> ReadFileText(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Copies an artifact (a file or a directory, file:// store) into `dir`.
+absl::Status Download(const std::string& uri, const std::string& dir) {
+  const fs::path src = FilePathOfUri(uri);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (fs::is_regular_file(src)) {
+    fs::copy_file(src, fs::path(dir) / src.filename(), fs::copy_options::overwrite_existing, ec);
+  } else if (fs::is_directory(src)) {
+    for (const auto& e : fs::directory_iterator(src, ec)) {
+      if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
+        fs::copy_file(e.path(), fs::path(dir) / e.path().filename(), fs::copy_options::overwrite_existing, ec);
+        if (ec) break;
+      }
+    }
+  } else {
+    return absl::NotFoundError(absl::StrCat(uri, ": not in the store"));
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
+                                     const std::string& request_id, const std::string& tenant, int priority,
+                                     bool* created) {
+  auto raw = ReadFileText(recipe_path);
+  if (!raw.ok()) return raw.status();
+  // Relative paths in a recipe are relative to the recipe file, wherever the coordinator runs.
+  auto text = ResolveRecipePaths(*raw, fs::path(recipe_path).parent_path().string());
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(recipe_path, ": ", text.status().message()));
+  v1::SubmitJobRequest request;
+  request.set_recipe_yaml(*text);
+  request.set_request_id(request_id);
+  request.set_tenant(tenant);
+  request.set_priority(priority);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::SubmitJobResponse response;
+  if (auto s = client.stub().SubmitJob(&context, request, &response); !s.ok()) {
+    return absl::Status(FromGrpc(s).code(), absl::StrCat(recipe_path, ": ", s.error_message()));
+  }
+  if (created) *created = response.created();
+  return response.job();
+}
+
+absl::Status CopyJobOutputs(const v1::Job& job, JobClient& client, const std::string& dir) {
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(job.id());
+  v1::ListArtifactsResponse response;
+  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok()) return FromGrpc(s);
+  std::string model_uri;
+  for (const v1::Artifact& a : response.artifacts()) {
+    if (a.name() == "model") model_uri = a.uri();  // the last model produced
+    if (a.name() == "report") {
+      if (auto s = Download(a.uri(), dir); !s.ok()) return s;
+    }
+  }
+  if (!model_uri.empty()) return Download(model_uri, (fs::path(dir) / "model").string());
+  return absl::OkStatus();
+}
+
+int FinishWithJob(const absl::StatusOr<v1::Job>& job, bool json) {
+  if (!job.ok()) return Fail(job.status());
+  if (json) std::cout << ToJson(*job) << "\n";
+  if (job->state() == v1::SUCCEEDED) return 0;
+  if (!json) std::cerr << "squeezectl: job " << job->id() << " " << JobStateName(job->state())
+                       << (job->error().empty() ? "" : ": " + job->error()) << "\n";
+  return 1;
+}
+
+int RunSubmit(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Value("request-id", "").Value("tenant", "").Value("priority", "0").Bool("wait").Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  auto priority = flags.GetInt("priority");
+  if (!priority.ok()) return Fail(priority.status());
+  JobClient client(*address);
+  bool created = false;
+  auto job = SubmitRecipe(client, flags.positional()[0], *flags.Get("request-id"), *flags.Get("tenant"),
+                          static_cast<int>(*priority), &created);
+  if (!job.ok()) return Fail(job.status());
+  if (!flags.GetBool("wait")) {
+    if (flags.GetBool("json")) {
+      std::cout << ToJson(*job) << "\n";
+    } else {
+      std::cout << job->id() << (created ? "" : " (existing job for this request id)") << "\n";
+    }
+    return 0;
+  }
+  std::cerr << "submitted " << job->id() << "\n";
+  return FinishWithJob(client.Watch(job->id(), flags.GetBool("json") ? std::cerr : std::cout,
+                                    ::isatty(STDOUT_FILENO), false),
+                       flags.GetBool("json"));
+}
+
+int RunWatch(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  JobClient client(*address);
+  const bool json = flags.GetBool("json");
+  auto job = client.Watch(flags.positional()[0], std::cout, !json && ::isatty(STDOUT_FILENO), json);
+  if (!job.ok()) return Fail(job.status());
+  return job->state() == v1::SUCCEEDED ? 0 : 1;
+}
+
+int RunGet(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  JobClient client(*address);
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_job_id(flags.positional()[0]);
+  v1::Job job;
+  if (auto s = client.stub().GetJob(&context, request, &job); !s.ok()) return Fail(FromGrpc(s));
+  std::cout << (flags.GetBool("json") ? ToJson(job) + "\n" : DescribeJob(job));
+  return 0;
+}
+
+int RunList(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Value("state", "").Value("tenant", "").Value("page-size", "50").Value("page-token", "");
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  v1::ListJobsRequest request;
+  const std::string state = *flags.Get("state");
+  if (!state.empty()) {
+    v1::JobState parsed;
+    if (!v1::JobState_Parse(state, &parsed) || parsed == v1::JOB_STATE_UNSPECIFIED) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--state: expected QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got \"", state, "\"")));
+    }
+    request.set_state(parsed);
+  }
+  auto page_size = flags.GetInt("page-size");
+  if (!page_size.ok()) return Fail(page_size.status());
+  request.set_tenant(*flags.Get("tenant"));
+  request.set_page_size(static_cast<int>(*page_size));
+  request.set_page_token(*flags.Get("page-token"));
+  JobClient client(*address);
+  grpc::ClientContext context;
+  v1::ListJobsResponse response;
+  if (auto s = client.stub().ListJobs(&context, request, &response); !s.ok()) return Fail(FromGrpc(s));
+  if (flags.GetBool("json")) {
+    std::cout << ToJson(response) << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat("%-22s %-10s %-10s %s\n", "job", "state", "tenant", "stages");
+  for (const v1::Job& j : response.jobs()) {
+    std::string stages;
+    for (const v1::Task& t : j.tasks()) absl::StrAppend(&stages, stages.empty() ? "" : " -> ", t.kind());
+    std::cout << absl::StrFormat("%-22s %-10s %-10s %s\n", j.id(), JobStateName(j.state()), j.tenant(), stages);
+  }
+  if (!response.next_page_token().empty()) std::cout << "next page: --page-token " << response.next_page_token() << "\n";
+  return 0;
+}
+
+int RunCancel(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  JobClient client(*address);
+  grpc::ClientContext context;
+  v1::CancelJobRequest request;
+  request.set_job_id(flags.positional()[0]);
+  v1::Job job;
+  if (auto s = client.stub().CancelJob(&context, request, &job); !s.ok()) return Fail(FromGrpc(s));
+  std::cout << (flags.GetBool("json") ? ToJson(job) + "\n"
+                                      : absl::StrCat(job.id(), " ", JobStateName(job.state()),
+                                                     job.cancel_requested() && job.state() == v1::RUNNING
+                                                         ? " (stops at the next step boundary)"
+                                                         : "",
+                                                     "\n"));
+  return 0;
+}
+
+int RunArtifacts(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Value("download").Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  JobClient client(*address);
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(flags.positional()[0]);
+  v1::ListArtifactsResponse response;
+  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok()) return Fail(FromGrpc(s));
+  if (flags.Has("download")) {
+    for (const v1::Artifact& a : response.artifacts()) {
+      const std::string dir = (fs::path(*flags.Get("download")) /
+                               (a.task_index() >= 0 ? absl::StrCat(a.task_index(), "-", a.name()) : a.name()))
+                                  .string();
+      if (auto s = Download(a.uri(), dir); !s.ok()) return Fail(s);
+    }
+  }
+  if (flags.GetBool("json")) {
+    std::cout << ToJson(response) << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n", "stage", "name", "kind", "uri");
+  for (const v1::Artifact& a : response.artifacts()) {
+    std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n", a.task_index() >= 0 ? std::to_string(a.task_index()) : "-",
+                                 a.name(), a.kind(), a.uri());
+  }
+  return 0;
+}
+
+}  // namespace squeeze::cli

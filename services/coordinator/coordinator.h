@@ -1,0 +1,55 @@
+// A coordinator process's parts wired together: state store, artifact store, scheduler, the gRPC
+// server (JobService, WorkerService, health, reflection) and the lease-expiry loop. Used by the
+// squeeze-coordinator binary and, embedded, by `squeezectl run`.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "services/coordinator/job_scheduler.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace squeeze::coordinator {
+
+struct CoordinatorOptions {
+  std::string listen_address = "127.0.0.1:7070";  // port 0 picks a free one
+  std::string state_dir;                          // holds state.db
+  std::string store_root;                         // default file://<state_dir>/store
+  bool sqlite_synchronous_full = false;
+  int max_message_bytes = 16 << 20;
+  SchedulerOptions scheduler;
+};
+
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Start(CoordinatorOptions options);
+  ~Coordinator();
+
+  int port() const { return port_; }
+  std::string address() const;
+  JobScheduler& scheduler() { return *scheduler_; }
+  const std::string& store_root() const { return options_.store_root; }
+  void Wait();
+  void Shutdown();
+
+ private:
+  Coordinator() = default;
+  CoordinatorOptions options_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<class JobServiceImpl> job_service_;
+  std::unique_ptr<class WorkerServiceImpl> worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread expiry_;
+  std::atomic<bool> stopping_{false};
+  int port_ = 0;
+};
+
+}  // namespace squeeze::coordinator

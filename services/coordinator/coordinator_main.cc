@@ -1,0 +1,60 @@
+// squeeze-coordinator: the JobService and WorkerService over one state directory.
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "services/cli/flags.h"
+#include "services/coordinator/coordinator.h"
+
+namespace {
+std::atomic<bool> g_stop{false};
+}
+
+int main(int argc, char** argv) {
+  squeeze::cli::Flags flags;
+  flags.Value("listen", "127.0.0.1:7070").Value("state-dir").Value("store")
+      .Value("lease-timeout-ms", "15000").Value("heartbeat-interval-ms", "1000")
+      .Value("retry-backoff-ms", "1000").Value("tenant-gpu-limit", "0").Bool("sqlite-synchronous-full");
+  if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
+    std::cerr << "squeeze-coordinator: " << s.message() << "\n";
+    return 2;
+  }
+  squeeze::coordinator::CoordinatorOptions options;
+  options.listen_address = *flags.Get("listen");
+  auto state_dir = flags.Get("state-dir");
+  if (!state_dir.ok()) {
+    std::cerr << "squeeze-coordinator: " << state_dir.status().message() << "\n";
+    return 2;
+  }
+  options.state_dir = *state_dir;
+  if (flags.Has("store")) options.store_root = *flags.Get("store");
+  options.sqlite_synchronous_full = flags.GetBool("sqlite-synchronous-full");
+  for (auto [name, out] : {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
+                           std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
+                           std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms}}) {
+    auto v = flags.GetInt(name);
+    if (!v.ok() || *v <= 0) {
+      std::cerr << "squeeze-coordinator: --" << name << ": expected a positive integer\n";
+      return 2;
+    }
+    *out = *v;
+  }
+  auto limit = flags.GetInt("tenant-gpu-limit");
+  if (!limit.ok() || *limit < 0) {
+    std::cerr << "squeeze-coordinator: --tenant-gpu-limit: expected a non-negative integer\n";
+    return 2;
+  }
+  options.scheduler.tenant_gpu_limit = static_cast<int>(*limit);
+
+  auto coordinator = squeeze::coordinator::Coordinator::Start(options);
+  if (!coordinator.ok()) {
+    std::cerr << "squeeze-coordinator: " << coordinator.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "squeeze-coordinator listening on " << (*coordinator)->address() << std::endl;
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  (*coordinator)->Shutdown();
+  return 0;
+}

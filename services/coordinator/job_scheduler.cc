@@ -1,0 +1,663 @@
+#include "services/coordinator/job_scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace squeeze::coordinator {
+namespace {
+
+using json = nlohmann::json;
+
+class RealClock : public Clock {
+ public:
+  int64_t NowMs() override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+};
+
+std::string RandomId(const char* prefix) {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
+  return absl::StrCat(prefix, buf);
+}
+
+bool IsFinished(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
+
+// Kinds that produce a new model for the stages after them.
+bool ProducesModel(const std::string& kind) { return kind == "quantize"; }
+
+}  // namespace
+
+Clock* SystemClock() {
+  static RealClock clock;
+  return &clock;
+}
+
+JobScheduler::JobScheduler(StateStore* state, ArtifactStore* artifacts, Clock* clock,
+                           SchedulerOptions options)
+    : state_(state), artifacts_(artifacts), clock_(clock), options_(std::move(options)) {}
+
+absl::Status JobScheduler::Recover() {
+  auto jobs = state_->LoadJobs();
+  if (!jobs.ok()) return jobs.status();
+  auto events = state_->LoadEvents();
+  if (!events.ok()) return events.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = Now();
+  for (v1::JobRecord& r : *jobs) {
+    auto record = std::make_unique<v1::JobRecord>(std::move(r));
+    const v1::Job& job = record->job();
+    next_sequence_ = std::max(next_sequence_, record->sequence() + 1);
+    if (!job.request_id().empty()) by_request_[{job.tenant(), job.request_id()}] = job.id();
+    for (int i = 0; i < record->tasks_size(); ++i) {
+      v1::TaskRecord& t = *record->mutable_tasks(i);
+      task_index_[t.task().id()] = {job.id(), i};
+      // Leases survive the restart; their workers get a full timeout to heartbeat again.
+      if (t.task().state() == v1::TASK_RUNNING) t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
+    }
+    if (!IsFinished(job.state())) active_.insert({-job.priority(), record->sequence(), job.id()});
+    jobs_[job.id()] = std::move(record);
+  }
+  for (StoredEvent& e : *events) events_[e.job_id].push_back(std::move(e.event));
+  return absl::OkStatus();
+}
+
+v1::Job JobScheduler::PublicView(const v1::JobRecord& r) const {
+  v1::Job job = r.job();
+  for (const v1::TaskRecord& t : r.tasks()) *job.add_tasks() = t.task();
+  return job;
+}
+
+std::optional<JobScheduler::TaskRef> JobScheduler::FindTask(const std::string& task_id) {
+  auto it = task_index_.find(task_id);
+  if (it == task_index_.end()) return std::nullopt;
+  v1::JobRecord* r = jobs_.at(it->second.first).get();
+  return TaskRef{r, r->mutable_tasks(it->second.second)};
+}
+
+void JobScheduler::AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) {
+  event.set_sequence(r.next_event_sequence());
+  event.set_unix_ms(Now());
+  r.set_next_event_sequence(r.next_event_sequence() + 1);
+  if (durable) pending_events_.push_back({r.job().id(), event});
+  events_[r.job().id()].push_back(std::move(event));
+  changed_.notify_all();
+}
+
+void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
+                                const std::string& message, bool durable) {
+  v1::JobEvent e;
+  v1::TaskUpdate* u = e.mutable_task();
+  u->set_index(t.task().index());
+  u->set_kind(t.task().kind());
+  u->set_state(t.task().state());
+  *u->mutable_progress() = t.task().progress();
+  u->set_message(message);
+  AddEvent(r, std::move(e), durable);
+}
+
+void JobScheduler::SetJobState(v1::JobRecord& r, v1::JobState state) {
+  if (r.job().state() == state) return;
+  r.mutable_job()->set_state(state);
+  if (state == v1::RUNNING) r.mutable_job()->set_started_unix_ms(Now());
+  if (IsFinished(state)) {
+    r.mutable_job()->set_finished_unix_ms(Now());
+    active_.erase({-r.job().priority(), r.sequence(), r.job().id()});
+  }
+  v1::JobEvent e;
+  e.set_state(state);
+  AddEvent(r, std::move(e), /*durable=*/true);
+}
+
+absl::Status JobScheduler::CommitJob(v1::JobRecord& r) {
+  std::vector<StoredEvent> events;
+  events.swap(pending_events_);
+  return state_->Commit({&r}, events);
+}
+
+absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRequest& request,
+                                                           const Recipe& recipe) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string tenant = request.tenant().empty() ? "default" : request.tenant();
+  v1::SubmitJobResponse response;
+  if (!request.request_id().empty()) {
+    auto it = by_request_.find({tenant, request.request_id()});
+    if (it != by_request_.end()) {
+      *response.mutable_job() = PublicView(*jobs_.at(it->second));
+      response.set_created(false);
+      return response;
+    }
+  }
+  auto record = std::make_unique<v1::JobRecord>();
+  v1::Job* job = record->mutable_job();
+  job->set_id(RandomId("job-"));
+  job->set_tenant(tenant);
+  job->set_priority(request.priority());
+  job->set_state(v1::QUEUED);
+  job->set_recipe_yaml(request.recipe_yaml());
+  job->set_created_unix_ms(Now());
+  job->set_request_id(request.request_id());
+  record->set_sequence(next_sequence_++);
+  const std::string job_root = absl::StrCat(options_.store_root, "/jobs/", job->id());
+  for (size_t i = 0; i < recipe.stages.size(); ++i) {
+    const StageSpec& stage = recipe.stages[i];
+    v1::TaskRecord* t = record->add_tasks();
+    v1::Task* task = t->mutable_task();
+    task->set_id(absl::StrCat(job->id(), "-t", i));
+    task->set_index(static_cast<int>(i));
+    task->set_kind(stage.kind);
+    task->set_state(v1::TASK_PENDING);
+    task->set_max_attempts(stage.max_attempts > 0 ? stage.max_attempts : recipe.max_attempts);
+    if (i > 0) task->add_depends_on(static_cast<int>(i) - 1);
+    json spec = json::parse(stage.options_json);
+    spec["evaluation"] = recipe.evaluation;
+    spec["calibration"] = recipe.calibration;
+    t->set_spec_json(spec.dump());
+    t->set_gpus(stage.gpus);
+    t->set_world_size(stage.workers);
+    t->set_output_uri(absl::StrCat(job_root, "/", i, "-", stage.kind));
+    t->set_checkpoint_uri(absl::StrCat(job_root, "/", i, "-", stage.kind, ".checkpoint"));
+    (*t->mutable_inputs())["model"] = recipe.model;
+  }
+  v1::JobRecord& r = *record;
+  const std::string id = job->id();
+  for (int i = 0; i < r.tasks_size(); ++i) task_index_[r.tasks(i).task().id()] = {id, i};
+  jobs_[id] = std::move(record);
+  active_.insert({-r.job().priority(), r.sequence(), id});
+  if (!request.request_id().empty()) by_request_[{tenant, request.request_id()}] = id;
+  v1::JobEvent e;
+  e.set_state(v1::QUEUED);
+  AddEvent(r, std::move(e), true);
+  MakeRunnable(r, 0);
+  if (auto s = CommitJob(r); !s.ok()) {
+    // Not durable, so not accepted: forget it entirely.
+    active_.erase({-r.job().priority(), r.sequence(), id});
+    by_request_.erase({tenant, request.request_id()});
+    for (int i = 0; i < r.tasks_size(); ++i) task_index_.erase(r.tasks(i).task().id());
+    events_.erase(id);
+    jobs_.erase(id);
+    return s;
+  }
+  *response.mutable_job() = PublicView(r);
+  response.set_created(true);
+  return response;
+}
+
+void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
+  v1::TaskRecord& t = *r.mutable_tasks(index);
+  // The model a stage works on is the latest model produced before it.
+  for (int j = index - 1; j >= 0; --j) {
+    const v1::TaskRecord& prev = r.tasks(j);
+    if (ProducesModel(prev.task().kind()) && prev.outputs().count("model")) {
+      (*t.mutable_inputs())["model"] = prev.outputs().at("model");
+      break;
+    }
+  }
+  t.mutable_task()->set_state(v1::TASK_QUEUED);
+  AddTaskEvent(r, t, "queued", true);
+}
+
+absl::StatusOr<v1::Job> JobScheduler::Get(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+  return PublicView(*it->second);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int page_size = request.page_size() <= 0 ? 50 : std::min(request.page_size(), 1000);
+  int64_t after = 0;
+  if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &after)) {
+    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  }
+  std::vector<const v1::JobRecord*> matching;
+  for (const auto& [id, r] : jobs_) {
+    if (r->sequence() <= after) continue;
+    if (request.state() != v1::JOB_STATE_UNSPECIFIED && r->job().state() != request.state()) continue;
+    if (!request.tenant().empty() && r->job().tenant() != request.tenant()) continue;
+    matching.push_back(r.get());
+  }
+  std::sort(matching.begin(), matching.end(),
+            [](const v1::JobRecord* a, const v1::JobRecord* b) { return a->sequence() < b->sequence(); });
+  v1::ListJobsResponse response;
+  for (size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
+    *response.add_jobs() = PublicView(*matching[i]);
+  }
+  if (static_cast<int>(matching.size()) > page_size) {
+    response.set_next_page_token(absl::StrCat(matching[page_size - 1]->sequence()));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+  v1::JobRecord& r = *it->second;
+  if (IsFinished(r.job().state())) return PublicView(r);  // nothing left to cancel
+  r.mutable_job()->set_cancel_requested(true);
+  bool running = false;
+  for (const v1::TaskRecord& t : r.tasks()) running = running || t.task().state() == v1::TASK_RUNNING;
+  if (!running) {
+    FinishJob(r, v1::CANCELLED, "cancelled");
+  } else {
+    v1::JobEvent e;
+    e.set_log("cancel requested; the running stage stops at its next step boundary");
+    AddEvent(r, std::move(e), true);
+  }
+  if (auto s = CommitJob(r); !s.ok()) return s;
+  return PublicView(r);
+}
+
+absl::StatusOr<v1::ListArtifactsResponse> JobScheduler::Artifacts(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+  v1::ListArtifactsResponse response;
+  for (const v1::Artifact& a : it->second->artifacts()) *response.add_artifacts() = a;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string& job_id,
+                                                               int64_t after_sequence,
+                                                               int64_t wait_ms, bool* done) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+  const v1::JobRecord* r = it->second.get();
+  auto collect = [&] {
+    std::vector<v1::JobEvent> out;
+    for (const v1::JobEvent& e : events_[job_id]) {
+      if (e.sequence() > after_sequence) out.push_back(e);
+    }
+    return out;
+  };
+  std::vector<v1::JobEvent> out = collect();
+  if (out.empty() && !IsFinished(r->job().state())) {
+    changed_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
+      return shutdown_ || IsFinished(r->job().state()) ||
+             (!events_[job_id].empty() && events_[job_id].back().sequence() > after_sequence);
+    });
+    out = collect();
+  }
+  const int64_t last = out.empty() ? after_sequence : out.back().sequence();
+  *done = IsFinished(r->job().state()) &&
+          (events_[job_id].empty() || events_[job_id].back().sequence() <= last);
+  return out;
+}
+
+v1::RegisterWorkerResponse JobScheduler::Register(const v1::RegisterWorkerRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string id = request.worker_id();
+  if (id.empty()) id = absl::StrCat("worker-", request.node(), "-", RandomId(""));
+  WorkerInfo& w = workers_[id];
+  w.registration = request;
+  w.gpus = 0;
+  for (const v1::Device& d : request.devices()) w.gpus += d.name().rfind("cuda", 0) == 0 ? 1 : 0;
+  w.capabilities = {request.capabilities().begin(), request.capabilities().end()};
+  w.last_seen_ms = Now();
+  // A re-registering worker may still hold a lease from before a coordinator restart.
+  for (const auto& [job_id, r] : jobs_) {
+    for (const v1::TaskRecord& t : r->tasks()) {
+      if (t.task().state() != v1::TASK_RUNNING) continue;
+      for (const std::string& lw : t.lease_workers()) {
+        if (lw == id) w.current_task = t.task().id();
+      }
+    }
+  }
+  v1::RegisterWorkerResponse response;
+  response.set_worker_id(id);
+  response.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  response.set_lease_timeout_ms(options_.lease_timeout_ms);
+  return response;
+}
+
+int JobScheduler::TenantGpusInUse(const std::string& tenant) {
+  int used = 0;
+  for (const auto& key : active_) {
+    const v1::JobRecord& r = *jobs_.at(std::get<2>(key));
+    if (r.job().tenant() != tenant) continue;
+    for (const v1::TaskRecord& t : r.tasks()) {
+      if (t.task().state() == v1::TASK_RUNNING) used += t.gpus() * t.world_size();
+    }
+  }
+  return used;
+}
+
+v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t,
+                                      int rank) const {
+  v1::TaskLease lease;
+  lease.set_job_id(r.job().id());
+  lease.set_task_id(t.task().id());
+  lease.set_attempt(t.task().attempts());
+  lease.set_kind(t.task().kind());
+  // Later evaluations compare against the first one: hand them its result.
+  json spec = json::parse(t.spec_json());
+  for (const v1::TaskRecord& prev : r.tasks()) {
+    if (prev.task().index() >= t.task().index()) break;
+    if (prev.task().kind() == "evaluate" && !prev.result_json().empty()) {
+      spec["baseline"] = json::parse(prev.result_json(), nullptr, false);
+      break;
+    }
+  }
+  lease.set_spec_json(spec.dump());
+  for (const auto& [k, v] : t.inputs()) (*lease.mutable_inputs())[k] = v;
+  lease.set_output_uri(t.output_uri());
+  lease.set_checkpoint_uri(t.checkpoint_uri());
+  lease.set_rank(rank);
+  lease.set_world_size(t.world_size());
+  if (t.world_size() > 1) {
+    const auto& w = workers_.at(t.lease_workers(0));
+    lease.set_rendezvous_address(w.registration.rendezvous_address());
+  }
+  lease.set_lease_deadline_unix_ms(t.lease_deadline_unix_ms());
+  return lease;
+}
+
+std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id) {
+  WorkerInfo& me = workers_.at(worker_id);
+  const int64_t now = Now();
+  for (const auto& key : active_) {
+    v1::JobRecord& r = *jobs_.at(std::get<2>(key));
+    if (r.job().cancel_requested()) continue;
+    for (v1::TaskRecord& t : *r.mutable_tasks()) {
+      if (t.task().state() != v1::TASK_QUEUED) continue;
+      if (t.not_before_unix_ms() > now) break;
+      auto eligible = [&](const WorkerInfo& w) {
+        return w.current_task.empty() && w.gpus >= t.gpus() && w.capabilities.count(t.task().kind());
+      };
+      if (!eligible(me)) break;
+      if (options_.tenant_gpu_limit > 0 && t.gpus() > 0 &&
+          TenantGpusInUse(r.job().tenant()) + t.gpus() * t.world_size() > options_.tenant_gpu_limit) {
+        break;
+      }
+      // A gang is leased to all its ranks at once or not at all: only workers waiting right now.
+      std::vector<std::string> ranks = {worker_id};
+      for (auto& [id, w] : workers_) {
+        if (static_cast<int>(ranks.size()) >= t.world_size()) break;
+        if (id != worker_id && w.waiting && !w.assigned && eligible(w)) ranks.push_back(id);
+      }
+      if (static_cast<int>(ranks.size()) < t.world_size()) break;
+
+      t.mutable_task()->set_state(v1::TASK_RUNNING);
+      t.mutable_task()->set_attempts(t.task().attempts() + 1);
+      t.mutable_task()->set_worker_id(worker_id);
+      t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
+      t.clear_lease_workers();
+      for (const std::string& id : ranks) t.add_lease_workers(id);
+      SetJobState(r, v1::RUNNING);
+      AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " leased to ", worker_id), true);
+      if (auto s = CommitJob(r); !s.ok()) {
+        // Not durable: undo, so that nobody runs what the store does not know about.
+        t.mutable_task()->set_state(v1::TASK_QUEUED);
+        t.mutable_task()->set_attempts(t.task().attempts() - 1);
+        t.clear_lease_workers();
+        return std::nullopt;
+      }
+      for (size_t rank = 0; rank < ranks.size(); ++rank) {
+        WorkerInfo& w = workers_.at(ranks[rank]);
+        w.current_task = t.task().id();
+        if (rank > 0) w.assigned = MakeLease(r, t, static_cast<int>(rank));
+      }
+      changed_.notify_all();
+      return MakeLease(r, t, 0);
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::string& worker_id,
+                                                                 int64_t wait_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat("worker \"", worker_id, "\" is not registered"));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (true) {
+    WorkerInfo& w = workers_.at(worker_id);
+    w.last_seen_ms = Now();
+    if (w.assigned) {
+      std::optional<v1::TaskLease> lease = std::move(w.assigned);
+      w.assigned.reset();
+      w.waiting = false;
+      return lease;
+    }
+    if (w.current_task.empty()) {
+      if (auto lease = TryLease(worker_id)) {
+        w.waiting = false;
+        return lease;
+      }
+    }
+    if (shutdown_ || std::chrono::steady_clock::now() >= deadline) {
+      w.waiting = false;
+      return std::optional<v1::TaskLease>();
+    }
+    w.waiting = true;
+    // Backoff deadlines pass without any event, so wake up now and then to look again.
+    changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
+                                                     std::chrono::milliseconds(100)));
+  }
+}
+
+absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::HeartbeatRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::HeartbeatResponse response;
+  auto ref = FindTask(request.task_id());
+  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  v1::TaskRecord& t = *ref->task;
+  const bool current = t.task().state() == v1::TASK_RUNNING && t.task().attempts() == request.attempt() &&
+                       std::find(t.lease_workers().begin(), t.lease_workers().end(), request.worker_id()) !=
+                           t.lease_workers().end();
+  if (!current) {
+    response.set_cancel(true);  // this attempt was given up on; stop working on it
+    return response;
+  }
+  if (auto w = workers_.find(request.worker_id()); w != workers_.end()) w->second.last_seen_ms = Now();
+  t.set_lease_deadline_unix_ms(Now() + options_.lease_timeout_ms);
+  if (request.has_progress() && request.worker_id() == t.lease_workers(0)) {
+    *t.mutable_task()->mutable_progress() = request.progress();
+    // Progress is for watching; it need not survive a restart, so it is not written each time.
+    AddTaskEvent(*ref->job, t, "", /*durable=*/false);
+  }
+  for (const std::string& line : request.log()) {
+    v1::JobEvent e;
+    e.set_log(line);
+    AddEvent(*ref->job, std::move(e), /*durable=*/false);
+  }
+  response.set_cancel(ref->job->job().cancel_requested());
+  response.set_lease_deadline_unix_ms(t.lease_deadline_unix_ms());
+  return response;
+}
+
+void JobScheduler::ReleaseWorkers(const v1::TaskRecord& t) {
+  for (const std::string& id : t.lease_workers()) {
+    auto it = workers_.find(id);
+    if (it != workers_.end() && it->second.current_task == t.task().id()) {
+      it->second.current_task.clear();
+      it->second.assigned.reset();
+    }
+  }
+  changed_.notify_all();
+}
+
+absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto ref = FindTask(request.task_id());
+  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  v1::JobRecord& r = *ref->job;
+  v1::TaskRecord& t = *ref->task;
+  if (t.task().state() != v1::TASK_RUNNING || t.task().attempts() != request.attempt()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("task \"", request.task_id(), "\" attempt ", request.attempt(),
+                     " is no longer current (state ", v1::TaskState_Name(t.task().state()), ")"));
+  }
+  // Only rank 0 reports for a gang.
+  if (t.lease_workers_size() > 0 && t.lease_workers(0) != request.worker_id()) return absl::OkStatus();
+  ReleaseWorkers(t);
+  t.mutable_task()->set_state(v1::TASK_SUCCEEDED);
+  t.set_result_json(request.result_json());
+  for (const auto& [name, uri] : request.outputs()) {
+    (*t.mutable_outputs())[name] = uri;
+    v1::Artifact* a = r.add_artifacts();
+    a->set_name(name);
+    a->set_uri(uri);
+    a->set_task_index(t.task().index());
+    a->set_kind(t.task().kind());
+  }
+  AddTaskEvent(r, t, "succeeded", true);
+  AdvanceJob(r);
+  return CommitJob(r);
+}
+
+void JobScheduler::AdvanceJob(v1::JobRecord& r) {
+  if (r.job().cancel_requested()) {
+    FinishJob(r, v1::CANCELLED, "cancelled");
+    return;
+  }
+  for (int i = 0; i < r.tasks_size(); ++i) {
+    if (r.tasks(i).task().state() == v1::TASK_PENDING) {
+      MakeRunnable(r, i);
+      return;
+    }
+  }
+  WriteReport(r);
+  FinishJob(r, v1::SUCCEEDED, "");
+}
+
+void JobScheduler::WriteReport(v1::JobRecord& r) {
+  json stages = json::array();
+  std::string final_model = r.tasks_size() > 0 ? r.tasks(0).inputs().at("model") : "";
+  for (const v1::TaskRecord& t : r.tasks()) {
+    stages.push_back({{"index", t.task().index()},
+                      {"kind", t.task().kind()},
+                      {"attempts", t.task().attempts()},
+                      {"result", json::parse(t.result_json().empty() ? "{}" : t.result_json(), nullptr, false)}});
+    if (t.outputs().count("model")) final_model = t.outputs().at("model");
+  }
+  json report = {{"job", r.job().id()},
+                 {"tenant", r.job().tenant()},
+                 {"stages", stages},
+                 {"model", final_model},
+                 {"created_unix_ms", r.job().created_unix_ms()},
+                 {"finished_unix_ms", Now()}};
+  const std::string uri = absl::StrCat(options_.store_root, "/jobs/", r.job().id(), "/report.json");
+  if (auto s = artifacts_->PutFile(uri, report.dump(2) + "\n"); !s.ok()) {
+    v1::JobEvent e;
+    e.set_log(absl::StrCat("could not write the report: ", s.message()));
+    AddEvent(r, std::move(e), true);
+    return;
+  }
+  v1::Artifact* a = r.add_artifacts();
+  a->set_name("report");
+  a->set_uri(uri);
+  a->set_task_index(-1);
+  a->set_kind("report");
+  a->set_size_bytes(static_cast<int64_t>(report.dump(2).size() + 1));
+}
+
+void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error) {
+  for (v1::TaskRecord& t : *r.mutable_tasks()) {
+    const v1::TaskState s = t.task().state();
+    if (s == v1::TASK_PENDING || s == v1::TASK_QUEUED || s == v1::TASK_RUNNING) {
+      if (s == v1::TASK_RUNNING) ReleaseWorkers(t);
+      t.mutable_task()->set_state(state == v1::CANCELLED ? v1::TASK_CANCELLED : v1::TASK_FAILED);
+    }
+  }
+  if (!error.empty() && state != v1::SUCCEEDED) r.mutable_job()->set_error(error);
+  SetJobState(r, state);
+}
+
+void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error,
+                              bool retryable, bool cancelled) {
+  ReleaseWorkers(t);
+  t.mutable_task()->set_error(error);
+  if (cancelled || r.job().cancel_requested()) {
+    t.mutable_task()->set_state(v1::TASK_CANCELLED);
+    AddTaskEvent(r, t, "cancelled", true);
+    FinishJob(r, v1::CANCELLED, "cancelled");
+    return;
+  }
+  if (retryable && t.task().attempts() < t.task().max_attempts()) {
+    const int64_t backoff = std::min(options_.retry_backoff_max_ms,
+                                     options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
+    t.mutable_task()->set_state(v1::TASK_QUEUED);
+    t.set_not_before_unix_ms(Now() + backoff);
+    AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " failed: ", error, "; retrying in ",
+                                    backoff, " ms"),
+                 true);
+    return;
+  }
+  t.mutable_task()->set_state(v1::TASK_FAILED);
+  AddTaskEvent(r, t, absl::StrCat("failed: ", error), true);
+  FinishJob(r, v1::FAILED,
+            absl::StrCat("stages[", t.task().index(), "] ", t.task().kind(), " failed after ",
+                         t.task().attempts(), " attempt(s): ", error));
+}
+
+absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto ref = FindTask(request.task_id());
+  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  v1::TaskRecord& t = *ref->task;
+  if (t.task().state() != v1::TASK_RUNNING || t.task().attempts() != request.attempt()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("task \"", request.task_id(), "\" attempt ", request.attempt(), " is no longer current"));
+  }
+  EndAttempt(*ref->job, t, request.error(), request.retryable(), request.cancelled());
+  return CommitJob(*ref->job);
+}
+
+int JobScheduler::ExpireLeases() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = Now();
+  int expired = 0;
+  std::vector<std::string> active_ids;
+  for (const auto& key : active_) active_ids.push_back(std::get<2>(key));
+  for (const std::string& id : active_ids) {
+    v1::JobRecord& r = *jobs_.at(id);
+    for (v1::TaskRecord& t : *r.mutable_tasks()) {
+      if (t.task().state() != v1::TASK_RUNNING || t.lease_deadline_unix_ms() > now) continue;
+      ++expired;
+      EndAttempt(r, t,
+                 absl::StrCat("lease expired: worker ", t.task().worker_id(), " stopped heartbeating"),
+                 /*retryable=*/true, /*cancelled=*/false);
+      if (auto s = CommitJob(r); !s.ok()) {
+        // The next sweep tries again; the in-memory state already moved on, which is safe: the
+        // store will catch up with the next successful commit of this job.
+      }
+      break;
+    }
+  }
+  return expired;
+}
+
+void JobScheduler::Shutdown() {
+  std::lock_guard<std::mutex> lock(mu_);
+  shutdown_ = true;
+  changed_.notify_all();
+}
+
+JobScheduler::Stats JobScheduler::GetStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s;
+  for (const auto& [id, r] : jobs_) {
+    s.jobs_by_state[r->job().state()]++;
+    for (const v1::TaskRecord& t : r->tasks()) s.leased_tasks += t.task().state() == v1::TASK_RUNNING;
+  }
+  s.workers = static_cast<int64_t>(workers_.size());
+  return s;
+}
+
+}  // namespace squeeze::coordinator

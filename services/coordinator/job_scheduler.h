@@ -1,0 +1,146 @@
+// The coordinator's core: jobs planned as tasks, leased to workers, retried, cancelled. All state
+// is held in memory behind one mutex and every change is committed to the StateStore before the
+// call returns, so a coordinator killed at any point restarts (Recover) with nothing lost and
+// nothing acknowledged twice. gRPC handlers are thin wrappers over these methods.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/recipe/recipe.h"
+#include "common/store/artifact_store.h"
+#include "services/coordinator/state_store.h"
+#include "squeeze/v1/jobs.pb.h"
+#include "squeeze/v1/worker.pb.h"
+
+namespace squeeze::coordinator {
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual int64_t NowMs() = 0;  // unix milliseconds
+};
+Clock* SystemClock();
+
+struct SchedulerOptions {
+  int64_t lease_timeout_ms = 15000;
+  int64_t heartbeat_interval_ms = 1000;
+  int64_t retry_backoff_base_ms = 1000;  // doubled per attempt
+  int64_t retry_backoff_max_ms = 60000;
+  int tenant_gpu_limit = 0;  // GPUs one tenant may hold at once; 0: no limit
+  std::string store_root;    // e.g. file:///var/lib/squeeze/store
+};
+
+class JobScheduler {
+ public:
+  JobScheduler(StateStore* state, ArtifactStore* artifacts, Clock* clock, SchedulerOptions options);
+
+  // Loads every job from the state store. Leases in flight get a fresh deadline so that their
+  // workers can heartbeat again (or expire normally if they are gone).
+  absl::Status Recover();
+
+  // Jobs.
+  absl::StatusOr<v1::SubmitJobResponse> Submit(const v1::SubmitJobRequest& request,
+                                               const Recipe& recipe);
+  absl::StatusOr<v1::Job> Get(const std::string& job_id);
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  absl::StatusOr<v1::ListArtifactsResponse> Artifacts(const std::string& job_id);
+  // Events of `job_id` after `after_sequence`, waiting up to `wait_ms` for one. `done` is set once
+  // the job is finished and every event has been returned.
+  absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_sequence,
+                                                   int64_t wait_ms, bool* done);
+
+  // Workers.
+  v1::RegisterWorkerResponse Register(const v1::RegisterWorkerRequest& request);
+  // Long poll: a lease, or nullopt after `wait_ms`.
+  absl::StatusOr<std::optional<v1::TaskLease>> Lease(const std::string& worker_id, int64_t wait_ms);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
+  absl::Status Complete(const v1::CompleteTaskRequest& request);
+  absl::Status Fail(const v1::FailTaskRequest& request);
+
+  // Returns tasks whose lease deadline passed to the queue (or fails them); returns how many.
+  int ExpireLeases();
+  // Wakes every waiting call (shutdown).
+  void Shutdown();
+
+  // Counts for tests and metrics.
+  struct Stats {
+    int64_t jobs_by_state[6] = {};
+    int64_t leased_tasks = 0;
+    int64_t workers = 0;
+  };
+  Stats GetStats();
+
+ private:
+  struct WorkerInfo {
+    v1::RegisterWorkerRequest registration;
+    int gpus = 0;
+    std::set<std::string> capabilities;
+    std::string current_task;  // task id while leased
+    bool waiting = false;
+    std::optional<v1::TaskLease> assigned;  // a gang rank handed over while it waits
+    int64_t last_seen_ms = 0;
+  };
+  struct TaskRef {
+    v1::JobRecord* job;
+    v1::TaskRecord* task;
+  };
+
+  int64_t Now() { return clock_->NowMs(); }
+  v1::Job PublicView(const v1::JobRecord& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<TaskRef> FindTask(const std::string& task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends an event to the pending commit and to the in-memory log.
+  void AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t, const std::string& message,
+                    bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetJobState(v1::JobRecord& r, v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CommitJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes task `index` runnable: resolves its inputs from earlier tasks' outputs.
+  void MakeRunnable(v1::JobRecord& r, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Task finished well: starts the next one or finishes the job.
+  void AdvanceJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the current attempt of `t` unsuccessfully: retry with backoff, fail, or cancel.
+  void EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error, bool retryable,
+                  bool cancelled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseWorkers(const v1::TaskRecord& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tries to lease a task to `worker_id` (and, for gangs, to other waiting workers).
+  std::optional<v1::TaskLease> TryLease(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::TaskLease MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t, int rank) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int TenantGpusInUse(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteReport(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  StateStore* const state_;
+  ArtifactStore* const artifacts_;
+  Clock* const clock_;
+  const SchedulerOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;  // any task became runnable, any event, shutdown
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::unique_ptr<v1::JobRecord>> jobs_ ABSL_GUARDED_BY(mu_);
+  // Jobs that are not finished, in scheduling order: (-priority, sequence).
+  std::set<std::tuple<int, int64_t, std::string>> active_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, std::string> by_request_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<std::string, int>> task_index_ ABSL_GUARDED_BY(mu_);  // task -> job, index
+  std::map<std::string, std::vector<v1::JobEvent>> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<StoredEvent> pending_events_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
+  int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace squeeze::coordinator

@@ -1,0 +1,217 @@
+#include "services/worker/runners.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/compress/perplexity.h"
+#include "common/compress/rtn.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+#include "common/recipe/recipe.h"
+#include "common/tensor/torch_tensor.h"
+
+namespace squeeze::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+int64_t DirectoryBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec) && e.path().filename().string()[0] != '.') total += e.file_size(ec);
+  }
+  return total;
+}
+
+absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
+  auto it = ctx.lease().inputs().find("model");
+  if (it == ctx.lease().inputs().end()) return absl::InvalidArgumentError("lease has no \"model\" input");
+  return ctx.store().LocalDirectory(it->second, ctx.scratch_dir() + "/input-model");
+}
+
+// Writes `files` (name -> contents) into a fresh scratch directory and stores it at `uri`.
+absl::Status PutFiles(TaskContext& ctx, const std::string& name,
+                      const std::map<std::string, std::string>& files, const std::string& uri) {
+  const fs::path dir = fs::path(ctx.scratch_dir()) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& [file, contents] : files) std::ofstream(dir / file) << contents;
+  return ctx.store().PutDirectory(dir.string(), uri);
+}
+
+}  // namespace
+
+absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  ctx.Log(absl::StrCat("evaluating ", *model_dir));
+  auto model = LlamaModel::Load(*model_dir, at::kFloat, ctx.device());
+  if (!model.ok()) return model.status();
+
+  std::vector<TextExample> examples;
+  for (const auto& uri : spec.value("evaluation", std::vector<std::string>{})) {
+    auto path = LocalPathOf(uri, "data.evaluation");
+    if (!path.ok()) return path.status();
+    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
+    if (!data.ok()) return data.status();
+    examples.insert(examples.end(), data->begin(), data->end());
+  }
+  PerplexityOptions options;
+  options.window = spec.value("window", 512);
+  options.stride = spec.value("stride", 256);
+  options.batch_size = spec.value("batch_size", 8);
+  options.max_examples = spec.value("max_examples", 0);
+  options.progress = [&](int64_t done, int64_t total) { ctx.SetProgress(done, total, "windows"); };
+  absl::Status stop_reason;
+  options.should_stop = [&] {
+    stop_reason = ctx.CheckStep();
+    return !stop_reason.ok();
+  };
+  auto ppl = EvaluatePerplexity(*model, examples, options);
+  if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
+  ctx.SetMetric("tokens_per_second", ppl->tokens_per_second());
+
+  json result = {{"perplexity", ppl->total.perplexity()},
+                 {"nll_per_token", ppl->total.tokens ? ppl->total.nll / ppl->total.tokens : 0.0},
+                 {"tokens", ppl->total.tokens},
+                 {"parameters", model->NumParameters()},
+                 {"size_bytes", DirectoryBytes(*model_dir)},
+                 {"tokens_per_second", ppl->tokens_per_second()},
+                 {"ms_per_token", ppl->tokens_processed ? 1000.0 * ppl->seconds / ppl->tokens_processed : 0.0}};
+  json categories = json::object();
+  for (const auto& [name, s] : ppl->by_category) categories[name] = {{"perplexity", s.perplexity()}, {"tokens", s.tokens}};
+  result["categories"] = categories;
+
+  // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
+  if (spec.contains("baseline") && spec["baseline"].is_object() && spec["baseline"].contains("perplexity")) {
+    const double base = spec["baseline"]["perplexity"].get<double>();
+    const double retention = base / ppl->total.perplexity();
+    result["baseline_perplexity"] = base;
+    result["retention"] = retention;
+    if (spec["baseline"].contains("size_bytes")) {
+      result["compression_ratio"] =
+          spec["baseline"]["size_bytes"].get<double>() / std::max<double>(1.0, result["size_bytes"].get<double>());
+    }
+    if (spec.contains("gate")) {
+      const double min_retention = spec["gate"].value("min_retention", 0.0);
+      result["gate"] = {{"min_retention", min_retention}, {"passed", retention >= min_retention}};
+      if (retention < min_retention) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "gate: retention ", retention, " is below min_retention ", min_retention,
+            " (perplexity ", ppl->total.perplexity(), " against baseline ", base, ")"));
+      }
+    }
+  }
+  TaskOutput out;
+  if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}}, ctx.lease().output_uri());
+      !s.ok()) {
+    return s;
+  }
+  out.outputs["evaluation"] = ctx.lease().output_uri();
+  out.result = std::move(result);
+  return out;
+}
+
+absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  QuantSpec q{spec.value("bits", 4), spec.value("group_size", int64_t{128}), spec.value("sym", false)};
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  auto model = LlamaModel::Load(*model_dir, at::kFloat, ctx.device());
+  if (!model.ok()) return model.status();
+  for (int64_t i = 0; i < model->num_layers(); ++i) {
+    for (auto& [name, linear] : model->layer(i).Linears()) {
+      if (auto s = ValidateQuantSpec(q, linear->weight.size(1)); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", i, " ", name, ": ", s.message()));
+      }
+    }
+  }
+
+  // Resume: every finished layer is its own checkpoint artifact, and `progress.json` (written
+  // after it) says how many there are.
+  const std::string ckpt = ctx.lease().checkpoint_uri();
+  int64_t done = 0;
+  if (auto text = ctx.store().ReadFile(ckpt + "/progress.json"); text.ok()) {
+    json progress = json::parse(*text, nullptr, false);
+    if (!progress.is_discarded()) done = progress.value("layers_done", int64_t{0});
+  }
+  c10::NoGradGuard no_grad;
+  for (int64_t i = 0; i < done; ++i) {
+    auto dir = ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
+    if (!dir.ok()) return dir.status();
+    auto reader = CheckpointReader::Open(*dir);
+    if (!reader.ok()) return reader.status();
+    for (auto& [name, t] : model->layer(i).Tensors()) {
+      auto view = (*reader)->Get(name);
+      if (!view.ok()) return view.status();
+      auto loaded = ToTorch(*view);
+      if (!loaded.ok()) return loaded.status();
+      *t = loaded->to(t->device(), t->scalar_type());
+    }
+  }
+  if (done > 0) ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
+
+  const int64_t layers = model->num_layers();
+  double bits_weighted = 0.0;
+  int64_t quantized = 0;
+  for (int64_t i = 0; i < layers; ++i) {
+    for (auto& [name, linear] : model->layer(i).Linears()) {
+      const double bpw = q.bits + (16.0 + q.bits) / (q.group_size == -1 ? linear->weight.size(1) : q.group_size);
+      bits_weighted += bpw * linear->weight.numel();
+      quantized += linear->weight.numel();
+    }
+    if (i < done) continue;
+    if (auto s = ctx.CheckStep(); !s.ok()) return s;
+    SafetensorsWriter layer_writer;
+    for (auto& [name, linear] : model->layer(i).Linears()) {
+      auto qw = QuantizeRtn(linear->weight, q);
+      if (!qw.ok()) return qw.status();
+      linear->weight = qw->Dequantize().to(linear->weight.device(), linear->weight.scalar_type());
+    }
+    for (auto& [name, t] : model->layer(i).Tensors()) {
+      if (auto s = AddTensor(layer_writer, name, *t); !s.ok()) return s;
+    }
+    const fs::path dir = fs::path(ctx.scratch_dir()) / "layer";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
+    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok()) return s;
+    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump()); !s.ok()) {
+      return s;
+    }
+    ctx.SetProgress(i + 1, layers, "layers");
+  }
+
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "model";
+  fs::remove_all(out_dir);
+  auto source_config = LoadLlamaConfig(*model_dir);
+  const at::ScalarType save_dtype =
+      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  if (auto s = model->Save(out_dir.string(), save_dtype); !s.ok()) return s;
+  // The tokenizer travels with the model.
+  if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
+    fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
+  }
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok()) return s;
+  ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
+
+  TaskOutput out;
+  out.outputs["model"] = ctx.lease().output_uri();
+  const int64_t params = model->NumParameters();
+  out.result = {{"method", "rtn"},
+                {"bits", q.bits},
+                {"group_size", q.group_size},
+                {"sym", q.symmetric},
+                {"layers", layers},
+                {"resumed_from_layer", done},
+                {"quantized_weights", quantized},
+                {"bits_per_quantized_weight", quantized ? bits_weighted / quantized : 0.0},
+                {"packed_size_bytes", (params - quantized) * 2.0 + bits_weighted / 8.0}};
+  return out;
+}
+
+}  // namespace squeeze::worker

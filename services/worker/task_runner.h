@@ -1,0 +1,73 @@
+// What a worker runs for one task: a TaskRunner per task kind, given a TaskContext that carries the
+// lease, the store, progress reporting and cancellation. Runners check TaskContext::CheckStep() at
+// every step boundary (a batch, a layer): that is where cancellation is honoured.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/store/artifact_store.h"
+#include "squeeze/v1/worker.pb.h"
+
+namespace squeeze::worker {
+
+class TaskContext {
+ public:
+  TaskContext(v1::TaskLease lease, ArtifactStore* store, std::string scratch_dir, at::Device device,
+              int64_t step_delay_ms);
+
+  const v1::TaskLease& lease() const { return lease_; }
+  const nlohmann::json& spec() const { return spec_; }
+  ArtifactStore& store() { return *store_; }
+  const std::string& scratch_dir() const { return scratch_dir_; }
+  at::Device device() const { return device_; }
+
+  void SetProgress(int64_t completed, int64_t total, const std::string& unit);
+  void Log(std::string line);
+  void SetMetric(const std::string& name, double value);
+  // Cancelled when the coordinator asked to stop; also where the fault-injection delay applies.
+  absl::Status CheckStep();
+  void RequestCancel() { cancel_ = true; }
+  bool cancelled() const { return cancel_; }
+
+  // For the heartbeat: the latest progress and metrics, and the log lines not yet sent.
+  void FillHeartbeat(v1::HeartbeatRequest& request);
+
+ private:
+  v1::TaskLease lease_;
+  nlohmann::json spec_;
+  ArtifactStore* store_;
+  std::string scratch_dir_;
+  at::Device device_;
+  int64_t step_delay_ms_;
+  std::atomic<bool> cancel_{false};
+  std::mutex mu_;
+  v1::Progress progress_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, double> metrics_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
+};
+
+struct TaskOutput {
+  std::map<std::string, std::string> outputs;  // artifact name -> store URI
+  nlohmann::json result = nlohmann::json::object();
+};
+
+class TaskRunner {
+ public:
+  virtual ~TaskRunner() = default;
+  virtual absl::StatusOr<TaskOutput> Run(TaskContext& context) = 0;
+};
+
+// The runners this build has, by task kind ("evaluate", "quantize").
+std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners();
+
+}  // namespace squeeze::worker

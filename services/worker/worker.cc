@@ -1,0 +1,179 @@
+#include "services/worker/worker.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace squeeze::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool Transient(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// Which runner errors are worth another attempt: not the ones about the input or the recipe.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+      return false;
+    default:
+      return true;
+  }
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(MakeRunners()) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  stub_ = v1::WorkerService::NewStub(
+      grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
+  if (options_.scratch_dir.empty()) {
+    options_.scratch_dir =
+        (fs::temp_directory_path() / absl::StrCat("squeeze-worker-", ::getpid(), "-", options_.node)).string();
+  }
+  store_ = *OpenArtifactStore("file://");
+}
+
+Worker::~Worker() { Stop(); }
+
+absl::Status Worker::RegisterUntilReady() {
+  v1::RegisterWorkerRequest request;
+  request.set_node(options_.node);
+  request.set_worker_id(worker_id_);
+  request.set_rendezvous_address(options_.rendezvous_address);
+  v1::Device* d = request.add_devices();
+  d->set_name(options_.device);
+  for (const auto& [kind, runner] : runners_) request.add_capabilities(kind);
+  while (!stop_) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::RegisterWorkerResponse response;
+    grpc::Status s = stub_->RegisterWorker(&context, request, &response);
+    if (s.ok()) {
+      worker_id_ = response.worker_id();
+      heartbeat_interval_ms_ = response.heartbeat_interval_ms();
+      return absl::OkStatus();
+    }
+    if (!Transient(s)) return absl::UnavailableError(absl::StrCat("register: ", s.error_message()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return absl::CancelledError("stopped");
+}
+
+absl::Status Worker::Run() {
+  if (auto s = RegisterUntilReady(); !s.ok()) return s;
+  while (!stop_) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(options_.lease_wait_ms + 5000));
+    v1::LeaseTaskRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_wait_ms(options_.lease_wait_ms);
+    v1::LeaseTaskResponse response;
+    grpc::Status s = stub_->LeaseTask(&context, request, &response);
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      // The coordinator restarted and forgot us: register again under the same id.
+      if (auto r = RegisterUntilReady(); !r.ok()) return r;
+      continue;
+    }
+    if (!s.ok()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    if (response.has_lease()) RunTask(response.lease());
+  }
+  return absl::OkStatus();
+}
+
+void Worker::RunTask(const v1::TaskLease& lease) {
+  const std::string scratch = absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
+  fs::create_directories(scratch);
+  TaskContext ctx(lease, store_.get(), scratch, at::Device(options_.device), options_.step_delay_ms);
+
+  // Heartbeats run beside the task: they extend the lease, carry progress, and bring cancellation.
+  std::mutex mu;
+  std::condition_variable finished_cv;
+  bool finished = false;
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!finished_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_), [&] { return finished; })) {
+      lock.unlock();
+      v1::HeartbeatRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_task_id(lease.task_id());
+      request.set_attempt(lease.attempt());
+      ctx.FillHeartbeat(request);
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      v1::HeartbeatResponse response;
+      grpc::Status s = stub_->Heartbeat(&context, request, &response);
+      if ((s.ok() && response.cancel()) || s.error_code() == grpc::StatusCode::NOT_FOUND) ctx.RequestCancel();
+      lock.lock();
+    }
+  });
+
+  absl::StatusOr<TaskOutput> result = absl::UnimplementedError(
+      absl::StrCat("this worker has no runner for task kind \"", lease.kind(), "\""));
+  auto runner = runners_.find(lease.kind());
+  if (runner != runners_.end()) {
+    try {
+      result = runner->second->Run(ctx);
+    } catch (const std::exception& e) {
+      result = absl::InternalError(absl::StrCat("task ", lease.task_id(), " threw: ", e.what()));
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    finished = true;
+  }
+  finished_cv.notify_all();
+  heartbeat.join();
+
+  // Report the outcome, retrying while the coordinator is unreachable (it may be restarting).
+  for (int attempt = 0; attempt < 600 && !stop_; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::Status s;
+    if (result.ok()) {
+      v1::CompleteTaskRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_task_id(lease.task_id());
+      request.set_attempt(lease.attempt());
+      for (const auto& [k, v] : result->outputs) (*request.mutable_outputs())[k] = v;
+      request.set_result_json(result->result.dump());
+      v1::CompleteTaskResponse response;
+      s = stub_->CompleteTask(&context, request, &response);
+    } else {
+      v1::FailTaskRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_task_id(lease.task_id());
+      request.set_attempt(lease.attempt());
+      request.set_error(std::string(result.status().message()));
+      request.set_cancelled(result.status().code() == absl::StatusCode::kCancelled);
+      request.set_retryable(Retryable(result.status()));
+      v1::FailTaskResponse response;
+      s = stub_->FailTask(&context, request, &response);
+    }
+    if (!Transient(s)) break;  // done, or refused for good (the attempt is no longer current)
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  fs::remove_all(scratch);
+  ++tasks_done_;
+}
+
+}  // namespace squeeze::worker
