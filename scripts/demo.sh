@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: installs what is missing, builds, then compresses the
-# example teacher (a byte-level Llama trained on the fortunes corpus) with 4-bit round-to-nearest
-# quantization and prints the before/after table.
+# The main job on the embedded default: installs what is missing, builds, then runs the example
+# recipe with `squeezectl run` (an embedded coordinator and worker over a local state directory):
+# evaluate the example teacher, quantize it to 4 bits, evaluate again against a retention gate,
+# and print the report. The compressed model and report.json land in build/demo/output.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/install-deps.sh"
 "$root/scripts/build.sh"
 build=${SQUEEZE_BUILD_DIR:-$root/build}
-"$build/services/cli/squeezectl" compress \
-  --model "$root/deploy/models/fortunes-teacher" \
-  --data "$root/deploy/data/fortunes/evaluation.jsonl" \
-  --bits 4 --group-size 128 --out "${SQUEEZE_DEMO_OUT:-$build/demo/fortunes-teacher-rtn-w4g128}"
+"$build/services/cli/squeezectl" run "$root/deploy/recipes/fortunes-rtn.yaml" \
+  --state-dir "$build/demo/state" --output "$build/demo/output"

@@ -22,6 +22,14 @@ std::vector<ScoringWindow> PlanScoringWindows(const std::vector<TextExample>& ex
   return out;
 }
 
+PerplexityOptions FitToModel(PerplexityOptions options, const LlamaConfig& config) {
+  if (config.max_position_embeddings > 1 && options.window > config.max_position_embeddings) {
+    options.window = config.max_position_embeddings;
+    options.stride = std::min(options.stride, options.window / 2);
+  }
+  return options;
+}
+
 NllSum UnigramPerplexity(const std::vector<TextExample>& train,
                          const std::vector<TextExample>& eval, int64_t vocab_size) {
   std::vector<double> counts(vocab_size, 1.0);  // add-one smoothing

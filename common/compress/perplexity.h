@@ -43,6 +43,10 @@ struct PerplexityResult {
   double tokens_per_second() const { return seconds > 0 ? tokens_processed / seconds : 0.0; }
 };
 
+// The options with the window shrunk to the model's max_position_embeddings (a model scores
+// positions past its training context badly), the stride kept below the window.
+PerplexityOptions FitToModel(PerplexityOptions options, const LlamaConfig& config);
+
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
                                                     const std::vector<TextExample>& examples,
                                                     const PerplexityOptions& options = {});

@@ -249,9 +249,10 @@ int RunArtifacts(const Args& args) {
   if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok()) return Fail(FromGrpc(s));
   if (flags.Has("download")) {
     for (const v1::Artifact& a : response.artifacts()) {
-      const std::string dir = (fs::path(*flags.Get("download")) /
-                               (a.task_index() >= 0 ? absl::StrCat(a.task_index(), "-", a.name()) : a.name()))
-                                  .string();
+      // Stage outputs go to STAGE-NAME/; job-level files (report.json) to the top.
+      const fs::path root = *flags.Get("download");
+      const std::string dir =
+          (a.task_index() >= 0 ? root / absl::StrCat(a.task_index(), "-", a.name()) : root).string();
       if (auto s = Download(a.uri(), dir); !s.ok()) return Fail(s);
     }
   }

@@ -118,7 +118,7 @@ int RunEval(const Args& args) {
 
   auto loaded = LoadModelAndData(*model_dir, *data_path, *dtype, *device);
   if (!loaded.ok()) return Fail(loaded.status());
-  auto result = EvaluatePerplexity(loaded->model, loaded->data, *ppl_options);
+  auto result = EvaluatePerplexity(loaded->model, loaded->data, FitToModel(*ppl_options, loaded->model.config()));
   if (!result.ok()) return Fail(result.status());
 
   const int64_t params = loaded->model.NumParameters();
@@ -192,6 +192,7 @@ int RunCompress(const Args& args) {
     }
   }
 
+  *ppl_options = FitToModel(*ppl_options, model.config());
   std::cerr << "evaluating the baseline...\n";
   auto before = EvaluatePerplexity(model, loaded->data, *ppl_options);
   if (!before.ok()) return Fail(before.status());
@@ -316,7 +317,7 @@ int RunTrain(const Args& args) {
                                 {"num_key_value_heads", ints["kv-heads"]},
                                 {"rms_norm_eps", 1e-5},
                                 {"rope_theta", 10000.0},
-                                {"max_position_embeddings", ints["seq-len"] * 4},
+                                {"max_position_embeddings", ints["seq-len"]},
                                 {"tie_word_embeddings", true},
                                 {"bos_token_id", ByteTokenizer::kBos},
                                 {"eos_token_id", ByteTokenizer::kEos},

@@ -65,6 +65,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   options.stride = spec.value("stride", 256);
   options.batch_size = spec.value("batch_size", 8);
   options.max_examples = spec.value("max_examples", 0);
+  options = FitToModel(options, model->config());
   options.progress = [&](int64_t done, int64_t total) { ctx.SetProgress(done, total, "windows"); };
   absl::Status stop_reason;
   options.should_stop = [&] {

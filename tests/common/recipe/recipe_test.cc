@@ -1,0 +1,105 @@
+#include "common/recipe/recipe.h"
+
+#include <nlohmann/json.hpp>
+
+#include "gtest/gtest.h"
+
+namespace squeeze {
+namespace {
+
+constexpr char kGood[] = R"(
+model: file:///models/teacher
+data:
+  calibration: /data/calib.jsonl
+  evaluation: [/data/eval.jsonl]
+max_attempts: 5
+stages:
+  - evaluate: {metrics: [perplexity, size]}
+  - quantize: {method: rtn, bits: 3, group_size: 64, sym: true, gpus: 1}
+  - evaluate: {gate: {min_retention: 0.9}, max_attempts: 2}
+)";
+
+TEST(RecipeTest, ParsesStagesWithDefaults) {
+  auto r = ParseRecipe(kGood);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->model, "file:///models/teacher");
+  EXPECT_EQ(r->evaluation, std::vector<std::string>{"/data/eval.jsonl"});
+  EXPECT_EQ(r->max_attempts, 5);
+  ASSERT_EQ(r->stages.size(), 3u);
+  EXPECT_EQ(r->stages[1].kind, "quantize");
+  EXPECT_EQ(r->stages[1].gpus, 1);
+  auto q = nlohmann::json::parse(r->stages[1].options_json);
+  EXPECT_EQ(q["bits"], 3);
+  EXPECT_EQ(q["group_size"], 64);
+  EXPECT_EQ(q["sym"], true);
+  auto e = nlohmann::json::parse(r->stages[2].options_json);
+  EXPECT_EQ(e["gate"]["min_retention"], 0.9);
+  EXPECT_EQ(e["window"], 512);  // default filled in
+  EXPECT_EQ(r->stages[2].max_attempts, 2);
+}
+
+TEST(RecipeTest, ErrorsNameTheFieldPath) {
+  struct Case {
+    std::string yaml, expect;
+  };
+  const std::string head = "model: /m\ndata: {evaluation: [/e.jsonl]}\n";
+  const Case cases[] = {
+      {head + "stages:\n  - quantize: {bits: 5}\n", "stages[0].quantize.bits: must be one of 2, 3, 4, 8"},
+      {head + "stages:\n  - evaluate: {}\n  - quantize: {bitz: 4}\n", "stages[1].quantize.bitz: unknown field"},
+      {head + "stages:\n  - compress: {}\n", "stages[0]: unknown stage \"compress\""},
+      {head + "stages:\n  - quantize: {method: awq}\n", "stages[0].quantize.method: must be one of rtn, gptq"},
+      {head + "stages:\n  - quantize: {method: gptq}\n", "stages[0].quantize.method: gptq is not available"},
+      {head + "stages:\n  - distill: {}\n", "stages[0]: stage \"distill\" is not available"},
+      {head + "stages:\n  - evaluate: {gate: {min_retention: 1.5}}\n",
+       "stages[0].evaluate.gate.min_retention: must be between 0 and 1"},
+      {head + "stages:\n  - evaluate: {window: 8, stride: 8}\n", "stages[0].evaluate.stride"},
+      {head + "stages:\n  - quantize: {group_size: 0}\n", "stages[0].quantize.group_size"},
+      {head + "stages:\n  - quantize: {gpus: -1}\n", "stages[0].quantize.gpus"},
+      {head + "stages: []\n", "stages: expected a non-empty list"},
+      {head + "stages:\n  - quantize: {}\nextra: 1\n", "extra: unknown field"},
+      {"data: {evaluation: [/e]}\nstages:\n  - quantize: {}\n", "model: required"},
+      {"model: /m\nstages:\n  - evaluate: {}\n", "data.evaluation: required by stages[0].evaluate"},
+      {"model: /m\nstages: [\n", "not valid YAML"},
+      {"- just\n- a list\n", "expected a mapping"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseRecipe(c.yaml);
+    ASSERT_FALSE(r.ok()) << c.yaml;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(c.expect), absl::string_view::npos)
+        << "got: " << r.status().message() << "\nwant: " << c.expect;
+  }
+}
+
+TEST(RecipeTest, InputsAreChecked) {
+  auto r = ParseRecipe("model: /nonexistent/model\nstages:\n  - quantize: {}\n");
+  ASSERT_TRUE(r.ok());
+  auto s = CheckRecipeInputs(*r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(s.message().find("model:"), absl::string_view::npos);
+  r = ParseRecipe("model: s3://bucket/model\nstages:\n  - quantize: {}\n");
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(CheckRecipeInputs(*r).message().find("only file://"), absl::string_view::npos);
+  // A directory that is not a model.
+  r = ParseRecipe("model: /tmp\nstages:\n  - quantize: {}\n");
+  ASSERT_TRUE(r.ok());
+  s = CheckRecipeInputs(*r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("config.json"), absl::string_view::npos);
+}
+
+TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
+  auto text = ResolveRecipePaths(
+      "model: ../models/t\ndata: {evaluation: [e.jsonl, /abs.jsonl], calibration: c.jsonl}\n"
+      "stages:\n  - quantize: {}\n",
+      "/recipes/x");
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto r = ParseRecipe(*text);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->model, "/recipes/models/t");
+  EXPECT_EQ(r->evaluation, (std::vector<std::string>{"/recipes/x/e.jsonl", "/abs.jsonl"}));
+  EXPECT_EQ(r->calibration, "/recipes/x/c.jsonl");
+}
+
+}  // namespace
+}  // namespace squeeze

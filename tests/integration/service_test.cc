@@ -1,0 +1,224 @@
+// The service with real processes and real gRPC on loopback: a coordinator, workers and
+// squeezectl, killed with SIGKILL where the scenario says so.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/integration/health.grpc.pb.h"
+#include "tests/integration/service_harness.h"
+
+namespace squeeze::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool Finished(const v1::Job& j) {
+  return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
+}
+
+// eval -> rtn -> eval on the example teacher, on a slice of the evaluation split.
+std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bits = 4) {
+  const std::string src = SourceDir();
+  return "model: " + src + "/deploy/models/fortunes-teacher\n" +
+         "data: {evaluation: [" + src + "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+         "max_attempts: " + std::to_string(max_attempts) + "\n" +
+         "stages:\n"
+         "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n"
+         "  - quantize: {method: rtn, bits: " + std::to_string(bits) + ", group_size: 128}\n"
+         "  - evaluate: {max_examples: 16, window: 128, stride: 64, gate: {min_retention: " + gate + "}}\n";
+}
+
+nlohmann::json Report(const v1::Job& job, ServiceHarness& h) {
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(job.id());
+  v1::ListArtifactsResponse response;
+  EXPECT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
+  for (const v1::Artifact& a : response.artifacts()) {
+    if (a.name() != "report") continue;
+    std::ifstream in(a.uri().substr(7));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return nlohmann::json::parse(ss.str());
+  }
+  ADD_FAILURE() << "job " << job.id() << " has no report";
+  return {};
+}
+
+TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
+  ServiceHarness h("e2e");
+  h.StartCoordinator();
+  h.StartWorker("a");
+  h.StartWorker("b");
+  const std::string recipe = h.WriteRecipe("job.yaml", Recipe());
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "submit", recipe, "--coordinator", h.address(), "--wait"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("SUCCEEDED"), std::string::npos) << out;
+
+  auto [list_code, list_out] = RunCommand({Env("SQUEEZECTL_BIN"), "list", "--coordinator", h.address(), "--json"});
+  ASSERT_EQ(list_code, 0) << list_out;
+  auto jobs = nlohmann::json::parse(list_out)["jobs"];
+  ASSERT_EQ(jobs.size(), 1u);
+  const std::string id = jobs[0]["id"];
+  v1::Job job = h.Get(id);
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  nlohmann::json report = Report(job, h);
+  ASSERT_EQ(report["stages"].size(), 3u);
+  EXPECT_GT(report["stages"][0]["result"]["perplexity"].get<double>(), 1.0);
+  EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.5);
+  EXPECT_TRUE(fs::exists(fs::path(report["model"].get<std::string>().substr(7)) / "model.safetensors"));
+
+  // Artifacts download, and the health service answers.
+  auto [art_code, art_out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", id, "--coordinator", h.address(),
+                                         "--download", h.dir() + "/download"});
+  ASSERT_EQ(art_code, 0) << art_out;
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/report.json"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors"));
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(h.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest hc;
+  grpc::health::v1::HealthCheckResponse hr;
+  ASSERT_TRUE(health->Check(&context, hc, &hr).ok());
+  EXPECT_EQ(hr.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
+  ServiceHarness h("worker_kill");
+  h.StartCoordinator({"--lease-timeout-ms", "2000", "--heartbeat-interval-ms", "200", "--retry-backoff-ms", "100"});
+  const int slow = h.StartWorker("slow", {"--step-delay-ms", "1500"});
+  v1::Job job = h.Submit(Recipe());
+  // Kill it once the quantize stage has finished at least one layer.
+  h.WaitFor(job.id(), [](const v1::Job& j) {
+    return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 1;
+  });
+  h.KillWorker(slow);
+  h.StartWorker("fast");
+  v1::Job done = h.WaitFor(job.id(), Finished);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_EQ(done.tasks(0).attempts(), 1) << "a finished stage is not run again";
+  EXPECT_EQ(done.tasks(1).attempts(), 2);
+  EXPECT_EQ(done.tasks(2).attempts(), 1);
+  nlohmann::json report = Report(done, h);
+  EXPECT_GE(report["stages"][1]["result"]["resumed_from_layer"].get<int>(), 1)
+      << "the retry resumed from the layer checkpoint";
+}
+
+TEST(ServiceTest, CoordinatorKilledAndRestartedLosesNothing) {
+  ServiceHarness h("coordinator_kill");
+  const std::vector<std::string> flags = {"--lease-timeout-ms", "5000", "--heartbeat-interval-ms", "200"};
+  h.StartCoordinator(flags);
+  h.StartWorker("w", {"--step-delay-ms", "300"});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(h.Submit(Recipe(), "req-" + std::to_string(i)).id());
+  h.WaitFor(ids[0], [](const v1::Job& j) { return j.state() == v1::RUNNING; });
+  h.KillCoordinator();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  h.StartCoordinator(flags);
+  for (int i = 0; i < 3; ++i) {
+    // A client retrying its submission after the crash gets the same job back.
+    EXPECT_EQ(h.Submit(Recipe(), "req-" + std::to_string(i)).id(), ids[i]);
+  }
+  for (const std::string& id : ids) {
+    v1::Job done = h.WaitFor(id, Finished);
+    ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+    for (const v1::Task& t : done.tasks()) EXPECT_EQ(t.attempts(), 1) << id << " stage " << t.index();
+  }
+  grpc::ClientContext context;
+  v1::ListJobsRequest request;
+  v1::ListJobsResponse response;
+  ASSERT_TRUE(h.jobs().ListJobs(&context, request, &response).ok());
+  EXPECT_EQ(response.jobs_size(), 3);
+}
+
+TEST(ServiceTest, DuplicateRequestIdAndCancellation) {
+  ServiceHarness h("cancel");
+  h.StartCoordinator({"--heartbeat-interval-ms", "200"});
+  v1::Job a = h.Submit(Recipe(), "same");
+  v1::Job b = h.Submit(Recipe(), "same");
+  EXPECT_EQ(a.id(), b.id());
+  // No worker yet: a queued job is cancelled at once.
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "cancel", a.id(), "--coordinator", h.address()});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(h.Get(a.id()).state(), v1::CANCELLED);
+
+  h.StartWorker("w", {"--step-delay-ms", "1000"});
+  v1::Job running = h.Submit(Recipe());
+  h.WaitFor(running.id(), [](const v1::Job& j) { return j.state() == v1::RUNNING; });
+  std::tie(code, out) = RunCommand({Env("SQUEEZECTL_BIN"), "cancel", running.id(), "--coordinator", h.address()});
+  ASSERT_EQ(code, 0) << out;
+  v1::Job done = h.WaitFor(running.id(), Finished, 30000);
+  EXPECT_EQ(done.state(), v1::CANCELLED);
+  EXPECT_NE(done.tasks(2).state(), v1::TASK_SUCCEEDED) << "nothing ran after the cancel";
+}
+
+TEST(ServiceTest, TaskThatKeepsFailingEndsTheJobWithItsError) {
+  ServiceHarness h("failures");
+  h.StartCoordinator({"--lease-timeout-ms", "1500", "--heartbeat-interval-ms", "200", "--retry-backoff-ms", "100"});
+  // Every attempt dies with its worker; after max_attempts the job fails and says why.
+  v1::Job job = h.Submit(Recipe(/*max_attempts=*/2));
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    const int w = h.StartWorker("doomed" + std::to_string(attempt), {"--step-delay-ms", "5000"});
+    h.WaitFor(job.id(), [&](const v1::Job& j) {
+      return j.tasks(0).state() == v1::TASK_RUNNING && j.tasks(0).attempts() == attempt;
+    });
+    h.KillWorker(w);
+  }
+  v1::Job failed = h.WaitFor(job.id(), Finished, 30000);
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_NE(failed.error().find("after 2 attempt(s)"), std::string::npos) << failed.error();
+  EXPECT_NE(failed.error().find("lease expired"), std::string::npos) << failed.error();
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "get", job.id(), "--coordinator", h.address()});
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("lease expired"), std::string::npos) << out;
+
+  // A gate that cannot pass fails at once, without retries, and says by how much.
+  h.StartWorker("ok");
+  v1::Job gated = h.Submit(Recipe(3, "1.0", 2));
+  v1::Job done = h.WaitFor(gated.id(), Finished);
+  EXPECT_EQ(done.state(), v1::FAILED);
+  EXPECT_NE(done.error().find("gate: retention"), std::string::npos) << done.error();
+  EXPECT_EQ(done.tasks(2).attempts(), 1);
+}
+
+TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
+  ServiceHarness h("bad_input");
+  h.StartCoordinator();
+  const std::string ctl = Env("SQUEEZECTL_BIN");
+  struct Case {
+    std::string yaml, expect;
+  };
+  const std::string src = SourceDir();
+  const Case cases[] = {
+      {"model: " + src + "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {bits: 7}\n",
+       "stages[0].quantize.bits: must be one of 2, 3, 4, 8"},
+      {"model: /nonexistent/model\nstages:\n  - quantize: {}\n", "model: \"/nonexistent/model\" is not a directory"},
+      {"model: " + src + "/deploy\nstages:\n  - quantize: {}\n", "model: "},
+      {"model: " + src + "/deploy/models/fortunes-teacher\ndata: {evaluation: [/no/such.jsonl]}\n"
+       "stages:\n  - evaluate: {}\n", "data.evaluation[0]"},
+      {"model: x\nstages: {oops\n", "not valid YAML"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    const std::string recipe = h.WriteRecipe("bad" + std::to_string(i++) + ".yaml", c.yaml);
+    auto [code, out] = RunCommand({ctl, "submit", recipe, "--coordinator", h.address()});
+    EXPECT_EQ(code, 2) << out;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << "got: " << out << "want: " << c.expect;
+  }
+  auto [code, out] = RunCommand({ctl, "get", "job-doesnotexist", "--coordinator", h.address()});
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(out.find("not found"), std::string::npos) << out;
+  grpc::ClientContext context;
+  v1::ListJobsRequest request;
+  v1::ListJobsResponse response;
+  ASSERT_TRUE(h.jobs().ListJobs(&context, request, &response).ok());
+  EXPECT_EQ(response.jobs_size(), 0) << "no job was created from bad input";
+}
+
+}  // namespace
+}  // namespace squeeze::testing

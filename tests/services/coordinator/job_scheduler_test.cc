@@ -1,0 +1,473 @@
+#include "services/coordinator/job_scheduler.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace squeeze::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FakeClock : public Clock {
+ public:
+  int64_t NowMs() override { return now_; }
+  void Advance(int64_t ms) { now_ += ms; }
+
+ private:
+  std::atomic<int64_t> now_{1'700'000'000'000};
+};
+
+constexpr char kThreeStages[] = R"(
+model: /models/teacher
+data: {evaluation: [/data/eval.jsonl]}
+max_attempts: 3
+stages:
+  - evaluate: {}
+  - quantize: {bits: 4}
+  - evaluate: {gate: {min_retention: 0.5}}
+)";
+
+class JobSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("scheduler_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    artifacts_ = *OpenArtifactStore("file://");
+    options_.lease_timeout_ms = 10'000;
+    options_.retry_backoff_base_ms = 1'000;
+    options_.store_root = "file://" + (dir_ / "store").string();
+    Restart();
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    state_.reset();
+    fs::remove_all(dir_);
+  }
+
+  // A new scheduler over the same database, as after a crash (nothing is shut down cleanly).
+  void Restart() {
+    scheduler_.reset();
+    state_.reset();
+    state_ = *OpenSqliteStateStore((dir_ / "state.db").string());
+    scheduler_ = std::make_unique<JobScheduler>(state_.get(), artifacts_.get(), &clock_, options_);
+    ASSERT_TRUE(scheduler_->Recover().ok());
+  }
+
+  std::string RegisterWorker(const std::string& node, int gpus = 0, const std::string& id = "") {
+    v1::RegisterWorkerRequest r;
+    r.set_node(node);
+    r.set_worker_id(id);
+    r.set_rendezvous_address(node + ":29500");
+    for (int i = 0; i < gpus; ++i) r.add_devices()->set_name("cuda:" + std::to_string(i));
+    if (gpus == 0) r.add_devices()->set_name("cpu");
+    r.add_capabilities("evaluate");
+    r.add_capabilities("quantize");
+    return scheduler_->Register(r).worker_id();
+  }
+
+  v1::Job Submit(const std::string& yaml = kThreeStages, const std::string& request_id = "",
+                 const std::string& tenant = "", int priority = 0) {
+    auto recipe = ParseRecipe(yaml);
+    EXPECT_TRUE(recipe.ok()) << recipe.status();
+    v1::SubmitJobRequest request;
+    request.set_recipe_yaml(yaml);
+    request.set_request_id(request_id);
+    request.set_tenant(tenant);
+    request.set_priority(priority);
+    auto response = scheduler_->Submit(request, *recipe);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response->job();
+  }
+
+  std::optional<v1::TaskLease> Lease(const std::string& worker, int64_t wait_ms = 0) {
+    auto lease = scheduler_->Lease(worker, wait_ms);
+    EXPECT_TRUE(lease.ok()) << lease.status();
+    return lease.ok() ? *lease : std::nullopt;
+  }
+
+  absl::Status Complete(const std::string& worker, const v1::TaskLease& lease,
+                        std::map<std::string, std::string> outputs = {}, const std::string& result = "{}") {
+    v1::CompleteTaskRequest r;
+    r.set_worker_id(worker);
+    r.set_task_id(lease.task_id());
+    r.set_attempt(lease.attempt());
+    for (const auto& [k, v] : outputs) (*r.mutable_outputs())[k] = v;
+    r.set_result_json(result);
+    return scheduler_->Complete(r);
+  }
+
+  absl::Status Fail(const std::string& worker, const v1::TaskLease& lease, bool retryable,
+                    bool cancelled = false, const std::string& error = "boom") {
+    v1::FailTaskRequest r;
+    r.set_worker_id(worker);
+    r.set_task_id(lease.task_id());
+    r.set_attempt(lease.attempt());
+    r.set_error(error);
+    r.set_retryable(retryable);
+    r.set_cancelled(cancelled);
+    return scheduler_->Fail(r);
+  }
+
+  v1::HeartbeatResponse Heartbeat(const std::string& worker, const v1::TaskLease& lease, int64_t done = 0) {
+    v1::HeartbeatRequest r;
+    r.set_worker_id(worker);
+    r.set_task_id(lease.task_id());
+    r.set_attempt(lease.attempt());
+    r.mutable_progress()->set_completed(done);
+    r.mutable_progress()->set_total(10);
+    r.mutable_progress()->set_unit("steps");
+    auto response = scheduler_->Heartbeat(r);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return *response;
+  }
+
+  v1::Job Get(const std::string& id) { return *scheduler_->Get(id); }
+
+  fs::path dir_;
+  FakeClock clock_;
+  SchedulerOptions options_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<StateStore> state_;
+  std::unique_ptr<JobScheduler> scheduler_;
+};
+
+TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit();
+  EXPECT_EQ(job.state(), v1::QUEUED);
+  ASSERT_EQ(job.tasks_size(), 3);
+
+  auto l0 = Lease(w);
+  ASSERT_TRUE(l0);
+  EXPECT_EQ(l0->kind(), "evaluate");
+  EXPECT_EQ(l0->inputs().at("model"), "/models/teacher");
+  EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
+  EXPECT_FALSE(Heartbeat(w, *l0, 4).cancel());
+  EXPECT_EQ(Get(job.id()).tasks(0).progress().completed(), 4);
+  EXPECT_FALSE(Lease(w)) << "one task at a time per worker";
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, R"({"perplexity": 5.0})").ok());
+
+  auto l1 = Lease(w);
+  ASSERT_TRUE(l1);
+  EXPECT_EQ(l1->kind(), "quantize");
+  EXPECT_EQ(nlohmann::json::parse(l1->spec_json())["bits"], 4);
+  ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, R"({"bits": 4})").ok());
+
+  auto l2 = Lease(w);
+  ASSERT_TRUE(l2);
+  EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize") << "later stages get the compressed model";
+  EXPECT_EQ(nlohmann::json::parse(l2->spec_json())["baseline"]["perplexity"], 5.0);
+  ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, R"({"perplexity": 5.5})").ok());
+
+  v1::Job done = Get(job.id());
+  EXPECT_EQ(done.state(), v1::SUCCEEDED);
+  for (const v1::Task& t : done.tasks()) {
+    EXPECT_EQ(t.state(), v1::TASK_SUCCEEDED);
+    EXPECT_EQ(t.attempts(), 1);
+  }
+  auto artifacts = scheduler_->Artifacts(job.id());
+  ASSERT_TRUE(artifacts.ok());
+  std::string report_uri;
+  for (const v1::Artifact& a : artifacts->artifacts()) {
+    if (a.name() == "report") report_uri = a.uri();
+  }
+  ASSERT_FALSE(report_uri.empty());
+  auto report = nlohmann::json::parse(*artifacts_->ReadFile(report_uri));
+  EXPECT_EQ(report["model"], "file:///x/1-quantize");
+  EXPECT_EQ(report["stages"][2]["result"]["perplexity"], 5.5);
+
+  bool finished = false;
+  auto events = scheduler_->Events(job.id(), 0, 0, &finished);
+  ASSERT_TRUE(events.ok());
+  EXPECT_TRUE(finished);
+  EXPECT_EQ(events->back().state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobSchedulerTest, RepeatedRequestIdReturnsTheFirstJob) {
+  v1::Job a = Submit(kThreeStages, "req-1");
+  v1::Job b = Submit(kThreeStages, "req-1");
+  EXPECT_EQ(a.id(), b.id());
+  v1::Job other_tenant = Submit(kThreeStages, "req-1", "team-b");
+  EXPECT_NE(a.id(), other_tenant.id());
+  Restart();
+  EXPECT_EQ(Submit(kThreeStages, "req-1").id(), a.id()) << "idempotency survives a restart";
+  v1::ListJobsRequest list;
+  EXPECT_EQ(scheduler_->List(list)->jobs_size(), 2);
+}
+
+TEST_F(JobSchedulerTest, CancelQueuedIsImmediateAndRunningStopsAtTheWorker) {
+  v1::Job queued = Submit();
+  EXPECT_EQ(scheduler_->Cancel(queued.id())->state(), v1::CANCELLED);
+
+  const std::string w = RegisterWorker("a");
+  v1::Job running = Submit();
+  auto lease = Lease(w);
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(lease->job_id(), running.id()) << "cancelled jobs are not leased";
+  v1::Job j = *scheduler_->Cancel(running.id());
+  EXPECT_EQ(j.state(), v1::RUNNING);
+  EXPECT_TRUE(j.cancel_requested());
+  EXPECT_TRUE(Heartbeat(w, *lease).cancel());
+  ASSERT_TRUE(Fail(w, *lease, false, /*cancelled=*/true, "cancelled").ok());
+  j = Get(running.id());
+  EXPECT_EQ(j.state(), v1::CANCELLED);
+  for (const v1::Task& t : j.tasks()) EXPECT_EQ(t.state(), v1::TASK_CANCELLED);
+  EXPECT_FALSE(Lease(w));
+  EXPECT_EQ(scheduler_->Cancel("job-nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobSchedulerTest, ExpiredLeaseGoesToAnotherWorkerAfterBackoff) {
+  const std::string a = RegisterWorker("a"), b = RegisterWorker("b");
+  v1::Job job = Submit();
+  auto first = Lease(a);
+  ASSERT_TRUE(first);
+  clock_.Advance(options_.lease_timeout_ms + 1);
+  EXPECT_EQ(scheduler_->ExpireLeases(), 1);
+  v1::Job j = Get(job.id());
+  EXPECT_EQ(j.tasks(0).state(), v1::TASK_QUEUED);
+  EXPECT_NE(j.tasks(0).error().find("lease expired"), std::string::npos);
+  EXPECT_FALSE(Lease(b)) << "retry waits for its backoff";
+  clock_.Advance(options_.retry_backoff_base_ms);
+  auto second = Lease(b);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->task_id(), first->task_id());
+  EXPECT_EQ(second->attempt(), 2);
+  // The first worker comes back: it is told to stop, and its result is refused.
+  EXPECT_TRUE(Heartbeat(a, *first).cancel());
+  EXPECT_EQ(Complete(a, *first).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Complete(b, *second).ok());
+}
+
+TEST_F(JobSchedulerTest, TaskThatKeepsFailingFailsTheJobAfterMaxAttempts) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit(R"(
+model: /m
+stages:
+  - quantize: {max_attempts: 2}
+)");
+  auto l1 = Lease(w);
+  ASSERT_TRUE(Fail(w, *l1, /*retryable=*/true, false, "out of memory").ok());
+  clock_.Advance(10'000);
+  auto l2 = Lease(w);
+  ASSERT_TRUE(l2);
+  ASSERT_TRUE(Fail(w, *l2, true, false, "out of memory again").ok());
+  v1::Job j = Get(job.id());
+  EXPECT_EQ(j.state(), v1::FAILED);
+  EXPECT_NE(j.error().find("after 2 attempt(s): out of memory again"), std::string::npos) << j.error();
+  EXPECT_EQ(j.tasks(0).attempts(), 2);
+
+  v1::Job fatal = Submit(R"(
+model: /m
+stages:
+  - quantize: {}
+)");
+  clock_.Advance(10'000);
+  auto l3 = Lease(w);
+  ASSERT_TRUE(Fail(w, *l3, /*retryable=*/false, false, "bad input").ok());
+  EXPECT_EQ(Get(fatal.id()).state(), v1::FAILED) << "non-retryable errors fail at once";
+}
+
+TEST_F(JobSchedulerTest, RestartKeepsEveryJobAndLease) {
+  const std::string w = RegisterWorker("a");
+  v1::Job a = Submit(), b = Submit(), c = Submit();
+  auto lease = Lease(w);
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(lease->job_id(), a.id());
+  Restart();
+  // The worker's next call fails until it registers again, under its old id.
+  EXPECT_EQ(scheduler_->Lease(w, 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(RegisterWorker("a", 0, w), w);
+  EXPECT_FALSE(Heartbeat(w, *lease).cancel()) << "the lease survived the restart";
+  EXPECT_FALSE(Lease(w)) << "still busy with its leased task";
+  ASSERT_TRUE(Complete(w, *lease, {}, R"({"perplexity": 1.0})").ok());
+  // Drain everything: all three jobs finish, every task ran exactly once.
+  for (int i = 0; i < 20; ++i) {
+    auto l = Lease(w);
+    if (!l) break;
+    ASSERT_TRUE(Complete(w, *l, {}, R"({"perplexity": 1.0})").ok());
+  }
+  for (const auto& id : {a.id(), b.id(), c.id()}) {
+    v1::Job j = Get(id);
+    EXPECT_EQ(j.state(), v1::SUCCEEDED);
+    for (const v1::Task& t : j.tasks()) EXPECT_EQ(t.attempts(), 1);
+  }
+}
+
+TEST_F(JobSchedulerTest, PriorityThenFifo) {
+  const std::string w = RegisterWorker("a");
+  const std::string one_stage = "model: /m\nstages:\n  - quantize: {}\n";
+  v1::Job low1 = Submit(one_stage, "", "", 0);
+  v1::Job low2 = Submit(one_stage, "", "", 0);
+  v1::Job high = Submit(one_stage, "", "", 5);
+  std::vector<std::string> order;
+  for (int i = 0; i < 3; ++i) {
+    auto l = Lease(w);
+    ASSERT_TRUE(l);
+    order.push_back(l->job_id());
+    ASSERT_TRUE(Complete(w, *l).ok());
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{high.id(), low1.id(), low2.id()}));
+}
+
+TEST_F(JobSchedulerTest, TenantGpuLimitHoldsBackThatTenantOnly) {
+  options_.tenant_gpu_limit = 1;
+  Restart();
+  const std::string g1 = RegisterWorker("g1", 1), g2 = RegisterWorker("g2", 1), cpu = RegisterWorker("cpu", 0);
+  const std::string gpu_stage = "model: /m\nstages:\n  - quantize: {gpus: 1}\n";
+  v1::Job a1 = Submit(gpu_stage, "", "team-a");
+  v1::Job a2 = Submit(gpu_stage, "", "team-a");
+  v1::Job b1 = Submit(gpu_stage, "", "team-b");
+  EXPECT_FALSE(Lease(cpu)) << "a CPU worker cannot take a GPU stage";
+  auto first = Lease(g1);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->job_id(), a1.id());
+  auto second = Lease(g2);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->job_id(), b1.id()) << "team-a is at its limit; team-b goes ahead";
+  ASSERT_TRUE(Complete(g1, *first).ok());
+  auto third = Lease(g1);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->job_id(), a2.id());
+}
+
+TEST_F(JobSchedulerTest, GangIsLeasedToAllRanksAtOnceOrNotAtAll) {
+  const std::string a = RegisterWorker("a"), b = RegisterWorker("b");
+  v1::Job job = Submit("model: /m\nstages:\n  - quantize: {workers: 2}\n");
+  EXPECT_FALSE(Lease(a)) << "one worker alone holds nothing";
+  EXPECT_EQ(Get(job.id()).tasks(0).state(), v1::TASK_QUEUED);
+  std::optional<v1::TaskLease> from_b;
+  std::thread waiter([&] { from_b = Lease(b, 5'000); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // b is waiting now
+  auto from_a = Lease(a);
+  waiter.join();
+  ASSERT_TRUE(from_a);
+  ASSERT_TRUE(from_b);
+  EXPECT_EQ(from_a->task_id(), from_b->task_id());
+  EXPECT_EQ(from_a->world_size(), 2);
+  EXPECT_NE(from_a->rank(), from_b->rank());
+  EXPECT_EQ(from_a->rendezvous_address(), "a:29500") << "rank 0's worker hosts the rendezvous";
+  EXPECT_EQ(from_b->rendezvous_address(), "a:29500");
+}
+
+// Random interleavings of everything workers, users and time can do. Invariants: a task is never
+// held by two current leases, every unfinished job has exactly one runnable-or-running task, and
+// once the chaos stops every job finishes.
+TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
+  std::mt19937 rng(12345);
+  options_.lease_timeout_ms = 3'000;
+  options_.retry_backoff_base_ms = 100;
+  Restart();
+  std::vector<std::string> workers;
+  for (int i = 0; i < 5; ++i) workers.push_back(RegisterWorker("w" + std::to_string(i)));
+  std::vector<std::string> jobs;
+  std::map<std::string, v1::TaskLease> held;  // worker -> its lease, as the worker believes
+  const std::string recipes[] = {
+      "model: /m\nmax_attempts: 2\nstages:\n  - quantize: {}\n",
+      "model: /m\nmax_attempts: 4\nstages:\n  - quantize: {}\n  - quantize: {}\n",
+      "model: /m\ndata: {evaluation: [/e]}\nstages:\n  - evaluate: {}\n  - quantize: {}\n  - evaluate: {}\n"};
+
+  auto check_invariants = [&] {
+    std::map<std::string, int> holders;  // task -> current holders
+    for (const auto& [w, lease] : held) {
+      v1::HeartbeatRequest hb;
+      hb.set_worker_id(w);
+      hb.set_task_id(lease.task_id());
+      hb.set_attempt(lease.attempt());
+      auto r = scheduler_->Heartbeat(hb);
+      ASSERT_TRUE(r.ok());
+      v1::Job j = Get(lease.job_id());
+      if (!r->cancel() || (j.cancel_requested() && j.state() == v1::RUNNING)) holders[lease.task_id()]++;
+    }
+    for (const auto& [task, n] : holders) ASSERT_LE(n, 1) << "task " << task << " leased twice";
+    for (const std::string& id : jobs) {
+      v1::Job j = Get(id);
+      int live = 0;
+      for (const v1::Task& t : j.tasks()) live += t.state() == v1::TASK_QUEUED || t.state() == v1::TASK_RUNNING;
+      if (j.state() == v1::QUEUED || j.state() == v1::RUNNING) {
+        ASSERT_EQ(live, 1) << "job " << id << " lost its task";
+      } else {
+        ASSERT_EQ(live, 0);
+      }
+      if (j.state() == v1::SUCCEEDED) {
+        for (const v1::Task& t : j.tasks()) ASSERT_EQ(t.state(), v1::TASK_SUCCEEDED);
+      }
+    }
+  };
+
+  for (int step = 0; step < 3000; ++step) {
+    const int op = rng() % 100;
+    const std::string& w = workers[rng() % workers.size()];
+    if (op < 12) {
+      jobs.push_back(Submit(recipes[rng() % 3]).id());
+    } else if (op < 40) {
+      if (!held.count(w)) {
+        if (auto l = Lease(w)) held[w] = *l;
+      }
+    } else if (op < 55) {
+      if (held.count(w)) Heartbeat(w, held[w]);
+    } else if (op < 75) {
+      if (held.count(w)) {
+        (void)Complete(w, held[w], {{"model", "file:///m/" + held[w].task_id()}});
+        held.erase(w);
+      }
+    } else if (op < 83) {
+      if (held.count(w)) {
+        (void)Fail(w, held[w], rng() % 2 == 0);
+        held.erase(w);
+      }
+    } else if (op < 87) {
+      if (!jobs.empty()) (void)scheduler_->Cancel(jobs[rng() % jobs.size()]);
+    } else if (op < 90) {
+      held.erase(w);  // the worker crashes: it forgets its lease, which must expire
+    } else if (op < 92) {
+      Restart();  // the coordinator crashes; workers register again under their ids
+      for (size_t i = 0; i < workers.size(); ++i) RegisterWorker("w" + std::to_string(i), 0, workers[i]);
+    } else {
+      clock_.Advance(rng() % 2'000);
+      scheduler_->ExpireLeases();
+    }
+    if (step % 50 == 0) check_invariants();
+  }
+  check_invariants();
+
+  // Calm: well-behaved workers drain the queue; every job must end.
+  held.clear();
+  for (int round = 0; round < 2000; ++round) {
+    clock_.Advance(5'000);
+    scheduler_->ExpireLeases();
+    bool any = false;
+    for (const std::string& w : workers) {
+      if (auto l = Lease(w)) {
+        any = true;
+        ASSERT_TRUE(Complete(w, *l, {{"model", "file:///m/" + l->task_id()}}).ok());
+      }
+    }
+    bool all_done = true;
+    for (const std::string& id : jobs) {
+      v1::JobState s = Get(id).state();
+      all_done = all_done && (s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED);
+    }
+    if (all_done) break;
+    ASSERT_TRUE(any || round < 1999);
+  }
+  int succeeded = 0;
+  for (const std::string& id : jobs) {
+    v1::JobState s = Get(id).state();
+    ASSERT_TRUE(s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED) << id;
+    succeeded += s == v1::SUCCEEDED;
+  }
+  EXPECT_GT(jobs.size(), 100u);
+  EXPECT_GT(succeeded, 0);
+}
+
+}  // namespace
+}  // namespace squeeze::coordinator
