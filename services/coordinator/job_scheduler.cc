@@ -52,7 +52,7 @@ absl::Status JobScheduler::Recover() {
   if (!jobs.ok()) return jobs.status();
   auto events = state_->LoadEvents();
   if (!events.ok()) return events.status();
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const int64_t now = Now();
   for (v1::JobRecord& r : *jobs) {
     auto record = std::make_unique<v1::JobRecord>(std::move(r));
@@ -63,12 +63,22 @@ absl::Status JobScheduler::Recover() {
       v1::TaskRecord& t = *record->mutable_tasks(i);
       task_index_[t.task().id()] = {job.id(), i};
       // Leases survive the restart; their workers get a full timeout to heartbeat again.
-      if (t.task().state() == v1::TASK_RUNNING) t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
+      if (t.task().state() == v1::TASK_RUNNING) {
+        t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
+        running_tasks_.insert(t.task().id());
+      }
     }
     if (!IsFinished(job.state())) active_.insert({-job.priority(), record->sequence(), job.id()});
     jobs_[job.id()] = std::move(record);
   }
   for (StoredEvent& e : *events) events_[e.job_id].push_back(std::move(e.event));
+  std::vector<std::string> unfinished;
+  for (const auto& [id, r] : jobs_) {
+    if (!IsFinished(r->job().state()) && AllTasksSucceeded(*r)) unfinished.push_back(id);
+  }
+  lock.unlock();
+  std::unique_lock<std::mutex> relock(mu_);
+  for (const std::string& id : unfinished) FinalizeJob(relock, id);
   return absl::OkStatus();
 }
 
@@ -91,7 +101,7 @@ void JobScheduler::AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) 
   r.set_next_event_sequence(r.next_event_sequence() + 1);
   if (durable) pending_events_.push_back({r.job().id(), event});
   events_[r.job().id()].push_back(std::move(event));
-  changed_.notify_all();
+  events_cv_.notify_all();
 }
 
 void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
@@ -205,6 +215,7 @@ void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
   }
   t.mutable_task()->set_state(v1::TASK_QUEUED);
   AddTaskEvent(r, t, "queued", true);
+  work_cv_.notify_all();
 }
 
 absl::StatusOr<v1::Job> JobScheduler::Get(const std::string& job_id) {
@@ -245,7 +256,7 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   v1::JobRecord& r = *it->second;
-  if (IsFinished(r.job().state())) return PublicView(r);  // nothing left to cancel
+  if (IsFinished(r.job().state()) || AllTasksSucceeded(r)) return PublicView(r);  // nothing left to cancel
   r.mutable_job()->set_cancel_requested(true);
   bool running = false;
   for (const v1::TaskRecord& t : r.tasks()) running = running || t.task().state() == v1::TASK_RUNNING;
@@ -285,7 +296,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string
   };
   std::vector<v1::JobEvent> out = collect();
   if (out.empty() && !IsFinished(r->job().state())) {
-    changed_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
+    events_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
       return shutdown_ || IsFinished(r->job().state()) ||
              (!events_[job_id].empty() && events_[job_id].back().sequence() > after_sequence);
     });
@@ -410,7 +421,8 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
         w.current_task = t.task().id();
         if (rank > 0) w.assigned = MakeLease(r, t, static_cast<int>(rank));
       }
-      changed_.notify_all();
+      running_tasks_.insert(t.task().id());
+      if (ranks.size() > 1) work_cv_.notify_all();
       return MakeLease(r, t, 0);
     }
   }
@@ -446,7 +458,7 @@ absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::stri
     }
     w.waiting = true;
     // Backoff deadlines pass without any event, so wake up now and then to look again.
-    changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
+    work_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
                                                      std::chrono::milliseconds(100)));
   }
 }
@@ -489,11 +501,12 @@ void JobScheduler::ReleaseWorkers(const v1::TaskRecord& t) {
       it->second.assigned.reset();
     }
   }
-  changed_.notify_all();
+  running_tasks_.erase(t.task().id());
+  work_cv_.notify_all();
 }
 
 absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto ref = FindTask(request.task_id());
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
   v1::JobRecord& r = *ref->job;
@@ -517,26 +530,34 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
     a->set_kind(t.task().kind());
   }
   AddTaskEvent(r, t, "succeeded", true);
-  AdvanceJob(r);
-  return CommitJob(r);
+  const bool last = AdvanceJob(r);
+  if (auto s = CommitJob(r); !s.ok()) return s;
+  if (last) FinalizeJob(lock, r.job().id());
+  return absl::OkStatus();
 }
 
-void JobScheduler::AdvanceJob(v1::JobRecord& r) {
+bool JobScheduler::AdvanceJob(v1::JobRecord& r) {
   if (r.job().cancel_requested()) {
     FinishJob(r, v1::CANCELLED, "cancelled");
-    return;
+    return false;
   }
   for (int i = 0; i < r.tasks_size(); ++i) {
     if (r.tasks(i).task().state() == v1::TASK_PENDING) {
       MakeRunnable(r, i);
-      return;
+      return false;
     }
   }
-  WriteReport(r);
-  FinishJob(r, v1::SUCCEEDED, "");
+  return true;  // every stage succeeded: the job is finalized next
 }
 
-void JobScheduler::WriteReport(v1::JobRecord& r) {
+bool JobScheduler::AllTasksSucceeded(const v1::JobRecord& r) const {
+  for (const v1::TaskRecord& t : r.tasks()) {
+    if (t.task().state() != v1::TASK_SUCCEEDED) return false;
+  }
+  return r.tasks_size() > 0;
+}
+
+std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
   json stages = json::array();
   std::string final_model = r.tasks_size() > 0 ? r.tasks(0).inputs().at("model") : "";
   for (const v1::TaskRecord& t : r.tasks()) {
@@ -550,21 +571,38 @@ void JobScheduler::WriteReport(v1::JobRecord& r) {
                  {"tenant", r.job().tenant()},
                  {"stages", stages},
                  {"model", final_model},
-                 {"created_unix_ms", r.job().created_unix_ms()},
-                 {"finished_unix_ms", Now()}};
-  const std::string uri = absl::StrCat(options_.store_root, "/jobs/", r.job().id(), "/report.json");
-  if (auto s = artifacts_->PutFile(uri, report.dump(2) + "\n"); !s.ok()) {
+                 {"created_unix_ms", r.job().created_unix_ms()}};
+  return report.dump(2) + "\n";
+}
+
+void JobScheduler::FinalizeJob(std::unique_lock<std::mutex>& lock, const std::string& job_id) {
+  // The report is written without holding the scheduler lock (it is disk I/O), while the job is
+  // still RUNNING with every stage done; only then does the job become SUCCEEDED. A crash in
+  // between is finished by Recover, so SUCCEEDED always comes with its report.
+  if (finalizing_.count(job_id)) return;
+  finalizing_.insert(job_id);
+  const std::string report = BuildReport(*jobs_.at(job_id));
+  const std::string uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.json");
+  lock.unlock();
+  const absl::Status written = artifacts_->PutFile(uri, report);
+  lock.lock();
+  finalizing_.erase(job_id);
+  v1::JobRecord& r = *jobs_.at(job_id);
+  if (IsFinished(r.job().state())) return;
+  if (written.ok()) {
+    v1::Artifact* a = r.add_artifacts();
+    a->set_name("report");
+    a->set_uri(uri);
+    a->set_task_index(-1);
+    a->set_kind("report");
+    a->set_size_bytes(static_cast<int64_t>(report.size()));
+  } else {
     v1::JobEvent e;
-    e.set_log(absl::StrCat("could not write the report: ", s.message()));
+    e.set_log(absl::StrCat("could not write the report: ", written.message()));
     AddEvent(r, std::move(e), true);
-    return;
   }
-  v1::Artifact* a = r.add_artifacts();
-  a->set_name("report");
-  a->set_uri(uri);
-  a->set_task_index(-1);
-  a->set_kind("report");
-  a->set_size_bytes(static_cast<int64_t>(report.dump(2).size() + 1));
+  FinishJob(r, v1::SUCCEEDED, "");
+  CommitJob(r).IgnoreError();  // on failure, Recover finalizes again from the stored record
 }
 
 void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error) {
@@ -594,6 +632,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
                                      options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
     t.mutable_task()->set_state(v1::TASK_QUEUED);
     t.set_not_before_unix_ms(Now() + backoff);
+    work_cv_.notify_all();
     AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " failed: ", error, "; retrying in ",
                                     backoff, " ms"),
                  true);
@@ -623,22 +662,21 @@ int JobScheduler::ExpireLeases() {
   std::lock_guard<std::mutex> lock(mu_);
   const int64_t now = Now();
   int expired = 0;
-  std::vector<std::string> active_ids;
-  for (const auto& key : active_) active_ids.push_back(std::get<2>(key));
-  for (const std::string& id : active_ids) {
-    v1::JobRecord& r = *jobs_.at(id);
-    for (v1::TaskRecord& t : *r.mutable_tasks()) {
-      if (t.task().state() != v1::TASK_RUNNING || t.lease_deadline_unix_ms() > now) continue;
-      ++expired;
-      EndAttempt(r, t,
-                 absl::StrCat("lease expired: worker ", t.task().worker_id(), " stopped heartbeating"),
-                 /*retryable=*/true, /*cancelled=*/false);
-      if (auto s = CommitJob(r); !s.ok()) {
-        // The next sweep tries again; the in-memory state already moved on, which is safe: the
-        // store will catch up with the next successful commit of this job.
-      }
-      break;
+  const std::vector<std::string> running(running_tasks_.begin(), running_tasks_.end());
+  for (const std::string& id : running) {
+    auto ref = FindTask(id);
+    if (!ref || ref->task->task().state() != v1::TASK_RUNNING) {
+      running_tasks_.erase(id);
+      continue;
     }
+    if (ref->task->lease_deadline_unix_ms() > now) continue;
+    ++expired;
+    EndAttempt(*ref->job, *ref->task,
+               absl::StrCat("lease expired: worker ", ref->task->task().worker_id(), " stopped heartbeating"),
+               /*retryable=*/true, /*cancelled=*/false);
+    // A failed commit leaves memory ahead of the store; the job's next successful commit writes
+    // the whole record and catches up.
+    CommitJob(*ref->job).IgnoreError();
   }
   return expired;
 }
@@ -646,7 +684,8 @@ int JobScheduler::ExpireLeases() {
 void JobScheduler::Shutdown() {
   std::lock_guard<std::mutex> lock(mu_);
   shutdown_ = true;
-  changed_.notify_all();
+  work_cv_.notify_all();
+  events_cv_.notify_all();
 }
 
 JobScheduler::Stats JobScheduler::GetStats() {

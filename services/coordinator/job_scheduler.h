@@ -108,8 +108,12 @@ class JobScheduler {
   absl::Status CommitJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes task `index` runnable: resolves its inputs from earlier tasks' outputs.
   void MakeRunnable(v1::JobRecord& r, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Task finished well: starts the next one or finishes the job.
-  void AdvanceJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Task finished well: starts the next one; true when none is left (finalize the job).
+  bool AdvanceJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AllTasksSucceeded(const v1::JobRecord& r) const;
+  std::string BuildReport(const v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the report (unlocking around the I/O) and marks the job SUCCEEDED.
+  void FinalizeJob(std::unique_lock<std::mutex>& lock, const std::string& job_id);
   // Ends the current attempt of `t` unsuccessfully: retry with backoff, fail, or cancel.
   void EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error, bool retryable,
                   bool cancelled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -121,7 +125,6 @@ class JobScheduler {
   v1::TaskLease MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t, int rank) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TenantGpusInUse(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WriteReport(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   StateStore* const state_;
   ArtifactStore* const artifacts_;
@@ -129,7 +132,11 @@ class JobScheduler {
   const SchedulerOptions options_;
 
   std::mutex mu_;
-  std::condition_variable changed_;  // any task became runnable, any event, shutdown
+  // Lease waiters wait for work (a task became runnable, a worker was freed, a gang rank was
+  // assigned); watchers wait for events. Separate, so that progress events do not wake every
+  // idle worker.
+  std::condition_variable work_cv_;
+  std::condition_variable events_cv_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::unique_ptr<v1::JobRecord>> jobs_ ABSL_GUARDED_BY(mu_);
   // Jobs that are not finished, in scheduling order: (-priority, sequence).
@@ -137,6 +144,8 @@ class JobScheduler {
   std::map<std::pair<std::string, std::string>, std::string> by_request_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::pair<std::string, int>> task_index_ ABSL_GUARDED_BY(mu_);  // task -> job, index
   std::map<std::string, std::vector<v1::JobEvent>> events_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> running_tasks_ ABSL_GUARDED_BY(mu_);  // leased now: what may expire
+  std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);     // writing their report now
   std::vector<StoredEvent> pending_events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;

@@ -1,6 +1,9 @@
 #include <sqlite3.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "services/coordinator/state_store.h"
@@ -11,6 +14,13 @@ namespace {
 class SqliteStateStore : public StateStore {
  public:
   ~SqliteStateStore() override {
+    {
+      std::lock_guard<std::mutex> lock(checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    if (checkpoint_db_) sqlite3_close(checkpoint_db_);
     if (upsert_job_) sqlite3_finalize(upsert_job_);
     if (insert_event_) sqlite3_finalize(insert_event_);
     if (db_) sqlite3_close(db_);
@@ -26,6 +36,9 @@ class SqliteStateStore : public StateStore {
     const std::string schema = absl::StrCat(
         "PRAGMA journal_mode=WAL;",
         synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;",
+        // Checkpoints (which fsync the database) run on a thread of their own, not inside a
+        // commit that the scheduler waits on.
+        "PRAGMA wal_autocheckpoint=0;",
         "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, sequence INTEGER NOT NULL,"
         "  tenant TEXT NOT NULL, request_id TEXT NOT NULL, state INTEGER NOT NULL, record BLOB NOT NULL);"
         "CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, sequence INTEGER NOT NULL,"
@@ -45,6 +58,18 @@ class SqliteStateStore : public StateStore {
                            -1, &insert_event_, nullptr) != SQLITE_OK) {
       return Error("cannot prepare statements");
     }
+    if (sqlite3_open_v2(path.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK) {
+      return Error("cannot open the checkpoint connection");
+    }
+    sqlite3_busy_timeout(checkpoint_db_, 5000);
+    checkpointer_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(checkpoint_mu_);
+      while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; })) {
+        // PASSIVE copies what it can without blocking writers.
+        sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      }
+    });
     return absl::OkStatus();
   }
 
@@ -125,6 +150,11 @@ class SqliteStateStore : public StateStore {
   }
 
   std::mutex mu_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool stopping_ = false;
+  std::thread checkpointer_;
+  sqlite3* checkpoint_db_ = nullptr;
   std::string path_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* upsert_job_ = nullptr;
