@@ -21,6 +21,7 @@
 #include "services/coordinator/coordinator.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
+#include "common/base/file_util.h"
 
 namespace {
 
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   const int workers = static_cast<int>(*flags.GetInt("workers"));
   const int submitters = static_cast<int>(*flags.GetInt("submitters"));
   const fs::path dir = fs::temp_directory_path() / ("coordinator_bench_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  squeeze::RemoveTree(dir).IgnoreError();
 
   squeeze::coordinator::CoordinatorOptions options;
   options.listen_address = "127.0.0.1:0";
@@ -184,6 +185,6 @@ int main(int argc, char** argv) {
   std::printf("  reference  %8.0f bare SQLite commits/s (1.5 KB rows, same settings)\n", reference);
   std::printf("  ratio      %8.3f  coordinator durable commits/s over bare SQLite commits/s\n",
               2 * tasks_per_second / reference);
-  fs::remove_all(dir);
+  squeeze::RemoveTree(dir).IgnoreError();
   return completed == jobs ? 0 : 1;
 }

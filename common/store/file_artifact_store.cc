@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/store/artifact_store.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -44,7 +45,7 @@ class FileArtifactStore : public ArtifactStore {
       if (name == kManifest) continue;
       fs::copy_file(entry.path(), staging / name, fs::copy_options::overwrite_existing, ec);
       if (ec) {
-        fs::remove_all(staging);
+        RemoveTree(staging).IgnoreError();
         return FsError("cannot copy", entry.path(), ec);
       }
       files.push_back({{"name", name}, {"size", entry.file_size()}});
@@ -55,7 +56,7 @@ class FileArtifactStore : public ArtifactStore {
       out << nlohmann::json{{"files", files}}.dump(2) << "\n";
       if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write manifest in ", staging.string()));
     }
-    fs::remove_all(target, ec);
+    RemoveTree(target).IgnoreError();
     fs::rename(staging, target, ec);
     if (ec) return FsError("cannot commit", target, ec);
     return absl::OkStatus();
@@ -96,12 +97,7 @@ class FileArtifactStore : public ArtifactStore {
     return ss.str();
   }
 
-  absl::Status Delete(const std::string& uri) override {
-    std::error_code ec;
-    fs::remove_all(FilePathOfUri(uri), ec);
-    if (ec) return FsError("cannot delete", FilePathOfUri(uri), ec);
-    return absl::OkStatus();
-  }
+  absl::Status Delete(const std::string& uri) override { return RemoveTree(FilePathOfUri(uri)); }
 };
 
 }  // namespace

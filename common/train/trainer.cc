@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -125,7 +126,7 @@ absl::Status Trainer::SaveCheckpoint() {
   const fs::path live = dir / kCheckpointName;
   const fs::path old = dir / (std::string(kCheckpointName) + ".old");
   std::error_code ec;
-  fs::remove_all(tmp, ec);
+  RemoveTree(tmp).IgnoreError();
   fs::create_directories(tmp, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
   if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) return s;
@@ -139,11 +140,11 @@ absl::Status Trainer::SaveCheckpoint() {
     out << nlohmann::json{{"step", step_}, {"seed", options_.seed}}.dump() << "\n";
     if (!out.good()) return absl::UnavailableError("cannot write trainer_state.json");
   }
-  fs::remove_all(old, ec);
+  RemoveTree(old).IgnoreError();
   if (fs::exists(live)) fs::rename(live, old, ec);
   fs::rename(tmp, live, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot move checkpoint into ", live.string(), ": ", ec.message()));
-  fs::remove_all(old, ec);
+  RemoveTree(old).IgnoreError();
   return absl::OkStatus();
 }
 

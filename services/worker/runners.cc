@@ -10,6 +10,7 @@
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
 #include "common/tensor/torch_tensor.h"
+#include "common/base/file_util.h"
 
 namespace squeeze::worker {
 namespace {
@@ -36,7 +37,7 @@ absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
 absl::Status PutFiles(TaskContext& ctx, const std::string& name,
                       const std::map<std::string, std::string>& files, const std::string& uri) {
   const fs::path dir = fs::path(ctx.scratch_dir()) / name;
-  fs::remove_all(dir);
+  RemoveTree(dir).IgnoreError();
   fs::create_directories(dir);
   for (const auto& [file, contents] : files) std::ofstream(dir / file) << contents;
   return ctx.store().PutDirectory(dir.string(), uri);
@@ -177,7 +178,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       if (auto s = AddTensor(layer_writer, name, *t); !s.ok()) return s;
     }
     const fs::path dir = fs::path(ctx.scratch_dir()) / "layer";
-    fs::remove_all(dir);
+    RemoveTree(dir).IgnoreError();
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
     if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok()) return s;
@@ -188,7 +189,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   }
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "model";
-  fs::remove_all(out_dir);
+  RemoveTree(out_dir).IgnoreError();
   auto source_config = LoadLlamaConfig(*model_dir);
   const at::ScalarType save_dtype =
       source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze::worker {
 namespace {
@@ -172,7 +173,7 @@ void Worker::RunTask(const v1::TaskLease& lease) {
     if (!Transient(s)) break;  // done, or refused for good (the attempt is no longer current)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  fs::remove_all(scratch);
+  RemoveTree(scratch).IgnoreError();
   ++tasks_done_;
 }
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze::testing {
 
@@ -92,7 +93,7 @@ std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv) {
 
 ServiceHarness::ServiceHarness(const std::string& name) : port_(FreePort()) {
   dir_ = (fs::temp_directory_path() / ("squeeze_it_" + std::to_string(::getpid()) + "_" + name)).string();
-  fs::remove_all(dir_);
+  RemoveTree(dir_).IgnoreError();
   fs::create_directories(dir_);
   stub_ = v1::JobService::NewStub(grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
 }
@@ -100,7 +101,7 @@ ServiceHarness::ServiceHarness(const std::string& name) : port_(FreePort()) {
 ServiceHarness::~ServiceHarness() {
   workers_.clear();
   coordinator_.reset();
-  if (!::testing::Test::HasFailure()) fs::remove_all(dir_);  // keep logs of failures
+  if (!::testing::Test::HasFailure()) RemoveTree(dir_).IgnoreError();  // keep logs of failures
 }
 
 void ServiceHarness::StartCoordinator(std::vector<std::string> extra) {

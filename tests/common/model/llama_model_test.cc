@@ -8,6 +8,7 @@
 
 #include "common/tensor/torch_tensor.h"
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -41,9 +42,9 @@ class TempDir {
  public:
   TempDir() : path_(fs::temp_directory_path() / ("llama_model_test_" + std::to_string(::getpid()) +
                                                  "_" + std::to_string(counter_++))) {
-    fs::remove_all(path_);
+    RemoveTree(path_).IgnoreError();
   }
-  ~TempDir() { fs::remove_all(path_); }
+  ~TempDir() { RemoveTree(path_).IgnoreError(); }
   std::string str() const { return path_.string(); }
 
  private:

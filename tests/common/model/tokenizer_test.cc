@@ -11,6 +11,7 @@
 
 #include "common/model/sentencepiece_model.h"
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -60,7 +61,7 @@ class SentencePieceTest : public ::testing::TestWithParam<std::string> {
       corpus << text << "\n";
     }
   }
-  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static void TearDownTestSuite() { RemoveTree(dir_).IgnoreError(); }
 
   static std::string Run(const std::string& cmd) {
     std::string out;

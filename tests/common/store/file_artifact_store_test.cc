@@ -5,6 +5,7 @@
 
 #include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -13,7 +14,7 @@ namespace fs = std::filesystem;
 
 TEST(FileArtifactStoreTest, PutDirectoryCommitsWholeArtifacts) {
   const fs::path root = fs::temp_directory_path() / ("store_test_" + std::to_string(::getpid()));
-  fs::remove_all(root);
+  RemoveTree(root).IgnoreError();
   fs::create_directories(root / "src");
   std::ofstream(root / "src" / "a.txt") << "alpha";
   std::ofstream(root / "src" / "b.bin") << std::string(1000, 'b');
@@ -42,7 +43,7 @@ TEST(FileArtifactStoreTest, PutDirectoryCommitsWholeArtifacts) {
   ASSERT_TRUE((*store)->Delete(uri).ok());
   EXPECT_FALSE(*(*store)->Exists(uri));
   EXPECT_EQ(OpenArtifactStore("gs://bucket").status().code(), absl::StatusCode::kInvalidArgument);
-  fs::remove_all(root);
+  RemoveTree(root).IgnoreError();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -20,10 +21,10 @@ class SafetensorsTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() /
            ("safetensors_test_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    RemoveTree(dir_).IgnoreError();
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { RemoveTree(dir_).IgnoreError(); }
 
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
 

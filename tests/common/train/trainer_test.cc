@@ -6,6 +6,7 @@
 
 #include "common/compress/perplexity.h"
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -85,7 +86,7 @@ TEST(TrainerTest, LossFallsOnARepetitiveCorpus) {
 
 TEST(TrainerTest, RunInterruptedAfterACheckpointResumesToTheSameWeights) {
   const fs::path dir = fs::temp_directory_path() / ("trainer_test_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  RemoveTree(dir).IgnoreError();
   WindowSampler sampler(Corpus(), 32, 0);
   CrossEntropyObjective objective;
   TrainerOptions options = Options();
@@ -118,7 +119,7 @@ TEST(TrainerTest, RunInterruptedAfterACheckpointResumesToTheSameWeights) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(at::allclose(*a[i].second, *b[i].second, 1e-5, 1e-6)) << a[i].first;
   }
-  fs::remove_all(dir);
+  RemoveTree(dir).IgnoreError();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "common/base/file_util.h"
 
 namespace squeeze::coordinator {
 namespace {
@@ -39,7 +40,7 @@ class JobSchedulerTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() /
            ("scheduler_test_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    RemoveTree(dir_).IgnoreError();
     fs::create_directories(dir_);
     artifacts_ = *OpenArtifactStore("file://");
     options_.lease_timeout_ms = 10'000;
@@ -50,7 +51,7 @@ class JobSchedulerTest : public ::testing::Test {
   void TearDown() override {
     scheduler_.reset();
     state_.reset();
-    fs::remove_all(dir_);
+    RemoveTree(dir_).IgnoreError();
   }
 
   // A new scheduler over the same database, as after a crash (nothing is shut down cleanly).

@@ -1,0 +1,17 @@
+// File-system helpers that must not come from std::filesystem.
+//
+// The GPU image's libtorch exports its own copy of std::filesystem::remove_all, which wins symbol
+// resolution in any process that links it and crashes with a call through a null pointer (seen
+// with libtorch 2.11; see docs/design-notes.md). RemoveTree is the project's replacement.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace squeeze {
+
+// Removes `path` and everything below it, not following symlinks. A missing path is OK.
+absl::Status RemoveTree(const std::string& path);
+
+}  // namespace squeeze
