@@ -17,11 +17,11 @@
 #include <thread>
 #include <vector>
 
+#include "common/base/file_util.h"
 #include "services/cli/flags.h"
 #include "services/coordinator/coordinator.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
-#include "common/base/file_util.h"
 
 namespace {
 
@@ -41,8 +41,10 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 double SqliteCommitsPerSecond(const std::string& path, size_t bytes, int count) {
   sqlite3* db;
   sqlite3_open(path.c_str(), &db);
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                   "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);", nullptr, nullptr, nullptr);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+               "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB);",
+               nullptr, nullptr, nullptr);
   sqlite3_stmt* stmt;
   sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO t (id, b) VALUES (?, ?)", -1, &stmt, nullptr);
   std::string blob(bytes, 'x');
@@ -78,7 +80,8 @@ int main(int argc, char** argv) {
   const int jobs = static_cast<int>(*flags.GetInt("jobs"));
   const int workers = static_cast<int>(*flags.GetInt("workers"));
   const int submitters = static_cast<int>(*flags.GetInt("submitters"));
-  const fs::path dir = fs::temp_directory_path() / ("coordinator_bench_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("coordinator_bench_" + std::to_string(::getpid()));
   squeeze::RemoveTree(dir).IgnoreError();
 
   squeeze::coordinator::CoordinatorOptions options;
@@ -91,7 +94,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string address = (*coordinator)->address();
-  const std::string recipe = "model: " + *model + "\nstages:\n  - quantize: {method: rtn, bits: 4}\n";
+  const std::string recipe =
+      "model: " + *model + "\nstages:\n  - quantize: {method: rtn, bits: 4}\n";
 
   // Phase 1: submissions.
   std::vector<std::vector<double>> submit_ms(submitters);
@@ -100,7 +104,8 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (int s = 0; s < submitters; ++s) {
       threads.emplace_back([&, s] {
-        auto stub = squeeze::v1::JobService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        auto stub = squeeze::v1::JobService::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
         for (int i = s; i < jobs; i += submitters) {
           grpc::ClientContext context;
           squeeze::v1::SubmitJobRequest request;
@@ -126,7 +131,8 @@ int main(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (int w = 0; w < workers; ++w) {
       threads.emplace_back([&, w] {
-        auto stub = squeeze::v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        auto stub = squeeze::v1::WorkerService::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
         squeeze::v1::RegisterWorkerRequest reg;
         reg.set_node("sim-" + std::to_string(w));
         reg.add_devices()->set_name("cpu");
@@ -143,7 +149,8 @@ int main(int argc, char** argv) {
           squeeze::v1::LeaseTaskResponse response;
           grpc::ClientContext context;
           const auto t0 = Clock::now();
-          if (!stub->LeaseTask(&context, request, &response).ok() || !response.has_lease()) continue;
+          if (!stub->LeaseTask(&context, request, &response).ok() || !response.has_lease())
+            continue;
           lease_ms[w].push_back(Ms(Clock::now() - t0));
           const auto& lease = response.lease();
           {
@@ -177,11 +184,14 @@ int main(int argc, char** argv) {
   const double reference = SqliteCommitsPerSecond((dir / "reference.db").string(), 1500, 5000);
   const double tasks_per_second = completed / drain_seconds;
   // Each task costs two durable commits in the coordinator (lease, complete).
-  std::printf("coordinator load: %d jobs, %d simulated workers, SQLite on disk, gRPC on loopback\n", jobs, workers);
-  std::printf("  submit     %8.0f jobs/s    SubmitJob p50 %6.2f ms  p99 %6.2f ms\n", jobs / submit_seconds,
-              Percentile(all_submit, 0.5), Percentile(all_submit, 0.99));
-  std::printf("  drain      %8.0f tasks/s   LeaseTask p50 %6.2f ms  p99 %6.2f ms  (target >= 500 tasks/s, p99 < 20 ms)\n",
-              tasks_per_second, Percentile(all_lease, 0.5), Percentile(all_lease, 0.99));
+  std::printf("coordinator load: %d jobs, %d simulated workers, SQLite on disk, gRPC on loopback\n",
+              jobs, workers);
+  std::printf("  submit     %8.0f jobs/s    SubmitJob p50 %6.2f ms  p99 %6.2f ms\n",
+              jobs / submit_seconds, Percentile(all_submit, 0.5), Percentile(all_submit, 0.99));
+  std::printf(
+      "  drain      %8.0f tasks/s   LeaseTask p50 %6.2f ms  p99 %6.2f ms  (target >= 500 tasks/s, "
+      "p99 < 20 ms)\n",
+      tasks_per_second, Percentile(all_lease, 0.5), Percentile(all_lease, 0.99));
   std::printf("  reference  %8.0f bare SQLite commits/s (1.5 KB rows, same settings)\n", reference);
   std::printf("  ratio      %8.3f  coordinator durable commits/s over bare SQLite commits/s\n",
               2 * tasks_per_second / reference);

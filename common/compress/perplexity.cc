@@ -56,12 +56,14 @@ NllSum UnigramPerplexity(const std::vector<TextExample>& train,
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
                                                     const std::vector<TextExample>& examples,
                                                     const PerplexityOptions& options) {
-  if (options.window < 2) return absl::InvalidArgumentError("perplexity window: must be at least 2");
+  if (options.window < 2)
+    return absl::InvalidArgumentError("perplexity window: must be at least 2");
   if (options.stride < 1 || options.stride > options.window - 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("perplexity stride: must be in [1, window - 1], got ", options.stride));
   }
-  if (options.batch_size < 1) return absl::InvalidArgumentError("perplexity batch_size: must be positive");
+  if (options.batch_size < 1)
+    return absl::InvalidArgumentError("perplexity batch_size: must be positive");
   for (size_t e = 0; e < examples.size(); ++e) {
     for (int32_t id : examples[e].ids) {
       if (id < 0 || id >= model.config().vocab_size) {
@@ -80,9 +82,10 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
   }
   std::vector<ScoringWindow> windows = PlanScoringWindows(*data, options.window, options.stride);
   // Similar lengths together keep padding small.
-  std::stable_sort(windows.begin(), windows.end(), [](const ScoringWindow& a, const ScoringWindow& b) {
-    return a.end - a.begin > b.end - b.begin;
-  });
+  std::stable_sort(windows.begin(), windows.end(),
+                   [](const ScoringWindow& a, const ScoringWindow& b) {
+                     return a.end - a.begin > b.end - b.begin;
+                   });
 
   const auto start = std::chrono::steady_clock::now();
   PerplexityResult result;
@@ -90,7 +93,8 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
   const int64_t total = static_cast<int64_t>(windows.size());
   for (int64_t first = 0; first < total; first += options.batch_size) {
     if (options.should_stop && options.should_stop()) {
-      return absl::CancelledError(absl::StrCat("evaluation stopped after ", first, " of ", total, " windows"));
+      return absl::CancelledError(
+          absl::StrCat("evaluation stopped after ", first, " of ", total, " windows"));
     }
     const int64_t count = std::min<int64_t>(options.batch_size, total - first);
     const int64_t len = windows[first].end - windows[first].begin;  // longest in the batch
@@ -126,8 +130,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
     }
     if (options.progress) options.progress(first + count, total);
   }
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 

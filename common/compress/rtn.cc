@@ -10,9 +10,9 @@ absl::Status ValidateQuantSpec(const QuantSpec& spec, int64_t in_features) {
         absl::StrCat("bits: must be one of 2, 3, 4, 8, got ", spec.bits));
   }
   if (spec.group_size != -1 && (spec.group_size <= 0 || in_features % spec.group_size != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "group_size: must be -1 or a positive divisor of in_features (", in_features, "), got ",
-        spec.group_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("group_size: must be -1 or a positive divisor of in_features (", in_features,
+                     "), got ", spec.group_size));
   }
   return absl::OkStatus();
 }
@@ -30,7 +30,8 @@ std::pair<at::Tensor, at::Tensor> ComputeScaleZero(const at::Tensor& w, const Qu
   xmin = at::where(flat, at::full_like(xmin, -1.0), xmin);
   xmax = at::where(flat, at::full_like(xmax, 1.0), xmax);
   at::Tensor scale = (xmax - xmin) / maxq;
-  at::Tensor zero = spec.symmetric ? at::full_like(scale, (maxq + 1) / 2) : at::round(-xmin / scale);
+  at::Tensor zero =
+      spec.symmetric ? at::full_like(scale, (maxq + 1) / 2) : at::round(-xmin / scale);
   return {scale, zero};
 }
 

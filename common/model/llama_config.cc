@@ -37,11 +37,26 @@ absl::Status Read(const json& j, const char* field, T& out, absl::string_view so
   return absl::OkStatus();
 }
 
-constexpr const char* kKnownFields[] = {
-    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta",
-    "rope_scaling", "rope_parameters", "max_position_embeddings", "tie_word_embeddings", "attention_bias",
-    "mlp_bias", "bos_token_id", "eos_token_id", "torch_dtype", "squeeze_byte_tokenizer"};
+constexpr const char* kKnownFields[] = {"model_type",
+                                        "vocab_size",
+                                        "hidden_size",
+                                        "intermediate_size",
+                                        "num_hidden_layers",
+                                        "num_attention_heads",
+                                        "num_key_value_heads",
+                                        "head_dim",
+                                        "rms_norm_eps",
+                                        "rope_theta",
+                                        "rope_scaling",
+                                        "rope_parameters",
+                                        "max_position_embeddings",
+                                        "tie_word_embeddings",
+                                        "attention_bias",
+                                        "mlp_bias",
+                                        "bos_token_id",
+                                        "eos_token_id",
+                                        "torch_dtype",
+                                        "squeeze_byte_tokenizer"};
 
 }  // namespace
 
@@ -51,7 +66,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a valid JSON object"));
   }
   LlamaConfig c;
-#define SQ_READ(field, required)                                         \
+#define SQ_READ(field, required) \
   if (auto s = Read(j, #field, c.field, source, required); !s.ok()) return s
   SQ_READ(model_type, false);
   SQ_READ(vocab_size, true);
@@ -70,8 +85,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   SQ_READ(torch_dtype, false);
 #undef SQ_READ
   // Token ids may be a list (several eos ids); the first is the one we use.
-  for (auto [field, out] : {std::pair{"bos_token_id", &c.bos_token_id},
-                            std::pair{"eos_token_id", &c.eos_token_id}}) {
+  for (auto [field, out] :
+       {std::pair{"bos_token_id", &c.bos_token_id}, std::pair{"eos_token_id", &c.eos_token_id}}) {
     auto it = j.find(field);
     if (it == j.end() || it->is_null()) continue;
     if (it->is_number_integer()) {
@@ -82,11 +97,13 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
       return FieldError(source, field, "expected an integer or a list of integers");
     }
   }
-  if (auto s = Read(j, "squeeze_byte_tokenizer", c.byte_tokenizer, source, false); !s.ok()) return s;
+  if (auto s = Read(j, "squeeze_byte_tokenizer", c.byte_tokenizer, source, false); !s.ok())
+    return s;
 
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
-    return FieldError(source, "model_type",
-                      absl::StrCat("\"", c.model_type, "\" is not supported (expected llama, mistral or qwen2)"));
+    return FieldError(
+        source, "model_type",
+        absl::StrCat("\"", c.model_type, "\" is not supported (expected llama, mistral or qwen2)"));
   }
   if (c.model_type == "qwen2" && !j.contains("attention_bias")) c.attention_bias = true;
 
@@ -94,11 +111,11 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     if (v <= 0) return FieldError(source, field, absl::StrCat("must be positive, got ", v));
     return absl::OkStatus();
   };
-  for (auto [field, v] : {std::pair{"vocab_size", c.vocab_size},
-                          std::pair{"hidden_size", c.hidden_size},
-                          std::pair{"intermediate_size", c.intermediate_size},
-                          std::pair{"num_hidden_layers", c.num_hidden_layers},
-                          std::pair{"num_attention_heads", c.num_attention_heads}}) {
+  for (auto [field, v] :
+       {std::pair{"vocab_size", c.vocab_size}, std::pair{"hidden_size", c.hidden_size},
+        std::pair{"intermediate_size", c.intermediate_size},
+        std::pair{"num_hidden_layers", c.num_hidden_layers},
+        std::pair{"num_attention_heads", c.num_attention_heads}}) {
     if (auto s = positive(field, v); !s.ok()) return s;
   }
   if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
@@ -116,7 +133,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
-    return FieldError(source, "head_dim", absl::StrCat("must be positive and even, got ", c.head_dim));
+    return FieldError(source, "head_dim",
+                      absl::StrCat("must be positive and even, got ", c.head_dim));
   }
   if (c.rms_norm_eps <= 0) return FieldError(source, "rms_norm_eps", "must be positive");
   // Rotary parameters come as top-level rope_theta + rope_scaling (transformers 4.x) or as one
@@ -140,14 +158,15 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     if (type == "default") {
       // Same as no scaling.
     } else if (type != "llama3") {
-      return FieldError(source, absl::StrCat(rope_field, ".rope_type"),
-                        absl::StrCat("\"", type, "\" is not supported (expected llama3 or default)"));
+      return FieldError(
+          source, absl::StrCat(rope_field, ".rope_type"),
+          absl::StrCat("\"", type, "\" is not supported (expected llama3 or default)"));
     } else {
       if (auto s = Read(*it, "factor", r.factor, src, true); !s.ok()) return s;
       if (auto s = Read(*it, "low_freq_factor", r.low_freq_factor, src, true); !s.ok()) return s;
       if (auto s = Read(*it, "high_freq_factor", r.high_freq_factor, src, true); !s.ok()) return s;
-      if (auto s = Read(*it, "original_max_position_embeddings",
-                        r.original_max_position_embeddings, src, true);
+      if (auto s = Read(*it, "original_max_position_embeddings", r.original_max_position_embeddings,
+                        src, true);
           !s.ok()) {
         return s;
       }
@@ -195,12 +214,12 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling) {
-    j["rope_scaling"] = {{"rope_type", c.rope_scaling->rope_type},
-                         {"factor", c.rope_scaling->factor},
-                         {"low_freq_factor", c.rope_scaling->low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling->high_freq_factor},
-                         {"original_max_position_embeddings",
-                          c.rope_scaling->original_max_position_embeddings}};
+    j["rope_scaling"] = {
+        {"rope_type", c.rope_scaling->rope_type},
+        {"factor", c.rope_scaling->factor},
+        {"low_freq_factor", c.rope_scaling->low_freq_factor},
+        {"high_freq_factor", c.rope_scaling->high_freq_factor},
+        {"original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings}};
   } else {
     j["rope_scaling"] = nullptr;
   }

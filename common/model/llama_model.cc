@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include "absl/strings/str_cat.h"
 #include "common/model/torch_compat.h"
-#include <ATen/CPUGeneratorImpl.h>
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -44,8 +44,8 @@ absl::StatusOr<at::Tensor> LoadTensor(const CheckpointReader& weights, const std
     for (int64_t d : shape) absl::StrAppend(&want, want.empty() ? "" : ", ", d);
     for (int64_t d : view->info->shape) absl::StrAppend(&got, got.empty() ? "" : ", ", d);
     return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name,
-                                                   "\": shape [", got, "] but config.json implies [",
-                                                   want, "]"));
+                                                   "\": shape [", got,
+                                                   "] but config.json implies [", want, "]"));
   }
   const DType stored = view->info->dtype;
   if (stored != DType::kF32 && stored != DType::kF16 && stored != DType::kBF16 &&
@@ -83,7 +83,8 @@ at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
   const double high_freq_wavelen = old_len / r.high_freq_factor;
   at::Tensor wavelen = 2.0 * M_PI / inv_freq;
   at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
-  at::Tensor smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smooth =
+      (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
   at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
   at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
   return at::where(medium, smoothed, scaled);
@@ -111,7 +112,8 @@ at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
     k = k.repeat_interleave(c.num_kv_groups(), 1);
     v = v.repeat_interleave(c.num_kv_groups(), 1);
   }
-  at::Tensor attn = compat::CausalAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  at::Tensor attn =
+      compat::CausalAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   attn = attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
   observe("self_attn.o_proj", attn);
   at::Tensor h = hidden + o_proj.Forward(attn);
@@ -144,12 +146,13 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
 
 DecoderLayer DecoderLayer::To(at::Device device, at::ScalarType dtype) const {
   DecoderLayer copy = *this;
-  for (auto& [name, t] : copy.Tensors()) *t = t->to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  for (auto& [name, t] : copy.Tensors())
+    *t = t->to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
   return copy;
 }
 
 absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, at::ScalarType dtype,
-                                             at::Device device) {
+                                            at::Device device) {
   auto config = LoadLlamaConfig(dir);
   if (!config.ok()) return config.status();
   auto weights = CheckpointReader::Open(dir);
@@ -170,7 +173,8 @@ absl::StatusOr<LlamaModel> LlamaModel::FromCheckpoint(const LlamaConfig& c,
   };
   const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
                 kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
-  if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok()) return s;
+  if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok())
+    return s;
   if (auto s = load("model.norm.weight", {h}, m.norm_); !s.ok()) return s;
   if (c.tie_word_embeddings) {
     m.lm_head_ = m.embed_tokens_;
@@ -184,7 +188,8 @@ absl::StatusOr<LlamaModel> LlamaModel::FromCheckpoint(const LlamaConfig& c,
   m.layers_.resize(c.num_hidden_layers);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     DecoderLayer& layer = m.layers_[i];
-    if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok()) return s;
+    if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok())
+      return s;
     if (auto s = load(LayerName(i, "post_attention_layernorm.weight"), {h},
                       layer.post_attention_layernorm);
         !s.ok()) {
@@ -216,10 +221,15 @@ LlamaModel LlamaModel::RandomInit(const LlamaConfig& c, uint64_t seed, at::Scala
                                   at::Device device) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
   auto normal = [&](std::vector<int64_t> shape) {
-    return at::normal(0.0, 0.02, shape, gen, at::TensorOptions().dtype(at::kFloat)).to(device, dtype);
+    return at::normal(0.0, 0.02, shape, gen, at::TensorOptions().dtype(at::kFloat))
+        .to(device, dtype);
   };
-  auto ones = [&](int64_t n) { return at::ones({n}, at::TensorOptions().dtype(dtype).device(device)); };
-  auto zeros = [&](int64_t n) { return at::zeros({n}, at::TensorOptions().dtype(dtype).device(device)); };
+  auto ones = [&](int64_t n) {
+    return at::ones({n}, at::TensorOptions().dtype(dtype).device(device));
+  };
+  auto zeros = [&](int64_t n) {
+    return at::zeros({n}, at::TensorOptions().dtype(dtype).device(device));
+  };
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
@@ -282,7 +292,9 @@ absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
   return absl::OkStatus();
 }
 
-at::Tensor LlamaModel::Embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
+at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
+  return at::embedding(embed_tokens_, ids);
+}
 
 RotaryTables LlamaModel::Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const {
   at::Tensor positions = at::arange(seq_len, at::kLong).to(at::kFloat);

@@ -10,9 +10,9 @@
 #include <c10/core/GradMode.h>
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -77,7 +77,8 @@ class LlamaModel {
   absl::Status CopyWeightsFrom(const CheckpointReader& weights);
 
   // Writes config.json and model.safetensors (sharded above `max_shard_bytes` when > 0).
-  absl::Status Save(const std::string& dir, at::ScalarType dtype, uint64_t max_shard_bytes = 0) const;
+  absl::Status Save(const std::string& dir, at::ScalarType dtype,
+                    uint64_t max_shard_bytes = 0) const;
 
   const LlamaConfig& config() const { return config_; }
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
@@ -104,8 +105,8 @@ class LlamaModel {
   LlamaConfig config_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<DecoderLayer> layers_;
-  at::Tensor norm_;     // [hidden]
-  at::Tensor lm_head_;  // [vocab, hidden]; the same tensor as embed_tokens_ when tied
+  at::Tensor norm_;      // [hidden]
+  at::Tensor lm_head_;   // [vocab, hidden]; the same tensor as embed_tokens_ when tied
   at::Tensor inv_freq_;  // [head_dim / 2], float32, on CPU
 };
 

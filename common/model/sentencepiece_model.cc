@@ -58,14 +58,18 @@ class WireReader {
     absl::string_view s;
     uint32_t f;
     switch (wire_type) {
-      case 0: return ReadVarint(v);
+      case 0:
+        return ReadVarint(v);
       case 1:
         if (data_.size() - pos_ < 8) return ok_ = false;
         pos_ += 8;
         return true;
-      case 2: return ReadBytes(s);
-      case 5: return ReadFixed32(f);
-      default: return ok_ = false;
+      case 2:
+        return ReadBytes(s);
+      case 5:
+        return ReadFixed32(f);
+      default:
+        return ok_ = false;
     }
   }
 
@@ -96,7 +100,8 @@ std::vector<absl::string_view> SplitChars(absl::string_view s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(
+    const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream ss;
@@ -159,8 +164,9 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Parse(
       while (r.Next(f, w)) {
         uint64_t v;
         if ((f == 3 || f == 4 || f == 5) && w == 0 && r.ReadVarint(v)) {
-          (f == 3 ? m->add_dummy_prefix_ : f == 4 ? m->remove_extra_whitespaces_
-                                                  : m->escape_whitespaces_) = v != 0;
+          (f == 3   ? m->add_dummy_prefix_
+           : f == 4 ? m->remove_extra_whitespaces_
+                    : m->escape_whitespaces_) = v != 0;
         } else if (!r.Skip(w)) {
           break;
         }
@@ -271,7 +277,8 @@ std::vector<int32_t> SentencePieceModel::EncodeBpe(const std::string& normalized
   std::vector<Symbol> symbols;
   for (absl::string_view c : SplitChars(normalized)) {
     const int idx = static_cast<int>(symbols.size());
-    symbols.push_back({static_cast<size_t>(c.data() - normalized.data()), c.size(), idx - 1, idx + 1, true});
+    symbols.push_back(
+        {static_cast<size_t>(c.data() - normalized.data()), c.size(), idx - 1, idx + 1, true});
   }
   if (symbols.empty()) return {};
   symbols.back().next = -1;

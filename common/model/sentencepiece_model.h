@@ -23,7 +23,14 @@ namespace squeeze {
 class SentencePieceModel {
  public:
   enum class Algorithm { kUnigram = 1, kBpe = 2 };
-  enum class PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+  enum class PieceType {
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6
+  };
   struct Piece {
     std::string text;
     float score = 0.0f;

@@ -12,9 +12,7 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(std::unique_ptr<SentencePieceModel> sp) : sp_(std::move(sp)) {}
 
-  std::vector<int32_t> Encode(absl::string_view text) const override {
-    return sp_->Encode(text);
-  }
+  std::vector<int32_t> Encode(absl::string_view text) const override { return sp_->Encode(text); }
   std::string Decode(const std::vector<int32_t>& ids) const override { return sp_->Decode(ids); }
   int64_t vocab_size() const override { return sp_->vocab_size(); }
   int32_t bos_id() const override { return sp_->bos_id(); }
@@ -53,15 +51,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
   if (std::filesystem::exists(sp_path)) return LoadSentencePieceTokenizer(sp_path.string());
   if (config.byte_tokenizer) {
     if (config.vocab_size < ByteTokenizer::kMinVocab) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          model_dir, "/config.json: vocab_size: a byte-level model needs at least ",
-          ByteTokenizer::kMinVocab, ", got ", config.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat(model_dir, "/config.json: vocab_size: a byte-level model needs at least ",
+                       ByteTokenizer::kMinVocab, ", got ", config.vocab_size));
     }
     return std::make_unique<ByteTokenizer>();
   }
-  return absl::NotFoundError(absl::StrCat(
-      model_dir, ": no tokenizer.model and config.json does not declare squeeze_byte_tokenizer; "
-                 "use data with \"input_ids\""));
+  return absl::NotFoundError(
+      absl::StrCat(model_dir,
+                   ": no tokenizer.model and config.json does not declare squeeze_byte_tokenizer; "
+                   "use data with \"input_ids\""));
 }
 
 }  // namespace squeeze

@@ -79,7 +79,8 @@ class MapReader {
     out = n.Scalar();
     return absl::OkStatus();
   }
-  absl::Status Choice(const std::string& key, std::string& out, const std::vector<std::string>& allowed) {
+  absl::Status Choice(const std::string& key, std::string& out,
+                      const std::vector<std::string>& allowed) {
     if (auto s = String(key, out); !s.ok()) return s;
     for (const std::string& a : allowed) {
       if (a == out) return absl::OkStatus();
@@ -101,7 +102,7 @@ class MapReader {
   std::set<std::string> used_;
 };
 
-#define SQ_RETURN_IF_ERROR(expr)          \
+#define SQ_RETURN_IF_ERROR(expr) \
   if (auto _s = (expr); !_s.ok()) return _s
 
 absl::Status ParseEvaluate(MapReader& r, json& opts) {
@@ -114,7 +115,8 @@ absl::Status ParseEvaluate(MapReader& r, json& opts) {
       if (!m[i].IsScalar()) return FieldError(path, "expected a string");
       const std::string v = m[i].Scalar();
       if (v != "perplexity" && v != "size" && v != "latency") {
-        return FieldError(path, absl::StrCat("must be one of perplexity, size, latency, got \"", v, "\""));
+        return FieldError(
+            path, absl::StrCat("must be one of perplexity, size, latency, got \"", v, "\""));
       }
       metrics.push_back(v);
     }
@@ -151,8 +153,10 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   bool sym = false;
   if (YAML::Node b = r.Get("bits")) {
     int64_t v;
-    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) || (v != 2 && v != 3 && v != 4 && v != 8)) {
-      return FieldError(r.Path("bits"), absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
+    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) ||
+        (v != 2 && v != 3 && v != 4 && v != 8)) {
+      return FieldError(r.Path("bits"),
+                        absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
     }
     bits = v;
   }
@@ -172,8 +176,9 @@ absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view
   if (uri.empty()) return FieldError(std::string(field), "required");
   if (absl::string_view(uri).substr(0, 7) == "file://") return std::string(uri.substr(7));
   if (uri.find("://") != absl::string_view::npos) {
-    return FieldError(std::string(field),
-                      absl::StrCat("\"", uri, "\": only file:// URIs and paths are supported here"));
+    return FieldError(
+        std::string(field),
+        absl::StrCat("\"", uri, "\": only file:// URIs and paths are supported here"));
   }
   return std::string(uri);
 }
@@ -186,7 +191,8 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("recipe: not valid YAML: ", e.what()));
   }
   MapReader top(root, "");
-  if (!root.IsMap()) return absl::InvalidArgumentError("recipe: expected a mapping at the top level");
+  if (!root.IsMap())
+    return absl::InvalidArgumentError("recipe: expected a mapping at the top level");
   Recipe recipe;
   SQ_RETURN_IF_ERROR(top.String("model", recipe.model, /*required=*/true));
   int64_t max_attempts = 3;
@@ -202,7 +208,8 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
         recipe.evaluation.push_back(e.Scalar());
       } else if (e.IsSequence()) {
         for (size_t i = 0; i < e.size(); ++i) {
-          if (!e[i].IsScalar()) return FieldError(absl::StrCat("data.evaluation[", i, "]"), "expected a string");
+          if (!e[i].IsScalar())
+            return FieldError(absl::StrCat("data.evaluation[", i, "]"), "expected a string");
           recipe.evaluation.push_back(e[i].Scalar());
         }
       } else {
@@ -244,11 +251,14 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, opts));
     } else if (stage.kind == "distill" || stage.kind == "prune" || stage.kind == "calibrate") {
-      return FieldError(path, absl::StrCat("stage \"", stage.kind,
-                                           "\" is not available in this version yet (available: evaluate, quantize)"));
+      return FieldError(
+          path,
+          absl::StrCat("stage \"", stage.kind,
+                       "\" is not available in this version yet (available: evaluate, quantize)"));
     } else {
-      return FieldError(path, absl::StrCat("unknown stage \"", stage.kind,
-                                           "\" (expected evaluate, quantize, distill, prune or calibrate)"));
+      return FieldError(
+          path, absl::StrCat("unknown stage \"", stage.kind,
+                             "\" (expected evaluate, quantize, distill, prune or calibrate)"));
     }
     SQ_RETURN_IF_ERROR(r.NoUnknownFields());
     stage.options_json = opts.dump();
@@ -258,14 +268,16 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
   return recipe;
 }
 
-absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text, const std::string& base_dir) {
+absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
+                                               const std::string& base_dir) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("recipe: not valid YAML: ", e.what()));
   }
-  if (!root.IsMap()) return absl::InvalidArgumentError("recipe: expected a mapping at the top level");
+  if (!root.IsMap())
+    return absl::InvalidArgumentError("recipe: expected a mapping at the top level");
   auto resolve = [&](YAML::Node node) {
     if (!node || !node.IsScalar()) return;
     const std::string v = node.Scalar();
@@ -296,9 +308,11 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
     return absl::NotFoundError(absl::StrCat("model: \"", *model, "\" is not a directory"));
   }
   auto config = LoadLlamaConfig(*model);
-  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat("model: ", config.status().message()));
+  if (!config.ok())
+    return absl::InvalidArgumentError(absl::StrCat("model: ", config.status().message()));
   auto weights = CheckpointReader::Open(*model);
-  if (!weights.ok()) return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
+  if (!weights.ok())
+    return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
   auto check_file = [](const std::string& uri, const std::string& field) -> absl::Status {
     auto path = LocalPathOf(uri, field);
     if (!path.ok()) return path.status();

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/store/artifact_store.h"
 #include "common/base/file_util.h"
+#include "common/store/artifact_store.h"
 
 namespace squeeze {
 namespace {
@@ -54,7 +54,8 @@ class FileArtifactStore : public ArtifactStore {
     {
       std::ofstream out(staging / kManifest);
       out << nlohmann::json{{"files", files}}.dump(2) << "\n";
-      if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write manifest in ", staging.string()));
+      if (!out.good())
+        return absl::UnavailableError(absl::StrCat("cannot write manifest in ", staging.string()));
     }
     RemoveTree(target).IgnoreError();
     fs::rename(staging, target, ec);

@@ -74,7 +74,8 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& entry
   const uint64_t begin = (*off_it)[0].get<uint64_t>();
   const uint64_t end = (*off_it)[1].get<uint64_t>();
   if (begin > end) {
-    return Invalid(source, name, absl::StrCat("data_offsets [", begin, ", ", end, "] are reversed"));
+    return Invalid(source, name,
+                   absl::StrCat("data_offsets [", begin, ", ", end, "] are reversed"));
   }
   if (end > data_size) {
     return Invalid(source, name,
@@ -138,7 +139,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text,
     const TensorInfo& prev = out.tensors[i - 1];
     const TensorInfo& cur = out.tensors[i];
     if (cur.offset < prev.offset + prev.nbytes) {
-      return Invalid(source, cur.name, absl::StrCat("bytes overlap those of tensor \"", prev.name, "\""));
+      return Invalid(source, cur.name,
+                     absl::StrCat("bytes overlap those of tensor \"", prev.name, "\""));
     }
   }
   return out;
@@ -156,7 +158,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < 8) {
     ::close(fd);
-    return Invalid(path, "", absl::StrCat("file is ", size, " bytes, too short for the 8-byte header length"));
+    return Invalid(
+        path, "", absl::StrCat("file is ", size, " bytes, too short for the 8-byte header length"));
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);  // the mapping keeps its own reference
@@ -222,7 +225,8 @@ absl::Status SafetensorsWriter::Add(std::string name, DType dtype, std::vector<i
   info.shape = std::move(shape);
   for (int64_t d : info.shape) {
     if (d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor \"", info.name, "\": negative dimension"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", info.name, "\": negative dimension"));
     }
   }
   const uint64_t expected = static_cast<uint64_t>(info.numel()) * DTypeSize(dtype);
@@ -304,8 +308,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
 
   if (!fs::exists(index_path)) {
     if (!fs::exists(single_path)) {
-      return absl::NotFoundError(absl::StrCat(dir, ": neither ", kSingleName, " nor ", kIndexName,
-                                              " is present"));
+      return absl::NotFoundError(
+          absl::StrCat(dir, ": neither ", kSingleName, " nor ", kIndexName, " is present"));
     }
     auto file = SafetensorsFile::Open(single_path.string());
     if (!file.ok()) return file.status();
@@ -317,7 +321,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   std::ifstream in(index_path);
   json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
   const std::string src = index_path.string();
-  if (index.is_discarded() || !index.is_object()) return Invalid(src, "", "not a valid JSON object");
+  if (index.is_discarded() || !index.is_object())
+    return Invalid(src, "", "not a valid JSON object");
   auto map_it = index.find("weight_map");
   if (map_it == index.end() || !map_it->is_object()) {
     return Invalid(src, "", "missing object field \"weight_map\"");
@@ -328,7 +333,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
     const std::string shard = it->get<std::string>();
     // Shards live beside the index; anything else could read outside the model directory.
     if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
-      return Invalid(src, it.key(), absl::StrCat("shard name \"", shard, "\" is not a plain file name"));
+      return Invalid(src, it.key(),
+                     absl::StrCat("shard name \"", shard, "\" is not a plain file name"));
     }
     auto [slot, inserted] = shard_slot.emplace(shard, reader->files_.size());
     if (inserted) {
@@ -343,7 +349,8 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
     }
     const SafetensorsFile& file = *reader->files_[slot->second];
     if (file.Find(it.key()) == nullptr) {
-      return Invalid(src, it.key(), absl::StrCat("listed in shard \"", shard, "\", which lacks it"));
+      return Invalid(src, it.key(),
+                     absl::StrCat("listed in shard \"", shard, "\", which lacks it"));
     }
     reader->where_[it.key()] = slot->second;
   }
@@ -384,8 +391,8 @@ absl::Status WriteCheckpoint(const std::string& dir, const SafetensorsWriter& al
     if (shards.back().size() > 0 && shards.back().data_bytes() + e.info.nbytes > max_shard_bytes) {
       shards.emplace_back();
     }
-    auto status = shards.back().Add(e.info.name, e.info.dtype, e.info.shape, e.bytes.data(),
-                                    e.bytes.size());
+    auto status =
+        shards.back().Add(e.info.name, e.info.dtype, e.info.shape, e.bytes.data(), e.bytes.size());
     if (!status.ok()) return status;
   }
   json weight_map = json::object();

@@ -60,7 +60,8 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (o.min_lr_ratio < 0 || o.min_lr_ratio > 1) return bad("min_lr_ratio", "must be in [0, 1]");
   if (o.warmup_steps < 0) return bad("warmup_steps", "must not be negative");
   if (o.weight_decay < 0) return bad("weight_decay", "must not be negative");
-  if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1) return bad("betas", "must be in [0, 1)");
+  if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1)
+    return bad("betas", "must be in [0, 1)");
   return absl::OkStatus();
 }
 
@@ -114,7 +115,8 @@ std::optional<int64_t> Trainer::CheckpointStep(const std::string& dir) {
   std::ifstream in(fs::path(dir) / kCheckpointName / "trainer_state.json");
   if (!in) return std::nullopt;
   auto j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.contains("step") || !j["step"].is_number_integer()) return std::nullopt;
+  if (j.is_discarded() || !j.contains("step") || !j["step"].is_number_integer())
+    return std::nullopt;
   return j["step"].get<int64_t>();
 }
 
@@ -128,7 +130,8 @@ absl::Status Trainer::SaveCheckpoint() {
   std::error_code ec;
   RemoveTree(tmp).IgnoreError();
   fs::create_directories(tmp, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
   if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) return s;
   try {
     torch::save(*optimizer_->adamw, (tmp / "optimizer.pt").string());
@@ -143,7 +146,9 @@ absl::Status Trainer::SaveCheckpoint() {
   RemoveTree(old).IgnoreError();
   if (fs::exists(live)) fs::rename(live, old, ec);
   fs::rename(tmp, live, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot move checkpoint into ", live.string(), ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrCat("cannot move checkpoint into ", live.string(), ": ", ec.message()));
   RemoveTree(old).IgnoreError();
   return absl::OkStatus();
 }
@@ -169,7 +174,8 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
   if (auto s = ValidateTrainerOptions(options_); !s.ok()) return s;
   model_->SetRequiresGrad(true);
   std::vector<at::Tensor> decay, no_decay;
-  for (auto& [name, t] : model_->NamedParameters()) (t->dim() >= 2 ? decay : no_decay).push_back(*t);
+  for (auto& [name, t] : model_->NamedParameters())
+    (t->dim() >= 2 ? decay : no_decay).push_back(*t);
   auto defaults = torch::optim::AdamWOptions(options_.lr)
                       .betas({options_.beta1, options_.beta2})
                       .weight_decay(options_.weight_decay);
@@ -208,8 +214,8 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       loss_sum += loss.item<double>();
     }
     if (!std::isfinite(loss_sum)) {
-      return absl::InternalError(absl::StrCat("step ", step_ + 1, ": loss is not finite (", loss_sum,
-                                              "); lower lr or check the data"));
+      return absl::InternalError(absl::StrCat("step ", step_ + 1, ": loss is not finite (",
+                                              loss_sum, "); lower lr or check the data"));
     }
     double grad_norm = 0.0;
     if (options_.grad_clip > 0) {

@@ -79,8 +79,8 @@ struct TrainStepStats {
 };
 
 struct TrainerCallbacks {
-  std::function<void(const TrainStepStats&)> on_step;      // every step
-  std::function<double(int64_t step)> evaluate;            // every eval_every steps
+  std::function<void(const TrainStepStats&)> on_step;  // every step
+  std::function<double(int64_t step)> evaluate;        // every eval_every steps
   std::function<void(int64_t step, double eval_loss)> on_eval;
   // Checked before every step; true stops the run with Cancelled (cancellation, preemption).
   std::function<bool()> should_stop;

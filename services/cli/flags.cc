@@ -47,7 +47,8 @@ absl::Status Flags::Parse(const std::vector<std::string>& args) {
       continue;
     }
     auto it = values_.find(name);
-    if (it == values_.end()) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (it == values_.end())
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     if (!inline_value) {
       if (i + 1 >= args.size()) {
         return absl::InvalidArgumentError(absl::StrCat("--", name, ": expected a value"));
@@ -59,10 +60,9 @@ absl::Status Flags::Parse(const std::vector<std::string>& args) {
   }
   if (positional_.size() < min_positional_ || positional_.size() > max_positional_) {
     return absl::InvalidArgumentError(
-        max_positional_ == 0
-            ? absl::StrCat("unexpected argument \"", positional_.front(), "\"")
-            : absl::StrCat("expected ", min_positional_, " to ", max_positional_,
-                           " positional arguments, got ", positional_.size()));
+        max_positional_ == 0 ? absl::StrCat("unexpected argument \"", positional_.front(), "\"")
+                             : absl::StrCat("expected ", min_positional_, " to ", max_positional_,
+                                            " positional arguments, got ", positional_.size()));
   }
   return absl::OkStatus();
 }
@@ -82,7 +82,8 @@ absl::StatusOr<int64_t> Flags::GetInt(const std::string& name) const {
   if (!v.ok()) return v.status();
   int64_t out;
   if (!absl::SimpleAtoi(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": expected an integer, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": expected an integer, got \"", *v, "\""));
   }
   return out;
 }
@@ -92,7 +93,8 @@ absl::StatusOr<double> Flags::GetDouble(const std::string& name) const {
   if (!v.ok()) return v.status();
   double out;
   if (!absl::SimpleAtod(*v, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": expected a number, got \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": expected a number, got \"", *v, "\""));
   }
   return out;
 }

@@ -67,8 +67,7 @@ int RunInspect(const Args& args) {
   const LlamaConfig& c = *config;
   std::cout << "model        " << dir << " (" << c.model_type << ")\n"
             << "layers       " << c.num_hidden_layers << "\n"
-            << "hidden       " << c.hidden_size << " (intermediate " << c.intermediate_size
-            << ")\n"
+            << "hidden       " << c.hidden_size << " (intermediate " << c.intermediate_size << ")\n"
             << "heads        " << c.num_attention_heads << " query, " << c.num_key_value_heads
             << " key/value, head_dim " << c.head_dim << "\n"
             << "vocab        " << c.vocab_size << (c.tie_word_embeddings ? " (tied head)" : "")
@@ -78,11 +77,12 @@ int RunInspect(const Args& args) {
             << "\n"
             << "parameters   " << params << " in " << tensors.size() << " tensors, "
             << (*weights)->files().size() << " file(s), " << bytes << " bytes\n\n";
-  std::cout << std::left << std::setw(52) << "tensor" << std::setw(6) << "dtype" << "shape\n";
+  std::cout << std::left << std::setw(52) << "tensor" << std::setw(6) << "dtype"
+            << "shape\n";
   for (const auto& t : tensors) {
     std::cout << std::left << std::setw(52) << t["name"].get<std::string>() << std::setw(6)
-              << t["dtype"].get<std::string>() << ShapeString(t["shape"].get<std::vector<int64_t>>())
-              << "\n";
+              << t["dtype"].get<std::string>()
+              << ShapeString(t["shape"].get<std::vector<int64_t>>()) << "\n";
   }
   return 0;
 }

@@ -23,7 +23,8 @@ std::string JobStateName(v1::JobState state) { return v1::JobState_Name(state); 
 JobClient::JobClient(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  stub_ = v1::JobService::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  stub_ = v1::JobService::NewStub(
+      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
 }
 
 namespace {
@@ -34,16 +35,18 @@ std::string TaskStateName(v1::TaskState s) {
 }
 
 std::string Bar(const v1::Progress& p, int width) {
-  const double frac = p.total() > 0 ? std::min(1.0, static_cast<double>(p.completed()) / p.total()) : 0.0;
+  const double frac =
+      p.total() > 0 ? std::min(1.0, static_cast<double>(p.completed()) / p.total()) : 0.0;
   const int filled = static_cast<int>(frac * width);
   return absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "]",
-                      absl::StrFormat(" %3d%% %d/%d %s", static_cast<int>(frac * 100), p.completed(),
-                                      p.total(), p.unit()));
+                      absl::StrFormat(" %3d%% %d/%d %s", static_cast<int>(frac * 100),
+                                      p.completed(), p.total(), p.unit()));
 }
 
 }  // namespace
 
-absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream& out, bool tty, bool json) {
+absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream& out, bool tty,
+                                         bool json) {
   int64_t after = 0;
   std::map<int, int> last_percent;  // per stage, for plain output
   bool bar_open = false;
@@ -71,9 +74,10 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream
             out << "\r" << label << " " << Bar(t.progress(), 30) << "\x1b[K" << std::flush;
             bar_open = true;
           } else {
-            const int pct = t.progress().total() > 0
-                                ? static_cast<int>(100 * t.progress().completed() / t.progress().total())
-                                : 0;
+            const int pct =
+                t.progress().total() > 0
+                    ? static_cast<int>(100 * t.progress().completed() / t.progress().total())
+                    : 0;
             if (pct / 25 != last_percent[t.index()] / 25 || pct == 100) {
               out << label << " " << Bar(t.progress(), 20) << "\n";
               last_percent[t.index()] = pct;
@@ -110,12 +114,14 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream
 }
 
 std::string DescribeJob(const v1::Job& job) {
-  std::string out = absl::StrFormat("job       %s\nstate     %s%s\ntenant    %s\npriority  %d\n", job.id(),
-                                    JobStateName(job.state()),
-                                    job.cancel_requested() && job.state() == v1::RUNNING ? " (cancel requested)" : "",
-                                    job.tenant(), job.priority());
+  std::string out = absl::StrFormat(
+      "job       %s\nstate     %s%s\ntenant    %s\npriority  %d\n", job.id(),
+      JobStateName(job.state()),
+      job.cancel_requested() && job.state() == v1::RUNNING ? " (cancel requested)" : "",
+      job.tenant(), job.priority());
   if (!job.error().empty()) absl::StrAppend(&out, "error     ", job.error(), "\n");
-  absl::StrAppend(&out, absl::StrFormat("\n%-6s %-10s %-10s %-9s %s\n", "stage", "kind", "state", "attempts", "progress"));
+  absl::StrAppend(&out, absl::StrFormat("\n%-6s %-10s %-10s %-9s %s\n", "stage", "kind", "state",
+                                        "attempts", "progress"));
   for (const v1::Task& t : job.tasks()) {
     absl::StrAppend(&out, absl::StrFormat("%-6d %-10s %-10s %d/%-7d %s\n", t.index(), t.kind(),
                                           TaskStateName(t.state()), t.attempts(), t.max_attempts(),
@@ -128,24 +134,28 @@ std::string DescribeJob(const v1::Job& job) {
 std::string DescribeReport(const std::string& report_json) {
   auto r = nlohmann::json::parse(report_json, nullptr, false);
   if (r.is_discarded()) return "(report is not valid JSON)\n";
-  std::string out = absl::StrFormat("\n%-6s %-10s %12s %12s %10s %12s  %s\n", "stage", "kind", "perplexity",
-                                    "size (MiB)", "retention", "tokens/s", "notes");
+  std::string out = absl::StrFormat("\n%-6s %-10s %12s %12s %10s %12s  %s\n", "stage", "kind",
+                                    "perplexity", "size (MiB)", "retention", "tokens/s", "notes");
   for (const auto& s : r["stages"]) {
     const auto& res = s["result"];
     auto num = [&](const char* key, const char* fmt, double scale = 1.0) -> std::string {
-      return res.contains(key) && res[key].is_number() ? absl::StrFormat(fmt, res[key].get<double>() * scale) : "-";
+      return res.contains(key) && res[key].is_number()
+                 ? absl::StrFormat(fmt, res[key].get<double>() * scale)
+                 : "-";
     };
     std::string notes;
     if (s["kind"] == "quantize") {
-      notes = absl::StrFormat("%s w%d g%d, %.2f bits/weight, packed %.2f MiB", res.value("method", "?"),
-                              res.value("bits", 0), res.value("group_size", 0),
-                              res.value("bits_per_quantized_weight", 0.0),
-                              res.value("packed_size_bytes", 0.0) / 1048576.0);
+      notes =
+          absl::StrFormat("%s w%d g%d, %.2f bits/weight, packed %.2f MiB", res.value("method", "?"),
+                          res.value("bits", 0), res.value("group_size", 0),
+                          res.value("bits_per_quantized_weight", 0.0),
+                          res.value("packed_size_bytes", 0.0) / 1048576.0);
     }
-    absl::StrAppend(&out, absl::StrFormat("%-6d %-10s %12s %12s %10s %12s  %s\n", s["index"].get<int>(),
-                                          s["kind"].get<std::string>(), num("perplexity", "%.4f"),
-                                          num("size_bytes", "%.3f", 1.0 / 1048576.0), num("retention", "%.4f"),
-                                          num("tokens_per_second", "%.0f"), notes));
+    absl::StrAppend(
+        &out, absl::StrFormat("%-6d %-10s %12s %12s %10s %12s  %s\n", s["index"].get<int>(),
+                              s["kind"].get<std::string>(), num("perplexity", "%.4f"),
+                              num("size_bytes", "%.3f", 1.0 / 1048576.0), num("retention", "%.4f"),
+                              num("tokens_per_second", "%.0f"), notes));
   }
   absl::StrAppend(&out, "\nmodel: ", r.value("model", ""), "\n");
   return out;

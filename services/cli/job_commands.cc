@@ -34,9 +34,11 @@ Flags& ClientFlags(Flags& flags) { return flags.Value("coordinator").Bool("json"
 
 absl::StatusOr<std::string> CoordinatorAddress(const Flags& flags) {
   if (flags.Has("coordinator")) return *flags.Get("coordinator");
-  if (const char* env = std::getenv("SQUEEZE_COORDINATOR"); env != nullptr && *env) return std::string(env);
+  if (const char* env = std::getenv("SQUEEZE_COORDINATOR"); env != nullptr && *env)
+    return std::string(env);
   return absl::FailedPreconditionError(
-      "no coordinator: pass --coordinator HOST:PORT or set SQUEEZE_COORDINATOR (or use `squeezectl run`)");
+      "no coordinator: pass --coordinator HOST:PORT or set SQUEEZE_COORDINATOR (or use `squeezectl "
+      "run`)");
 }
 
 absl::StatusOr<std::string> ReadFileText(const std::string& path) {
@@ -57,27 +59,30 @@ absl::Status Download(const std::string& uri, const std::string& dir) {
   } else if (fs::is_directory(src)) {
     for (const auto& e : fs::directory_iterator(src, ec)) {
       if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
-        fs::copy_file(e.path(), fs::path(dir) / e.path().filename(), fs::copy_options::overwrite_existing, ec);
+        fs::copy_file(e.path(), fs::path(dir) / e.path().filename(),
+                      fs::copy_options::overwrite_existing, ec);
         if (ec) break;
       }
     }
   } else {
     return absl::NotFoundError(absl::StrCat(uri, ": not in the store"));
   }
-  if (ec) return absl::UnavailableError(absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
   return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
-                                     const std::string& request_id, const std::string& tenant, int priority,
-                                     bool* created) {
+                                     const std::string& request_id, const std::string& tenant,
+                                     int priority, bool* created) {
   auto raw = ReadFileText(recipe_path);
   if (!raw.ok()) return raw.status();
   // Relative paths in a recipe are relative to the recipe file, wherever the coordinator runs.
   auto text = ResolveRecipePaths(*raw, fs::path(recipe_path).parent_path().string());
-  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(recipe_path, ": ", text.status().message()));
+  if (!text.ok())
+    return absl::InvalidArgumentError(absl::StrCat(recipe_path, ": ", text.status().message()));
   v1::SubmitJobRequest request;
   request.set_recipe_yaml(*text);
   request.set_request_id(request_id);
@@ -98,7 +103,8 @@ absl::Status CopyJobOutputs(const v1::Job& job, JobClient& client, const std::st
   v1::ListArtifactsRequest request;
   request.set_job_id(job.id());
   v1::ListArtifactsResponse response;
-  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok()) return FromGrpc(s);
+  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok())
+    return FromGrpc(s);
   std::string model_uri;
   for (const v1::Artifact& a : response.artifacts()) {
     if (a.name() == "model") model_uri = a.uri();  // the last model produced
@@ -114,14 +120,20 @@ int FinishWithJob(const absl::StatusOr<v1::Job>& job, bool json) {
   if (!job.ok()) return Fail(job.status());
   if (json) std::cout << ToJson(*job) << "\n";
   if (job->state() == v1::SUCCEEDED) return 0;
-  if (!json) std::cerr << "squeezectl: job " << job->id() << " " << JobStateName(job->state())
-                       << (job->error().empty() ? "" : ": " + job->error()) << "\n";
+  if (!json)
+    std::cerr << "squeezectl: job " << job->id() << " " << JobStateName(job->state())
+              << (job->error().empty() ? "" : ": " + job->error()) << "\n";
   return 1;
 }
 
 int RunSubmit(const Args& args) {
   Flags flags;
-  ClientFlags(flags).Value("request-id", "").Value("tenant", "").Value("priority", "0").Bool("wait").Positional(1, 1);
+  ClientFlags(flags)
+      .Value("request-id", "")
+      .Value("tenant", "")
+      .Value("priority", "0")
+      .Bool("wait")
+      .Positional(1, 1);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   auto address = CoordinatorAddress(flags);
   if (!address.ok()) return Fail(address.status());
@@ -129,8 +141,8 @@ int RunSubmit(const Args& args) {
   if (!priority.ok()) return Fail(priority.status());
   JobClient client(*address);
   bool created = false;
-  auto job = SubmitRecipe(client, flags.positional()[0], *flags.Get("request-id"), *flags.Get("tenant"),
-                          static_cast<int>(*priority), &created);
+  auto job = SubmitRecipe(client, flags.positional()[0], *flags.Get("request-id"),
+                          *flags.Get("tenant"), static_cast<int>(*priority), &created);
   if (!job.ok()) return Fail(job.status());
   if (!flags.GetBool("wait")) {
     if (flags.GetBool("json")) {
@@ -177,7 +189,11 @@ int RunGet(const Args& args) {
 
 int RunList(const Args& args) {
   Flags flags;
-  ClientFlags(flags).Value("state", "").Value("tenant", "").Value("page-size", "50").Value("page-token", "");
+  ClientFlags(flags)
+      .Value("state", "")
+      .Value("tenant", "")
+      .Value("page-size", "50")
+      .Value("page-token", "");
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   auto address = CoordinatorAddress(flags);
   if (!address.ok()) return Fail(address.status());
@@ -186,8 +202,9 @@ int RunList(const Args& args) {
   if (!state.empty()) {
     v1::JobState parsed;
     if (!v1::JobState_Parse(state, &parsed) || parsed == v1::JOB_STATE_UNSPECIFIED) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--state: expected QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got \"", state, "\"")));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--state: expected QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED, got \"",
+                       state, "\"")));
     }
     request.set_state(parsed);
   }
@@ -199,7 +216,8 @@ int RunList(const Args& args) {
   JobClient client(*address);
   grpc::ClientContext context;
   v1::ListJobsResponse response;
-  if (auto s = client.stub().ListJobs(&context, request, &response); !s.ok()) return Fail(FromGrpc(s));
+  if (auto s = client.stub().ListJobs(&context, request, &response); !s.ok())
+    return Fail(FromGrpc(s));
   if (flags.GetBool("json")) {
     std::cout << ToJson(response) << "\n";
     return 0;
@@ -207,10 +225,13 @@ int RunList(const Args& args) {
   std::cout << absl::StrFormat("%-22s %-10s %-10s %s\n", "job", "state", "tenant", "stages");
   for (const v1::Job& j : response.jobs()) {
     std::string stages;
-    for (const v1::Task& t : j.tasks()) absl::StrAppend(&stages, stages.empty() ? "" : " -> ", t.kind());
-    std::cout << absl::StrFormat("%-22s %-10s %-10s %s\n", j.id(), JobStateName(j.state()), j.tenant(), stages);
+    for (const v1::Task& t : j.tasks())
+      absl::StrAppend(&stages, stages.empty() ? "" : " -> ", t.kind());
+    std::cout << absl::StrFormat("%-22s %-10s %-10s %s\n", j.id(), JobStateName(j.state()),
+                                 j.tenant(), stages);
   }
-  if (!response.next_page_token().empty()) std::cout << "next page: --page-token " << response.next_page_token() << "\n";
+  if (!response.next_page_token().empty())
+    std::cout << "next page: --page-token " << response.next_page_token() << "\n";
   return 0;
 }
 
@@ -226,12 +247,13 @@ int RunCancel(const Args& args) {
   request.set_job_id(flags.positional()[0]);
   v1::Job job;
   if (auto s = client.stub().CancelJob(&context, request, &job); !s.ok()) return Fail(FromGrpc(s));
-  std::cout << (flags.GetBool("json") ? ToJson(job) + "\n"
-                                      : absl::StrCat(job.id(), " ", JobStateName(job.state()),
-                                                     job.cancel_requested() && job.state() == v1::RUNNING
-                                                         ? " (stops at the next step boundary)"
-                                                         : "",
-                                                     "\n"));
+  std::cout << (flags.GetBool("json")
+                    ? ToJson(job) + "\n"
+                    : absl::StrCat(job.id(), " ", JobStateName(job.state()),
+                                   job.cancel_requested() && job.state() == v1::RUNNING
+                                       ? " (stops at the next step boundary)"
+                                       : "",
+                                   "\n"));
   return 0;
 }
 
@@ -246,13 +268,15 @@ int RunArtifacts(const Args& args) {
   v1::ListArtifactsRequest request;
   request.set_job_id(flags.positional()[0]);
   v1::ListArtifactsResponse response;
-  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok()) return Fail(FromGrpc(s));
+  if (auto s = client.stub().ListArtifacts(&context, request, &response); !s.ok())
+    return Fail(FromGrpc(s));
   if (flags.Has("download")) {
     for (const v1::Artifact& a : response.artifacts()) {
       // Stage outputs go to STAGE-NAME/; job-level files (report.json) to the top.
       const fs::path root = *flags.Get("download");
       const std::string dir =
-          (a.task_index() >= 0 ? root / absl::StrCat(a.task_index(), "-", a.name()) : root).string();
+          (a.task_index() >= 0 ? root / absl::StrCat(a.task_index(), "-", a.name()) : root)
+              .string();
       if (auto s = Download(a.uri(), dir); !s.ok()) return Fail(s);
     }
   }
@@ -262,7 +286,8 @@ int RunArtifacts(const Args& args) {
   }
   std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n", "stage", "name", "kind", "uri");
   for (const v1::Artifact& a : response.artifacts()) {
-    std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n", a.task_index() >= 0 ? std::to_string(a.task_index()) : "-",
+    std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n",
+                                 a.task_index() >= 0 ? std::to_string(a.task_index()) : "-",
                                  a.name(), a.kind(), a.uri());
   }
   return 0;

@@ -28,10 +28,12 @@ namespace fs = std::filesystem;
 absl::StatusOr<at::Device> ParseDevice(const std::string& s) {
   if (s == "cpu") return at::Device(at::kCPU);
   if (s.rfind("cuda", 0) == 0) {
-    if (!at::hasCUDA()) return absl::FailedPreconditionError("--device: this build or machine has no CUDA");
+    if (!at::hasCUDA())
+      return absl::FailedPreconditionError("--device: this build or machine has no CUDA");
     return at::Device(s);
   }
-  return absl::InvalidArgumentError(absl::StrCat("--device: expected cpu or cuda[:N], got \"", s, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device: expected cpu or cuda[:N], got \"", s, "\""));
 }
 
 absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s) {
@@ -101,7 +103,11 @@ nlohmann::json PerplexityJson(const PerplexityResult& r) {
 
 int RunEval(const Args& args) {
   Flags flags;
-  flags.Value("model").Value("data").Value("device", "cpu").Value("dtype", "float32").Bool("json")
+  flags.Value("model")
+      .Value("data")
+      .Value("device", "cpu")
+      .Value("dtype", "float32")
+      .Bool("json")
       .Value("unigram-baseline");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
@@ -118,7 +124,8 @@ int RunEval(const Args& args) {
 
   auto loaded = LoadModelAndData(*model_dir, *data_path, *dtype, *device);
   if (!loaded.ok()) return Fail(loaded.status());
-  auto result = EvaluatePerplexity(loaded->model, loaded->data, FitToModel(*ppl_options, loaded->model.config()));
+  auto result = EvaluatePerplexity(loaded->model, loaded->data,
+                                   FitToModel(*ppl_options, loaded->model.config()));
   if (!result.ok()) return Fail(result.status());
 
   const int64_t params = loaded->model.NumParameters();
@@ -126,7 +133,8 @@ int RunEval(const Args& args) {
   std::optional<NllSum> unigram;
   if (flags.Has("unigram-baseline")) {
     // Same tokenizer and vocabulary as the evaluation data.
-    auto train = LoadTextDatasetForModel(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
+    auto train =
+        LoadTextDatasetForModel(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
     if (!train.ok()) return Fail(train.status());
     unigram = UnigramPerplexity(*train, loaded->data, loaded->model.config().vocab_size);
   }
@@ -162,8 +170,14 @@ int RunEval(const Args& args) {
 
 int RunCompress(const Args& args) {
   Flags flags;
-  flags.Value("model").Value("data").Value("out").Value("bits", "4").Value("group-size", "128")
-      .Value("device", "cpu").Bool("sym").Bool("json");
+  flags.Value("model")
+      .Value("data")
+      .Value("out")
+      .Value("bits", "4")
+      .Value("group-size", "128")
+      .Value("device", "cpu")
+      .Bool("sym")
+      .Bool("json");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   auto model_dir = flags.Get("model");
@@ -223,9 +237,8 @@ int RunCompress(const Args& args) {
   const double stored_bytes_per_param = base_bytes / params;
   const double quant_bytes =
       (params - quantized_weights) * std::min(2.0, stored_bytes_per_param) + quantized_bits / 8.0;
-  const double retention = after->total.perplexity() > 0
-                               ? before->total.perplexity() / after->total.perplexity()
-                               : 0.0;
+  const double retention =
+      after->total.perplexity() > 0 ? before->total.perplexity() / after->total.perplexity() : 0.0;
   const std::string label = absl::StrFormat("rtn w%d g%d %s", spec.bits, spec.group_size,
                                             spec.symmetric ? "sym" : "asym");
 
@@ -275,13 +288,28 @@ int RunCompress(const Args& args) {
 
 int RunTrain(const Args& args) {
   Flags flags;
-  flags.Value("data").Value("eval").Value("out").Value("checkpoint-dir")
-      .Value("hidden", "256").Value("intermediate", "768").Value("layers", "4")
-      .Value("heads", "8").Value("kv-heads", "4").Value("vocab", "264")
-      .Value("steps", "2000").Value("batch-size", "16").Value("seq-len", "256")
-      .Value("grad-accum", "1").Value("lr", "3e-3").Value("warmup", "100")
-      .Value("weight-decay", "0.1").Value("clip", "1.0").Value("eval-every", "250")
-      .Value("checkpoint-every", "250").Value("seed", "0").Value("device", "cpu")
+  flags.Value("data")
+      .Value("eval")
+      .Value("out")
+      .Value("checkpoint-dir")
+      .Value("hidden", "256")
+      .Value("intermediate", "768")
+      .Value("layers", "4")
+      .Value("heads", "8")
+      .Value("kv-heads", "4")
+      .Value("vocab", "264")
+      .Value("steps", "2000")
+      .Value("batch-size", "16")
+      .Value("seq-len", "256")
+      .Value("grad-accum", "1")
+      .Value("lr", "3e-3")
+      .Value("warmup", "100")
+      .Value("weight-decay", "0.1")
+      .Value("clip", "1.0")
+      .Value("eval-every", "250")
+      .Value("checkpoint-every", "250")
+      .Value("seed", "0")
+      .Value("device", "cpu")
       .Value("save-dtype", "bfloat16");
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   auto data_path = flags.Get("data");
@@ -294,9 +322,9 @@ int RunTrain(const Args& args) {
   if (!save_dtype.ok()) return Fail(save_dtype.status());
 
   std::map<std::string, int64_t> ints;
-  for (const char* name : {"hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "steps",
-                           "batch-size", "seq-len", "grad-accum", "warmup", "eval-every",
-                           "checkpoint-every", "seed"}) {
+  for (const char* name :
+       {"hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "steps", "batch-size",
+        "seq-len", "grad-accum", "warmup", "eval-every", "checkpoint-every", "seed"}) {
     auto v = flags.GetInt(name);
     if (!v.ok()) return Fail(v.status());
     ints[name] = *v;
@@ -349,8 +377,8 @@ int RunTrain(const Args& args) {
   options.weight_decay = reals["weight-decay"];
   options.grad_clip = reals["clip"];
   options.seed = static_cast<uint64_t>(ints["seed"]);
-  options.checkpoint_dir = flags.Has("checkpoint-dir") ? *flags.Get("checkpoint-dir")
-                                                       : *out_dir + ".train";
+  options.checkpoint_dir =
+      flags.Has("checkpoint-dir") ? *flags.Get("checkpoint-dir") : *out_dir + ".train";
   if (auto s = ValidateTrainerOptions(options); !s.ok()) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("--", s.message())));
   }

@@ -21,8 +21,10 @@ namespace squeeze::cli {
 namespace {
 
 std::string DefaultStateDir() {
-  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg) return absl::StrCat(xdg, "/squeeze");
-  if (const char* home = std::getenv("HOME"); home && *home) return absl::StrCat(home, "/.local/state/squeeze");
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg)
+    return absl::StrCat(xdg, "/squeeze");
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return absl::StrCat(home, "/.local/state/squeeze");
   return ".squeeze";
 }
 
@@ -57,8 +59,14 @@ int FollowJob(JobClient& client, const v1::Job& submitted, const Flags& flags) {
 
 int RunRun(const Args& args) {
   Flags flags;
-  flags.Value("coordinator").Value("output").Value("state-dir").Value("device", "cpu")
-      .Value("tenant", "").Value("priority", "0").Bool("json").Positional(1, 1);
+  flags.Value("coordinator")
+      .Value("output")
+      .Value("state-dir")
+      .Value("device", "cpu")
+      .Value("tenant", "")
+      .Value("priority", "0")
+      .Bool("json")
+      .Positional(1, 1);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   const std::string recipe = flags.positional()[0];
   auto priority = flags.GetInt("priority");
@@ -72,7 +80,8 @@ int RunRun(const Args& args) {
   }
   if (!address.empty()) {
     JobClient client(address);
-    auto job = SubmitRecipe(client, recipe, "", *flags.Get("tenant"), static_cast<int>(*priority), nullptr);
+    auto job = SubmitRecipe(client, recipe, "", *flags.Get("tenant"), static_cast<int>(*priority),
+                            nullptr);
     if (!job.ok()) return Fail(job.status());
     return FollowJob(client, *job, flags);
   }
@@ -94,12 +103,13 @@ int RunRun(const Args& args) {
 
   JobClient client((*embedded)->address());
   int code;
-  auto job = SubmitRecipe(client, recipe, "", *flags.Get("tenant"), static_cast<int>(*priority), nullptr);
+  auto job =
+      SubmitRecipe(client, recipe, "", *flags.Get("tenant"), static_cast<int>(*priority), nullptr);
   if (!job.ok()) {
     code = Fail(job.status());
   } else {
-    std::cout << "embedded coordinator on " << (*embedded)->address() << ", state in " << options.state_dir
-              << "\n";
+    std::cout << "embedded coordinator on " << (*embedded)->address() << ", state in "
+              << options.state_dir << "\n";
     code = FollowJob(client, *job, flags);
   }
   worker.Stop();

@@ -34,7 +34,8 @@ class JobServiceImpl final : public v1::JobService::Service {
     if (!recipe.ok()) return ToGrpc(recipe.status());
     if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return ToGrpc(s);
     if (request->priority() < -1000 || request->priority() > 1000) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "priority: must be between -1000 and 1000");
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "priority: must be between -1000 and 1000");
     }
     auto result = scheduler_->Submit(*request, *recipe);
     if (!result.ok()) return ToGrpc(result.status());
@@ -42,7 +43,8 @@ class JobServiceImpl final : public v1::JobService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::Job* response) override {
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                      v1::Job* response) override {
     auto job = scheduler_->Get(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
     *response = *std::move(job);
@@ -144,21 +146,24 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("state_dir: cannot create ", options.state_dir, ": ", ec.message()));
+    return absl::UnavailableError(
+        absl::StrCat("state_dir: cannot create ", options.state_dir, ": ", ec.message()));
   }
   if (options.store_root.empty()) {
-    options.store_root = absl::StrCat("file://", std::filesystem::absolute(options.state_dir).string(), "/store");
+    options.store_root =
+        absl::StrCat("file://", std::filesystem::absolute(options.state_dir).string(), "/store");
   }
   options.scheduler.store_root = options.store_root;
   c->options_ = options;
-  auto state = OpenSqliteStateStore(options.state_dir + "/state.db", options.sqlite_synchronous_full);
+  auto state =
+      OpenSqliteStateStore(options.state_dir + "/state.db", options.sqlite_synchronous_full);
   if (!state.ok()) return state.status();
   c->state_ = *std::move(state);
   auto artifacts = OpenArtifactStore(options.store_root);
   if (!artifacts.ok()) return artifacts.status();
   c->artifacts_ = *std::move(artifacts);
-  c->scheduler_ = std::make_unique<JobScheduler>(c->state_.get(), c->artifacts_.get(), SystemClock(),
-                                                 options.scheduler);
+  c->scheduler_ = std::make_unique<JobScheduler>(c->state_.get(), c->artifacts_.get(),
+                                                 SystemClock(), options.scheduler);
   if (auto s = c->scheduler_->Recover(); !s.ok()) return s;
 
   c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get());

@@ -12,9 +12,14 @@ std::atomic<bool> g_stop{false};
 
 int main(int argc, char** argv) {
   squeeze::cli::Flags flags;
-  flags.Value("listen", "127.0.0.1:7070").Value("state-dir").Value("store")
-      .Value("lease-timeout-ms", "15000").Value("heartbeat-interval-ms", "1000")
-      .Value("retry-backoff-ms", "1000").Value("tenant-gpu-limit", "0").Bool("sqlite-synchronous-full");
+  flags.Value("listen", "127.0.0.1:7070")
+      .Value("state-dir")
+      .Value("store")
+      .Value("lease-timeout-ms", "15000")
+      .Value("heartbeat-interval-ms", "1000")
+      .Value("retry-backoff-ms", "1000")
+      .Value("tenant-gpu-limit", "0")
+      .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
     return 2;
@@ -29,9 +34,10 @@ int main(int argc, char** argv) {
   options.state_dir = *state_dir;
   if (flags.Has("store")) options.store_root = *flags.Get("store");
   options.sqlite_synchronous_full = flags.GetBool("sqlite-synchronous-full");
-  for (auto [name, out] : {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
-                           std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
-                           std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms}}) {
+  for (auto [name, out] :
+       {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
+        std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
+        std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms}}) {
     auto v = flags.GetInt(name);
     if (!v.ok() || *v <= 0) {
       std::cerr << "squeeze-coordinator: --" << name << ": expected a positive integer\n";

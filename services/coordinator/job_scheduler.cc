@@ -235,12 +235,14 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
   std::vector<const v1::JobRecord*> matching;
   for (const auto& [id, r] : jobs_) {
     if (r->sequence() <= after) continue;
-    if (request.state() != v1::JOB_STATE_UNSPECIFIED && r->job().state() != request.state()) continue;
+    if (request.state() != v1::JOB_STATE_UNSPECIFIED && r->job().state() != request.state())
+      continue;
     if (!request.tenant().empty() && r->job().tenant() != request.tenant()) continue;
     matching.push_back(r.get());
   }
-  std::sort(matching.begin(), matching.end(),
-            [](const v1::JobRecord* a, const v1::JobRecord* b) { return a->sequence() < b->sequence(); });
+  std::sort(matching.begin(), matching.end(), [](const v1::JobRecord* a, const v1::JobRecord* b) {
+    return a->sequence() < b->sequence();
+  });
   v1::ListJobsResponse response;
   for (size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
     *response.add_jobs() = PublicView(*matching[i]);
@@ -256,10 +258,12 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   v1::JobRecord& r = *it->second;
-  if (IsFinished(r.job().state()) || AllTasksSucceeded(r)) return PublicView(r);  // nothing left to cancel
+  if (IsFinished(r.job().state()) || AllTasksSucceeded(r))
+    return PublicView(r);  // nothing left to cancel
   r.mutable_job()->set_cancel_requested(true);
   bool running = false;
-  for (const v1::TaskRecord& t : r.tasks()) running = running || t.task().state() == v1::TASK_RUNNING;
+  for (const v1::TaskRecord& t : r.tasks())
+    running = running || t.task().state() == v1::TASK_RUNNING;
   if (!running) {
     FinishJob(r, v1::CANCELLED, "cancelled");
   } else {
@@ -386,11 +390,13 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
       if (t.task().state() != v1::TASK_QUEUED) continue;
       if (t.not_before_unix_ms() > now) break;
       auto eligible = [&](const WorkerInfo& w) {
-        return w.current_task.empty() && w.gpus >= t.gpus() && w.capabilities.count(t.task().kind());
+        return w.current_task.empty() && w.gpus >= t.gpus() &&
+               w.capabilities.count(t.task().kind());
       };
       if (!eligible(me)) break;
       if (options_.tenant_gpu_limit > 0 && t.gpus() > 0 &&
-          TenantGpusInUse(r.job().tenant()) + t.gpus() * t.world_size() > options_.tenant_gpu_limit) {
+          TenantGpusInUse(r.job().tenant()) + t.gpus() * t.world_size() >
+              options_.tenant_gpu_limit) {
         break;
       }
       // A gang is leased to all its ranks at once or not at all: only workers waiting right now.
@@ -408,7 +414,8 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
       t.clear_lease_workers();
       for (const std::string& id : ranks) t.add_lease_workers(id);
       SetJobState(r, v1::RUNNING);
-      AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " leased to ", worker_id), true);
+      AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " leased to ", worker_id),
+                   true);
       if (auto s = CommitJob(r); !s.ok()) {
         // Not durable: undo, so that nobody runs what the store does not know about.
         t.mutable_task()->set_state(v1::TASK_QUEUED);
@@ -469,14 +476,16 @@ absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::Heartbea
   auto ref = FindTask(request.task_id());
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
   v1::TaskRecord& t = *ref->task;
-  const bool current = t.task().state() == v1::TASK_RUNNING && t.task().attempts() == request.attempt() &&
-                       std::find(t.lease_workers().begin(), t.lease_workers().end(), request.worker_id()) !=
-                           t.lease_workers().end();
+  const bool current =
+      t.task().state() == v1::TASK_RUNNING && t.task().attempts() == request.attempt() &&
+      std::find(t.lease_workers().begin(), t.lease_workers().end(), request.worker_id()) !=
+          t.lease_workers().end();
   if (!current) {
     response.set_cancel(true);  // this attempt was given up on; stop working on it
     return response;
   }
-  if (auto w = workers_.find(request.worker_id()); w != workers_.end()) w->second.last_seen_ms = Now();
+  if (auto w = workers_.find(request.worker_id()); w != workers_.end())
+    w->second.last_seen_ms = Now();
   t.set_lease_deadline_unix_ms(Now() + options_.lease_timeout_ms);
   if (request.has_progress() && request.worker_id() == t.lease_workers(0)) {
     *t.mutable_task()->mutable_progress() = request.progress();
@@ -517,7 +526,8 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
                      " is no longer current (state ", v1::TaskState_Name(t.task().state()), ")"));
   }
   // Only rank 0 reports for a gang.
-  if (t.lease_workers_size() > 0 && t.lease_workers(0) != request.worker_id()) return absl::OkStatus();
+  if (t.lease_workers_size() > 0 && t.lease_workers(0) != request.worker_id())
+    return absl::OkStatus();
   ReleaseWorkers(t);
   t.mutable_task()->set_state(v1::TASK_SUCCEEDED);
   t.set_result_json(request.result_json());
@@ -564,7 +574,8 @@ std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
     stages.push_back({{"index", t.task().index()},
                       {"kind", t.task().kind()},
                       {"attempts", t.task().attempts()},
-                      {"result", json::parse(t.result_json().empty() ? "{}" : t.result_json(), nullptr, false)}});
+                      {"result", json::parse(t.result_json().empty() ? "{}" : t.result_json(),
+                                             nullptr, false)}});
     if (t.outputs().count("model")) final_model = t.outputs().at("model");
   }
   json report = {{"job", r.job().id()},
@@ -628,13 +639,15 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
     return;
   }
   if (retryable && t.task().attempts() < t.task().max_attempts()) {
-    const int64_t backoff = std::min(options_.retry_backoff_max_ms,
-                                     options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
+    const int64_t backoff =
+        std::min(options_.retry_backoff_max_ms,
+                 options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
     t.mutable_task()->set_state(v1::TASK_QUEUED);
     t.set_not_before_unix_ms(Now() + backoff);
     work_cv_.notify_all();
-    AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " failed: ", error, "; retrying in ",
-                                    backoff, " ms"),
+    AddTaskEvent(r, t,
+                 absl::StrCat("attempt ", t.task().attempts(), " failed: ", error, "; retrying in ",
+                              backoff, " ms"),
                  true);
     return;
   }
@@ -651,8 +664,8 @@ absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
   v1::TaskRecord& t = *ref->task;
   if (t.task().state() != v1::TASK_RUNNING || t.task().attempts() != request.attempt()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("task \"", request.task_id(), "\" attempt ", request.attempt(), " is no longer current"));
+    return absl::FailedPreconditionError(absl::StrCat("task \"", request.task_id(), "\" attempt ",
+                                                      request.attempt(), " is no longer current"));
   }
   EndAttempt(*ref->job, t, request.error(), request.retryable(), request.cancelled());
   return CommitJob(*ref->job);
@@ -672,7 +685,8 @@ int JobScheduler::ExpireLeases() {
     if (ref->task->lease_deadline_unix_ms() > now) continue;
     ++expired;
     EndAttempt(*ref->job, *ref->task,
-               absl::StrCat("lease expired: worker ", ref->task->task().worker_id(), " stopped heartbeating"),
+               absl::StrCat("lease expired: worker ", ref->task->task().worker_id(),
+                            " stopped heartbeating"),
                /*retryable=*/true, /*cancelled=*/false);
     // A failed commit leaves memory ahead of the store; the job's next successful commit writes
     // the whole record and catches up.
@@ -693,7 +707,8 @@ JobScheduler::Stats JobScheduler::GetStats() {
   Stats s;
   for (const auto& [id, r] : jobs_) {
     s.jobs_by_state[r->job().state()]++;
-    for (const v1::TaskRecord& t : r->tasks()) s.leased_tasks += t.task().state() == v1::TASK_RUNNING;
+    for (const v1::TaskRecord& t : r->tasks())
+      s.leased_tasks += t.task().state() == v1::TASK_RUNNING;
   }
   s.workers = static_cast<int64_t>(workers_.size());
   return s;

@@ -58,8 +58,9 @@ class JobScheduler {
   absl::StatusOr<v1::ListArtifactsResponse> Artifacts(const std::string& job_id);
   // Events of `job_id` after `after_sequence`, waiting up to `wait_ms` for one. `done` is set once
   // the job is finished and every event has been returned.
-  absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_sequence,
-                                                   int64_t wait_ms, bool* done);
+  absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id,
+                                                   int64_t after_sequence, int64_t wait_ms,
+                                                   bool* done);
 
   // Workers.
   v1::RegisterWorkerResponse Register(const v1::RegisterWorkerRequest& request);
@@ -101,7 +102,8 @@ class JobScheduler {
   v1::Job PublicView(const v1::JobRecord& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<TaskRef> FindTask(const std::string& task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event to the pending commit and to the in-memory log.
-  void AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t, const std::string& message,
                     bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetJobState(v1::JobRecord& r, v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -121,7 +123,8 @@ class JobScheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseWorkers(const v1::TaskRecord& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tries to lease a task to `worker_id` (and, for gangs, to other waiting workers).
-  std::optional<v1::TaskLease> TryLease(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<v1::TaskLease> TryLease(const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::TaskLease MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t, int rank) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int TenantGpusInUse(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -142,7 +145,8 @@ class JobScheduler {
   // Jobs that are not finished, in scheduling order: (-priority, sequence).
   std::set<std::tuple<int, int64_t, std::string>> active_ ABSL_GUARDED_BY(mu_);
   std::map<std::pair<std::string, std::string>, std::string> by_request_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::string, int>> task_index_ ABSL_GUARDED_BY(mu_);  // task -> job, index
+  std::map<std::string, std::pair<std::string, int>> task_index_
+      ABSL_GUARDED_BY(mu_);  // task -> job, index
   std::map<std::string, std::vector<v1::JobEvent>> events_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> running_tasks_ ABSL_GUARDED_BY(mu_);  // leased now: what may expire
   std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);     // writing their report now

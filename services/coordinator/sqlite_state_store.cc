@@ -28,7 +28,8 @@ class SqliteStateStore : public StateStore {
 
   absl::Status Open(const std::string& path, bool synchronous_full) {
     path_ = path;
-    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+    if (sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         nullptr) != SQLITE_OK) {
       return Error("cannot open");
     }
@@ -40,7 +41,8 @@ class SqliteStateStore : public StateStore {
         // commit that the scheduler waits on.
         "PRAGMA wal_autocheckpoint=0;",
         "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, sequence INTEGER NOT NULL,"
-        "  tenant TEXT NOT NULL, request_id TEXT NOT NULL, state INTEGER NOT NULL, record BLOB NOT NULL);"
+        "  tenant TEXT NOT NULL, request_id TEXT NOT NULL, state INTEGER NOT NULL, record BLOB NOT "
+        "NULL);"
         "CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, sequence INTEGER NOT NULL,"
         "  event BLOB NOT NULL, PRIMARY KEY (job_id, sequence));");
     char* err = nullptr;
@@ -54,20 +56,23 @@ class SqliteStateStore : public StateStore {
                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                            "state = excluded.state, record = excluded.record",
                            -1, &upsert_job_, nullptr) != SQLITE_OK ||
-        sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO events (job_id, sequence, event) VALUES (?, ?, ?)",
-                           -1, &insert_event_, nullptr) != SQLITE_OK) {
+        sqlite3_prepare_v2(
+            db_, "INSERT OR REPLACE INTO events (job_id, sequence, event) VALUES (?, ?, ?)", -1,
+            &insert_event_, nullptr) != SQLITE_OK) {
       return Error("cannot prepare statements");
     }
-    if (sqlite3_open_v2(path.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path.c_str(), &checkpoint_db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
       return Error("cannot open the checkpoint connection");
     }
     sqlite3_busy_timeout(checkpoint_db_, 5000);
     checkpointer_ = std::thread([this] {
       std::unique_lock<std::mutex> lock(checkpoint_mu_);
-      while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; })) {
+      while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(500),
+                                      [this] { return stopping_; })) {
         // PASSIVE copies what it can without blocking writers.
-        sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+        sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                  nullptr);
       }
     });
     return absl::OkStatus();
@@ -86,7 +91,8 @@ class SqliteStateStore : public StateStore {
       sqlite3_bind_text(upsert_job_, 3, r->job().tenant().c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_text(upsert_job_, 4, r->job().request_id().c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_int(upsert_job_, 5, r->job().state());
-      sqlite3_bind_blob(upsert_job_, 6, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_blob(upsert_job_, 6, blob.data(), static_cast<int>(blob.size()),
+                        SQLITE_TRANSIENT);
       if (sqlite3_step(upsert_job_) != SQLITE_DONE) return Rollback("cannot write job");
     }
     for (const StoredEvent& e : events) {
@@ -94,7 +100,8 @@ class SqliteStateStore : public StateStore {
       sqlite3_reset(insert_event_);
       sqlite3_bind_text(insert_event_, 1, e.job_id.c_str(), -1, SQLITE_TRANSIENT);
       sqlite3_bind_int64(insert_event_, 2, e.event.sequence());
-      sqlite3_bind_blob(insert_event_, 3, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_blob(insert_event_, 3, blob.data(), static_cast<int>(blob.size()),
+                        SQLITE_TRANSIENT);
       if (sqlite3_step(insert_event_) != SQLITE_DONE) return Rollback("cannot write event");
     }
     if (!Exec("COMMIT")) return Rollback("cannot commit");
@@ -105,7 +112,8 @@ class SqliteStateStore : public StateStore {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<v1::JobRecord> out;
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT record FROM jobs ORDER BY sequence", -1, &stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "SELECT record FROM jobs ORDER BY sequence", -1, &stmt, nullptr) !=
+        SQLITE_OK) {
       return Error("cannot read jobs");
     }
     while (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -124,8 +132,8 @@ class SqliteStateStore : public StateStore {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<StoredEvent> out;
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT job_id, event FROM events ORDER BY job_id, sequence", -1, &stmt,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "SELECT job_id, event FROM events ORDER BY job_id, sequence", -1,
+                           &stmt, nullptr) != SQLITE_OK) {
       return Error("cannot read events");
     }
     while (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -139,9 +147,12 @@ class SqliteStateStore : public StateStore {
   }
 
  private:
-  bool Exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+  bool Exec(const char* sql) {
+    return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
   absl::Status Error(absl::string_view what) {
-    return absl::UnavailableError(absl::StrCat(path_, ": ", what, ": ", db_ ? sqlite3_errmsg(db_) : "?"));
+    return absl::UnavailableError(
+        absl::StrCat(path_, ": ", what, ": ", db_ ? sqlite3_errmsg(db_) : "?"));
   }
   absl::Status Rollback(absl::string_view what) {
     absl::Status s = Error(what);

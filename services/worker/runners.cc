@@ -4,13 +4,13 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
 #include "common/tensor/torch_tensor.h"
-#include "common/base/file_util.h"
 
 namespace squeeze::worker {
 namespace {
@@ -29,7 +29,8 @@ int64_t DirectoryBytes(const std::string& dir) {
 
 absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
   auto it = ctx.lease().inputs().find("model");
-  if (it == ctx.lease().inputs().end()) return absl::InvalidArgumentError("lease has no \"model\" input");
+  if (it == ctx.lease().inputs().end())
+    return absl::InvalidArgumentError("lease has no \"model\" input");
   return ctx.store().LocalDirectory(it->second, ctx.scratch_dir() + "/input-model");
 }
 
@@ -83,20 +84,23 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
                  {"parameters", model->NumParameters()},
                  {"size_bytes", DirectoryBytes(*model_dir)},
                  {"tokens_per_second", ppl->tokens_per_second()},
-                 {"ms_per_token", ppl->tokens_processed ? 1000.0 * ppl->seconds / ppl->tokens_processed : 0.0}};
+                 {"ms_per_token",
+                  ppl->tokens_processed ? 1000.0 * ppl->seconds / ppl->tokens_processed : 0.0}};
   json categories = json::object();
-  for (const auto& [name, s] : ppl->by_category) categories[name] = {{"perplexity", s.perplexity()}, {"tokens", s.tokens}};
+  for (const auto& [name, s] : ppl->by_category)
+    categories[name] = {{"perplexity", s.perplexity()}, {"tokens", s.tokens}};
   result["categories"] = categories;
 
   // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
-  if (spec.contains("baseline") && spec["baseline"].is_object() && spec["baseline"].contains("perplexity")) {
+  if (spec.contains("baseline") && spec["baseline"].is_object() &&
+      spec["baseline"].contains("perplexity")) {
     const double base = spec["baseline"]["perplexity"].get<double>();
     const double retention = base / ppl->total.perplexity();
     result["baseline_perplexity"] = base;
     result["retention"] = retention;
     if (spec["baseline"].contains("size_bytes")) {
-      result["compression_ratio"] =
-          spec["baseline"]["size_bytes"].get<double>() / std::max<double>(1.0, result["size_bytes"].get<double>());
+      result["compression_ratio"] = spec["baseline"]["size_bytes"].get<double>() /
+                                    std::max<double>(1.0, result["size_bytes"].get<double>());
     }
     if (spec.contains("gate")) {
       const double min_retention = spec["gate"].value("min_retention", 0.0);
@@ -109,7 +113,8 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     }
   }
   TaskOutput out;
-  if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}}, ctx.lease().output_uri());
+  if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}},
+                        ctx.lease().output_uri());
       !s.ok()) {
     return s;
   }
@@ -120,7 +125,8 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
-  QuantSpec q{spec.value("bits", 4), spec.value("group_size", int64_t{128}), spec.value("sym", false)};
+  QuantSpec q{spec.value("bits", 4), spec.value("group_size", int64_t{128}),
+              spec.value("sym", false)};
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
   auto model = LlamaModel::Load(*model_dir, at::kFloat, ctx.device());
@@ -143,7 +149,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   }
   c10::NoGradGuard no_grad;
   for (int64_t i = 0; i < done; ++i) {
-    auto dir = ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
+    auto dir =
+        ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
     if (!dir.ok()) return dir.status();
     auto reader = CheckpointReader::Open(*dir);
     if (!reader.ok()) return reader.status();
@@ -155,14 +162,16 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       *t = loaded->to(t->device(), t->scalar_type());
     }
   }
-  if (done > 0) ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
+  if (done > 0)
+    ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
 
   const int64_t layers = model->num_layers();
   double bits_weighted = 0.0;
   int64_t quantized = 0;
   for (int64_t i = 0; i < layers; ++i) {
     for (auto& [name, linear] : model->layer(i).Linears()) {
-      const double bpw = q.bits + (16.0 + q.bits) / (q.group_size == -1 ? linear->weight.size(1) : q.group_size);
+      const double bpw =
+          q.bits + (16.0 + q.bits) / (q.group_size == -1 ? linear->weight.size(1) : q.group_size);
       bits_weighted += bpw * linear->weight.numel();
       quantized += linear->weight.numel();
     }
@@ -181,8 +190,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     RemoveTree(dir).IgnoreError();
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
-    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok()) return s;
-    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump()); !s.ok()) {
+    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok())
+      return s;
+    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());
+        !s.ok()) {
       return s;
     }
     ctx.SetProgress(i + 1, layers, "layers");
@@ -198,7 +209,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
     fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
   }
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok()) return s;
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok())
+    return s;
   ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
 
   TaskOutput out;

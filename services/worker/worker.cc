@@ -44,8 +44,9 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(M
   stub_ = v1::WorkerService::NewStub(
       grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
   if (options_.scratch_dir.empty()) {
-    options_.scratch_dir =
-        (fs::temp_directory_path() / absl::StrCat("squeeze-worker-", ::getpid(), "-", options_.node)).string();
+    options_.scratch_dir = (fs::temp_directory_path() /
+                            absl::StrCat("squeeze-worker-", ::getpid(), "-", options_.node))
+                               .string();
   }
   store_ = *OpenArtifactStore("file://");
 }
@@ -102,9 +103,11 @@ absl::Status Worker::Run() {
 }
 
 void Worker::RunTask(const v1::TaskLease& lease) {
-  const std::string scratch = absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
+  const std::string scratch =
+      absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
   fs::create_directories(scratch);
-  TaskContext ctx(lease, store_.get(), scratch, at::Device(options_.device), options_.step_delay_ms);
+  TaskContext ctx(lease, store_.get(), scratch, at::Device(options_.device),
+                  options_.step_delay_ms);
 
   // Heartbeats run beside the task: they extend the lease, carry progress, and bring cancellation.
   std::mutex mu;
@@ -112,7 +115,8 @@ void Worker::RunTask(const v1::TaskLease& lease) {
   bool finished = false;
   std::thread heartbeat([&] {
     std::unique_lock<std::mutex> lock(mu);
-    while (!finished_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_), [&] { return finished; })) {
+    while (!finished_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
+                                 [&] { return finished; })) {
       lock.unlock();
       v1::HeartbeatRequest request;
       request.set_worker_id(worker_id_);
@@ -123,7 +127,8 @@ void Worker::RunTask(const v1::TaskLease& lease) {
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
       v1::HeartbeatResponse response;
       grpc::Status s = stub_->Heartbeat(&context, request, &response);
-      if ((s.ok() && response.cancel()) || s.error_code() == grpc::StatusCode::NOT_FOUND) ctx.RequestCancel();
+      if ((s.ok() && response.cancel()) || s.error_code() == grpc::StatusCode::NOT_FOUND)
+        ctx.RequestCancel();
       lock.lock();
     }
   });

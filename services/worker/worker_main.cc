@@ -16,8 +16,12 @@ int main(int argc, char** argv) {
   squeeze::cli::Flags flags;
   char host[256] = "local";
   ::gethostname(host, sizeof(host));
-  flags.Value("coordinator", "127.0.0.1:7070").Value("node", host).Value("device", "cpu")
-      .Value("scratch").Value("rendezvous").Value("step-delay-ms", "0");
+  flags.Value("coordinator", "127.0.0.1:7070")
+      .Value("node", host)
+      .Value("device", "cpu")
+      .Value("scratch")
+      .Value("rendezvous")
+      .Value("step-delay-ms", "0");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-worker: " << s.message() << "\n";
     return 2;
@@ -27,11 +31,13 @@ int main(int argc, char** argv) {
   options.node = *flags.Get("node");
   options.device = *flags.Get("device");
   if (options.device != "cpu" && options.device.rfind("cuda", 0) != 0) {
-    std::cerr << "squeeze-worker: --device: expected cpu or cuda[:N], got \"" << options.device << "\"\n";
+    std::cerr << "squeeze-worker: --device: expected cpu or cuda[:N], got \"" << options.device
+              << "\"\n";
     return 2;
   }
   if (options.device != "cpu" && !at::hasCUDA()) {
-    std::cerr << "squeeze-worker: --device " << options.device << ": this build or machine has no CUDA\n";
+    std::cerr << "squeeze-worker: --device " << options.device
+              << ": this build or machine has no CUDA\n";
     return 2;
   }
   if (flags.Has("scratch")) options.scratch_dir = *flags.Get("scratch");

@@ -43,14 +43,16 @@ int main(int argc, char** argv) {
   at::Tensor ids = Load(**file, "input_ids");
   nlohmann::json out = {{"model", dir}, {"device", argv[3]}};
   c10::NoGradGuard no_grad;
-  for (auto [dtype, name] : {std::pair{at::kFloat, "float32"}, std::pair{at::kBFloat16, "bfloat16"}}) {
+  for (auto [dtype, name] :
+       {std::pair{at::kFloat, "float32"}, std::pair{at::kBFloat16, "bfloat16"}}) {
     auto model = squeeze::LlamaModel::Load(dir, dtype, device);
     if (!model.ok()) {
       std::cerr << model.status() << "\n";
       return 2;
     }
     at::Tensor logits = model->Forward(ids.to(device));
-    out[std::string("rel_err_") + name] = RelativeError(logits, Load(**file, std::string("logits_") + name));
+    out[std::string("rel_err_") + name] =
+        RelativeError(logits, Load(**file, std::string("logits_") + name));
     out[std::string("rel_err_") + name + "_vs_reference_float32"] =
         RelativeError(logits, Load(**file, "logits_float32"));
     if (dtype == at::kFloat) {
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
     }
   }
   std::cout << out.dump() << std::endl;
-  const bool pass = out["rel_err_float32"].get<double>() < 1e-4 && out["rel_err_bfloat16"].get<double>() < 2e-2;
+  const bool pass =
+      out["rel_err_float32"].get<double>() < 1e-4 && out["rel_err_bfloat16"].get<double>() < 2e-2;
   return pass ? 0 : 1;
 }

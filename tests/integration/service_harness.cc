@@ -1,7 +1,7 @@
 #include "tests/integration/service_harness.h"
 
-#include <grpcpp/grpcpp.h>
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -15,8 +15,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "gtest/gtest.h"
 #include "common/base/file_util.h"
+#include "gtest/gtest.h"
 
 namespace squeeze::testing {
 
@@ -92,10 +92,12 @@ std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv) {
 }
 
 ServiceHarness::ServiceHarness(const std::string& name) : port_(FreePort()) {
-  dir_ = (fs::temp_directory_path() / ("squeeze_it_" + std::to_string(::getpid()) + "_" + name)).string();
+  dir_ = (fs::temp_directory_path() / ("squeeze_it_" + std::to_string(::getpid()) + "_" + name))
+             .string();
   RemoveTree(dir_).IgnoreError();
   fs::create_directories(dir_);
-  stub_ = v1::JobService::NewStub(grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+  stub_ =
+      v1::JobService::NewStub(grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
 }
 
 ServiceHarness::~ServiceHarness() {
@@ -105,10 +107,11 @@ ServiceHarness::~ServiceHarness() {
 }
 
 void ServiceHarness::StartCoordinator(std::vector<std::string> extra) {
-  std::vector<std::string> argv = {Env("SQUEEZE_COORDINATOR_BIN"), "--listen", address(), "--state-dir",
-                                   dir_ + "/state"};
+  std::vector<std::string> argv = {Env("SQUEEZE_COORDINATOR_BIN"), "--listen", address(),
+                                   "--state-dir", dir_ + "/state"};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  coordinator_ = std::make_unique<Process>(argv, dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log");
+  coordinator_ = std::make_unique<Process>(
+      argv, dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log");
   // Ready when it answers.
   for (int i = 0; i < 200; ++i) {
     grpc::ClientContext context;
@@ -127,8 +130,9 @@ void ServiceHarness::KillCoordinator() {
 }
 
 int ServiceHarness::StartWorker(const std::string& node, std::vector<std::string> extra) {
-  std::vector<std::string> argv = {Env("SQUEEZE_WORKER_BIN"), "--coordinator", address(), "--node", node,
-                                   "--scratch", dir_ + "/scratch-" + node};
+  std::vector<std::string> argv = {
+      Env("SQUEEZE_WORKER_BIN"), "--coordinator", address(), "--node", node, "--scratch",
+      dir_ + "/scratch-" + node};
   argv.insert(argv.end(), extra.begin(), extra.end());
   workers_.push_back(std::make_unique<Process>(argv, dir_ + "/worker-" + node + ".log"));
   return static_cast<int>(workers_.size()) - 1;
@@ -160,8 +164,8 @@ v1::Job ServiceHarness::Get(const std::string& job_id) {
   return job;
 }
 
-v1::Job ServiceHarness::WaitFor(const std::string& job_id, const std::function<bool(const v1::Job&)>& done,
-                                int timeout_ms) {
+v1::Job ServiceHarness::WaitFor(const std::string& job_id,
+                                const std::function<bool(const v1::Job&)>& done, int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   v1::Job job;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -169,8 +173,8 @@ v1::Job ServiceHarness::WaitFor(const std::string& job_id, const std::function<b
     if (!job.id().empty() && done(job)) return job;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ADD_FAILURE() << "timed out waiting for job " << job_id << "; last state " << v1::JobState_Name(job.state())
-                << "; logs in " << dir_;
+  ADD_FAILURE() << "timed out waiting for job " << job_id << "; last state "
+                << v1::JobState_Name(job.state()) << "; logs in " << dir_;
   return job;
 }
 

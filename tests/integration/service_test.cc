@@ -25,13 +25,16 @@ bool Finished(const v1::Job& j) {
 // eval -> rtn -> eval on the example teacher, on a slice of the evaluation split.
 std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bits = 4) {
   const std::string src = SourceDir();
-  return "model: " + src + "/deploy/models/fortunes-teacher\n" +
-         "data: {evaluation: [" + src + "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+  return "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {evaluation: [" + src +
+         "/deploy/data/fortunes/evaluation.jsonl]}\n" +
          "max_attempts: " + std::to_string(max_attempts) + "\n" +
          "stages:\n"
          "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n"
-         "  - quantize: {method: rtn, bits: " + std::to_string(bits) + ", group_size: 128}\n"
-         "  - evaluate: {max_examples: 16, window: 128, stride: 64, gate: {min_retention: " + gate + "}}\n";
+         "  - quantize: {method: rtn, bits: " +
+         std::to_string(bits) +
+         ", group_size: 128}\n"
+         "  - evaluate: {max_examples: 16, window: 128, stride: 64, gate: {min_retention: " +
+         gate + "}}\n";
 }
 
 nlohmann::json Report(const v1::Job& job, ServiceHarness& h) {
@@ -57,11 +60,13 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   h.StartWorker("a");
   h.StartWorker("b");
   const std::string recipe = h.WriteRecipe("job.yaml", Recipe());
-  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "submit", recipe, "--coordinator", h.address(), "--wait"});
+  auto [code, out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "submit", recipe, "--coordinator", h.address(), "--wait"});
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("SUCCEEDED"), std::string::npos) << out;
 
-  auto [list_code, list_out] = RunCommand({Env("SQUEEZECTL_BIN"), "list", "--coordinator", h.address(), "--json"});
+  auto [list_code, list_out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "list", "--coordinator", h.address(), "--json"});
   ASSERT_EQ(list_code, 0) << list_out;
   auto jobs = nlohmann::json::parse(list_out)["jobs"];
   ASSERT_EQ(jobs.size(), 1u);
@@ -72,15 +77,17 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   ASSERT_EQ(report["stages"].size(), 3u);
   EXPECT_GT(report["stages"][0]["result"]["perplexity"].get<double>(), 1.0);
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.5);
-  EXPECT_TRUE(fs::exists(fs::path(report["model"].get<std::string>().substr(7)) / "model.safetensors"));
+  EXPECT_TRUE(
+      fs::exists(fs::path(report["model"].get<std::string>().substr(7)) / "model.safetensors"));
 
   // Artifacts download, and the health service answers.
-  auto [art_code, art_out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", id, "--coordinator", h.address(),
-                                         "--download", h.dir() + "/download"});
+  auto [art_code, art_out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", id, "--coordinator",
+                                         h.address(), "--download", h.dir() + "/download"});
   ASSERT_EQ(art_code, 0) << art_out;
   EXPECT_TRUE(fs::exists(h.dir() + "/download/report.json"));
   EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors"));
-  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(h.address(), grpc::InsecureChannelCredentials()));
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(h.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   grpc::health::v1::HealthCheckRequest hc;
   grpc::health::v1::HealthCheckResponse hr;
@@ -90,7 +97,8 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
 
 TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
   ServiceHarness h("worker_kill");
-  h.StartCoordinator({"--lease-timeout-ms", "2000", "--heartbeat-interval-ms", "200", "--retry-backoff-ms", "100"});
+  h.StartCoordinator({"--lease-timeout-ms", "2000", "--heartbeat-interval-ms", "200",
+                      "--retry-backoff-ms", "100"});
   const int slow = h.StartWorker("slow", {"--step-delay-ms", "1500"});
   v1::Job job = h.Submit(Recipe());
   // Kill it once the quantize stage has finished at least one layer.
@@ -111,7 +119,8 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
 
 TEST(ServiceTest, CoordinatorKilledAndRestartedLosesNothing) {
   ServiceHarness h("coordinator_kill");
-  const std::vector<std::string> flags = {"--lease-timeout-ms", "5000", "--heartbeat-interval-ms", "200"};
+  const std::vector<std::string> flags = {"--lease-timeout-ms", "5000", "--heartbeat-interval-ms",
+                                          "200"};
   h.StartCoordinator(flags);
   h.StartWorker("w", {"--step-delay-ms", "300"});
   std::vector<std::string> ids;
@@ -127,7 +136,8 @@ TEST(ServiceTest, CoordinatorKilledAndRestartedLosesNothing) {
   for (const std::string& id : ids) {
     v1::Job done = h.WaitFor(id, Finished);
     ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
-    for (const v1::Task& t : done.tasks()) EXPECT_EQ(t.attempts(), 1) << id << " stage " << t.index();
+    for (const v1::Task& t : done.tasks())
+      EXPECT_EQ(t.attempts(), 1) << id << " stage " << t.index();
   }
   grpc::ClientContext context;
   v1::ListJobsRequest request;
@@ -143,14 +153,16 @@ TEST(ServiceTest, DuplicateRequestIdAndCancellation) {
   v1::Job b = h.Submit(Recipe(), "same");
   EXPECT_EQ(a.id(), b.id());
   // No worker yet: a queued job is cancelled at once.
-  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "cancel", a.id(), "--coordinator", h.address()});
+  auto [code, out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "cancel", a.id(), "--coordinator", h.address()});
   ASSERT_EQ(code, 0) << out;
   EXPECT_EQ(h.Get(a.id()).state(), v1::CANCELLED);
 
   h.StartWorker("w", {"--step-delay-ms", "1000"});
   v1::Job running = h.Submit(Recipe());
   h.WaitFor(running.id(), [](const v1::Job& j) { return j.state() == v1::RUNNING; });
-  std::tie(code, out) = RunCommand({Env("SQUEEZECTL_BIN"), "cancel", running.id(), "--coordinator", h.address()});
+  std::tie(code, out) =
+      RunCommand({Env("SQUEEZECTL_BIN"), "cancel", running.id(), "--coordinator", h.address()});
   ASSERT_EQ(code, 0) << out;
   v1::Job done = h.WaitFor(running.id(), Finished, 30000);
   EXPECT_EQ(done.state(), v1::CANCELLED);
@@ -159,7 +171,8 @@ TEST(ServiceTest, DuplicateRequestIdAndCancellation) {
 
 TEST(ServiceTest, TaskThatKeepsFailingEndsTheJobWithItsError) {
   ServiceHarness h("failures");
-  h.StartCoordinator({"--lease-timeout-ms", "1500", "--heartbeat-interval-ms", "200", "--retry-backoff-ms", "100"});
+  h.StartCoordinator({"--lease-timeout-ms", "1500", "--heartbeat-interval-ms", "200",
+                      "--retry-backoff-ms", "100"});
   // Every attempt dies with its worker; after max_attempts the job fails and says why.
   v1::Job job = h.Submit(Recipe(/*max_attempts=*/2));
   for (int attempt = 1; attempt <= 2; ++attempt) {
@@ -173,7 +186,8 @@ TEST(ServiceTest, TaskThatKeepsFailingEndsTheJobWithItsError) {
   EXPECT_EQ(failed.state(), v1::FAILED);
   EXPECT_NE(failed.error().find("after 2 attempt(s)"), std::string::npos) << failed.error();
   EXPECT_NE(failed.error().find("lease expired"), std::string::npos) << failed.error();
-  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "get", job.id(), "--coordinator", h.address()});
+  auto [code, out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "get", job.id(), "--coordinator", h.address()});
   EXPECT_EQ(code, 0);
   EXPECT_NE(out.find("lease expired"), std::string::npos) << out;
 
@@ -197,10 +211,13 @@ TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
   const Case cases[] = {
       {"model: " + src + "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {bits: 7}\n",
        "stages[0].quantize.bits: must be one of 2, 3, 4, 8"},
-      {"model: /nonexistent/model\nstages:\n  - quantize: {}\n", "model: \"/nonexistent/model\" is not a directory"},
+      {"model: /nonexistent/model\nstages:\n  - quantize: {}\n",
+       "model: \"/nonexistent/model\" is not a directory"},
       {"model: " + src + "/deploy\nstages:\n  - quantize: {}\n", "model: "},
-      {"model: " + src + "/deploy/models/fortunes-teacher\ndata: {evaluation: [/no/such.jsonl]}\n"
-       "stages:\n  - evaluate: {}\n", "data.evaluation[0]"},
+      {"model: " + src +
+           "/deploy/models/fortunes-teacher\ndata: {evaluation: [/no/such.jsonl]}\n"
+           "stages:\n  - evaluate: {}\n",
+       "data.evaluation[0]"},
       {"model: x\nstages: {oops\n", "not valid YAML"},
   };
   int i = 0;

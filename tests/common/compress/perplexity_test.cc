@@ -25,7 +25,8 @@ std::vector<TextExample> Examples(std::vector<int> lengths, uint64_t seed) {
   for (size_t i = 0; i < lengths.size(); ++i) {
     at::Tensor ids = at::randint(0, 50, {lengths[i]}, at::kLong);
     TextExample e;
-    for (int64_t j = 0; j < lengths[i]; ++j) e.ids.push_back(static_cast<int32_t>(ids[j].item<int64_t>()));
+    for (int64_t j = 0; j < lengths[i]; ++j)
+      e.ids.push_back(static_cast<int32_t>(ids[j].item<int64_t>()));
     e.category = i % 2 == 0 ? "even" : "odd";
     out.push_back(e);
   }
@@ -34,7 +35,8 @@ std::vector<TextExample> Examples(std::vector<int> lengths, uint64_t seed) {
 
 TEST(PerplexityTest, WindowsScoreEveryTargetExactlyOnce) {
   auto examples = Examples({5, 17, 40, 2}, 1);
-  for (auto [window, stride] : {std::pair{8, 4}, std::pair{8, 7}, std::pair{64, 32}, std::pair{3, 1}}) {
+  for (auto [window, stride] :
+       {std::pair{8, 4}, std::pair{8, 7}, std::pair{64, 32}, std::pair{3, 1}}) {
     std::vector<std::vector<int>> count(examples.size());
     for (size_t e = 0; e < examples.size(); ++e) count[e].assign(examples[e].ids.size(), 0);
     for (const ScoringWindow& w : PlanScoringWindows(examples, window, stride)) {
@@ -44,7 +46,8 @@ TEST(PerplexityTest, WindowsScoreEveryTargetExactlyOnce) {
     }
     for (size_t e = 0; e < examples.size(); ++e) {
       EXPECT_EQ(count[e][0], 0);
-      for (size_t t = 1; t < count[e].size(); ++t) EXPECT_EQ(count[e][t], 1) << window << "/" << stride;
+      for (size_t t = 1; t < count[e].size(); ++t)
+        EXPECT_EQ(count[e][t], 1) << window << "/" << stride;
     }
   }
 }
@@ -105,9 +108,11 @@ TEST(PerplexityTest, BadOptionsAndIdsAreRejected) {
   PerplexityOptions o;
   o.window = 8;
   o.stride = 8;
-  EXPECT_NE(EvaluatePerplexity(m, examples, o).status().message().find("stride"), std::string::npos);
+  EXPECT_NE(EvaluatePerplexity(m, examples, o).status().message().find("stride"),
+            std::string::npos);
   examples[0].ids[2] = 50;
-  EXPECT_NE(EvaluatePerplexity(m, examples).status().message().find("token id 50"), std::string::npos);
+  EXPECT_NE(EvaluatePerplexity(m, examples).status().message().find("token id 50"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ TEST(RtnTest, ZeroRowsStayZero) {
 TEST(RtnTest, InvalidSpecsNameTheField) {
   at::Tensor w = at::randn({4, 96});
   EXPECT_NE(QuantizeRtn(w, {5, 32, false}).status().message().find("bits"), std::string::npos);
-  EXPECT_NE(QuantizeRtn(w, {4, 64, false}).status().message().find("group_size"), std::string::npos);
+  EXPECT_NE(QuantizeRtn(w, {4, 64, false}).status().message().find("group_size"),
+            std::string::npos);
   EXPECT_TRUE(QuantizeRtn(w, {4, 32, false}).ok());
   EXPECT_TRUE(QuantizeRtn(w, {4, -1, false}).ok());
 }

@@ -63,11 +63,14 @@ TEST(LlamaConfigTest, ErrorsNameTheField) {
                               "num_hidden_layers": 2)";
   const Case cases[] = {
       {"{" + base + "}", "num_attention_heads"},
-      {"{" + base + R"(, "num_attention_heads": 4, "num_key_value_heads": 3})", "num_key_value_heads"},
+      {"{" + base + R"(, "num_attention_heads": 4, "num_key_value_heads": 3})",
+       "num_key_value_heads"},
       {"{" + base + R"(, "num_attention_heads": "4"})", "num_attention_heads"},
-      {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 2}})",
+      {"{" + base +
+           R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 2}})",
        "rope_scaling.rope_type"},
-      {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3"}})", "factor"},
+      {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3"}})",
+       "factor"},
       {"{" + base + R"(, "num_attention_heads": 4, "model_type": "gpt2"})", "model_type"},
       {"{" + base + R"(, "num_attention_heads": 0})", "num_attention_heads"},
       {"{" + base + R"(, "num_attention_heads": 4, "head_dim": 7})", "head_dim"},

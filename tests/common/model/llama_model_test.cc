@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/base/file_util.h"
 #include "common/tensor/torch_tensor.h"
 #include "gtest/gtest.h"
-#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -40,8 +40,9 @@ double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
 
 class TempDir {
  public:
-  TempDir() : path_(fs::temp_directory_path() / ("llama_model_test_" + std::to_string(::getpid()) +
-                                                 "_" + std::to_string(counter_++))) {
+  TempDir()
+      : path_(fs::temp_directory_path() / ("llama_model_test_" + std::to_string(::getpid()) + "_" +
+                                           std::to_string(counter_++))) {
     RemoveTree(path_).IgnoreError();
   }
   ~TempDir() { RemoveTree(path_).IgnoreError(); }

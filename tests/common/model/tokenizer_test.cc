@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/base/file_util.h"
 #include "common/model/sentencepiece_model.h"
 #include "gtest/gtest.h"
-#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -111,7 +111,8 @@ TEST_P(SentencePieceTest, MatchesTheReferenceEncoder) {
     for (int32_t id; ids >> id;) expected.push_back(id);
     const std::vector<int32_t> got = (*tokenizer)->Encode(texts[i]);
     size_t first_diff = 0;
-    while (first_diff < std::min(got.size(), expected.size()) && got[first_diff] == expected[first_diff]) {
+    while (first_diff < std::min(got.size(), expected.size()) &&
+           got[first_diff] == expected[first_diff]) {
       ++first_diff;
     }
     EXPECT_EQ(got, expected) << type << ": \"" << texts[i] << "\" first differs at token "

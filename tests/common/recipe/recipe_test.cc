@@ -44,11 +44,15 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
   };
   const std::string head = "model: /m\ndata: {evaluation: [/e.jsonl]}\n";
   const Case cases[] = {
-      {head + "stages:\n  - quantize: {bits: 5}\n", "stages[0].quantize.bits: must be one of 2, 3, 4, 8"},
-      {head + "stages:\n  - evaluate: {}\n  - quantize: {bitz: 4}\n", "stages[1].quantize.bitz: unknown field"},
+      {head + "stages:\n  - quantize: {bits: 5}\n",
+       "stages[0].quantize.bits: must be one of 2, 3, 4, 8"},
+      {head + "stages:\n  - evaluate: {}\n  - quantize: {bitz: 4}\n",
+       "stages[1].quantize.bitz: unknown field"},
       {head + "stages:\n  - compress: {}\n", "stages[0]: unknown stage \"compress\""},
-      {head + "stages:\n  - quantize: {method: awq}\n", "stages[0].quantize.method: must be one of rtn, gptq"},
-      {head + "stages:\n  - quantize: {method: gptq}\n", "stages[0].quantize.method: gptq is not available"},
+      {head + "stages:\n  - quantize: {method: awq}\n",
+       "stages[0].quantize.method: must be one of rtn, gptq"},
+      {head + "stages:\n  - quantize: {method: gptq}\n",
+       "stages[0].quantize.method: gptq is not available"},
       {head + "stages:\n  - distill: {}\n", "stages[0]: stage \"distill\" is not available"},
       {head + "stages:\n  - evaluate: {gate: {min_retention: 1.5}}\n",
        "stages[0].evaluate.gate.min_retention: must be between 0 and 1"},

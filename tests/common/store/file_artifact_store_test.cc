@@ -3,9 +3,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/base/file_util.h"
 #include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
-#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {

@@ -28,8 +28,8 @@ TEST(DTypeTest, UnknownNameIsAnErrorNamingIt) {
 TEST(DTypeTest, HalfConversionsMatchKnownEncodings) {
   EXPECT_EQ(FloatToHalf(1.0f), 0x3c00);
   EXPECT_EQ(FloatToHalf(-2.0f), 0xc000);
-  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);  // largest finite half
-  EXPECT_EQ(FloatToHalf(1e6f), 0x7c00);      // overflows to infinity
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);               // largest finite half
+  EXPECT_EQ(FloatToHalf(1e6f), 0x7c00);                   // overflows to infinity
   EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(FloatToHalf(0.0f), 0x0000);
   // 1 + 2^-11 is halfway between 1 and the next half: ties go to even (1.0).

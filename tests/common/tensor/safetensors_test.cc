@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "gtest/gtest.h"
 #include "common/base/file_util.h"
+#include "gtest/gtest.h"
 
 namespace squeeze {
 namespace {
@@ -130,8 +130,7 @@ TEST_F(SafetensorsTest, InvalidJsonIsRejected) {
 }
 
 TEST_F(SafetensorsTest, OffsetsPastTheDataAreRejectedNamingTheTensor) {
-  const std::string header =
-      R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})";
+  const std::string header = R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})";
   const std::string error = OpenError(WriteRaw("lie.safetensors", header, std::string(8, '\0')));
   EXPECT_NE(error.find("lie.safetensors"), std::string::npos);
   EXPECT_NE(error.find("\"w\""), std::string::npos);
@@ -181,8 +180,8 @@ TEST_F(SafetensorsTest, MalformedEntriesAreRejectedWithTheField) {
   };
   int i = 0;
   for (const Case& c : cases) {
-    const std::string error =
-        OpenError(WriteRaw("case" + std::to_string(i++) + ".safetensors", c.header, std::string(8, '\0')));
+    const std::string error = OpenError(
+        WriteRaw("case" + std::to_string(i++) + ".safetensors", c.header, std::string(8, '\0')));
     EXPECT_NE(error.find(c.expect), std::string::npos) << c.header << " -> " << error;
   }
 }
@@ -193,7 +192,8 @@ TEST_F(SafetensorsTest, ShardedCheckpointRoundTrip) {
   std::vector<float> v(256);
   for (int i = 0; i < 5; ++i) {
     for (size_t j = 0; j < v.size(); ++j) v[j] = i * 1000.0f + j;
-    ASSERT_TRUE(writer.Add("layer." + std::to_string(i), DType::kF32, {16, 16}, v.data(), 1024).ok());
+    ASSERT_TRUE(
+        writer.Add("layer." + std::to_string(i), DType::kF32, {16, 16}, v.data(), 1024).ok());
   }
   ASSERT_TRUE(WriteCheckpoint(Path("model"), writer, /*max_shard_bytes=*/2048).ok());
   EXPECT_TRUE(fs::exists(Path("model/model.safetensors.index.json")));

@@ -4,9 +4,9 @@
 
 #include <filesystem>
 
+#include "common/base/file_util.h"
 #include "common/compress/perplexity.h"
 #include "gtest/gtest.h"
-#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {

@@ -36,7 +36,8 @@ TEST(FlagsTest, ErrorsNameTheFlag) {
   Flags h;
   h.Value("bits").Value("lr");
   ASSERT_TRUE(h.Parse({"--bits", "four", "--lr", "x"}).ok());
-  EXPECT_NE(h.GetInt("bits").status().message().find("--bits: expected an integer"), std::string::npos);
+  EXPECT_NE(h.GetInt("bits").status().message().find("--bits: expected an integer"),
+            std::string::npos);
   EXPECT_NE(h.GetDouble("lr").status().message().find("--lr"), std::string::npos);
   Flags k;
   EXPECT_FALSE(k.Parse({"stray"}).ok());

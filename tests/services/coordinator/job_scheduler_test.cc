@@ -7,8 +7,8 @@
 #include <random>
 #include <thread>
 
-#include "gtest/gtest.h"
 #include "common/base/file_util.h"
+#include "gtest/gtest.h"
 
 namespace squeeze::coordinator {
 namespace {
@@ -96,7 +96,8 @@ class JobSchedulerTest : public ::testing::Test {
   }
 
   absl::Status Complete(const std::string& worker, const v1::TaskLease& lease,
-                        std::map<std::string, std::string> outputs = {}, const std::string& result = "{}") {
+                        std::map<std::string, std::string> outputs = {},
+                        const std::string& result = "{}") {
     v1::CompleteTaskRequest r;
     r.set_worker_id(worker);
     r.set_task_id(lease.task_id());
@@ -118,7 +119,8 @@ class JobSchedulerTest : public ::testing::Test {
     return scheduler_->Fail(r);
   }
 
-  v1::HeartbeatResponse Heartbeat(const std::string& worker, const v1::TaskLease& lease, int64_t done = 0) {
+  v1::HeartbeatResponse Heartbeat(const std::string& worker, const v1::TaskLease& lease,
+                                  int64_t done = 0) {
     v1::HeartbeatRequest r;
     r.set_worker_id(worker);
     r.set_task_id(lease.task_id());
@@ -165,7 +167,8 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
 
   auto l2 = Lease(w);
   ASSERT_TRUE(l2);
-  EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize") << "later stages get the compressed model";
+  EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize")
+      << "later stages get the compressed model";
   EXPECT_EQ(nlohmann::json::parse(l2->spec_json())["baseline"]["perplexity"], 5.0);
   ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, R"({"perplexity": 5.5})").ok());
 
@@ -263,7 +266,8 @@ stages:
   ASSERT_TRUE(Fail(w, *l2, true, false, "out of memory again").ok());
   v1::Job j = Get(job.id());
   EXPECT_EQ(j.state(), v1::FAILED);
-  EXPECT_NE(j.error().find("after 2 attempt(s): out of memory again"), std::string::npos) << j.error();
+  EXPECT_NE(j.error().find("after 2 attempt(s): out of memory again"), std::string::npos)
+      << j.error();
   EXPECT_EQ(j.tasks(0).attempts(), 2);
 
   v1::Job fatal = Submit(R"(
@@ -322,7 +326,8 @@ TEST_F(JobSchedulerTest, PriorityThenFifo) {
 TEST_F(JobSchedulerTest, TenantGpuLimitHoldsBackThatTenantOnly) {
   options_.tenant_gpu_limit = 1;
   Restart();
-  const std::string g1 = RegisterWorker("g1", 1), g2 = RegisterWorker("g2", 1), cpu = RegisterWorker("cpu", 0);
+  const std::string g1 = RegisterWorker("g1", 1), g2 = RegisterWorker("g2", 1),
+                    cpu = RegisterWorker("cpu", 0);
   const std::string gpu_stage = "model: /m\nstages:\n  - quantize: {gpus: 1}\n";
   v1::Job a1 = Submit(gpu_stage, "", "team-a");
   v1::Job a2 = Submit(gpu_stage, "", "team-a");
@@ -374,7 +379,8 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
   const std::string recipes[] = {
       "model: /m\nmax_attempts: 2\nstages:\n  - quantize: {}\n",
       "model: /m\nmax_attempts: 4\nstages:\n  - quantize: {}\n  - quantize: {}\n",
-      "model: /m\ndata: {evaluation: [/e]}\nstages:\n  - evaluate: {}\n  - quantize: {}\n  - evaluate: {}\n"};
+      "model: /m\ndata: {evaluation: [/e]}\nstages:\n  - evaluate: {}\n  - quantize: {}\n  - "
+      "evaluate: {}\n"};
 
   auto check_invariants = [&] {
     std::map<std::string, int> holders;  // task -> current holders
@@ -386,13 +392,15 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
       auto r = scheduler_->Heartbeat(hb);
       ASSERT_TRUE(r.ok());
       v1::Job j = Get(lease.job_id());
-      if (!r->cancel() || (j.cancel_requested() && j.state() == v1::RUNNING)) holders[lease.task_id()]++;
+      if (!r->cancel() || (j.cancel_requested() && j.state() == v1::RUNNING))
+        holders[lease.task_id()]++;
     }
     for (const auto& [task, n] : holders) ASSERT_LE(n, 1) << "task " << task << " leased twice";
     for (const std::string& id : jobs) {
       v1::Job j = Get(id);
       int live = 0;
-      for (const v1::Task& t : j.tasks()) live += t.state() == v1::TASK_QUEUED || t.state() == v1::TASK_RUNNING;
+      for (const v1::Task& t : j.tasks())
+        live += t.state() == v1::TASK_QUEUED || t.state() == v1::TASK_RUNNING;
       if (j.state() == v1::QUEUED || j.state() == v1::RUNNING) {
         ASSERT_EQ(live, 1) << "job " << id << " lost its task";
       } else {
@@ -431,7 +439,8 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
       held.erase(w);  // the worker crashes: it forgets its lease, which must expire
     } else if (op < 92) {
       Restart();  // the coordinator crashes; workers register again under their ids
-      for (size_t i = 0; i < workers.size(); ++i) RegisterWorker("w" + std::to_string(i), 0, workers[i]);
+      for (size_t i = 0; i < workers.size(); ++i)
+        RegisterWorker("w" + std::to_string(i), 0, workers[i]);
     } else {
       clock_.Advance(rng() % 2'000);
       scheduler_->ExpireLeases();
