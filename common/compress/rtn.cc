@@ -37,6 +37,10 @@ std::pair<at::Tensor, at::Tensor> ComputeScaleZero(const at::Tensor& w, const Qu
 
 at::Tensor QuantizedWeight::Dequantize() const {
   const int64_t out = codes.size(0), in = codes.size(1);
+  if (g_idx.defined()) {
+    at::Tensor idx = g_idx.to(codes.device(), at::kLong);
+    return (codes.to(at::kFloat) - zeros.index_select(1, idx)) * scales.index_select(1, idx);
+  }
   const int64_t group = spec.group_size == -1 ? in : spec.group_size;
   at::Tensor q = codes.to(at::kFloat).view({out, in / group, group});
   return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).view({out, in});

@@ -24,6 +24,9 @@ struct QuantizedWeight {
   at::Tensor codes;               // [out, in], uint8
   at::Tensor scales;              // [out, groups], float32
   at::Tensor zeros;               // [out, groups], float32 holding integers
+  // [in] int32: the group of each input column. Undefined means column / group_size; GPTQ with
+  // act_order assigns groups in its permuted order.
+  at::Tensor g_idx;
   at::Tensor Dequantize() const;  // [out, in], float32
   // Bits actually stored per weight: the code plus the per-group fp16 scale and packed zero.
   double BitsPerWeight() const;
