@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +66,13 @@ class LlamaModel {
   // Loads config.json and the weights (single file or sharded) of a Hugging Face directory.
   static absl::StatusOr<LlamaModel> Load(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                          at::Device device = at::kCPU);
+  // Fetches a tensor by its Hugging Face name (any float dtype, any device).
+  using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string& name)>;
+  // Builds the model from `source`, checking every shape against the config. `where(name)`, when
+  // given, names the tensor's origin in errors (a file).
+  static absl::StatusOr<LlamaModel> FromTensors(const LlamaConfig& config, const TensorSource& source,
+                                                at::ScalarType dtype, at::Device device,
+                                                const std::function<std::string(const std::string&)>& where = {});
   static absl::StatusOr<LlamaModel> FromCheckpoint(const LlamaConfig& config,
                                                    const CheckpointReader& weights,
                                                    at::ScalarType dtype, at::Device device);

@@ -146,17 +146,12 @@ absl::Status ParseEvaluate(MapReader& r, json& opts) {
 absl::Status ParseQuantize(MapReader& r, json& opts) {
   std::string method = "rtn";
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq"}));
-  if (method == "gptq") {
-    return FieldError(r.Path("method"), "gptq is not available in this version yet (use rtn)");
-  }
   int64_t bits = 4, group_size = 128;
   bool sym = false;
   if (YAML::Node b = r.Get("bits")) {
     int64_t v;
-    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) ||
-        (v != 2 && v != 3 && v != 4 && v != 8)) {
-      return FieldError(r.Path("bits"),
-                        absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
+    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) || (v != 2 && v != 3 && v != 4 && v != 8)) {
+      return FieldError(r.Path("bits"), absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
     }
     bits = v;
   }
@@ -167,6 +162,26 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   opts["bits"] = bits;
   opts["group_size"] = group_size;
   opts["sym"] = sym;
+  if (method == "gptq") {
+    bool act_order = false, static_groups = false;
+    double damp = 0.01;
+    int64_t block_size = 128, samples = 128, seq_len = 256, seed = 0;
+    SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
+    SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
+    if (static_groups && !act_order) return FieldError(r.Path("static_groups"), "needs act_order: true");
+    SQ_RETURN_IF_ERROR(r.Double("damp", damp, 1e-6, 0.999));
+    SQ_RETURN_IF_ERROR(r.Int("block_size", block_size, 1, 1 << 16));
+    SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
+    SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
+    SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+    opts["act_order"] = act_order;
+    opts["static_groups"] = static_groups;
+    opts["damp"] = damp;
+    opts["block_size"] = block_size;
+    opts["calibration_samples"] = samples;
+    opts["calibration_seq_len"] = seq_len;
+    opts["seed"] = seed;
+  }
   return absl::OkStatus();
 }
 
@@ -250,6 +265,9 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
       }
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, opts));
+      if (opts["method"] == "gptq" && recipe.calibration.empty()) {
+        return FieldError("data.calibration", absl::StrCat("required by ", path, ".quantize (method gptq)"));
+      }
     } else if (stage.kind == "distill" || stage.kind == "prune" || stage.kind == "calibrate") {
       return FieldError(
           path,

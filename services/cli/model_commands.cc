@@ -11,8 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
+#include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/model/tokenizer.h"
@@ -61,7 +63,7 @@ struct LoadedEval {
 // The model, plus the data file tokenized with the model's tokenizer.
 absl::StatusOr<LoadedEval> LoadModelAndData(const std::string& model_dir, const std::string& data,
                                             at::ScalarType dtype, at::Device device) {
-  auto model = LlamaModel::Load(model_dir, dtype, device);
+  auto model = LoadModel(model_dir, dtype, device);
   if (!model.ok()) return model.status();
   auto examples = LoadTextDatasetForModel(model_dir, model->config(), data);
   if (!examples.ok()) return examples.status();
@@ -176,6 +178,12 @@ int RunCompress(const Args& args) {
       .Value("bits", "4")
       .Value("group-size", "128")
       .Value("device", "cpu")
+      .Value("method", "rtn")
+      .Value("calibration")
+      .Value("samples", "128")
+      .Value("damp", "0.01")
+      .Bool("act-order")
+      .Bool("static-groups")
       .Bool("sym")
       .Bool("json");
   DeclarePerplexityFlags(flags);
@@ -212,18 +220,45 @@ int RunCompress(const Args& args) {
   if (!before.ok()) return Fail(before.status());
 
   // Quantize every linear layer of every decoder layer; embeddings, norms and the head stay.
+  const std::string method = *flags.Get("method");
+  if (method != "rtn" && method != "gptq") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--method: expected rtn or gptq, got \"", method, "\"")));
+  }
+  SequentialOptions seq;
+  seq.method = method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
+  seq.gptq.quant = spec;
+  seq.gptq.act_order = flags.GetBool("act-order");
+  seq.gptq.static_groups = flags.GetBool("static-groups");
+  seq.device = *device;
+  auto damp = flags.GetDouble("damp");
+  if (!damp.ok()) return Fail(damp.status());
+  seq.gptq.damp = *damp;
+  at::Tensor calibration;
+  if (method == "gptq") {
+    auto calib_path = flags.Get("calibration");
+    if (!calib_path.ok()) return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
+    auto calib = LoadTextDatasetForModel(*model_dir, model.config(), *calib_path);
+    if (!calib.ok()) return Fail(calib.status());
+    auto samples = flags.GetInt("samples");
+    if (!samples.ok()) return Fail(samples.status());
+    CalibrationOptions co;
+    co.num_samples = *samples;
+    co.seq_len = std::min<int64_t>(256, model.config().max_position_embeddings);
+    auto windows = SampleCalibration(*calib, co);
+    if (!windows.ok()) return Fail(windows.status());
+    calibration = *windows;
+  }
+  std::cerr << "quantizing (" << method << ")...\n";
+  auto reports = QuantizeSequential(model, calibration, seq);
+  if (!reports.ok()) return Fail(reports.status());
   int64_t quantized_weights = 0;
   double quantized_bits = 0.0;
-  {
-    c10::NoGradGuard no_grad;
-    for (int64_t i = 0; i < model.num_layers(); ++i) {
-      for (auto& [name, linear] : model.layer(i).Linears()) {
-        auto q = QuantizeRtn(linear->weight, spec);
-        if (!q.ok()) return Fail(q.status());
-        linear->weight = q->Dequantize().to(linear->weight.scalar_type());
-        quantized_weights += linear->weight.numel();
-        quantized_bits += q->BitsPerWeight() * linear->weight.numel();
-      }
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    for (auto& [name, linear] : model.layer(i).Linears()) {
+      const int64_t in = linear->weight.size(1);
+      quantized_weights += linear->weight.numel();
+      quantized_bits += (spec.bits + (16.0 + spec.bits) / (spec.group_size == -1 ? in : spec.group_size)) *
+                        linear->weight.numel();
     }
   }
   std::cerr << "evaluating the quantized model...\n";
@@ -239,13 +274,14 @@ int RunCompress(const Args& args) {
       (params - quantized_weights) * std::min(2.0, stored_bytes_per_param) + quantized_bits / 8.0;
   const double retention =
       after->total.perplexity() > 0 ? before->total.perplexity() / after->total.perplexity() : 0.0;
-  const std::string label = absl::StrFormat("rtn w%d g%d %s", spec.bits, spec.group_size,
-                                            spec.symmetric ? "sym" : "asym");
+  const std::string label =
+      absl::StrFormat("%s w%d g%d %s%s", method, spec.bits, spec.group_size, spec.symmetric ? "sym" : "asym",
+                      seq.gptq.act_order ? " act" : "");
 
   if (flags.Has("out")) {
     const std::string out = *flags.Get("out");
     if (auto s = model.Save(out, at::kFloat); !s.ok()) return Fail(s);
-    nlohmann::json report = {{"method", "rtn"},
+    nlohmann::json report = {{"method", method},
                              {"bits", spec.bits},
                              {"group_size", spec.group_size},
                              {"symmetric", spec.symmetric},

@@ -6,7 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/compress/perplexity.h"
+#include "common/compress/gptq_checkpoint.h"
 #include "common/compress/rtn.h"
+#include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
@@ -51,7 +53,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
   ctx.Log(absl::StrCat("evaluating ", *model_dir));
-  auto model = LlamaModel::Load(*model_dir, at::kFloat, ctx.device());
+  auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
   if (!model.ok()) return model.status();
 
   std::vector<TextExample> examples;
@@ -125,18 +127,40 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
-  QuantSpec q{spec.value("bits", 4), spec.value("group_size", int64_t{128}),
-              spec.value("sym", false)};
+  const std::string method = spec.value("method", "rtn");
+  SequentialOptions seq;
+  seq.method = method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
+  seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}), spec.value("sym", false)};
+  seq.gptq.act_order = spec.value("act_order", false);
+  seq.gptq.static_groups = spec.value("static_groups", false);
+  seq.gptq.damp = spec.value("damp", 0.01);
+  seq.gptq.block_size = spec.value("block_size", int64_t{128});
+  seq.device = ctx.device();
+  // Codes, scales and zero points of every linear layer, for the packed export; checkpointed with
+  // each layer so that a resumed task exports exactly what the first attempt computed.
+  std::map<std::string, QuantizedWeight> codes_by_linear;
+
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
-  auto model = LlamaModel::Load(*model_dir, at::kFloat, ctx.device());
+  // The model stays on the host; layers visit the device one at a time.
+  auto model = LoadModel(*model_dir, at::kFloat, at::kCPU);
   if (!model.ok()) return model.status();
-  for (int64_t i = 0; i < model->num_layers(); ++i) {
-    for (auto& [name, linear] : model->layer(i).Linears()) {
-      if (auto s = ValidateQuantSpec(q, linear->weight.size(1)); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("layer ", i, " ", name, ": ", s.message()));
-      }
-    }
+
+  at::Tensor calibration;
+  if (seq.method == SequentialOptions::Method::kGptq) {
+    auto path = LocalPathOf(spec.value("calibration", ""), "data.calibration");
+    if (!path.ok()) return path.status();
+    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
+    if (!data.ok()) return data.status();
+    CalibrationOptions co;
+    co.num_samples = spec.value("calibration_samples", int64_t{128});
+    co.seq_len = std::min<int64_t>(spec.value("calibration_seq_len", int64_t{256}),
+                                   model->config().max_position_embeddings);
+    co.seed = spec.value("seed", uint64_t{0});
+    auto windows = SampleCalibration(*data, co);
+    if (!windows.ok()) return windows.status();
+    calibration = *windows;
+    ctx.Log(absl::StrCat("calibration: ", co.num_samples, " windows of ", co.seq_len, " tokens"));
   }
 
   // Resume: every finished layer is its own checkpoint artifact, and `progress.json` (written
@@ -147,84 +171,127 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     json progress = json::parse(*text, nullptr, false);
     if (!progress.is_discarded()) done = progress.value("layers_done", int64_t{0});
   }
-  c10::NoGradGuard no_grad;
-  for (int64_t i = 0; i < done; ++i) {
-    auto dir =
-        ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
-    if (!dir.ok()) return dir.status();
-    auto reader = CheckpointReader::Open(*dir);
-    if (!reader.ok()) return reader.status();
-    for (auto& [name, t] : model->layer(i).Tensors()) {
-      auto view = (*reader)->Get(name);
-      if (!view.ok()) return view.status();
-      auto loaded = ToTorch(*view);
-      if (!loaded.ok()) return loaded.status();
-      *t = loaded->to(t->device(), t->scalar_type());
+  {
+    c10::NoGradGuard no_grad;
+    for (int64_t i = 0; i < done; ++i) {
+      auto dir = ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
+      if (!dir.ok()) return dir.status();
+      auto reader = CheckpointReader::Open(*dir);
+      if (!reader.ok()) return reader.status();
+      for (auto& [name, t] : model->layer(i).Tensors()) {
+        auto view = (*reader)->Get(name);
+        if (!view.ok()) return view.status();
+        auto loaded = ToTorch(*view);
+        if (!loaded.ok()) return loaded.status();
+        *t = loaded->to(t->device(), t->scalar_type());
+      }
+      for (auto& [name, linear] : model->layer(i).Linears()) {
+        QuantizedWeight q;
+        q.spec = seq.gptq.quant;
+        for (auto [field, out] : {std::pair{".codes", &q.codes}, std::pair{".scales", &q.scales},
+                                  std::pair{".zeros", &q.zeros}, std::pair{".g_idx", &q.g_idx}}) {
+          if (!(*reader)->Contains(name + field)) continue;  // g_idx is optional
+          auto t = ToTorch(*(*reader)->Get(name + field));
+          if (!t.ok()) return t.status();
+          *out = *t;
+        }
+        codes_by_linear[absl::StrCat("model.layers.", i, ".", name)] = std::move(q);
+      }
     }
   }
-  if (done > 0)
-    ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
+  if (done > 0) ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
+  seq.start_layer = done;
 
   const int64_t layers = model->num_layers();
-  double bits_weighted = 0.0;
-  int64_t quantized = 0;
-  for (int64_t i = 0; i < layers; ++i) {
-    for (auto& [name, linear] : model->layer(i).Linears()) {
-      const double bpw =
-          q.bits + (16.0 + q.bits) / (q.group_size == -1 ? linear->weight.size(1) : q.group_size);
-      bits_weighted += bpw * linear->weight.numel();
-      quantized += linear->weight.numel();
-    }
-    if (i < done) continue;
-    if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  json layer_reports = json::array();
+  seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
+    QuantizedWeight copy = q;
+    copy.codes = q.codes.to(at::kCPU);
+    copy.scales = q.scales.to(at::kCPU);
+    copy.zeros = q.zeros.to(at::kCPU);
+    if (q.g_idx.defined()) copy.g_idx = q.g_idx.to(at::kCPU);
+    codes_by_linear[absl::StrCat("model.layers.", layer, ".", name)] = std::move(copy);
+  };
+  seq.on_layer_done = [&](int64_t i, const std::vector<LinearReport>& reports) -> absl::Status {
     SafetensorsWriter layer_writer;
-    for (auto& [name, linear] : model->layer(i).Linears()) {
-      auto qw = QuantizeRtn(linear->weight, q);
-      if (!qw.ok()) return qw.status();
-      linear->weight = qw->Dequantize().to(linear->weight.device(), linear->weight.scalar_type());
-    }
     for (auto& [name, t] : model->layer(i).Tensors()) {
       if (auto s = AddTensor(layer_writer, name, *t); !s.ok()) return s;
+    }
+    for (auto& [name, linear] : model->layer(i).Linears()) {
+      const QuantizedWeight& q = codes_by_linear.at(absl::StrCat("model.layers.", i, ".", name));
+      for (auto [field, t] : {std::pair{".codes", q.codes}, std::pair{".scales", q.scales},
+                              std::pair{".zeros", q.zeros}, std::pair{".g_idx", q.g_idx}}) {
+        if (!t.defined()) continue;
+        if (auto s = AddTensor(layer_writer, name + field, t); !s.ok()) return s;
+      }
     }
     const fs::path dir = fs::path(ctx.scratch_dir()) / "layer";
     RemoveTree(dir).IgnoreError();
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
-    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok())
-      return s;
-    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());
-        !s.ok()) {
+    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok()) return s;
+    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump()); !s.ok()) {
       return s;
     }
+    for (const LinearReport& r : reports) {
+      layer_reports.push_back({{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
+    }
     ctx.SetProgress(i + 1, layers, "layers");
+    return ctx.CheckStep();
+  };
+  if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  auto reports = QuantizeSequential(*model, calibration, seq);
+  if (!reports.ok()) return reports.status();
+
+  double bits_weighted = 0.0;
+  int64_t quantized = 0;
+  for (int64_t i = 0; i < layers; ++i) {
+    for (auto& [name, linear] : model->layer(i).Linears()) {
+      const int64_t in = linear->weight.size(1);
+      const int64_t group = seq.gptq.quant.group_size == -1 ? in : seq.gptq.quant.group_size;
+      bits_weighted += (seq.gptq.quant.bits + (16.0 + seq.gptq.quant.bits) / group) * linear->weight.numel();
+      quantized += linear->weight.numel();
+    }
   }
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "model";
   RemoveTree(out_dir).IgnoreError();
-  auto source_config = LoadLlamaConfig(*model_dir);
-  const at::ScalarType save_dtype =
-      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  if (auto s = model->Save(out_dir.string(), save_dtype); !s.ok()) return s;
+  std::string format = "gptq";
+  GptqExportOptions export_options;
+  export_options.gptq = seq.gptq;
+  if (auto s = WriteGptqCheckpoint(out_dir.string(), *model, codes_by_linear, export_options); !s.ok()) {
+    if (s.code() != absl::StatusCode::kInvalidArgument) return s;
+    // Shapes that do not pack into 32-bit words: keep the weights dense and say so.
+    ctx.Log(absl::StrCat("packed export not possible (", s.message(), "); writing dense weights"));
+    format = "dense";
+    RemoveTree(out_dir).IgnoreError();
+    auto source_config = LoadLlamaConfig(*model_dir);
+    const at::ScalarType save_dtype =
+        source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    if (auto s2 = model->Save(out_dir.string(), save_dtype); !s2.ok()) return s2;
+  }
   // The tokenizer travels with the model.
   if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
     fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
   }
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok())
-    return s;
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok()) return s;
   ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
 
   TaskOutput out;
   out.outputs["model"] = ctx.lease().output_uri();
   const int64_t params = model->NumParameters();
-  out.result = {{"method", "rtn"},
-                {"bits", q.bits},
-                {"group_size", q.group_size},
-                {"sym", q.symmetric},
+  out.result = {{"method", method},
+                {"bits", seq.gptq.quant.bits},
+                {"group_size", seq.gptq.quant.group_size},
+                {"sym", seq.gptq.quant.symmetric},
+                {"act_order", seq.gptq.act_order},
+                {"format", format},
                 {"layers", layers},
                 {"resumed_from_layer", done},
                 {"quantized_weights", quantized},
                 {"bits_per_quantized_weight", quantized ? bits_weighted / quantized : 0.0},
-                {"packed_size_bytes", (params - quantized) * 2.0 + bits_weighted / 8.0}};
+                {"packed_size_bytes", (params - quantized) * 2.0 + bits_weighted / 8.0},
+                {"linears", layer_reports}};
   return out;
 }
 
