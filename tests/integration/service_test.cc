@@ -22,17 +22,20 @@ bool Finished(const v1::Job& j) {
   return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
 }
 
-// eval -> rtn -> eval on the example teacher, on a slice of the evaluation split.
-std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bits = 4) {
+// eval -> quantize -> eval on the example teacher, on a slice of the evaluation split.
+std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bits = 4,
+                   const std::string& method = "rtn") {
   const std::string src = SourceDir();
-  return "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {evaluation: [" + src +
-         "/deploy/data/fortunes/evaluation.jsonl]}\n" +
-         "max_attempts: " + std::to_string(max_attempts) + "\n" +
+  const std::string extra = method == "gptq" ? ", calibration_samples: 16" : "";
+  return "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {calibration: " + src +
+         "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
+         "/deploy/data/fortunes/evaluation.jsonl]}\n" + "max_attempts: " + std::to_string(max_attempts) +
+         "\n" +
          "stages:\n"
          "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n"
-         "  - quantize: {method: rtn, bits: " +
-         std::to_string(bits) +
-         ", group_size: 128}\n"
+         "  - quantize: {method: " +
+         method + ", bits: " + std::to_string(bits) + ", group_size: 128" + extra +
+         "}\n"
          "  - evaluate: {max_examples: 16, window: 128, stride: 64, gate: {min_retention: " +
          gate + "}}\n";
 }
@@ -100,7 +103,7 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
   h.StartCoordinator({"--lease-timeout-ms", "2000", "--heartbeat-interval-ms", "200",
                       "--retry-backoff-ms", "100"});
   const int slow = h.StartWorker("slow", {"--step-delay-ms", "1500"});
-  v1::Job job = h.Submit(Recipe());
+  v1::Job job = h.Submit(Recipe(3, "0.5", 4, "gptq"));
   // Kill it once the quantize stage has finished at least one layer.
   h.WaitFor(job.id(), [](const v1::Job& j) {
     return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 1;
@@ -115,6 +118,8 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
   nlohmann::json report = Report(done, h);
   EXPECT_GE(report["stages"][1]["result"]["resumed_from_layer"].get<int>(), 1)
       << "the retry resumed from the layer checkpoint";
+  EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq") << "restored layers' codes were exported";
+  EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.95);
 }
 
 TEST(ServiceTest, CoordinatorKilledAndRestartedLosesNothing) {
@@ -198,6 +203,36 @@ TEST(ServiceTest, TaskThatKeepsFailingEndsTheJobWithItsError) {
   EXPECT_EQ(done.state(), v1::FAILED);
   EXPECT_NE(done.error().find("gate: retention"), std::string::npos) << done.error();
   EXPECT_EQ(done.tasks(2).attempts(), 1);
+}
+
+TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
+  ServiceHarness h("gptq");
+  h.StartCoordinator();
+  h.StartWorker("w");
+  const std::string src = SourceDir();
+  v1::Job job = h.Submit(
+      "model: " + src + "/deploy/models/fortunes-teacher\n" +
+      "data: {calibration: " + src + "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
+      "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+      "stages:\n"
+      "  - evaluate: {max_examples: 32, window: 128, stride: 64}\n"
+      "  - quantize: {method: gptq, bits: 4, group_size: 128, act_order: true, calibration_samples: 16}\n"
+      "  - evaluate: {max_examples: 32, window: 128, stride: 64, gate: {min_retention: 0.9}}\n");
+  v1::Job done = h.WaitFor(job.id(), Finished);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  nlohmann::json report = Report(done, h);
+  EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq");
+  EXPECT_EQ(report["stages"][1]["result"]["linears"].size(), 28u);  // 7 per layer, 4 layers
+  // The evaluation ran on the packed checkpoint: far smaller on disk, nearly the same perplexity.
+  EXPECT_LT(report["stages"][2]["result"]["size_bytes"].get<double>(),
+            0.5 * report["stages"][0]["result"]["size_bytes"].get<double>());
+  EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.95);
+  const std::string model = report["model"].get<std::string>().substr(7);
+  EXPECT_TRUE(fs::exists(model + "/model.safetensors"));
+  std::ifstream config(model + "/config.json");
+  auto qc = nlohmann::json::parse(config)["quantization_config"];
+  EXPECT_EQ(qc["quant_method"], "gptq");
+  EXPECT_EQ(qc["desc_act"], true);
 }
 
 TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
