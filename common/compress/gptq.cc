@@ -57,9 +57,11 @@ absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tens
     return absl::InvalidArgumentError(absl::StrCat("hessian: expected [", cols, ", ", cols, "]"));
   }
   if (auto s = ValidateGptqOptions(o, cols); !s.ok()) return s;
-  if (!at::isfinite(weight).all().item<bool>()) return absl::InvalidArgumentError("weight: holds NaN or Inf");
+  if (!at::isfinite(weight).all().item<bool>())
+    return absl::InvalidArgumentError("weight: holds NaN or Inf");
   if (!at::isfinite(hessian).all().item<bool>()) {
-    return absl::InvalidArgumentError("hessian: holds NaN or Inf (non-finite calibration activations)");
+    return absl::InvalidArgumentError(
+        "hessian: holds NaN or Inf (non-finite calibration activations)");
   }
   const double maxq = static_cast<double>((1 << o.quant.bits) - 1);
   const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
@@ -115,7 +117,8 @@ absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tens
         g = col / group;
         // Parameters of a group come from its columns as they are when the group starts (with the
         // updates of earlier blocks, not yet those of this block), as in the reference.
-        if (col % group == 0) std::tie(scale, zero) = ComputeScaleZero(w.slice(1, col, col + group), o.quant);
+        if (col % group == 0)
+          std::tie(scale, zero) = ComputeScaleZero(w.slice(1, col, col + group), o.quant);
       }
       group_of[col] = g;
       if (col % group == 0 || o.static_groups) {
@@ -149,7 +152,8 @@ absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tens
 }
 
 HessianAccumulator::HessianAccumulator(int64_t in_features, at::Device device)
-    : h_(at::zeros({in_features, in_features}, at::TensorOptions().dtype(at::kFloat).device(device))) {}
+    : h_(at::zeros({in_features, in_features},
+                   at::TensorOptions().dtype(at::kFloat).device(device))) {}
 
 void HessianAccumulator::Add(const at::Tensor& inputs) {
   c10::NoGradGuard no_grad;

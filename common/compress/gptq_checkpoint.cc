@@ -3,9 +3,9 @@
 #include <c10/core/GradMode.h>
 
 #include <filesystem>
-#include <numeric>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "common/tensor/torch_tensor.h"
@@ -52,24 +52,25 @@ at::Tensor UnpackRows(const at::Tensor& packed, int bits, int64_t n) {
   return out;
 }
 
-
 }  // namespace
 
 absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat format) {
   const int bits = q.spec.bits;
   const int64_t out = q.codes.size(0), in = q.codes.size(1);
   if ((in * bits) % 32 != 0 || (out * bits) % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("a ", out, "x", in, " layer does not pack into 32-bit words at ",
-                                                   bits, " bits (need in and out multiples of ",
-                                                   32 / std::gcd(32, bits), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", out, "x", in, " layer does not pack into 32-bit words at ", bits,
+                     " bits (need in and out multiples of ", 32 / std::gcd(32, bits), ")"));
   }
   const int64_t groups = q.scales.size(1);
   const int64_t group = q.spec.group_size == -1 ? in : q.spec.group_size;
   PackedLinear p;
   p.qweight = PackRows(q.codes.to(at::kCPU).t(), bits);  // [in, out] -> [in * bits / 32, out]
   at::Tensor zeros = q.zeros.to(at::kCPU).t().round().to(at::kLong);  // [groups, out]
-  if (format == GptqFormat::kV1) zeros = (zeros - 1).bitwise_and((1 << bits) - 1);  // 0 wraps, as loaders expect
-  p.qzeros = PackRows(zeros.t(), bits).t().contiguous();  // pack along outputs: [groups, out * bits / 32]
+  if (format == GptqFormat::kV1)
+    zeros = (zeros - 1).bitwise_and((1 << bits) - 1);  // 0 wraps, as loaders expect
+  p.qzeros =
+      PackRows(zeros.t(), bits).t().contiguous();  // pack along outputs: [groups, out * bits / 32]
   p.scales = q.scales.to(at::kCPU).t().to(at::kHalf).contiguous();
   p.g_idx = q.g_idx.defined() ? q.g_idx.to(at::kCPU, at::kInt)
                               : at::div(at::arange(in, at::kLong), group, "floor").to(at::kInt);
@@ -77,12 +78,12 @@ absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat
   return p;
 }
 
-absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& p, int bits, int64_t group_size,
-                                                 GptqFormat format) {
+absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& p, int bits,
+                                                 int64_t group_size, GptqFormat format) {
   const int64_t in = p.qweight.size(0) * 32 / bits, out = p.qweight.size(1);
   const int64_t groups = p.scales.size(0);
-  if (p.scales.size(1) != out || p.qzeros.size(0) != groups || p.qzeros.size(1) * 32 / bits != out ||
-      p.g_idx.numel() != in) {
+  if (p.scales.size(1) != out || p.qzeros.size(0) != groups ||
+      p.qzeros.size(1) * 32 / bits != out || p.g_idx.numel() != in) {
     return absl::InvalidArgumentError("qweight, qzeros, scales and g_idx shapes disagree");
   }
   QuantizedWeight q;
@@ -108,16 +109,19 @@ absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model
   LlamaModel& m = const_cast<LlamaModel&>(model);  // NamedParameters only hands out pointers
   for (auto& [name, t] : m.NamedParameters()) {
     const std::string suffix = ".weight";
-    const std::string prefix = name.size() > suffix.size() ? name.substr(0, name.size() - suffix.size()) : "";
+    const std::string prefix =
+        name.size() > suffix.size() ? name.substr(0, name.size() - suffix.size()) : "";
     auto it = quantized.find(prefix);
     if (it == quantized.end()) {
       if (auto s = AddTensor(writer, name, t->to(at::kHalf)); !s.ok()) return s;
       continue;
     }
     auto packed = PackGptqLinear(it->second, o.format);
-    if (!packed.ok()) return absl::InvalidArgumentError(absl::StrCat(prefix, ": ", packed.status().message()));
-    for (auto [field, tensor] : {std::pair{".qweight", packed->qweight}, std::pair{".qzeros", packed->qzeros},
-                                 std::pair{".scales", packed->scales}, std::pair{".g_idx", packed->g_idx}}) {
+    if (!packed.ok())
+      return absl::InvalidArgumentError(absl::StrCat(prefix, ": ", packed.status().message()));
+    for (auto [field, tensor] :
+         {std::pair{".qweight", packed->qweight}, std::pair{".qzeros", packed->qzeros},
+          std::pair{".scales", packed->scales}, std::pair{".g_idx", packed->g_idx}}) {
       if (auto s = AddTensor(writer, prefix + field, tensor); !s.ok()) return s;
     }
   }
@@ -125,15 +129,16 @@ absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model
   LlamaConfig c = model.config();
   json extra = json::parse(c.extra_json, nullptr, false);
   if (extra.is_discarded()) extra = json::object();
-  extra["quantization_config"] = {{"quant_method", "gptq"},
-                                  {"bits", o.gptq.quant.bits},
-                                  {"group_size", o.gptq.quant.group_size},
-                                  {"desc_act", o.gptq.act_order},
-                                  {"static_groups", o.gptq.static_groups},
-                                  {"sym", o.gptq.quant.symmetric},
-                                  {"damp_percent", o.gptq.damp},
-                                  {"true_sequential", true},
-                                  {"checkpoint_format", o.format == GptqFormat::kV1 ? "gptq" : "gptq_v2"}};
+  extra["quantization_config"] = {
+      {"quant_method", "gptq"},
+      {"bits", o.gptq.quant.bits},
+      {"group_size", o.gptq.quant.group_size},
+      {"desc_act", o.gptq.act_order},
+      {"static_groups", o.gptq.static_groups},
+      {"sym", o.gptq.quant.symmetric},
+      {"damp_percent", o.gptq.damp},
+      {"true_sequential", true},
+      {"checkpoint_format", o.format == GptqFormat::kV1 ? "gptq" : "gptq_v2"}};
   c.extra_json = extra.dump();
   c.torch_dtype = "float16";
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
@@ -143,22 +148,26 @@ absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model
   return absl::OkStatus();
 }
 
-absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype, at::Device device) {
+absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
+                                     at::Device device) {
   auto config = LoadLlamaConfig(dir);
   if (!config.ok()) return config.status();
   json extra = json::parse(config->extra_json, nullptr, false);
-  if (extra.is_discarded() || !extra.contains("quantization_config")) return LlamaModel::Load(dir, dtype, device);
+  if (extra.is_discarded() || !extra.contains("quantization_config"))
+    return LlamaModel::Load(dir, dtype, device);
   const json& qc = extra["quantization_config"];
   const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
   if (qc.value("quant_method", "") != "gptq") {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": quantization_config.quant_method: only gptq is supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": quantization_config.quant_method: only gptq is supported"));
   }
   const int bits = qc.value("bits", 4);
   const int64_t group_size = qc.value("group_size", int64_t{128});
   const std::string fmt = qc.value("checkpoint_format", "gptq");
   if (fmt != "gptq" && fmt != "gptq_v2") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(config_path, ": quantization_config.checkpoint_format: expected gptq or gptq_v2, got \"", fmt, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": quantization_config.checkpoint_format: expected gptq or gptq_v2, got \"",
+        fmt, "\""));
   }
   const GptqFormat format = fmt == "gptq" ? GptqFormat::kV1 : GptqFormat::kV2;
   auto reader = CheckpointReader::Open(dir);
@@ -184,8 +193,8 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
     }
     auto q = UnpackGptqLinear(p, bits, group_size, format);
     if (!q.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(weights.FileOf(prefix + ".qweight"), ": ", prefix, ": ", q.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(prefix + ".qweight"), ": ",
+                                                     prefix, ": ", q.status().message()));
     }
     return q->Dequantize();
   };

@@ -32,8 +32,8 @@ struct PackedLinear {
 // Packs one layer. InvalidArgument when in or out features do not fill whole 32-bit words.
 absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& weight, GptqFormat format);
 // The inverse: codes, zeros, scales and g_idx back (bit-exact codes; scales as stored in fp16).
-absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& packed, int bits, int64_t group_size,
-                                                 GptqFormat format);
+absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& packed, int bits,
+                                                 int64_t group_size, GptqFormat format);
 
 struct GptqExportOptions {
   GptqOptions gptq;  // bits, group size, act_order (desc_act), sym, damp

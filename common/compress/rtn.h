@@ -21,9 +21,9 @@ absl::Status ValidateQuantSpec(const QuantSpec& spec, int64_t in_features);
 // Integer codes q in [0, 2^bits - 1] with w ~= scale * (q - zero), per output row and input group.
 struct QuantizedWeight {
   QuantSpec spec;
-  at::Tensor codes;               // [out, in], uint8
-  at::Tensor scales;              // [out, groups], float32
-  at::Tensor zeros;               // [out, groups], float32 holding integers
+  at::Tensor codes;   // [out, in], uint8
+  at::Tensor scales;  // [out, groups], float32
+  at::Tensor zeros;   // [out, groups], float32 holding integers
   // [in] int32: the group of each input column. Undefined means column / group_size; GPTQ with
   // act_order assigns groups in its permuted order.
   at::Tensor g_idx;

@@ -26,7 +26,9 @@ class HessianObserver : public LinearObserver {
     auto it = accumulators_.find(std::string(name));
     if (it != accumulators_.end()) it->second.Add(input);
   }
-  const at::Tensor& hessian(const std::string& name) const { return accumulators_.at(name).hessian(); }
+  const at::Tensor& hessian(const std::string& name) const {
+    return accumulators_.at(name).hessian();
+  }
 
  private:
   std::map<std::string, HessianAccumulator> accumulators_;
@@ -42,7 +44,8 @@ const std::vector<std::vector<std::string>>& SequentialGroups() {
 }
 
 at::Tensor RunLayer(const LlamaConfig& config, const DecoderLayer& layer, const at::Tensor& inputs,
-                    const RotaryTables& rope, int64_t index, int64_t batch, LinearObserver* observer) {
+                    const RotaryTables& rope, int64_t index, int64_t batch,
+                    LinearObserver* observer) {
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < inputs.size(0); b += batch) {
     outputs.push_back(layer.Forward(config, inputs.slice(0, b, b + batch), rope, index, observer));
@@ -54,7 +57,8 @@ at::Tensor RunLayer(const LlamaConfig& config, const DecoderLayer& layer, const 
 
 absl::StatusOr<at::Tensor> SampleCalibration(const std::vector<TextExample>& examples,
                                              const CalibrationOptions& o) {
-  if (o.num_samples <= 0) return absl::InvalidArgumentError("calibration num_samples: must be positive");
+  if (o.num_samples <= 0)
+    return absl::InvalidArgumentError("calibration num_samples: must be positive");
   if (o.seq_len < 2) return absl::InvalidArgumentError("calibration seq_len: must be at least 2");
   std::map<std::string, std::vector<int32_t>> streams;
   for (const TextExample& e : examples) {
@@ -67,15 +71,18 @@ absl::StatusOr<at::Tensor> SampleCalibration(const std::vector<TextExample>& exa
   }
   if (usable.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration data: no category has ", o.seq_len,
-                                                   " tokens for one window (", examples.size(), " examples)"));
+                                                   " tokens for one window (", examples.size(),
+                                                   " examples)"));
   }
   // Equal shares; the remainder goes to the largest categories.
   std::vector<int64_t> share(usable.size(), o.num_samples / static_cast<int64_t>(usable.size()));
   std::vector<size_t> by_size(usable.size());
   for (size_t i = 0; i < by_size.size(); ++i) by_size[i] = i;
-  std::stable_sort(by_size.begin(), by_size.end(),
-                   [&](size_t a, size_t b) { return usable[a].second->size() > usable[b].second->size(); });
-  for (int64_t r = 0; r < o.num_samples % static_cast<int64_t>(usable.size()); ++r) share[by_size[r]]++;
+  std::stable_sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) {
+    return usable[a].second->size() > usable[b].second->size();
+  });
+  for (int64_t r = 0; r < o.num_samples % static_cast<int64_t>(usable.size()); ++r)
+    share[by_size[r]]++;
 
   std::mt19937_64 rng(o.seed);
   at::Tensor out = at::zeros({o.num_samples, o.seq_len}, at::kLong);
@@ -83,7 +90,8 @@ absl::StatusOr<at::Tensor> SampleCalibration(const std::vector<TextExample>& exa
   int64_t row = 0;
   for (size_t c = 0; c < usable.size(); ++c) {
     const auto& stream = *usable[c].second;
-    std::uniform_int_distribution<int64_t> start(0, static_cast<int64_t>(stream.size()) - o.seq_len);
+    std::uniform_int_distribution<int64_t> start(0,
+                                                 static_cast<int64_t>(stream.size()) - o.seq_len);
     for (int64_t k = 0; k < share[c]; ++k, ++row) {
       const int64_t s = start(rng);
       for (int64_t t = 0; t < o.seq_len; ++t) a[row][t] = stream[s + t];
@@ -92,7 +100,8 @@ absl::StatusOr<at::Tensor> SampleCalibration(const std::vector<TextExample>& exa
   return out;
 }
 
-absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, const at::Tensor& calibration,
+absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
+                                                             const at::Tensor& calibration,
                                                              const SequentialOptions& options) {
   c10::NoGradGuard no_grad;
   const LlamaConfig& config = model.config();
@@ -100,7 +109,8 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, 
   for (int64_t i = 0; i < model.num_layers(); ++i) {
     for (auto& [name, linear] : model.layer(i).Linears()) {
       if (auto s = ValidateGptqOptions(options.gptq, linear->weight.size(1)); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("model.layers.", i, ".", name, ": ", s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("model.layers.", i, ".", name, ": ", s.message()));
       }
     }
   }
@@ -110,14 +120,16 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, 
     if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0) {
       return absl::InvalidArgumentError("calibration: GPTQ needs calibration windows [N, L]");
     }
-    if (calibration.max().item<int64_t>() >= config.vocab_size || calibration.min().item<int64_t>() < 0) {
+    if (calibration.max().item<int64_t>() >= config.vocab_size ||
+        calibration.min().item<int64_t>() < 0) {
       return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
     }
     // Embeddings of every window, then through the layers already done (on resume).
     std::vector<at::Tensor> parts;
     for (int64_t b = 0; b < calibration.size(0); b += options.batch_size) {
-      parts.push_back(model.Embed(calibration.slice(0, b, b + options.batch_size).to(model.device()))
-                          .to(options.device, at::kFloat));
+      parts.push_back(
+          model.Embed(calibration.slice(0, b, b + options.batch_size).to(model.device()))
+              .to(options.device, at::kFloat));
     }
     hidden = at::cat(parts, 0);
     rope = model.Rotary(calibration.size(1), options.device, at::kFloat);
@@ -144,13 +156,13 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, 
         if (gptq) {
           const at::Tensor& h = observer->hessian(name);
           if (!at::isfinite(h).all().item<bool>()) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("model.layers.", i, ".", name, ": calibration activations are not finite"));
+            return absl::InvalidArgumentError(absl::StrCat(
+                "model.layers.", i, ".", name, ": calibration activations are not finite"));
           }
           auto r = QuantizeGptq(linear->weight, h, options.gptq);
           if (!r.ok()) {
-            return absl::Status(r.status().code(),
-                                absl::StrCat("model.layers.", i, ".", name, ": ", r.status().message()));
+            return absl::Status(r.status().code(), absl::StrCat("model.layers.", i, ".", name, ": ",
+                                                                r.status().message()));
           }
           linear->weight = r->weight.Dequantize();
           report.loss = r->loss;
@@ -161,7 +173,8 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, 
           linear->weight = r->Dequantize();
           if (options.on_linear) options.on_linear(i, name, *r);
         }
-        report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        report.seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         layer_reports.push_back(report);
       }
     }

@@ -49,7 +49,8 @@ struct SequentialOptions {
 
 // Quantizes `model` in place (its tensors stay on their device and dtype). `calibration` [N, L] is
 // needed for GPTQ only.
-absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model, const at::Tensor& calibration,
+absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
+                                                             const at::Tensor& calibration,
                                                              const SequentialOptions& options);
 
 }  // namespace squeeze

@@ -40,13 +40,16 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 // A stored tensor as a float tensor; other dtypes are an error naming the file and tensor.
-absl::StatusOr<at::Tensor> ReadFloatTensor(const CheckpointReader& weights, const std::string& name) {
+absl::StatusOr<at::Tensor> ReadFloatTensor(const CheckpointReader& weights,
+                                           const std::string& name) {
   auto view = weights.Get(name);
   if (!view.ok()) return view.status();
   const DType stored = view->info->dtype;
-  if (stored != DType::kF32 && stored != DType::kF16 && stored != DType::kBF16 && stored != DType::kF64) {
-    return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name, "\": dtype ",
-                                                   DTypeName(stored), " is not a floating-point type"));
+  if (stored != DType::kF32 && stored != DType::kF16 && stored != DType::kBF16 &&
+      stored != DType::kF64) {
+    return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name,
+                                                   "\": dtype ", DTypeName(stored),
+                                                   " is not a floating-point type"));
   }
   return ToTorch(*view);
 }
@@ -152,34 +155,37 @@ absl::StatusOr<LlamaModel> LlamaModel::Load(const std::string& dir, at::ScalarTy
   return FromCheckpoint(*config, **weights, dtype, device);
 }
 
-absl::StatusOr<LlamaModel> LlamaModel::FromCheckpoint(const LlamaConfig& c, const CheckpointReader& weights,
+absl::StatusOr<LlamaModel> LlamaModel::FromCheckpoint(const LlamaConfig& c,
+                                                      const CheckpointReader& weights,
                                                       at::ScalarType dtype, at::Device device) {
   return FromTensors(
       c, [&](const std::string& name) { return ReadFloatTensor(weights, name); }, dtype, device,
       [&](const std::string& name) { return weights.FileOf(name); });
 }
 
-absl::StatusOr<LlamaModel> LlamaModel::FromTensors(const LlamaConfig& c, const TensorSource& source,
-                                                   at::ScalarType dtype, at::Device device,
-                                                   const std::function<std::string(const std::string&)>& where) {
+absl::StatusOr<LlamaModel> LlamaModel::FromTensors(
+    const LlamaConfig& c, const TensorSource& source, at::ScalarType dtype, at::Device device,
+    const std::function<std::string(const std::string&)>& where) {
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
-  auto load = [&](const std::string& name, std::vector<int64_t> shape, at::Tensor& out) -> absl::Status {
+  auto load = [&](const std::string& name, std::vector<int64_t> shape,
+                  at::Tensor& out) -> absl::Status {
     auto t = source(name);
     if (!t.ok()) return t.status();
     if (t->sizes().vec() != shape) {
       const std::string origin = where ? where(name) : "";
-      return absl::InvalidArgumentError(absl::StrCat(origin, origin.empty() ? "" : ": ", "tensor \"", name,
-                                                     "\": shape ", ShapeString(t->sizes().vec()),
-                                                     " but config.json implies ", ShapeString(shape)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, origin.empty() ? "" : ": ", "tensor \"", name, "\": shape ",
+          ShapeString(t->sizes().vec()), " but config.json implies ", ShapeString(shape)));
     }
     out = t->to(device, dtype);
     return absl::OkStatus();
   };
   const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
                 kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
-  if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok()) return s;
+  if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok())
+    return s;
   if (auto s = load("model.norm.weight", {h}, m.norm_); !s.ok()) return s;
   if (c.tie_word_embeddings) {
     m.lm_head_ = m.embed_tokens_;
@@ -293,9 +299,9 @@ absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
     auto loaded = ReadFloatTensor(weights, name);
     if (!loaded.ok()) return loaded.status();
     if (loaded->sizes() != t->sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(name), ": tensor \"", name, "\": shape ",
-                                                     ShapeString(loaded->sizes().vec()), ", expected ",
-                                                     ShapeString(t->sizes().vec())));
+      return absl::InvalidArgumentError(absl::StrCat(
+          weights.FileOf(name), ": tensor \"", name, "\": shape ",
+          ShapeString(loaded->sizes().vec()), ", expected ", ShapeString(t->sizes().vec())));
     }
     t->copy_(*loaded);
   }

@@ -70,9 +70,9 @@ class LlamaModel {
   using TensorSource = std::function<absl::StatusOr<at::Tensor>(const std::string& name)>;
   // Builds the model from `source`, checking every shape against the config. `where(name)`, when
   // given, names the tensor's origin in errors (a file).
-  static absl::StatusOr<LlamaModel> FromTensors(const LlamaConfig& config, const TensorSource& source,
-                                                at::ScalarType dtype, at::Device device,
-                                                const std::function<std::string(const std::string&)>& where = {});
+  static absl::StatusOr<LlamaModel> FromTensors(
+      const LlamaConfig& config, const TensorSource& source, at::ScalarType dtype,
+      at::Device device, const std::function<std::string(const std::string&)>& where = {});
   static absl::StatusOr<LlamaModel> FromCheckpoint(const LlamaConfig& config,
                                                    const CheckpointReader& weights,
                                                    at::ScalarType dtype, at::Device device);

@@ -136,9 +136,13 @@ absl::Status ParseEvaluate(MapReader& r, json& opts) {
     MapReader gate(g, r.Path("gate"));
     SQ_RETURN_IF_ERROR(gate.CheckIsMap());
     double min_retention = 0.0;
+    int64_t max_size_bytes = 0;
     SQ_RETURN_IF_ERROR(gate.Double("min_retention", min_retention, 0.0, 1.0));
+    SQ_RETURN_IF_ERROR(gate.Int("max_size_bytes", max_size_bytes, 1, INT64_MAX));
     SQ_RETURN_IF_ERROR(gate.NoUnknownFields());
-    opts["gate"] = {{"min_retention", min_retention}};
+    opts["gate"] = json::object();
+    if (g["min_retention"]) opts["gate"]["min_retention"] = min_retention;
+    if (g["max_size_bytes"]) opts["gate"]["max_size_bytes"] = max_size_bytes;
   }
   return absl::OkStatus();
 }
@@ -150,8 +154,10 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   bool sym = false;
   if (YAML::Node b = r.Get("bits")) {
     int64_t v;
-    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) || (v != 2 && v != 3 && v != 4 && v != 8)) {
-      return FieldError(r.Path("bits"), absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
+    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) ||
+        (v != 2 && v != 3 && v != 4 && v != 8)) {
+      return FieldError(r.Path("bits"),
+                        absl::StrCat("must be one of 2, 3, 4, 8, got ", b.Scalar()));
     }
     bits = v;
   }
@@ -168,7 +174,8 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
     int64_t block_size = 128, samples = 128, seq_len = 256, seed = 0;
     SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
     SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
-    if (static_groups && !act_order) return FieldError(r.Path("static_groups"), "needs act_order: true");
+    if (static_groups && !act_order)
+      return FieldError(r.Path("static_groups"), "needs act_order: true");
     SQ_RETURN_IF_ERROR(r.Double("damp", damp, 1e-6, 0.999));
     SQ_RETURN_IF_ERROR(r.Int("block_size", block_size, 1, 1 << 16));
     SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
@@ -266,7 +273,8 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, opts));
       if (opts["method"] == "gptq" && recipe.calibration.empty()) {
-        return FieldError("data.calibration", absl::StrCat("required by ", path, ".quantize (method gptq)"));
+        return FieldError("data.calibration",
+                          absl::StrCat("required by ", path, ".quantize (method gptq)"));
       }
     } else if (stage.kind == "distill" || stage.kind == "prune" || stage.kind == "calibrate") {
       return FieldError(

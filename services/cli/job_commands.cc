@@ -108,7 +108,7 @@ absl::Status CopyJobOutputs(const v1::Job& job, JobClient& client, const std::st
   std::string model_uri;
   for (const v1::Artifact& a : response.artifacts()) {
     if (a.name() == "model") model_uri = a.uri();  // the last model produced
-    if (a.name() == "report") {
+    if (a.name() == "report" || a.name() == "report_html") {
       if (auto s = Download(a.uri(), dir); !s.ok()) return s;
     }
   }

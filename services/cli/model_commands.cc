@@ -222,10 +222,12 @@ int RunCompress(const Args& args) {
   // Quantize every linear layer of every decoder layer; embeddings, norms and the head stay.
   const std::string method = *flags.Get("method");
   if (method != "rtn" && method != "gptq") {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("--method: expected rtn or gptq, got \"", method, "\"")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--method: expected rtn or gptq, got \"", method, "\"")));
   }
   SequentialOptions seq;
-  seq.method = method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
+  seq.method =
+      method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
   seq.gptq.quant = spec;
   seq.gptq.act_order = flags.GetBool("act-order");
   seq.gptq.static_groups = flags.GetBool("static-groups");
@@ -236,7 +238,8 @@ int RunCompress(const Args& args) {
   at::Tensor calibration;
   if (method == "gptq") {
     auto calib_path = flags.Get("calibration");
-    if (!calib_path.ok()) return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
+    if (!calib_path.ok())
+      return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
     auto calib = LoadTextDatasetForModel(*model_dir, model.config(), *calib_path);
     if (!calib.ok()) return Fail(calib.status());
     auto samples = flags.GetInt("samples");
@@ -257,8 +260,9 @@ int RunCompress(const Args& args) {
     for (auto& [name, linear] : model.layer(i).Linears()) {
       const int64_t in = linear->weight.size(1);
       quantized_weights += linear->weight.numel();
-      quantized_bits += (spec.bits + (16.0 + spec.bits) / (spec.group_size == -1 ? in : spec.group_size)) *
-                        linear->weight.numel();
+      quantized_bits +=
+          (spec.bits + (16.0 + spec.bits) / (spec.group_size == -1 ? in : spec.group_size)) *
+          linear->weight.numel();
     }
   }
   std::cerr << "evaluating the quantized model...\n";
@@ -275,8 +279,8 @@ int RunCompress(const Args& args) {
   const double retention =
       after->total.perplexity() > 0 ? before->total.perplexity() / after->total.perplexity() : 0.0;
   const std::string label =
-      absl::StrFormat("%s w%d g%d %s%s", method, spec.bits, spec.group_size, spec.symmetric ? "sym" : "asym",
-                      seq.gptq.act_order ? " act" : "");
+      absl::StrFormat("%s w%d g%d %s%s", method, spec.bits, spec.group_size,
+                      spec.symmetric ? "sym" : "asym", seq.gptq.act_order ? " act" : "");
 
   if (flags.Has("out")) {
     const std::string out = *flags.Get("out");

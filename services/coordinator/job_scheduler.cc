@@ -7,6 +7,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/coordinator/report_page.h"
 
 namespace squeeze::coordinator {
 namespace {
@@ -594,8 +595,10 @@ void JobScheduler::FinalizeJob(std::unique_lock<std::mutex>& lock, const std::st
   finalizing_.insert(job_id);
   const std::string report = BuildReport(*jobs_.at(job_id));
   const std::string uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.json");
+  const std::string page_uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.html");
   lock.unlock();
-  const absl::Status written = artifacts_->PutFile(uri, report);
+  absl::Status written = artifacts_->PutFile(page_uri, RenderReportPage(report));
+  if (written.ok()) written = artifacts_->PutFile(uri, report);
   lock.lock();
   finalizing_.erase(job_id);
   v1::JobRecord& r = *jobs_.at(job_id);
@@ -607,6 +610,11 @@ void JobScheduler::FinalizeJob(std::unique_lock<std::mutex>& lock, const std::st
     a->set_task_index(-1);
     a->set_kind("report");
     a->set_size_bytes(static_cast<int64_t>(report.size()));
+    v1::Artifact* page = r.add_artifacts();
+    page->set_name("report_html");
+    page->set_uri(page_uri);
+    page->set_task_index(-1);
+    page->set_kind("report");
   } else {
     v1::JobEvent e;
     e.set_log(absl::StrCat("could not write the report: ", written.message()));

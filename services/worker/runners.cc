@@ -1,12 +1,19 @@
 #include "services/worker/runners.h"
 
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
-#include "common/compress/perplexity.h"
 #include "common/compress/gptq_checkpoint.h"
+#include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
@@ -19,6 +26,34 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+bool device_is_cuda(const at::Device& d) { return d.is_cuda(); }
+
+// Peak resident memory of this process (the model and activations on the host).
+int64_t PeakHostMemoryBytes() {
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+void ResetPeakDeviceMemory(const at::Device& device) {
+#ifdef SQUEEZE_HAS_CUDA
+  c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#else
+  (void)device;
+#endif
+}
+
+int64_t PeakDeviceMemoryBytes(const at::Device& device) {
+#ifdef SQUEEZE_HAS_CUDA
+  const auto stats =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+  return stats.allocated_bytes[0].peak;  // aggregate pool
+#else
+  (void)device;
+  return 0;
+#endif
+}
 
 int64_t DirectoryBytes(const std::string& dir) {
   int64_t total = 0;
@@ -56,63 +91,100 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
   if (!model.ok()) return model.status();
 
-  std::vector<TextExample> examples;
-  for (const auto& uri : spec.value("evaluation", std::vector<std::string>{})) {
-    auto path = LocalPathOf(uri, "data.evaluation");
-    if (!path.ok()) return path.status();
-    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
-    if (!data.ok()) return data.status();
-    examples.insert(examples.end(), data->begin(), data->end());
-  }
   PerplexityOptions options;
   options.window = spec.value("window", 512);
   options.stride = spec.value("stride", 256);
   options.batch_size = spec.value("batch_size", 8);
   options.max_examples = spec.value("max_examples", 0);
   options = FitToModel(options, model->config());
-  options.progress = [&](int64_t done, int64_t total) { ctx.SetProgress(done, total, "windows"); };
   absl::Status stop_reason;
   options.should_stop = [&] {
     stop_reason = ctx.CheckStep();
     return !stop_reason.ok();
   };
-  auto ppl = EvaluatePerplexity(*model, examples, options);
-  if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
-  ctx.SetMetric("tokens_per_second", ppl->tokens_per_second());
+  if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
 
-  json result = {{"perplexity", ppl->total.perplexity()},
-                 {"nll_per_token", ppl->total.tokens ? ppl->total.nll / ppl->total.tokens : 0.0},
-                 {"tokens", ppl->total.tokens},
-                 {"parameters", model->NumParameters()},
-                 {"size_bytes", DirectoryBytes(*model_dir)},
-                 {"tokens_per_second", ppl->tokens_per_second()},
-                 {"ms_per_token",
-                  ppl->tokens_processed ? 1000.0 * ppl->seconds / ppl->tokens_processed : 0.0}};
-  json categories = json::object();
-  for (const auto& [name, s] : ppl->by_category)
-    categories[name] = {{"perplexity", s.perplexity()}, {"tokens", s.tokens}};
-  result["categories"] = categories;
+  // Every evaluation file on its own, then the totals.
+  const auto files = spec.value("evaluation", std::vector<std::string>{});
+  NllSum total;
+  std::map<std::string, NllSum> categories;
+  json per_file = json::object();
+  double seconds = 0.0;
+  int64_t processed = 0;
+  for (size_t f = 0; f < files.size(); ++f) {
+    auto path = LocalPathOf(files[f], absl::StrCat("data.evaluation[", f, "]"));
+    if (!path.ok()) return path.status();
+    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
+    if (!data.ok()) return data.status();
+    options.progress = [&](int64_t done, int64_t n) {
+      ctx.SetProgress(done, n, absl::StrCat("windows of file ", f + 1, "/", files.size()));
+    };
+    auto ppl = EvaluatePerplexity(*model, *data, options);
+    if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
+    per_file[files[f]] = {{"perplexity", ppl->total.perplexity()}, {"tokens", ppl->total.tokens}};
+    total.nll += ppl->total.nll;
+    total.tokens += ppl->total.tokens;
+    for (const auto& [name, c] : ppl->by_category) {
+      categories[name].nll += c.nll;
+      categories[name].tokens += c.tokens;
+    }
+    seconds += ppl->seconds;
+    processed += ppl->tokens_processed;
+  }
+  const double tokens_per_second = seconds > 0 ? processed / seconds : 0.0;
+  ctx.SetMetric("tokens_per_second", tokens_per_second);
+
+  int64_t nonzero = 0;
+  for (auto& [name, t] : model->NamedParameters()) nonzero += t->count_nonzero().item<int64_t>();
+  const int64_t params = model->NumParameters();
+  const int64_t size = DirectoryBytes(*model_dir);
+  json result = {{"perplexity", total.perplexity()},
+                 {"nll_per_token", total.tokens ? total.nll / total.tokens : 0.0},
+                 {"tokens", total.tokens},
+                 {"files", per_file},
+                 {"parameters", params},
+                 {"nonzero_parameters", nonzero},
+                 {"size_bytes", size},
+                 {"bits_per_weight", params ? 8.0 * size / params : 0.0},
+                 {"tokens_per_second", tokens_per_second},
+                 {"ms_per_token", processed ? 1000.0 * seconds / processed : 0.0},
+                 {"peak_host_memory_bytes", PeakHostMemoryBytes()}};
+  if (device_is_cuda(ctx.device()))
+    result["peak_device_memory_bytes"] = PeakDeviceMemoryBytes(ctx.device());
+  json by_category = json::object();
+  for (const auto& [name, c] : categories) {
+    by_category[name] = {{"perplexity", c.perplexity()}, {"tokens", c.tokens}};
+  }
+  result["categories"] = by_category;
 
   // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
+  std::vector<std::string> gate_failures;
+  const json gate = spec.value("gate", json::object());
   if (spec.contains("baseline") && spec["baseline"].is_object() &&
       spec["baseline"].contains("perplexity")) {
     const double base = spec["baseline"]["perplexity"].get<double>();
-    const double retention = base / ppl->total.perplexity();
+    const double retention = base / total.perplexity();
     result["baseline_perplexity"] = base;
     result["retention"] = retention;
+    result["retention_percent"] = 100.0 * retention;
     if (spec["baseline"].contains("size_bytes")) {
-      result["compression_ratio"] = spec["baseline"]["size_bytes"].get<double>() /
-                                    std::max<double>(1.0, result["size_bytes"].get<double>());
+      result["compression_ratio"] =
+          spec["baseline"]["size_bytes"].get<double>() / std::max<double>(1.0, size);
     }
-    if (spec.contains("gate")) {
-      const double min_retention = spec["gate"].value("min_retention", 0.0);
-      result["gate"] = {{"min_retention", min_retention}, {"passed", retention >= min_retention}};
-      if (retention < min_retention) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "gate: retention ", retention, " is below min_retention ", min_retention,
-            " (perplexity ", ppl->total.perplexity(), " against baseline ", base, ")"));
-      }
+    if (gate.contains("min_retention") && retention < gate["min_retention"].get<double>()) {
+      gate_failures.push_back(absl::StrCat("retention ", retention, " is below min_retention ",
+                                           gate["min_retention"].get<double>(), " (perplexity ",
+                                           total.perplexity(), " against baseline ", base, ")"));
     }
+  }
+  if (gate.contains("max_size_bytes") && size > gate["max_size_bytes"].get<int64_t>()) {
+    gate_failures.push_back(absl::StrCat("size ", size, " bytes is above max_size_bytes ",
+                                         gate["max_size_bytes"].get<int64_t>()));
+  }
+  if (!gate.empty()) result["gate"] = {{"limits", gate}, {"passed", gate_failures.empty()}};
+  if (!gate_failures.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("gate: ", absl::StrJoin(gate_failures, "; ")));
   }
   TaskOutput out;
   if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}},
@@ -129,8 +201,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
   const std::string method = spec.value("method", "rtn");
   SequentialOptions seq;
-  seq.method = method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
-  seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}), spec.value("sym", false)};
+  seq.method =
+      method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
+  seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}),
+                    spec.value("sym", false)};
   seq.gptq.act_order = spec.value("act_order", false);
   seq.gptq.static_groups = spec.value("static_groups", false);
   seq.gptq.damp = spec.value("damp", 0.01);
@@ -174,7 +248,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   {
     c10::NoGradGuard no_grad;
     for (int64_t i = 0; i < done; ++i) {
-      auto dir = ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
+      auto dir =
+          ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
       if (!dir.ok()) return dir.status();
       auto reader = CheckpointReader::Open(*dir);
       if (!reader.ok()) return reader.status();
@@ -199,7 +274,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       }
     }
   }
-  if (done > 0) ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
+  if (done > 0)
+    ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
   seq.start_layer = done;
 
   const int64_t layers = model->num_layers();
@@ -229,12 +305,15 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     RemoveTree(dir).IgnoreError();
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
-    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok()) return s;
-    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump()); !s.ok()) {
+    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok())
+      return s;
+    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());
+        !s.ok()) {
       return s;
     }
     for (const LinearReport& r : reports) {
-      layer_reports.push_back({{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
+      layer_reports.push_back(
+          {{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
     }
     ctx.SetProgress(i + 1, layers, "layers");
     return ctx.CheckStep();
@@ -249,7 +328,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     for (auto& [name, linear] : model->layer(i).Linears()) {
       const int64_t in = linear->weight.size(1);
       const int64_t group = seq.gptq.quant.group_size == -1 ? in : seq.gptq.quant.group_size;
-      bits_weighted += (seq.gptq.quant.bits + (16.0 + seq.gptq.quant.bits) / group) * linear->weight.numel();
+      bits_weighted +=
+          (seq.gptq.quant.bits + (16.0 + seq.gptq.quant.bits) / group) * linear->weight.numel();
       quantized += linear->weight.numel();
     }
   }
@@ -259,7 +339,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   std::string format = "gptq";
   GptqExportOptions export_options;
   export_options.gptq = seq.gptq;
-  if (auto s = WriteGptqCheckpoint(out_dir.string(), *model, codes_by_linear, export_options); !s.ok()) {
+  if (auto s = WriteGptqCheckpoint(out_dir.string(), *model, codes_by_linear, export_options);
+      !s.ok()) {
     if (s.code() != absl::StatusCode::kInvalidArgument) return s;
     // Shapes that do not pack into 32-bit words: keep the weights dense and say so.
     ctx.Log(absl::StrCat("packed export not possible (", s.message(), "); writing dense weights"));
@@ -274,7 +355,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
     fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
   }
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok()) return s;
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok())
+    return s;
   ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
 
   TaskOutput out;

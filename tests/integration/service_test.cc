@@ -29,8 +29,8 @@ std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bi
   const std::string extra = method == "gptq" ? ", calibration_samples: 16" : "";
   return "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {calibration: " + src +
          "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
-         "/deploy/data/fortunes/evaluation.jsonl]}\n" + "max_attempts: " + std::to_string(max_attempts) +
-         "\n" +
+         "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+         "max_attempts: " + std::to_string(max_attempts) + "\n" +
          "stages:\n"
          "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n"
          "  - quantize: {method: " +
@@ -118,7 +118,8 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
   nlohmann::json report = Report(done, h);
   EXPECT_GE(report["stages"][1]["result"]["resumed_from_layer"].get<int>(), 1)
       << "the retry resumed from the layer checkpoint";
-  EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq") << "restored layers' codes were exported";
+  EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq")
+      << "restored layers' codes were exported";
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.95);
 }
 
@@ -211,12 +212,13 @@ TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
   h.StartWorker("w");
   const std::string src = SourceDir();
   v1::Job job = h.Submit(
-      "model: " + src + "/deploy/models/fortunes-teacher\n" +
-      "data: {calibration: " + src + "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
+      "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {calibration: " + src +
+      "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
       "/deploy/data/fortunes/evaluation.jsonl]}\n" +
       "stages:\n"
       "  - evaluate: {max_examples: 32, window: 128, stride: 64}\n"
-      "  - quantize: {method: gptq, bits: 4, group_size: 128, act_order: true, calibration_samples: 16}\n"
+      "  - quantize: {method: gptq, bits: 4, group_size: 128, act_order: true, "
+      "calibration_samples: 16}\n"
       "  - evaluate: {max_examples: 32, window: 128, stride: 64, gate: {min_retention: 0.9}}\n");
   v1::Job done = h.WaitFor(job.id(), Finished);
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();

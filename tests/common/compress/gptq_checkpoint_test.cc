@@ -76,8 +76,10 @@ TEST(GptqCheckpointTest, ThreeBitCodesSpanWordBoundariesLsbFirst) {
   const uint32_t word1 = static_cast<uint32_t>(stream[0] >> 32);
   const uint32_t word2 = static_cast<uint32_t>(stream[1]);
   EXPECT_EQ(static_cast<uint32_t>(p->qweight[0][0].item<int32_t>()), word0);
-  EXPECT_EQ(static_cast<uint32_t>(p->qweight[1][0].item<int32_t>()), word1);  // code 10 spans words 0-1
-  EXPECT_EQ(static_cast<uint32_t>(p->qweight[2][0].item<int32_t>()), word2);  // code 21 spans words 1-2
+  EXPECT_EQ(static_cast<uint32_t>(p->qweight[1][0].item<int32_t>()),
+            word1);  // code 10 spans words 0-1
+  EXPECT_EQ(static_cast<uint32_t>(p->qweight[2][0].item<int32_t>()),
+            word2);  // code 21 spans words 1-2
 }
 
 TEST(GptqCheckpointTest, UnpackableShapesAreRejected) {
@@ -113,7 +115,8 @@ TEST(GptqCheckpointTest, ExportedModelLoadsBackToTheQuantizedWeights) {
   EXPECT_EQ(quantized.size(), 14u);
 
   const std::string dir =
-      (std::filesystem::temp_directory_path() / ("gptq_export_" + std::to_string(::getpid()))).string();
+      (std::filesystem::temp_directory_path() / ("gptq_export_" + std::to_string(::getpid())))
+          .string();
   GptqExportOptions options;
   options.gptq = seq.gptq;
   ASSERT_TRUE(WriteGptqCheckpoint(dir, model, quantized, options).ok());

@@ -134,10 +134,12 @@ TEST(GptqTest, DeadInputsAreZeroedAndBadInputRejected) {
   bad_h[1][1] = INFINITY;
   EXPECT_NE(QuantizeGptq(w, bad_h, o).status().message().find("hessian"), std::string::npos);
   o.quant.group_size = 48;
-  EXPECT_NE(QuantizeGptq(w, Hessian(x), o).status().message().find("group_size"), std::string::npos);
+  EXPECT_NE(QuantizeGptq(w, Hessian(x), o).status().message().find("group_size"),
+            std::string::npos);
   o.quant.group_size = -1;
   o.static_groups = true;
-  EXPECT_NE(QuantizeGptq(w, Hessian(x), o).status().message().find("static_groups"), std::string::npos);
+  EXPECT_NE(QuantizeGptq(w, Hessian(x), o).status().message().find("static_groups"),
+            std::string::npos);
 }
 
 TEST(GptqTest, AllZeroInputsStillQuantize) {

@@ -53,7 +53,8 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].quantize.method: must be one of rtn, gptq"},
       {head + "stages:\n  - quantize: {method: gptq}\n",
        "data.calibration: required by stages[0].quantize (method gptq)"},
-      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, static_groups: true}\n",
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, static_groups: "
+       "true}\n",
        "stages[0].quantize.static_groups: needs act_order: true"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, damp: 2}\n",
        "stages[0].quantize.damp"},

@@ -1,0 +1,28 @@
+#include "services/coordinator/report_page.h"
+
+#include "gtest/gtest.h"
+
+namespace squeeze::coordinator {
+namespace {
+
+TEST(ReportPageTest, RendersStagesAndOnePointPerEvaluation) {
+  const std::string report = R"({"job": "job-1", "model": "file:///s/<m>", "stages": [
+    {"index": 0, "kind": "evaluate", "result": {"perplexity": 4.5, "size_bytes": 6291456}},
+    {"index": 1, "kind": "quantize", "result": {"method": "gptq", "bits": 4, "group_size": 128,
+                                                 "act_order": true}},
+    {"index": 2, "kind": "evaluate", "result": {"perplexity": 4.6, "size_bytes": 1572864,
+                                                 "retention_percent": 97.8}}]})";
+  const std::string page = RenderReportPage(report);
+  EXPECT_NE(page.find("<title>Squeeze report job-1</title>"), std::string::npos);
+  EXPECT_NE(page.find("gptq, 4 bits, group 128, act_order"), std::string::npos);
+  EXPECT_NE(page.find("97.80%"), std::string::npos);
+  EXPECT_NE(page.find("6.000"), std::string::npos);  // MiB
+  EXPECT_NE(page.find("file:///s/&lt;m&gt;"), std::string::npos) << "text is escaped";
+  size_t circles = 0;
+  for (size_t at = page.find("<circle"); at != std::string::npos; at = page.find("<circle", at + 1)) ++circles;
+  EXPECT_EQ(circles, 2u);
+  EXPECT_NE(RenderReportPage("not json").find("does not parse"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace squeeze::coordinator
