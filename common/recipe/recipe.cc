@@ -339,6 +339,22 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   auto weights = CheckpointReader::Open(*model);
   if (!weights.ok())
     return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
+  // Quantization settings that cannot fit this model's shapes are known now, not in a worker later.
+  for (size_t i = 0; i < recipe.stages.size(); ++i) {
+    if (recipe.stages[i].kind != "quantize") continue;
+    const json opts = json::parse(recipe.stages[i].options_json);
+    const int64_t group = opts.value("group_size", int64_t{128});
+    if (group == -1) continue;
+    const LlamaConfig& c = *config;
+    for (auto [what, in] : {std::pair{"hidden_size", c.hidden_size},
+                            std::pair{"num_attention_heads * head_dim", c.num_attention_heads * c.head_dim},
+                            std::pair{"intermediate_size", c.intermediate_size}}) {
+      if (in % group != 0) {
+        return FieldError(absl::StrCat("stages[", i, "].quantize.group_size"),
+                          absl::StrCat("must divide the model's ", what, " (", in, "), got ", group));
+      }
+    }
+  }
   auto check_file = [](const std::string& uri, const std::string& field) -> absl::Status {
     auto path = LocalPathOf(uri, field);
     if (!path.ok()) return path.status();

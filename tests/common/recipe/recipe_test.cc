@@ -1,5 +1,6 @@
 #include "common/recipe/recipe.h"
 
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "gtest/gtest.h"
@@ -95,6 +96,21 @@ TEST(RecipeTest, InputsAreChecked) {
   s = CheckRecipeInputs(*r);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("config.json"), absl::string_view::npos);
+}
+
+TEST(RecipeTest, GroupSizeMustFitTheModel) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  auto r = ParseRecipe(std::string("model: ") + src +
+                       "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {group_size: 96}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto s = CheckRecipeInputs(*r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("stages[0].quantize.group_size: must divide the model's hidden_size (256), got 96"),
+            absl::string_view::npos)
+      << s.message();
+  r = ParseRecipe(std::string("model: ") + src + "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
+  EXPECT_TRUE(CheckRecipeInputs(*r).ok());
 }
 
 TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
