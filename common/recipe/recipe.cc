@@ -346,12 +346,14 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
     const int64_t group = opts.value("group_size", int64_t{128});
     if (group == -1) continue;
     const LlamaConfig& c = *config;
-    for (auto [what, in] : {std::pair{"hidden_size", c.hidden_size},
-                            std::pair{"num_attention_heads * head_dim", c.num_attention_heads * c.head_dim},
-                            std::pair{"intermediate_size", c.intermediate_size}}) {
+    for (auto [what, in] :
+         {std::pair{"hidden_size", c.hidden_size},
+          std::pair{"num_attention_heads * head_dim", c.num_attention_heads * c.head_dim},
+          std::pair{"intermediate_size", c.intermediate_size}}) {
       if (in % group != 0) {
-        return FieldError(absl::StrCat("stages[", i, "].quantize.group_size"),
-                          absl::StrCat("must divide the model's ", what, " (", in, "), got ", group));
+        return FieldError(
+            absl::StrCat("stages[", i, "].quantize.group_size"),
+            absl::StrCat("must divide the model's ", what, " (", in, "), got ", group));
       }
     }
   }

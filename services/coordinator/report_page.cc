@@ -14,18 +14,28 @@ std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
 }
 
 std::string Number(const nlohmann::json& r, const char* key, const char* fmt, double scale = 1.0) {
-  return r.contains(key) && r[key].is_number() ? absl::StrFormat(fmt, r[key].get<double>() * scale) : "&ndash;";
+  return r.contains(key) && r[key].is_number() ? absl::StrFormat(fmt, r[key].get<double>() * scale)
+                                               : "&ndash;";
 }
 
 }  // namespace
@@ -46,14 +56,18 @@ std::string RenderReportPage(const std::string& report_json) {
     std::string notes;
     if (s.value("kind", "") == "quantize") {
       notes = absl::StrFormat("%s, %d bits, group %d%s", r.value("method", "?"), r.value("bits", 0),
-                              r.value("group_size", 0), r.value("act_order", false) ? ", act_order" : "");
+                              r.value("group_size", 0),
+                              r.value("act_order", false) ? ", act_order" : "");
     }
     absl::StrAppend(&rows, "<tr><td>", index, "</td><td>", Escape(s.value("kind", "")), "</td><td>",
-                    Number(r, "perplexity", "%.4f"), "</td><td>", Number(r, "size_bytes", "%.3f", 1.0 / 1048576),
-                    "</td><td>", Number(r, "retention_percent", "%.2f%%"), "</td><td>",
-                    Number(r, "tokens_per_second", "%.0f"), "</td><td>", Escape(notes), "</td></tr>\n");
+                    Number(r, "perplexity", "%.4f"), "</td><td>",
+                    Number(r, "size_bytes", "%.3f", 1.0 / 1048576), "</td><td>",
+                    Number(r, "retention_percent", "%.2f%%"), "</td><td>",
+                    Number(r, "tokens_per_second", "%.0f"), "</td><td>", Escape(notes),
+                    "</td></tr>\n");
     if (r.contains("perplexity") && r.contains("size_bytes")) {
-      points.push_back({r["size_bytes"].get<double>() / 1048576, r["perplexity"].get<double>(), index});
+      points.push_back(
+          {r["size_bytes"].get<double>() / 1048576, r["perplexity"].get<double>(), index});
     }
   }
   // Plot: x = size (MiB), y = perplexity, both from 0 so that ratios read true.
@@ -71,9 +85,10 @@ std::string RenderReportPage(const std::string& report_json) {
       "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>"
       "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n"
       "<text x='%.0f' y='%.0f' text-anchor='middle'>size on disk (MiB, 0 to %.2f)</text>\n"
-      "<text x='14' y='%.0f' transform='rotate(-90 14 %.0f)' text-anchor='middle'>perplexity (0 to %.2f)</text>\n",
-      w, h, margin, h - margin, w - 10, h - margin, margin, 10.0, margin, h - margin, w / 2, h - 12, max_x,
-      h / 2, h / 2, max_y);
+      "<text x='14' y='%.0f' transform='rotate(-90 14 %.0f)' text-anchor='middle'>perplexity (0 to "
+      "%.2f)</text>\n",
+      w, h, margin, h - margin, w - 10, h - margin, margin, 10.0, margin, h - margin, w / 2, h - 12,
+      max_x, h / 2, h / 2, max_y);
   for (const Point& p : points) {
     const double x = margin + (w - margin - 10) * p.mib / max_x;
     const double y = (h - margin) - (h - margin - 10) * p.ppl / max_y;
@@ -85,9 +100,12 @@ std::string RenderReportPage(const std::string& report_json) {
   return absl::StrCat(
       "<!doctype html>\n<html><head><meta charset='utf-8'><title>Squeeze report ", Escape(job),
       "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-      "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>\n<h1>Job ",
-      Escape(job), "</h1>\n<p>Final model: <code>", Escape(report.value("model", "")), "</code></p>\n",
-      "<table><tr><th>stage</th><th>kind</th><th>perplexity</th><th>size (MiB)</th><th>retention</th>"
+      "td,th{border:1px solid #ccc;padding:4px "
+      "8px;text-align:right}</style></head><body>\n<h1>Job ",
+      Escape(job), "</h1>\n<p>Final model: <code>", Escape(report.value("model", "")),
+      "</code></p>\n",
+      "<table><tr><th>stage</th><th>kind</th><th>perplexity</th><th>size "
+      "(MiB)</th><th>retention</th>"
       "<th>tokens/s</th><th>notes</th></tr>\n",
       rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n</body></html>\n");
 }

@@ -5,6 +5,8 @@
 #include <iostream>
 #include <thread>
 
+#include <ATen/Parallel.h>
+
 #include "services/cli/flags.h"
 #include "services/worker/worker.h"
 
@@ -21,7 +23,8 @@ int main(int argc, char** argv) {
       .Value("device", "cpu")
       .Value("scratch")
       .Value("rendezvous")
-      .Value("step-delay-ms", "0");
+      .Value("step-delay-ms", "0")
+      .Value("threads", "0");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-worker: " << s.message() << "\n";
     return 2;
@@ -48,6 +51,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.step_delay_ms = *delay;
+  auto threads = flags.GetInt("threads");
+  if (!threads.ok() || *threads < 0) {
+    std::cerr
+        << "squeeze-worker: --threads: expected a non-negative integer (0: libtorch's default)\n";
+    return 2;
+  }
+  // Several workers on one host each default to every core; --threads keeps them from fighting.
+  if (*threads > 0) at::set_num_threads(static_cast<int>(*threads));
   squeeze::worker::Worker worker(options);
   g_worker = &worker;
   std::signal(SIGTERM, [](int) { g_worker->Stop(); });

@@ -132,7 +132,7 @@ void ServiceHarness::KillCoordinator() {
 int ServiceHarness::StartWorker(const std::string& node, std::vector<std::string> extra) {
   std::vector<std::string> argv = {
       Env("SQUEEZE_WORKER_BIN"), "--coordinator", address(), "--node", node, "--scratch",
-      dir_ + "/scratch-" + node};
+      dir_ + "/scratch-" + node, "--threads",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   workers_.push_back(std::make_unique<Process>(argv, dir_ + "/worker-" + node + ".log"));
   return static_cast<int>(workers_.size()) - 1;

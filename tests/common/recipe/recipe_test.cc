@@ -101,15 +101,18 @@ TEST(RecipeTest, InputsAreChecked) {
 TEST(RecipeTest, GroupSizeMustFitTheModel) {
   const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
   ASSERT_NE(src, nullptr);
-  auto r = ParseRecipe(std::string("model: ") + src +
-                       "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {group_size: 96}\n");
+  auto r =
+      ParseRecipe(std::string("model: ") + src +
+                  "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {group_size: 96}\n");
   ASSERT_TRUE(r.ok()) << r.status();
   auto s = CheckRecipeInputs(*r);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("stages[0].quantize.group_size: must divide the model's hidden_size (256), got 96"),
+  EXPECT_NE(s.message().find(
+                "stages[0].quantize.group_size: must divide the model's hidden_size (256), got 96"),
             absl::string_view::npos)
       << s.message();
-  r = ParseRecipe(std::string("model: ") + src + "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
+  r = ParseRecipe(std::string("model: ") + src +
+                  "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
   EXPECT_TRUE(CheckRecipeInputs(*r).ok());
 }
 

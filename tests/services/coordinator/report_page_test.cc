@@ -19,7 +19,8 @@ TEST(ReportPageTest, RendersStagesAndOnePointPerEvaluation) {
   EXPECT_NE(page.find("6.000"), std::string::npos);  // MiB
   EXPECT_NE(page.find("file:///s/&lt;m&gt;"), std::string::npos) << "text is escaped";
   size_t circles = 0;
-  for (size_t at = page.find("<circle"); at != std::string::npos; at = page.find("<circle", at + 1)) ++circles;
+  for (size_t at = page.find("<circle"); at != std::string::npos; at = page.find("<circle", at + 1))
+    ++circles;
   EXPECT_EQ(circles, 2u);
   EXPECT_NE(RenderReportPage("not json").find("does not parse"), std::string::npos);
 }
