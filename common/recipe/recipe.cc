@@ -276,11 +276,21 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
         return FieldError("data.calibration",
                           absl::StrCat("required by ", path, ".quantize (method gptq)"));
       }
-    } else if (stage.kind == "distill" || stage.kind == "prune" || stage.kind == "calibrate") {
-      return FieldError(
-          path,
-          absl::StrCat("stage \"", stage.kind,
-                       "\" is not available in this version yet (available: evaluate, quantize)"));
+    } else if (stage.kind == "calibrate") {
+      int64_t samples = 128, seq_len = 256, seed = 0;
+      SQ_RETURN_IF_ERROR(r.Int("samples", samples, 1, 1 << 20));
+      SQ_RETURN_IF_ERROR(r.Int("seq_len", seq_len, 2, 1 << 20));
+      SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+      opts["samples"] = samples;
+      opts["seq_len"] = seq_len;
+      opts["seed"] = seed;
+      if (recipe.calibration.empty()) {
+        return FieldError("data.calibration", absl::StrCat("required by ", path, ".calibrate"));
+      }
+    } else if (stage.kind == "distill" || stage.kind == "prune") {
+      return FieldError(path, absl::StrCat("stage \"", stage.kind,
+                                           "\" is not available in this version yet (available: "
+                                           "calibrate, evaluate, quantize)"));
     } else {
       return FieldError(
           path, absl::StrCat("unknown stage \"", stage.kind,

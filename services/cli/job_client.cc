@@ -151,6 +151,11 @@ std::string DescribeReport(const std::string& report_json) {
                           res.value("bits_per_quantized_weight", 0.0),
                           res.value("packed_size_bytes", 0.0) / 1048576.0);
     }
+    if (s["kind"] == "calibrate") {
+      notes = absl::StrFormat("%d windows of %d tokens%s", res.value("samples", 0),
+                              res.value("seq_len", 0),
+                              res.value("reused", false) ? ", reused from an earlier job" : "");
+    }
     absl::StrAppend(
         &out, absl::StrFormat("%-6d %-10s %12s %12s %10s %12s  %s\n", s["index"].get<int>(),
                               s["kind"].get<std::string>(), num("perplexity", "%.4f"),

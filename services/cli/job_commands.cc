@@ -41,6 +41,14 @@ absl::StatusOr<std::string> CoordinatorAddress(const Flags& flags) {
       "run`)");
 }
 
+// Parses the command's flags and connects to the configured coordinator.
+absl::StatusOr<std::unique_ptr<JobClient>> ParseAndConnect(Flags& flags, const Args& args) {
+  if (auto s = flags.Parse(args); !s.ok()) return s;
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return address.status();
+  return std::make_unique<JobClient>(*address);
+}
+
 absl::StatusOr<std::string> ReadFileText(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -134,12 +142,11 @@ int RunSubmit(const Args& args) {
       .Value("priority", "0")
       .Bool("wait")
       .Positional(1, 1);
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   auto priority = flags.GetInt("priority");
   if (!priority.ok()) return Fail(priority.status());
-  JobClient client(*address);
   bool created = false;
   auto job = SubmitRecipe(client, flags.positional()[0], *flags.Get("request-id"),
                           *flags.Get("tenant"), static_cast<int>(*priority), &created);
@@ -161,10 +168,9 @@ int RunSubmit(const Args& args) {
 int RunWatch(const Args& args) {
   Flags flags;
   ClientFlags(flags).Positional(1, 1);
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
-  JobClient client(*address);
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   const bool json = flags.GetBool("json");
   auto job = client.Watch(flags.positional()[0], std::cout, !json && ::isatty(STDOUT_FILENO), json);
   if (!job.ok()) return Fail(job.status());
@@ -174,10 +180,9 @@ int RunWatch(const Args& args) {
 int RunGet(const Args& args) {
   Flags flags;
   ClientFlags(flags).Positional(1, 1);
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
-  JobClient client(*address);
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   grpc::ClientContext context;
   v1::GetJobRequest request;
   request.set_job_id(flags.positional()[0]);
@@ -194,9 +199,9 @@ int RunList(const Args& args) {
       .Value("tenant", "")
       .Value("page-size", "50")
       .Value("page-token", "");
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   v1::ListJobsRequest request;
   const std::string state = *flags.Get("state");
   if (!state.empty()) {
@@ -213,7 +218,6 @@ int RunList(const Args& args) {
   request.set_tenant(*flags.Get("tenant"));
   request.set_page_size(static_cast<int>(*page_size));
   request.set_page_token(*flags.Get("page-token"));
-  JobClient client(*address);
   grpc::ClientContext context;
   v1::ListJobsResponse response;
   if (auto s = client.stub().ListJobs(&context, request, &response); !s.ok())
@@ -238,10 +242,9 @@ int RunList(const Args& args) {
 int RunCancel(const Args& args) {
   Flags flags;
   ClientFlags(flags).Positional(1, 1);
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
-  JobClient client(*address);
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   grpc::ClientContext context;
   v1::CancelJobRequest request;
   request.set_job_id(flags.positional()[0]);
@@ -260,10 +263,9 @@ int RunCancel(const Args& args) {
 int RunArtifacts(const Args& args) {
   Flags flags;
   ClientFlags(flags).Value("download").Positional(1, 1);
-  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto address = CoordinatorAddress(flags);
-  if (!address.ok()) return Fail(address.status());
-  JobClient client(*address);
+  auto connected = ParseAndConnect(flags, args);
+  if (!connected.ok()) return Fail(connected.status());
+  JobClient& client = **connected;
   grpc::ClientContext context;
   v1::ListArtifactsRequest request;
   request.set_job_id(flags.positional()[0]);

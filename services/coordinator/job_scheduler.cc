@@ -34,9 +34,6 @@ bool IsFinished(v1::JobState s) {
   return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
 }
 
-// Kinds that produce a new model for the stages after them.
-bool ProducesModel(const std::string& kind) { return kind == "quantize"; }
-
 }  // namespace
 
 Clock* SystemClock() {
@@ -173,6 +170,9 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
     json spec = json::parse(stage.options_json);
     spec["evaluation"] = recipe.evaluation;
     spec["calibration"] = recipe.calibration;
+    // Calibration artifacts are shared between jobs, keyed by their inputs' digests.
+    if (stage.kind == "calibrate")
+      spec["cache_root"] = absl::StrCat(options_.store_root, "/calibration");
     t->set_spec_json(spec.dump());
     t->set_gpus(stage.gpus);
     t->set_world_size(stage.workers);
@@ -206,12 +206,15 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
 
 void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
   v1::TaskRecord& t = *r.mutable_tasks(index);
-  // The model a stage works on is the latest model produced before it.
-  for (int j = index - 1; j >= 0; --j) {
-    const v1::TaskRecord& prev = r.tasks(j);
-    if (ProducesModel(prev.task().kind()) && prev.outputs().count("model")) {
-      (*t.mutable_inputs())["model"] = prev.outputs().at("model");
-      break;
+  // The model a stage works on is the latest model produced before it; likewise the latest
+  // calibration.
+  for (const char* input : {"model", "calibration"}) {
+    for (int j = index - 1; j >= 0; --j) {
+      const v1::TaskRecord& prev = r.tasks(j);
+      if (prev.outputs().count(input)) {
+        (*t.mutable_inputs())[input] = prev.outputs().at(input);
+        break;
+      }
     }
   }
   t.mutable_task()->set_state(v1::TASK_QUEUED);

@@ -12,6 +12,15 @@ class EvaluateRunner : public TaskRunner {
   absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
 };
 
+// Samples calibration windows (stratified by category) and records, for every linear layer of the
+// uncompressed model, the Hessian proxy H = 2 X^T X / n, the per-channel input L2 norms (Wanda) and
+// the activation absmax. The artifact is keyed by the digests of the model and the data and by the
+// sampling parameters, so a later job with the same inputs reuses it instead of recomputing.
+class CalibrateRunner : public TaskRunner {
+ public:
+  absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
+};
+
 // Round-to-nearest quantization, one decoder layer at a time with a checkpoint after each, so a
 // retried task resumes at the next layer.
 class QuantizeRunner : public TaskRunner {

@@ -51,6 +51,7 @@ void TaskContext::FillHeartbeat(v1::HeartbeatRequest& request) {
 
 std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners() {
   std::map<std::string, std::unique_ptr<TaskRunner>> runners;
+  runners["calibrate"] = std::make_unique<CalibrateRunner>();
   runners["evaluate"] = std::make_unique<EvaluateRunner>();
   runners["quantize"] = std::make_unique<QuantizeRunner>();
   return runners;

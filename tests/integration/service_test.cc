@@ -237,6 +237,46 @@ TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
   EXPECT_EQ(qc["desc_act"], true);
 }
 
+TEST(ServiceTest, CalibrationIsComputedOnceAndReusedByTheNextJob) {
+  ServiceHarness h("calibrate");
+  h.StartCoordinator();
+  h.StartWorker("w");
+  const std::string src = SourceDir();
+  const std::string recipe = "model: " + src + "/deploy/models/fortunes-teacher\n" +
+                             "data: {calibration: " + src +
+                             "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
+                             "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+                             "stages:\n"
+                             "  - calibrate: {samples: 16, seq_len: 128}\n"
+                             "  - quantize: {method: gptq, bits: 4, group_size: 128}\n"
+                             "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n";
+  v1::Job first = h.WaitFor(h.Submit(recipe).id(), Finished);
+  ASSERT_EQ(first.state(), v1::SUCCEEDED) << first.error();
+  v1::Job second = h.WaitFor(h.Submit(recipe).id(), Finished);
+  ASSERT_EQ(second.state(), v1::SUCCEEDED) << second.error();
+  nlohmann::json a = Report(first, h), b = Report(second, h);
+  EXPECT_EQ(a["stages"][0]["result"]["reused"], false);
+  EXPECT_EQ(b["stages"][0]["result"]["reused"], true);
+  EXPECT_EQ(a["stages"][0]["result"]["key"], b["stages"][0]["result"]["key"]);
+  EXPECT_EQ(a["stages"][2]["result"]["perplexity"], b["stages"][2]["result"]["perplexity"])
+      << "same calibration, same quantized model";
+
+  // The artifact holds the windows and, per layer, H (symmetric), input norms and absmax.
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(first.id());
+  v1::ListArtifactsResponse response;
+  ASSERT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
+  std::string dir;
+  for (const v1::Artifact& art : response.artifacts()) {
+    if (art.name() == "calibration") dir = art.uri().substr(7);
+  }
+  ASSERT_FALSE(dir.empty());
+  EXPECT_TRUE(fs::exists(dir + "/windows.safetensors"));
+  EXPECT_TRUE(fs::exists(dir + "/layer-3.safetensors"));
+  EXPECT_GT(fs::file_size(dir + "/layer-3.safetensors"), 4u * 256 * 256) << "holds Hessians";
+}
+
 TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
   ServiceHarness h("bad_input");
   h.StartCoordinator();
