@@ -8,6 +8,10 @@
 #include "common/compress/sequential_quantizer.h"
 #include "gtest/gtest.h"
 
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 namespace squeeze {
 namespace {
 
@@ -94,6 +98,35 @@ TEST_F(CompressCudaTest, SequentialGptqRunsLayerByLayerOnTheDevice) {
   const double gpu_error = (gpu_model.Forward(ids) - reference).pow(2).sum().item<double>();
   EXPECT_NEAR(gpu_error / cpu_error, 1.0, 0.2) << cpu_error << " vs " << gpu_error;
 }
+
+#ifdef SQUEEZE_HAS_CUDA
+// The model stays on the host; the device holds one layer, its Hessians and the activations, so
+// peak device memory does not grow with the number of layers.
+TEST_F(CompressCudaTest, PeakDeviceMemoryDoesNotGrowWithDepth) {
+  auto peak_for = [](int64_t layers) {
+    LlamaConfig c;
+    c.vocab_size = 512;
+    c.hidden_size = 512;
+    c.intermediate_size = 1536;
+    c.num_hidden_layers = layers;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 8;
+    c.head_dim = 64;
+    LlamaModel model = LlamaModel::RandomInit(c, 3);
+    at::Tensor calibration = at::randint(0, 512, {32, 128}, at::kLong);
+    SequentialOptions o;
+    o.gptq.quant = {4, 128, false};
+    o.device = at::Device(at::kCUDA);
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    EXPECT_TRUE(QuantizeSequential(model, calibration, o).ok());
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak;
+  };
+  const int64_t shallow = peak_for(2), deep = peak_for(12);
+  std::cout << "peak device memory: 2 layers " << shallow << " bytes, 12 layers " << deep << " bytes\n";
+  EXPECT_LT(static_cast<double>(deep), 1.3 * shallow);
+}
+#endif
 
 }  // namespace
 }  // namespace squeeze
