@@ -62,7 +62,6 @@ absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat
         absl::StrCat("a ", out, "x", in, " layer does not pack into 32-bit words at ", bits,
                      " bits (need in and out multiples of ", 32 / std::gcd(32, bits), ")"));
   }
-  const int64_t groups = q.scales.size(1);
   const int64_t group = q.spec.group_size == -1 ? in : q.spec.group_size;
   PackedLinear p;
   p.qweight = PackRows(q.codes.to(at::kCPU).t(), bits);  // [in, out] -> [in * bits / 32, out]
@@ -74,7 +73,6 @@ absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat
   p.scales = q.scales.to(at::kCPU).t().to(at::kHalf).contiguous();
   p.g_idx = q.g_idx.defined() ? q.g_idx.to(at::kCPU, at::kInt)
                               : at::div(at::arange(in, at::kLong), group, "floor").to(at::kInt);
-  (void)groups;
   return p;
 }
 

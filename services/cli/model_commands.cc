@@ -251,6 +251,10 @@ int RunCompress(const Args& args) {
     if (!windows.ok()) return Fail(windows.status());
     calibration = *windows;
   }
+  std::map<std::string, QuantizedWeight> codes_by_linear;
+  seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
+    codes_by_linear[absl::StrCat("model.layers.", layer, ".", name)] = q;
+  };
   std::cerr << "quantizing (" << method << ")...\n";
   auto reports = QuantizeSequential(model, calibration, seq);
   if (!reports.ok()) return Fail(reports.status());
@@ -284,7 +288,11 @@ int RunCompress(const Args& args) {
 
   if (flags.Has("out")) {
     const std::string out = *flags.Get("out");
-    if (auto s = model.Save(out, at::kFloat); !s.ok()) return Fail(s);
+    // The GPTQ checkpoint layout (RTN codes fit it too), loadable by transformers and vLLM.
+    GptqExportOptions export_options;
+    export_options.gptq = seq.gptq;
+    if (auto s = WriteGptqCheckpoint(out, model, codes_by_linear, export_options); !s.ok())
+      return Fail(s);
     nlohmann::json report = {{"method", method},
                              {"bits", spec.bits},
                              {"group_size", spec.group_size},

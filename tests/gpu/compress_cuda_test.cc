@@ -123,7 +123,8 @@ TEST_F(CompressCudaTest, PeakDeviceMemoryDoesNotGrowWithDepth) {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak;
   };
   const int64_t shallow = peak_for(2), deep = peak_for(12);
-  std::cout << "peak device memory: 2 layers " << shallow << " bytes, 12 layers " << deep << " bytes\n";
+  std::cout << "peak device memory: 2 layers " << shallow << " bytes, 12 layers " << deep
+            << " bytes\n";
   EXPECT_LT(static_cast<double>(deep), 1.3 * shallow);
 }
 #endif

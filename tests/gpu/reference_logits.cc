@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/compress/gptq_checkpoint.h"
 #include "common/model/llama_model.h"
 #include "common/tensor/torch_tensor.h"
 
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
   c10::NoGradGuard no_grad;
   for (auto [dtype, name] :
        {std::pair{at::kFloat, "float32"}, std::pair{at::kBFloat16, "bfloat16"}}) {
-    auto model = squeeze::LlamaModel::Load(dir, dtype, device);
+    auto model = squeeze::LoadModel(dir, dtype, device);
     if (!model.ok()) {
       std::cerr << model.status() << "\n";
       return 2;
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
         RelativeError(logits, Load(**file, "logits_float32"));
     if (dtype == at::kFloat) {
       // Our CPU and device paths agree as well.
-      auto cpu = squeeze::LlamaModel::Load(dir, at::kFloat, at::kCPU);
+      auto cpu = squeeze::LoadModel(dir, at::kFloat, at::kCPU);
       out["rel_err_cpu_vs_device_float32"] = RelativeError(cpu->Forward(ids), logits);
     }
   }

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Checks our GPTQ checkpoints against an independent reading of the published layout.
+
+For each bit width, `squeezectl compress --method gptq --out DIR` writes a packed checkpoint of the
+example teacher. This script unpacks it with its own code, written from the format description
+(qweight: codes packed along the input dimension, LSB first, one continuous bit stream per output
+column; qzeros: the same along the outputs, v1 storing zero - 1; scales fp16 [groups, out]; g_idx),
+loads the dequantized weights into transformers' LlamaForCausalLM, and compares its logits with the
+logits of our own loader (reference_logits). Both readings of the checkpoint must agree.
+
+  gptq_format_check.py --squeezectl build/services/cli/squeezectl \
+      --binary build/tests/gpu/reference_logits --out DIR
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def unpack_rows(packed, bits, n):
+    """packed int32 [n*bits/32, m] -> int64 [n, m]: value i of column j at bits [i*bits, (i+1)*bits)."""
+    words = packed.to(torch.int64) & 0xFFFFFFFF
+    out = torch.zeros((n, packed.shape[1]), dtype=torch.int64)
+    mask = (1 << bits) - 1
+    for i in range(n):
+        bit = i * bits
+        word, shift = divmod(bit, 32)
+        value = words[word] >> shift
+        if shift + bits > 32:
+            value = value | (words[word + 1] << (32 - shift))
+        out[i] = value & mask
+    return out
+
+
+def dequantize(tensors, prefix, bits, fmt):
+    qweight = tensors[prefix + ".qweight"]
+    qzeros = tensors[prefix + ".qzeros"]
+    scales = tensors[prefix + ".scales"].float()
+    g_idx = tensors[prefix + ".g_idx"].long()
+    n_in = qweight.shape[0] * 32 // bits
+    codes = unpack_rows(qweight, bits, n_in)                      # [in, out]
+    zeros = unpack_rows(qzeros.t().contiguous(), bits, scales.shape[1]).t()  # [groups, out]
+    if fmt == "gptq":
+        zeros = (zeros + 1) & ((1 << bits) - 1)
+    w = (codes - zeros[g_idx]).float() * scales[g_idx]            # [in, out]
+    return w.t().contiguous()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--squeezectl", required=True)
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    teacher = os.path.join(root, "deploy/models/fortunes-teacher")
+    data = os.path.join(root, "deploy/data/fortunes")
+    rows = []
+    for bits, act in [(4, False), (4, True), (3, True), (8, False), (2, False)]:
+        out = os.path.join(args.out, f"w{bits}{'-act' if act else ''}")
+        cmd = [args.squeezectl, "compress", "--model", teacher, "--data", f"{data}/evaluation.jsonl",
+               "--method", "gptq", "--calibration", f"{data}/calibration.jsonl", "--samples", "32",
+               "--bits", str(bits), "--group-size", "128", "--out", out, "--json", "--window", "128",
+               "--stride", "64"]
+        if act:
+            cmd.append("--act-order")
+        subprocess.run(cmd, check=True, capture_output=True)
+        config = json.load(open(os.path.join(out, "config.json")))
+        qc = config["quantization_config"]
+        tensors = load_file(os.path.join(out, "model.safetensors"))
+        dense = {}
+        for name, t in tensors.items():
+            if name.endswith(".qweight"):
+                prefix = name[: -len(".qweight")]
+                dense[prefix + ".weight"] = dequantize(tensors, prefix, qc["bits"], qc["checkpoint_format"])
+            elif not name.endswith((".qzeros", ".scales", ".g_idx")):
+                dense[name] = t.float()
+        hf_config = {k: v for k, v in config.items() if k != "quantization_config"}
+        model = LlamaForCausalLM(LlamaConfig(**hf_config)).eval().float()
+        model.config._attn_implementation = "eager"
+        missing, unexpected = model.load_state_dict(dense, strict=False)
+        missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
+        assert not missing and not unexpected, (missing, unexpected)
+        model.tie_weights()
+        ids = torch.randint(0, 256, (2, 96))
+        with torch.no_grad():
+            logits = model(ids).logits.float()
+        ref = os.path.join(out, "hf.reference.safetensors")
+        save_file({"input_ids": ids, "logits_float32": logits.contiguous(),
+                   "logits_bfloat16": logits.contiguous()}, ref)
+        proc = subprocess.run([args.binary, out, ref, "cpu"], capture_output=True, text=True)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append((bits, act, qc["checkpoint_format"], r["rel_err_float32"]))
+    print(f"{'bits':>4} {'act_order':>9} {'format':>7} {'ours vs independent unpack (rel err)':>38}")
+    ok = True
+    for bits, act, fmt, err in rows:
+        print(f"{bits:>4} {str(act):>9} {fmt:>7} {err:>38.3e}")
+        ok = ok and err < 1e-4
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
