@@ -92,7 +92,7 @@ def main():
             logits = model(ids).logits.float()
         ref = os.path.join(out, "hf.reference.safetensors")
         save_file({"input_ids": ids, "logits_float32": logits.contiguous(),
-                   "logits_bfloat16": logits.contiguous()}, ref)
+                   "logits_bfloat16": logits.clone()}, ref)
         proc = subprocess.run([args.binary, out, ref, "cpu"], capture_output=True, text=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append((bits, act, qc["checkpoint_format"], r["rel_err_float32"]))
