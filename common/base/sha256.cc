@@ -109,6 +109,35 @@ std::string Sha256Hex(absl::string_view data) {
   return h.HexDigest();
 }
 
+std::string HexEncode(absl::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+std::string Sha256Raw(absl::string_view data) {
+  const std::string hex = Sha256Hex(data);
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+std::string HmacSha256(absl::string_view key, absl::string_view data) {
+  std::string k = key.size() > 64 ? Sha256Raw(key) : std::string(key);
+  k.resize(64, '\0');
+  std::string inner(64, '\0'), outer(64, '\0');
+  for (int i = 0; i < 64; ++i) {
+    inner[i] = static_cast<char>(k[i] ^ 0x36);
+    outer[i] = static_cast<char>(k[i] ^ 0x5c);
+  }
+  return Sha256Raw(outer + Sha256Raw(inner + std::string(data)));
+}
+
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));

@@ -27,6 +27,11 @@ class Sha256 {
 };
 
 std::string Sha256Hex(absl::string_view data);
+// The raw 32-byte digest.
+std::string Sha256Raw(absl::string_view data);
+// HMAC-SHA256 (RFC 2104), raw 32 bytes.
+std::string HmacSha256(absl::string_view key, absl::string_view data);
+std::string HexEncode(absl::string_view bytes);
 // Streams the file; NotFound naming it when it cannot be opened.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
 
