@@ -30,8 +30,12 @@ class ArtifactStore {
   virtual absl::Status Delete(const std::string& uri) = 0;
 };
 
-// Opens the backend for `uri`'s scheme ("file://..."), or InvalidArgument.
-absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view uri);
+// Opens the store rooted at `root_uri`: "file:///dir" (the embedded default) or
+// "s3://bucket/prefix" (endpoint, region, addressing and TLS from SQUEEZE_S3_ENDPOINT, AWS_REGION,
+// SQUEEZE_S3_PATH_STYLE, SQUEEZE_S3_VERIFY_TLS; credentials from the AWS_* variables or
+// SQUEEZE_S3_CREDENTIALS_FILE). The store reads and writes file:// URIs too (models given by path).
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri);
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenS3ArtifactStore(absl::string_view root_uri);
 
 // "file:///a/b" -> "/a/b"; plain paths pass through.
 std::string FilePathOfUri(absl::string_view uri);

@@ -108,12 +108,73 @@ std::string FilePathOfUri(absl::string_view uri) {
   return std::string(uri);
 }
 
-absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view uri) {
-  if (uri.substr(0, 7) == "file://" || uri.find("://") == absl::string_view::npos) {
-    return std::make_unique<FileArtifactStore>();
+namespace {
+
+// Sends each URI to the backend of its scheme: file:// always, s3:// when the root is in S3.
+class RoutingArtifactStore : public ArtifactStore {
+ public:
+  explicit RoutingArtifactStore(std::unique_ptr<ArtifactStore> s3) : s3_(std::move(s3)) {}
+  absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) override {
+    auto b = For(uri);
+    return b.ok() ? (*b)->PutDirectory(local_dir, uri) : b.status();
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("store \"", uri, "\": unsupported scheme (expected file://)"));
+  absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
+                                             const std::string& scratch) override {
+    auto b = For(uri);
+    if (!b.ok()) return b.status();
+    return (*b)->LocalDirectory(uri, scratch);
+  }
+  absl::StatusOr<bool> Exists(const std::string& uri) override {
+    auto b = For(uri);
+    if (!b.ok()) return b.status();
+    return (*b)->Exists(uri);
+  }
+  absl::Status PutFile(const std::string& uri, absl::string_view contents) override {
+    auto b = For(uri);
+    return b.ok() ? (*b)->PutFile(uri, contents) : b.status();
+  }
+  absl::StatusOr<std::string> ReadFile(const std::string& uri) override {
+    auto b = For(uri);
+    if (!b.ok()) return b.status();
+    return (*b)->ReadFile(uri);
+  }
+  absl::Status Delete(const std::string& uri) override {
+    auto b = For(uri);
+    return b.ok() ? (*b)->Delete(uri) : b.status();
+  }
+
+ private:
+  absl::StatusOr<ArtifactStore*> For(const std::string& uri) {
+    if (uri.rfind("s3://", 0) == 0) {
+      if (s3_ == nullptr) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(uri, ": this store has no S3 backend (its root is a file:// URI)"));
+      }
+      return s3_.get();
+    }
+    if (uri.rfind("file://", 0) == 0 || uri.find("://") == std::string::npos) return &file_;
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", uri, "\": unsupported scheme (expected file:// or s3://)"));
+  }
+
+  FileArtifactStore file_;
+  std::unique_ptr<ArtifactStore> s3_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri) {
+  std::unique_ptr<ArtifactStore> s3;
+  if (root_uri.substr(0, 5) == "s3://") {
+    auto opened = OpenS3ArtifactStore(root_uri);
+    if (!opened.ok()) return opened.status();
+    s3 = *std::move(opened);
+  } else if (root_uri.substr(0, 7) != "file://" &&
+             root_uri.find("://") != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store \"", root_uri, "\": unsupported scheme (expected file:// or s3://)"));
+  }
+  return std::unique_ptr<ArtifactStore>(new RoutingArtifactStore(std::move(s3)));
 }
 
 }  // namespace squeeze

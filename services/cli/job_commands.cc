@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/file_util.h"
 #include "common/recipe/recipe.h"
 #include "common/store/artifact_store.h"
 #include "services/cli/commands.h"
@@ -57,24 +58,44 @@ absl::StatusOr<std::string> ReadFileText(const std::string& path) {
   return ss.str();
 }
 
-// Copies an artifact (a file or a directory, file:// store) into `dir`.
+// Copies an artifact (a file, or a directory artifact of any store) into `dir`.
 absl::Status Download(const std::string& uri, const std::string& dir) {
-  const fs::path src = FilePathOfUri(uri);
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (fs::is_regular_file(src)) {
+  auto store = OpenArtifactStore(uri.rfind("s3://", 0) == 0 ? uri : "file://");
+  if (!store.ok()) return store.status();
+  const fs::path src = FilePathOfUri(uri);
+  if (uri.rfind("s3://", 0) != 0 && fs::is_regular_file(src)) {
     fs::copy_file(src, fs::path(dir) / src.filename(), fs::copy_options::overwrite_existing, ec);
-  } else if (fs::is_directory(src)) {
-    for (const auto& e : fs::directory_iterator(src, ec)) {
-      if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
-        fs::copy_file(e.path(), fs::path(dir) / e.path().filename(),
-                      fs::copy_options::overwrite_existing, ec);
-        if (ec) break;
-      }
-    }
-  } else {
-    return absl::NotFoundError(absl::StrCat(uri, ": not in the store"));
+    if (ec)
+      return absl::UnavailableError(
+          absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
+    return absl::OkStatus();
   }
+  // A single object (a report) or a directory artifact (a manifest).
+  if (uri.rfind("s3://", 0) == 0 && uri.size() > 5 && uri.substr(uri.size() - 5) == ".json") {
+    auto text = (*store)->ReadFile(uri);
+    if (!text.ok()) return text.status();
+    std::ofstream(fs::path(dir) / fs::path(uri).filename()) << *text;
+    return absl::OkStatus();
+  }
+  if (uri.rfind("s3://", 0) == 0 && uri.size() > 5 && uri.substr(uri.size() - 5) == ".html") {
+    auto text = (*store)->ReadFile(uri);
+    if (!text.ok()) return text.status();
+    std::ofstream(fs::path(dir) / fs::path(uri).filename()) << *text;
+    return absl::OkStatus();
+  }
+  const std::string scratch = dir + ".download";
+  auto local = (*store)->LocalDirectory(uri, scratch);
+  if (!local.ok()) return local.status();
+  for (const auto& e : fs::directory_iterator(*local, ec)) {
+    if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
+      fs::copy_file(e.path(), fs::path(dir) / e.path().filename(),
+                    fs::copy_options::overwrite_existing, ec);
+      if (ec) break;
+    }
+  }
+  if (*local == scratch) RemoveTree(scratch).IgnoreError();
   if (ec)
     return absl::UnavailableError(absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
   return absl::OkStatus();

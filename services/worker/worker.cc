@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -48,10 +49,19 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(M
                             absl::StrCat("squeeze-worker-", ::getpid(), "-", options_.node))
                                .string();
   }
-  store_ = *OpenArtifactStore("file://");
 }
 
 Worker::~Worker() { Stop(); }
+
+absl::StatusOr<ArtifactStore*> Worker::StoreFor(const std::string& root) {
+  auto it = stores_.find(root);
+  if (it == stores_.end()) {
+    auto store = OpenArtifactStore(root.empty() ? "file://" : root);
+    if (!store.ok()) return store.status();
+    it = stores_.emplace(root, *std::move(store)).first;
+  }
+  return it->second.get();
+}
 
 absl::Status Worker::RegisterUntilReady() {
   v1::RegisterWorkerRequest request;
@@ -106,8 +116,22 @@ void Worker::RunTask(const v1::TaskLease& lease) {
   const std::string scratch =
       absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
   fs::create_directories(scratch);
-  TaskContext ctx(lease, store_.get(), scratch, at::Device(options_.device),
-                  options_.step_delay_ms);
+  const auto spec = nlohmann::json::parse(lease.spec_json(), nullptr, false);
+  auto store = StoreFor(spec.is_object() ? spec.value("store_root", "") : "");
+  if (!store.ok()) {
+    // The store cannot be opened here (credentials, URI): no attempt can succeed on this worker.
+    v1::FailTaskRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_task_id(lease.task_id());
+    request.set_attempt(lease.attempt());
+    request.set_error(std::string(store.status().message()));
+    request.set_retryable(false);
+    grpc::ClientContext context;
+    v1::FailTaskResponse response;
+    stub_->FailTask(&context, request, &response).ok();
+    return;
+  }
+  TaskContext ctx(lease, *store, scratch, at::Device(options_.device), options_.step_delay_ms);
 
   // Heartbeats run beside the task: they extend the lease, carry progress, and bring cancellation.
   std::mutex mu;

@@ -43,7 +43,9 @@ class Worker {
 
   WorkerOptions options_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
-  std::unique_ptr<ArtifactStore> store_;
+  // One store per root URI the coordinator names in leases (file:// or s3://).
+  absl::StatusOr<ArtifactStore*> StoreFor(const std::string& root);
+  std::map<std::string, std::unique_ptr<ArtifactStore>> stores_;
   std::map<std::string, std::unique_ptr<TaskRunner>> runners_;
   std::string worker_id_;
   int64_t heartbeat_interval_ms_ = 1000;

@@ -3,12 +3,14 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
+#include "common/store/s3_client.h"
 #include "gtest/gtest.h"
 #include "tests/integration/health.grpc.pb.h"
 #include "tests/integration/service_harness.h"
@@ -275,6 +277,68 @@ TEST(ServiceTest, CalibrationIsComputedOnceAndReusedByTheNextJob) {
   EXPECT_TRUE(fs::exists(dir + "/windows.safetensors"));
   EXPECT_TRUE(fs::exists(dir + "/layer-3.safetensors"));
   EXPECT_GT(fs::file_size(dir + "/layer-3.safetensors"), 4u * 256 * 256) << "holds Hessians";
+}
+
+// A whole job with its store in S3 (moto_server): outputs, calibration-free RTN model and the
+// report go to the bucket, artifacts download from it, and a tampered blob is caught on read.
+TEST(ServiceTest, JobRunsWithItsStoreInS3) {
+  ServiceHarness h("s3");
+  const int moto_port = FreePort();
+  Process moto({"/bin/sh", "-c", "exec moto_server -H 127.0.0.1 -p " + std::to_string(moto_port)},
+               h.dir() + "/moto.log");
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(moto_port);
+  ::setenv("SQUEEZE_S3_ENDPOINT", endpoint.c_str(), 1);
+  ::setenv("AWS_ACCESS_KEY_ID", "testing", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "testing", 1);
+  S3Options o;
+  o.endpoint = endpoint;
+  o.credentials = {"testing", "testing", ""};
+  S3Client s3(o);
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = s3.CreateBucket("squeeze-it").ok();
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << "moto_server did not start";
+
+  h.StartCoordinator({"--store", "s3://squeeze-it/store"});
+  h.StartWorker("w");
+  v1::Job done = h.WaitFor(h.Submit(Recipe()).id(), Finished);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(done.id());
+  v1::ListArtifactsResponse response;
+  ASSERT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
+  std::string model_uri, report_uri;
+  for (const v1::Artifact& a : response.artifacts()) {
+    if (a.name() == "model") model_uri = a.uri();
+    if (a.name() == "report") report_uri = a.uri();
+  }
+  ASSERT_EQ(model_uri.rfind("s3://squeeze-it/store/jobs/", 0), 0u) << model_uri;
+  auto report = s3.GetObject("squeeze-it", report_uri.substr(strlen("s3://squeeze-it/")));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_GT(nlohmann::json::parse(*report)["stages"][2]["result"]["retention"].get<double>(), 0.5);
+  auto blobs = s3.List("squeeze-it", "store/blobs/sha256/");
+  ASSERT_TRUE(blobs.ok());
+  EXPECT_GE(blobs->size(), 3u) << "model, config and evaluation files stored by digest";
+
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", done.id(), "--coordinator",
+                                 h.address(), "--download", h.dir() + "/download"});
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/report.json"));
+
+  // Tamper with every blob: reading the model must fail, naming the blob, and write nothing bad.
+  for (const S3ObjectInfo& b : *blobs)
+    ASSERT_TRUE(s3.PutObject("squeeze-it", b.key, "tampered").ok());
+  std::tie(code, out) = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", done.id(), "--coordinator",
+                                    h.address(), "--download", h.dir() + "/download2"});
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("does not match its digest"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(h.dir() + "/download2/1-model/model.safetensors"));
+  ::unsetenv("SQUEEZE_S3_ENDPOINT");
 }
 
 TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
