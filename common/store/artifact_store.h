@@ -28,6 +28,15 @@ class ArtifactStore {
   virtual absl::Status PutFile(const std::string& uri, absl::string_view contents) = 0;
   virtual absl::StatusOr<std::string> ReadFile(const std::string& uri) = 0;
   virtual absl::Status Delete(const std::string& uri) = 0;
+
+  struct GcReport {
+    int64_t blobs_kept = 0;
+    int64_t blobs_deleted = 0;
+    int64_t bytes_deleted = 0;
+  };
+  // Deletes blobs under the store's root that no manifest references and that are older than
+  // `grace_seconds` (a younger one may belong to an upload whose manifest is not written yet).
+  virtual absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) { return GcReport{}; }
 };
 
 // Opens the store rooted at `root_uri`: "file:///dir" (the embedded default) or

@@ -142,6 +142,10 @@ class RoutingArtifactStore : public ArtifactStore {
     auto b = For(uri);
     return b.ok() ? (*b)->Delete(uri) : b.status();
   }
+  absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
+    // Only the S3 backend stores blobs by digest; file:// artifacts are whole directories.
+    return s3_ ? s3_->CollectGarbage(grace_seconds) : GcReport{};
+  }
 
  private:
   absl::StatusOr<ArtifactStore*> For(const std::string& uri) {

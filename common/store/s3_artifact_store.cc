@@ -8,12 +8,15 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
@@ -192,6 +195,43 @@ class S3ArtifactStore : public ArtifactStore {
     auto target = ParseS3Uri(uri);
     if (!target.ok()) return target.status();
     return client_.GetObject(target->bucket, target->key);
+  }
+
+  absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
+    auto objects = client_.List(root_.bucket, root_.key);
+    if (!objects.ok()) return objects.status();
+    const std::string blob_prefix = Join(root_.key, "blobs/sha256/");
+    std::set<std::string> referenced;
+    std::vector<const S3ObjectInfo*> blobs;
+    for (const S3ObjectInfo& o : *objects) {
+      if (o.key.rfind(blob_prefix, 0) == 0) {
+        blobs.push_back(&o);
+      } else if (o.key.size() >= strlen(kManifest) &&
+                 o.key.compare(o.key.size() - strlen(kManifest), std::string::npos, kManifest) ==
+                     0) {
+        auto text = client_.GetObject(root_.bucket, o.key);
+        if (!text.ok()) return text.status();
+        const json manifest = json::parse(*text, nullptr, false);
+        if (manifest.is_discarded() || !manifest.contains("files")) continue;
+        for (const json& f : manifest["files"]) referenced.insert(f.value("digest", "").substr(7));
+      }
+    }
+    const std::time_t now = std::time(nullptr);
+    GcReport report;
+    for (const S3ObjectInfo* b : blobs) {
+      const std::string digest = b->key.substr(b->key.rfind('/') + 1);
+      std::tm tm{};
+      const bool dated = strptime(b->last_modified.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) != nullptr;
+      const int64_t age = dated ? static_cast<int64_t>(now - timegm(&tm)) : 0;
+      if (referenced.count(digest) || age < grace_seconds) {
+        ++report.blobs_kept;
+        continue;
+      }
+      if (auto s = client_.DeleteObject(root_.bucket, b->key); !s.ok()) return s;
+      ++report.blobs_deleted;
+      report.bytes_deleted += b->size;
+    }
+    return report;
   }
 
   absl::Status Delete(const std::string& uri) override {

@@ -295,7 +295,7 @@ absl::StatusOr<std::vector<S3ObjectInfo>> S3Client::List(const std::string& buck
       if (contents.empty()) break;
       pos = end;
       out.push_back({XmlValue(contents, "Key"), std::atoll(XmlValue(contents, "Size").c_str()),
-                     XmlValue(contents, "ETag")});
+                     XmlValue(contents, "ETag"), XmlValue(contents, "LastModified")});
     }
     if (XmlValue(r->body, "IsTruncated") != "true") break;
     token = XmlValue(r->body, "NextContinuationToken");

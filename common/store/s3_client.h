@@ -37,6 +37,7 @@ struct S3ObjectInfo {
   std::string key;
   int64_t size = 0;
   std::string etag;
+  std::string last_modified;  // ISO 8601, from listings
 };
 
 class S3Client {

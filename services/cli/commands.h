@@ -21,6 +21,7 @@ int RunGet(const Args& args);
 int RunList(const Args& args);
 int RunCancel(const Args& args);
 int RunArtifacts(const Args& args);
+int RunStoreGc(const Args& args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
 int RunEval(const Args& args);
 int RunCompress(const Args& args);

@@ -316,4 +316,29 @@ int RunArtifacts(const Args& args) {
   return 0;
 }
 
+int RunStoreGc(const Args& args) {
+  Flags flags;
+  flags.Value("store").Value("grace-hours", "24").Bool("json").Positional(0, 0);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto root = flags.Get("store");
+  if (!root.ok()) return Fail(root.status());
+  auto grace = flags.GetDouble("grace-hours");
+  if (!grace.ok() || *grace < 0) {
+    return Fail(absl::InvalidArgumentError("--grace-hours: expected a non-negative number"));
+  }
+  auto store = OpenArtifactStore(*root);
+  if (!store.ok()) return Fail(store.status());
+  auto report = (*store)->CollectGarbage(static_cast<int64_t>(*grace * 3600));
+  if (!report.ok()) return Fail(report.status());
+  if (flags.GetBool("json")) {
+    std::cout << absl::StrFormat(
+        "{\"blobs_kept\": %d, \"blobs_deleted\": %d, \"bytes_deleted\": %d}\n", report->blobs_kept,
+        report->blobs_deleted, report->bytes_deleted);
+  } else {
+    std::cout << absl::StrFormat("deleted %d unreferenced blobs (%d bytes), kept %d\n",
+                                 report->blobs_deleted, report->bytes_deleted, report->blobs_kept);
+  }
+  return 0;
+}
+
 }  // namespace squeeze::cli

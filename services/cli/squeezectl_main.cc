@@ -30,6 +30,8 @@ service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
   list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
   cancel JOB [--json]
   artifacts JOB [--download DIR] [--json]
+  store-gc --store URI [--grace-hours H] [--json]
+                                       deletes blobs no manifest references (older than H hours)
 )";
 
 }  // namespace
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   if (command == "list") return RunList(args);
   if (command == "cancel") return RunCancel(args);
   if (command == "artifacts") return RunArtifacts(args);
+  if (command == "store-gc") return RunStoreGc(args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
   if (command == "eval") return RunEval(args);
   if (command == "compress") return RunCompress(args);

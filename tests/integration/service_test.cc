@@ -324,6 +324,16 @@ TEST(ServiceTest, JobRunsWithItsStoreInS3) {
   ASSERT_TRUE(blobs.ok());
   EXPECT_GE(blobs->size(), 3u) << "model, config and evaluation files stored by digest";
 
+  // Garbage collection removes the blobs of the quantize stage's layer checkpoints (deleted when
+  // it finished) and keeps every blob a manifest references: the download below still works.
+  auto [gc_code, gc_out] = RunCommand({Env("SQUEEZECTL_BIN"), "store-gc", "--store",
+                                       "s3://squeeze-it/store", "--grace-hours", "0", "--json"});
+  ASSERT_EQ(gc_code, 0) << gc_out;
+  const auto gc = nlohmann::json::parse(gc_out);
+  EXPECT_GT(gc["blobs_deleted"].get<int>(), 0) << gc_out;
+  EXPECT_EQ(gc["blobs_deleted"].get<size_t>() + gc["blobs_kept"].get<size_t>(), blobs->size())
+      << gc_out;
+
   auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", done.id(), "--coordinator",
                                  h.address(), "--download", h.dir() + "/download"});
   ASSERT_EQ(code, 0) << out;

@@ -13,61 +13,22 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/common/store/moto_server.h"
 
 namespace squeeze {
 namespace {
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 class S3ClientTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    port_ = FreePort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const std::string port = std::to_string(port_);
-      freopen("/dev/null", "w", stdout);
-      freopen("/dev/null", "w", stderr);
-      execlp("moto_server", "moto_server", "-H", "127.0.0.1", "-p", port.c_str(), nullptr);
-      _exit(127);
-    }
-    S3Client probe(Options());
-    for (int i = 0; i < 100; ++i) {
-      if (probe.CreateBucket("probe").ok()) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "moto_server did not start on port " << port_;
+    moto_ = new testing::MotoServer();
+    ASSERT_TRUE(moto_->Ready("probe")) << "moto_server did not start";
   }
-  static void TearDownTestSuite() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  static S3Options Options() {
-    S3Options o;
-    o.endpoint = "http://127.0.0.1:" + std::to_string(port_);
-    o.credentials = {"testing", "testing", ""};
-    o.max_attempts = 3;
-    o.backoff_ms = 20;
-    return o;
-  }
-
-  static int port_;
-  static pid_t pid_;
+  static void TearDownTestSuite() { delete moto_; }
+  static S3Options Options() { return moto_->Options(); }
+  static testing::MotoServer* moto_;
 };
-int S3ClientTest::port_ = 0;
-pid_t S3ClientTest::pid_ = -1;
+testing::MotoServer* S3ClientTest::moto_ = nullptr;
 
 TEST_F(S3ClientTest, PutGetRangeHeadDelete) {
   S3Client s3(Options());
@@ -133,7 +94,7 @@ TEST_F(S3ClientTest, ErrorsNameTheObjectAndTheReason) {
       << missing_bucket.status().message();
   // Nothing listens here: transport errors are retried, then reported as unavailable.
   S3Options dead = Options();
-  dead.endpoint = "http://127.0.0.1:" + std::to_string(FreePort());
+  dead.endpoint = "http://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
   auto refused = S3Client(dead).GetObject("b", "k");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(refused.status().message().find("after 3 attempts"), absl::string_view::npos);
