@@ -5,11 +5,16 @@
 // with libtorch 2.11; see docs/design-notes.md). RemoveTree is the project's replacement.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
 
 namespace squeeze {
+
+// Total size of the regular files directly in `dir` whose names do not start with '.' (a model
+// directory's size on disk, without store bookkeeping files); 0 when it cannot be read.
+int64_t DirectoryBytes(const std::string& dir);
 
 // Removes `path` and everything below it, not following symlinks. A missing path is OK.
 absl::Status RemoveTree(const std::string& path);

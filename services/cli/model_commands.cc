@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/file_util.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
@@ -44,15 +45,6 @@ absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s) {
   if (s == "float16") return at::kHalf;
   return absl::InvalidArgumentError(
       absl::StrCat("--dtype: expected float32, bfloat16 or float16, got \"", s, "\""));
-}
-
-int64_t DirectoryBytes(const std::string& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
-  }
-  return total;
 }
 
 struct LoadedEval {

@@ -110,9 +110,6 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
     auto lease = scheduler_->Lease(request->worker_id(), wait);
     if (!lease.ok()) return ToGrpc(lease.status());
     if (*lease) {
-      if (context->IsCancelled()) {
-        // The worker gave up waiting; it will never run this. The lease expires and is retried.
-      }
       *response->mutable_lease() = **lease;
     }
     return grpc::Status::OK;

@@ -56,15 +56,6 @@ int64_t PeakDeviceMemoryBytes(const at::Device& device) {
 #endif
 }
 
-int64_t DirectoryBytes(const std::string& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec) && e.path().filename().string()[0] != '.') total += e.file_size(ec);
-  }
-  return total;
-}
-
 absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
   auto it = ctx.lease().inputs().find("model");
   if (it == ctx.lease().inputs().end())
