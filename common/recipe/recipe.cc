@@ -5,11 +5,13 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/model/llama_config.h"
+#include "common/store/artifact_store.h"
 #include "common/tensor/safetensors.h"
 
 namespace squeeze {
@@ -336,19 +338,82 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+
+// A model in S3 is checked without downloading it: config.json, and each safetensors header read
+// by range and validated against the file's size.
+absl::StatusOr<LlamaConfig> CheckRemoteModel(const std::string& uri) {
+  const size_t bucket_end = uri.find('/', 5);
+  auto store = OpenArtifactStore(uri.substr(0, bucket_end));
+  if (!store.ok())
+    return absl::Status(store.status().code(), absl::StrCat("model: ", store.status().message()));
+  auto model_error = [&](const absl::Status& s) {
+    return absl::Status(
+        s.code() == absl::StatusCode::kNotFound ? s.code() : absl::StatusCode::kInvalidArgument,
+        absl::StrCat("model: ", s.message()));
+  };
+  auto text = (*store)->ReadArtifactRange(uri, "config.json", 0, -1, nullptr);
+  if (!text.ok()) return model_error(text.status());
+  auto config = ParseLlamaConfig(*text, uri + "/config.json");
+  if (!config.ok()) return model_error(config.status());
+  std::vector<std::string> shards = {"model.safetensors"};
+  if (auto index = (*store)->ReadArtifactRange(uri, "model.safetensors.index.json", 0, -1, nullptr);
+      index.ok()) {
+    const json j = json::parse(*index, nullptr, false);
+    if (j.is_discarded() || !j.contains("weight_map")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model: ", uri, "/model.safetensors.index.json: no weight_map"));
+    }
+    std::set<std::string> unique;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it)
+      unique.insert(it->get<std::string>());
+    shards.assign(unique.begin(), unique.end());
+  }
+  for (const std::string& shard : shards) {
+    int64_t size = 0;
+    auto head = (*store)->ReadArtifactRange(uri, shard, 0, 8, &size);
+    if (!head.ok()) return model_error(head.status());
+    if (head->size() != 8)
+      return absl::InvalidArgumentError(absl::StrCat("model: ", uri, "/", shard, ": too short"));
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>((*head)[i]);
+    if (len > static_cast<uint64_t>(size) - 8) {
+      return absl::InvalidArgumentError(absl::StrCat("model: ", uri, "/", shard, ": header length ",
+                                                     len,
+                                                     " exceeds the file (truncated or corrupt)"));
+    }
+    auto header = (*store)->ReadArtifactRange(uri, shard, 8, static_cast<int64_t>(len), nullptr);
+    if (!header.ok()) return model_error(header.status());
+    auto parsed =
+        ParseSafetensorsHeader(*header, static_cast<uint64_t>(size) - 8 - len, uri + "/" + shard);
+    if (!parsed.ok()) return model_error(parsed.status());
+  }
+  return config;
+}
+
+}  // namespace
+
 absl::Status CheckRecipeInputs(const Recipe& recipe) {
   namespace fs = std::filesystem;
-  auto model = LocalPathOf(recipe.model, "model");
-  if (!model.ok()) return model.status();
-  if (!fs::is_directory(*model)) {
-    return absl::NotFoundError(absl::StrCat("model: \"", *model, "\" is not a directory"));
+  std::optional<LlamaConfig> config;
+  if (recipe.model.rfind("s3://", 0) == 0) {
+    auto remote = CheckRemoteModel(recipe.model);
+    if (!remote.ok()) return remote.status();
+    config = *remote;
+  } else {
+    auto model = LocalPathOf(recipe.model, "model");
+    if (!model.ok()) return model.status();
+    if (!fs::is_directory(*model)) {
+      return absl::NotFoundError(absl::StrCat("model: \"", *model, "\" is not a directory"));
+    }
+    auto local = LoadLlamaConfig(*model);
+    if (!local.ok())
+      return absl::InvalidArgumentError(absl::StrCat("model: ", local.status().message()));
+    auto weights = CheckpointReader::Open(*model);
+    if (!weights.ok())
+      return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
+    config = *local;
   }
-  auto config = LoadLlamaConfig(*model);
-  if (!config.ok())
-    return absl::InvalidArgumentError(absl::StrCat("model: ", config.status().message()));
-  auto weights = CheckpointReader::Open(*model);
-  if (!weights.ok())
-    return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
   // Quantization settings that cannot fit this model's shapes are known now, not in a worker later.
   for (size_t i = 0; i < recipe.stages.size(); ++i) {
     if (recipe.stages[i].kind != "quantize") continue;

@@ -28,6 +28,12 @@ class ArtifactStore {
   virtual absl::Status PutFile(const std::string& uri, absl::string_view contents) = 0;
   virtual absl::StatusOr<std::string> ReadFile(const std::string& uri) = 0;
   virtual absl::Status Delete(const std::string& uri) = 0;
+  // Bytes [offset, offset + length) of file `name` of the directory artifact at `uri`
+  // (length < 0: to the end), without fetching the rest: how a safetensors header or one tensor
+  // is read from a large model. Also returns the file's full size.
+  virtual absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri,
+                                                        const std::string& name, int64_t offset,
+                                                        int64_t length, int64_t* file_size) = 0;
 
   struct GcReport {
     int64_t blobs_kept = 0;

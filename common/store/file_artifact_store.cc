@@ -99,6 +99,24 @@ class FileArtifactStore : public ArtifactStore {
   }
 
   absl::Status Delete(const std::string& uri) override { return RemoveTree(FilePathOfUri(uri)); }
+
+  absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
+                                                int64_t offset, int64_t length,
+                                                int64_t* file_size) override {
+    const fs::path p = fs::path(FilePathOfUri(uri)) / name;
+    std::ifstream in(p, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(p.string(), ": cannot open"));
+    in.seekg(0, std::ios::end);
+    const int64_t size = in.tellg();
+    if (file_size) *file_size = size;
+    if (offset > size)
+      return absl::OutOfRangeError(absl::StrCat(p.string(), ": offset ", offset, " past the end"));
+    const int64_t n = length < 0 ? size - offset : std::min(length, size - offset);
+    std::string out(static_cast<size_t>(n), '\0');
+    in.seekg(offset);
+    in.read(out.data(), n);
+    return out;
+  }
 };
 
 }  // namespace
@@ -145,6 +163,13 @@ class RoutingArtifactStore : public ArtifactStore {
   absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
     // Only the S3 backend stores blobs by digest; file:// artifacts are whole directories.
     return s3_ ? s3_->CollectGarbage(grace_seconds) : GcReport{};
+  }
+  absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
+                                                int64_t offset, int64_t length,
+                                                int64_t* file_size) override {
+    auto b = For(uri);
+    if (!b.ok()) return b.status();
+    return (*b)->ReadArtifactRange(uri, name, offset, length, file_size);
   }
 
  private:

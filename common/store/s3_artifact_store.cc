@@ -197,6 +197,35 @@ class S3ArtifactStore : public ArtifactStore {
     return client_.GetObject(target->bucket, target->key);
   }
 
+  absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
+                                                int64_t offset, int64_t length,
+                                                int64_t* file_size) override {
+    auto target = ParseS3Uri(uri);
+    if (!target.ok()) return target.status();
+    auto text = client_.GetObject(target->bucket, Join(target->key, kManifest));
+    if (!text.ok()) return text.status();
+    const json manifest = json::parse(*text, nullptr, false);
+    if (manifest.is_discarded() || !manifest.contains("files")) {
+      return absl::DataLossError(absl::StrCat(uri, "/", kManifest, ": not a manifest"));
+    }
+    S3Location blobs{root_.bucket, Join(root_.key, "blobs/sha256")};
+    if (manifest.contains("blob_root")) {
+      auto where = ParseS3Uri(manifest["blob_root"].get<std::string>());
+      if (where.ok()) blobs = *where;
+    }
+    for (const json& f : manifest["files"]) {
+      if (f.value("name", "") != name) continue;
+      const std::string digest = f.value("digest", "").substr(7);
+      if (file_size) *file_size = f.value("size", int64_t{0});
+      // A range cannot be checked against the whole file's digest; readers of ranges validate
+      // what they read (a safetensors header is validated against the file size).
+      return client_.GetObject(blobs.bucket,
+                               Join(blobs.key, absl::StrCat(digest.substr(0, 2), "/", digest)),
+                               offset, length);
+    }
+    return absl::NotFoundError(absl::StrCat(uri, ": the artifact has no file \"", name, "\""));
+  }
+
   absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
     auto objects = client_.List(root_.bucket, root_.key);
     if (!objects.ok()) return objects.status();

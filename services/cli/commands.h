@@ -22,6 +22,7 @@ int RunList(const Args& args);
 int RunCancel(const Args& args);
 int RunArtifacts(const Args& args);
 int RunStoreGc(const Args& args);
+int RunStorePut(const Args& args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
 int RunEval(const Args& args);
 int RunCompress(const Args& args);

@@ -316,6 +316,23 @@ int RunArtifacts(const Args& args) {
   return 0;
 }
 
+int RunStorePut(const Args& args) {
+  Flags flags;
+  flags.Bool("json").Positional(2, 2);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  const std::string dir = flags.positional()[0], uri = flags.positional()[1];
+  if (!fs::is_directory(dir))
+    return Fail(absl::NotFoundError(absl::StrCat(dir, ": not a directory")));
+  const size_t bucket_end = uri.rfind("s3://", 0) == 0 ? uri.find('/', 5) : std::string::npos;
+  auto store =
+      OpenArtifactStore(uri.rfind("s3://", 0) == 0 ? uri.substr(0, bucket_end) : "file://");
+  if (!store.ok()) return Fail(store.status());
+  if (auto s = (*store)->PutDirectory(dir, uri); !s.ok()) return Fail(s);
+  std::cout << (flags.GetBool("json") ? absl::StrCat("{\"uri\": \"", uri, "\"}\n")
+                                      : absl::StrCat("stored ", uri, "\n"));
+  return 0;
+}
+
 int RunStoreGc(const Args& args) {
   Flags flags;
   flags.Value("store").Value("grace-hours", "24").Bool("json").Positional(0, 0);

@@ -30,6 +30,8 @@ service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
   list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
   cancel JOB [--json]
   artifacts JOB [--download DIR] [--json]
+  store-put DIR URI [--json]           uploads a model directory as an artifact (s3://bucket/path),
+                                       usable as a recipe's model
   store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
 )";
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   if (command == "cancel") return RunCancel(args);
   if (command == "artifacts") return RunArtifacts(args);
   if (command == "store-gc") return RunStoreGc(args);
+  if (command == "store-put") return RunStorePut(args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
   if (command == "eval") return RunEval(args);
   if (command == "compress") return RunCompress(args);

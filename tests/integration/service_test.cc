@@ -303,7 +303,23 @@ TEST(ServiceTest, JobRunsWithItsStoreInS3) {
 
   h.StartCoordinator({"--store", "s3://squeeze-it/store"});
   h.StartWorker("w");
-  v1::Job done = h.WaitFor(h.Submit(Recipe()).id(), Finished);
+  // The model itself comes from S3 too: uploaded as an artifact, named by URI in the recipe, and
+  // checked at submit from its config and safetensors headers (read by range).
+  auto [put_code, put_out] = RunCommand({Env("SQUEEZECTL_BIN"), "store-put",
+                                         SourceDir() + "/deploy/models/fortunes-teacher",
+                                         "s3://squeeze-it/models/teacher"});
+  ASSERT_EQ(put_code, 0) << put_out;
+  std::string recipe = Recipe();
+  recipe.replace(recipe.find(SourceDir() + "/deploy/models/fortunes-teacher"),
+                 (SourceDir() + "/deploy/models/fortunes-teacher").size(),
+                 "s3://squeeze-it/models/teacher");
+  const std::string bad_model = "model: s3://squeeze-it/models/none\nstages:\n  - quantize: {}\n";
+  auto [bad_code, bad_out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "submit", h.WriteRecipe("bad.yaml", bad_model),
+                  "--coordinator", h.address()});
+  EXPECT_EQ(bad_code, 2) << bad_out;
+  EXPECT_NE(bad_out.find("model: "), std::string::npos) << bad_out;
+  v1::Job done = h.WaitFor(h.Submit(recipe).id(), Finished);
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
 
   grpc::ClientContext context;
