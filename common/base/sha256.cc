@@ -85,7 +85,7 @@ void Sha256::Update(absl::string_view data) {
   buffered_ = n;
 }
 
-std::string Sha256::HexDigest() {
+std::string Sha256::RawDigest() {
   const uint64_t bits = length_ * 8;
   const uint8_t pad = 0x80;
   Update(absl::string_view(reinterpret_cast<const char*>(&pad), 1));
@@ -96,12 +96,13 @@ std::string Sha256::HexDigest() {
   Update(absl::string_view(reinterpret_cast<const char*>(len), 8));
   std::string out;
   for (uint32_t v : h_) {
-    char buf[9];
-    snprintf(buf, sizeof(buf), "%08x", v);
-    out += buf;
+    for (int shift = 24; shift >= 0; shift -= 8)
+      out.push_back(static_cast<char>((v >> shift) & 0xff));
   }
   return out;
 }
+
+std::string Sha256::HexDigest() { return HexEncode(RawDigest()); }
 
 std::string Sha256Hex(absl::string_view data) {
   Sha256 h;
@@ -120,11 +121,9 @@ std::string HexEncode(absl::string_view bytes) {
 }
 
 std::string Sha256Raw(absl::string_view data) {
-  const std::string hex = Sha256Hex(data);
-  std::string out;
-  for (size_t i = 0; i < hex.size(); i += 2)
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
+  Sha256 h;
+  h.Update(data);
+  return h.RawDigest();
 }
 
 std::string HmacSha256(absl::string_view key, absl::string_view data) {

@@ -15,6 +15,8 @@ class Sha256 {
  public:
   Sha256();
   void Update(absl::string_view data);
+  // The 32-byte digest; the object must not be updated afterwards.
+  std::string RawDigest();
   // Lowercase hex of the digest; the object must not be updated afterwards.
   std::string HexDigest();
 

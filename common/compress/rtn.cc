@@ -46,10 +46,13 @@ at::Tensor QuantizedWeight::Dequantize() const {
   return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).view({out, in});
 }
 
-double QuantizedWeight::BitsPerWeight() const {
-  const int64_t in = codes.size(1);
-  const int64_t group = spec.group_size == -1 ? in : spec.group_size;
+double BitsPerWeight(const QuantSpec& spec, int64_t in_features) {
+  const int64_t group = spec.group_size == -1 ? in_features : spec.group_size;
   return spec.bits + (16.0 + spec.bits) / static_cast<double>(group);
+}
+
+double QuantizedWeight::BitsPerWeight() const {
+  return squeeze::BitsPerWeight(spec, codes.size(1));
 }
 
 absl::StatusOr<QuantizedWeight> QuantizeRtn(const at::Tensor& weight, const QuantSpec& spec) {

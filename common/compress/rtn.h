@@ -18,6 +18,10 @@ struct QuantSpec {
 
 absl::Status ValidateQuantSpec(const QuantSpec& spec, int64_t in_features);
 
+// Bits stored per weight of a layer with `in_features` inputs: the code plus, per group, a 16-bit
+// scale and a packed zero point.
+double BitsPerWeight(const QuantSpec& spec, int64_t in_features);
+
 // Integer codes q in [0, 2^bits - 1] with w ~= scale * (q - zero), per output row and input group.
 struct QuantizedWeight {
   QuantSpec spec;

@@ -43,9 +43,21 @@ const std::vector<std::vector<std::string>>& SequentialGroups() {
   return groups;
 }
 
-at::Tensor RunLayer(const LlamaConfig& config, const DecoderLayer& layer, const at::Tensor& inputs,
-                    const RotaryTables& rope, int64_t index, int64_t batch,
-                    LinearObserver* observer) {
+}  // namespace
+
+at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,
+                        int64_t batch) {
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < windows.size(0); b += batch) {
+    parts.push_back(
+        model.Embed(windows.slice(0, b, b + batch).to(model.device())).to(device, at::kFloat));
+  }
+  return at::cat(parts, 0);
+}
+
+at::Tensor RunLayerBatched(const LlamaConfig& config, const DecoderLayer& layer,
+                           const at::Tensor& inputs, const RotaryTables& rope, int64_t index,
+                           int64_t batch, LinearObserver* observer) {
   std::vector<at::Tensor> outputs;
   for (int64_t b = 0; b < inputs.size(0); b += batch) {
     outputs.push_back(layer.Forward(config, inputs.slice(0, b, b + batch), rope, index, observer));
@@ -53,7 +65,16 @@ at::Tensor RunLayer(const LlamaConfig& config, const DecoderLayer& layer, const 
   return at::cat(outputs, 0);
 }
 
-}  // namespace
+QuantizedSize QuantizedLinearSize(const LlamaModel& model, const QuantSpec& spec) {
+  QuantizedSize size;
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    for (auto& [name, linear] : model.layer(i).Linears()) {
+      size.weights += linear->weight.numel();
+      size.bits += BitsPerWeight(spec, linear->weight.size(1)) * linear->weight.numel();
+    }
+  }
+  return size;
+}
 
 absl::StatusOr<at::Tensor> SampleCalibration(const std::vector<TextExample>& examples,
                                              const CalibrationOptions& o) {
@@ -125,17 +146,11 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
       return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
     }
     // Embeddings of every window, then through the layers already done (on resume).
-    std::vector<at::Tensor> parts;
-    for (int64_t b = 0; b < calibration.size(0); b += options.batch_size) {
-      parts.push_back(
-          model.Embed(calibration.slice(0, b, b + options.batch_size).to(model.device()))
-              .to(options.device, at::kFloat));
-    }
-    hidden = at::cat(parts, 0);
+    hidden = EmbedWindows(model, calibration, options.device, options.batch_size);
     rope = model.Rotary(calibration.size(1), options.device, at::kFloat);
     for (int64_t i = 0; i < options.start_layer; ++i) {
       DecoderLayer layer = model.layer(i).To(options.device, at::kFloat);
-      hidden = RunLayer(config, layer, hidden, rope, i, options.batch_size, nullptr);
+      hidden = RunLayerBatched(config, layer, hidden, rope, i, options.batch_size, nullptr);
     }
   }
 
@@ -147,7 +162,7 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
       std::unique_ptr<HessianObserver> observer;
       if (gptq) {
         observer = std::make_unique<HessianObserver>(group, layer, options.device);
-        RunLayer(config, layer, hidden, rope, i, options.batch_size, observer.get());
+        RunLayerBatched(config, layer, hidden, rope, i, options.batch_size, observer.get());
       }
       for (auto& [name, linear] : layer.Linears()) {
         if (std::find(group.begin(), group.end(), name) == group.end()) continue;
@@ -178,7 +193,7 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
         layer_reports.push_back(report);
       }
     }
-    if (gptq) hidden = RunLayer(config, layer, hidden, rope, i, options.batch_size, nullptr);
+    if (gptq) hidden = RunLayerBatched(config, layer, hidden, rope, i, options.batch_size, nullptr);
     // Back to the host model, in its dtype.
     auto dst = model.layer(i).Tensors();
     auto src = layer.Tensors();

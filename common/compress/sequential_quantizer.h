@@ -47,6 +47,21 @@ struct SequentialOptions {
   std::function<absl::Status(int64_t layer, const std::vector<LinearReport>&)> on_layer_done;
 };
 
+// Embeddings of calibration windows [N, L], computed in batches, as float32 on `device`.
+at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,
+                        int64_t batch);
+// One decoder layer over [N, L, hidden] inputs in batches of `batch` windows.
+at::Tensor RunLayerBatched(const LlamaConfig& config, const DecoderLayer& layer,
+                           const at::Tensor& inputs, const RotaryTables& rope, int64_t index,
+                           int64_t batch, LinearObserver* observer);
+
+// Weights in the decoder layers' linear layers, and the bits they take quantized with `spec`.
+struct QuantizedSize {
+  int64_t weights = 0;
+  double bits = 0.0;
+};
+QuantizedSize QuantizedLinearSize(const LlamaModel& model, const QuantSpec& spec);
+
 // Quantizes `model` in place (its tensors stay on their device and dtype). `calibration` [N, L] is
 // needed for GPTQ only.
 absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,

@@ -128,6 +128,13 @@ std::vector<std::pair<std::string, Linear*>> DecoderLayer::Linears() {
           {"mlp.down_proj", &down_proj}};
 }
 
+std::vector<std::pair<std::string, const Linear*>> DecoderLayer::Linears() const {
+  std::vector<std::pair<std::string, const Linear*>> out;
+  for (auto& [name, linear] : const_cast<DecoderLayer*>(this)->Linears())
+    out.emplace_back(name, linear);
+  return out;
+}
+
 std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
   std::vector<std::pair<std::string, at::Tensor*>> out = {
       {"input_layernorm.weight", &input_layernorm},

@@ -55,6 +55,7 @@ class DecoderLayer {
 
   // The linear layers by their names inside the layer, in "true sequential" order.
   std::vector<std::pair<std::string, Linear*>> Linears();
+  std::vector<std::pair<std::string, const Linear*>> Linears() const;
   // Every tensor of the layer under its name inside the layer ("self_attn.q_proj.weight", ...).
   std::vector<std::pair<std::string, at::Tensor*>> Tensors();
   // A copy on another device and/or dtype.

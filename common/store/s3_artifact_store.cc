@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
@@ -129,33 +130,17 @@ class S3ArtifactStore : public ArtifactStore {
 
   absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                              const std::string& scratch) override {
-    auto target = ParseS3Uri(uri);
-    if (!target.ok()) return target.status();
-    auto text = client_.GetObject(target->bucket, Join(target->key, kManifest));
-    if (!text.ok()) return text.status();
-    const json manifest = json::parse(*text, nullptr, false);
-    if (manifest.is_discarded() || !manifest.contains("files")) {
-      return absl::DataLossError(absl::StrCat(uri, "/", kManifest, ": not a manifest"));
-    }
-    // Blobs live where the manifest says, so any store can read any artifact.
-    S3Location blobs{root_.bucket, Join(root_.key, "blobs/sha256")};
-    if (manifest.contains("blob_root")) {
-      auto where = ParseS3Uri(manifest["blob_root"].get<std::string>());
-      if (!where.ok())
-        return absl::DataLossError(
-            absl::StrCat(uri, "/", kManifest, ": ", where.status().message()));
-      blobs = *where;
-    }
+    auto manifest = ReadManifest(uri);
+    if (!manifest.ok()) return manifest.status();
     RemoveTree(scratch).IgnoreError();
     fs::create_directories(scratch);
-    for (const json& f : manifest["files"]) {
+    for (const json& f : manifest->files) {
       const std::string name = f.value("name", "");
       const std::string digest = f.value("digest", "").substr(7);
       if (name.empty() || name.find('/') != std::string::npos || digest.size() != 64) {
         return absl::DataLossError(absl::StrCat(uri, "/", kManifest, ": malformed entry"));
       }
-      auto bytes = client_.GetObject(
-          blobs.bucket, Join(blobs.key, absl::StrCat(digest.substr(0, 2), "/", digest)));
+      auto bytes = client_.GetObject(manifest->blobs.bucket, manifest->BlobKey(digest));
       if (!bytes.ok()) {
         return absl::Status(bytes.status().code(),
                             absl::StrCat(uri, ": file \"", name, "\" (blob sha256:", digest,
@@ -200,28 +185,15 @@ class S3ArtifactStore : public ArtifactStore {
   absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
                                                 int64_t offset, int64_t length,
                                                 int64_t* file_size) override {
-    auto target = ParseS3Uri(uri);
-    if (!target.ok()) return target.status();
-    auto text = client_.GetObject(target->bucket, Join(target->key, kManifest));
-    if (!text.ok()) return text.status();
-    const json manifest = json::parse(*text, nullptr, false);
-    if (manifest.is_discarded() || !manifest.contains("files")) {
-      return absl::DataLossError(absl::StrCat(uri, "/", kManifest, ": not a manifest"));
-    }
-    S3Location blobs{root_.bucket, Join(root_.key, "blobs/sha256")};
-    if (manifest.contains("blob_root")) {
-      auto where = ParseS3Uri(manifest["blob_root"].get<std::string>());
-      if (where.ok()) blobs = *where;
-    }
-    for (const json& f : manifest["files"]) {
+    auto manifest = ReadManifest(uri);
+    if (!manifest.ok()) return manifest.status();
+    for (const json& f : manifest->files) {
       if (f.value("name", "") != name) continue;
       const std::string digest = f.value("digest", "").substr(7);
       if (file_size) *file_size = f.value("size", int64_t{0});
       // A range cannot be checked against the whole file's digest; readers of ranges validate
       // what they read (a safetensors header is validated against the file size).
-      return client_.GetObject(blobs.bucket,
-                               Join(blobs.key, absl::StrCat(digest.substr(0, 2), "/", digest)),
-                               offset, length);
+      return client_.GetObject(manifest->blobs.bucket, manifest->BlobKey(digest), offset, length);
     }
     return absl::NotFoundError(absl::StrCat(uri, ": the artifact has no file \"", name, "\""));
   }
@@ -235,9 +207,7 @@ class S3ArtifactStore : public ArtifactStore {
     for (const S3ObjectInfo& o : *objects) {
       if (o.key.rfind(blob_prefix, 0) == 0) {
         blobs.push_back(&o);
-      } else if (o.key.size() >= strlen(kManifest) &&
-                 o.key.compare(o.key.size() - strlen(kManifest), std::string::npos, kManifest) ==
-                     0) {
+      } else if (absl::EndsWith(o.key, kManifest)) {
         auto text = client_.GetObject(root_.bucket, o.key);
         if (!text.ok()) return text.status();
         const json manifest = json::parse(*text, nullptr, false);
@@ -279,6 +249,33 @@ class S3ArtifactStore : public ArtifactStore {
 
  private:
   static constexpr int64_t kMultipartThreshold = 64ll << 20;
+
+  struct Manifest {
+    json files;
+    S3Location blobs;  // where the blobs are: the manifest says, so any store reads any artifact
+    std::string BlobKey(const std::string& digest) const {
+      return Join(blobs.key, absl::StrCat(digest.substr(0, 2), "/", digest));
+    }
+  };
+  absl::StatusOr<Manifest> ReadManifest(const std::string& uri) {
+    auto target = ParseS3Uri(uri);
+    if (!target.ok()) return target.status();
+    auto text = client_.GetObject(target->bucket, Join(target->key, kManifest));
+    if (!text.ok()) return text.status();
+    const json manifest = json::parse(*text, nullptr, false);
+    if (manifest.is_discarded() || !manifest.contains("files")) {
+      return absl::DataLossError(absl::StrCat(uri, "/", kManifest, ": not a manifest"));
+    }
+    Manifest m{manifest["files"], {root_.bucket, Join(root_.key, "blobs/sha256")}};
+    if (manifest.contains("blob_root")) {
+      auto where = ParseS3Uri(manifest["blob_root"].get<std::string>());
+      if (!where.ok())
+        return absl::DataLossError(
+            absl::StrCat(uri, "/", kManifest, ": ", where.status().message()));
+      m.blobs = *where;
+    }
+    return m;
+  }
 
   std::string BlobKey(const std::string& digest) const {
     return Join(root_.key, absl::StrCat("blobs/sha256/", digest.substr(0, 2), "/", digest));

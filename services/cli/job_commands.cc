@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
@@ -73,13 +74,9 @@ absl::Status Download(const std::string& uri, const std::string& dir) {
     return absl::OkStatus();
   }
   // A single object (a report) or a directory artifact (a manifest).
-  if (uri.rfind("s3://", 0) == 0 && uri.size() > 5 && uri.substr(uri.size() - 5) == ".json") {
-    auto text = (*store)->ReadFile(uri);
-    if (!text.ok()) return text.status();
-    std::ofstream(fs::path(dir) / fs::path(uri).filename()) << *text;
-    return absl::OkStatus();
-  }
-  if (uri.rfind("s3://", 0) == 0 && uri.size() > 5 && uri.substr(uri.size() - 5) == ".html") {
+  const bool single_object =
+      uri.rfind("s3://", 0) == 0 && (absl::EndsWith(uri, ".json") || absl::EndsWith(uri, ".html"));
+  if (single_object) {
     auto text = (*store)->ReadFile(uri);
     if (!text.ok()) return text.status();
     std::ofstream(fs::path(dir) / fs::path(uri).filename()) << *text;

@@ -250,17 +250,7 @@ int RunCompress(const Args& args) {
   std::cerr << "quantizing (" << method << ")...\n";
   auto reports = QuantizeSequential(model, calibration, seq);
   if (!reports.ok()) return Fail(reports.status());
-  int64_t quantized_weights = 0;
-  double quantized_bits = 0.0;
-  for (int64_t i = 0; i < model.num_layers(); ++i) {
-    for (auto& [name, linear] : model.layer(i).Linears()) {
-      const int64_t in = linear->weight.size(1);
-      quantized_weights += linear->weight.numel();
-      quantized_bits +=
-          (spec.bits + (16.0 + spec.bits) / (spec.group_size == -1 ? in : spec.group_size)) *
-          linear->weight.numel();
-    }
-  }
+  const QuantizedSize quantized = QuantizedLinearSize(model, spec);
   std::cerr << "evaluating the quantized model...\n";
   auto after = EvaluatePerplexity(model, loaded->data, *ppl_options);
   if (!after.ok()) return Fail(after.status());
@@ -271,7 +261,7 @@ int RunCompress(const Args& args) {
   const double base_bytes = static_cast<double>(DirectoryBytes(*model_dir));
   const double stored_bytes_per_param = base_bytes / params;
   const double quant_bytes =
-      (params - quantized_weights) * std::min(2.0, stored_bytes_per_param) + quantized_bits / 8.0;
+      (params - quantized.weights) * std::min(2.0, stored_bytes_per_param) + quantized.bits / 8.0;
   const double retention =
       after->total.perplexity() > 0 ? before->total.perplexity() / after->total.perplexity() : 0.0;
   const std::string label =

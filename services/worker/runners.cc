@@ -300,22 +300,13 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
   // The uncompressed model, layer by layer on the device, statistics of every linear's inputs.
   c10::NoGradGuard no_grad;
   const int64_t batch = 16;
-  std::vector<at::Tensor> parts;
-  for (int64_t b = 0; b < windows->size(0); b += batch) {
-    parts.push_back(model->Embed(windows->slice(0, b, b + batch)).to(ctx.device(), at::kFloat));
-  }
-  at::Tensor hidden = at::cat(parts, 0);
+  at::Tensor hidden = EmbedWindows(*model, *windows, ctx.device(), batch);
   const RotaryTables rope = model->Rotary(windows->size(1), ctx.device(), at::kFloat);
   for (int64_t i = 0; i < model->num_layers(); ++i) {
     if (auto s = ctx.CheckStep(); !s.ok()) return s;
     DecoderLayer layer = model->layer(i).To(ctx.device(), at::kFloat);
     StatisticsObserver observer(ctx.device());
-    std::vector<at::Tensor> outputs;
-    for (int64_t b = 0; b < hidden.size(0); b += batch) {
-      outputs.push_back(
-          layer.Forward(model->config(), hidden.slice(0, b, b + batch), rope, i, &observer));
-    }
-    hidden = at::cat(outputs, 0);
+    hidden = RunLayerBatched(model->config(), layer, hidden, rope, i, batch, &observer);
     if (!at::isfinite(hidden).all().item<bool>()) {
       return absl::InvalidArgumentError(
           absl::StrCat("model.layers.", i, ": activations are not finite"));
@@ -470,17 +461,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   auto reports = QuantizeSequential(*model, calibration, seq);
   if (!reports.ok()) return reports.status();
 
-  double bits_weighted = 0.0;
-  int64_t quantized = 0;
-  for (int64_t i = 0; i < layers; ++i) {
-    for (auto& [name, linear] : model->layer(i).Linears()) {
-      const int64_t in = linear->weight.size(1);
-      const int64_t group = seq.gptq.quant.group_size == -1 ? in : seq.gptq.quant.group_size;
-      bits_weighted +=
-          (seq.gptq.quant.bits + (16.0 + seq.gptq.quant.bits) / group) * linear->weight.numel();
-      quantized += linear->weight.numel();
-    }
-  }
+  const QuantizedSize quantized = QuantizedLinearSize(*model, seq.gptq.quant);
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "model";
   RemoveTree(out_dir).IgnoreError();
@@ -510,18 +491,19 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   TaskOutput out;
   out.outputs["model"] = ctx.lease().output_uri();
   const int64_t params = model->NumParameters();
-  out.result = {{"method", method},
-                {"bits", seq.gptq.quant.bits},
-                {"group_size", seq.gptq.quant.group_size},
-                {"sym", seq.gptq.quant.symmetric},
-                {"act_order", seq.gptq.act_order},
-                {"format", format},
-                {"layers", layers},
-                {"resumed_from_layer", done},
-                {"quantized_weights", quantized},
-                {"bits_per_quantized_weight", quantized ? bits_weighted / quantized : 0.0},
-                {"packed_size_bytes", (params - quantized) * 2.0 + bits_weighted / 8.0},
-                {"linears", layer_reports}};
+  out.result = {
+      {"method", method},
+      {"bits", seq.gptq.quant.bits},
+      {"group_size", seq.gptq.quant.group_size},
+      {"sym", seq.gptq.quant.symmetric},
+      {"act_order", seq.gptq.act_order},
+      {"format", format},
+      {"layers", layers},
+      {"resumed_from_layer", done},
+      {"quantized_weights", quantized.weights},
+      {"bits_per_quantized_weight", quantized.weights ? quantized.bits / quantized.weights : 0.0},
+      {"packed_size_bytes", (params - quantized.weights) * 2.0 + quantized.bits / 8.0},
+      {"linears", layer_reports}};
   return out;
 }
 

@@ -112,25 +112,11 @@ absl::Status Worker::Run() {
   return absl::OkStatus();
 }
 
-void Worker::RunTask(const v1::TaskLease& lease) {
-  const std::string scratch =
-      absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
-  fs::create_directories(scratch);
+absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std::string& scratch) {
   const auto spec = nlohmann::json::parse(lease.spec_json(), nullptr, false);
+  // A store that cannot be opened (credentials, URI) fails the attempt like any runner error.
   auto store = StoreFor(spec.is_object() ? spec.value("store_root", "") : "");
-  if (!store.ok()) {
-    // The store cannot be opened here (credentials, URI): no attempt can succeed on this worker.
-    v1::FailTaskRequest request;
-    request.set_worker_id(worker_id_);
-    request.set_task_id(lease.task_id());
-    request.set_attempt(lease.attempt());
-    request.set_error(std::string(store.status().message()));
-    request.set_retryable(false);
-    grpc::ClientContext context;
-    v1::FailTaskResponse response;
-    stub_->FailTask(&context, request, &response).ok();
-    return;
-  }
+  if (!store.ok()) return store.status();
   TaskContext ctx(lease, *store, scratch, at::Device(options_.device), options_.step_delay_ms);
 
   // Heartbeats run beside the task: they extend the lease, carry progress, and bring cancellation.
@@ -173,6 +159,14 @@ void Worker::RunTask(const v1::TaskLease& lease) {
   }
   finished_cv.notify_all();
   heartbeat.join();
+  return result;
+}
+
+void Worker::RunTask(const v1::TaskLease& lease) {
+  const std::string scratch =
+      absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
+  fs::create_directories(scratch);
+  const absl::StatusOr<TaskOutput> result = Execute(lease, scratch);
 
   // Report the outcome, retrying while the coordinator is unreachable (it may be restarting).
   for (int attempt = 0; attempt < 600 && !stop_; ++attempt) {

@@ -39,7 +39,9 @@ class Worker {
 
  private:
   absl::Status RegisterUntilReady();
+  // Runs the lease's task with heartbeats beside it, then reports the outcome.
   void RunTask(const v1::TaskLease& lease);
+  absl::StatusOr<TaskOutput> Execute(const v1::TaskLease& lease, const std::string& scratch);
 
   WorkerOptions options_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
