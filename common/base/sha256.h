@@ -1,19 +1,22 @@
 // SHA-256 (FIPS 180-4), streaming. Used for content digests of models and data (cache keys,
-// provenance); no external crypto library is needed for that.
+// provenance, content-addressed blobs).
 #pragma once
 
-#include <array>
-#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 
 namespace squeeze {
 
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void Update(absl::string_view data);
   // The 32-byte digest; the object must not be updated afterwards.
   std::string RawDigest();
@@ -21,11 +24,7 @@ class Sha256 {
   std::string HexDigest();
 
  private:
-  void Block(const uint8_t* block);
-  std::array<uint32_t, 8> h_;
-  uint8_t buffer_[64];
-  size_t buffered_ = 0;
-  uint64_t length_ = 0;
+  evp_md_ctx_st* ctx_;
 };
 
 std::string Sha256Hex(absl::string_view data);

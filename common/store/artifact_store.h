@@ -1,7 +1,14 @@
 // Where tensors, checkpoints and reports live between tasks. gRPC carries only the URIs.
-// Backends implement this one interface; `file://` is the embedded default.
+//
+// An artifact (a model directory, a calibration cache, a checkpoint) is a manifest,
+// URI/manifest.json, that lists its files by SHA-256 digest, size and media type, with its
+// provenance. The files are blobs stored once under ROOT/blobs/sha256/ab/<digest>, in any backend
+// (`file://` is the embedded default, `s3://` the cluster one). The manifest is written last: it is
+// the commit point, and a crash before it leaves only unreferenced blobs, which garbage collection
+// removes. Every blob is verified against its digest when read.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -11,15 +18,28 @@
 
 namespace squeeze {
 
+// Where an artifact came from, recorded in its manifest.
+struct ArtifactProvenance {
+  std::string job_id;
+  std::string stage;       // the task kind: "quantize", "calibrate", "upload", ...
+  std::string stage_spec;  // the stage's options from the recipe (JSON)
+  std::map<std::string, std::string> sources;  // input name -> URI (their digests are added)
+};
+
 class ArtifactStore {
  public:
   virtual ~ArtifactStore() = default;
 
-  // Copies the regular files of `local_dir` into the artifact at `uri`. The artifact appears whole
-  // or not at all: a crash midway leaves no artifact under `uri`. Replaces an existing one.
-  virtual absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) = 0;
-  // A local directory holding the artifact's files (the file backend returns its own directory;
-  // remote backends download into `scratch`).
+  // Stores the regular files of `local_dir` (names starting with '.' skipped) as the artifact at
+  // `uri`. The artifact appears whole or not at all; an existing one is replaced.
+  virtual absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
+                                    const ArtifactProvenance& provenance) = 0;
+  absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) {
+    return PutDirectory(local_dir, uri, ArtifactProvenance{});
+  }
+  // A local directory holding the artifact's files, each verified against its digest: placed
+  // into `scratch` (hard links on the file backend, streamed downloads otherwise). A plain
+  // directory given by path (a user's model) is returned as it is.
   virtual absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                                      const std::string& scratch) = 0;
   // True when a complete artifact (or, for inputs given by users, a directory) is at `uri`.
@@ -41,16 +61,18 @@ class ArtifactStore {
     int64_t bytes_deleted = 0;
   };
   // Deletes blobs under the store's root that no manifest references and that are older than
-  // `grace_seconds` (a younger one may belong to an upload whose manifest is not written yet).
-  virtual absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) { return GcReport{}; }
+  // `grace_seconds` (a younger one may belong to an upload whose manifest is not written yet),
+  // and abandoned partial uploads of the same age.
+  virtual absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) = 0;
 };
 
 // Opens the store rooted at `root_uri`: "file:///dir" (the embedded default) or
 // "s3://bucket/prefix" (endpoint, region, addressing and TLS from SQUEEZE_S3_ENDPOINT, AWS_REGION,
 // SQUEEZE_S3_PATH_STYLE, SQUEEZE_S3_VERIFY_TLS; credentials from the AWS_* variables or
-// SQUEEZE_S3_CREDENTIALS_FILE). The store reads and writes file:// URIs too (models given by path).
+// SQUEEZE_S3_CREDENTIALS_FILE). Either store reads and writes URIs of both schemes: a model given
+// by path, an artifact in a bucket. With "file://" and no path, blobs of new artifacts are kept
+// inside the artifact's own directory.
 absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri);
-absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenS3ArtifactStore(absl::string_view root_uri);
 
 // "file:///a/b" -> "/a/b"; plain paths pass through.
 std::string FilePathOfUri(absl::string_view uri);

@@ -63,23 +63,15 @@ absl::StatusOr<std::string> ReadFileText(const std::string& path) {
 absl::Status Download(const std::string& uri, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  auto store = OpenArtifactStore(uri.rfind("s3://", 0) == 0 ? uri : "file://");
+  auto store = OpenArtifactStore("file://");  // reads file:// and s3:// URIs alike
   if (!store.ok()) return store.status();
-  const fs::path src = FilePathOfUri(uri);
-  if (uri.rfind("s3://", 0) != 0 && fs::is_regular_file(src)) {
-    fs::copy_file(src, fs::path(dir) / src.filename(), fs::copy_options::overwrite_existing, ec);
-    if (ec)
-      return absl::UnavailableError(
-          absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
-    return absl::OkStatus();
-  }
   // A single object (a report) or a directory artifact (a manifest).
-  const bool single_object =
-      uri.rfind("s3://", 0) == 0 && (absl::EndsWith(uri, ".json") || absl::EndsWith(uri, ".html"));
-  if (single_object) {
+  if (absl::EndsWith(uri, ".json") || absl::EndsWith(uri, ".html")) {
     auto text = (*store)->ReadFile(uri);
     if (!text.ok()) return text.status();
-    std::ofstream(fs::path(dir) / fs::path(uri).filename()) << *text;
+    std::ofstream out(fs::path(dir) / fs::path(uri).filename(), std::ios::binary);
+    out << *text;
+    if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write into ", dir));
     return absl::OkStatus();
   }
   const std::string scratch = dir + ".download";
@@ -315,16 +307,24 @@ int RunArtifacts(const Args& args) {
 
 int RunStorePut(const Args& args) {
   Flags flags;
-  flags.Bool("json").Positional(2, 2);
+  flags.Value("store", "").Bool("json").Positional(2, 2);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   const std::string dir = flags.positional()[0], uri = flags.positional()[1];
   if (!fs::is_directory(dir))
     return Fail(absl::NotFoundError(absl::StrCat(dir, ": not a directory")));
-  const size_t bucket_end = uri.rfind("s3://", 0) == 0 ? uri.find('/', 5) : std::string::npos;
-  auto store =
-      OpenArtifactStore(uri.rfind("s3://", 0) == 0 ? uri.substr(0, bucket_end) : "file://");
+  // Blobs go under --store (share them with the coordinator's store by naming its root), else
+  // under the bucket's root, or inside the artifact for a file:// URI.
+  std::string root = *flags.Get("store");
+  if (root.empty()) {
+    const size_t bucket_end = uri.rfind("s3://", 0) == 0 ? uri.find('/', 5) : std::string::npos;
+    root = uri.rfind("s3://", 0) == 0 ? uri.substr(0, bucket_end) : "file://";
+  }
+  auto store = OpenArtifactStore(root);
   if (!store.ok()) return Fail(store.status());
-  if (auto s = (*store)->PutDirectory(dir, uri); !s.ok()) return Fail(s);
+  ArtifactProvenance provenance;
+  provenance.stage = "upload";
+  provenance.sources["directory"] = "file://" + fs::absolute(dir).lexically_normal().string();
+  if (auto s = (*store)->PutDirectory(dir, uri, provenance); !s.ok()) return Fail(s);
   std::cout << (flags.GetBool("json") ? absl::StrCat("{\"uri\": \"", uri, "\"}\n")
                                       : absl::StrCat("stored ", uri, "\n"));
   return 0;

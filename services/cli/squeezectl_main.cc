@@ -30,8 +30,9 @@ service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
   list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
   cancel JOB [--json]
   artifacts JOB [--download DIR] [--json]
-  store-put DIR URI [--json]           uploads a model directory as an artifact (s3://bucket/path),
-                                       usable as a recipe's model
+  store-put DIR URI [--store ROOT] [--json]
+                                       stores a model directory as an artifact (s3://bucket/path),
+                                       usable as a recipe's model; blobs under ROOT/blobs
   store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
 )";

@@ -70,7 +70,7 @@ absl::Status PutFiles(TaskContext& ctx, const std::string& name,
   RemoveTree(dir).IgnoreError();
   fs::create_directories(dir);
   for (const auto& [file, contents] : files) std::ofstream(dir / file) << contents;
-  return ctx.store().PutDirectory(dir.string(), uri);
+  return ctx.store().PutDirectory(dir.string(), uri, ctx.provenance());
 }
 
 }  // namespace
@@ -317,7 +317,7 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
       return s;
     ctx.SetProgress(i + 1, model->num_layers(), "layers");
   }
-  if (auto s = ctx.store().PutDirectory(dir.string(), uri); !s.ok()) return s;
+  if (auto s = ctx.store().PutDirectory(dir.string(), uri, ctx.provenance()); !s.ok()) return s;
   out.result["reused"] = false;
   return out;
 }
@@ -444,7 +444,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     RemoveTree(dir).IgnoreError();
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
-    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i)); !s.ok())
+    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i),
+                                          ctx.provenance());
+        !s.ok())
       return s;
     if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());
         !s.ok()) {
@@ -484,7 +486,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
     fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
   }
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri()); !s.ok())
+  if (auto s =
+          ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri(), ctx.provenance());
+      !s.ok())
     return s;
   ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
 

@@ -18,6 +18,15 @@ TaskContext::TaskContext(v1::TaskLease lease, ArtifactStore* store, std::string 
   if (spec_.is_discarded()) spec_ = nlohmann::json::object();
 }
 
+ArtifactProvenance TaskContext::provenance() const {
+  ArtifactProvenance p;
+  p.job_id = lease_.job_id();
+  p.stage = lease_.kind();
+  p.stage_spec = lease_.spec_json();
+  p.sources = {lease_.inputs().begin(), lease_.inputs().end()};
+  return p;
+}
+
 void TaskContext::SetProgress(int64_t completed, int64_t total, const std::string& unit) {
   std::lock_guard<std::mutex> lock(mu_);
   progress_.set_completed(completed);

@@ -28,6 +28,8 @@ class TaskContext {
   const v1::TaskLease& lease() const { return lease_; }
   const nlohmann::json& spec() const { return spec_; }
   ArtifactStore& store() { return *store_; }
+  // Where this task's outputs come from: job, stage, its options and its inputs.
+  ArtifactProvenance provenance() const;
   const std::string& scratch_dir() const { return scratch_dir_; }
   at::Device device() const { return device_; }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/store/artifact_store.h"
 #include "common/store/s3_client.h"
 #include "gtest/gtest.h"
 #include "tests/integration/health.grpc.pb.h"
@@ -40,6 +41,15 @@ std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bi
          "}\n"
          "  - evaluate: {max_examples: 16, window: 128, stride: 64, gate: {min_retention: " +
          gate + "}}\n";
+}
+
+// The files of the artifact at `uri`, verified and placed under `scratch` by the store.
+std::string ArtifactDir(const std::string& uri, const std::string& scratch) {
+  auto store = OpenArtifactStore("file://");
+  EXPECT_TRUE(store.ok());
+  auto dir = (*store)->LocalDirectory(uri, scratch);
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  return dir.ok() ? *dir : scratch;
 }
 
 nlohmann::json Report(const v1::Job& job, ServiceHarness& h) {
@@ -83,7 +93,8 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   EXPECT_GT(report["stages"][0]["result"]["perplexity"].get<double>(), 1.0);
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.5);
   EXPECT_TRUE(
-      fs::exists(fs::path(report["model"].get<std::string>().substr(7)) / "model.safetensors"));
+      fs::exists(fs::path(ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model")) /
+                 "model.safetensors"));
 
   // Artifacts download, and the health service answers.
   auto [art_code, art_out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", id, "--coordinator",
@@ -231,7 +242,7 @@ TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
   EXPECT_LT(report["stages"][2]["result"]["size_bytes"].get<double>(),
             0.5 * report["stages"][0]["result"]["size_bytes"].get<double>());
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.95);
-  const std::string model = report["model"].get<std::string>().substr(7);
+  const std::string model = ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model");
   EXPECT_TRUE(fs::exists(model + "/model.safetensors"));
   std::ifstream config(model + "/config.json");
   auto qc = nlohmann::json::parse(config)["quantization_config"];
@@ -271,7 +282,7 @@ TEST(ServiceTest, CalibrationIsComputedOnceAndReusedByTheNextJob) {
   ASSERT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
   std::string dir;
   for (const v1::Artifact& art : response.artifacts()) {
-    if (art.name() == "calibration") dir = art.uri().substr(7);
+    if (art.name() == "calibration") dir = ArtifactDir(art.uri(), h.dir() + "/calibration");
   }
   ASSERT_FALSE(dir.empty());
   EXPECT_TRUE(fs::exists(dir + "/windows.safetensors"));

@@ -1,0 +1,63 @@
+// The primitives one storage system provides to the content-addressed artifact store: named
+// objects that are written whole, read by range, listed and deleted. `file://` (a directory
+// tree) and `s3://` (a bucket) implement it; manifests, digests, verification and garbage
+// collection are written once, above it, in ContentAddressedStore.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace squeeze {
+
+struct ObjectInfo {
+  std::string uri;
+  int64_t size = 0;
+  int64_t age_seconds = 0;  // since it was last written
+};
+
+class ObjectBackend {
+ public:
+  virtual ~ObjectBackend() = default;
+
+  // Writes a small object whole and atomically: readers see the old bytes or the new ones.
+  virtual absl::Status Put(const std::string& uri, absl::string_view bytes) = 0;
+  // Stores the file at `path` as the blob `blob_root`/ab/<sha256> and returns its hex digest. The
+  // file is hashed as it is streamed (never held whole in memory); a blob that is already there
+  // is not written again. A blob appears under its digest only once complete.
+  virtual absl::StatusOr<std::string> PutBlob(const std::string& blob_root,
+                                              const std::string& path) = 0;
+  // Bytes [offset, offset + length) of an object (length < 0: to the end). NotFound if absent.
+  virtual absl::StatusOr<std::string> Get(const std::string& uri, int64_t offset = 0,
+                                          int64_t length = -1) = 0;
+  // Streams the whole object to `sink` in bounded chunks.
+  virtual absl::Status GetTo(const std::string& uri,
+                             const std::function<absl::Status(absl::string_view)>& sink) = 0;
+  // NotFound when absent.
+  virtual absl::StatusOr<ObjectInfo> Head(const std::string& uri) = 0;
+  // Every object whose URI starts with `prefix_uri`.
+  virtual absl::StatusOr<std::vector<ObjectInfo>> List(const std::string& prefix_uri) = 0;
+  virtual absl::Status Delete(const std::string& uri) = 0;
+  // Makes `local_path` a read-only copy of the object without moving bytes (the file backend
+  // hard-links it, copying only across filesystems). Unimplemented where that is not possible;
+  // the caller then streams the object with GetTo.
+  virtual absl::Status Link(const std::string& uri, const std::string& local_path) {
+    return absl::UnimplementedError("no local link for this backend");
+  }
+};
+
+std::unique_ptr<ObjectBackend> NewFileObjectBackend();
+// Endpoint, region, addressing and TLS from SQUEEZE_S3_ENDPOINT, AWS_REGION, SQUEEZE_S3_PATH_STYLE,
+// SQUEEZE_S3_VERIFY_TLS; credentials from the AWS_* variables or SQUEEZE_S3_CREDENTIALS_FILE.
+absl::StatusOr<std::unique_ptr<ObjectBackend>> NewS3ObjectBackend();
+
+// The blob for `digest` (hex) under `blob_root`: ROOT/ab/<digest>.
+std::string BlobUri(const std::string& blob_root, const std::string& digest);
+
+}  // namespace squeeze
