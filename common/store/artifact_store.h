@@ -59,6 +59,7 @@ class ArtifactStore {
     int64_t blobs_kept = 0;
     int64_t blobs_deleted = 0;
     int64_t bytes_deleted = 0;
+    int64_t uploads_aborted = 0;  // multipart uploads abandoned by clients that died
   };
   // Deletes blobs under the store's root that no manifest references and that are older than
   // `grace_seconds` (a younger one may belong to an upload whose manifest is not written yet),

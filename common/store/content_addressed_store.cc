@@ -276,6 +276,9 @@ class ContentAddressedStore : public ArtifactStore {
       ++report.blobs_deleted;
       report.bytes_deleted += b->size;
     }
+    auto aborted = (*backend)->AbortStaleUploads(blob_root + "/", grace_seconds);
+    if (!aborted.ok()) return aborted.status();
+    report.uploads_aborted = *aborted;
     return report;
   }
 

@@ -44,6 +44,12 @@ class ObjectBackend {
   // Every object whose URI starts with `prefix_uri`.
   virtual absl::StatusOr<std::vector<ObjectInfo>> List(const std::string& prefix_uri) = 0;
   virtual absl::Status Delete(const std::string& uri) = 0;
+  // Aborts multipart uploads under `prefix_uri` started more than `grace_seconds` ago (left by
+  // clients that died mid-upload); returns how many. Backends without them return 0.
+  virtual absl::StatusOr<int64_t> AbortStaleUploads(const std::string& prefix_uri,
+                                                    int64_t grace_seconds) {
+    return 0;
+  }
   // Makes `local_path` a read-only copy of the object without moving bytes (the file backend
   // hard-links it, copying only across filesystems). Unimplemented where that is not possible;
   // the caller then streams the object with GetTo.

@@ -371,4 +371,36 @@ absl::Status S3Client::PutObjectMultipart(const std::string& bucket, const std::
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<S3MultipartUpload>> S3Client::ListMultipartUploads(
+    const std::string& bucket, const std::string& prefix) {
+  std::vector<S3MultipartUpload> out;
+  std::string key_marker, upload_marker;
+  while (true) {
+    std::vector<std::pair<std::string, std::string>> query = {{"uploads", ""}, {"prefix", prefix}};
+    if (!key_marker.empty()) query.emplace_back("key-marker", key_marker);
+    if (!upload_marker.empty()) query.emplace_back("upload-id-marker", upload_marker);
+    auto r = Request("GET", bucket, "", query, "");
+    if (!r.ok()) return r.status();
+    size_t pos = 0;
+    while (true) {
+      size_t end;
+      const std::string upload = XmlValue(r->body, "Upload", pos, &end);
+      if (upload.empty()) break;
+      pos = end;
+      out.push_back(
+          {XmlValue(upload, "Key"), XmlValue(upload, "UploadId"), XmlValue(upload, "Initiated")});
+    }
+    if (XmlValue(r->body, "IsTruncated") != "true") break;
+    key_marker = XmlValue(r->body, "NextKeyMarker");
+    upload_marker = XmlValue(r->body, "NextUploadIdMarker");
+    if (key_marker.empty() && upload_marker.empty()) break;
+  }
+  return out;
+}
+
+absl::Status S3Client::AbortMultipartUpload(const std::string& bucket, const std::string& key,
+                                            const std::string& upload_id) {
+  return Request("DELETE", bucket, key, {{"uploadId", upload_id}}, "").status();
+}
+
 }  // namespace squeeze

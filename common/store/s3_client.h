@@ -40,6 +40,13 @@ struct S3ObjectInfo {
   std::string last_modified;  // ISO 8601, from listings
 };
 
+// A multipart upload that was created and neither completed nor aborted.
+struct S3MultipartUpload {
+  std::string key;
+  std::string upload_id;
+  std::string initiated;  // ISO 8601
+};
+
 class S3Client {
  public:
   explicit S3Client(S3Options options);
@@ -57,6 +64,11 @@ class S3Client {
   // Multipart upload in parts of options.part_size, options.parallel_parts at a time.
   absl::Status PutObjectMultipart(const std::string& bucket, const std::string& key,
                                   absl::string_view data);
+  // Uploads in progress (or abandoned by a client that died) under `prefix`.
+  absl::StatusOr<std::vector<S3MultipartUpload>> ListMultipartUploads(const std::string& bucket,
+                                                                      const std::string& prefix);
+  absl::Status AbortMultipartUpload(const std::string& bucket, const std::string& key,
+                                    const std::string& upload_id);
 
  private:
   struct Response {

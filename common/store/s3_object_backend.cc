@@ -145,6 +145,21 @@ class S3ObjectBackend : public ObjectBackend {
     return out;
   }
 
+  absl::StatusOr<int64_t> AbortStaleUploads(const std::string& prefix_uri,
+                                            int64_t grace_seconds) override {
+    auto loc = ParseS3Uri(prefix_uri);
+    if (!loc.ok()) return loc.status();
+    auto uploads = client_.ListMultipartUploads(loc->bucket, loc->key);
+    if (!uploads.ok()) return uploads.status();
+    int64_t aborted = 0;
+    for (const S3MultipartUpload& u : *uploads) {
+      if (AgeSeconds(u.initiated) < grace_seconds) continue;
+      if (auto s = client_.AbortMultipartUpload(loc->bucket, u.key, u.upload_id); !s.ok()) return s;
+      ++aborted;
+    }
+    return aborted;
+  }
+
   absl::Status Delete(const std::string& uri) override {
     auto loc = ParseS3Uri(uri);
     if (!loc.ok()) return loc.status();

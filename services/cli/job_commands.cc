@@ -346,11 +346,13 @@ int RunStoreGc(const Args& args) {
   if (!report.ok()) return Fail(report.status());
   if (flags.GetBool("json")) {
     std::cout << absl::StrFormat(
-        "{\"blobs_kept\": %d, \"blobs_deleted\": %d, \"bytes_deleted\": %d}\n", report->blobs_kept,
-        report->blobs_deleted, report->bytes_deleted);
+        "{\"blobs_kept\": %d, \"blobs_deleted\": %d, \"bytes_deleted\": %d, "
+        "\"uploads_aborted\": %d}\n",
+        report->blobs_kept, report->blobs_deleted, report->bytes_deleted, report->uploads_aborted);
   } else {
-    std::cout << absl::StrFormat("deleted %d unreferenced blobs (%d bytes), kept %d\n",
-                                 report->blobs_deleted, report->bytes_deleted, report->blobs_kept);
+    std::cout << absl::StrFormat(
+        "deleted %d unreferenced blobs (%d bytes), kept %d; aborted %d abandoned uploads\n",
+        report->blobs_deleted, report->bytes_deleted, report->blobs_kept, report->uploads_aborted);
   }
   return 0;
 }

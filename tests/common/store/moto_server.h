@@ -31,9 +31,12 @@ inline int FreeLoopbackPort() {
 
 class MotoServer {
  public:
-  MotoServer() : port_(FreeLoopbackPort()) {
+  // With `enforce_auth`, moto checks request signatures against its own IAM, where no access key
+  // exists: every request is refused with 403, as a real S3 refuses wrong credentials.
+  explicit MotoServer(bool enforce_auth = false) : port_(FreeLoopbackPort()) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      if (enforce_auth) ::setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0", 1);
       const std::string port = std::to_string(port_);
       std::freopen("/dev/null", "w", stdout);
       std::freopen("/dev/null", "w", stderr);
@@ -56,6 +59,15 @@ class MotoServer {
     return o;
   }
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // Waits until it answers HTTP at all (any status).
+  bool Answers() const {
+    S3Client probe(Options());
+    for (int i = 0; i < 100; ++i) {
+      if (probe.CreateBucket("probe").code() != absl::StatusCode::kUnavailable) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
   // Waits until it answers, creating `bucket`.
   bool Ready(const std::string& bucket) const {
     S3Client probe(Options());

@@ -98,5 +98,34 @@ TEST_F(S3ArtifactStoreTest, BadUrisAndMissingCredentialsAreClearErrors) {
   EXPECT_NE(no_credentials.status().message().find("AWS_ACCESS_KEY_ID"), absl::string_view::npos);
 }
 
+TEST(S3CredentialsTest, WrongCredentialsAreRefusedWith403AndTheReason) {
+  testing::MotoServer moto(/*enforce_auth=*/true);
+  ASSERT_TRUE(moto.Answers()) << "moto_server did not start";
+  S3Options options = moto.Options();
+  options.credentials = {"AKIANOTAREALKEY00000", "wrong-secret", ""};
+  S3Client client(options);
+  const absl::Status put = client.PutObject("bucket", "key", "x");
+  EXPECT_EQ(put.code(), absl::StatusCode::kPermissionDenied) << put;
+  EXPECT_NE(put.message().find("HTTP 403"), absl::string_view::npos) << put;
+  EXPECT_NE(put.message().find("InvalidAccessKeyId"), absl::string_view::npos) << put;
+  EXPECT_NE(put.message().find("s3://bucket/key"), absl::string_view::npos) << put;
+
+  // Through the store: the failing file and the reason, and never the secret.
+  ::setenv("SQUEEZE_S3_ENDPOINT", moto.endpoint().c_str(), 1);
+  ::setenv("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret", 1);
+  const fs::path dir = fs::temp_directory_path() / ("s3_creds_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << "{}";
+  auto store = OpenArtifactStore("s3://bucket/root");
+  ASSERT_TRUE(store.ok());
+  const absl::Status stored = (*store)->PutDirectory(dir.string(), "s3://bucket/root/a");
+  EXPECT_EQ(stored.code(), absl::StatusCode::kPermissionDenied) << stored;
+  EXPECT_NE(stored.message().find("config.json"), absl::string_view::npos) << stored;
+  EXPECT_NE(stored.message().find("403"), absl::string_view::npos) << stored;
+  EXPECT_EQ(stored.message().find("wrong-secret"), absl::string_view::npos) << stored;
+  RemoveTree(dir).IgnoreError();
+}
+
 }  // namespace
 }  // namespace squeeze
