@@ -73,7 +73,14 @@ class ArtifactStore {
 // SQUEEZE_S3_CREDENTIALS_FILE). Either store reads and writes URIs of both schemes: a model given
 // by path, an artifact in a bucket. With "file://" and no path, blobs of new artifacts are kept
 // inside the artifact's own directory.
-absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri);
+struct StoreOptions {
+  // file:// writes are fsynced before they count as stored (blobs before their manifest), so a
+  // power loss cannot leave a manifest naming lost bytes. Off only for scratch stores and
+  // benchmarks.
+  bool sync_file_writes = true;
+};
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri,
+                                                                 const StoreOptions& options = {});
 
 // "file:///a/b" -> "/a/b"; plain paths pass through.
 std::string FilePathOfUri(absl::string_view uri);

@@ -50,7 +50,9 @@ struct Manifest {
 
 class ContentAddressedStore : public ArtifactStore {
  public:
-  explicit ContentAddressedStore(std::string root) : root_(TrimSlashes(std::move(root))) {}
+  ContentAddressedStore(std::string root, const StoreOptions& options)
+      : root_(TrimSlashes(std::move(root))),
+        file_(NewFileObjectBackend(options.sync_file_writes)) {}
 
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
                             const ArtifactProvenance& provenance) override {
@@ -369,14 +371,15 @@ class ContentAddressedStore : public ArtifactStore {
   }
 
   const std::string root_;
-  std::unique_ptr<ObjectBackend> file_ = NewFileObjectBackend();
+  const std::unique_ptr<ObjectBackend> file_;
   std::mutex mu_;
   std::unique_ptr<ObjectBackend> s3_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri) {
+absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_view root_uri,
+                                                                 const StoreOptions& options) {
   if (root_uri.substr(0, 5) == "s3://") {
     if (root_uri.size() == 5 || root_uri[5] == '/')
       return absl::InvalidArgumentError(absl::StrCat("store \"", root_uri, "\": no bucket"));
@@ -387,7 +390,7 @@ absl::StatusOr<std::unique_ptr<ArtifactStore>> OpenArtifactStore(absl::string_vi
     return absl::InvalidArgumentError(
         absl::StrCat("store \"", root_uri, "\": unsupported scheme (expected file:// or s3://)"));
   }
-  return std::unique_ptr<ArtifactStore>(new ContentAddressedStore(std::string(root_uri)));
+  return std::unique_ptr<ArtifactStore>(new ContentAddressedStore(std::string(root_uri), options));
 }
 
 }  // namespace squeeze

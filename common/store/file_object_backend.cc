@@ -66,14 +66,20 @@ absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& 
   return absl::OkStatus();
 }
 
-// Copies `size` bytes from `in` to `out` inside the kernel where it can.
-absl::Status CopyContents(int in, int out, int64_t size, const std::string& path) {
+// Copies `size` bytes from `in` to `out` inside the kernel where it can, starting write-back of
+// each piece as soon as it is copied so that the final fdatasync has little left to wait for.
+absl::Status CopyContents(int in, int out, int64_t size, const std::string& path,
+                          bool write_behind = false) {
+  constexpr int64_t kPiece = 64ll << 20;
   int64_t left = size;
   while (left > 0) {
-    const ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, static_cast<size_t>(left), 0);
+    const int64_t at = size - left;
+    const ssize_t n = ::copy_file_range(in, nullptr, out, nullptr,
+                                        static_cast<size_t>(std::min(left, kPiece)), 0);
     if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) break;
     if (n < 0) return Errno("cannot copy into", path);
     if (n == 0) break;
+    if (write_behind) ::sync_file_range(out, at, n, SYNC_FILE_RANGE_WRITE);
     left -= n;
   }
   if (left == 0) return absl::OkStatus();
@@ -100,11 +106,12 @@ absl::Status MakeParents(const std::string& path) {
   return absl::OkStatus();
 }
 
-// fsyncs `tmp`'s contents, renames it to `path` and fsyncs the directory, so that the object
-// survives a power loss once this returns.
-absl::Status Commit(int fd, const std::string& tmp, const std::string& path) {
-  if (::fdatasync(fd) != 0) return Errno("cannot sync", tmp);
+// Renames `tmp` to `path`. With `sync`, fsyncs the contents first and the directory after, so
+// that the object survives a power loss once this returns.
+absl::Status Commit(int fd, const std::string& tmp, const std::string& path, bool sync) {
+  if (sync && ::fdatasync(fd) != 0) return Errno("cannot sync", tmp);
   if (::rename(tmp.c_str(), path.c_str()) != 0) return Errno("cannot commit", path);
+  if (!sync) return absl::OkStatus();
   Fd dir(::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.ok()) ::fsync(dir.get());
   return absl::OkStatus();
@@ -112,6 +119,8 @@ absl::Status Commit(int fd, const std::string& tmp, const std::string& path) {
 
 class FileObjectBackend : public ObjectBackend {
  public:
+  explicit FileObjectBackend(bool sync) : sync_(sync) {}
+
   absl::Status Put(const std::string& uri, absl::string_view bytes) override {
     const std::string path = FilePathOfUri(uri);
     if (auto s = MakeParents(path); !s.ok()) return s;
@@ -119,7 +128,7 @@ class FileObjectBackend : public ObjectBackend {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd.ok()) return Errno("cannot create", tmp);
     absl::Status s = WriteAll(fd.get(), bytes.data(), bytes.size(), tmp);
-    if (s.ok()) s = Commit(fd.get(), tmp, path);
+    if (s.ok()) s = Commit(fd.get(), tmp, path, sync_);
     if (!s.ok()) ::unlink(tmp.c_str());
     return s;
   }
@@ -152,7 +161,7 @@ class FileObjectBackend : public ObjectBackend {
       if (map != nullptr) ::munmap(map, size);
       digest = h.HexDigest();
     });
-    absl::Status copied = CopyContents(in.get(), out.get(), size, tmp);
+    absl::Status copied = CopyContents(in.get(), out.get(), size, tmp, sync_);
     hasher.join();
     if (copied.ok()) copied = hashed;
     if (copied.ok()) {
@@ -163,7 +172,7 @@ class FileObjectBackend : public ObjectBackend {
         return digest;
       }
       copied = MakeParents(target);
-      if (copied.ok()) copied = Commit(out.get(), tmp, target);
+      if (copied.ok()) copied = Commit(out.get(), tmp, target, sync_);
     }
     if (!copied.ok()) {
       ::unlink(tmp.c_str());
@@ -265,6 +274,8 @@ class FileObjectBackend : public ObjectBackend {
     info.age_seconds = static_cast<int64_t>(::time(nullptr) - st.st_mtime);
     return info;
   }
+
+  const bool sync_;
 };
 
 }  // namespace
@@ -278,8 +289,8 @@ std::string BlobUri(const std::string& blob_root, const std::string& digest) {
   return absl::StrCat(blob_root, "/", digest.substr(0, 2), "/", digest);
 }
 
-std::unique_ptr<ObjectBackend> NewFileObjectBackend() {
-  return std::make_unique<FileObjectBackend>();
+std::unique_ptr<ObjectBackend> NewFileObjectBackend(bool sync) {
+  return std::make_unique<FileObjectBackend>(sync);
 }
 
 }  // namespace squeeze

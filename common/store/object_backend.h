@@ -58,7 +58,8 @@ class ObjectBackend {
   }
 };
 
-std::unique_ptr<ObjectBackend> NewFileObjectBackend();
+// `sync`: fsync objects (and their directory) before a write returns.
+std::unique_ptr<ObjectBackend> NewFileObjectBackend(bool sync = true);
 // Endpoint, region, addressing and TLS from SQUEEZE_S3_ENDPOINT, AWS_REGION, SQUEEZE_S3_PATH_STYLE,
 // SQUEEZE_S3_VERIFY_TLS; credentials from the AWS_* variables or SQUEEZE_S3_CREDENTIALS_FILE.
 absl::StatusOr<std::unique_ptr<ObjectBackend>> NewS3ObjectBackend();
