@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
+#include "common/store/artifact_tensor_reader.h"
 #include "common/tensor/safetensors.h"
 
 namespace squeeze {
@@ -356,38 +357,9 @@ absl::StatusOr<LlamaConfig> CheckRemoteModel(const std::string& uri) {
   if (!text.ok()) return model_error(text.status());
   auto config = ParseLlamaConfig(*text, uri + "/config.json");
   if (!config.ok()) return model_error(config.status());
-  std::vector<std::string> shards = {"model.safetensors"};
-  if (auto index = (*store)->ReadArtifactRange(uri, "model.safetensors.index.json", 0, -1, nullptr);
-      index.ok()) {
-    const json j = json::parse(*index, nullptr, false);
-    if (j.is_discarded() || !j.contains("weight_map")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model: ", uri, "/model.safetensors.index.json: no weight_map"));
-    }
-    std::set<std::string> unique;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it)
-      unique.insert(it->get<std::string>());
-    shards.assign(unique.begin(), unique.end());
-  }
-  for (const std::string& shard : shards) {
-    int64_t size = 0;
-    auto head = (*store)->ReadArtifactRange(uri, shard, 0, 8, &size);
-    if (!head.ok()) return model_error(head.status());
-    if (head->size() != 8)
-      return absl::InvalidArgumentError(absl::StrCat("model: ", uri, "/", shard, ": too short"));
-    uint64_t len = 0;
-    for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>((*head)[i]);
-    if (len > static_cast<uint64_t>(size) - 8) {
-      return absl::InvalidArgumentError(absl::StrCat("model: ", uri, "/", shard, ": header length ",
-                                                     len,
-                                                     " exceeds the file (truncated or corrupt)"));
-    }
-    auto header = (*store)->ReadArtifactRange(uri, shard, 8, static_cast<int64_t>(len), nullptr);
-    if (!header.ok()) return model_error(header.status());
-    auto parsed =
-        ParseSafetensorsHeader(*header, static_cast<uint64_t>(size) - 8 - len, uri + "/" + shard);
-    if (!parsed.ok()) return model_error(parsed.status());
-  }
+  // Every shard's header, read by range and validated against the shard's size.
+  auto tensors = ArtifactTensorReader::Open(**store, uri);
+  if (!tensors.ok()) return model_error(tensors.status());
   return config;
 }
 
