@@ -42,6 +42,10 @@ class ArtifactStore {
   // directory given by path (a user's model) is returned as it is.
   virtual absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                                      const std::string& scratch) = 0;
+  // One file of an artifact, verified, placed at `local_path`: what a task reads when it needs
+  // part of a large artifact (the windows of a calibration cache, not its Hessians).
+  virtual absl::Status FetchFile(const std::string& uri, const std::string& name,
+                                 const std::string& local_path) = 0;
   // True when a complete artifact (or, for inputs given by users, a directory) is at `uri`.
   virtual absl::StatusOr<bool> Exists(const std::string& uri) = 0;
   // Small single-file objects (reports), written atomically.

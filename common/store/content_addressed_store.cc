@@ -130,35 +130,24 @@ class ContentAddressedStore : public ArtifactStore {
     if (ec)
       return absl::UnavailableError(absl::StrCat("cannot create ", scratch, ": ", ec.message()));
     for (const json& f : manifest->files) {
-      const std::string name = f.value("name", "");
-      const std::string digest = f.value("digest", "");
-      if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' ||
-          digest.size() != 71 || digest.substr(0, 7) != "sha256:") {
-        return absl::DataLossError(
-            absl::StrCat(ManifestUri(uri), ": malformed file entry ", f.dump()));
-      }
-      const std::string hex = digest.substr(7);
-      const std::string blob = BlobUri(manifest->blob_root, hex);
-      const std::string local = (fs::path(scratch) / name).string();
-      auto fetched = Fetch(**blobs, blob, local);
-      if (!fetched.ok()) {
-        ::unlink(local.c_str());
-        const bool missing = fetched.status().code() == absl::StatusCode::kNotFound;
-        return absl::Status(missing ? absl::StatusCode::kDataLoss : fetched.status().code(),
-                            absl::StrCat(uri, ": file \"", name, "\" (blob ", digest, ")",
-                                         missing ? " is missing from the store: " : ": ",
-                                         fetched.status().message()));
-      }
-      // Never hand out bytes that are not what the manifest promised.
-      if (*fetched != hex) {
-        ::unlink(local.c_str());
-        return absl::DataLossError(absl::StrCat(uri, ": blob ", blob, " for \"", name,
-                                                "\" does not match its digest (corrupted in the "
-                                                "store; it hashes to sha256:",
-                                                *fetched, ")"));
-      }
+      if (auto st = PlaceFile(uri, *manifest, **blobs, f,
+                              (fs::path(scratch) / f.value("name", "")).string());
+          !st.ok())
+        return st;
     }
     return scratch;
+  }
+
+  absl::Status FetchFile(const std::string& uri, const std::string& name,
+                         const std::string& local_path) override {
+    auto manifest = ReadManifest(uri);
+    if (!manifest.ok()) return manifest.status();
+    auto blobs = For(manifest->blob_root);
+    if (!blobs.ok()) return blobs.status();
+    for (const json& f : manifest->files) {
+      if (f.value("name", "") == name) return PlaceFile(uri, *manifest, **blobs, f, local_path);
+    }
+    return absl::NotFoundError(absl::StrCat(uri, ": the artifact has no file \"", name, "\""));
   }
 
   absl::StatusOr<bool> Exists(const std::string& uri) override {
@@ -296,6 +285,39 @@ class ContentAddressedStore : public ArtifactStore {
     const bool has_root = root_is_s3 || !FilePathOfUri(root_).empty();
     if (has_root && root_is_s3 == IsS3(uri)) return root_ + "/blobs/sha256";
     return uri + "/.blobs/sha256";
+  }
+
+  // Places the file of manifest entry `f` at `local`, verified against its digest; nothing is
+  // left at `local` on failure.
+  absl::Status PlaceFile(const std::string& uri, const Manifest& manifest, ObjectBackend& blobs,
+                         const json& f, const std::string& local) {
+    const std::string name = f.value("name", "");
+    const std::string digest = f.value("digest", "");
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' ||
+        digest.size() != 71 || digest.substr(0, 7) != "sha256:") {
+      return absl::DataLossError(
+          absl::StrCat(ManifestUri(uri), ": malformed file entry ", f.dump()));
+    }
+    const std::string hex = digest.substr(7);
+    const std::string blob = BlobUri(manifest.blob_root, hex);
+    auto fetched = Fetch(blobs, blob, local);
+    if (!fetched.ok()) {
+      ::unlink(local.c_str());
+      const bool missing = fetched.status().code() == absl::StatusCode::kNotFound;
+      return absl::Status(missing ? absl::StatusCode::kDataLoss : fetched.status().code(),
+                          absl::StrCat(uri, ": file \"", name, "\" (blob ", digest, ")",
+                                       missing ? " is missing from the store: " : ": ",
+                                       fetched.status().message()));
+    }
+    // Never hand out bytes that are not what the manifest promised.
+    if (*fetched != hex) {
+      ::unlink(local.c_str());
+      return absl::DataLossError(absl::StrCat(
+          uri, ": blob ", blob, " for \"", name,
+          "\" does not match its digest (corrupted in the store; it hashes to sha256:", *fetched,
+          ")"));
+    }
+    return absl::OkStatus();
   }
 
   // Places blob `blob` at `local` and returns the hex digest of what was placed.

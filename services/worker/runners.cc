@@ -347,11 +347,14 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
 
   at::Tensor calibration;
   if (seq.method == SequentialOptions::Method::kGptq && ctx.lease().inputs().count("calibration")) {
-    // The windows of the job's calibrate stage, so that every stage sees the same samples.
-    auto dir = ctx.store().LocalDirectory(ctx.lease().inputs().at("calibration"),
-                                          ctx.scratch_dir() + "/calib");
-    if (!dir.ok()) return dir.status();
-    auto file = SafetensorsFile::Open((fs::path(*dir) / "windows.safetensors").string());
+    // The windows of the job's calibrate stage, so that every stage sees the same samples. Only
+    // that file is fetched: the cache's per-layer Hessians are not needed here.
+    const std::string windows = ctx.scratch_dir() + "/calibration-windows.safetensors";
+    if (auto s = ctx.store().FetchFile(ctx.lease().inputs().at("calibration"),
+                                       "windows.safetensors", windows);
+        !s.ok())
+      return s;
+    auto file = SafetensorsFile::Open(windows);
     if (!file.ok()) return file.status();
     auto view = (*file)->Get("input_ids");
     if (!view.ok()) return view.status();

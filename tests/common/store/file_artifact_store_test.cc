@@ -93,6 +93,11 @@ TEST_F(FileArtifactStoreTest, StoresBlobsOnceUnderTheirDigestWithAManifest) {
   EXPECT_EQ(Slurp(fs::path(*dir) / "config.json"), "{\"a\": 1}");
   EXPECT_EQ(fs::file_size(fs::path(*dir) / "shared.bin"), 100000u);
   EXPECT_FALSE(fs::exists(fs::path(*dir) / ".hidden"));
+  // One file alone, verified.
+  ASSERT_TRUE(store_->FetchFile(artifact("b"), "only-b.bin", (root_ / "one.bin").string()).ok());
+  EXPECT_EQ(Slurp(root_ / "one.bin"), "bbbb");
+  EXPECT_EQ(store_->FetchFile(artifact("b"), "nope", (root_ / "x").string()).code(),
+            absl::StatusCode::kNotFound);
   int64_t size = 0;
   auto range = store_->ReadArtifactRange(artifact("a"), "config.json", 1, 3, &size);
   ASSERT_TRUE(range.ok()) << range.status();
@@ -136,6 +141,9 @@ TEST_F(FileArtifactStoreTest, FlippedBytesOnDiskAreDetectedAndNeverReturned) {
   EXPECT_NE(bad.status().message().find("does not match its digest"), absl::string_view::npos);
   EXPECT_NE(bad.status().message().find(victim.filename().string()), absl::string_view::npos);
   EXPECT_FALSE(fs::exists(root_ / "bad" / "shared.bin")) << "bad bytes must not be handed out";
+  const absl::Status one = store_->FetchFile(artifact("b"), "shared.bin", (root_ / "one").string());
+  EXPECT_EQ(one.code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(fs::exists(root_ / "one"));
 }
 
 TEST_F(FileArtifactStoreTest, AManifestNamingAMissingBlobIsAClearError) {
