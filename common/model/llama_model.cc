@@ -330,10 +330,16 @@ at::Tensor LlamaModel::Head(const at::Tensor& hidden) const {
   return at::linear(RmsNorm(hidden, norm_, config_.rms_norm_eps), lm_head_);
 }
 
-at::Tensor LlamaModel::Forward(const at::Tensor& ids) const {
+at::Tensor LlamaModel::Forward(const at::Tensor& ids) const { return Forward(ids, nullptr); }
+
+at::Tensor LlamaModel::Forward(const at::Tensor& ids,
+                               std::vector<at::Tensor>* layer_outputs) const {
   at::Tensor h = Embed(ids);
   const RotaryTables rope = Rotary(ids.size(1), h.device(), h.scalar_type());
-  for (int64_t i = 0; i < num_layers(); ++i) h = layers_[i].Forward(config_, h, rope, i);
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    h = layers_[i].Forward(config_, h, rope, i);
+    if (layer_outputs) layer_outputs->push_back(h);
+  }
   return Head(h);
 }
 

@@ -103,6 +103,9 @@ class LlamaModel {
   at::Tensor Head(const at::Tensor& hidden) const;
   // The whole model: ids -> logits.
   at::Tensor Forward(const at::Tensor& ids) const;
+  // The same, also appending each decoder layer's output [batch, seq, hidden] to `layer_outputs`
+  // (what hidden-state distillation compares).
+  at::Tensor Forward(const at::Tensor& ids, std::vector<at::Tensor>* layer_outputs) const;
 
   // Every trainable tensor once, under its Hugging Face name (a tied head is not repeated).
   std::vector<std::pair<std::string, at::Tensor*>> NamedParameters();

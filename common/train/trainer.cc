@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/train/data_parallel.h"
 
 namespace squeeze {
 namespace {
@@ -62,6 +63,7 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (o.weight_decay < 0) return bad("weight_decay", "must not be negative");
   if (o.beta1 < 0 || o.beta1 >= 1 || o.beta2 < 0 || o.beta2 >= 1)
     return bad("betas", "must be in [0, 1)");
+  if (o.early_stopping_patience < 0) return bad("early_stopping.patience", "must not be negative");
   return absl::OkStatus();
 }
 
@@ -79,13 +81,15 @@ WindowSampler::WindowSampler(const std::vector<TextExample>& examples, int64_t s
   for (const TextExample& e : examples) stream_.insert(stream_.end(), e.ids.begin(), e.ids.end());
 }
 
-at::Tensor WindowSampler::Batch(int64_t step, int64_t micro, int64_t rows) const {
+at::Tensor WindowSampler::Batch(int64_t step, int64_t micro, int64_t rows,
+                                int64_t first_row) const {
   const int64_t span = seq_len_ + 1;
   const int64_t positions = std::max<int64_t>(1, num_tokens() - span + 1);
   at::Tensor out = at::zeros({rows, span}, at::kLong);
   auto a = out.accessor<int64_t, 2>();
   for (int64_t r = 0; r < rows; ++r) {
-    const uint64_t h = SplitMix64(seed_ ^ SplitMix64(step * 1000003ull + micro * 7919ull + r));
+    const uint64_t h =
+        SplitMix64(seed_ ^ SplitMix64(step * 1000003ull + micro * 7919ull + first_row + r));
     const int64_t begin = static_cast<int64_t>(h % static_cast<uint64_t>(positions));
     for (int64_t t = 0; t < span; ++t) {
       a[r][t] = begin + t < num_tokens() ? stream_[begin + t] : 0;
@@ -106,8 +110,11 @@ struct Trainer::OptimizerState {
   std::vector<at::Tensor> params;
 };
 
-Trainer::Trainer(LlamaModel* model, TrainerOptions options)
-    : model_(model), options_(std::move(options)), optimizer_(std::make_unique<OptimizerState>()) {}
+Trainer::Trainer(LlamaModel* model, TrainerOptions options, DataParallel* parallel)
+    : model_(model),
+      options_(std::move(options)),
+      parallel_(parallel),
+      optimizer_(std::make_unique<OptimizerState>()) {}
 
 Trainer::~Trainer() = default;
 
@@ -120,7 +127,7 @@ std::optional<int64_t> Trainer::CheckpointStep(const std::string& dir) {
   return j["step"].get<int64_t>();
 }
 
-absl::Status Trainer::SaveCheckpoint() {
+absl::Status Trainer::SaveCheckpoint(const TrainingObjective& objective) {
   // Written beside the live checkpoint and swapped in by rename: a crash mid-write leaves the
   // previous checkpoint intact.
   const fs::path dir(options_.checkpoint_dir);
@@ -133,6 +140,7 @@ absl::Status Trainer::SaveCheckpoint() {
   if (ec)
     return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
   if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) return s;
+  if (auto s = objective.SaveState(tmp.string()); !s.ok()) return s;
   try {
     torch::save(*optimizer_->adamw, (tmp / "optimizer.pt").string());
   } catch (const std::exception& e) {
@@ -140,7 +148,12 @@ absl::Status Trainer::SaveCheckpoint() {
   }
   {
     std::ofstream out(tmp / "trainer_state.json");
-    out << nlohmann::json{{"step", step_}, {"seed", options_.seed}}.dump() << "\n";
+    out << nlohmann::json{{"step", step_},
+                          {"seed", options_.seed},
+                          {"best_eval_loss", best_eval_},
+                          {"evals_since_best", evals_since_best_}}
+               .dump()
+        << "\n";
     if (!out.good()) return absl::UnavailableError("cannot write trainer_state.json");
   }
   RemoveTree(old).IgnoreError();
@@ -153,19 +166,26 @@ absl::Status Trainer::SaveCheckpoint() {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::LoadCheckpoint() {
+absl::Status Trainer::LoadCheckpoint(TrainingObjective& objective) {
   const fs::path live = fs::path(options_.checkpoint_dir) / kCheckpointName;
   auto step = CheckpointStep(options_.checkpoint_dir);
   if (!step) return absl::NotFoundError(absl::StrCat(live.string(), ": no trainer_state.json"));
   auto weights = CheckpointReader::Open(live.string());
   if (!weights.ok()) return weights.status();
   if (auto s = model_->CopyWeightsFrom(**weights); !s.ok()) return s;
+  if (auto s = objective.LoadState(live.string()); !s.ok()) return s;
   try {
     torch::load(*optimizer_->adamw, (live / "optimizer.pt").string());
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(live.string(), "/optimizer.pt: ", e.what()));
   }
   step_ = *step;
+  std::ifstream in(live / "trainer_state.json");
+  const auto state = nlohmann::json::parse(in, nullptr, false);
+  if (!state.is_discarded()) {
+    best_eval_ = state.value("best_eval_loss", 0.0);
+    evals_since_best_ = state.value("evals_since_best", int64_t{-1});
+  }
   return absl::OkStatus();
 }
 
@@ -176,6 +196,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
   std::vector<at::Tensor> decay, no_decay;
   for (auto& [name, t] : model_->NamedParameters())
     (t->dim() >= 2 ? decay : no_decay).push_back(*t);
+  for (at::Tensor& t : objective.Parameters()) (t.dim() >= 2 ? decay : no_decay).push_back(t);
   auto defaults = torch::optim::AdamWOptions(options_.lr)
                       .betas({options_.beta1, options_.beta2})
                       .weight_decay(options_.weight_decay);
@@ -189,14 +210,34 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
   optimizer_->params.insert(optimizer_->params.end(), no_decay.begin(), no_decay.end());
 
   step_ = 0;
+  best_eval_ = 0.0;
+  evals_since_best_ = -1;
+  stopped_early_ = false;
   if (!options_.checkpoint_dir.empty() && CheckpointStep(options_.checkpoint_dir)) {
-    if (auto s = LoadCheckpoint(); !s.ok()) return s;
+    if (auto s = LoadCheckpoint(objective); !s.ok()) return s;
   }
-
+  const int world = parallel_ ? parallel_->world_size() : 1;
+  const int rank = parallel_ ? parallel_->rank() : 0;
   const int64_t micro_rows = options_.batch_size / options_.grad_accum;
+  if (micro_rows % world != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size: ", options_.batch_size, " sequences in ", options_.grad_accum,
+                     " micro-batches cannot be split over ", world, " ranks"));
+  }
+  const int64_t rank_rows = micro_rows / world;
+  if (parallel_) {
+    // Every rank starts from rank 0's weights (and step), whatever each loaded.
+    if (auto s = parallel_->Broadcast(optimizer_->params); !s.ok()) return s;
+    step_ = static_cast<int64_t>(parallel_->AllReduceMax(static_cast<double>(step_)));
+    parallel_->Attach(optimizer_->params);
+  }
+  const bool writes_checkpoints = !options_.checkpoint_dir.empty() && rank == 0;
+
   const at::Device device = model_->device();
   while (step_ < options_.steps) {
-    if (callbacks.should_stop && callbacks.should_stop()) {
+    bool stop = callbacks.should_stop && callbacks.should_stop();
+    if (parallel_) stop = parallel_->AllReduceMax(stop ? 1.0 : 0.0) > 0;  // all ranks stop together
+    if (stop) {
       model_->SetRequiresGrad(false);
       return absl::CancelledError(absl::StrCat("training stopped after step ", step_));
     }
@@ -208,10 +249,15 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
     optimizer_->adamw->zero_grad();
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
-      at::Tensor ids = sampler.Batch(step_, micro, micro_rows).to(device);
+      at::Tensor ids = sampler.Batch(step_, micro, rank_rows, rank * rank_rows).to(device);
+      if (parallel_ && micro == options_.grad_accum - 1) parallel_->ArmForNextBackward();
       at::Tensor loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
       loss.backward();
       loss_sum += loss.item<double>();
+    }
+    if (parallel_) {
+      if (auto s = parallel_->FinishGradients(); !s.ok()) return s;
+      loss_sum = parallel_->AllReduceMean(loss_sum);
     }
     if (!std::isfinite(loss_sum)) {
       return absl::InternalError(absl::StrCat("step ", step_ + 1, ": loss is not finite (",
@@ -222,6 +268,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       grad_norm = ClipGradNorm(optimizer_->params, options_.grad_clip);
     }
     optimizer_->adamw->step();
+    if (callbacks.after_update) callbacks.after_update();
     ++step_;
 
     const double seconds =
@@ -230,15 +277,35 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       callbacks.on_step({step_, loss_sum, lr, grad_norm,
                          options_.batch_size * options_.seq_len / std::max(seconds, 1e-9)});
     }
+    bool plateau = false;
     if (options_.eval_every > 0 && step_ % options_.eval_every == 0 && callbacks.evaluate) {
-      c10::NoGradGuard no_grad;
-      const double eval_loss = callbacks.evaluate(step_);
+      double eval_loss;
+      {
+        c10::NoGradGuard no_grad;
+        eval_loss = callbacks.evaluate(step_);
+      }
+      if (parallel_) eval_loss = parallel_->AllReduceMean(eval_loss);
       if (callbacks.on_eval) callbacks.on_eval(step_, eval_loss);
+      if (evals_since_best_ < 0 || eval_loss < best_eval_ - options_.early_stopping_min_delta) {
+        best_eval_ = eval_loss;
+        evals_since_best_ = 0;
+      } else {
+        ++evals_since_best_;
+      }
+      plateau = options_.early_stopping_patience > 0 &&
+                evals_since_best_ >= options_.early_stopping_patience;
     }
-    const bool last = step_ == options_.steps;
-    if (!options_.checkpoint_dir.empty() &&
+    const bool last = step_ == options_.steps || plateau;
+    if (writes_checkpoints &&
         (last || (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0))) {
-      if (auto s = SaveCheckpoint(); !s.ok()) return s;
+      if (auto s = SaveCheckpoint(objective); !s.ok()) return s;
+      if (callbacks.on_checkpoint) {
+        if (auto s = callbacks.on_checkpoint(step_); !s.ok()) return s;
+      }
+    }
+    if (plateau) {
+      stopped_early_ = true;
+      break;
     }
   }
   model_->SetRequiresGrad(false);

@@ -35,6 +35,10 @@ struct TrainerOptions {
   int64_t checkpoint_every = 0;  // 0: only at the end when checkpoint_dir is set
   std::string checkpoint_dir;    // resumes from here when it holds a checkpoint
   uint64_t seed = 0;
+  // Early stopping: stop after this many evaluations without an improvement of at least
+  // min_delta in evaluation loss; 0 disables.
+  int64_t early_stopping_patience = 0;
+  double early_stopping_min_delta = 0.0;
 };
 
 absl::Status ValidateTrainerOptions(const TrainerOptions& options);
@@ -47,8 +51,10 @@ double LearningRateAt(const TrainerOptions& options, int64_t step);
 class WindowSampler {
  public:
   WindowSampler(const std::vector<TextExample>& examples, int64_t seq_len, uint64_t seed);
-  // [rows, seq_len + 1] int64 token ids for micro-batch `micro` of `step`.
-  at::Tensor Batch(int64_t step, int64_t micro, int64_t rows) const;
+  // [rows, seq_len + 1] int64 token ids for micro-batch `micro` of `step`: rows first_row ..
+  // first_row + rows - 1 of it. Data-parallel ranks take disjoint rows of the same micro-batch, so
+  // the global batch is the one a single process would train on.
+  at::Tensor Batch(int64_t step, int64_t micro, int64_t rows, int64_t first_row = 0) const;
   int64_t num_tokens() const { return static_cast<int64_t>(stream_.size()); }
 
  private:
@@ -62,6 +68,12 @@ class TrainingObjective {
  public:
   virtual ~TrainingObjective() = default;
   virtual at::Tensor Loss(const LlamaModel& model, const at::Tensor& ids) = 0;
+  // Trainable tensors of the objective itself (a projection between hidden sizes), optimized
+  // with the model's.
+  virtual std::vector<at::Tensor> Parameters() { return {}; }
+  // Saves or restores those tensors with the trainer's checkpoint.
+  virtual absl::Status SaveState(const std::string& dir) const { return absl::OkStatus(); }
+  virtual absl::Status LoadState(const std::string& dir) { return absl::OkStatus(); }
 };
 
 // Next-token cross-entropy.
@@ -84,29 +96,44 @@ struct TrainerCallbacks {
   std::function<void(int64_t step, double eval_loss)> on_eval;
   // Checked before every step; true stops the run with Cancelled (cancellation, preemption).
   std::function<bool()> should_stop;
+  // After every optimizer update (re-applying fixed sparsity masks).
+  std::function<void()> after_update;
+  // After a checkpoint was written to options.checkpoint_dir (upload it), on rank 0 only.
+  std::function<absl::Status(int64_t step)> on_checkpoint;
 };
+
+class DataParallel;
 
 class Trainer {
  public:
-  Trainer(LlamaModel* model, TrainerOptions options);
+  // With `parallel`, this is one rank of a data-parallel group: the batch is split across ranks,
+  // gradients are averaged, and only rank 0 writes checkpoints.
+  Trainer(LlamaModel* model, TrainerOptions options, DataParallel* parallel = nullptr);
   ~Trainer();
 
   // Trains up to options.steps, resuming from options.checkpoint_dir when it holds a checkpoint.
   absl::Status Run(const WindowSampler& sampler, TrainingObjective& objective,
                    const TrainerCallbacks& callbacks = {});
   int64_t step() const { return step_; }
+  // True when the last Run ended early because evaluation stopped improving.
+  bool stopped_early() const { return stopped_early_; }
+  double best_eval_loss() const { return best_eval_; }
   // The step a checkpoint in `dir` was taken at, or nullopt.
   static std::optional<int64_t> CheckpointStep(const std::string& dir);
 
  private:
-  absl::Status SaveCheckpoint();
-  absl::Status LoadCheckpoint();
+  absl::Status SaveCheckpoint(const TrainingObjective& objective);
+  absl::Status LoadCheckpoint(TrainingObjective& objective);
 
   LlamaModel* model_;
   TrainerOptions options_;
+  DataParallel* parallel_;
   struct OptimizerState;
   std::unique_ptr<OptimizerState> optimizer_;
   int64_t step_ = 0;
+  double best_eval_ = 0.0;
+  int64_t evals_since_best_ = -1;  // -1: no evaluation yet
+  bool stopped_early_ = false;
 };
 
 }  // namespace squeeze

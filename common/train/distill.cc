@@ -1,0 +1,184 @@
+#include "common/train/distill.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/tensor/safetensors.h"
+#include "common/tensor/torch_tensor.h"
+
+namespace squeeze {
+namespace {
+
+std::string LayerTensor(int64_t layer, const std::string& suffix) {
+  return absl::StrCat("model.layers.", layer, ".", suffix);
+}
+
+}  // namespace
+
+absl::Status ValidateDistillOptions(const DistillOptions& o, const LlamaConfig& teacher,
+                                    const LlamaConfig& student) {
+  if (!(o.temperature > 0))
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: must be positive, got ", o.temperature));
+  if (!(o.alpha >= 0 && o.alpha <= 1))
+    return absl::InvalidArgumentError(absl::StrCat("alpha: must be in [0, 1], got ", o.alpha));
+  if (teacher.vocab_size != student.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "student: vocabulary of ", student.vocab_size, " tokens differs from the teacher's ",
+        teacher.vocab_size, " (distillation compares distributions over the same tokens)"));
+  }
+  if (o.hidden_loss == DistillOptions::HiddenLoss::kNone) return absl::OkStatus();
+  if (o.hidden_layers.empty())
+    return absl::InvalidArgumentError("hidden_loss.layers: at least one pair is needed");
+  for (const auto& [s, t] : o.hidden_layers) {
+    if (s < 0 || s >= student.num_hidden_layers)
+      return absl::InvalidArgumentError(absl::StrCat("hidden_loss.layers: student layer ", s,
+                                                     " is outside 0..",
+                                                     student.num_hidden_layers - 1));
+    if (t < 0 || t >= teacher.num_hidden_layers)
+      return absl::InvalidArgumentError(absl::StrCat("hidden_loss.layers: teacher layer ", t,
+                                                     " is outside 0..",
+                                                     teacher.num_hidden_layers - 1));
+  }
+  if (student.hidden_size != teacher.hidden_size && !o.projection) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden_loss.projection: the student is ", student.hidden_size, " wide and the teacher ",
+        teacher.hidden_size, "; set projection: true to compare their hidden states"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> EveryKthLayer(int64_t num_layers, int64_t k) {
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < num_layers; i += std::max<int64_t>(1, k)) out.push_back(i);
+  return out;
+}
+
+absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
+                                                    const std::vector<int64_t>& layers) {
+  if (layers.empty()) return absl::InvalidArgumentError("student.layers: at least one layer");
+  LlamaModel& t = const_cast<LlamaModel&>(teacher);  // read-only use of NamedParameters
+  std::map<std::string, at::Tensor> by_name;
+  for (auto& [name, tensor] : t.NamedParameters()) by_name[name] = *tensor;
+  LlamaConfig config = teacher.config();
+  config.num_hidden_layers = static_cast<int64_t>(layers.size());
+  for (int64_t l : layers) {
+    if (l < 0 || l >= teacher.num_layers()) {
+      return absl::InvalidArgumentError(absl::StrCat("student.layers: teacher layer ", l,
+                                                     " is outside 0..", teacher.num_layers() - 1));
+    }
+  }
+  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    std::string mapped = name;
+    if (name.rfind("model.layers.", 0) == 0) {
+      const size_t dot = name.find('.', 13);
+      const int64_t j = std::stoll(name.substr(13, dot - 13));
+      mapped = LayerTensor(layers[j], name.substr(dot + 1));
+    }
+    if (mapped == "lm_head.weight" && teacher.config().tie_word_embeddings)
+      mapped = "model.embed_tokens.weight";
+    auto it = by_name.find(mapped);
+    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("teacher has no ", mapped));
+    return it->second.detach().clone();
+  };
+  return LlamaModel::FromTensors(config, source, teacher.dtype(), teacher.device());
+}
+
+at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                          double temperature) {
+  const int64_t vocab = student_logits.size(-1);
+  const at::Tensor s = student_logits.reshape({-1, vocab}).to(at::kFloat) / temperature;
+  const at::Tensor t = teacher_logits.reshape({-1, vocab}).to(at::kFloat) / temperature;
+  const at::Tensor log_p_t = at::log_softmax(t, -1);
+  const at::Tensor kl = (log_p_t.exp() * (log_p_t - at::log_softmax(s, -1))).sum(-1).mean();
+  return kl * (temperature * temperature);
+}
+
+DistillationObjective::DistillationObjective(const LlamaModel* teacher, DistillOptions options,
+                                             const LlamaConfig& student, at::Device device)
+    : teacher_(teacher), options_(std::move(options)) {
+  if (options_.hidden_loss == DistillOptions::HiddenLoss::kNone || !options_.projection) return;
+  const int64_t th = teacher->config().hidden_size, sh = student.hidden_size;
+  for (size_t i = 0; i < options_.hidden_layers.size(); ++i) {
+    at::Tensor p = at::eye(th, sh, at::TensorOptions(device).dtype(at::kFloat));
+    projections_.push_back(p.set_requires_grad(true));
+  }
+}
+
+at::Tensor DistillationObjective::Loss(const LlamaModel& student, const at::Tensor& ids) {
+  const int64_t n = ids.size(1);
+  const at::Tensor inputs = ids.slice(1, 0, n - 1);
+  const at::Tensor labels = ids.slice(1, 1).reshape({-1});
+  const bool hidden = options_.hidden_loss != DistillOptions::HiddenLoss::kNone;
+  std::vector<at::Tensor> student_hidden, teacher_hidden;
+  at::Tensor logits = student.Forward(inputs, hidden ? &student_hidden : nullptr);
+  at::Tensor teacher_logits;
+  {
+    c10::NoGradGuard no_grad;
+    teacher_logits =
+        teacher_->Forward(inputs.to(teacher_->device()), hidden ? &teacher_hidden : nullptr)
+            .to(logits.device());
+  }
+  const at::Tensor ce =
+      at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels);
+  at::Tensor loss = ce * (1.0 - options_.alpha);
+  last_ = {};
+  last_.ce = ce.item<double>();
+  if (options_.alpha > 0) {
+    const at::Tensor kd = SoftTargetLoss(logits, teacher_logits, options_.temperature);
+    last_.kd = kd.item<double>();
+    loss = loss + kd * options_.alpha;
+  }
+  if (hidden) {
+    at::Tensor total = at::zeros({}, loss.options());
+    for (size_t i = 0; i < options_.hidden_layers.size(); ++i) {
+      const auto [si, ti] = options_.hidden_layers[i];
+      at::Tensor s = student_hidden[si].to(at::kFloat);
+      const at::Tensor t = teacher_hidden[ti].to(s.device(), at::kFloat);
+      if (!projections_.empty()) s = at::matmul(s, projections_[i].t());
+      if (options_.hidden_loss == DistillOptions::HiddenLoss::kMse) {
+        // Normalised by the teacher's mean square, so the weight does not depend on scale.
+        total = total + (s - t).pow(2).mean() / (t.pow(2).mean() + 1e-6);
+      } else {
+        total = total + (1.0 - at::cosine_similarity(s, t, -1, 1e-6)).mean();
+      }
+    }
+    total = total / static_cast<double>(options_.hidden_layers.size());
+    last_.hidden = total.item<double>();
+    loss = loss + total * options_.hidden_weight;
+  }
+  return loss;
+}
+
+absl::Status DistillationObjective::SaveState(const std::string& dir) const {
+  if (projections_.empty()) return absl::OkStatus();
+  SafetensorsWriter writer;
+  for (size_t i = 0; i < projections_.size(); ++i) {
+    const at::Tensor p = projections_[i].detach().to(at::kCPU).contiguous();
+    if (auto s = writer.Add(absl::StrCat("projection.", i), DType::kF32, p.sizes().vec(),
+                            p.data_ptr(), p.numel() * sizeof(float));
+        !s.ok())
+      return s;
+  }
+  return writer.WriteFile((std::filesystem::path(dir) / "projections.safetensors").string());
+}
+
+absl::Status DistillationObjective::LoadState(const std::string& dir) {
+  if (projections_.empty()) return absl::OkStatus();
+  auto file =
+      SafetensorsFile::Open((std::filesystem::path(dir) / "projections.safetensors").string());
+  if (!file.ok()) return file.status();
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < projections_.size(); ++i) {
+    auto view = (*file)->Get(absl::StrCat("projection.", i));
+    if (!view.ok()) return view.status();
+    auto t = ToTorch(*view);
+    if (!t.ok()) return t.status();
+    if (t->sizes() != projections_[i].sizes())
+      return absl::DataLossError(absl::StrCat(dir, ": projection.", i, " has the wrong shape"));
+    projections_[i].copy_(*t);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace squeeze

@@ -1,0 +1,76 @@
+// Knowledge distillation: a student trained on the teacher's soft outputs.
+//
+//   loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+//        + (1 - alpha) * CE(student, labels)
+//        + hidden_weight * sum over layer pairs of MSE or (1 - cosine) between student and
+//          teacher hidden states (through a learned projection when the widths differ)
+//
+// (Hinton et al. 2015 for the T^2 scaling, which keeps gradient magnitudes comparable across T.)
+// The teacher runs under no-grad in its own dtype and device placement.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/model/llama_model.h"
+#include "common/train/trainer.h"
+
+namespace squeeze {
+
+struct DistillOptions {
+  double temperature = 2.0;
+  double alpha = 0.5;  // weight of the soft (teacher) loss; 1 - alpha goes to the labels
+  enum class HiddenLoss { kNone, kMse, kCosine };
+  HiddenLoss hidden_loss = HiddenLoss::kNone;
+  double hidden_weight = 1.0;
+  std::vector<std::pair<int64_t, int64_t>> hidden_layers;  // (student layer, teacher layer)
+  bool projection = false;  // learn a student->teacher width projection per pair
+};
+
+// Checks the options against the two models. Errors name the option ("temperature: ...").
+absl::Status ValidateDistillOptions(const DistillOptions& options, const LlamaConfig& teacher,
+                                    const LlamaConfig& student);
+
+// The teacher's layers `layers` (in that order) with its embeddings, final norm and head, copied:
+// the student initialisation of DistilBERT (every other layer) and Minitron (chosen layers).
+absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
+                                                    const std::vector<int64_t>& layers);
+// 0, k, 2k, ... below `num_layers`.
+std::vector<int64_t> EveryKthLayer(int64_t num_layers, int64_t k);
+
+class DistillationObjective : public TrainingObjective {
+ public:
+  // `teacher` must outlive the objective. Projections, when asked for, start as the identity on
+  // the shared dimensions (zeros elsewhere), so they begin as a plain comparison.
+  DistillationObjective(const LlamaModel* teacher, DistillOptions options,
+                        const LlamaConfig& student, at::Device device);
+
+  at::Tensor Loss(const LlamaModel& student, const at::Tensor& ids) override;
+  std::vector<at::Tensor> Parameters() override { return projections_; }
+  absl::Status SaveState(const std::string& dir) const override;
+  absl::Status LoadState(const std::string& dir) override;
+
+  // The parts of the last loss, for logs.
+  struct Parts {
+    double kd = 0, ce = 0, hidden = 0;
+  };
+  Parts last_parts() const { return last_; }
+
+ private:
+  const LlamaModel* teacher_;
+  DistillOptions options_;
+  std::vector<at::Tensor> projections_;  // [teacher_hidden, student_hidden] per hidden pair
+  Parts last_;
+};
+
+// The soft-target loss alone: T^2 * KL(softmax(t / T) || softmax(s / T)), mean over positions.
+at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
+                          double temperature);
+
+}  // namespace squeeze
