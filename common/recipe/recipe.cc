@@ -195,6 +195,147 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   return absl::OkStatus();
 }
 
+// The student of a distill stage: exactly one of keep_every, layers (teacher layers to keep) or
+// config (a fresh model; unset fields are the teacher's).
+absl::Status ParseStudent(MapReader& parent, json& out) {
+  YAML::Node n = parent.Get("student");
+  const std::string path = parent.Path("student");
+  if (!n) return FieldError(path, "required (keep_every, layers or config)");
+  MapReader r(n, path);
+  SQ_RETURN_IF_ERROR(r.CheckIsMap());
+  int kinds = 0;
+  if (r.Get("keep_every")) {
+    int64_t k = 2;
+    SQ_RETURN_IF_ERROR(r.Int("keep_every", k, 1, 1024));
+    out["keep_every"] = k;
+    ++kinds;
+  }
+  if (YAML::Node layers = r.Get("layers")) {
+    if (!layers.IsSequence() || layers.size() == 0)
+      return FieldError(r.Path("layers"), "expected a non-empty list of teacher layer indices");
+    json list = json::array();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      int64_t v;
+      if (!layers[i].IsScalar() || !YAML::convert<int64_t>::decode(layers[i], v) || v < 0)
+        return FieldError(absl::StrCat(r.Path("layers"), "[", i, "]"),
+                          "expected a non-negative integer");
+      list.push_back(v);
+    }
+    out["layers"] = list;
+    ++kinds;
+  }
+  if (YAML::Node c = r.Get("config")) {
+    MapReader cr(c, r.Path("config"));
+    SQ_RETURN_IF_ERROR(cr.CheckIsMap());
+    json config = json::object();
+    for (const char* field : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                              "num_attention_heads", "num_key_value_heads", "head_dim"}) {
+      if (!c[field]) continue;
+      int64_t v = 0;
+      SQ_RETURN_IF_ERROR(cr.Int(field, v, 1, 1 << 20));
+      config[field] = v;
+    }
+    SQ_RETURN_IF_ERROR(cr.NoUnknownFields());
+    out["config"] = config;
+    ++kinds;
+  }
+  SQ_RETURN_IF_ERROR(r.NoUnknownFields());
+  if (kinds != 1) return FieldError(path, "expected exactly one of keep_every, layers or config");
+  return absl::OkStatus();
+}
+
+absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
+  json student = json::object();
+  SQ_RETURN_IF_ERROR(ParseStudent(r, student));
+  opts["student"] = student;
+  double temperature = 2.0, alpha = 0.5, lr = 1e-3, weight_decay = 0.1, grad_clip = 1.0;
+  SQ_RETURN_IF_ERROR(r.Double("temperature", temperature, -1e9, 1e9));
+  if (!(temperature > 0))
+    return FieldError(r.Path("temperature"), absl::StrCat("must be positive, got ", temperature));
+  SQ_RETURN_IF_ERROR(r.Double("alpha", alpha, 0.0, 1.0));
+  int64_t steps = 200, batch_size = 16, seq_len = 256, grad_accum = 1, warmup = 20;
+  int64_t eval_every = 0, eval_examples = 200, checkpoint_every = 50, seed = 0, log_every = 10;
+  SQ_RETURN_IF_ERROR(r.Int("steps", steps, 1, 100000000));
+  SQ_RETURN_IF_ERROR(r.Int("batch_size", batch_size, 1, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("seq_len", seq_len, 2, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("grad_accum", grad_accum, 1, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("warmup_steps", warmup, 0, 100000000));
+  SQ_RETURN_IF_ERROR(r.Double("lr", lr, 1e-12, 10.0));
+  SQ_RETURN_IF_ERROR(r.Double("weight_decay", weight_decay, 0.0, 10.0));
+  SQ_RETURN_IF_ERROR(r.Double("grad_clip", grad_clip, 0.0, 1e9));
+  SQ_RETURN_IF_ERROR(r.Int("eval_every", eval_every, 0, 100000000));
+  SQ_RETURN_IF_ERROR(r.Int("eval_examples", eval_examples, 0, 1 << 30));
+  SQ_RETURN_IF_ERROR(r.Int("checkpoint_every", checkpoint_every, 0, 100000000));
+  SQ_RETURN_IF_ERROR(r.Int("log_every", log_every, 1, 100000000));
+  SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+  if (batch_size % (grad_accum * workers) != 0) {
+    return FieldError(r.Path("batch_size"),
+                      absl::StrCat(batch_size, " sequences cannot be split into ", grad_accum,
+                                   " micro-batches over ", workers,
+                                   " workers (must be a multiple of grad_accum x workers = ",
+                                   grad_accum * workers, ")"));
+  }
+  bool keep_sparsity = false;
+  SQ_RETURN_IF_ERROR(r.Bool("keep_sparsity", keep_sparsity));
+  int64_t patience = 0;
+  double min_delta = 0.0;
+  if (YAML::Node es = r.Get("early_stopping")) {
+    MapReader er(es, r.Path("early_stopping"));
+    SQ_RETURN_IF_ERROR(er.CheckIsMap());
+    patience = 3;
+    SQ_RETURN_IF_ERROR(er.Int("patience", patience, 1, 1 << 20));
+    SQ_RETURN_IF_ERROR(er.Double("min_delta", min_delta, 0.0, 1e9));
+    SQ_RETURN_IF_ERROR(er.NoUnknownFields());
+    if (eval_every == 0)
+      return FieldError(r.Path("early_stopping"), "needs eval_every > 0 (it watches evaluations)");
+  }
+  if (YAML::Node h = r.Get("hidden_loss")) {
+    MapReader hr(h, r.Path("hidden_loss"));
+    SQ_RETURN_IF_ERROR(hr.CheckIsMap());
+    std::string type = "mse";
+    double weight = 1.0;
+    bool projection = false;
+    SQ_RETURN_IF_ERROR(hr.Choice("type", type, {"mse", "cosine"}));
+    SQ_RETURN_IF_ERROR(hr.Double("weight", weight, 0.0, 1e6));
+    SQ_RETURN_IF_ERROR(hr.Bool("projection", projection));
+    YAML::Node layers = hr.Get("layers");
+    if (!layers || !layers.IsSequence() || layers.size() == 0)
+      return FieldError(hr.Path("layers"),
+                        "expected a list of [student layer, teacher layer] pairs");
+    json pairs = json::array();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      int64_t a, b;
+      if (!layers[i].IsSequence() || layers[i].size() != 2 ||
+          !YAML::convert<int64_t>::decode(layers[i][0], a) ||
+          !YAML::convert<int64_t>::decode(layers[i][1], b) || a < 0 || b < 0)
+        return FieldError(absl::StrCat(hr.Path("layers"), "[", i, "]"),
+                          "expected [student layer, teacher layer]");
+      pairs.push_back({a, b});
+    }
+    SQ_RETURN_IF_ERROR(hr.NoUnknownFields());
+    opts["hidden_loss"] = {
+        {"type", type}, {"weight", weight}, {"projection", projection}, {"layers", pairs}};
+  }
+  opts["temperature"] = temperature;
+  opts["alpha"] = alpha;
+  opts["steps"] = steps;
+  opts["batch_size"] = batch_size;
+  opts["seq_len"] = seq_len;
+  opts["grad_accum"] = grad_accum;
+  opts["warmup_steps"] = warmup;
+  opts["lr"] = lr;
+  opts["weight_decay"] = weight_decay;
+  opts["grad_clip"] = grad_clip;
+  opts["eval_every"] = eval_every;
+  opts["eval_examples"] = eval_examples;
+  opts["checkpoint_every"] = checkpoint_every;
+  opts["log_every"] = log_every;
+  opts["seed"] = seed;
+  opts["keep_sparsity"] = keep_sparsity;
+  opts["early_stopping"] = {{"patience", patience}, {"min_delta", min_delta}};
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view field) {
@@ -228,6 +369,7 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
     MapReader data(d, "data");
     SQ_RETURN_IF_ERROR(data.CheckIsMap());
     SQ_RETURN_IF_ERROR(data.String("calibration", recipe.calibration));
+    SQ_RETURN_IF_ERROR(data.String("train", recipe.train));
     if (YAML::Node e = data.Get("evaluation")) {
       if (e.IsScalar()) {
         recipe.evaluation.push_back(e.Scalar());
@@ -290,10 +432,19 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
       if (recipe.calibration.empty()) {
         return FieldError("data.calibration", absl::StrCat("required by ", path, ".calibrate"));
       }
-    } else if (stage.kind == "distill" || stage.kind == "prune") {
-      return FieldError(path, absl::StrCat("stage \"", stage.kind,
-                                           "\" is not available in this version yet (available: "
-                                           "calibrate, evaluate, quantize)"));
+    } else if (stage.kind == "distill") {
+      SQ_RETURN_IF_ERROR(ParseDistill(r, opts, stage.workers));
+      if (recipe.train.empty()) {
+        return FieldError("data.train", absl::StrCat("required by ", path, ".distill"));
+      }
+      if (opts["eval_every"].get<int64_t>() > 0 && recipe.evaluation.empty()) {
+        return FieldError("data.evaluation",
+                          absl::StrCat("required by ", path, ".distill.eval_every"));
+      }
+    } else if (stage.kind == "prune") {
+      return FieldError(path,
+                        "stage \"prune\" is not available in this version yet (available: "
+                        "calibrate, distill, evaluate, quantize)");
     } else {
       return FieldError(
           path, absl::StrCat("unknown stage \"", stage.kind,
@@ -326,6 +477,7 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
   resolve(root["model"]);
   if (YAML::Node data = root["data"]; data && data.IsMap()) {
     resolve(data["calibration"]);
+    resolve(data["train"]);
     if (YAML::Node e = data["evaluation"]) {
       if (e.IsSequence()) {
         for (size_t i = 0; i < e.size(); ++i) resolve(e[i]);
@@ -365,6 +517,73 @@ absl::StatusOr<LlamaConfig> CheckRemoteModel(const std::string& uri) {
 
 }  // namespace
 
+namespace {
+
+// The student's config, or an error naming the field whose value cannot work with `teacher`.
+absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const LlamaConfig& teacher,
+                                              const std::string& path) {
+  const json opts = json::parse(stage.options_json);
+  const json& student = opts["student"];
+  LlamaConfig out = teacher;
+  if (student.contains("keep_every")) {
+    const int64_t k = student["keep_every"];
+    out.num_hidden_layers = (teacher.num_hidden_layers + k - 1) / k;
+  } else if (student.contains("layers")) {
+    for (const json& l : student["layers"]) {
+      if (l.get<int64_t>() >= teacher.num_hidden_layers) {
+        return FieldError(
+            path + ".student.layers",
+            absl::StrCat("teacher layer ", l.get<int64_t>(), " does not exist (the teacher has ",
+                         teacher.num_hidden_layers, ")"));
+      }
+    }
+    out.num_hidden_layers = static_cast<int64_t>(student["layers"].size());
+  } else {
+    const json& c = student["config"];
+    out.vocab_size = c.value("vocab_size", teacher.vocab_size);
+    out.hidden_size = c.value("hidden_size", teacher.hidden_size);
+    out.intermediate_size = c.value("intermediate_size", teacher.intermediate_size);
+    out.num_hidden_layers = c.value("num_hidden_layers", teacher.num_hidden_layers);
+    out.num_attention_heads = c.value("num_attention_heads", teacher.num_attention_heads);
+    out.num_key_value_heads = c.value("num_key_value_heads", out.num_attention_heads);
+    out.head_dim = c.value("head_dim", out.hidden_size / out.num_attention_heads);
+    if (out.vocab_size != teacher.vocab_size) {
+      return FieldError(path + ".student.config.vocab_size",
+                        absl::StrCat(out.vocab_size, " differs from the teacher's vocabulary of ",
+                                     teacher.vocab_size, " tokens"));
+    }
+    if (out.num_attention_heads % out.num_key_value_heads != 0) {
+      return FieldError(path + ".student.config.num_key_value_heads",
+                        "must divide num_attention_heads");
+    }
+  }
+  if (opts.contains("hidden_loss")) {
+    const json& h = opts["hidden_loss"];
+    for (const json& pair : h["layers"]) {
+      if (pair[0].get<int64_t>() >= out.num_hidden_layers ||
+          pair[1].get<int64_t>() >= teacher.num_hidden_layers) {
+        return FieldError(path + ".hidden_loss.layers",
+                          absl::StrCat("[", pair[0].get<int64_t>(), ", ", pair[1].get<int64_t>(),
+                                       "]: the student has ", out.num_hidden_layers,
+                                       " layers and the teacher ", teacher.num_hidden_layers));
+      }
+    }
+    if (out.hidden_size != teacher.hidden_size && !h["projection"].get<bool>()) {
+      return FieldError(path + ".hidden_loss.projection",
+                        absl::StrCat("the student is ", out.hidden_size, " wide and the teacher ",
+                                     teacher.hidden_size,
+                                     "; set projection: true to compare their hidden states"));
+    }
+  }
+  if (opts["seq_len"].get<int64_t>() > teacher.max_position_embeddings) {
+    return FieldError(path + ".seq_len", absl::StrCat("exceeds the teacher's context of ",
+                                                      teacher.max_position_embeddings, " tokens"));
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::Status CheckRecipeInputs(const Recipe& recipe) {
   namespace fs = std::filesystem;
   std::optional<LlamaConfig> config;
@@ -386,8 +605,16 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
       return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
     config = *local;
   }
-  // Quantization settings that cannot fit this model's shapes are known now, not in a worker later.
+  // Quantization and distillation settings that cannot fit the model's shapes are known now, not
+  // in a worker later. A distill stage changes the model the later stages see.
   for (size_t i = 0; i < recipe.stages.size(); ++i) {
+    if (recipe.stages[i].kind == "distill") {
+      auto student =
+          CheckDistillStage(recipe.stages[i], *config, absl::StrCat("stages[", i, "].distill"));
+      if (!student.ok()) return student.status();
+      config = *student;
+      continue;
+    }
     if (recipe.stages[i].kind != "quantize") continue;
     const json opts = json::parse(recipe.stages[i].options_json);
     const int64_t group = opts.value("group_size", int64_t{128});
@@ -415,6 +642,7 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   if (!recipe.calibration.empty()) {
     SQ_RETURN_IF_ERROR(check_file(recipe.calibration, "data.calibration"));
   }
+  if (!recipe.train.empty()) SQ_RETURN_IF_ERROR(check_file(recipe.train, "data.train"));
   for (size_t i = 0; i < recipe.evaluation.size(); ++i) {
     SQ_RETURN_IF_ERROR(check_file(recipe.evaluation[i], absl::StrCat("data.evaluation[", i, "]")));
   }

@@ -22,6 +22,7 @@ struct StageSpec {
 struct Recipe {
   std::string model;  // URI as written (file:///path or a plain path)
   std::string calibration;
+  std::string train;  // text a distill stage trains on
   std::vector<std::string> evaluation;
   std::vector<StageSpec> stages;
   int max_attempts = 3;

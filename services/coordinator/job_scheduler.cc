@@ -170,6 +170,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
     json spec = json::parse(stage.options_json);
     spec["evaluation"] = recipe.evaluation;
     spec["calibration"] = recipe.calibration;
+    spec["train"] = recipe.train;
     spec["store_root"] = options_.store_root;
     // Calibration artifacts are shared between jobs, keyed by their inputs' digests.
     if (stage.kind == "calibrate")

@@ -28,4 +28,12 @@ class QuantizeRunner : public TaskRunner {
   absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
 };
 
+// Knowledge distillation of the input model (the teacher) into a student cut from its layers or
+// built from a config; data parallel over the gang's ranks; checkpoints in the store, from which
+// a retried task resumes.
+class DistillRunner : public TaskRunner {
+ public:
+  absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
+};
+
 }  // namespace squeeze::worker

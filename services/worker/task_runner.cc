@@ -61,6 +61,7 @@ void TaskContext::FillHeartbeat(v1::HeartbeatRequest& request) {
 std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners() {
   std::map<std::string, std::unique_ptr<TaskRunner>> runners;
   runners["calibrate"] = std::make_unique<CalibrateRunner>();
+  runners["distill"] = std::make_unique<DistillRunner>();
   runners["evaluate"] = std::make_unique<EvaluateRunner>();
   runners["quantize"] = std::make_unique<QuantizeRunner>();
   return runners;

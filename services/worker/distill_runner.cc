@@ -1,0 +1,262 @@
+// The distill stage: a student trained from the stage's input model (the teacher), one rank per
+// worker of a gang, checkpointed to the store so that a retried task resumes where the last
+// checkpoint left it.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
+#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/perplexity.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_config.h"
+#include "common/recipe/recipe.h"
+#include "common/train/data_parallel.h"
+#include "common/train/distill.h"
+#include "services/worker/runners.h"
+
+namespace squeeze::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+absl::StatusOr<LlamaModel> BuildStudent(const json& spec, const LlamaModel& teacher,
+                                        uint64_t seed) {
+  const json& s = spec.at("student");
+  if (s.contains("keep_every"))
+    return StudentFromTeacherLayers(
+        teacher, EveryKthLayer(teacher.num_layers(), s["keep_every"].get<int64_t>()));
+  if (s.contains("layers"))
+    return StudentFromTeacherLayers(teacher, s["layers"].get<std::vector<int64_t>>());
+  LlamaConfig c = teacher.config();
+  const json& o = s.at("config");
+  c.vocab_size = o.value("vocab_size", c.vocab_size);
+  c.hidden_size = o.value("hidden_size", c.hidden_size);
+  c.intermediate_size = o.value("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = o.value("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = o.value("num_attention_heads", c.num_attention_heads);
+  c.num_key_value_heads = o.value("num_key_value_heads", c.num_attention_heads);
+  c.head_dim = o.value("head_dim", c.hidden_size / c.num_attention_heads);
+  return LlamaModel::RandomInit(c, seed, at::kFloat, teacher.device());
+}
+
+DistillOptions DistillOptionsOf(const json& spec) {
+  DistillOptions o;
+  o.temperature = spec.value("temperature", 2.0);
+  o.alpha = spec.value("alpha", 0.5);
+  if (spec.contains("hidden_loss")) {
+    const json& h = spec["hidden_loss"];
+    o.hidden_loss = h.value("type", "mse") == "cosine" ? DistillOptions::HiddenLoss::kCosine
+                                                       : DistillOptions::HiddenLoss::kMse;
+    o.hidden_weight = h.value("weight", 1.0);
+    o.projection = h.value("projection", false);
+    for (const json& p : h["layers"]) o.hidden_layers.emplace_back(p[0], p[1]);
+  }
+  return o;
+}
+
+// Zero weights of the student stay zero (recovery after pruning): masks taken at the start.
+class SparsityMasks {
+ public:
+  explicit SparsityMasks(LlamaModel& model) {
+    for (int64_t i = 0; i < model.num_layers(); ++i) {
+      for (auto& [name, linear] : model.layer(i).Linears()) {
+        at::Tensor mask = linear->weight.ne(0);
+        if (mask.all().item<bool>()) continue;
+        masks_.emplace_back(&linear->weight, mask.to(linear->weight.scalar_type()));
+      }
+    }
+  }
+  void Apply() {
+    c10::NoGradGuard no_grad;
+    for (auto& [weight, mask] : masks_) weight->mul_(mask);
+  }
+  size_t size() const { return masks_.size(); }
+
+ private:
+  std::vector<std::pair<at::Tensor*, at::Tensor>> masks_;
+};
+
+}  // namespace
+
+absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  const v1::TaskLease& lease = ctx.lease();
+  auto teacher_dir =
+      ctx.store().LocalDirectory(lease.inputs().at("model"), ctx.scratch_dir() + "/teacher");
+  if (!teacher_dir.ok()) return teacher_dir.status();
+  // Built in float32 (the student's master weights come from it); the teacher then runs in bf16
+  // on a GPU.
+  auto teacher = LoadModel(*teacher_dir, at::kFloat, ctx.device());
+  if (!teacher.ok()) return teacher.status();
+  const uint64_t seed = spec.value("seed", uint64_t{0});
+  auto student = BuildStudent(spec, *teacher, seed);
+  if (!student.ok()) return student.status();
+  if (ctx.device().is_cuda()) *teacher = teacher->To(ctx.device(), at::kBFloat16);
+  const DistillOptions options = DistillOptionsOf(spec);
+  if (auto s = ValidateDistillOptions(options, teacher->config(), student->config()); !s.ok())
+    return s;
+
+  auto train_path = LocalPathOf(spec.value("train", ""), "data.train");
+  if (!train_path.ok()) return train_path.status();
+  auto train = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *train_path);
+  if (!train.ok()) return train.status();
+  std::vector<TextExample> eval;
+  const auto eval_files = spec.value("evaluation", std::vector<std::string>{});
+  if (!eval_files.empty()) {
+    auto path = LocalPathOf(eval_files[0], "data.evaluation[0]");
+    if (!path.ok()) return path.status();
+    auto data = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *path);
+    if (!data.ok()) return data.status();
+    eval = *std::move(data);
+  }
+
+  TrainerOptions to;
+  to.steps = spec.value("steps", int64_t{200});
+  to.batch_size = spec.value("batch_size", int64_t{16});
+  to.seq_len = spec.value("seq_len", int64_t{256});
+  to.grad_accum = spec.value("grad_accum", int64_t{1});
+  to.lr = spec.value("lr", 1e-3);
+  to.warmup_steps = spec.value("warmup_steps", int64_t{20});
+  to.weight_decay = spec.value("weight_decay", 0.1);
+  to.grad_clip = spec.value("grad_clip", 1.0);
+  to.eval_every = eval.empty() ? 0 : spec.value("eval_every", int64_t{0});
+  to.checkpoint_every = spec.value("checkpoint_every", int64_t{50});
+  to.seed = seed;
+  to.early_stopping_patience = spec["early_stopping"].value("patience", int64_t{0});
+  to.early_stopping_min_delta = spec["early_stopping"].value("min_delta", 0.0);
+  const int64_t log_every = spec.value("log_every", int64_t{10});
+
+  // Resume: the store holds the last checkpoint; every rank starts from it.
+  const fs::path ckpt_dir = fs::path(ctx.scratch_dir()) / "train";
+  RemoveTree(ckpt_dir).IgnoreError();
+  fs::create_directories(ckpt_dir);
+  to.checkpoint_dir = ckpt_dir.string();
+  const std::string ckpt_uri = lease.checkpoint_uri();
+  int64_t resumed_from = 0;
+  if (auto exists = ctx.store().Exists(ckpt_uri); exists.ok() && *exists) {
+    auto dir = ctx.store().LocalDirectory(ckpt_uri, (ckpt_dir / "checkpoint").string());
+    if (!dir.ok()) return dir.status();
+    resumed_from = Trainer::CheckpointStep(ckpt_dir.string()).value_or(0);
+    ctx.Log(absl::StrCat("resuming from the checkpoint of step ", resumed_from));
+  }
+
+  std::unique_ptr<DataParallel> parallel;
+  if (lease.world_size() > 1) {
+    auto group = DataParallel::Connect(lease.rendezvous_address(), lease.rank(), lease.world_size(),
+                                       ctx.device(), std::chrono::seconds(120));
+    if (!group.ok()) return group.status();
+    parallel = *std::move(group);
+    ctx.Log(absl::StrCat("rank ", lease.rank(), " of ", lease.world_size(), " via ",
+                         lease.rendezvous_address()));
+  }
+
+  std::optional<SparsityMasks> masks;
+  if (spec.value("keep_sparsity", false)) {
+    masks.emplace(*student);
+    ctx.Log(absl::StrCat("keeping the zeros of ", masks->size(), " sparse weight matrices"));
+  }
+  DistillationObjective objective(&*teacher, options, student->config(), ctx.device());
+  PerplexityOptions eval_options = FitToModel({}, student->config());
+  eval_options.max_examples = spec.value("eval_examples", int64_t{200});
+
+  json loss_curve = json::array(), eval_curve = json::array();
+  const auto start = std::chrono::steady_clock::now();
+  int64_t tokens_seen = 0;
+  absl::Status stop_reason;
+  TrainerCallbacks callbacks;
+  callbacks.should_stop = [&] {
+    stop_reason = ctx.CheckStep();
+    return !stop_reason.ok();
+  };
+  callbacks.on_step = [&](const TrainStepStats& s) {
+    tokens_seen += to.batch_size * to.seq_len;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double steps_per_second = (s.step - resumed_from) / std::max(elapsed, 1e-9);
+    ctx.SetProgress(s.step, to.steps, "steps");
+    ctx.SetMetric("loss", s.loss);
+    ctx.SetMetric("tokens_per_second", s.tokens_per_second);
+    ctx.SetMetric("learning_rate", s.lr);
+    ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
+    if (s.step % log_every == 0 || s.step == to.steps) {
+      const auto parts = objective.last_parts();
+      loss_curve.push_back({{"step", s.step},
+                            {"loss", s.loss},
+                            {"kd", parts.kd},
+                            {"ce", parts.ce},
+                            {"hidden", parts.hidden},
+                            {"lr", s.lr},
+                            {"tokens_per_second", s.tokens_per_second}});
+      ctx.Log(absl::StrCat("step ", s.step, "/", to.steps, " loss ", s.loss, " (kd ", parts.kd,
+                           ", ce ", parts.ce, "), ", static_cast<int64_t>(s.tokens_per_second),
+                           " tokens/s"));
+    }
+  };
+  callbacks.evaluate = [&](int64_t) {
+    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
+    return ppl.ok() ? std::log(ppl->total.perplexity()) : std::nan("");
+  };
+  callbacks.on_eval = [&](int64_t step, double eval_loss) {
+    eval_curve.push_back(
+        {{"step", step}, {"loss", eval_loss}, {"perplexity", std::exp(eval_loss)}});
+    ctx.SetMetric("eval_perplexity", std::exp(eval_loss));
+    ctx.Log(absl::StrCat("step ", step, ": evaluation perplexity ", std::exp(eval_loss)));
+  };
+  if (masks) callbacks.after_update = [&] { masks->Apply(); };
+  callbacks.on_checkpoint = [&](int64_t step) -> absl::Status {
+    ArtifactProvenance provenance = ctx.provenance();
+    provenance.stage = "distill-checkpoint";
+    return ctx.store().PutDirectory((ckpt_dir / "checkpoint").string(), ckpt_uri, provenance);
+  };
+  if (masks) masks->Apply();
+
+  Trainer trainer(&*student, to, parallel.get());
+  if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
+      !s.ok()) {
+    return stop_reason.ok() ? s : stop_reason;
+  }
+
+  TaskOutput out;
+  json result = {{"student_layers", student->num_layers()},
+                 {"student_hidden_size", student->config().hidden_size},
+                 {"student_parameters", student->NumParameters()},
+                 {"teacher_parameters", teacher->NumParameters()},
+                 {"temperature", options.temperature},
+                 {"alpha", options.alpha},
+                 {"steps", trainer.step()},
+                 {"stopped_early", trainer.stopped_early()},
+                 {"resumed_from_step", resumed_from},
+                 {"world_size", lease.world_size()},
+                 {"loss_curve", loss_curve},
+                 {"eval_curve", eval_curve}};
+  if (!loss_curve.empty()) result["final_loss"] = loss_curve.back()["loss"];
+  if (!eval.empty()) {
+    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
+    if (ppl.ok()) result["eval_perplexity"] = ppl->total.perplexity();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result["tokens_per_second"] = seconds > 0 ? tokens_seen / seconds : 0.0;
+  out.result = std::move(result);
+  if (lease.rank() != 0) return out;  // rank 0 writes the model and reports
+
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "student";
+  RemoveTree(out_dir).IgnoreError();
+  auto source_config = LoadLlamaConfig(*teacher_dir);
+  const at::ScalarType save_dtype =
+      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  if (auto s = student->Save(out_dir.string(), save_dtype); !s.ok()) return s;
+  if (fs::exists(fs::path(*teacher_dir) / "tokenizer.model"))
+    fs::copy_file(fs::path(*teacher_dir) / "tokenizer.model", out_dir / "tokenizer.model");
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
+      !s.ok())
+    return s;
+  ctx.store().Delete(ckpt_uri).IgnoreError();
+  out.outputs["model"] = lease.output_uri();
+  return out;
+}
+
+}  // namespace squeeze::worker

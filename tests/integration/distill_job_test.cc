@@ -1,0 +1,86 @@
+// The distill stage as a job: two worker processes form a data-parallel gang over Gloo; one is
+// killed with SIGKILL mid-training, a replacement joins, and the retried gang resumes from the
+// checkpoint in the store and ends where an uninterrupted run ends.
+#include <signal.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "gtest/gtest.h"
+#include "tests/integration/service_harness.h"
+
+namespace squeeze::testing {
+namespace {
+
+bool Done(const v1::Job& j) {
+  return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
+}
+
+std::string DistillRecipe() {
+  const std::string root = SourceDir() + "/deploy";
+  return "model: " + root + "/models/fortunes-teacher\n" + "data:\n  train: " + root +
+         "/data/fortunes/train.jsonl\n" + "  evaluation: [" + root +
+         "/data/fortunes/evaluation.jsonl]\n" +
+         "stages:\n"
+         "  - distill: {workers: 2, student: {keep_every: 2}, temperature: 2.0, alpha: 0.7,\n"
+         "              steps: 24, batch_size: 8, seq_len: 64, lr: 0.001, warmup_steps: 2,\n"
+         "              checkpoint_every: 4, log_every: 4, eval_every: 12, eval_examples: 20}\n";
+}
+
+nlohmann::json StageResult(ServiceHarness& h, const v1::Job& job) {
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(job.id());
+  v1::ListArtifactsResponse response;
+  EXPECT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
+  for (const v1::Artifact& a : response.artifacts()) {
+    if (a.name() != "report") continue;
+    std::ifstream in(a.uri().substr(7));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return nlohmann::json::parse(ss.str())["stages"][0]["result"];
+  }
+  ADD_FAILURE() << "no report";
+  return {};
+}
+
+std::vector<std::string> WorkerFlags(const std::string& node) {
+  return {"--threads",       "1",  "--rendezvous", "127.0.0.1:" + std::to_string(FreePort()),
+          "--step-delay-ms", "150"};
+}
+
+TEST(DistillJobTest, GangOfTwoResumesAfterARankIsKilled) {
+  ServiceHarness h("distill");
+  h.StartCoordinator({"--lease-timeout-ms", "3000", "--heartbeat-interval-ms", "200",
+                      "--retry-backoff-ms", "100"});
+  const int a = h.StartWorker("a", WorkerFlags("a"));
+  h.StartWorker("b", WorkerFlags("b"));
+  v1::Job job = h.Submit(DistillRecipe());
+  // Kill a rank once a checkpoint past step 8 is in the store.
+  h.WaitFor(job.id(), [](const v1::Job& j) {
+    return j.tasks(0).state() == v1::TASK_RUNNING && j.tasks(0).progress().completed() >= 10;
+  });
+  h.KillWorker(a);
+  h.StartWorker("c", WorkerFlags("c"));
+  v1::Job done = h.WaitFor(job.id(), Done, 240000);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_GE(done.tasks(0).attempts(), 2);
+  const nlohmann::json resumed = StageResult(h, done);
+  EXPECT_GE(resumed["resumed_from_step"].get<int>(), 8) << "the retry resumed from a checkpoint";
+  EXPECT_EQ(resumed["world_size"], 2);
+  EXPECT_EQ(resumed["steps"], 24);
+
+  // The same job without interruption ends at the same loss.
+  v1::Job clean = h.WaitFor(h.Submit(DistillRecipe()).id(), Done, 240000);
+  ASSERT_EQ(clean.state(), v1::SUCCEEDED) << clean.error();
+  const nlohmann::json straight = StageResult(h, clean);
+  EXPECT_EQ(straight["resumed_from_step"], 0);
+  EXPECT_NEAR(resumed["final_loss"].get<double>(), straight["final_loss"].get<double>(),
+              0.01 * straight["final_loss"].get<double>());
+  EXPECT_NEAR(resumed["eval_perplexity"].get<double>(), straight["eval_perplexity"].get<double>(),
+              0.01 * straight["eval_perplexity"].get<double>());
+}
+
+}  // namespace
+}  // namespace squeeze::testing
