@@ -59,7 +59,32 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].quantize.static_groups: needs act_order: true"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, damp: 2}\n",
        "stages[0].quantize.damp"},
-      {head + "stages:\n  - distill: {}\n", "stages[0]: stage \"distill\" is not available"},
+      {head + "stages:\n  - prune: {}\n", "stages[0]: stage \"prune\" is not available"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {}\n",
+       "stages[0].distill.student: required"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
+       "temperature: 0}\n",
+       "stages[0].distill.temperature: must be positive, got 0"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, alpha: "
+       "1.5}\n",
+       "stages[0].distill.alpha: must be between 0 and 1, got 1.5"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
+       "workers: 4, batch_size: 6}\n",
+       "stages[0].distill.batch_size: 6 sequences cannot be split into 1 micro-batches over 4 "
+       "workers"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2, layers: "
+       "[0]}}\n",
+       "stages[0].distill.student: expected exactly one of keep_every, layers or config"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {config: {width: 3}}}\n",
+       "stages[0].distill.student.config.width: unknown field"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
+       "hidden_loss: {type: l1, layers: [[0, 1]]}}\n",
+       "stages[0].distill.hidden_loss.type: must be one of mse, cosine"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
+       "early_stopping: {patience: 2}}\n",
+       "stages[0].distill.early_stopping: needs eval_every > 0"},
+      {"model: /m\nstages:\n  - distill: {student: {keep_every: 2}}\n",
+       "data.train: required by stages[0].distill"},
       {head + "stages:\n  - calibrate: {samples: 0}\n", "stages[0].calibrate.samples"},
       {"model: /m\nstages:\n  - calibrate: {}\n",
        "data.calibration: required by stages[0].calibrate"},
@@ -120,6 +145,45 @@ TEST(RecipeTest, GroupSizeMustFitTheModel) {
   r = ParseRecipe(std::string("model: ") + src +
                   "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
   EXPECT_TRUE(CheckRecipeInputs(*r).ok());
+}
+
+TEST(RecipeTest, DistillStudentsMustFitTheTeacher) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const std::string head = std::string("model: ") + src +
+                           "/deploy/models/fortunes-teacher\ndata: {train: " + src +
+                           "/deploy/data/fortunes/train.jsonl}\nstages:\n  - distill: ";
+  struct Case {
+    std::string stage, expect;
+  };
+  const Case cases[] = {
+      {"{student: {config: {vocab_size: 300}}}",
+       "stages[0].distill.student.config.vocab_size: 300 differs from the teacher's vocabulary of "
+       "264 tokens"},
+      {"{student: {config: {hidden_size: 512, num_attention_heads: 8}}, hidden_loss: {layers: [[0, "
+       "1]]}}",
+       "stages[0].distill.hidden_loss.projection: the student is 512 wide and the teacher 256"},
+      {"{student: {layers: [0, 9]}}",
+       "stages[0].distill.student.layers: teacher layer 9 does not exist (the teacher has 4)"},
+      {"{student: {keep_every: 2}, hidden_loss: {layers: [[3, 1]]}}",
+       "stages[0].distill.hidden_loss.layers: [3, 1]: the student has 2 layers"},
+      {"{student: {keep_every: 2}, seq_len: 512}",
+       "stages[0].distill.seq_len: exceeds the teacher's context of 256 tokens"},
+  };
+  for (const Case& c : cases) {
+    auto r = ParseRecipe(head + c.stage + "\n");
+    ASSERT_TRUE(r.ok()) << r.status();
+    const absl::Status s = CheckRecipeInputs(*r);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.stage;
+    EXPECT_NE(s.message().find(c.expect), absl::string_view::npos)
+        << "got: " << s.message() << "\nwant: " << c.expect;
+  }
+  auto ok =
+      ParseRecipe(head +
+                  "{student: {keep_every: 2}, hidden_loss: {type: cosine, layers: [[1, 3]]}}\n"
+                  "  - quantize: {group_size: 128}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(CheckRecipeInputs(*ok).ok()) << CheckRecipeInputs(*ok);
 }
 
 TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
