@@ -151,6 +151,20 @@ std::string DescribeReport(const std::string& report_json) {
                           res.value("bits_per_quantized_weight", 0.0),
                           res.value("packed_size_bytes", 0.0) / 1048576.0);
     }
+    if (s["kind"] == "distill") {
+      notes = absl::StrFormat(
+          "%d-layer student (%.2fM params), T=%.1f alpha=%.2f, %d steps%s, loss %.4f, eval ppl "
+          "%.4f%s",
+          res.value("student_layers", 0), res.value("student_parameters", 0) / 1e6,
+          res.value("temperature", 0.0), res.value("alpha", 0.0), res.value("steps", 0),
+          res.value("world_size", 1) > 1
+              ? absl::StrFormat(" on %d ranks", res.value("world_size", 1))
+              : "",
+          res.value("final_loss", 0.0), res.value("eval_perplexity", 0.0),
+          res.value("resumed_from_step", 0) > 0
+              ? absl::StrFormat(", resumed at step %d", res.value("resumed_from_step", 0))
+              : "");
+    }
     if (s["kind"] == "calibrate") {
       notes = absl::StrFormat("%d windows of %d tokens%s", res.value("samples", 0),
                               res.value("seq_len", 0),
