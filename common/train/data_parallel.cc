@@ -73,6 +73,14 @@ DataParallel::DataParallel(c10::intrusive_ptr<c10d::Store> store,
 
 DataParallel::~DataParallel() = default;
 
+bool DataParallel::HasGloo() {
+#ifdef SQUEEZE_HAS_GLOO
+  return true;
+#else
+  return false;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Connect(
     const std::string& rendezvous, int rank, int world_size, at::Device device,
     std::chrono::milliseconds timeout) {

@@ -32,6 +32,8 @@ class DataParallel {
                                                                at::Device device,
                                                                std::chrono::milliseconds timeout);
   ~DataParallel();
+  // Whether this build can run CPU ranks (Gloo's headers were found at build time).
+  static bool HasGloo();
 
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }

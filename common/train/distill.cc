@@ -122,11 +122,12 @@ at::Tensor DistillationObjective::Loss(const LlamaModel& student, const at::Tens
   const at::Tensor ce =
       at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels);
   at::Tensor loss = ce * (1.0 - options_.alpha);
-  last_ = {};
-  last_.ce = ce.item<double>();
+  last_ce_ = ce.detach();
+  last_kd_ = at::Tensor();
+  last_hidden_ = at::Tensor();
   if (options_.alpha > 0) {
     const at::Tensor kd = SoftTargetLoss(logits, teacher_logits, options_.temperature);
-    last_.kd = kd.item<double>();
+    last_kd_ = kd.detach();
     loss = loss + kd * options_.alpha;
   }
   if (hidden) {
@@ -144,10 +145,15 @@ at::Tensor DistillationObjective::Loss(const LlamaModel& student, const at::Tens
       }
     }
     total = total / static_cast<double>(options_.hidden_layers.size());
-    last_.hidden = total.item<double>();
+    last_hidden_ = total.detach();
     loss = loss + total * options_.hidden_weight;
   }
   return loss;
+}
+
+DistillationObjective::Parts DistillationObjective::last_parts() const {
+  auto value = [](const at::Tensor& t) { return t.defined() ? t.item<double>() : 0.0; };
+  return {value(last_kd_), value(last_ce_), value(last_hidden_)};
 }
 
 absl::Status DistillationObjective::SaveState(const std::string& dir) const {

@@ -56,17 +56,18 @@ class DistillationObjective : public TrainingObjective {
   absl::Status SaveState(const std::string& dir) const override;
   absl::Status LoadState(const std::string& dir) override;
 
-  // The parts of the last loss, for logs.
+  // The parts of the last loss, for logs. Read back from the device only when asked, so that the
+  // training step itself never waits for the GPU.
   struct Parts {
     double kd = 0, ce = 0, hidden = 0;
   };
-  Parts last_parts() const { return last_; }
+  Parts last_parts() const;
 
  private:
   const LlamaModel* teacher_;
   DistillOptions options_;
-  std::vector<at::Tensor> projections_;  // [teacher_hidden, student_hidden] per hidden pair
-  Parts last_;
+  std::vector<at::Tensor> projections_;         // [teacher_hidden, student_hidden] per hidden pair
+  at::Tensor last_kd_, last_ce_, last_hidden_;  // detached scalars of the last Loss
 };
 
 // The soft-target loss alone: T^2 * KL(softmax(t / T) || softmax(s / T)), mean over positions.

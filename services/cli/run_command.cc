@@ -108,8 +108,10 @@ int RunRun(const Args& args) {
   if (!job.ok()) {
     code = Fail(job.status());
   } else {
-    std::cout << "embedded coordinator on " << (*embedded)->address() << ", state in "
-              << options.state_dir << "\n";
+    // Progress goes to stderr with --json, so that stdout is the report alone.
+    (flags.GetBool("json") ? std::cerr : std::cout)
+        << "embedded coordinator on " << (*embedded)->address() << ", state in "
+        << options.state_dir << "\n";
     code = FollowJob(client, *job, flags);
   }
   worker.Stop();
