@@ -14,7 +14,7 @@ pkgs=(
   # RPC and metrics
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev prometheus
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl
   # reference SentencePiece tools, to check our own tokenizer against
   sentencepiece
   # the example corpus: the fortune cookie files, one category per file

@@ -8,7 +8,11 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics/grpc_server_metrics.h"
+#include "common/metrics/metrics_exporter.h"
+#include "common/metrics/store_metrics.h"
 #include "common/recipe/recipe.h"
+#include "services/coordinator/coordinator_metrics.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
 
@@ -159,8 +163,20 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   auto artifacts = OpenArtifactStore(options.store_root);
   if (!artifacts.ok()) return artifacts.status();
   c->artifacts_ = *std::move(artifacts);
+  if (!options.metrics_listen.empty()) {
+    auto metrics = MetricsExporter::Start(options.metrics_listen, "coordinator");
+    if (!metrics.ok()) return metrics.status();
+    c->metrics_ = *std::move(metrics);
+    c->artifacts_ = InstrumentStore(std::move(c->artifacts_), c->metrics_->registry());
+  }
   c->scheduler_ = std::make_unique<JobScheduler>(c->state_.get(), c->artifacts_.get(),
                                                  SystemClock(), options.scheduler);
+  if (c->metrics_) {
+    c->scheduler_metrics_ =
+        std::make_shared<CoordinatorMetrics>(c->metrics_->registry(), c->scheduler_.get());
+    c->scheduler_->SetObserver(c->scheduler_metrics_.get());
+    c->metrics_->RegisterCollectable(c->scheduler_metrics_);
+  }
   if (auto s = c->scheduler_->Recover(); !s.ok()) return s;
 
   c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get());
@@ -173,6 +189,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(c->job_service_.get());
   builder.RegisterService(c->worker_service_.get());
+  if (c->metrics_) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(NewGrpcMetricsInterceptor(c->metrics_->registry()));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   c->server_ = builder.BuildAndStart();
   if (!c->server_ || c->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
@@ -191,6 +212,8 @@ std::string Coordinator::address() const {
   const std::string host = listen.substr(0, listen.rfind(':'));
   return absl::StrCat(host == "0.0.0.0" || host == "[::]" ? "127.0.0.1" : host, ":", port_);
 }
+
+std::string Coordinator::metrics_address() const { return metrics_ ? metrics_->address() : ""; }
 
 void Coordinator::Wait() {
   if (server_) server_->Wait();

@@ -15,6 +15,10 @@ namespace grpc {
 class Server;
 }
 
+namespace squeeze {
+class MetricsExporter;
+}
+
 namespace squeeze::coordinator {
 
 struct CoordinatorOptions {
@@ -23,6 +27,7 @@ struct CoordinatorOptions {
   std::string store_root;                         // default file://<state_dir>/store
   bool sqlite_synchronous_full = false;
   int max_message_bytes = 16 << 20;
+  std::string metrics_listen;  // host:port for /metrics; empty: no metrics endpoint
   SchedulerOptions scheduler;
 };
 
@@ -35,6 +40,8 @@ class Coordinator {
   std::string address() const;
   JobScheduler& scheduler() { return *scheduler_; }
   const std::string& store_root() const { return options_.store_root; }
+  // host:port of /metrics, or "" without one.
+  std::string metrics_address() const;
   void Wait();
   void Shutdown();
 
@@ -43,6 +50,7 @@ class Coordinator {
   CoordinatorOptions options_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ArtifactStore> artifacts_;
+  std::shared_ptr<class CoordinatorMetrics> scheduler_metrics_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::unique_ptr<class JobServiceImpl> job_service_;
   std::unique_ptr<class WorkerServiceImpl> worker_service_;
@@ -50,6 +58,8 @@ class Coordinator {
   std::thread expiry_;
   std::atomic<bool> stopping_{false};
   int port_ = 0;
+  // Last, so that it is destroyed first: no scrape reaches a half-destroyed coordinator.
+  std::unique_ptr<MetricsExporter> metrics_;
 };
 
 }  // namespace squeeze::coordinator

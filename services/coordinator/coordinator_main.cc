@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       .Value("heartbeat-interval-ms", "1000")
       .Value("retry-backoff-ms", "1000")
       .Value("tenant-gpu-limit", "0")
+      .Value("metrics-listen", "")
       .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   options.state_dir = *state_dir;
   if (flags.Has("store")) options.store_root = *flags.Get("store");
   options.sqlite_synchronous_full = flags.GetBool("sqlite-synchronous-full");
+  options.metrics_listen = *flags.Get("metrics-listen");
   for (auto [name, out] :
        {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
         std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
@@ -58,6 +60,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "squeeze-coordinator listening on " << (*coordinator)->address() << std::endl;
+  if (!options.metrics_listen.empty())
+    std::cout << "metrics on http://" << (*coordinator)->metrics_address() << "/metrics"
+              << std::endl;
   std::signal(SIGTERM, [](int) { g_stop = true; });
   std::signal(SIGINT, [](int) { g_stop = true; });
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -117,9 +117,13 @@ void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
 void JobScheduler::SetJobState(v1::JobRecord& r, v1::JobState state) {
   if (r.job().state() == state) return;
   r.mutable_job()->set_state(state);
-  if (state == v1::RUNNING) r.mutable_job()->set_started_unix_ms(Now());
+  if (state == v1::RUNNING) {
+    r.mutable_job()->set_started_unix_ms(Now());
+    if (observer_) observer_->OnJobStarted((Now() - r.job().created_unix_ms()) / 1000.0);
+  }
   if (IsFinished(state)) {
     r.mutable_job()->set_finished_unix_ms(Now());
+    if (observer_) observer_->OnJobFinished(state, (Now() - r.job().created_unix_ms()) / 1000.0);
     active_.erase({-r.job().priority(), r.sequence(), r.job().id()});
   }
   v1::JobEvent e;
@@ -203,6 +207,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   }
   *response.mutable_job() = PublicView(r);
   response.set_created(true);
+  if (observer_) observer_->OnJobSubmitted();
   return response;
 }
 
@@ -414,6 +419,7 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
       if (static_cast<int>(ranks.size()) < t.world_size()) break;
 
       t.mutable_task()->set_state(v1::TASK_RUNNING);
+      attempt_started_ms_[t.task().id()] = Now();
       t.mutable_task()->set_attempts(t.task().attempts() + 1);
       t.mutable_task()->set_worker_id(worker_id);
       t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
@@ -490,8 +496,11 @@ absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::Heartbea
     response.set_cancel(true);  // this attempt was given up on; stop working on it
     return response;
   }
-  if (auto w = workers_.find(request.worker_id()); w != workers_.end())
+  if (auto w = workers_.find(request.worker_id()); w != workers_.end()) {
     w->second.last_seen_ms = Now();
+    auto tps = request.metrics().find("tokens_per_second");
+    if (tps != request.metrics().end()) w->second.tokens_per_second = tps->second;
+  }
   t.set_lease_deadline_unix_ms(Now() + options_.lease_timeout_ms);
   if (request.has_progress() && request.worker_id() == t.lease_workers(0)) {
     *t.mutable_task()->mutable_progress() = request.progress();
@@ -536,6 +545,7 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
     return absl::OkStatus();
   ReleaseWorkers(t);
   t.mutable_task()->set_state(v1::TASK_SUCCEEDED);
+  NoteAttemptFinished(t, "succeeded");
   t.set_result_json(request.result_json());
   for (const auto& [name, uri] : request.outputs()) {
     (*t.mutable_outputs())[name] = uri;
@@ -646,6 +656,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
   ReleaseWorkers(t);
   t.mutable_task()->set_error(error);
   if (cancelled || r.job().cancel_requested()) {
+    NoteAttemptFinished(t, "cancelled");
     t.mutable_task()->set_state(v1::TASK_CANCELLED);
     AddTaskEvent(r, t, "cancelled", true);
     FinishJob(r, v1::CANCELLED, "cancelled");
@@ -655,6 +666,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
     const int64_t backoff =
         std::min(options_.retry_backoff_max_ms,
                  options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
+    NoteAttemptFinished(t, "retried");
     t.mutable_task()->set_state(v1::TASK_QUEUED);
     t.set_not_before_unix_ms(Now() + backoff);
     work_cv_.notify_all();
@@ -664,6 +676,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
                  true);
     return;
   }
+  NoteAttemptFinished(t, "failed");
   t.mutable_task()->set_state(v1::TASK_FAILED);
   AddTaskEvent(r, t, absl::StrCat("failed: ", error), true);
   FinishJob(r, v1::FAILED,
@@ -697,6 +710,7 @@ int JobScheduler::ExpireLeases() {
     }
     if (ref->task->lease_deadline_unix_ms() > now) continue;
     ++expired;
+    if (observer_) observer_->OnLeaseExpired();
     EndAttempt(*ref->job, *ref->task,
                absl::StrCat("lease expired: worker ", ref->task->task().worker_id(),
                             " stopped heartbeating"),
@@ -715,15 +729,43 @@ void JobScheduler::Shutdown() {
   events_cv_.notify_all();
 }
 
+void JobScheduler::NoteAttemptFinished(const v1::TaskRecord& t, const std::string& result) {
+  auto it = attempt_started_ms_.find(t.task().id());
+  const double seconds = it == attempt_started_ms_.end() ? 0.0 : (Now() - it->second) / 1000.0;
+  if (it != attempt_started_ms_.end()) attempt_started_ms_.erase(it);
+  if (observer_) observer_->OnAttemptFinished(t.task().kind(), result, seconds);
+}
+
 JobScheduler::Stats JobScheduler::GetStats() {
   std::lock_guard<std::mutex> lock(mu_);
   Stats s;
   for (const auto& [id, r] : jobs_) {
     s.jobs_by_state[r->job().state()]++;
-    for (const v1::TaskRecord& t : r->tasks())
-      s.leased_tasks += t.task().state() == v1::TASK_RUNNING;
+    if (IsFinished(r->job().state())) continue;
+    for (const v1::TaskRecord& t : r->tasks()) {
+      s.queued_tasks += t.task().state() == v1::TASK_QUEUED;
+      if (t.task().state() != v1::TASK_RUNNING) continue;
+      ++s.leased_tasks;
+      RunningTask running;
+      running.kind = t.task().kind();
+      const v1::Progress& p = t.task().progress();
+      if (p.total() > 0) running.progress = static_cast<double>(p.completed()) / p.total();
+      if (t.lease_workers_size() > 0) {
+        auto w = workers_.find(t.lease_workers(0));
+        if (w != workers_.end()) running.tokens_per_second = w->second.tokens_per_second;
+      }
+      s.running.push_back(std::move(running));
+    }
   }
+  const int64_t now = Now();
   s.workers = static_cast<int64_t>(workers_.size());
+  for (const auto& [id, w] : workers_) {
+    s.gpus += w.gpus;
+    if (!w.current_task.empty()) {
+      s.max_heartbeat_age_seconds =
+          std::max(s.max_heartbeat_age_seconds, (now - w.last_seen_ms) / 1000.0);
+    }
+  }
   return s;
 }
 

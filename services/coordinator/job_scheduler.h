@@ -41,6 +41,20 @@ struct SchedulerOptions {
   std::string store_root;    // e.g. file:///var/lib/squeeze/store
 };
 
+// Told what the scheduler does, for metrics. Called with the scheduler's lock held: it must be
+// cheap and must not call back into the scheduler.
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnJobSubmitted() = 0;
+  virtual void OnJobStarted(double queue_wait_seconds) = 0;
+  virtual void OnJobFinished(v1::JobState state, double seconds) = 0;
+  // An attempt of a task ended: "succeeded", "failed", "retried" or "cancelled".
+  virtual void OnAttemptFinished(const std::string& kind, const std::string& result,
+                                 double seconds) = 0;
+  virtual void OnLeaseExpired() = 0;
+};
+
 class JobScheduler {
  public:
   JobScheduler(StateStore* state, ArtifactStore* artifacts, Clock* clock, SchedulerOptions options);
@@ -75,11 +89,23 @@ class JobScheduler {
   // Wakes every waiting call (shutdown).
   void Shutdown();
 
+  // Must be set before the scheduler serves calls; not owned.
+  void SetObserver(SchedulerObserver* observer) { observer_ = observer; }
+
   // Counts for tests and metrics.
+  struct RunningTask {
+    std::string kind;
+    double progress = 0.0;  // completed / total, 0 when unknown
+    double tokens_per_second = 0.0;
+  };
   struct Stats {
     int64_t jobs_by_state[6] = {};
     int64_t leased_tasks = 0;
+    int64_t queued_tasks = 0;
     int64_t workers = 0;
+    int64_t gpus = 0;
+    double max_heartbeat_age_seconds = 0.0;  // over workers running a task
+    std::vector<RunningTask> running;
   };
   Stats GetStats();
 
@@ -92,6 +118,7 @@ class JobScheduler {
     bool waiting = false;
     std::optional<v1::TaskLease> assigned;  // a gang rank handed over while it waits
     int64_t last_seen_ms = 0;
+    double tokens_per_second = 0.0;  // from the current task's last heartbeat
   };
   struct TaskRef {
     v1::JobRecord* job;
@@ -122,6 +149,9 @@ class JobScheduler {
   void FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseWorkers(const v1::TaskRecord& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reports the end of `t`'s current attempt to the observer.
+  void NoteAttemptFinished(const v1::TaskRecord& t, const std::string& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tries to lease a task to `worker_id` (and, for gangs, to other waiting workers).
   std::optional<v1::TaskLease> TryLease(const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -133,6 +163,7 @@ class JobScheduler {
   ArtifactStore* const artifacts_;
   Clock* const clock_;
   const SchedulerOptions options_;
+  SchedulerObserver* observer_ = nullptr;
 
   std::mutex mu_;
   // Lease waiters wait for work (a task became runnable, a worker was freed, a gang rank was
@@ -152,6 +183,7 @@ class JobScheduler {
   std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);     // writing their report now
   std::vector<StoredEvent> pending_events_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> attempt_started_ms_ ABSL_GUARDED_BY(mu_);  // by task id
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
 };

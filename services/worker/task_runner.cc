@@ -27,6 +27,16 @@ ArtifactProvenance TaskContext::provenance() const {
   return p;
 }
 
+TaskContext::Snapshot TaskContext::snapshot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Snapshot s;
+  s.completed = progress_.completed();
+  s.total = progress_.total();
+  auto it = metrics_.find("tokens_per_second");
+  if (it != metrics_.end()) s.tokens_per_second = it->second;
+  return s;
+}
+
 void TaskContext::SetProgress(int64_t completed, int64_t total, const std::string& unit) {
   std::lock_guard<std::mutex> lock(mu_);
   progress_.set_completed(completed);

@@ -41,6 +41,12 @@ class TaskContext {
   void RequestCancel() { cancel_ = true; }
   bool cancelled() const { return cancel_; }
 
+  // The latest progress and throughput, for metrics (leaves the heartbeat's state alone).
+  struct Snapshot {
+    int64_t completed = 0, total = 0;
+    double tokens_per_second = 0.0;
+  };
+  Snapshot snapshot();
   // For the heartbeat: the latest progress and metrics, and the log lines not yet sent.
   void FillHeartbeat(v1::HeartbeatRequest& request);
 

@@ -1,5 +1,9 @@
 #include "services/worker/worker.h"
 
+#include "common/metrics/metrics_exporter.h"
+#include "common/metrics/store_metrics.h"
+#include "services/worker/worker_metrics.h"
+
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -53,12 +57,16 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(M
 
 Worker::~Worker() { Stop(); }
 
+std::string Worker::metrics_address() const { return exporter_ ? exporter_->address() : ""; }
+
 absl::StatusOr<ArtifactStore*> Worker::StoreFor(const std::string& root) {
   auto it = stores_.find(root);
   if (it == stores_.end()) {
     auto store = OpenArtifactStore(root.empty() ? "file://" : root);
     if (!store.ok()) return store.status();
-    it = stores_.emplace(root, *std::move(store)).first;
+    std::unique_ptr<ArtifactStore> opened = *std::move(store);
+    if (exporter_) opened = InstrumentStore(std::move(opened), exporter_->registry());
+    it = stores_.emplace(root, std::move(opened)).first;
   }
   return it->second.get();
 }
@@ -88,6 +96,13 @@ absl::Status Worker::RegisterUntilReady() {
 }
 
 absl::Status Worker::Run() {
+  if (!options_.metrics_listen.empty() && !exporter_) {
+    auto exporter = MetricsExporter::Start(options_.metrics_listen, "worker");
+    if (!exporter.ok()) return exporter.status();
+    exporter_ = *std::move(exporter);
+    metrics_ = std::make_shared<WorkerMetrics>(exporter_->registry(), options_.device);
+    exporter_->RegisterCollectable(metrics_);
+  }
   if (auto s = RegisterUntilReady(); !s.ok()) return s;
   while (!stop_) {
     grpc::ClientContext context;
@@ -146,12 +161,20 @@ absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std
   absl::StatusOr<TaskOutput> result = absl::UnimplementedError(
       absl::StrCat("this worker has no runner for task kind \"", lease.kind(), "\""));
   auto runner = runners_.find(lease.kind());
+  if (metrics_) metrics_->SetCurrent(&ctx);
   if (runner != runners_.end()) {
     try {
       result = runner->second->Run(ctx);
     } catch (const std::exception& e) {
       result = absl::InternalError(absl::StrCat("task ", lease.task_id(), " threw: ", e.what()));
     }
+  }
+  if (metrics_) {
+    metrics_->SetCurrent(nullptr);
+    metrics_->TaskFinished(lease.kind(), result.ok() ? "succeeded"
+                                         : result.status().code() == absl::StatusCode::kCancelled
+                                             ? "cancelled"
+                                             : "failed");
   }
   {
     std::lock_guard<std::mutex> lock(mu);

@@ -14,6 +14,10 @@
 #include "services/worker/task_runner.h"
 #include "squeeze/v1/worker.grpc.pb.h"
 
+namespace squeeze {
+class MetricsExporter;
+}
+
 namespace squeeze::worker {
 
 struct WorkerOptions {
@@ -25,6 +29,7 @@ struct WorkerOptions {
   // Fault injection for tests and drills: sleep this long at every step boundary.
   int64_t step_delay_ms = 0;
   int64_t lease_wait_ms = 5000;
+  std::string metrics_listen;  // host:port for /metrics; empty: none
 };
 
 class Worker {
@@ -36,6 +41,8 @@ class Worker {
   absl::Status Run();
   void Stop() { stop_ = true; }
   int64_t tasks_done() const { return tasks_done_; }
+  // host:port of /metrics once Run() has started it, or "".
+  std::string metrics_address() const;
 
  private:
   absl::Status RegisterUntilReady();
@@ -53,6 +60,8 @@ class Worker {
   int64_t heartbeat_interval_ms_ = 1000;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> tasks_done_{0};
+  std::shared_ptr<class WorkerMetrics> metrics_;
+  std::unique_ptr<MetricsExporter> exporter_;  // last: destroyed first
 };
 
 }  // namespace squeeze::worker

@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
       .Value("scratch")
       .Value("rendezvous")
       .Value("step-delay-ms", "0")
-      .Value("threads", "0");
+      .Value("threads", "0")
+      .Value("metrics-listen", "");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-worker: " << s.message() << "\n";
     return 2;
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   }
   if (flags.Has("scratch")) options.scratch_dir = *flags.Get("scratch");
   if (flags.Has("rendezvous")) options.rendezvous_address = *flags.Get("rendezvous");
+  options.metrics_listen = *flags.Get("metrics-listen");
   auto delay = flags.GetInt("step-delay-ms");
   if (!delay.ok() || *delay < 0) {
     std::cerr << "squeeze-worker: --step-delay-ms: expected a non-negative integer\n";

@@ -1,0 +1,114 @@
+#include "common/metrics/store_metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <filesystem>
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t RegularFileBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
+  }
+  return total;
+}
+
+class InstrumentedStore : public ArtifactStore {
+ public:
+  InstrumentedStore(std::unique_ptr<ArtifactStore> inner, prometheus::Registry& registry)
+      : inner_(std::move(inner)),
+        bytes_(prometheus::BuildCounter()
+                   .Name("squeeze_store_bytes_total")
+                   .Help("Bytes moved to or from the artifact store, by operation.")
+                   .Register(registry)),
+        operations_(prometheus::BuildCounter()
+                        .Name("squeeze_store_operations_total")
+                        .Help("Artifact store operations, by operation.")
+                        .Register(registry)),
+        errors_(prometheus::BuildCounter()
+                    .Name("squeeze_store_errors_total")
+                    .Help("Artifact store operations that failed, by operation.")
+                    .Register(registry)) {
+    // Every series exists from the start, so rates and alerts see zeros rather than gaps.
+    for (const char* op : {"put", "get", "read_range", "delete", "gc"}) {
+      bytes_.Add({{"operation", op}});
+      operations_.Add({{"operation", op}});
+      errors_.Add({{"operation", op}});
+    }
+  }
+
+  absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
+                            const ArtifactProvenance& provenance) override {
+    return Count("put", inner_->PutDirectory(local_dir, uri, provenance),
+                 RegularFileBytes(local_dir));
+  }
+  absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
+                                             const std::string& scratch) override {
+    auto dir = inner_->LocalDirectory(uri, scratch);
+    Count("get", dir.status(), dir.ok() ? RegularFileBytes(*dir) : 0);
+    return dir;
+  }
+  absl::Status FetchFile(const std::string& uri, const std::string& name,
+                         const std::string& local_path) override {
+    absl::Status s = inner_->FetchFile(uri, name, local_path);
+    std::error_code ec;
+    return Count("get", s, s.ok() ? static_cast<int64_t>(fs::file_size(local_path, ec)) : 0);
+  }
+  absl::StatusOr<bool> Exists(const std::string& uri) override { return inner_->Exists(uri); }
+  absl::Status PutFile(const std::string& uri, absl::string_view contents) override {
+    return Count("put", inner_->PutFile(uri, contents), static_cast<int64_t>(contents.size()));
+  }
+  absl::StatusOr<std::string> ReadFile(const std::string& uri) override {
+    auto text = inner_->ReadFile(uri);
+    // A missing object is an answer, not a store error (callers probe with it).
+    Count("get", absl::IsNotFound(text.status()) ? absl::OkStatus() : text.status(),
+          text.ok() ? static_cast<int64_t>(text->size()) : 0);
+    return text;
+  }
+  absl::Status Delete(const std::string& uri) override {
+    return Count("delete", inner_->Delete(uri), 0);
+  }
+  absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
+                                                int64_t offset, int64_t length,
+                                                int64_t* file_size) override {
+    auto bytes = inner_->ReadArtifactRange(uri, name, offset, length, file_size);
+    Count("read_range", bytes.status(), bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0);
+    return bytes;
+  }
+  absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
+    auto report = inner_->CollectGarbage(grace_seconds);
+    Count("gc", report.status(), 0);
+    return report;
+  }
+
+ private:
+  absl::Status Count(const char* op, absl::Status status, int64_t bytes) {
+    operations_.Add({{"operation", op}}).Increment();
+    if (!status.ok()) {
+      errors_.Add({{"operation", op}}).Increment();
+    } else if (bytes > 0) {
+      bytes_.Add({{"operation", op}}).Increment(static_cast<double>(bytes));
+    }
+    return status;
+  }
+
+  std::unique_ptr<ArtifactStore> inner_;
+  prometheus::Family<prometheus::Counter>& bytes_;
+  prometheus::Family<prometheus::Counter>& operations_;
+  prometheus::Family<prometheus::Counter>& errors_;
+};
+
+}  // namespace
+
+std::unique_ptr<ArtifactStore> InstrumentStore(std::unique_ptr<ArtifactStore> store,
+                                               prometheus::Registry& registry) {
+  return std::make_unique<InstrumentedStore>(std::move(store), registry);
+}
+
+}  // namespace squeeze
