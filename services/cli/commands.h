@@ -2,10 +2,14 @@
 // 0 success, 2 bad usage or input (one line on stderr), 1 any other failure.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "services/cli/flags.h"
+#include "services/cli/job_client.h"
 
 namespace squeeze::cli {
 
@@ -14,7 +18,14 @@ using Args = std::vector<std::string>;
 // Prints "squeezectl: <message>" on stderr and returns the exit code for `status`.
 int Fail(const absl::Status& status);
 
+// Adds --coordinator, --token, --tls-ca, --tls-cert, --tls-key and --json.
+Flags& ClientFlags(Flags& flags);
+// A client for the coordinator at `address` with the credentials of those flags (or of
+// SQUEEZE_TOKEN, SQUEEZE_TLS_CA, SQUEEZE_TLS_CERT, SQUEEZE_TLS_KEY).
+absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std::string& address);
+
 int RunInspect(const Args& args);
+int RunHashToken(const Args& args);
 int RunSubmit(const Args& args);
 int RunWatch(const Args& args);
 int RunGet(const Args& args);

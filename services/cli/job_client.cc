@@ -27,6 +27,9 @@ JobClient::JobClient(const std::string& address) {
       grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
 }
 
+JobClient::JobClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::JobService::NewStub(std::move(channel))) {}
+
 namespace {
 
 std::string TaskStateName(v1::TaskState s) {

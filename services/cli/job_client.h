@@ -1,6 +1,8 @@
 // The client side of the JobService for squeezectl: calls, and the live rendering of WatchJob.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -12,7 +14,9 @@ namespace squeeze::cli {
 
 class JobClient {
  public:
+  // A plaintext channel without credentials (the embedded coordinator).
   explicit JobClient(const std::string& address);
+  explicit JobClient(std::shared_ptr<grpc::Channel> channel);
   v1::JobService::Stub& stub() { return *stub_; }
 
   // Follows the job's events until it finishes, rendering them on `out` (a live progress bar per

@@ -14,6 +14,8 @@
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
 #include "common/recipe/recipe.h"
+#include "common/rpc/authenticator.h"
+#include "common/rpc/client_channel.h"
 #include "common/store/artifact_store.h"
 #include "services/cli/commands.h"
 #include "services/cli/flags.h"
@@ -32,8 +34,6 @@ std::string ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
-Flags& ClientFlags(Flags& flags) { return flags.Value("coordinator").Bool("json"); }
-
 absl::StatusOr<std::string> CoordinatorAddress(const Flags& flags) {
   if (flags.Has("coordinator")) return *flags.Get("coordinator");
   if (const char* env = std::getenv("SQUEEZE_COORDINATOR"); env != nullptr && *env)
@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<JobClient>> ParseAndConnect(Flags& flags, const A
   if (auto s = flags.Parse(args); !s.ok()) return s;
   auto address = CoordinatorAddress(flags);
   if (!address.ok()) return address.status();
-  return std::make_unique<JobClient>(*address);
+  return Connect(flags, *address);
 }
 
 absl::StatusOr<std::string> ReadFileText(const std::string& path) {
@@ -91,6 +91,33 @@ absl::Status Download(const std::string& uri, const std::string& dir) {
 }
 
 }  // namespace
+
+Flags& ClientFlags(Flags& flags) {
+  return flags.Value("coordinator")
+      .Value("token")
+      .Value("tls-ca")
+      .Value("tls-cert")
+      .Value("tls-key")
+      .Bool("json");
+}
+
+// A flag's value, else the environment variable's, else "".
+std::string FlagOrEnv(const Flags& flags, const std::string& flag, const char* env) {
+  if (flags.Has(flag)) return *flags.Get(flag);
+  const char* v = std::getenv(env);
+  return v ? v : "";
+}
+
+absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std::string& address) {
+  ClientChannelOptions options;
+  options.token = FlagOrEnv(flags, "token", "SQUEEZE_TOKEN");
+  options.tls_ca_file = FlagOrEnv(flags, "tls-ca", "SQUEEZE_TLS_CA");
+  options.tls_cert_file = FlagOrEnv(flags, "tls-cert", "SQUEEZE_TLS_CERT");
+  options.tls_key_file = FlagOrEnv(flags, "tls-key", "SQUEEZE_TLS_KEY");
+  auto channel = MakeClientChannel(address, options);
+  if (!channel.ok()) return channel.status();
+  return std::make_unique<JobClient>(*std::move(channel));
+}
 
 absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
                                      const std::string& request_id, const std::string& tenant,
@@ -327,6 +354,14 @@ int RunStorePut(const Args& args) {
   if (auto s = (*store)->PutDirectory(dir, uri, provenance); !s.ok()) return Fail(s);
   std::cout << (flags.GetBool("json") ? absl::StrCat("{\"uri\": \"", uri, "\"}\n")
                                       : absl::StrCat("stored ", uri, "\n"));
+  return 0;
+}
+
+int RunHashToken(const Args& args) {
+  Flags flags;
+  flags.Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  std::cout << TokenDigest(flags.positional()[0]) << "\n";
   return 0;
 }
 

@@ -59,13 +59,12 @@ int FollowJob(JobClient& client, const v1::Job& submitted, const Flags& flags) {
 
 int RunRun(const Args& args) {
   Flags flags;
-  flags.Value("coordinator")
+  ClientFlags(flags)
       .Value("output")
       .Value("state-dir")
       .Value("device", "cpu")
       .Value("tenant", "")
       .Value("priority", "0")
-      .Bool("json")
       .Positional(1, 1);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
   const std::string recipe = flags.positional()[0];
@@ -79,7 +78,9 @@ int RunRun(const Args& args) {
     address = env;
   }
   if (!address.empty()) {
-    JobClient client(address);
+    auto connected = Connect(flags, address);
+    if (!connected.ok()) return Fail(connected.status());
+    JobClient& client = **connected;
     auto job = SubmitRecipe(client, recipe, "", *flags.Get("tenant"), static_cast<int>(*priority),
                             nullptr);
     if (!job.ok()) return Fail(job.status());

@@ -20,7 +20,9 @@ commands:
   train --data FILE --out DIR [--eval FILE] [--steps N] ...
                                        trains a byte-level example model (see README)
 
-service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
+service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR; credentials from
+--token, --tls-ca, --tls-cert, --tls-key or SQUEEZE_TOKEN, SQUEEZE_TLS_CA, SQUEEZE_TLS_CERT,
+SQUEEZE_TLS_KEY):
   run RECIPE [--output DIR] [--state-dir DIR] [--device cpu|cuda] [--json]
                                        runs a job to the end with live progress and prints its
                                        report; without a coordinator, starts an embedded one
@@ -33,6 +35,7 @@ service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR):
   store-put DIR URI [--store ROOT] [--json]
                                        stores a model directory as an artifact (s3://bucket/path),
                                        usable as a recipe's model; blobs under ROOT/blobs
+  hash-token TOKEN                     prints the digest of a bearer token, for the tokens file
   store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
 )";
@@ -56,6 +59,7 @@ int main(int argc, char** argv) {
   if (command == "artifacts") return RunArtifacts(args);
   if (command == "store-gc") return RunStoreGc(args);
   if (command == "store-put") return RunStorePut(args);
+  if (command == "hash-token") return RunHashToken(args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
   if (command == "eval") return RunEval(args);
   if (command == "compress") return RunCompress(args);

@@ -6,12 +6,17 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/metrics/grpc_server_metrics.h"
 #include "common/metrics/metrics_exporter.h"
 #include "common/metrics/store_metrics.h"
 #include "common/recipe/recipe.h"
+#include "common/rpc/authenticator.h"
 #include "services/coordinator/coordinator_metrics.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
@@ -24,14 +29,55 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
+// Who is calling. Without an authenticator (the embedded default) everyone is an admin.
+absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const Authenticator* auth,
+                                 const char* method) {
+  if (auth == nullptr) return Principal{"", Role::kAdmin};
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  const absl::string_view value = it == metadata.end()
+                                      ? absl::string_view()
+                                      : absl::string_view(it->second.data(), it->second.size());
+  auto who = auth->Authenticate(value, absl::ToUnixSeconds(absl::Now()));
+  if (!who.ok()) {
+    std::cerr << "auth: " << method << " from " << context->peer() << ": " << who.status().message()
+              << std::endl;
+  }
+  return who;
+}
+
+// Users act on their tenant's jobs only; an admin on all. Workers do not use the JobService.
+absl::StatusOr<Principal> JobCaller(grpc::ServerContext* context, const Authenticator* auth,
+                                    const char* method) {
+  auto who = Caller(context, auth, method);
+  if (who.ok() && who->role == Role::kWorker) {
+    std::cerr << "auth: " << method << " from " << context->peer()
+              << ": worker credentials used on the job API" << std::endl;
+    return absl::PermissionDeniedError("worker credentials cannot use the job API");
+  }
+  return who;
+}
+
 }  // namespace
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  explicit JobServiceImpl(JobScheduler* scheduler) : scheduler_(scheduler) {}
+  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth)
+      : scheduler_(scheduler), auth_(auth) {}
 
-  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
+  grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* original,
                          v1::SubmitJobResponse* response) override {
+    auto who = JobCaller(context, auth_, "SubmitJob");
+    if (!who.ok()) return ToGrpc(who.status());
+    v1::SubmitJobRequest scoped = *original;
+    if (who->role == Role::kUser) {
+      if (!scoped.tenant().empty() && scoped.tenant() != who->tenant) {
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            "tenant: your token is for tenant \"" + who->tenant + "\"");
+      }
+      scoped.set_tenant(who->tenant);
+    }
+    const v1::SubmitJobRequest* request = &scoped;
     // Everything knowable now is checked now: a job never fails later for a reason we could have
     // told the user at submit time.
     auto recipe = ParseRecipe(request->recipe_yaml());
@@ -47,24 +93,30 @@ class JobServiceImpl final : public v1::JobService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                       v1::Job* response) override {
-    auto job = scheduler_->Get(request->job_id());
+    auto job = Visible(context, "GetJob", request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;
   }
 
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* original,
                         v1::ListJobsResponse* response) override {
-    auto jobs = scheduler_->List(*request);
+    auto who = JobCaller(context, auth_, "ListJobs");
+    if (!who.ok()) return ToGrpc(who.status());
+    v1::ListJobsRequest request = *original;
+    if (who->role == Role::kUser) request.set_tenant(who->tenant);  // only their own
+    auto jobs = scheduler_->List(request);
     if (!jobs.ok()) return ToGrpc(jobs.status());
     *response = *std::move(jobs);
     return grpc::Status::OK;
   }
 
-  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                          v1::Job* response) override {
+    if (auto visible = Visible(context, "CancelJob", request->job_id()); !visible.ok())
+      return ToGrpc(visible.status());
     auto job = scheduler_->Cancel(request->job_id());
     if (!job.ok()) return ToGrpc(job.status());
     *response = *std::move(job);
@@ -73,6 +125,8 @@ class JobServiceImpl final : public v1::JobService::Service {
 
   grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
+    if (auto visible = Visible(context, "WatchJob", request->job_id()); !visible.ok())
+      return ToGrpc(visible.status());
     int64_t after = request->after_sequence();
     bool done = false;
     while (!done && !context->IsCancelled()) {
@@ -86,8 +140,10 @@ class JobServiceImpl final : public v1::JobService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListArtifacts(grpc::ServerContext*, const v1::ListArtifactsRequest* request,
+  grpc::Status ListArtifacts(grpc::ServerContext* context, const v1::ListArtifactsRequest* request,
                              v1::ListArtifactsResponse* response) override {
+    if (auto visible = Visible(context, "ListArtifacts", request->job_id()); !visible.ok())
+      return ToGrpc(visible.status());
     auto artifacts = scheduler_->Artifacts(request->job_id());
     if (!artifacts.ok()) return ToGrpc(artifacts.status());
     *response = *std::move(artifacts);
@@ -95,21 +151,41 @@ class JobServiceImpl final : public v1::JobService::Service {
   }
 
  private:
+  // The job, if the caller may see it. Another tenant's job is NOT_FOUND, exactly like a job that
+  // does not exist, so ids of other tenants' jobs cannot be probed.
+  absl::StatusOr<v1::Job> Visible(grpc::ServerContext* context, const char* method,
+                                  const std::string& job_id) {
+    auto who = JobCaller(context, auth_, method);
+    if (!who.ok()) return who.status();
+    auto job = scheduler_->Get(job_id);
+    if (job.ok() && who->role == Role::kUser && job->tenant() != who->tenant) {
+      std::cerr << "auth: " << method << " from " << context->peer() << ": tenant " << who->tenant
+                << " asked for another tenant's job" << std::endl;
+      return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+    }
+    return job;
+  }
+
   JobScheduler* scheduler_;
+  const Authenticator* auth_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(JobScheduler* scheduler) : scheduler_(scheduler) {}
+  WorkerServiceImpl(JobScheduler* scheduler, const Authenticator* auth)
+      : scheduler_(scheduler), auth_(auth) {}
 
-  grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest* request,
+  grpc::Status RegisterWorker(grpc::ServerContext* context,
+                              const v1::RegisterWorkerRequest* request,
                               v1::RegisterWorkerResponse* response) override {
+    if (auto s = IsWorker(context, "RegisterWorker"); !s.ok()) return ToGrpc(s);
     *response = scheduler_->Register(*request);
     return grpc::Status::OK;
   }
 
   grpc::Status LeaseTask(grpc::ServerContext* context, const v1::LeaseTaskRequest* request,
                          v1::LeaseTaskResponse* response) override {
+    if (auto s = IsWorker(context, "LeaseTask"); !s.ok()) return ToGrpc(s);
     const int64_t wait = std::clamp<int64_t>(request->wait_ms(), 0, 30000);
     auto lease = scheduler_->Lease(request->worker_id(), wait);
     if (!lease.ok()) return ToGrpc(lease.status());
@@ -119,26 +195,42 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* request,
+  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override {
+    if (auto s = IsWorker(context, "Heartbeat"); !s.ok()) return ToGrpc(s);
     auto r = scheduler_->Heartbeat(*request);
     if (!r.ok()) return ToGrpc(r.status());
     *response = *std::move(r);
     return grpc::Status::OK;
   }
 
-  grpc::Status CompleteTask(grpc::ServerContext*, const v1::CompleteTaskRequest* request,
+  grpc::Status CompleteTask(grpc::ServerContext* context, const v1::CompleteTaskRequest* request,
                             v1::CompleteTaskResponse*) override {
+    if (auto s = IsWorker(context, "CompleteTask"); !s.ok()) return ToGrpc(s);
     return ToGrpc(scheduler_->Complete(*request));
   }
 
-  grpc::Status FailTask(grpc::ServerContext*, const v1::FailTaskRequest* request,
+  grpc::Status FailTask(grpc::ServerContext* context, const v1::FailTaskRequest* request,
                         v1::FailTaskResponse*) override {
+    if (auto s = IsWorker(context, "FailTask"); !s.ok()) return ToGrpc(s);
     return ToGrpc(scheduler_->Fail(*request));
   }
 
  private:
+  // The worker API takes worker (or admin) credentials only.
+  absl::Status IsWorker(grpc::ServerContext* context, const char* method) {
+    auto who = Caller(context, auth_, method);
+    if (!who.ok()) return who.status();
+    if (who->role == Role::kUser) {
+      std::cerr << "auth: " << method << " from " << context->peer()
+                << ": user credentials used on the worker API" << std::endl;
+      return absl::PermissionDeniedError("the worker API needs worker credentials");
+    }
+    return absl::OkStatus();
+  }
+
   JobScheduler* scheduler_;
+  const Authenticator* auth_;
 };
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions options) {
@@ -179,12 +271,41 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   }
   if (auto s = c->scheduler_->Recover(); !s.ok()) return s;
 
-  c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get());
-  c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get());
+  if (!options.auth_tokens_file.empty()) {
+    auto auth = Authenticator::LoadFile(options.auth_tokens_file);
+    if (!auth.ok()) return auth.status();
+    c->auth_ = *std::move(auth);
+  }
+  c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get());
+  c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), c->auth_.get());
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty()) {
+    auto pem = [](const std::string& path, const char* what) -> absl::StatusOr<std::string> {
+      std::ifstream in(path);
+      if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot open"));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return ss.str();
+    };
+    auto cert = pem(options.tls_cert_file, "--tls-cert");
+    if (!cert.ok()) return cert.status();
+    auto key = pem(options.tls_key_file, "--tls-key");
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!options.tls_client_ca_file.empty()) {
+      // Mutual TLS: only clients with a certificate from this CA get past the handshake.
+      auto ca = pem(options.tls_client_ca_file, "--tls-client-ca");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
+  builder.AddListeningPort(options.listen_address, credentials, &c->port_);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(c->job_service_.get());

@@ -16,8 +16,9 @@ class Server;
 }
 
 namespace squeeze {
+class Authenticator;
 class MetricsExporter;
-}
+}  // namespace squeeze
 
 namespace squeeze::coordinator {
 
@@ -28,6 +29,12 @@ struct CoordinatorOptions {
   bool sqlite_synchronous_full = false;
   int max_message_bytes = 16 << 20;
   std::string metrics_listen;  // host:port for /metrics; empty: no metrics endpoint
+  // Authentication: a file of token digests (see common/rpc/authenticator.h); empty: open.
+  std::string auth_tokens_file;
+  // TLS: the server's certificate and key; with a client CA, mutual TLS.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   SchedulerOptions scheduler;
 };
 
@@ -52,6 +59,7 @@ class Coordinator {
   std::unique_ptr<ArtifactStore> artifacts_;
   std::shared_ptr<class CoordinatorMetrics> scheduler_metrics_;
   std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<class JobServiceImpl> job_service_;
   std::unique_ptr<class WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> server_;

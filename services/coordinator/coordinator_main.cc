@@ -20,6 +20,10 @@ int main(int argc, char** argv) {
       .Value("retry-backoff-ms", "1000")
       .Value("tenant-gpu-limit", "0")
       .Value("metrics-listen", "")
+      .Value("auth-tokens", "")
+      .Value("tls-cert", "")
+      .Value("tls-key", "")
+      .Value("tls-client-ca", "")
       .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
@@ -36,6 +40,18 @@ int main(int argc, char** argv) {
   if (flags.Has("store")) options.store_root = *flags.Get("store");
   options.sqlite_synchronous_full = flags.GetBool("sqlite-synchronous-full");
   options.metrics_listen = *flags.Get("metrics-listen");
+  options.auth_tokens_file = *flags.Get("auth-tokens");
+  options.tls_cert_file = *flags.Get("tls-cert");
+  options.tls_key_file = *flags.Get("tls-key");
+  options.tls_client_ca_file = *flags.Get("tls-client-ca");
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    std::cerr << "squeeze-coordinator: --tls-cert and --tls-key go together\n";
+    return 2;
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    std::cerr << "squeeze-coordinator: --tls-client-ca needs --tls-cert and --tls-key\n";
+    return 2;
+  }
   for (auto [name, out] :
        {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
         std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},

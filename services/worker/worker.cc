@@ -2,6 +2,7 @@
 
 #include "common/metrics/metrics_exporter.h"
 #include "common/metrics/store_metrics.h"
+#include "common/rpc/client_channel.h"
 #include "services/worker/worker_metrics.h"
 
 #include <grpcpp/grpcpp.h>
@@ -44,10 +45,17 @@ bool Retryable(const absl::Status& s) {
 }  // namespace
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(MakeRunners()) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(16 << 20);
-  stub_ = v1::WorkerService::NewStub(
-      grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args));
+  ClientChannelOptions channel;
+  channel.token = options_.token;
+  channel.tls_ca_file = options_.tls_ca_file;
+  channel.tls_cert_file = options_.tls_cert_file;
+  channel.tls_key_file = options_.tls_key_file;
+  auto made = MakeClientChannel(options_.coordinator, channel);
+  if (made.ok()) {
+    stub_ = v1::WorkerService::NewStub(*made);
+  } else {
+    channel_error_ = made.status();
+  }
   if (options_.scratch_dir.empty()) {
     options_.scratch_dir = (fs::temp_directory_path() /
                             absl::StrCat("squeeze-worker-", ::getpid(), "-", options_.node))
@@ -96,6 +104,7 @@ absl::Status Worker::RegisterUntilReady() {
 }
 
 absl::Status Worker::Run() {
+  if (!channel_error_.ok()) return channel_error_;
   if (!options_.metrics_listen.empty() && !exporter_) {
     auto exporter = MetricsExporter::Start(options_.metrics_listen, "worker");
     if (!exporter.ok()) return exporter.status();

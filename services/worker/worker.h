@@ -30,6 +30,11 @@ struct WorkerOptions {
   int64_t step_delay_ms = 0;
   int64_t lease_wait_ms = 5000;
   std::string metrics_listen;  // host:port for /metrics; empty: none
+  // Credentials towards the coordinator: a worker token, and TLS (mutual with a certificate).
+  std::string token;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class Worker {
@@ -52,6 +57,7 @@ class Worker {
 
   WorkerOptions options_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
+  absl::Status channel_error_;  // a credentials file that could not be read
   // One store per root URI the coordinator names in leases (file:// or s3://).
   absl::StatusOr<ArtifactStore*> StoreFor(const std::string& root);
   std::map<std::string, std::unique_ptr<ArtifactStore>> stores_;

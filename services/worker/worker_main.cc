@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -25,7 +26,11 @@ int main(int argc, char** argv) {
       .Value("rendezvous")
       .Value("step-delay-ms", "0")
       .Value("threads", "0")
-      .Value("metrics-listen", "");
+      .Value("metrics-listen", "")
+      .Value("token", "")
+      .Value("tls-ca", "")
+      .Value("tls-cert", "")
+      .Value("tls-key", "");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-worker: " << s.message() << "\n";
     return 2;
@@ -47,6 +52,13 @@ int main(int argc, char** argv) {
   if (flags.Has("scratch")) options.scratch_dir = *flags.Get("scratch");
   if (flags.Has("rendezvous")) options.rendezvous_address = *flags.Get("rendezvous");
   options.metrics_listen = *flags.Get("metrics-listen");
+  // The token preferably from the environment (a Secret), so it does not show in `ps`.
+  options.token = *flags.Get("token");
+  if (const char* env = std::getenv("SQUEEZE_WORKER_TOKEN"); options.token.empty() && env)
+    options.token = env;
+  options.tls_ca_file = *flags.Get("tls-ca");
+  options.tls_cert_file = *flags.Get("tls-cert");
+  options.tls_key_file = *flags.Get("tls-key");
   auto delay = flags.GetInt("step-delay-ms");
   if (!delay.ok() || *delay < 0) {
     std::cerr << "squeeze-worker: --step-delay-ms: expected a non-negative integer\n";

@@ -40,7 +40,9 @@ class ServiceHarness {
   explicit ServiceHarness(const std::string& name);
   ~ServiceHarness();
 
-  void StartCoordinator(std::vector<std::string> extra = {});
+  // Waits until it answers plaintext calls, unless `wait_ready` is false (TLS or auth, which the
+  // harness's own client does not speak).
+  void StartCoordinator(std::vector<std::string> extra = {}, bool wait_ready = true);
   void KillCoordinator();
   // Returns an index for KillWorker.
   int StartWorker(const std::string& node, std::vector<std::string> extra = {});
