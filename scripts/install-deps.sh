@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   # toolchain
-  build-essential cmake ninja-build ccache pkg-config clang-format git python3
+  build-essential cmake ninja-build ccache pkg-config clang-format git python3 python3-yaml
   # libtorch (CPU) and an optimized BLAS behind Debian's libblas.so.3
   libtorch-dev libgloo-dev libopenblas0-pthread
   # common C++ libraries
@@ -14,7 +14,7 @@ pkgs=(
   # RPC and metrics
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl yamllint
   # reference SentencePiece tools, to check our own tokenizer against
   sentencepiece
   # the example corpus: the fortune cookie files, one category per file

@@ -1,0 +1,13 @@
+{{- define "squeeze.name" -}}{{ .Release.Name }}-squeeze{{- end -}}
+{{- define "squeeze.labels" -}}
+app.kubernetes.io/name: squeeze
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+{{- define "squeeze.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
