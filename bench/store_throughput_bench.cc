@@ -24,6 +24,7 @@
 #include "common/store/artifact_store.h"
 #include "services/cli/flags.h"
 #include "tests/common/store/moto_server.h"
+#include "tests/common/store/random_file.h"
 
 namespace {
 
@@ -32,23 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-void WriteRandomFile(const fs::path& path, int64_t bytes) {
-  std::ofstream out(path, std::ios::binary);
-  std::vector<uint64_t> block(1 << 20);
-  uint64_t x = 0x2545f4914f6cdd1dull;
-  for (int64_t written = 0; written < bytes;) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    const int64_t n = std::min<int64_t>(bytes - written, block.size() * sizeof(uint64_t));
-    out.write(reinterpret_cast<const char*>(block.data()), n);
-    written += n;
-  }
 }
 
 // Best of `runs` timings of `f`, which returns false on failure. Dirty pages of earlier passes
@@ -85,7 +69,7 @@ int main(int argc, char** argv) {
   squeeze::RemoveTree(dir).IgnoreError();
   fs::create_directories(dir / "src");
   const fs::path src = dir / "src" / "model.safetensors";
-  WriteRandomFile(src, bytes);
+  squeeze::testing::WriteRandomFile(src, bytes);
   const double mb = bytes / 1e6;
 
   // References: cp, and cp + fsync of the copy.
@@ -151,7 +135,7 @@ int main(int argc, char** argv) {
     ::setenv("AWS_ACCESS_KEY_ID", "testing", 1);
     ::setenv("AWS_SECRET_ACCESS_KEY", "testing", 1);
     fs::create_directories(dir / "small");
-    WriteRandomFile(dir / "small" / "model.safetensors", moto_bytes);
+    squeeze::testing::WriteRandomFile(dir / "small" / "model.safetensors", moto_bytes);
     auto s3 = squeeze::OpenArtifactStore("s3://bench/store");
     if (!s3.ok()) {
       std::cerr << s3.status() << "\n";

@@ -517,28 +517,16 @@ absl::StatusOr<LlamaConfig> CheckRemoteModel(const std::string& uri) {
 
 }  // namespace
 
-namespace {
-
-// The student's config, or an error naming the field whose value cannot work with `teacher`.
-absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const LlamaConfig& teacher,
-                                              const std::string& path) {
-  const json opts = json::parse(stage.options_json);
-  const json& student = opts["student"];
+LlamaConfig DistillStudentConfig(const std::string& student_json, const LlamaConfig& teacher) {
+  const json student = json::parse(student_json, nullptr, false);
   LlamaConfig out = teacher;
+  if (!student.is_object()) return out;
   if (student.contains("keep_every")) {
-    const int64_t k = student["keep_every"];
+    const int64_t k = std::max<int64_t>(1, student["keep_every"].get<int64_t>());
     out.num_hidden_layers = (teacher.num_hidden_layers + k - 1) / k;
   } else if (student.contains("layers")) {
-    for (const json& l : student["layers"]) {
-      if (l.get<int64_t>() >= teacher.num_hidden_layers) {
-        return FieldError(
-            path + ".student.layers",
-            absl::StrCat("teacher layer ", l.get<int64_t>(), " does not exist (the teacher has ",
-                         teacher.num_hidden_layers, ")"));
-      }
-    }
     out.num_hidden_layers = static_cast<int64_t>(student["layers"].size());
-  } else {
+  } else if (student.contains("config")) {
     const json& c = student["config"];
     out.vocab_size = c.value("vocab_size", teacher.vocab_size);
     out.hidden_size = c.value("hidden_size", teacher.hidden_size);
@@ -547,6 +535,29 @@ absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const Llam
     out.num_attention_heads = c.value("num_attention_heads", teacher.num_attention_heads);
     out.num_key_value_heads = c.value("num_key_value_heads", out.num_attention_heads);
     out.head_dim = c.value("head_dim", out.hidden_size / out.num_attention_heads);
+  }
+  return out;
+}
+
+namespace {
+
+// The student's config, or an error naming the field whose value cannot work with `teacher`.
+absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const LlamaConfig& teacher,
+                                              const std::string& path) {
+  const json opts = json::parse(stage.options_json);
+  const json& student = opts["student"];
+  const LlamaConfig out = DistillStudentConfig(student.dump(), teacher);
+  if (student.contains("layers")) {
+    for (const json& l : student["layers"]) {
+      if (l.get<int64_t>() >= teacher.num_hidden_layers) {
+        return FieldError(
+            path + ".student.layers",
+            absl::StrCat("teacher layer ", l.get<int64_t>(), " does not exist (the teacher has ",
+                         teacher.num_hidden_layers, ")"));
+      }
+    }
+  }
+  if (student.contains("config")) {
     if (out.vocab_size != teacher.vocab_size) {
       return FieldError(path + ".student.config.vocab_size",
                         absl::StrCat(out.vocab_size, " differs from the teacher's vocabulary of ",

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/model/llama_config.h"
 
 namespace squeeze {
 
@@ -40,5 +41,9 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view yaml, const std
 // Checks what the recipe points at: the model directory holds a readable config.json and
 // weights, the data files exist. Errors name the recipe field ("model: ...").
 absl::Status CheckRecipeInputs(const Recipe& recipe);
+
+// The architecture of a distill stage's student: its `student` options (keep_every, layers or
+// config overrides, as the stage's options hold them) applied to the teacher's config.
+LlamaConfig DistillStudentConfig(const std::string& student_json, const LlamaConfig& teacher);
 
 }  // namespace squeeze

@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<ArtifactTensorReader>> ArtifactTensorReader::Open
       }
       unique.insert(it->get<std::string>());
     }
-    shards.assign(unique.begin(), unique.end());
+    shards.clear();
+    for (const std::string& shard : unique) shards.push_back(shard);
   } else if (!absl::IsNotFound(index.status())) {
     return index.status();
   }

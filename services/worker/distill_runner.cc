@@ -30,16 +30,8 @@ absl::StatusOr<LlamaModel> BuildStudent(const json& spec, const LlamaModel& teac
         teacher, EveryKthLayer(teacher.num_layers(), s["keep_every"].get<int64_t>()));
   if (s.contains("layers"))
     return StudentFromTeacherLayers(teacher, s["layers"].get<std::vector<int64_t>>());
-  LlamaConfig c = teacher.config();
-  const json& o = s.at("config");
-  c.vocab_size = o.value("vocab_size", c.vocab_size);
-  c.hidden_size = o.value("hidden_size", c.hidden_size);
-  c.intermediate_size = o.value("intermediate_size", c.intermediate_size);
-  c.num_hidden_layers = o.value("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = o.value("num_attention_heads", c.num_attention_heads);
-  c.num_key_value_heads = o.value("num_key_value_heads", c.num_attention_heads);
-  c.head_dim = o.value("head_dim", c.hidden_size / c.num_attention_heads);
-  return LlamaModel::RandomInit(c, seed, at::kFloat, teacher.device());
+  return LlamaModel::RandomInit(DistillStudentConfig(s.dump(), teacher.config()), seed, at::kFloat,
+                                teacher.device());
 }
 
 DistillOptions DistillOptionsOf(const json& spec) {

@@ -17,6 +17,7 @@
 
 #include "common/base/file_util.h"
 #include "gtest/gtest.h"
+#include "tests/common/free_port.h"
 
 namespace squeeze::testing {
 
@@ -66,17 +67,7 @@ std::string Env(const char* name) {
 
 std::string SourceDir() { return Env("SQUEEZE_SOURCE_DIR"); }
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+int FreePort() { return FreeLoopbackPort(); }
 
 std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv) {
   std::string cmd;

@@ -16,30 +16,13 @@
 #include "common/store/s3_client.h"
 #include "gtest/gtest.h"
 #include "tests/common/store/moto_server.h"
+#include "tests/common/store/random_file.h"
 #include "tests/integration/service_harness.h"
 
 namespace squeeze::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-// `bytes` of incompressible pseudorandom data (xorshift), written in pieces.
-void WriteRandomFile(const fs::path& path, int64_t bytes) {
-  std::ofstream out(path, std::ios::binary);
-  std::vector<uint64_t> block(1 << 20);
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (int64_t written = 0; written < bytes;) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    const int64_t n = std::min<int64_t>(bytes - written, block.size() * sizeof(uint64_t));
-    out.write(reinterpret_cast<const char*>(block.data()), n);
-    written += n;
-  }
-}
 
 TEST(StoreUploadTest, KilledUploadLeavesNoArtifactAndTheRetryCompletes) {
   MotoServer moto;

@@ -3,29 +3,16 @@
 // batch, with gradient accumulation and with a parameter that gets no gradient.
 #include "common/train/data_parallel.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <thread>
 
 #include "common/train/trainer.h"
 #include "gtest/gtest.h"
+#include "tests/common/free_port.h"
 
 namespace squeeze {
 namespace {
 
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+int FreePort() { return testing::FreeLoopbackPort(); }
 
 LlamaConfig TinyConfig() {
   LlamaConfig c;
