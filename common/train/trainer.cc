@@ -27,20 +27,20 @@ uint64_t SplitMix64(uint64_t x) {
 
 constexpr char kCheckpointName[] = "checkpoint";
 
-// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before.
-double ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
+// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before,
+// as a device scalar. Nothing is read back to the host, so the device never waits for the host
+// between the backward pass and the optimizer step.
+at::Tensor ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
   c10::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const at::Tensor& p : params) {
     if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat));
   }
-  if (norms.empty()) return 0.0;
-  const double total = at::stack(norms).norm(2).item<double>();
-  if (total > max_norm) {
-    const double scale = max_norm / (total + 1e-6);
-    for (const at::Tensor& p : params) {
-      if (p.grad().defined()) p.grad().mul_(scale);
-    }
+  if (norms.empty()) return at::Tensor();
+  const at::Tensor total = at::stack(norms).norm(2);
+  const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) p.grad().mul_(scale.to(p.grad().scalar_type()));
   }
   return total;
 }
@@ -247,29 +247,33 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     optimizer_->adamw->zero_grad();
-    double loss_sum = 0.0;
+    at::Tensor loss_total;  // a device scalar: read back once per step, after the update
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
       at::Tensor ids = sampler.Batch(step_, micro, rank_rows, rank * rank_rows).to(device);
       if (parallel_ && micro == options_.grad_accum - 1) parallel_->ArmForNextBackward();
       at::Tensor loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
       loss.backward();
-      loss_sum += loss.item<double>();
+      loss_total = loss_total.defined() ? loss_total + loss.detach() : loss.detach();
     }
     if (parallel_) {
       if (auto s = parallel_->FinishGradients(); !s.ok()) return s;
-      loss_sum = parallel_->AllReduceMean(loss_sum);
     }
-    if (!std::isfinite(loss_sum)) {
-      return absl::InternalError(absl::StrCat("step ", step_ + 1, ": loss is not finite (",
-                                              loss_sum, "); lower lr or check the data"));
-    }
-    double grad_norm = 0.0;
+    at::Tensor grad_norm_total;
     if (options_.grad_clip > 0) {
-      grad_norm = ClipGradNorm(optimizer_->params, options_.grad_clip);
+      grad_norm_total = ClipGradNorm(optimizer_->params, options_.grad_clip);
     }
     optimizer_->adamw->step();
     if (callbacks.after_update) callbacks.after_update();
     ++step_;
+    double loss_sum = loss_total.item<double>();
+    if (parallel_) loss_sum = parallel_->AllReduceMean(loss_sum);
+    const double grad_norm = grad_norm_total.defined() ? grad_norm_total.item<double>() : 0.0;
+    if (!std::isfinite(loss_sum)) {
+      // The run stops here: the weights of this step are not checkpointed, and a resumed run
+      // starts from the last checkpoint.
+      return absl::InternalError(absl::StrCat("step ", step_, ": loss is not finite (", loss_sum,
+                                              "); lower lr or check the data"));
+    }
 
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
