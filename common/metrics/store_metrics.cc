@@ -51,7 +51,7 @@ class InstrumentedStore : public ArtifactStore {
   absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                              const std::string& scratch) override {
     auto dir = inner_->LocalDirectory(uri, scratch);
-    Count("get", dir.status(), dir.ok() ? RegularFileBytes(*dir) : 0);
+    Record("get", dir.ok(), dir.ok() ? RegularFileBytes(*dir) : 0);
     return dir;
   }
   absl::Status FetchFile(const std::string& uri, const std::string& name,
@@ -67,8 +67,8 @@ class InstrumentedStore : public ArtifactStore {
   absl::StatusOr<std::string> ReadFile(const std::string& uri) override {
     auto text = inner_->ReadFile(uri);
     // A missing object is an answer, not a store error (callers probe with it).
-    Count("get", absl::IsNotFound(text.status()) ? absl::OkStatus() : text.status(),
-          text.ok() ? static_cast<int64_t>(text->size()) : 0);
+    Record("get", text.ok() || absl::IsNotFound(text.status()),
+           text.ok() ? static_cast<int64_t>(text->size()) : 0);
     return text;
   }
   absl::Status Delete(const std::string& uri) override {
@@ -78,24 +78,28 @@ class InstrumentedStore : public ArtifactStore {
                                                 int64_t offset, int64_t length,
                                                 int64_t* file_size) override {
     auto bytes = inner_->ReadArtifactRange(uri, name, offset, length, file_size);
-    Count("read_range", bytes.status(), bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0);
+    Record("read_range", bytes.ok(), bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0);
     return bytes;
   }
   absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
     auto report = inner_->CollectGarbage(grace_seconds);
-    Count("gc", report.status(), 0);
+    Record("gc", report.ok(), 0);
     return report;
   }
 
  private:
+  // Counts the operation; returns `status` unchanged.
   absl::Status Count(const char* op, absl::Status status, int64_t bytes) {
+    Record(op, status.ok(), bytes);
+    return status;
+  }
+  void Record(const char* op, bool ok, int64_t bytes) {
     operations_.Add({{"operation", op}}).Increment();
-    if (!status.ok()) {
+    if (!ok) {
       errors_.Add({{"operation", op}}).Increment();
     } else if (bytes > 0) {
       bytes_.Add({{"operation", op}}).Increment(static_cast<double>(bytes));
     }
-    return status;
   }
 
   std::unique_ptr<ArtifactStore> inner_;
