@@ -316,6 +316,18 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     opts["hidden_loss"] = {
         {"type", type}, {"weight", weight}, {"projection", projection}, {"layers", pairs}};
   }
+  if (YAML::Node tl = r.Get("teacher_logits")) {
+    MapReader tr(tl, r.Path("teacher_logits"));
+    SQ_RETURN_IF_ERROR(tr.CheckIsMap());
+    int64_t top_k = 64;
+    SQ_RETURN_IF_ERROR(tr.Int("top_k", top_k, 1, 1 << 20));
+    SQ_RETURN_IF_ERROR(tr.NoUnknownFields());
+    if (opts.contains("hidden_loss")) {
+      return FieldError(r.Path("teacher_logits"),
+                        "cached logits cannot feed hidden_loss, which needs the live teacher");
+    }
+    opts["teacher_logits"] = {{"top_k", top_k}};
+  }
   opts["temperature"] = temperature;
   opts["alpha"] = alpha;
   opts["steps"] = steps;
@@ -585,6 +597,12 @@ absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const Llam
                                      teacher.hidden_size,
                                      "; set projection: true to compare their hidden states"));
     }
+  }
+  if (opts.contains("teacher_logits") &&
+      opts["teacher_logits"]["top_k"].get<int64_t>() > teacher.vocab_size) {
+    return FieldError(
+        path + ".teacher_logits.top_k",
+        absl::StrCat("exceeds the teacher's vocabulary of ", teacher.vocab_size, " tokens"));
   }
   if (opts["seq_len"].get<int64_t>() > teacher.max_position_embeddings) {
     return FieldError(path + ".seq_len", absl::StrCat("exceeds the teacher's context of ",

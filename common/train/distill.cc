@@ -1,6 +1,7 @@
 #include "common/train/distill.h"
 
 #include <filesystem>
+#include <stdexcept>
 
 #include "absl/strings/str_cat.h"
 #include "common/tensor/safetensors.h"
@@ -94,6 +95,25 @@ at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& te
   return kl * (temperature * temperature);
 }
 
+at::Tensor SoftTargetLossTopK(const at::Tensor& student_logits, const TopKLogits& teacher,
+                              double temperature) {
+  const int64_t vocab = student_logits.size(-1), k = teacher.values.size(-1);
+  const at::Tensor s = student_logits.reshape({-1, vocab}).to(at::kFloat) / temperature;
+  const at::Tensor idx = teacher.indices.reshape({-1, k}).to(s.device(), at::kLong);
+  const at::Tensor t = teacher.values.reshape({-1, k}).to(s.device(), at::kFloat) / temperature;
+  const at::Tensor log_p_t = at::log_softmax(t, -1);
+  const at::Tensor log_p_s = at::log_softmax(s, -1).gather(-1, idx);
+  const at::Tensor kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean();
+  return kl * (temperature * temperature);
+}
+
+TopKLogits TeacherTopK(const LlamaModel& teacher, const at::Tensor& ids, int64_t k) {
+  c10::NoGradGuard no_grad;
+  const at::Tensor inputs = ids.slice(1, 0, ids.size(1) - 1).to(teacher.device());
+  const auto [values, indices] = teacher.Forward(inputs).to(at::kFloat).topk(k, -1);
+  return {values.to(at::kCPU, at::kBFloat16), indices.to(at::kCPU, at::kInt)};
+}
+
 DistillationObjective::DistillationObjective(const LlamaModel* teacher, DistillOptions options,
                                              const LlamaConfig& student, at::Device device)
     : teacher_(teacher), options_(std::move(options)) {
@@ -112,6 +132,17 @@ at::Tensor DistillationObjective::Loss(const LlamaModel& student, const at::Tens
   const bool hidden = options_.hidden_loss != DistillOptions::HiddenLoss::kNone;
   std::vector<at::Tensor> student_hidden, teacher_hidden;
   at::Tensor logits = student.Forward(inputs, hidden ? &student_hidden : nullptr);
+  if (cached_ && !hidden) {
+    const at::Tensor ce =
+        at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels);
+    last_ce_ = ce.detach();
+    last_hidden_ = at::Tensor();
+    auto topk = cached_(step_, micro_);
+    if (!topk.ok()) throw std::runtime_error(std::string(topk.status().message()));
+    const at::Tensor kd = SoftTargetLossTopK(logits, *topk, options_.temperature);
+    last_kd_ = kd.detach();
+    return ce * (1.0 - options_.alpha) + kd * options_.alpha;
+  }
   at::Tensor teacher_logits;
   {
     c10::NoGradGuard no_grad;

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,18 @@ absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
 // 0, k, 2k, ... below `num_layers`.
 std::vector<int64_t> EveryKthLayer(int64_t num_layers, int64_t k);
 
+// The teacher's top-k logits of one micro-batch: values [rows, seq, k] and token ids [rows, seq,
+// k]. Stored once, they replace the teacher's forward pass on later runs over the same data.
+struct TopKLogits {
+  at::Tensor values;
+  at::Tensor indices;
+};
+// For (step, micro): the cached teacher outputs of that micro-batch.
+using TopKSource = std::function<absl::StatusOr<TopKLogits>(int64_t step, int64_t micro)>;
+
+// The teacher's top-k logits of `ids` [rows, seq + 1] (inputs are all but the last position).
+TopKLogits TeacherTopK(const LlamaModel& teacher, const at::Tensor& ids, int64_t k);
+
 class DistillationObjective : public TrainingObjective {
  public:
   // `teacher` must outlive the objective. Projections, when asked for, start as the identity on
@@ -52,6 +65,13 @@ class DistillationObjective : public TrainingObjective {
                         const LlamaConfig& student, at::Device device);
 
   at::Tensor Loss(const LlamaModel& student, const at::Tensor& ids) override;
+  void BeginMicroBatch(int64_t step, int64_t micro) override {
+    step_ = step;
+    micro_ = micro;
+  }
+  // From now on the soft targets come from `source` (cached top-k logits) and the teacher does
+  // not run. Not with a hidden-state loss, which needs the live teacher.
+  void UseCachedTeacher(TopKSource source) { cached_ = std::move(source); }
   std::vector<at::Tensor> Parameters() override { return projections_; }
   absl::Status SaveState(const std::string& dir) const override;
   absl::Status LoadState(const std::string& dir) override;
@@ -68,10 +88,17 @@ class DistillationObjective : public TrainingObjective {
   DistillOptions options_;
   std::vector<at::Tensor> projections_;         // [teacher_hidden, student_hidden] per hidden pair
   at::Tensor last_kd_, last_ce_, last_hidden_;  // detached scalars of the last Loss
+  TopKSource cached_;
+  int64_t step_ = 0, micro_ = 0;
 };
 
 // The soft-target loss alone: T^2 * KL(softmax(t / T) || softmax(s / T)), mean over positions.
 at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                           double temperature);
+// The same against the teacher's top-k logits: the teacher distribution is the softmax over its
+// k largest logits (renormalised), compared with the student's full-vocabulary log-probabilities
+// at those tokens. Equal to SoftTargetLoss when k is the vocabulary size.
+at::Tensor SoftTargetLossTopK(const at::Tensor& student_logits, const TopKLogits& teacher,
+                              double temperature);
 
 }  // namespace squeeze

@@ -251,6 +251,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
     for (int64_t micro = 0; micro < options_.grad_accum; ++micro) {
       at::Tensor ids = sampler.Batch(step_, micro, rank_rows, rank * rank_rows).to(device);
       if (parallel_ && micro == options_.grad_accum - 1) parallel_->ArmForNextBackward();
+      objective.BeginMicroBatch(step_, micro);
       at::Tensor loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
       loss.backward();
       loss_total = loss_total.defined() ? loss_total + loss.detach() : loss.detach();

@@ -68,6 +68,9 @@ class TrainingObjective {
  public:
   virtual ~TrainingObjective() = default;
   virtual at::Tensor Loss(const LlamaModel& model, const at::Tensor& ids) = 0;
+  // Called before Loss with the micro-batch's position in the run (objectives that read
+  // precomputed teacher outputs look them up by it).
+  virtual void BeginMicroBatch(int64_t step, int64_t micro) {}
   // Trainable tensors of the objective itself (a projection between hidden sizes), optimized
   // with the model's.
   virtual std::vector<at::Tensor> Parameters() { return {}; }

@@ -7,11 +7,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/base/sha256.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_config.h"
 #include "common/recipe/recipe.h"
+#include "common/tensor/safetensors.h"
+#include "common/tensor/torch_tensor.h"
 #include "common/train/data_parallel.h"
 #include "common/train/distill.h"
 #include "services/worker/runners.h"
@@ -151,6 +154,72 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     ctx.Log(absl::StrCat("keeping the zeros of ", masks->size(), " sparse weight matrices"));
   }
   DistillationObjective objective(&*teacher, options, student->config(), ctx.device());
+  const int64_t top_k =
+      spec.contains("teacher_logits") ? spec["teacher_logits"].value("top_k", int64_t{0}) : 0;
+  std::string teacher_logits = "live";
+  at::Tensor cached_values, cached_indices;  // [steps, micro, rows, seq, k]
+  if (top_k > 0) {
+    const int64_t rows = to.batch_size / to.grad_accum / lease.world_size();
+    auto model_digest = ModelDigest(*teacher_dir);
+    if (!model_digest.ok()) return model_digest.status();
+    auto data_digest = Sha256File(*train_path);
+    if (!data_digest.ok()) return data_digest.status();
+    // Everything that decides which windows each micro-batch of this rank sees, and k.
+    const std::string key = Sha256Hex(absl::StrCat(
+        *model_digest, "|", *data_digest, "|", to.seq_len, "|", to.batch_size, "|", to.grad_accum,
+        "|", lease.world_size(), "|", lease.rank(), "|", to.seed, "|", to.steps, "|", top_k));
+    const std::string cache_uri =
+        absl::StrCat(spec.value("store_root", ""), "/teacher-logits/", key);
+    const std::string local = ctx.scratch_dir() + "/teacher-topk.safetensors";
+    const WindowSampler sampler(*train, to.seq_len, to.seed);
+    if (auto exists = ctx.store().Exists(cache_uri); exists.ok() && *exists) {
+      if (auto s = ctx.store().FetchFile(cache_uri, "topk.safetensors", local); !s.ok()) return s;
+      teacher_logits = "cached, reused";
+    } else {
+      ctx.Log(absl::StrCat("computing the teacher's top-", top_k, " logits for ", to.steps,
+                           " steps (cached for later runs)"));
+      cached_values = at::empty({to.steps, to.grad_accum, rows, to.seq_len, top_k}, at::kBFloat16);
+      cached_indices = at::empty({to.steps, to.grad_accum, rows, to.seq_len, top_k}, at::kInt);
+      for (int64_t step = 0; step < to.steps; ++step) {
+        if (auto s = ctx.CheckStep(); !s.ok()) return s;
+        for (int64_t micro = 0; micro < to.grad_accum; ++micro) {
+          const TopKLogits t =
+              TeacherTopK(*teacher, sampler.Batch(step, micro, rows, lease.rank() * rows), top_k);
+          cached_values[step][micro].copy_(t.values);
+          cached_indices[step][micro].copy_(t.indices);
+        }
+        ctx.SetProgress(step + 1, to.steps, "steps of teacher logits");
+      }
+      SafetensorsWriter writer;
+      if (auto s = AddTensor(writer, "values", cached_values); !s.ok()) return s;
+      if (auto s = AddTensor(writer, "indices", cached_indices); !s.ok()) return s;
+      const fs::path dir = fs::path(ctx.scratch_dir()) / "teacher-topk";
+      RemoveTree(dir).IgnoreError();
+      fs::create_directories(dir);
+      if (auto s = writer.WriteFile((dir / "topk.safetensors").string()); !s.ok()) return s;
+      ArtifactProvenance provenance = ctx.provenance();
+      provenance.stage = "distill-teacher-logits";
+      if (auto s = ctx.store().PutDirectory(dir.string(), cache_uri, provenance); !s.ok()) return s;
+      teacher_logits = "cached, computed";
+    }
+    if (!cached_values.defined()) {
+      auto file = SafetensorsFile::Open(local);
+      if (!file.ok()) return file.status();
+      for (auto [name, out] :
+           {std::pair{"values", &cached_values}, std::pair{"indices", &cached_indices}}) {
+        auto view = (*file)->Get(name);
+        if (!view.ok()) return view.status();
+        auto t = ToTorch(*view);
+        if (!t.ok()) return t.status();
+        *out = t->clone();  // the file's mapping goes away with `file`
+      }
+      if (cached_values.size(0) != to.steps || cached_values.size(-1) != top_k)
+        return absl::DataLossError(absl::StrCat(cache_uri, ": cached logits have the wrong shape"));
+    }
+    objective.UseCachedTeacher([&](int64_t step, int64_t micro) -> absl::StatusOr<TopKLogits> {
+      return TopKLogits{cached_values[step][micro], cached_indices[step][micro]};
+    });
+  }
   PerplexityOptions eval_options = FitToModel({}, student->config());
   eval_options.max_examples = spec.value("eval_examples", int64_t{200});
 
@@ -222,6 +291,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
                  {"stopped_early", trainer.stopped_early()},
                  {"resumed_from_step", resumed_from},
                  {"world_size", lease.world_size()},
+                 {"teacher_logits", teacher_logits},
                  {"loss_curve", loss_curve},
                  {"eval_curve", eval_curve}};
   if (!loss_curve.empty()) result["final_loss"] = loss_curve.back()["loss"];

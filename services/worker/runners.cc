@@ -191,27 +191,6 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
 
 namespace {
 
-// Digest of a model directory's content: config.json and every weight file, in name order.
-absl::StatusOr<std::string> ModelDigest(const std::string& dir) {
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_regular_file() &&
-        (name == "config.json" || name.find(".safetensors") != std::string::npos ||
-         name == "tokenizer.model")) {
-      files.push_back(name);
-    }
-  }
-  std::sort(files.begin(), files.end());
-  Sha256 h;
-  for (const std::string& f : files) {
-    auto d = Sha256File((fs::path(dir) / f).string());
-    if (!d.ok()) return d.status();
-    h.Update(f + ":" + *d + "\n");
-  }
-  return h.HexDigest();
-}
-
 // Records H, input norms and absmax for every linear layer it sees.
 class StatisticsObserver : public LinearObserver {
  public:
@@ -247,6 +226,27 @@ class StatisticsObserver : public LinearObserver {
 };
 
 }  // namespace
+
+// Digest of a model directory's content: config.json and every weight file, in name order.
+absl::StatusOr<std::string> ModelDigest(const std::string& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file() &&
+        (name == "config.json" || name.find(".safetensors") != std::string::npos ||
+         name == "tokenizer.model")) {
+      files.push_back(name);
+    }
+  }
+  std::sort(files.begin(), files.end());
+  Sha256 h;
+  for (const std::string& f : files) {
+    auto d = Sha256File((fs::path(dir) / f).string());
+    if (!d.ok()) return d.status();
+    h.Update(f + ":" + *d + "\n");
+  }
+  return h.HexDigest();
+}
 
 absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();

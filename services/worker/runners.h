@@ -5,6 +5,9 @@
 
 namespace squeeze::worker {
 
+// Digest of a model directory's content (config.json, weights, tokenizer), for cache keys.
+absl::StatusOr<std::string> ModelDigest(const std::string& dir);
+
 // Perplexity (overall and per category) on the evaluation files, size and throughput; with a
 // baseline (the job's first evaluation) also retention, checked against the gate.
 class EvaluateRunner : public TaskRunner {

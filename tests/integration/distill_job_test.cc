@@ -82,5 +82,28 @@ TEST(DistillJobTest, GangOfTwoResumesAfterARankIsKilled) {
               0.01 * straight["eval_perplexity"].get<double>());
 }
 
+// Cached teacher logits: the first job computes the teacher's top-k logits once and stores them;
+// a second job over the same teacher, data and schedule reuses them without running the teacher
+// and trains to exactly the same loss.
+TEST(DistillJobTest, TeacherTopKLogitsAreCachedAndReused) {
+  ServiceHarness h("distill_cache");
+  h.StartCoordinator();
+  h.StartWorker("w", {"--threads", "2"});
+  const std::string root = SourceDir() + "/deploy";
+  const std::string recipe =
+      "model: " + root + "/models/fortunes-teacher\ndata:\n  train: " + root +
+      "/data/fortunes/train.jsonl\nstages:\n"
+      "  - distill: {student: {keep_every: 2}, teacher_logits: {top_k: 16}, steps: 6,\n"
+      "              batch_size: 4, seq_len: 64, warmup_steps: 1, log_every: 1}\n";
+  v1::Job first = h.WaitFor(h.Submit(recipe).id(), Done);
+  ASSERT_EQ(first.state(), v1::SUCCEEDED) << first.error();
+  v1::Job second = h.WaitFor(h.Submit(recipe).id(), Done);
+  ASSERT_EQ(second.state(), v1::SUCCEEDED) << second.error();
+  const nlohmann::json a = StageResult(h, first), b = StageResult(h, second);
+  EXPECT_EQ(a["teacher_logits"], "cached, computed");
+  EXPECT_EQ(b["teacher_logits"], "cached, reused");
+  EXPECT_DOUBLE_EQ(a["final_loss"].get<double>(), b["final_loss"].get<double>());
+}
+
 }  // namespace
 }  // namespace squeeze::testing

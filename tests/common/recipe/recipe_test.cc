@@ -85,6 +85,9 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].distill.early_stopping: needs eval_every > 0"},
       {"model: /m\nstages:\n  - distill: {student: {keep_every: 2}}\n",
        "data.train: required by stages[0].distill"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
+       "hidden_loss: {layers: [[0, 1]]}, teacher_logits: {top_k: 8}}\n",
+       "stages[0].distill.teacher_logits: cached logits cannot feed hidden_loss"},
       {head + "stages:\n  - calibrate: {samples: 0}\n", "stages[0].calibrate.samples"},
       {"model: /m\nstages:\n  - calibrate: {}\n",
        "data.calibration: required by stages[0].calibrate"},
@@ -167,6 +170,8 @@ TEST(RecipeTest, DistillStudentsMustFitTheTeacher) {
        "stages[0].distill.student.layers: teacher layer 9 does not exist (the teacher has 4)"},
       {"{student: {keep_every: 2}, hidden_loss: {layers: [[3, 1]]}}",
        "stages[0].distill.hidden_loss.layers: [3, 1]: the student has 2 layers"},
+      {"{student: {keep_every: 2}, teacher_logits: {top_k: 300}}",
+       "stages[0].distill.teacher_logits.top_k: exceeds the teacher's vocabulary of 264 tokens"},
       {"{student: {keep_every: 2}, seq_len: 512}",
        "stages[0].distill.seq_len: exceeds the teacher's context of 256 tokens"},
   };

@@ -49,6 +49,27 @@ TEST(DistillTest, SoftTargetLossIsTSquaredKl) {
   EXPECT_NEAR(SoftTargetLoss(t, t, 2.0).item<double>(), 0.0, 1e-6);
 }
 
+TEST(DistillTest, TopKSoftTargetsMatchTheFullLossWhenKIsTheVocabulary) {
+  at::manual_seed(1);
+  const at::Tensor s = at::randn({2, 3, 7}), t = at::randn({2, 3, 7});
+  const auto [values, indices] = t.topk(7, -1);
+  EXPECT_NEAR(SoftTargetLossTopK(s, {values, indices}, 2.0).item<double>(),
+              SoftTargetLoss(s, t, 2.0).item<double>(), 1e-5);
+  // With fewer tokens the loss is that of the renormalised top of the distribution.
+  const auto [v3, i3] = t.topk(3, -1);
+  const double partial = SoftTargetLossTopK(s, {v3, i3}, 2.0).item<double>();
+  EXPECT_TRUE(std::isfinite(partial));
+  EXPECT_GT(partial, 0.0);
+  // From a model: [rows, seq, k] values and ids of its largest logits.
+  const LlamaModel teacher = LlamaModel::RandomInit(TinyConfig(2), 3);
+  const at::Tensor ids = at::randint(0, 200, {2, 9}, at::kLong);
+  const TopKLogits top = TeacherTopK(teacher, ids, 5);
+  EXPECT_EQ(top.values.sizes(), (at::IntArrayRef{2, 8, 5}));
+  EXPECT_EQ(top.indices.sizes(), (at::IntArrayRef{2, 8, 5}));
+  const at::Tensor full = teacher.Forward(ids.slice(1, 0, 8));
+  EXPECT_TRUE(at::equal(top.indices.to(at::kLong), std::get<1>(full.topk(5, -1))));
+}
+
 TEST(DistillTest, StudentsCutFromTheTeacherKeepItsLayers) {
   const LlamaModel teacher = LlamaModel::RandomInit(TinyConfig(4), 1);
   auto all = StudentFromTeacherLayers(teacher, {0, 1, 2, 3});
