@@ -120,8 +120,9 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   to.eval_every = eval.empty() ? 0 : spec.value("eval_every", int64_t{0});
   to.checkpoint_every = spec.value("checkpoint_every", int64_t{50});
   to.seed = seed;
-  to.early_stopping_patience = spec["early_stopping"].value("patience", int64_t{0});
-  to.early_stopping_min_delta = spec["early_stopping"].value("min_delta", 0.0);
+  const json early = spec.value("early_stopping", json::object());
+  to.early_stopping_patience = early.value("patience", int64_t{0});
+  to.early_stopping_min_delta = early.value("min_delta", 0.0);
   const int64_t log_every = spec.value("log_every", int64_t{10});
 
   // Resume: the store holds the last checkpoint; every rank starts from it.
