@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/model/torch_compat.h"
 #include "common/train/data_parallel.h"
 
 namespace squeeze {
@@ -252,7 +253,13 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       at::Tensor ids = sampler.Batch(step_, micro, rank_rows, rank * rank_rows).to(device);
       if (parallel_ && micro == options_.grad_accum - 1) parallel_->ArmForNextBackward();
       objective.BeginMicroBatch(step_, micro);
-      at::Tensor loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
+      at::Tensor loss;
+      if (options_.autocast_bf16 && device.is_cuda()) {
+        compat::CudaBf16Autocast autocast;
+        loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
+      } else {
+        loss = objective.Loss(*model_, ids) / static_cast<double>(options_.grad_accum);
+      }
       loss.backward();
       loss_total = loss_total.defined() ? loss_total + loss.detach() : loss.detach();
     }

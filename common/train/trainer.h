@@ -37,6 +37,8 @@ struct TrainerOptions {
   uint64_t seed = 0;
   // Early stopping: stop after this many evaluations without an improvement of at least
   // min_delta in evaluation loss; 0 disables.
+  // On CUDA: run forward passes under bf16 autocast (float32 master weights and optimizer).
+  bool autocast_bf16 = false;
   int64_t early_stopping_patience = 0;
   double early_stopping_min_delta = 0.0;
 };

@@ -120,6 +120,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   to.eval_every = eval.empty() ? 0 : spec.value("eval_every", int64_t{0});
   to.checkpoint_every = spec.value("checkpoint_every", int64_t{50});
   to.seed = seed;
+  to.autocast_bf16 = ctx.device().is_cuda();  // bf16 compute, float32 master weights
   const json early = spec.value("early_stopping", json::object());
   to.early_stopping_patience = early.value("patience", int64_t{0});
   to.early_stopping_min_delta = early.value("min_delta", 0.0);
