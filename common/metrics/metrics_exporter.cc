@@ -40,11 +40,11 @@ absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
         absl::StrCat("metrics listen address \"", listen_address, "\": expected host:port"));
   }
   std::string host = listen_address.substr(0, colon);
-  if (host.empty() || host == "0.0.0.0") host = "0.0.0.0";
+  if (host.empty()) host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (host == "localhost") host = "127.0.0.1";
   if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics listen address \"", listen_address, "\": expected an IPv4 address"));

@@ -5,19 +5,12 @@
 
 #include <filesystem>
 
+#include "common/base/file_util.h"
+
 namespace squeeze {
 namespace {
 
 namespace fs = std::filesystem;
-
-int64_t RegularFileBytes(const std::string& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
-  }
-  return total;
-}
 
 class InstrumentedStore : public ArtifactStore {
  public:
@@ -46,12 +39,12 @@ class InstrumentedStore : public ArtifactStore {
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
                             const ArtifactProvenance& provenance) override {
     return Count("put", inner_->PutDirectory(local_dir, uri, provenance),
-                 RegularFileBytes(local_dir));
+                 DirectoryBytes(local_dir));
   }
   absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                              const std::string& scratch) override {
     auto dir = inner_->LocalDirectory(uri, scratch);
-    Record("get", dir.ok(), dir.ok() ? RegularFileBytes(*dir) : 0);
+    Record("get", dir.ok(), dir.ok() ? DirectoryBytes(*dir) : 0);
     return dir;
   }
   absl::Status FetchFile(const std::string& uri, const std::string& name,

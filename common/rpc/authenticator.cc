@@ -1,12 +1,10 @@
 #include "common/rpc/authenticator.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/base/file_util.h"
 #include "common/base/sha256.h"
 
 namespace squeeze {
@@ -14,11 +12,10 @@ namespace squeeze {
 std::string TokenDigest(absl::string_view token) { return "sha256:" + Sha256Hex(token); }
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::LoadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("auth tokens file ", path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path);
+  auto text = ReadFileToString(path);
+  if (!text.ok())
+    return absl::NotFoundError(absl::StrCat("auth tokens file ", text.status().message()));
+  return Parse(*text, path);
 }
 
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Parse(absl::string_view text,

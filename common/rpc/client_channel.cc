@@ -2,20 +2,16 @@
 
 #include <grpcpp/support/client_interceptor.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto pem = ReadFileToString(path);
+  if (!pem.ok()) return absl::NotFoundError(absl::StrCat(what, " ", pem.status().message()));
+  return pem;
 }
 
 // Adds the bearer token to every call's metadata (also over plaintext, where gRPC refuses call

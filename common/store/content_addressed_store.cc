@@ -231,8 +231,7 @@ class ContentAddressedStore : public ArtifactStore {
   }
 
   absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) override {
-    if (root_ == "file:" || FilePathOfUri(root_).empty())
-      return absl::FailedPreconditionError("garbage collection needs a store root");
+    if (!HasRoot()) return absl::FailedPreconditionError("garbage collection needs a store root");
     auto backend = For(root_);
     if (!backend.ok()) return backend.status();
     auto objects = (*backend)->List(root_ + "/");
@@ -281,11 +280,11 @@ class ContentAddressedStore : public ArtifactStore {
   // The store's blob directory when `uri` is in the same backend as the root; otherwise (or with
   // no root) one inside the artifact, so that it stays self-contained.
   std::string BlobRootFor(const std::string& uri) const {
-    const bool root_is_s3 = IsS3(root_);
-    const bool has_root = root_is_s3 || !FilePathOfUri(root_).empty();
-    if (has_root && root_is_s3 == IsS3(uri)) return root_ + "/blobs/sha256";
+    if (HasRoot() && IsS3(root_) == IsS3(uri)) return root_ + "/blobs/sha256";
     return uri + "/.blobs/sha256";
   }
+  // Opened on a real root, not the bare "file://" of a client that only reads.
+  bool HasRoot() const { return IsS3(root_) || !FilePathOfUri(root_).empty(); }
 
   // Places the file of manifest entry `f` at `local`, verified against its digest; nothing is
   // left at `local` on failure.

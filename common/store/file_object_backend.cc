@@ -1,7 +1,6 @@
 // file:// objects: plain files under a directory tree. Whole-object writes go to a temporary
 // name, are fsynced and renamed into place, so a reader or a crash never sees half an object.
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -150,16 +149,12 @@ class FileObjectBackend : public ObjectBackend {
     std::string digest;
     absl::Status hashed;
     std::thread hasher([&] {
-      void* map = size > 0 ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, in.get(), 0) : nullptr;
-      if (map == MAP_FAILED) {
-        hashed = Errno("cannot map", path);
-        return;
+      auto hex = Sha256File(path);  // hashes straight from the page cache
+      if (hex.ok()) {
+        digest = *hex;
+      } else {
+        hashed = hex.status();
       }
-      ::madvise(map, size, MADV_SEQUENTIAL);
-      Sha256 h;
-      h.Update(absl::string_view(static_cast<const char*>(map), size));
-      if (map != nullptr) ::munmap(map, size);
-      digest = h.HexDigest();
     });
     absl::Status copied = CopyContents(in.get(), out.get(), size, tmp, sync_);
     hasher.join();

@@ -51,29 +51,21 @@ absl::StatusOr<std::unique_ptr<JobClient>> ParseAndConnect(Flags& flags, const A
   return Connect(flags, *address);
 }
 
-absl::StatusOr<std::string> ReadFileText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Copies an artifact (a file, or a directory artifact of any store) into `dir`.
 absl::Status Download(const std::string& uri, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   auto store = OpenArtifactStore("file://");  // reads file:// and s3:// URIs alike
   if (!store.ok()) return store.status();
-  // A single object (a report) or a directory artifact (a manifest).
-  if (absl::EndsWith(uri, ".json") || absl::EndsWith(uri, ".html")) {
-    auto text = (*store)->ReadFile(uri);
-    if (!text.ok()) return text.status();
+  // A single object (a report) or, when there is none at `uri`, a directory artifact.
+  auto text = (*store)->ReadFile(uri);
+  if (text.ok()) {
     std::ofstream out(fs::path(dir) / fs::path(uri).filename(), std::ios::binary);
     out << *text;
     if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write into ", dir));
     return absl::OkStatus();
   }
+  if (!absl::IsNotFound(text.status())) return text.status();
   const std::string scratch = dir + ".download";
   auto local = (*store)->LocalDirectory(uri, scratch);
   if (!local.ok()) return local.status();
@@ -122,7 +114,7 @@ absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std
 absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
                                      const std::string& request_id, const std::string& tenant,
                                      int priority, bool* created) {
-  auto raw = ReadFileText(recipe_path);
+  auto raw = ReadFileToString(recipe_path);
   if (!raw.ok()) return raw.status();
   // Relative paths in a recipe are relative to the recipe file, wherever the coordinator runs.
   auto text = ResolveRecipePaths(*raw, fs::path(recipe_path).parent_path().string());

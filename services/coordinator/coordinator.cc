@@ -6,12 +6,11 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/base/file_util.h"
 #include "common/metrics/grpc_server_metrics.h"
 #include "common/metrics/metrics_exporter.h"
 #include "common/metrics/store_metrics.h"
@@ -281,11 +280,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {
     auto pem = [](const std::string& path, const char* what) -> absl::StatusOr<std::string> {
-      std::ifstream in(path);
-      if (!in) return absl::NotFoundError(absl::StrCat(what, " ", path, ": cannot open"));
-      std::stringstream ss;
-      ss << in.rdbuf();
-      return ss.str();
+      auto text = ReadFileToString(path);
+      if (!text.ok()) return absl::NotFoundError(absl::StrCat(what, " ", text.status().message()));
+      return text;
     };
     auto cert = pem(options.tls_cert_file, "--tls-cert");
     if (!cert.ok()) return cert.status();

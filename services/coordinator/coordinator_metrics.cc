@@ -2,6 +2,8 @@
 
 #include <map>
 
+#include "common/metrics/gauge_family.h"
+
 namespace squeeze::coordinator {
 namespace {
 
@@ -23,22 +25,6 @@ const char* JobStateLabel(v1::JobState s) {
     default:
       return "unknown";
   }
-}
-
-prometheus::MetricFamily Gauge(const std::string& name, const std::string& help) {
-  prometheus::MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = prometheus::MetricType::Gauge;
-  return f;
-}
-
-void AddSample(prometheus::MetricFamily& f, double value,
-               std::vector<prometheus::ClientMetric::Label> labels = {}) {
-  prometheus::ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = value;
-  f.metric.push_back(std::move(m));
 }
 
 }  // namespace
@@ -110,25 +96,27 @@ void CoordinatorMetrics::OnLeaseExpired() { lease_expiries_.Increment(); }
 std::vector<prometheus::MetricFamily> CoordinatorMetrics::Collect() const {
   const JobScheduler::Stats s = scheduler_->GetStats();
   std::vector<prometheus::MetricFamily> out;
-  auto jobs = Gauge("squeeze_jobs", "Jobs known to the coordinator, by state.");
+  auto jobs = GaugeFamily("squeeze_jobs", "Jobs known to the coordinator, by state.");
   for (v1::JobState state : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED})
-    AddSample(jobs, static_cast<double>(s.jobs_by_state[state]), {{"state", JobStateLabel(state)}});
+    AddGaugeSample(jobs, static_cast<double>(s.jobs_by_state[state]),
+                   {{"state", JobStateLabel(state)}});
   out.push_back(std::move(jobs));
-  auto queued = Gauge("squeeze_tasks_queued", "Tasks waiting for a worker (the queue depth).");
-  AddSample(queued, static_cast<double>(s.queued_tasks));
+  auto queued =
+      GaugeFamily("squeeze_tasks_queued", "Tasks waiting for a worker (the queue depth).");
+  AddGaugeSample(queued, static_cast<double>(s.queued_tasks));
   out.push_back(std::move(queued));
-  auto leased = Gauge("squeeze_tasks_running", "Tasks leased to workers now.");
-  AddSample(leased, static_cast<double>(s.leased_tasks));
+  auto leased = GaugeFamily("squeeze_tasks_running", "Tasks leased to workers now.");
+  AddGaugeSample(leased, static_cast<double>(s.leased_tasks));
   out.push_back(std::move(leased));
-  auto workers = Gauge("squeeze_workers", "Workers registered.");
-  AddSample(workers, static_cast<double>(s.workers));
+  auto workers = GaugeFamily("squeeze_workers", "Workers registered.");
+  AddGaugeSample(workers, static_cast<double>(s.workers));
   out.push_back(std::move(workers));
-  auto gpus = Gauge("squeeze_gpus", "GPUs of the registered workers.");
-  AddSample(gpus, static_cast<double>(s.gpus));
+  auto gpus = GaugeFamily("squeeze_gpus", "GPUs of the registered workers.");
+  AddGaugeSample(gpus, static_cast<double>(s.gpus));
   out.push_back(std::move(gpus));
-  auto age = Gauge("squeeze_worker_heartbeat_age_max_seconds",
-                   "The longest time since a busy worker's last heartbeat.");
-  AddSample(age, s.max_heartbeat_age_seconds);
+  auto age = GaugeFamily("squeeze_worker_heartbeat_age_max_seconds",
+                         "The longest time since a busy worker's last heartbeat.");
+  AddGaugeSample(age, s.max_heartbeat_age_seconds);
   out.push_back(std::move(age));
   // Running stages, aggregated by kind: the least advanced one's progress, and tokens/s summed.
   std::map<std::string, std::pair<double, double>> by_kind;
@@ -137,14 +125,14 @@ std::vector<prometheus::MetricFamily> CoordinatorMetrics::Collect() const {
     if (!fresh) it->second.first = std::min(it->second.first, r.progress);
     it->second.second += r.tokens_per_second;
   }
-  auto progress = Gauge("squeeze_running_stage_progress_ratio",
-                        "Progress (completed / total) of the least advanced running stage of "
-                        "each kind.");
-  auto tokens = Gauge("squeeze_running_stage_tokens_per_second",
-                      "Tokens per second of running stages, summed by kind.");
+  auto progress = GaugeFamily("squeeze_running_stage_progress_ratio",
+                              "Progress (completed / total) of the least advanced running stage of "
+                              "each kind.");
+  auto tokens = GaugeFamily("squeeze_running_stage_tokens_per_second",
+                            "Tokens per second of running stages, summed by kind.");
   for (const auto& [kind, v] : by_kind) {
-    AddSample(progress, v.first, {{"kind", kind}});
-    AddSample(tokens, v.second, {{"kind", kind}});
+    AddGaugeSample(progress, v.first, {{"kind", kind}});
+    AddGaugeSample(tokens, v.second, {{"kind", kind}});
   }
   // A family without samples would print a bare HELP/TYPE; leave those out.
   if (!progress.metric.empty()) out.push_back(std::move(progress));

@@ -1,26 +1,13 @@
 #include "services/worker/worker_metrics.h"
 
+#include "common/metrics/gauge_family.h"
+
 #ifdef SQUEEZE_HAS_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 namespace squeeze::worker {
-namespace {
-
-prometheus::MetricFamily Gauge(const std::string& name, const std::string& help, double value,
-                               std::vector<prometheus::ClientMetric::Label> labels = {}) {
-  prometheus::MetricFamily f;
-  f.name = name;
-  f.help = help;
-  f.type = prometheus::MetricType::Gauge;
-  prometheus::ClientMetric m;
-  m.label = std::move(labels);
-  m.gauge.value = value;
-  f.metric.push_back(std::move(m));
-  return f;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, std::string device)
     : device_(std::move(device)),
@@ -41,18 +28,18 @@ void WorkerMetrics::TaskFinished(const std::string& kind, const std::string& res
 std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out;
   std::lock_guard<std::mutex> lock(mu_);
-  out.push_back(Gauge("squeeze_worker_busy", "1 while this worker runs a task.",
-                      current_ != nullptr ? 1.0 : 0.0));
+  out.push_back(OneGauge("squeeze_worker_busy", "1 while this worker runs a task.",
+                         current_ != nullptr ? 1.0 : 0.0));
   if (current_ != nullptr) {
     const TaskContext::Snapshot s = current_->snapshot();
     const std::string kind = current_->lease().kind();
-    out.push_back(Gauge("squeeze_worker_task_progress_ratio",
-                        "Progress (completed / total) of the running task, by stage kind.",
-                        s.total > 0 ? static_cast<double>(s.completed) / s.total : 0.0,
-                        {{"kind", kind}}));
-    out.push_back(Gauge("squeeze_worker_tokens_per_second",
-                        "Tokens per second of the running task, by stage kind.",
-                        s.tokens_per_second, {{"kind", kind}}));
+    out.push_back(OneGauge("squeeze_worker_task_progress_ratio",
+                           "Progress (completed / total) of the running task, by stage kind.",
+                           s.total > 0 ? static_cast<double>(s.completed) / s.total : 0.0,
+                           {{"kind", kind}}));
+    out.push_back(OneGauge("squeeze_worker_tokens_per_second",
+                           "Tokens per second of the running task, by stage kind.",
+                           s.tokens_per_second, {{"kind", kind}}));
   }
   double device_bytes = 0;
 #ifdef SQUEEZE_HAS_CUDA
@@ -62,9 +49,9 @@ std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
         c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current);
   }
 #endif
-  out.push_back(Gauge("squeeze_worker_device_memory_bytes",
-                      "Device (GPU) memory held by this worker's tensors; 0 on CPU.", device_bytes,
-                      {{"device", device_}}));
+  out.push_back(OneGauge("squeeze_worker_device_memory_bytes",
+                         "Device (GPU) memory held by this worker's tensors; 0 on CPU.",
+                         device_bytes, {{"device", device_}}));
   return out;
 }
 

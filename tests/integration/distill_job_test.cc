@@ -13,10 +13,6 @@
 namespace squeeze::testing {
 namespace {
 
-bool Done(const v1::Job& j) {
-  return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
-}
-
 std::string DistillRecipe() {
   const std::string root = SourceDir() + "/deploy";
   return "model: " + root + "/models/fortunes-teacher\n" + "data:\n  train: " + root +
@@ -29,20 +25,7 @@ std::string DistillRecipe() {
 }
 
 nlohmann::json StageResult(ServiceHarness& h, const v1::Job& job) {
-  grpc::ClientContext context;
-  v1::ListArtifactsRequest request;
-  request.set_job_id(job.id());
-  v1::ListArtifactsResponse response;
-  EXPECT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
-  for (const v1::Artifact& a : response.artifacts()) {
-    if (a.name() != "report") continue;
-    std::ifstream in(a.uri().substr(7));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return nlohmann::json::parse(ss.str())["stages"][0]["result"];
-  }
-  ADD_FAILURE() << "no report";
-  return {};
+  return h.Report(job)["stages"][0]["result"];
 }
 
 std::vector<std::string> WorkerFlags(const std::string& node) {
@@ -63,7 +46,7 @@ TEST(DistillJobTest, GangOfTwoResumesAfterARankIsKilled) {
   });
   h.KillWorker(a);
   h.StartWorker("c", WorkerFlags("c"));
-  v1::Job done = h.WaitFor(job.id(), Done, 240000);
+  v1::Job done = h.WaitFor(job.id(), Finished, 240000);
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
   EXPECT_GE(done.tasks(0).attempts(), 2);
   const nlohmann::json resumed = StageResult(h, done);
@@ -72,7 +55,7 @@ TEST(DistillJobTest, GangOfTwoResumesAfterARankIsKilled) {
   EXPECT_EQ(resumed["steps"], 24);
 
   // The same job without interruption ends at the same loss.
-  v1::Job clean = h.WaitFor(h.Submit(DistillRecipe()).id(), Done, 240000);
+  v1::Job clean = h.WaitFor(h.Submit(DistillRecipe()).id(), Finished, 240000);
   ASSERT_EQ(clean.state(), v1::SUCCEEDED) << clean.error();
   const nlohmann::json straight = StageResult(h, clean);
   EXPECT_EQ(straight["resumed_from_step"], 0);
@@ -95,9 +78,9 @@ TEST(DistillJobTest, TeacherTopKLogitsAreCachedAndReused) {
       "/data/fortunes/train.jsonl\nstages:\n"
       "  - distill: {student: {keep_every: 2}, teacher_logits: {top_k: 16}, steps: 6,\n"
       "              batch_size: 4, seq_len: 64, warmup_steps: 1, log_every: 1}\n";
-  v1::Job first = h.WaitFor(h.Submit(recipe).id(), Done);
+  v1::Job first = h.WaitFor(h.Submit(recipe).id(), Finished);
   ASSERT_EQ(first.state(), v1::SUCCEEDED) << first.error();
-  v1::Job second = h.WaitFor(h.Submit(recipe).id(), Done);
+  v1::Job second = h.WaitFor(h.Submit(recipe).id(), Finished);
   ASSERT_EQ(second.state(), v1::SUCCEEDED) << second.error();
   const nlohmann::json a = StageResult(h, first), b = StageResult(h, second);
   EXPECT_EQ(a["teacher_logits"], "cached, computed");

@@ -90,9 +90,7 @@ TEST(MetricsTest, PrometheusScrapesTheJobAndEveryDashboardMetricExists) {
   }
   EXPECT_GT(progress, 0.0) << "Prometheus never saw a worker's task progress; see " << h.dir();
   EXPECT_GT(stage_progress, 0.0) << "Prometheus never saw a running stage's progress";
-  v1::Job done = h.WaitFor(job.id(), [](const v1::Job& j) {
-    return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED;
-  });
+  v1::Job done = h.WaitFor(job.id(), Finished);
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
   double succeeded = -1;
   for (int i = 0; i < 100 && succeeded < 1; ++i) {

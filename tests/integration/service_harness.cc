@@ -12,10 +12,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include "common/base/file_util.h"
+#include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
 #include "tests/common/free_port.h"
 
@@ -68,6 +70,27 @@ std::string Env(const char* name) {
 std::string SourceDir() { return Env("SQUEEZE_SOURCE_DIR"); }
 
 int FreePort() { return FreeLoopbackPort(); }
+
+bool Finished(const v1::Job& j) {
+  return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
+}
+
+nlohmann::json ServiceHarness::Report(const v1::Job& job) {
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(job.id());
+  v1::ListArtifactsResponse response;
+  EXPECT_TRUE(stub_->ListArtifacts(&context, request, &response).ok());
+  for (const v1::Artifact& a : response.artifacts()) {
+    if (a.name() != "report") continue;
+    std::ifstream in(FilePathOfUri(a.uri()));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return nlohmann::json::parse(ss.str());
+  }
+  ADD_FAILURE() << "job " << job.id() << " has no report";
+  return {};
+}
 
 std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv) {
   std::string cmd;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "squeeze/v1/jobs.grpc.pb.h"
 
 namespace squeeze::testing {
@@ -35,6 +37,9 @@ std::string SourceDir();
 // Runs `argv`, returns (exit code, stdout + stderr).
 std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv);
 
+// SUCCEEDED, FAILED or CANCELLED.
+bool Finished(const v1::Job& job);
+
 class ServiceHarness {
  public:
   explicit ServiceHarness(const std::string& name);
@@ -58,6 +63,8 @@ class ServiceHarness {
   v1::Job WaitFor(const std::string& job_id, const std::function<bool(const v1::Job&)>& done,
                   int timeout_ms = 120000);
   std::string WriteRecipe(const std::string& name, const std::string& yaml);
+  // The job's report.json (file store), parsed; a test failure when it has none.
+  nlohmann::json Report(const v1::Job& job);
 
  private:
   std::string dir_;

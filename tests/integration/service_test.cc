@@ -21,10 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool Finished(const v1::Job& j) {
-  return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
-}
-
 // eval -> quantize -> eval on the example teacher, on a slice of the evaluation split.
 std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bits = 4,
                    const std::string& method = "rtn") {
@@ -52,23 +48,6 @@ std::string ArtifactDir(const std::string& uri, const std::string& scratch) {
   return dir.ok() ? *dir : scratch;
 }
 
-nlohmann::json Report(const v1::Job& job, ServiceHarness& h) {
-  grpc::ClientContext context;
-  v1::ListArtifactsRequest request;
-  request.set_job_id(job.id());
-  v1::ListArtifactsResponse response;
-  EXPECT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
-  for (const v1::Artifact& a : response.artifacts()) {
-    if (a.name() != "report") continue;
-    std::ifstream in(a.uri().substr(7));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return nlohmann::json::parse(ss.str());
-  }
-  ADD_FAILURE() << "job " << job.id() << " has no report";
-  return {};
-}
-
 TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   ServiceHarness h("e2e");
   h.StartCoordinator();
@@ -88,7 +67,7 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   const std::string id = jobs[0]["id"];
   v1::Job job = h.Get(id);
   EXPECT_EQ(job.state(), v1::SUCCEEDED);
-  nlohmann::json report = Report(job, h);
+  nlohmann::json report = h.Report(job);
   ASSERT_EQ(report["stages"].size(), 3u);
   EXPECT_GT(report["stages"][0]["result"]["perplexity"].get<double>(), 1.0);
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.5);
@@ -128,7 +107,7 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
   EXPECT_EQ(done.tasks(0).attempts(), 1) << "a finished stage is not run again";
   EXPECT_EQ(done.tasks(1).attempts(), 2);
   EXPECT_EQ(done.tasks(2).attempts(), 1);
-  nlohmann::json report = Report(done, h);
+  nlohmann::json report = h.Report(done);
   EXPECT_GE(report["stages"][1]["result"]["resumed_from_layer"].get<int>(), 1)
       << "the retry resumed from the layer checkpoint";
   EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq")
@@ -235,7 +214,7 @@ TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
       "  - evaluate: {max_examples: 32, window: 128, stride: 64, gate: {min_retention: 0.9}}\n");
   v1::Job done = h.WaitFor(job.id(), Finished);
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
-  nlohmann::json report = Report(done, h);
+  nlohmann::json report = h.Report(done);
   EXPECT_EQ(report["stages"][1]["result"]["format"], "gptq");
   EXPECT_EQ(report["stages"][1]["result"]["linears"].size(), 28u);  // 7 per layer, 4 layers
   // The evaluation ran on the packed checkpoint: far smaller on disk, nearly the same perplexity.
@@ -267,7 +246,7 @@ TEST(ServiceTest, CalibrationIsComputedOnceAndReusedByTheNextJob) {
   ASSERT_EQ(first.state(), v1::SUCCEEDED) << first.error();
   v1::Job second = h.WaitFor(h.Submit(recipe).id(), Finished);
   ASSERT_EQ(second.state(), v1::SUCCEEDED) << second.error();
-  nlohmann::json a = Report(first, h), b = Report(second, h);
+  nlohmann::json a = h.Report(first), b = h.Report(second);
   EXPECT_EQ(a["stages"][0]["result"]["reused"], false);
   EXPECT_EQ(b["stages"][0]["result"]["reused"], true);
   EXPECT_EQ(a["stages"][0]["result"]["key"], b["stages"][0]["result"]["key"]);
