@@ -4,13 +4,17 @@
 // bench/distill_gpu.sh runs the transformers reference with the same shapes beside it.
 //
 //   distill_gpu_bench [--student 1b] [--teacher 3b] [--seq 2048] [--batch 1] [--steps 10]
+//                     [--profile]  (GPU time by kernel and by kind over the measured steps)
 #ifdef SQUEEZE_HAS_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <random>
 
 #include "common/model/llama_model.h"
@@ -57,6 +61,57 @@ double ForwardFlopsPerToken(const LlamaConfig& c, int64_t seq) {
   return c.num_hidden_layers * per_layer + 2.0 * h * c.vocab_size;
 }
 
+#ifdef SQUEEZE_HAS_CUDA
+namespace profiler = torch::autograd::profiler;
+namespace profiler_impl = torch::profiler::impl;
+
+const std::set<profiler_impl::ActivityType>& GpuActivities() {
+  static const std::set<profiler_impl::ActivityType> kActivities{profiler_impl::ActivityType::CUDA};
+  return kActivities;
+}
+
+void StartProfiler() {
+  const profiler_impl::ProfilerConfig config(profiler_impl::ProfilerState::KINETO);
+  profiler::prepareProfiler(config, GpuActivities());
+  profiler::enableProfiler(config, GpuActivities());
+}
+
+// Device time per kernel name and per kind (matrix products, attention, optimizer, the rest),
+// per step.
+void PrintProfile(int64_t steps) {
+  const auto result = profiler::disableProfiler();
+  std::map<std::string, double> by_name, by_kind;
+  double total = 0;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() != c10::DeviceType::CUDA) continue;
+    const std::string name(e.name());
+    const double ms = e.durationNs() / 1e6 / steps;
+    by_name[name] += ms;
+    total += ms;
+    const char* kind = "other (elementwise, norms, softmax, copies)";
+    if (name.find("nvjet") != std::string::npos || name.find("gemm") != std::string::npos ||
+        name.find("cutlass") != std::string::npos)
+      kind = "matrix products";
+    else if (name.find("sdpa") != std::string::npos || name.find("flash") != std::string::npos ||
+             name.find("fmha") != std::string::npos)
+      kind = "attention";
+    else if (name.find("multi_tensor") != std::string::npos ||
+             name.find("adam") != std::string::npos)
+      kind = "optimizer (multi-tensor)";
+    else if (name.find("DistillLoss") != std::string::npos)
+      kind = "distillation loss";
+    by_kind[kind] += ms;
+  }
+  std::vector<std::pair<double, std::string>> top;
+  for (const auto& [name, ms] : by_name) top.emplace_back(ms, name);
+  std::sort(top.rbegin(), top.rend());
+  std::printf("device time per step: %.1f ms\n", total);
+  for (const auto& [kind, ms] : by_kind) std::printf("  %-45s %7.2f ms\n", kind.c_str(), ms);
+  for (size_t i = 0; i < std::min<size_t>(25, top.size()); ++i)
+    std::printf("  %7.2f ms  %.110s\n", top[i].first, top[i].second.c_str());
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +122,8 @@ int main(int argc, char** argv) {
       .Value("batch", "1")
       .Value("steps", "10")
       .Value("warmup", "3")
-      .Value("peak-tflops", "989");
+      .Value("peak-tflops", "989")
+      .Bool("profile");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "distill_gpu_bench: " << s.message() << "\n";
     return 2;
@@ -99,6 +155,7 @@ int main(int argc, char** argv) {
   to.lr = 1e-4;
   to.warmup_steps = 1;
   std::vector<double> step_seconds;
+  const bool profile = flags.GetBool("profile");
   auto last = std::chrono::steady_clock::now();
   squeeze::TrainerCallbacks callbacks;
   callbacks.on_step = [&](const squeeze::TrainStepStats&) {
@@ -106,12 +163,18 @@ int main(int argc, char** argv) {
     const auto now = std::chrono::steady_clock::now();
     step_seconds.push_back(std::chrono::duration<double>(now - last).count());
     last = now;
+#ifdef SQUEEZE_HAS_CUDA
+    if (profile && static_cast<int64_t>(step_seconds.size()) == warmup) StartProfiler();
+#endif
   };
   squeeze::Trainer trainer(&student, to);
   if (auto s = trainer.Run(squeeze::WindowSampler(data, seq, 0), objective, callbacks); !s.ok()) {
     std::cerr << s << "\n";
     return 1;
   }
+#ifdef SQUEEZE_HAS_CUDA
+  if (profile) PrintProfile(steps);
+#endif
   double seconds = 0;
   for (size_t i = warmup; i < step_seconds.size(); ++i) seconds += step_seconds[i];
   const double tokens_per_second = steps * batch * seq / seconds;

@@ -38,6 +38,8 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--profile", action="store_true",
+                   help="print the GPU time of the top operators over the measured steps")
     a = p.parse_args()
     tc, sc = config(a.teacher), config(a.student)
     teacher = LlamaForCausalLM._from_config(tc, attn_implementation="sdpa").to("cuda", torch.bfloat16).eval()
@@ -46,7 +48,11 @@ def main():
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     temperature, alpha = 2.0, 0.5
     times = []
-    for _ in range(a.warmup + a.steps):
+    profiler = None
+    for i in range(a.warmup + a.steps):
+        if a.profile and i == a.warmup:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
         start = time.perf_counter()
         ids = torch.randint(0, sc.vocab_size, (a.batch, a.seq + 1), device="cuda")
         inputs, labels = ids[:, :-1], ids[:, 1:]
@@ -66,6 +72,9 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.item()
         times.append(time.perf_counter() - start)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=30))
     seconds = sum(times[a.warmup:])
     tps = a.steps * a.batch * a.seq / seconds
     flops = 3 * forward_flops_per_token(sc, a.seq) + forward_flops_per_token(tc, a.seq)

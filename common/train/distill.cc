@@ -1,11 +1,17 @@
 #include "common/train/distill.h"
 
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
 #include "common/tensor/safetensors.h"
 #include "common/tensor/torch_tensor.h"
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+#include "common/train/distill_loss_cuda.h"
+#endif
 
 namespace squeeze {
 namespace {
@@ -14,7 +20,89 @@ std::string LayerTensor(int64_t layer, const std::string& suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
 }
 
+// Rows per chunk of the fused loss: about 64 Mi float32 elements per temporary.
+int64_t LossChunkRows(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 26) / vocab); }
+
+class FusedDistillLossFunction : public torch::autograd::Function<FusedDistillLossFunction> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& student_logits,
+                                                const at::Tensor& teacher_logits,
+                                                const at::Tensor& labels, double temperature,
+                                                double alpha, int64_t chunk_rows) {
+    const int64_t vocab = student_logits.size(-1);
+    const at::Tensor s = student_logits.reshape({-1, vocab});
+    const at::Tensor y = labels.reshape({-1, 1}).to(s.device(), at::kLong);
+    const int64_t n = s.size(0);
+    const bool soft = alpha > 0;
+    const at::Tensor t = soft ? teacher_logits.reshape({-1, vocab}) : at::Tensor();
+    const auto f32 = s.options().dtype(at::kFloat);
+    at::Tensor grad;
+    at::Tensor ce_rows = at::empty({n}, f32), kd_rows = at::zeros({n}, f32);
+    bool done = false;
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+    if (s.is_cuda()) {  // one kernel; no float32 temporaries
+      const at::Tensor sc = s.contiguous();
+      const at::Tensor tc = soft ? t.to(sc.scalar_type()).contiguous() : at::Tensor();
+      grad = at::empty_like(sc);
+      DistillLossRowsCuda(sc, tc, y.reshape({-1}).contiguous(), temperature, alpha,
+                          1.0 / static_cast<double>(n), grad, ce_rows, kd_rows);
+      done = true;
+    }
+#endif
+    if (!done) {
+      grad = at::empty_like(s);
+      const int64_t chunk = chunk_rows > 0 ? chunk_rows : LossChunkRows(vocab);
+      for (int64_t a = 0; a < n; a += chunk) {
+        const int64_t b = std::min(n, a + chunk);
+        const at::Tensor sf = s.slice(0, a, b).to(at::kFloat);
+        const at::Tensor yc = y.slice(0, a, b);
+        const at::Tensor lse = at::logsumexp(sf, -1, /*keepdim=*/true);
+        ce_rows.slice(0, a, b).copy_((lse - sf.gather(1, yc)).squeeze(-1));
+        at::Tensor g = (sf - lse).exp_().mul_(1.0 - alpha);  // (1 - alpha) * softmax(s)
+        g.scatter_add_(1, yc, at::full({b - a, 1}, alpha - 1.0, f32));
+        if (soft) {
+          at::Tensor log_q = sf / temperature;  // student log-probabilities at temperature T
+          log_q.sub_(at::logsumexp(log_q, -1, /*keepdim=*/true));
+          at::Tensor log_p = t.slice(0, a, b).to(at::kFloat) / temperature;
+          log_p.sub_(at::logsumexp(log_p, -1, /*keepdim=*/true));
+          const at::Tensor p = log_p.exp();
+          kd_rows.slice(0, a, b).copy_(
+              (p * (log_p - log_q)).sum(-1).mul_(temperature * temperature));
+          g.add_(log_q.exp_().sub_(p), alpha * temperature);
+        }
+        grad.slice(0, a, b).copy_(g.div_(static_cast<double>(n)));
+      }
+    }
+    const at::Tensor ce = ce_rows.mean(), kd = kd_rows.mean();
+    const at::Tensor loss = ce * (1.0 - alpha) + kd * alpha;
+    ctx->save_for_backward({grad});
+    ctx->saved_data["shape"] = student_logits.sizes().vec();
+    ctx->mark_non_differentiable({ce, kd});
+    return {loss, ce, kd};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const at::Tensor grad = ctx->get_saved_variables()[0];
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    at::Tensor out = grad.mul(grad_outputs[0].to(grad.scalar_type())).view(shape);
+    return {out, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+DistillLossParts FusedDistillLoss(const at::Tensor& student_logits,
+                                  const at::Tensor& teacher_logits, const at::Tensor& labels,
+                                  double temperature, double alpha, int64_t chunk_rows) {
+  // Autograd functions take defined tensors only.
+  const at::Tensor teacher =
+      teacher_logits.defined() ? teacher_logits : at::empty({0}, student_logits.options());
+  auto out = FusedDistillLossFunction::apply(student_logits, teacher, labels, temperature, alpha,
+                                             chunk_rows);
+  return {out[0], out[1], out[2]};
+}
 
 absl::Status ValidateDistillOptions(const DistillOptions& o, const LlamaConfig& teacher,
                                     const LlamaConfig& student) {
@@ -143,24 +231,20 @@ at::Tensor DistillationObjective::Loss(const LlamaModel& student, const at::Tens
     last_kd_ = kd.detach();
     return ce * (1.0 - options_.alpha) + kd * options_.alpha;
   }
+  // With alpha = 0 and no hidden-state loss the teacher's outputs are not used: skip it.
   at::Tensor teacher_logits;
-  {
+  if (options_.alpha > 0 || hidden) {
     c10::NoGradGuard no_grad;
     teacher_logits =
         teacher_->Forward(inputs.to(teacher_->device()), hidden ? &teacher_hidden : nullptr)
             .to(logits.device());
   }
-  const at::Tensor ce =
-      at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels);
-  at::Tensor loss = ce * (1.0 - options_.alpha);
-  last_ce_ = ce.detach();
-  last_kd_ = at::Tensor();
+  const DistillLossParts parts =
+      FusedDistillLoss(logits, teacher_logits, labels, options_.temperature, options_.alpha);
+  at::Tensor loss = parts.loss;
+  last_ce_ = parts.ce;
+  last_kd_ = options_.alpha > 0 ? parts.kd : at::Tensor();
   last_hidden_ = at::Tensor();
-  if (options_.alpha > 0) {
-    const at::Tensor kd = SoftTargetLoss(logits, teacher_logits, options_.temperature);
-    last_kd_ = kd.detach();
-    loss = loss + kd * options_.alpha;
-  }
   if (hidden) {
     at::Tensor total = at::zeros({}, loss.options());
     for (size_t i = 0; i < options_.hidden_layers.size(); ++i) {

@@ -95,6 +95,21 @@ class DistillationObjective : public TrainingObjective {
 // The soft-target loss alone: T^2 * KL(softmax(t / T) || softmax(s / T)), mean over positions.
 at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
                           double temperature);
+// The whole objective over logits, fused: (1 - alpha) * CE(student, labels) + alpha *
+// SoftTargetLoss(student, teacher, T), as {loss, ce, kd} (ce and kd are for logs and carry no
+// gradient). The gradient with respect to the student's logits has a closed form,
+//   [(1 - alpha) * (softmax(s) - onehot(label)) + alpha * T * (softmax(s / T) - softmax(t / T))] /
+//   N,
+// so it is computed in the forward pass, a few thousand rows at a time, and kept in the logits'
+// dtype: no float32 copy of the [N, vocab] logits, and no autograd graph through the softmaxes,
+// is kept or replayed. `teacher_logits` may be undefined when alpha is 0. `chunk_rows` 0 picks
+// the chunk from the vocabulary size.
+struct DistillLossParts {
+  at::Tensor loss, ce, kd;
+};
+DistillLossParts FusedDistillLoss(const at::Tensor& student_logits,
+                                  const at::Tensor& teacher_logits, const at::Tensor& labels,
+                                  double temperature, double alpha, int64_t chunk_rows = 0);
 // The same against the teacher's top-k logits: the teacher distribution is the softmax over its
 // k largest logits (renormalised), compared with the student's full-vocabulary log-probabilities
 // at those tokens. Equal to SoftTargetLoss when k is the vocabulary size.

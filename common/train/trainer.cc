@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
@@ -30,21 +32,94 @@ constexpr char kCheckpointName[] = "checkpoint";
 
 // Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before,
 // as a device scalar. Nothing is read back to the host, so the device never waits for the host
-// between the backward pass and the optimizer step.
+// between the backward pass and the optimizer step. On libtorch 2.x the norms and the scaling are
+// multi-tensor kernels (a handful of launches instead of two per parameter).
 at::Tensor ClipGradNorm(const std::vector<at::Tensor>& params, double max_norm) {
   c10::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
+  std::vector<at::Tensor> grads;
   for (const at::Tensor& p : params) {
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat));
+    if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (norms.empty()) return at::Tensor();
+  if (grads.empty()) return at::Tensor();
+#if TORCH_VERSION_MAJOR >= 2
+  const at::Tensor total = at::stack(at::_foreach_norm(grads, 2, at::kFloat)).norm(2);
+  const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  at::_foreach_mul_(grads, scale);
+#else
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& g : grads) norms.push_back(g.norm(2).to(at::kFloat));
   const at::Tensor total = at::stack(norms).norm(2);
   const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
-  for (const at::Tensor& p : params) {
-    if (p.grad().defined()) p.grad().mul_(scale.to(p.grad().scalar_type()));
-  }
+  for (at::Tensor& g : grads) g.mul_(scale.to(g.scalar_type()));
+#endif
   return total;
 }
+
+// AdamW as one fused multi-tensor kernel per parameter group (libtorch 2.x, CUDA): a single pass
+// over parameters, gradients and both moments instead of about eight. The moments live in the
+// torch::optim::AdamW state, so checkpoints are the same files either way; the fused kernel keeps
+// its step counts on the device (advanced here before each update), mirrored into that state for
+// checkpoints.
+class FusedAdamW {
+ public:
+  static bool Supported(const at::Device& device) {
+    return TORCH_VERSION_MAJOR >= 2 && device.is_cuda();
+  }
+
+  void Step(torch::optim::AdamW& adamw) {
+#if TORCH_VERSION_MAJOR >= 2
+    c10::NoGradGuard no_grad;
+    auto& states = adamw.state();
+    for (auto& group : adamw.param_groups()) {
+      const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+      std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+      for (const at::Tensor& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        void* key = p.unsafeGetTensorImpl();
+        auto it = states.find(key);
+        if (it == states.end()) {
+          auto state = std::make_unique<torch::optim::AdamWParamState>();
+          state->step(0);
+          state->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+          state->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+          it = states.insert({key, std::move(state)}).first;
+        }
+        auto& state = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        // A loaded checkpoint's moments come back on the host.
+        if (state.exp_avg().device() != p.device() || state.exp_avg().dtype() != p.dtype()) {
+          state.exp_avg(state.exp_avg().to(p.device(), p.scalar_type()));
+          state.exp_avg_sq(state.exp_avg_sq().to(p.device(), p.scalar_type()));
+        }
+        at::Tensor& step = device_steps_[key];
+        if (!step.defined()) {
+          step = at::full({}, static_cast<double>(state.step()),
+                          at::TensorOptions(p.device()).dtype(at::kFloat));
+        }
+        state.step(state.step() + 1);
+        params.push_back(p);
+        grads.push_back(p.grad());
+        exp_avgs.push_back(state.exp_avg());
+        exp_avg_sqs.push_back(state.exp_avg_sq());
+        steps.push_back(step);
+      }
+      if (params.empty()) continue;
+      // The kernel reads the step counts (for bias correction) but does not advance them.
+      at::_foreach_add_(steps, 1.0);
+      at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
+                        std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(), o.eps(),
+                        /*amsgrad=*/false, /*maximize=*/false);
+    }
+#else
+    adamw.step();
+#endif
+  }
+
+  // After the optimizer state was replaced (a checkpoint was loaded).
+  void Reset() { device_steps_.clear(); }
+
+ private:
+  std::unordered_map<void*, at::Tensor> device_steps_;
+};
 
 }  // namespace
 
@@ -109,6 +184,15 @@ at::Tensor CrossEntropyObjective::Loss(const LlamaModel& model, const at::Tensor
 struct Trainer::OptimizerState {
   std::unique_ptr<torch::optim::AdamW> adamw;
   std::vector<at::Tensor> params;
+  std::optional<FusedAdamW> fused;  // set on CUDA with libtorch 2.x
+
+  void Step() {
+    if (fused) {
+      fused->Step(*adamw);
+    } else {
+      adamw->step();
+    }
+  }
 };
 
 Trainer::Trainer(LlamaModel* model, TrainerOptions options, DataParallel* parallel)
@@ -177,6 +261,7 @@ absl::Status Trainer::LoadCheckpoint(TrainingObjective& objective) {
   if (auto s = objective.LoadState(live.string()); !s.ok()) return s;
   try {
     torch::load(*optimizer_->adamw, (live / "optimizer.pt").string());
+    if (optimizer_->fused) optimizer_->fused->Reset();
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(live.string(), "/optimizer.pt: ", e.what()));
   }
@@ -209,6 +294,8 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
   optimizer_->adamw = std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
   optimizer_->params = decay;
   optimizer_->params.insert(optimizer_->params.end(), no_decay.begin(), no_decay.end());
+  optimizer_->fused.reset();
+  if (FusedAdamW::Supported(model_->device())) optimizer_->fused.emplace();
 
   step_ = 0;
   best_eval_ = 0.0;
@@ -270,7 +357,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
     if (options_.grad_clip > 0) {
       grad_norm_total = ClipGradNorm(optimizer_->params, options_.grad_clip);
     }
-    optimizer_->adamw->step();
+    optimizer_->Step();
     if (callbacks.after_update) callbacks.after_update();
     ++step_;
     double loss_sum = loss_total.item<double>();

@@ -49,6 +49,32 @@ TEST(DistillTest, SoftTargetLossIsTSquaredKl) {
   EXPECT_NEAR(SoftTargetLoss(t, t, 2.0).item<double>(), 0.0, 1e-6);
 }
 
+// The fused loss against the same objective written with autograd, in value and gradient, in
+// one chunk and in chunks of 3 rows (a remainder included).
+TEST(DistillTest, FusedLossMatchesAutogradInValueAndGradient) {
+  at::manual_seed(4);
+  const at::Tensor t = at::randn({2, 5, 11}) * 3, labels = at::randint(0, 11, {2, 5}, at::kLong);
+  for (double alpha : {0.0, 0.3, 1.0}) {
+    for (int64_t chunk_rows : {0, 3}) {
+      const at::Tensor base = at::randn({2, 5, 11}) * 2;
+      const at::Tensor s_ref = base.clone().set_requires_grad(true);
+      const at::Tensor ce = at::cross_entropy_loss(s_ref.reshape({-1, 11}), labels.reshape({-1}));
+      const at::Tensor ref = ce * (1 - alpha) + SoftTargetLoss(s_ref, t, 2.5) * alpha;
+      (ref * 0.5).backward();
+
+      const at::Tensor s = base.clone().set_requires_grad(true);
+      const DistillLossParts fused =
+          FusedDistillLoss(s, alpha > 0 ? t : at::Tensor(), labels, 2.5, alpha, chunk_rows);
+      (fused.loss * 0.5).backward();
+      SCOPED_TRACE(testing::Message() << "alpha " << alpha << ", chunk " << chunk_rows);
+      EXPECT_NEAR(fused.loss.item<double>(), ref.item<double>(), 1e-5);
+      EXPECT_NEAR(fused.ce.item<double>(), ce.item<double>(), 1e-5);
+      EXPECT_TRUE(at::allclose(s.grad(), s_ref.grad(), 1e-5, 1e-6));
+      EXPECT_FALSE(fused.ce.requires_grad());
+    }
+  }
+}
+
 TEST(DistillTest, TopKSoftTargetsMatchTheFullLossWhenKIsTheVocabulary) {
   at::manual_seed(1);
   const at::Tensor s = at::randn({2, 3, 7}), t = at::randn({2, 3, 7});
