@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
   to.lr = 1e-4;
   to.warmup_steps = 1;
   std::vector<double> step_seconds;
-  const bool profile = flags.GetBool("profile");
+  [[maybe_unused]] const bool profile = flags.GetBool("profile");  // CUDA builds only
   auto last = std::chrono::steady_clock::now();
   squeeze::TrainerCallbacks callbacks;
   callbacks.on_step = [&](const squeeze::TrainStepStats&) {

@@ -316,6 +316,43 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     opts["hidden_loss"] = {
         {"type", type}, {"weight", weight}, {"projection", projection}, {"layers", pairs}};
   }
+  // Iterative pruning with recovery: `rounds` times, prune to the next fraction of `sparsity`,
+  // then train `recover_steps` with the pruned weights held at zero.
+  if (YAML::Node pn = r.Get("prune")) {
+    MapReader pr(pn, r.Path("prune"));
+    SQ_RETURN_IF_ERROR(pr.CheckIsMap());
+    std::string method = "wanda", pattern = "unstructured";
+    double sparsity = 0.5;
+    int64_t rounds = 1, calibration_batches = 4;
+    SQ_RETURN_IF_ERROR(pr.Choice("method", method, {"magnitude", "wanda"}));
+    SQ_RETURN_IF_ERROR(pr.Choice("pattern", pattern, {"unstructured", "2:4"}));
+    SQ_RETURN_IF_ERROR(pr.Double("sparsity", sparsity, 0.0, 1.0));
+    if (!(sparsity > 0 && sparsity < 1))
+      return FieldError(pr.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
+    SQ_RETURN_IF_ERROR(pr.Int("rounds", rounds, 1, 1000));
+    int64_t recover_steps = std::max<int64_t>(1, steps / rounds);
+    SQ_RETURN_IF_ERROR(pr.Int("recover_steps", recover_steps, 1, 100000000));
+    SQ_RETURN_IF_ERROR(pr.Int("calibration_batches", calibration_batches, 1, 1 << 16));
+    SQ_RETURN_IF_ERROR(pr.NoUnknownFields());
+    if (pattern == "2:4") {
+      if (sparsity != 0.5)
+        return FieldError(pr.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
+      if (rounds != 1)
+        return FieldError(pr.Path("rounds"), "the 2:4 pattern is reached in one round; set 1");
+    }
+    if (rounds * recover_steps > steps) {
+      return FieldError(
+          pr.Path("recover_steps"),
+          absl::StrCat(rounds, " rounds x ", recover_steps, " steps = ", rounds * recover_steps,
+                       " exceeds the stage's ", steps, " steps"));
+    }
+    opts["prune"] = {{"method", method},
+                     {"pattern", pattern},
+                     {"sparsity", sparsity},
+                     {"rounds", rounds},
+                     {"recover_steps", recover_steps},
+                     {"calibration_batches", calibration_batches}};
+  }
   if (YAML::Node tl = r.Get("teacher_logits")) {
     MapReader tr(tl, r.Path("teacher_logits"));
     SQ_RETURN_IF_ERROR(tr.CheckIsMap());
@@ -456,7 +493,8 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
     } else if (stage.kind == "prune") {
       return FieldError(path,
                         "stage \"prune\" is not available in this version yet (available: "
-                        "calibrate, distill, evaluate, quantize)");
+                        "calibrate, distill, evaluate, quantize); to prune with recovery, use a "
+                        "distill stage's prune option");
     } else {
       return FieldError(
           path, absl::StrCat("unknown stage \"", stage.kind,

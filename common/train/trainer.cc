@@ -329,6 +329,12 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       model_->SetRequiresGrad(false);
       return absl::CancelledError(absl::StrCat("training stopped after step ", step_));
     }
+    if (callbacks.before_step) {
+      if (auto s = callbacks.before_step(step_); !s.ok()) {
+        model_->SetRequiresGrad(false);
+        return s;
+      }
+    }
     const auto start = std::chrono::steady_clock::now();
     const double lr = LearningRateAt(options_, step_);
     for (auto& group : optimizer_->adamw->param_groups()) {

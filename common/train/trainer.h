@@ -101,6 +101,9 @@ struct TrainerCallbacks {
   std::function<void(int64_t step, double eval_loss)> on_eval;
   // Checked before every step; true stops the run with Cancelled (cancellation, preemption).
   std::function<bool()> should_stop;
+  // Before step `step` (0-based) runs, on every rank, after a resumed checkpoint was loaded: where
+  // a schedule changes the model (pruning rounds). An error stops the run.
+  std::function<absl::Status(int64_t step)> before_step;
   // After every optimizer update (re-applying fixed sparsity masks).
   std::function<void()> after_update;
   // After a checkpoint was written to options.checkpoint_dir (upload it), on rank 0 only.

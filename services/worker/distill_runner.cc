@@ -10,6 +10,7 @@
 #include "common/base/sha256.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
+#include "common/compress/prune.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_config.h"
 #include "common/recipe/recipe.h"
@@ -51,28 +52,6 @@ DistillOptions DistillOptionsOf(const json& spec) {
   }
   return o;
 }
-
-// Zero weights of the student stay zero (recovery after pruning): masks taken at the start.
-class SparsityMasks {
- public:
-  explicit SparsityMasks(LlamaModel& model) {
-    for (int64_t i = 0; i < model.num_layers(); ++i) {
-      for (auto& [name, linear] : model.layer(i).Linears()) {
-        at::Tensor mask = linear->weight.ne(0);
-        if (mask.all().item<bool>()) continue;
-        masks_.emplace_back(&linear->weight, mask.to(linear->weight.scalar_type()));
-      }
-    }
-  }
-  void Apply() {
-    c10::NoGradGuard no_grad;
-    for (auto& [weight, mask] : masks_) weight->mul_(mask);
-  }
-  size_t size() const { return masks_.size(); }
-
- private:
-  std::vector<std::pair<at::Tensor*, at::Tensor>> masks_;
-};
 
 }  // namespace
 
@@ -150,11 +129,11 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
                          lease.rendezvous_address()));
   }
 
+  // Fixed zeros: those the student starts with (keep_sparsity) and those the prune schedule
+  // adds. Built at the first step, after a resumed checkpoint was loaded, whose zeros they keep.
+  const json prune = spec.value("prune", json());
+  const bool sparse = spec.value("keep_sparsity", false) || prune.is_object();
   std::optional<SparsityMasks> masks;
-  if (spec.value("keep_sparsity", false)) {
-    masks.emplace(*student);
-    ctx.Log(absl::StrCat("keeping the zeros of ", masks->size(), " sparse weight matrices"));
-  }
   DistillationObjective objective(&*teacher, options, student->config(), ctx.device());
   const int64_t top_k =
       spec.contains("teacher_logits") ? spec["teacher_logits"].value("top_k", int64_t{0}) : 0;
@@ -268,14 +247,58 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     ctx.SetMetric("eval_perplexity", std::exp(eval_loss));
     ctx.Log(absl::StrCat("step ", step, ": evaluation perplexity ", std::exp(eval_loss)));
   };
-  if (masks) callbacks.after_update = [&] { masks->Apply(); };
+  json prune_rounds = json::array();
+  auto eval_perplexity = [&]() -> double {
+    if (eval.empty()) return std::nan("");
+    c10::NoGradGuard no_grad;
+    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
+    return ppl.ok() ? ppl->total.perplexity() : std::nan("");
+  };
+  callbacks.before_step = [&](int64_t step) -> absl::Status {
+    if (!sparse) return absl::OkStatus();
+    if (!masks) {
+      masks = SparsityMasks::FromZeros(*student);
+      if (masks->size() > 0)
+        ctx.Log(absl::StrCat("keeping the zeros of ", masks->size(), " sparse weight matrices"));
+    }
+    if (!prune.is_object()) return absl::OkStatus();
+    const int64_t rounds = prune["rounds"], recover = prune["recover_steps"];
+    if (step % recover != 0 || step / recover >= rounds) return absl::OkStatus();
+    const int64_t round = step / recover;
+    auto method = ParsePruneMethod(prune["method"].get<std::string>());
+    if (!method.ok()) return method.status();
+    auto pattern = ParsePrunePattern(prune["pattern"].get<std::string>());
+    if (!pattern.ok()) return pattern.status();
+    const double target = prune["sparsity"].get<double>() * (round + 1) / rounds;
+    // The same calibration windows on every rank, so every rank prunes the same weights.
+    const WindowSampler sampler(*train, to.seq_len, to.seed ^ 0x7072756e65ull);
+    std::vector<at::Tensor> batches;
+    for (int64_t i = 0; i < prune["calibration_batches"].get<int64_t>(); ++i)
+      batches.push_back(sampler.Batch(round, i, to.batch_size / to.grad_accum));
+    const double before = eval_perplexity();
+    if (!prune_rounds.empty()) prune_rounds.back()["perplexity_after_recovery"] = before;
+    if (auto s = masks->Prune(*student, *method, *pattern, target, batches); !s.ok()) return s;
+    const double after = eval_perplexity();
+    const double sparsity = LinearSparsity(*student);
+    prune_rounds.push_back({{"round", round + 1},
+                            {"step", step},
+                            {"sparsity", sparsity},
+                            {"perplexity_before_pruning", before},
+                            {"perplexity_after_pruning", after}});
+    ctx.Log(absl::StrCat("prune round ", round + 1, "/", rounds, " at step ", step, ": ",
+                         prune["method"].get<std::string>(), " to ", sparsity,
+                         " sparsity; evaluation perplexity ", before, " -> ", after));
+    ctx.SetMetric("sparsity", sparsity);
+    return absl::OkStatus();
+  };
+  callbacks.after_update = [&] {
+    if (masks) masks->Apply();
+  };
   callbacks.on_checkpoint = [&](int64_t step) -> absl::Status {
     ArtifactProvenance provenance = ctx.provenance();
     provenance.stage = "distill-checkpoint";
     return ctx.store().PutDirectory((ckpt_dir / "checkpoint").string(), ckpt_uri, provenance);
   };
-  if (masks) masks->Apply();
-
   Trainer trainer(&*student, to, parallel.get());
   if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
       !s.ok()) {
@@ -300,6 +323,15 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   if (!eval.empty()) {
     auto ppl = EvaluatePerplexity(*student, eval, eval_options);
     if (ppl.ok()) result["eval_perplexity"] = ppl->total.perplexity();
+  }
+  if (prune.is_object()) {
+    if (!prune_rounds.empty() && result.contains("eval_perplexity"))
+      prune_rounds.back()["perplexity_after_recovery"] = result["eval_perplexity"];
+    result["prune"] = {{"method", prune["method"]},
+                       {"pattern", prune["pattern"]},
+                       {"target_sparsity", prune["sparsity"]},
+                       {"sparsity", LinearSparsity(*student)},
+                       {"rounds", prune_rounds}};
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -71,6 +71,15 @@ std::string SourceDir() { return Env("SQUEEZE_SOURCE_DIR"); }
 
 int FreePort() { return FreeLoopbackPort(); }
 
+// The files of the artifact at `uri`, verified and placed under `scratch` by the store.
+std::string ArtifactDir(const std::string& uri, const std::string& scratch) {
+  auto store = OpenArtifactStore("file://");
+  EXPECT_TRUE(store.ok());
+  auto dir = (*store)->LocalDirectory(uri, scratch);
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  return dir.ok() ? *dir : scratch;
+}
+
 bool Finished(const v1::Job& j) {
   return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
 }

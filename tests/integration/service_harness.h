@@ -37,6 +37,9 @@ std::string SourceDir();
 // Runs `argv`, returns (exit code, stdout + stderr).
 std::pair<int, std::string> RunCommand(const std::vector<std::string>& argv);
 
+// The files of the file-store artifact at `uri`, verified and placed under `scratch`.
+std::string ArtifactDir(const std::string& uri, const std::string& scratch);
+
 // SUCCEEDED, FAILED or CANCELLED.
 bool Finished(const v1::Job& job);
 

@@ -39,15 +39,6 @@ std::string Recipe(int max_attempts = 3, const std::string& gate = "0.5", int bi
          gate + "}}\n";
 }
 
-// The files of the artifact at `uri`, verified and placed under `scratch` by the store.
-std::string ArtifactDir(const std::string& uri, const std::string& scratch) {
-  auto store = OpenArtifactStore("file://");
-  EXPECT_TRUE(store.ok());
-  auto dir = (*store)->LocalDirectory(uri, scratch);
-  EXPECT_TRUE(dir.ok()) << dir.status();
-  return dir.ok() ? *dir : scratch;
-}
-
 TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   ServiceHarness h("e2e");
   h.StartCoordinator();

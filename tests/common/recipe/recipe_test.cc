@@ -39,6 +39,19 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   EXPECT_EQ(r->stages[2].max_attempts, 2);
 }
 
+TEST(RecipeTest, DistillPruneScheduleDefaults) {
+  auto r = ParseRecipe(
+      "model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, steps: 90, "
+      "prune: {sparsity: 0.6, rounds: 3}}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto p = nlohmann::json::parse(r->stages[0].options_json)["prune"];
+  EXPECT_EQ(p["method"], "wanda");
+  EXPECT_EQ(p["pattern"], "unstructured");
+  EXPECT_EQ(p["rounds"], 3);
+  EXPECT_EQ(p["recover_steps"], 30);  // the steps shared out over the rounds
+  EXPECT_EQ(p["calibration_batches"], 4);
+}
+
 TEST(RecipeTest, ErrorsNameTheFieldPath) {
   struct Case {
     std::string yaml, expect;
@@ -88,6 +101,19 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
        "hidden_loss: {layers: [[0, 1]]}, teacher_logits: {top_k: 8}}\n",
        "stages[0].distill.teacher_logits: cached logits cannot feed hidden_loss"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, steps: "
+       "100, prune: {sparsity: 0.5, rounds: 3, recover_steps: 40}}\n",
+       "stages[0].distill.prune.recover_steps: 3 rounds x 40 steps = 120 exceeds the stage's 100 "
+       "steps"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
+       "{sparsity: 1}}\n",
+       "stages[0].distill.prune.sparsity: must be in (0, 1), got 1"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
+       "{pattern: \"2:4\", rounds: 2}}\n",
+       "stages[0].distill.prune.rounds: the 2:4 pattern is reached in one round"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
+       "{method: sparsegpt}}\n",
+       "stages[0].distill.prune.method: must be one of magnitude, wanda"},
       {head + "stages:\n  - calibrate: {samples: 0}\n", "stages[0].calibrate.samples"},
       {"model: /m\nstages:\n  - calibrate: {}\n",
        "data.calibration: required by stages[0].calibrate"},

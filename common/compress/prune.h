@@ -1,0 +1,80 @@
+// Weight pruning: which weights of a linear layer to zero, and the masks that keep them zero.
+//
+//   magnitude  score |W_ij|
+//   wanda      score |W_ij| * ||X_j||_2, the weight times the L2 norm of its input feature over
+//              calibration tokens (Sun et al. 2023, "A Simple and Effective Pruning Approach for
+//              Large Language Models"), which needs no weight update and no Hessian.
+//
+// Unstructured sparsity is chosen per output row (each row loses the same fraction, as Wanda
+// does); 2:4 keeps the 2 highest scores of every 4 consecutive inputs, the pattern sparse tensor
+// cores accelerate. Masks are cumulative: a weight pruned once stays pruned, so an iterative
+// schedule (prune a little, recover, prune more) only ever grows the zeros.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+
+namespace squeeze {
+
+enum class PruneMethod { kMagnitude, kWanda };
+enum class PrunePattern { kUnstructured, k2of4 };
+
+absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name);
+absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name);
+
+// Per-weight importance. `input_norms` [in_features] is required for Wanda, ignored otherwise.
+at::Tensor PruneScores(PruneMethod method, const at::Tensor& weight,
+                       const at::Tensor& input_norms = {});
+
+// The keep-mask (bool, the weight's shape) at `sparsity` of each row, never keeping what
+// `keep_so_far` (optional, bool) already dropped. For 2:4 the sparsity is 0.5 by construction and
+// `sparsity` must be 0.5. `name` is used in errors.
+absl::StatusOr<at::Tensor> PruneMask(const at::Tensor& scores, double sparsity,
+                                     PrunePattern pattern, const at::Tensor& keep_so_far,
+                                     absl::string_view name);
+
+// L2 norm of every linear layer's input features over the calibration windows, keyed by
+// "model.layers.N.<linear>" (q/k/v share one input, as do gate/up).
+std::map<std::string, at::Tensor> LinearInputNorms(const LlamaModel& model,
+                                                   const std::vector<at::Tensor>& batches);
+
+// The fixed zeros of a model's linear layers: masks the optimizer's updates are multiplied by.
+class SparsityMasks {
+ public:
+  // Masks of the weights that hold zeros now (a pruned model loaded or resumed).
+  static SparsityMasks FromZeros(LlamaModel& model);
+
+  // Prunes every linear layer of `model` to `sparsity` (cumulatively with the current masks) and
+  // zeros the pruned weights. `batches` feed Wanda's input norms (unused by magnitude).
+  absl::Status Prune(LlamaModel& model, PruneMethod method, PrunePattern pattern, double sparsity,
+                     const std::vector<at::Tensor>& batches);
+
+  // Re-zeros the pruned weights (after an optimizer step moved them).
+  void Apply();
+  // Masked matrices, and the fraction of their weights that is pruned.
+  size_t size() const { return masks_.size(); }
+  double Sparsity() const;
+
+ private:
+  struct Entry {
+    std::string name;
+    at::Tensor* weight;
+    at::Tensor keep;  // bool
+  };
+  std::vector<Entry> masks_;
+};
+
+// Fraction of zero weights over all linear layers of `model`.
+double LinearSparsity(LlamaModel& model);
+
+}  // namespace squeeze

@@ -1,0 +1,122 @@
+#include "common/compress/prune.h"
+
+#include "gtest/gtest.h"
+
+namespace squeeze {
+namespace {
+
+LlamaConfig TinyConfig() {
+  LlamaConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+int64_t Kept(const at::Tensor& keep) { return keep.sum().item<int64_t>(); }
+
+TEST(PruneTest, UnstructuredDropsTheLowestScoresOfEveryRow) {
+  const at::Tensor w = at::tensor({1.0, -5.0, 0.5, 3.0, -2.0, 0.1, 4.0, -0.2}).reshape({2, 4});
+  auto keep =
+      PruneMask(PruneScores(PruneMethod::kMagnitude, w), 0.5, PrunePattern::kUnstructured, {}, "w");
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  const at::Tensor expected = at::tensor({0, 1, 0, 1, 1, 0, 1, 0}).reshape({2, 4}).to(at::kBool);
+  EXPECT_TRUE(at::equal(*keep, expected));
+}
+
+TEST(PruneTest, MasksAreCumulative) {
+  at::manual_seed(0);
+  const at::Tensor w = at::randn({16, 40});
+  const at::Tensor scores = PruneScores(PruneMethod::kMagnitude, w);
+  auto first = PruneMask(scores, 0.25, PrunePattern::kUnstructured, {}, "w");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(Kept(*first), 16 * 30);
+  // Scores that change between rounds cannot bring a pruned weight back.
+  const at::Tensor shuffled = at::randn({16, 40}).abs();
+  auto second = PruneMask(shuffled, 0.5, PrunePattern::kUnstructured, *first, "w");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(Kept(*second), 16 * 20);
+  EXPECT_FALSE(second->logical_and(first->logical_not()).any().item<bool>());
+}
+
+TEST(PruneTest, TwoOfFourKeepsTwoOfEveryFourInputs) {
+  at::manual_seed(1);
+  const at::Tensor w = at::randn({8, 32});
+  auto keep = PruneMask(PruneScores(PruneMethod::kMagnitude, w), 0.5, PrunePattern::k2of4, {}, "w");
+  ASSERT_TRUE(keep.ok());
+  EXPECT_TRUE(keep->reshape({8, 8, 4}).sum(-1).eq(2).all().item<bool>());
+  // The two kept are the two largest of their group.
+  const at::Tensor groups = w.abs().reshape({8, 8, 4});
+  const at::Tensor kept_min =
+      groups.masked_fill(keep->reshape({8, 8, 4}).logical_not(), 1e9).amin(-1);
+  const at::Tensor dropped_max = groups.masked_fill(keep->reshape({8, 8, 4}), -1).amax(-1);
+  EXPECT_TRUE(kept_min.ge(dropped_max).all().item<bool>());
+}
+
+TEST(PruneTest, WandaKeepsWeightsOfLoudInputs) {
+  // Column 0 has the smallest weights but an input 100x louder than the others: magnitude drops
+  // it, Wanda keeps it.
+  at::Tensor w = at::ones({4, 4});
+  w.select(1, 0).fill_(0.1);
+  const at::Tensor norms = at::tensor({100.0, 1.0, 1.0, 1.0}, at::kFloat);
+  auto magnitude = PruneMask(PruneScores(PruneMethod::kMagnitude, w), 0.25,
+                             PrunePattern::kUnstructured, {}, "w");
+  auto wanda = PruneMask(PruneScores(PruneMethod::kWanda, w, norms), 0.25,
+                         PrunePattern::kUnstructured, {}, "w");
+  ASSERT_TRUE(magnitude.ok() && wanda.ok());
+  EXPECT_FALSE(magnitude->select(1, 0).any().item<bool>());
+  EXPECT_TRUE(wanda->select(1, 0).all().item<bool>());
+}
+
+TEST(PruneTest, BadInputIsNamed) {
+  const at::Tensor scores = at::rand({4, 6});
+  auto two_four = PruneMask(scores, 0.5, PrunePattern::k2of4, {}, "model.layers.0.mlp.up_proj");
+  EXPECT_EQ(two_four.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(two_four.status().message().find("model.layers.0.mlp.up_proj"), std::string::npos);
+  EXPECT_NE(two_four.status().message().find("multiple of 4"), std::string::npos);
+  EXPECT_NE(PruneMask(scores, 1.0, PrunePattern::kUnstructured, {}, "w")
+                .status()
+                .message()
+                .find("prune.sparsity"),
+            std::string::npos);
+  EXPECT_NE(PruneMask(scores, 0.3, PrunePattern::k2of4, {}, "w").status().message().find("0.5"),
+            std::string::npos);
+  EXPECT_NE(ParsePruneMethod("sparsegpt").status().message().find("magnitude, wanda"),
+            std::string::npos);
+  EXPECT_NE(ParsePrunePattern("4:8").status().message().find("unstructured, 2:4"),
+            std::string::npos);
+}
+
+TEST(PruneTest, ModelMasksPruneEveryLinearAndSurviveUpdates) {
+  LlamaModel model = LlamaModel::RandomInit(TinyConfig(), 2);
+  const std::vector<at::Tensor> batches = {at::randint(0, 64, {2, 16}, at::kLong)};
+  SparsityMasks masks;
+  ASSERT_TRUE(
+      masks.Prune(model, PruneMethod::kWanda, PrunePattern::kUnstructured, 0.25, batches).ok());
+  EXPECT_EQ(masks.size(), 2u * 7u);
+  EXPECT_NEAR(LinearSparsity(model), 0.25, 1e-6);
+  ASSERT_TRUE(
+      masks.Prune(model, PruneMethod::kWanda, PrunePattern::kUnstructured, 0.5, batches).ok());
+  EXPECT_NEAR(LinearSparsity(model), 0.5, 1e-6);
+  EXPECT_NEAR(masks.Sparsity(), 0.5, 1e-6);
+  // An update that touches every weight; Apply restores the zeros.
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, t] : model.NamedParameters()) t->add_(0.01);
+  }
+  EXPECT_LT(LinearSparsity(model), 0.01);
+  masks.Apply();
+  EXPECT_NEAR(LinearSparsity(model), 0.5, 1e-6);
+  // Masks rebuilt from a pruned model's zeros (a resumed run) keep the same weights.
+  SparsityMasks resumed = SparsityMasks::FromZeros(model);
+  EXPECT_EQ(resumed.size(), masks.size());
+  EXPECT_NEAR(resumed.Sparsity(), 0.5, 1e-6);
+}
+
+}  // namespace
+}  // namespace squeeze
