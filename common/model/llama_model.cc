@@ -8,6 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/model/torch_compat.h"
 #include "common/tensor/torch_tensor.h"
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+#include "common/model/fused_ops.h"
+#endif
 
 namespace squeeze {
 namespace {
@@ -59,10 +62,28 @@ absl::StatusOr<at::Tensor> ReadFloatTensor(const CheckpointReader& weights,
 at::Tensor Linear::Forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+  if (FusedRmsNormApplies(x, weight)) return FusedRmsNorm(x, weight, eps);
+#endif
+  return RmsNormComposite(x, weight, eps);
+}
+
+at::Tensor RmsNormComposite(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
   xf = xf * at::rsqrt(var + eps);
   return weight * xf.to(x.scalar_type());
+}
+
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up) {
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+  if (FusedSwiGluApplies(gate, up)) return FusedSwiGlu(gate, up);
+#endif
+  return SwiGluComposite(gate, up);
+}
+
+at::Tensor SwiGluComposite(const at::Tensor& gate, const at::Tensor& up) {
+  return at::silu(gate) * up;
 }
 
 at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
@@ -116,7 +137,7 @@ at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
   x = RmsNorm(h, post_attention_layernorm, c.rms_norm_eps);
   observe("mlp.gate_proj", x);
   observe("mlp.up_proj", x);
-  at::Tensor act = at::silu(gate_proj.Forward(x)) * up_proj.Forward(x);
+  at::Tensor act = SwiGlu(gate_proj.Forward(x), up_proj.Forward(x));
   observe("mlp.down_proj", act);
   return h + down_proj.Forward(act);
 }

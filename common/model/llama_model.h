@@ -123,8 +123,14 @@ class LlamaModel {
 };
 
 // Computes x * rsqrt(mean(x^2) + eps) in float32 and scales by `weight` in the input dtype, as the
-// reference implementation does.
+// reference implementation does. On CUDA (CUDA builds) one fused kernel with its own backward;
+// RmsNormComposite is the ATen formulation it must match.
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+at::Tensor RmsNormComposite(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// The gated MLP activation silu(gate) * up; fused on CUDA like RmsNorm.
+at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up);
+at::Tensor SwiGluComposite(const at::Tensor& gate, const at::Tensor& up);
 
 // Inverse rotary frequencies (float32), including llama3 scaling when configured.
 at::Tensor RotaryInverseFrequencies(const LlamaConfig& config);

@@ -154,5 +154,48 @@ TEST_F(TrainCudaTest, FusedDistillLossKernelMatchesTheHostPath) {
   }
 }
 
+// The fused RMSNorm and SwiGLU kernels against the composite ATen ops on the same device: the
+// forward pass (bf16 rounds the same way, so at most an ulp apart) and both gradients.
+TEST_F(TrainCudaTest, FusedLayerOpsMatchTheCompositeOps) {
+  const at::Device cuda(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(testing::Message() << "dtype " << dtype);
+    const double tol = dtype == at::kFloat ? 1e-5 : 1e-2;
+    at::manual_seed(2);
+    for (int64_t hidden : {2048, 3072, 100}) {
+      const at::Tensor x = (at::randn({3, 37, hidden}) * 2).to(cuda, dtype);
+      const at::Tensor w = (at::rand({hidden}) + 0.5).to(cuda, dtype);
+      const at::Tensor dy = at::randn({3, 37, hidden}).to(cuda, dtype);
+      const at::Tensor xa = x.clone().set_requires_grad(true),
+                       wa = w.clone().set_requires_grad(true);
+      const at::Tensor xb = x.clone().set_requires_grad(true),
+                       wb = w.clone().set_requires_grad(true);
+      const at::Tensor fused = RmsNorm(xa, wa, 1e-5), composite = RmsNormComposite(xb, wb, 1e-5);
+      EXPECT_TRUE(at::allclose(fused.to(at::kFloat), composite.to(at::kFloat), tol, tol));
+      fused.backward(dy);
+      composite.backward(dy);
+      auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+        return ((a.to(at::kFloat) - b.to(at::kFloat)).norm() / b.to(at::kFloat).norm())
+            .item<double>();
+      };
+      EXPECT_LT(rel(xa.grad(), xb.grad()), tol) << hidden;
+      EXPECT_LT(rel(wa.grad(), wb.grad()), tol) << hidden;
+    }
+    const at::Tensor gate = (at::randn({2, 33, 300}) * 3).to(cuda, dtype);
+    const at::Tensor up = at::randn({2, 33, 300}).to(cuda, dtype);
+    const at::Tensor dout = at::randn({2, 33, 300}).to(cuda, dtype);
+    const at::Tensor ga = gate.clone().set_requires_grad(true),
+                     ua = up.clone().set_requires_grad(true);
+    const at::Tensor gb = gate.clone().set_requires_grad(true),
+                     ub = up.clone().set_requires_grad(true);
+    const at::Tensor fused = SwiGlu(ga, ua), composite = SwiGluComposite(gb, ub);
+    EXPECT_TRUE(at::allclose(fused.to(at::kFloat), composite.to(at::kFloat), tol, tol));
+    fused.backward(dout);
+    composite.backward(dout);
+    EXPECT_TRUE(at::allclose(ga.grad().to(at::kFloat), gb.grad().to(at::kFloat), tol, tol));
+    EXPECT_TRUE(at::allclose(ua.grad().to(at::kFloat), ub.grad().to(at::kFloat), tol, tol));
+  }
+}
+
 }  // namespace
 }  // namespace squeeze
