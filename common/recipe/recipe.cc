@@ -195,6 +195,30 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   return absl::OkStatus();
 }
 
+// A one-shot prune stage: method, pattern, sparsity and (Wanda) the calibration sample.
+absl::Status ParsePrune(MapReader& r, json& opts) {
+  std::string method = "wanda", pattern = "unstructured";
+  double sparsity = 0.5;
+  int64_t samples = 128, seq_len = 256, seed = 0;
+  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
+  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4"}));
+  SQ_RETURN_IF_ERROR(r.Double("sparsity", sparsity, 0.0, 1.0));
+  if (!(sparsity > 0 && sparsity < 1))
+    return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
+  if (pattern == "2:4" && sparsity != 0.5)
+    return FieldError(r.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
+  SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+  opts["method"] = method;
+  opts["pattern"] = pattern;
+  opts["sparsity"] = sparsity;
+  opts["calibration_samples"] = samples;
+  opts["calibration_seq_len"] = seq_len;
+  opts["seed"] = seed;
+  return absl::OkStatus();
+}
+
 // The student of a distill stage: exactly one of keep_every, layers (teacher layers to keep) or
 // config (a fresh model; unset fields are the teacher's).
 absl::Status ParseStudent(MapReader& parent, json& out) {
@@ -277,6 +301,11 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
   }
   bool keep_sparsity = false;
   SQ_RETURN_IF_ERROR(r.Bool("keep_sparsity", keep_sparsity));
+  // input: the stage's input model teaches a student cut from it. original: the job's model
+  // teaches a student cut from the stage's input (recovering a pruned model, say).
+  std::string teacher = "input";
+  SQ_RETURN_IF_ERROR(r.Choice("teacher", teacher, {"input", "original"}));
+  opts["teacher"] = teacher;
   int64_t patience = 0;
   double min_delta = 0.0;
   if (YAML::Node es = r.Get("early_stopping")) {
@@ -491,10 +520,11 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
                           absl::StrCat("required by ", path, ".distill.eval_every"));
       }
     } else if (stage.kind == "prune") {
-      return FieldError(path,
-                        "stage \"prune\" is not available in this version yet (available: "
-                        "calibrate, distill, evaluate, quantize); to prune with recovery, use a "
-                        "distill stage's prune option");
+      SQ_RETURN_IF_ERROR(ParsePrune(r, opts));
+      if (opts["method"] == "wanda" && recipe.calibration.empty()) {
+        return FieldError("data.calibration",
+                          absl::StrCat("required by ", path, ".prune (method wanda)"));
+      }
     } else {
       return FieldError(
           path, absl::StrCat("unknown stage \"", stage.kind,

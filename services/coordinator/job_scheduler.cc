@@ -185,6 +185,8 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
     t->set_output_uri(absl::StrCat(job_root, "/", i, "-", stage.kind));
     t->set_checkpoint_uri(absl::StrCat(job_root, "/", i, "-", stage.kind, ".checkpoint"));
     (*t->mutable_inputs())["model"] = recipe.model;
+    if (stage.kind == "distill" && spec.value("teacher", "input") == "original")
+      (*t->mutable_inputs())["teacher"] = recipe.model;
   }
   v1::JobRecord& r = *record;
   const std::string id = job->id();

@@ -58,15 +58,30 @@ DistillOptions DistillOptionsOf(const json& spec) {
 absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
   const v1::TaskLease& lease = ctx.lease();
-  auto teacher_dir =
-      ctx.store().LocalDirectory(lease.inputs().at("model"), ctx.scratch_dir() + "/teacher");
+  // The teacher is the stage's input model, or with `teacher: original` the job's model, while
+  // the student is then cut from the input (a pruned model from a prune stage, say).
+  const auto teacher_input = lease.inputs().find("teacher");
+  const bool original_teacher = teacher_input != lease.inputs().end();
+  const std::string teacher_uri =
+      original_teacher ? teacher_input->second : lease.inputs().at("model");
+  auto teacher_dir = ctx.store().LocalDirectory(teacher_uri, ctx.scratch_dir() + "/teacher");
   if (!teacher_dir.ok()) return teacher_dir.status();
   // Built in float32 (the student's master weights come from it); the teacher then runs in bf16
   // on a GPU.
   auto teacher = LoadModel(*teacher_dir, at::kFloat, ctx.device());
   if (!teacher.ok()) return teacher.status();
   const uint64_t seed = spec.value("seed", uint64_t{0});
-  auto student = BuildStudent(spec, *teacher, seed);
+  absl::StatusOr<LlamaModel> student = absl::UnknownError("no student");
+  if (original_teacher) {
+    auto source_dir =
+        ctx.store().LocalDirectory(lease.inputs().at("model"), ctx.scratch_dir() + "/student");
+    if (!source_dir.ok()) return source_dir.status();
+    auto source = LoadModel(*source_dir, at::kFloat, ctx.device());
+    if (!source.ok()) return source.status();
+    student = BuildStudent(spec, *source, seed);
+  } else {
+    student = BuildStudent(spec, *teacher, seed);
+  }
   if (!student.ok()) return student.status();
   if (ctx.device().is_cuda()) *teacher = teacher->To(ctx.device(), at::kBFloat16);
   const DistillOptions options = DistillOptionsOf(spec);
@@ -310,6 +325,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
                  {"student_hidden_size", student->config().hidden_size},
                  {"student_parameters", student->NumParameters()},
                  {"teacher_parameters", teacher->NumParameters()},
+                 {"teacher_model", teacher_uri},
                  {"temperature", options.temperature},
                  {"alpha", options.alpha},
                  {"steps", trainer.step()},
@@ -339,14 +355,9 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   out.result = std::move(result);
   if (lease.rank() != 0) return out;  // rank 0 writes the model and reports
 
-  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "student";
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "student-out";
   RemoveTree(out_dir).IgnoreError();
-  auto source_config = LoadLlamaConfig(*teacher_dir);
-  const at::ScalarType save_dtype =
-      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  if (auto s = student->Save(out_dir.string(), save_dtype); !s.ok()) return s;
-  if (fs::exists(fs::path(*teacher_dir) / "tokenizer.model"))
-    fs::copy_file(fs::path(*teacher_dir) / "tokenizer.model", out_dir / "tokenizer.model");
+  if (auto s = SaveModelLike(*student, *teacher_dir, out_dir.string()); !s.ok()) return s;
   if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
       !s.ok())
     return s;

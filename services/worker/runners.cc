@@ -6,6 +6,7 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -15,6 +16,7 @@
 #include "common/base/sha256.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
+#include "common/compress/prune.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
@@ -63,6 +65,43 @@ absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
   return ctx.store().LocalDirectory(it->second, ctx.scratch_dir() + "/input-model");
 }
 
+// The calibration windows [N, L] of a stage: those of the job's calibrate stage when there is
+// one, so that every stage sees the same samples (only that file is fetched: the cache's
+// per-layer Hessians are not needed), else sampled from data.calibration with the stage's
+// calibration_samples, calibration_seq_len and seed.
+absl::StatusOr<at::Tensor> CalibrationWindows(TaskContext& ctx, const std::string& model_dir,
+                                              const LlamaConfig& config) {
+  const json& spec = ctx.spec();
+  if (ctx.lease().inputs().count("calibration")) {
+    const std::string windows = ctx.scratch_dir() + "/calibration-windows.safetensors";
+    if (auto s = ctx.store().FetchFile(ctx.lease().inputs().at("calibration"),
+                                       "windows.safetensors", windows);
+        !s.ok())
+      return s;
+    auto file = SafetensorsFile::Open(windows);
+    if (!file.ok()) return file.status();
+    auto view = (*file)->Get("input_ids");
+    if (!view.ok()) return view.status();
+    auto ids = ToTorch(*view);
+    if (!ids.ok()) return ids.status();
+    ctx.Log(absl::StrCat("calibration from the calibrate stage: ", ids->size(0), " windows"));
+    return ids->clone();  // the file's mapping goes away with `file`
+  }
+  auto path = LocalPathOf(spec.value("calibration", ""), "data.calibration");
+  if (!path.ok()) return path.status();
+  auto data = LoadTextDatasetForModel(model_dir, config, *path);
+  if (!data.ok()) return data.status();
+  CalibrationOptions co;
+  co.num_samples = spec.value("calibration_samples", int64_t{128});
+  co.seq_len = std::min<int64_t>(spec.value("calibration_seq_len", int64_t{256}),
+                                 config.max_position_embeddings);
+  co.seed = spec.value("seed", uint64_t{0});
+  auto windows = SampleCalibration(*data, co);
+  if (!windows.ok()) return windows.status();
+  ctx.Log(absl::StrCat("calibration: ", co.num_samples, " windows of ", co.seq_len, " tokens"));
+  return windows;
+}
+
 // Writes `files` (name -> contents) into a fresh scratch directory and stores it at `uri`.
 absl::Status PutFiles(TaskContext& ctx, const std::string& name,
                       const std::map<std::string, std::string>& files, const std::string& uri) {
@@ -74,6 +113,23 @@ absl::Status PutFiles(TaskContext& ctx, const std::string& name,
 }
 
 }  // namespace
+
+absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
+                           const std::string& out_dir) {
+  auto source_config = LoadLlamaConfig(source_dir);
+  const at::ScalarType save_dtype =
+      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  if (auto s = model.Save(out_dir, save_dtype); !s.ok()) return s;
+  const fs::path tokenizer = fs::path(source_dir) / "tokenizer.model";
+  std::error_code ec;
+  if (fs::exists(tokenizer))
+    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model",
+                  fs::copy_options::overwrite_existing, ec);
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrCat("cannot copy ", tokenizer.string(), " to ", out_dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
@@ -346,37 +402,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (!model.ok()) return model.status();
 
   at::Tensor calibration;
-  if (seq.method == SequentialOptions::Method::kGptq && ctx.lease().inputs().count("calibration")) {
-    // The windows of the job's calibrate stage, so that every stage sees the same samples. Only
-    // that file is fetched: the cache's per-layer Hessians are not needed here.
-    const std::string windows = ctx.scratch_dir() + "/calibration-windows.safetensors";
-    if (auto s = ctx.store().FetchFile(ctx.lease().inputs().at("calibration"),
-                                       "windows.safetensors", windows);
-        !s.ok())
-      return s;
-    auto file = SafetensorsFile::Open(windows);
-    if (!file.ok()) return file.status();
-    auto view = (*file)->Get("input_ids");
-    if (!view.ok()) return view.status();
-    auto ids = ToTorch(*view);
-    if (!ids.ok()) return ids.status();
-    calibration = *ids;
-    ctx.Log(
-        absl::StrCat("calibration from the calibrate stage: ", calibration.size(0), " windows"));
-  } else if (seq.method == SequentialOptions::Method::kGptq) {
-    auto path = LocalPathOf(spec.value("calibration", ""), "data.calibration");
-    if (!path.ok()) return path.status();
-    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
-    if (!data.ok()) return data.status();
-    CalibrationOptions co;
-    co.num_samples = spec.value("calibration_samples", int64_t{128});
-    co.seq_len = std::min<int64_t>(spec.value("calibration_seq_len", int64_t{256}),
-                                   model->config().max_position_embeddings);
-    co.seed = spec.value("seed", uint64_t{0});
-    auto windows = SampleCalibration(*data, co);
+  if (seq.method == SequentialOptions::Method::kGptq) {
+    auto windows = CalibrationWindows(ctx, *model_dir, model->config());
     if (!windows.ok()) return windows.status();
     calibration = *windows;
-    ctx.Log(absl::StrCat("calibration: ", co.num_samples, " windows of ", co.seq_len, " tokens"));
   }
 
   // Resume: every finished layer is its own checkpoint artifact, and `progress.json` (written
@@ -480,13 +509,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     ctx.Log(absl::StrCat("packed export not possible (", s.message(), "); writing dense weights"));
     format = "dense";
     RemoveTree(out_dir).IgnoreError();
-    auto source_config = LoadLlamaConfig(*model_dir);
-    const at::ScalarType save_dtype =
-        source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-    if (auto s2 = model->Save(out_dir.string(), save_dtype); !s2.ok()) return s2;
-  }
-  // The tokenizer travels with the model.
-  if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
+    if (auto s2 = SaveModelLike(*model, *model_dir, out_dir.string()); !s2.ok()) return s2;
+  } else if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
+    // The tokenizer travels with the model.
     fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
   }
   if (auto s =
@@ -511,6 +536,58 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       {"bits_per_quantized_weight", quantized.weights ? quantized.bits / quantized.weights : 0.0},
       {"packed_size_bytes", (params - quantized.weights) * 2.0 + quantized.bits / 8.0},
       {"linears", layer_reports}};
+  return out;
+}
+
+absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
+  if (!model.ok()) return model.status();
+  auto method = ParsePruneMethod(spec.value("method", "wanda"));
+  if (!method.ok()) return method.status();
+  auto pattern = ParsePrunePattern(spec.value("pattern", "unstructured"));
+  if (!pattern.ok()) return pattern.status();
+  const double sparsity = spec.value("sparsity", 0.5);
+
+  std::vector<at::Tensor> batches;
+  int64_t windows_used = 0;
+  if (*method == PruneMethod::kWanda) {
+    auto windows = CalibrationWindows(ctx, *model_dir, model->config());
+    if (!windows.ok()) return windows.status();
+    windows_used = windows->size(0);
+    for (int64_t i = 0; i < windows_used; i += 8)
+      batches.push_back(windows->slice(0, i, std::min<int64_t>(windows_used, i + 8)));
+  }
+  if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  const auto start = std::chrono::steady_clock::now();
+  SparsityMasks masks;
+  if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double achieved = LinearSparsity(*model);
+  ctx.SetProgress(1, 1, "pruned");
+  ctx.Log(absl::StrCat("pruned ", masks.size(), " linear layers to ", achieved, " sparsity (",
+                       spec.value("method", "wanda"), ", ", spec.value("pattern", "unstructured"),
+                       ") in ", seconds, " s"));
+
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "pruned";
+  RemoveTree(out_dir).IgnoreError();
+  if (auto s = SaveModelLike(*model, *model_dir, out_dir.string()); !s.ok()) return s;
+  if (auto s =
+          ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri(), ctx.provenance());
+      !s.ok())
+    return s;
+  TaskOutput out;
+  out.outputs["model"] = ctx.lease().output_uri();
+  out.result = {{"method", spec.value("method", "wanda")},
+                {"pattern", spec.value("pattern", "unstructured")},
+                {"target_sparsity", sparsity},
+                {"sparsity", achieved},
+                {"pruned_matrices", masks.size()},
+                {"calibration_windows", windows_used},
+                {"seconds", seconds}};
   return out;
 }
 

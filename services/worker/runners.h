@@ -1,12 +1,20 @@
 // The task runners this version ships.
 #pragma once
 
+#include <string>
+
+#include "common/model/llama_model.h"
 #include "services/worker/task_runner.h"
 
 namespace squeeze::worker {
 
 // Digest of a model directory's content (config.json, weights, tokenizer), for cache keys.
 absl::StatusOr<std::string> ModelDigest(const std::string& dir);
+
+// Writes `model` to `out_dir` as a Hugging Face directory in the dtype of `source_dir`'s config
+// (bfloat16 or float32), with the source's tokenizer beside it.
+absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
+                           const std::string& out_dir);
 
 // Perplexity (overall and per category) on the evaluation files, size and throughput; with a
 // baseline (the job's first evaluation) also retention, checked against the gate.
@@ -27,6 +35,15 @@ class CalibrateRunner : public TaskRunner {
 // Round-to-nearest quantization, one decoder layer at a time with a checkpoint after each, so a
 // retried task resumes at the next layer.
 class QuantizeRunner : public TaskRunner {
+ public:
+  absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
+};
+
+// One-shot pruning of every linear layer of the input model: magnitude or Wanda scores (Wanda's
+// input norms from the calibration windows), unstructured per row or 2:4. Writes the pruned
+// model (same shapes, zeros in place) for the next stage, such as a distill stage that recovers
+// it from the original teacher with keep_sparsity.
+class PruneRunner : public TaskRunner {
  public:
   absl::StatusOr<TaskOutput> Run(TaskContext& context) override;
 };

@@ -73,6 +73,7 @@ std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners() {
   runners["calibrate"] = std::make_unique<CalibrateRunner>();
   runners["distill"] = std::make_unique<DistillRunner>();
   runners["evaluate"] = std::make_unique<EvaluateRunner>();
+  runners["prune"] = std::make_unique<PruneRunner>();
   runners["quantize"] = std::make_unique<QuantizeRunner>();
   return runners;
 }

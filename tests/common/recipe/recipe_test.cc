@@ -72,7 +72,17 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].quantize.static_groups: needs act_order: true"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, damp: 2}\n",
        "stages[0].quantize.damp"},
-      {head + "stages:\n  - prune: {}\n", "stages[0]: stage \"prune\" is not available"},
+      {head + "stages:\n  - prune: {}\n",
+       "data.calibration: required by stages[0].prune (method wanda)"},
+      {head + "stages:\n  - prune: {method: magnitude, sparsity: 0}\n",
+       "stages[0].prune.sparsity: must be in (0, 1), got 0"},
+      {head + "stages:\n  - prune: {method: magnitude, pattern: \"2:4\", sparsity: 0.7}\n",
+       "stages[0].prune.sparsity: the 2:4 pattern is 0.5 sparse"},
+      {head + "stages:\n  - prune: {method: obs}\n",
+       "stages[0].prune.method: must be one of magnitude, wanda"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, teacher: "
+       "pruned}\n",
+       "stages[0].distill.teacher: must be one of input, original"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {}\n",
        "stages[0].distill.student: required"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 2}, "
