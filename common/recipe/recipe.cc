@@ -150,6 +150,18 @@ absl::Status ParseEvaluate(MapReader& r, json& opts) {
   return absl::OkStatus();
 }
 
+// The calibration windows a stage samples from data.calibration (when no calibrate stage ran).
+absl::Status ParseCalibrationSample(MapReader& r, json& opts) {
+  int64_t samples = 128, seq_len = 256, seed = 0;
+  SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+  opts["calibration_samples"] = samples;
+  opts["calibration_seq_len"] = seq_len;
+  opts["seed"] = seed;
+  return absl::OkStatus();
+}
+
 absl::Status ParseQuantize(MapReader& r, json& opts) {
   std::string method = "rtn";
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq"}));
@@ -174,32 +186,27 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   if (method == "gptq") {
     bool act_order = false, static_groups = false;
     double damp = 0.01;
-    int64_t block_size = 128, samples = 128, seq_len = 256, seed = 0;
+    int64_t block_size = 128;
     SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
     SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
     if (static_groups && !act_order)
       return FieldError(r.Path("static_groups"), "needs act_order: true");
     SQ_RETURN_IF_ERROR(r.Double("damp", damp, 1e-6, 0.999));
     SQ_RETURN_IF_ERROR(r.Int("block_size", block_size, 1, 1 << 16));
-    SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
-    SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
-    SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
+    SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, opts));
     opts["act_order"] = act_order;
     opts["static_groups"] = static_groups;
     opts["damp"] = damp;
     opts["block_size"] = block_size;
-    opts["calibration_samples"] = samples;
-    opts["calibration_seq_len"] = seq_len;
-    opts["seed"] = seed;
   }
   return absl::OkStatus();
 }
 
-// A one-shot prune stage: method, pattern, sparsity and (Wanda) the calibration sample.
-absl::Status ParsePrune(MapReader& r, json& opts) {
+// What a prune pass aims at: method, pattern and sparsity (the prune stage and a distill stage's
+// prune option).
+absl::Status ParsePruneTarget(MapReader& r, json& opts) {
   std::string method = "wanda", pattern = "unstructured";
   double sparsity = 0.5;
-  int64_t samples = 128, seq_len = 256, seed = 0;
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
   SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4"}));
   SQ_RETURN_IF_ERROR(r.Double("sparsity", sparsity, 0.0, 1.0));
@@ -207,16 +214,16 @@ absl::Status ParsePrune(MapReader& r, json& opts) {
     return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
   if (pattern == "2:4" && sparsity != 0.5)
     return FieldError(r.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
-  SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
-  SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
-  SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
   opts["method"] = method;
   opts["pattern"] = pattern;
   opts["sparsity"] = sparsity;
-  opts["calibration_samples"] = samples;
-  opts["calibration_seq_len"] = seq_len;
-  opts["seed"] = seed;
   return absl::OkStatus();
+}
+
+// A one-shot prune stage: its target and (Wanda) the calibration sample.
+absl::Status ParsePrune(MapReader& r, json& opts) {
+  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts));
+  return ParseCalibrationSample(r, opts);
 }
 
 // The student of a distill stage: exactly one of keep_every, layers (teacher layers to keep) or
@@ -350,37 +357,26 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
   if (YAML::Node pn = r.Get("prune")) {
     MapReader pr(pn, r.Path("prune"));
     SQ_RETURN_IF_ERROR(pr.CheckIsMap());
-    std::string method = "wanda", pattern = "unstructured";
-    double sparsity = 0.5;
+    json target = json::object();
+    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target));
     int64_t rounds = 1, calibration_batches = 4;
-    SQ_RETURN_IF_ERROR(pr.Choice("method", method, {"magnitude", "wanda"}));
-    SQ_RETURN_IF_ERROR(pr.Choice("pattern", pattern, {"unstructured", "2:4"}));
-    SQ_RETURN_IF_ERROR(pr.Double("sparsity", sparsity, 0.0, 1.0));
-    if (!(sparsity > 0 && sparsity < 1))
-      return FieldError(pr.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
     SQ_RETURN_IF_ERROR(pr.Int("rounds", rounds, 1, 1000));
     int64_t recover_steps = std::max<int64_t>(1, steps / rounds);
     SQ_RETURN_IF_ERROR(pr.Int("recover_steps", recover_steps, 1, 100000000));
     SQ_RETURN_IF_ERROR(pr.Int("calibration_batches", calibration_batches, 1, 1 << 16));
     SQ_RETURN_IF_ERROR(pr.NoUnknownFields());
-    if (pattern == "2:4") {
-      if (sparsity != 0.5)
-        return FieldError(pr.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
-      if (rounds != 1)
-        return FieldError(pr.Path("rounds"), "the 2:4 pattern is reached in one round; set 1");
-    }
+    if (target["pattern"] == "2:4" && rounds != 1)
+      return FieldError(pr.Path("rounds"), "the 2:4 pattern is reached in one round; set 1");
     if (rounds * recover_steps > steps) {
       return FieldError(
           pr.Path("recover_steps"),
           absl::StrCat(rounds, " rounds x ", recover_steps, " steps = ", rounds * recover_steps,
                        " exceeds the stage's ", steps, " steps"));
     }
-    opts["prune"] = {{"method", method},
-                     {"pattern", pattern},
-                     {"sparsity", sparsity},
-                     {"rounds", rounds},
-                     {"recover_steps", recover_steps},
-                     {"calibration_batches", calibration_batches}};
+    opts["prune"] = {
+        {"method", target["method"]},     {"pattern", target["pattern"]},
+        {"sparsity", target["sparsity"]}, {"rounds", rounds},
+        {"recover_steps", recover_steps}, {"calibration_batches", calibration_batches}};
   }
   if (YAML::Node tl = r.Get("teacher_logits")) {
     MapReader tr(tl, r.Path("teacher_logits"));

@@ -10,6 +10,7 @@
 #include "common/train/distill.h"
 #include "common/train/trainer.h"
 #include "gtest/gtest.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
@@ -22,19 +23,6 @@ class TrainCudaTest : public ::testing::Test {
     if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   }
 };
-
-LlamaConfig TinyConfig() {
-  LlamaConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 std::vector<TextExample> Corpus() {
   std::vector<TextExample> out(1);
@@ -62,7 +50,7 @@ double MaxDifference(LlamaModel& a, LlamaModel& b) {
 }
 
 TEST_F(TrainCudaTest, FusedAdamWOnTheDeviceMatchesTheHost) {
-  LlamaModel cpu = LlamaModel::RandomInit(TinyConfig(), 3);
+  LlamaModel cpu = LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 300), 3);
   LlamaModel gpu = cpu.To(at::Device(at::kCUDA, 0), at::kFloat);
   const WindowSampler sampler(Corpus(), 32, 0);
   CrossEntropyObjective objective;
@@ -84,10 +72,10 @@ TEST_F(TrainCudaTest, ResumeOnTheDeviceContinuesExactly) {
   const at::Device cuda(at::kCUDA, 0);
   const WindowSampler sampler(Corpus(), 32, 0);
   CrossEntropyObjective objective;
-  LlamaModel whole = LlamaModel::RandomInit(TinyConfig(), 5).To(cuda, at::kFloat);
+  LlamaModel whole = LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 300), 5).To(cuda, at::kFloat);
   ASSERT_TRUE(Trainer(&whole, Options()).Run(sampler, objective).ok());
 
-  LlamaModel resumed = LlamaModel::RandomInit(TinyConfig(), 5).To(cuda, at::kFloat);
+  LlamaModel resumed = LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 300), 5).To(cuda, at::kFloat);
   TrainerOptions first = Options();
   first.checkpoint_dir = dir.string();
   first.checkpoint_every = 5;
@@ -97,7 +85,8 @@ TEST_F(TrainCudaTest, ResumeOnTheDeviceContinuesExactly) {
   stop_at_5.should_stop = [&] { return steps == 5; };
   EXPECT_EQ(Trainer(&resumed, first).Run(sampler, objective, stop_at_5).code(),
             absl::StatusCode::kCancelled);
-  LlamaModel restarted = LlamaModel::RandomInit(TinyConfig(), 99).To(cuda, at::kFloat);
+  LlamaModel restarted =
+      LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 300), 99).To(cuda, at::kFloat);
   ASSERT_TRUE(Trainer(&restarted, first).Run(sampler, objective).ok());
   EXPECT_LT(MaxDifference(whole, restarted), 1e-4);
   RemoveTree(dir).IgnoreError();

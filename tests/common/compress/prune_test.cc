@@ -1,22 +1,10 @@
 #include "common/compress/prune.h"
 
 #include "gtest/gtest.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
-
-LlamaConfig TinyConfig() {
-  LlamaConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 int64_t Kept(const at::Tensor& keep) { return keep.sum().item<int64_t>(); }
 
@@ -93,7 +81,7 @@ TEST(PruneTest, BadInputIsNamed) {
 }
 
 TEST(PruneTest, ModelMasksPruneEveryLinearAndSurviveUpdates) {
-  LlamaModel model = LlamaModel::RandomInit(TinyConfig(), 2);
+  LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(2, 32, 64), 2);
   const std::vector<at::Tensor> batches = {at::randint(0, 64, {2, 16}, at::kLong)};
   SparsityMasks masks;
   ASSERT_TRUE(

@@ -8,25 +8,12 @@
 #include "common/train/trainer.h"
 #include "gtest/gtest.h"
 #include "tests/common/free_port.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
 
 int FreePort() { return testing::FreeLoopbackPort(); }
-
-LlamaConfig TinyConfig() {
-  LlamaConfig c;
-  c.vocab_size = ByteTokenizer::kMinVocab;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.tie_word_embeddings = true;
-  c.byte_tokenizer = true;
-  return c;
-}
 
 std::vector<TextExample> Corpus() {
   ByteTokenizer t;
@@ -53,15 +40,15 @@ TEST(DataParallelTest, TwoGlooRanksStayIdenticalAndMatchOneProcess) {
   if (!DataParallel::HasGloo()) GTEST_SKIP() << "this libtorch build has no Gloo headers";
   const WindowSampler sampler(Corpus(), 24, 3);
   // The reference: one process, the whole batch.
-  LlamaModel single = LlamaModel::RandomInit(TinyConfig(), 5);
+  LlamaModel single = LlamaModel::RandomInit(TinyLlamaConfig(), 5);
   CrossEntropyObjective ce;
   ASSERT_TRUE(Trainer(&single, Options()).Run(sampler, ce).ok());
 
   const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
   std::vector<LlamaModel> models;
   // Rank 1 starts from different weights: the broadcast from rank 0 must fix that.
-  models.push_back(LlamaModel::RandomInit(TinyConfig(), 5));
-  models.push_back(LlamaModel::RandomInit(TinyConfig(), 99));
+  models.push_back(LlamaModel::RandomInit(TinyLlamaConfig(), 5));
+  models.push_back(LlamaModel::RandomInit(TinyLlamaConfig(), 99));
   std::vector<absl::Status> results(2);
   std::vector<std::vector<double>> losses(2);
   std::vector<std::thread> ranks;
@@ -102,7 +89,7 @@ TEST(DataParallelTest, ABatchThatCannotBeSplitIsRejected) {
     ranks.emplace_back([&, rank] {
       auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
       ASSERT_TRUE(group.ok()) << group.status();
-      LlamaModel model = LlamaModel::RandomInit(TinyConfig(), 5);
+      LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(), 5);
       TrainerOptions o = Options();
       o.batch_size = 6;  // 3 rows per micro-batch over 2 ranks
       CrossEntropyObjective objective;

@@ -12,6 +12,7 @@
 #include "common/compress/perplexity.h"
 #include "common/data/text_dataset.h"
 #include "gtest/gtest.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
@@ -21,20 +22,6 @@ namespace fs = std::filesystem;
 std::string SourceDir() {
   const char* d = std::getenv("SQUEEZE_SOURCE_DIR");
   return d ? d : ".";
-}
-
-LlamaConfig TinyConfig(int64_t layers = 4, int64_t hidden = 32) {
-  LlamaConfig c;
-  c.vocab_size = ByteTokenizer::kMinVocab;
-  c.hidden_size = hidden;
-  c.intermediate_size = 2 * hidden;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = hidden / 4;
-  c.tie_word_embeddings = true;
-  c.byte_tokenizer = true;
-  return c;
 }
 
 TEST(DistillTest, SoftTargetLossIsTSquaredKl) {
@@ -87,7 +74,7 @@ TEST(DistillTest, TopKSoftTargetsMatchTheFullLossWhenKIsTheVocabulary) {
   EXPECT_TRUE(std::isfinite(partial));
   EXPECT_GT(partial, 0.0);
   // From a model: [rows, seq, k] values and ids of its largest logits.
-  const LlamaModel teacher = LlamaModel::RandomInit(TinyConfig(2), 3);
+  const LlamaModel teacher = LlamaModel::RandomInit(TinyLlamaConfig(2), 3);
   const at::Tensor ids = at::randint(0, 200, {2, 9}, at::kLong);
   const TopKLogits top = TeacherTopK(teacher, ids, 5);
   EXPECT_EQ(top.values.sizes(), (at::IntArrayRef{2, 8, 5}));
@@ -97,7 +84,7 @@ TEST(DistillTest, TopKSoftTargetsMatchTheFullLossWhenKIsTheVocabulary) {
 }
 
 TEST(DistillTest, StudentsCutFromTheTeacherKeepItsLayers) {
-  const LlamaModel teacher = LlamaModel::RandomInit(TinyConfig(4), 1);
+  const LlamaModel teacher = LlamaModel::RandomInit(TinyLlamaConfig(4), 1);
   auto all = StudentFromTeacherLayers(teacher, {0, 1, 2, 3});
   ASSERT_TRUE(all.ok()) << all.status();
   const at::Tensor ids = at::randint(0, 200, {2, 16}, at::kLong);
@@ -117,7 +104,7 @@ TEST(DistillTest, StudentsCutFromTheTeacherKeepItsLayers) {
 }
 
 TEST(DistillTest, BadOptionsNameTheField) {
-  const LlamaConfig teacher = TinyConfig(4, 32);
+  const LlamaConfig teacher = TinyLlamaConfig(4, 32);
   DistillOptions o;
   o.temperature = 0;
   EXPECT_NE(ValidateDistillOptions(o, teacher, teacher).message().find("temperature"),
@@ -133,7 +120,7 @@ TEST(DistillTest, BadOptionsNameTheField) {
             absl::string_view::npos);
   o.hidden_loss = DistillOptions::HiddenLoss::kMse;
   o.hidden_layers = {{0, 1}};
-  const LlamaConfig wide = TinyConfig(2, 64);
+  const LlamaConfig wide = TinyLlamaConfig(2, 64);
   EXPECT_NE(ValidateDistillOptions(o, teacher, wide).message().find("projection"),
             absl::string_view::npos);
   o.projection = true;
@@ -144,8 +131,8 @@ TEST(DistillTest, BadOptionsNameTheField) {
 }
 
 TEST(DistillTest, HiddenStateLossTrainsAProjectionThatCheckpoints) {
-  const LlamaModel teacher = LlamaModel::RandomInit(TinyConfig(4, 32), 1);
-  LlamaModel student = LlamaModel::RandomInit(TinyConfig(2, 16), 2);
+  const LlamaModel teacher = LlamaModel::RandomInit(TinyLlamaConfig(4, 32), 1);
+  LlamaModel student = LlamaModel::RandomInit(TinyLlamaConfig(2, 16), 2);
   DistillOptions o;
   o.hidden_loss = DistillOptions::HiddenLoss::kCosine;
   o.hidden_layers = {{1, 3}};

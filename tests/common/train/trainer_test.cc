@@ -7,25 +7,12 @@
 #include "common/base/file_util.h"
 #include "common/compress/perplexity.h"
 #include "gtest/gtest.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
 
 namespace fs = std::filesystem;
-
-LlamaConfig TinyConfig() {
-  LlamaConfig c;
-  c.vocab_size = ByteTokenizer::kMinVocab;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.tie_word_embeddings = true;
-  c.byte_tokenizer = true;
-  return c;
-}
 
 std::vector<TextExample> Corpus() {
   ByteTokenizer t;
@@ -71,7 +58,7 @@ TEST(TrainerTest, SamplerIsDeterministicPerStep) {
 }
 
 TEST(TrainerTest, LossFallsOnARepetitiveCorpus) {
-  LlamaModel m = LlamaModel::RandomInit(TinyConfig(), 1);
+  LlamaModel m = LlamaModel::RandomInit(TinyLlamaConfig(), 1);
   WindowSampler sampler(Corpus(), 32, 0);
   std::vector<double> losses;
   TrainerCallbacks cb;
@@ -94,12 +81,12 @@ TEST(TrainerTest, RunInterruptedAfterACheckpointResumesToTheSameWeights) {
 
   TrainerOptions straight_options = options;
   straight_options.checkpoint_dir = (dir / "straight").string();
-  LlamaModel straight = LlamaModel::RandomInit(TinyConfig(), 2);
+  LlamaModel straight = LlamaModel::RandomInit(TinyLlamaConfig(), 2);
   ASSERT_TRUE(Trainer(&straight, straight_options).Run(sampler, objective).ok());
 
   // Stops at step 15, as a crash would: steps 13..15 are lost, the checkpoint of step 12 is not.
   options.checkpoint_dir = (dir / "interrupted").string();
-  LlamaModel first = LlamaModel::RandomInit(TinyConfig(), 2);
+  LlamaModel first = LlamaModel::RandomInit(TinyLlamaConfig(), 2);
   Trainer interrupted(&first, options);
   TrainerCallbacks stop;
   stop.should_stop = [&] { return interrupted.step() >= 15; };
@@ -109,7 +96,7 @@ TEST(TrainerTest, RunInterruptedAfterACheckpointResumesToTheSameWeights) {
   EXPECT_EQ(Trainer::CheckpointStep(options.checkpoint_dir), 12);
 
   // A new process starts from different weights; the checkpoint overrides them.
-  LlamaModel second = LlamaModel::RandomInit(TinyConfig(), 99);
+  LlamaModel second = LlamaModel::RandomInit(TinyLlamaConfig(), 99);
   Trainer resumed(&second, options);
   ASSERT_TRUE(resumed.Run(sampler, objective).ok());
   EXPECT_EQ(resumed.step(), 30);
