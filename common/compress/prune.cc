@@ -42,8 +42,9 @@ absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name) {
 absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name) {
   if (name == "unstructured") return PrunePattern::kUnstructured;
   if (name == "2:4") return PrunePattern::k2of4;
+  if (name == "channels") return PrunePattern::kMlpChannels;
   return absl::InvalidArgumentError(
-      absl::StrCat("prune.pattern: \"", name, "\" is not one of unstructured, 2:4"));
+      absl::StrCat("prune.pattern: \"", name, "\" is not one of unstructured, 2:4, channels"));
 }
 
 at::Tensor PruneScores(PruneMethod method, const at::Tensor& weight,
@@ -67,6 +68,10 @@ absl::StatusOr<at::Tensor> PruneMask(const at::Tensor& scores, double sparsity,
   if (keep_so_far.defined())
     s = s.masked_fill(keep_so_far.logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor keep = at::ones({rows, cols}, s.options().dtype(at::kBool));
+  if (pattern == PrunePattern::kMlpChannels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": MLP channels are removed (PruneMlpChannels), not masked"));
+  }
   if (pattern == PrunePattern::k2of4) {
     if (std::abs(sparsity - 0.5) > 1e-9)
       return absl::InvalidArgumentError(
@@ -157,6 +162,66 @@ double SparsityMasks::Sparsity() const {
     pruned += static_cast<double>(e.keep.numel() - e.keep.sum().item<int64_t>());
   }
   return total > 0 ? pruned / total : 0.0;
+}
+
+absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod method, double sparsity,
+                                            const std::vector<at::Tensor>& batches,
+                                            std::vector<at::Tensor>* kept_out) {
+  c10::NoGradGuard no_grad;
+  if (!(sparsity > 0 && sparsity < 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("prune.sparsity: must be in (0, 1), got ", sparsity));
+  const LlamaConfig& config = model.config();
+  const int64_t width = config.intermediate_size;
+  const int64_t keep = width - static_cast<int64_t>(std::llround(sparsity * width));
+  if (keep < 1 || keep == width) {
+    return absl::InvalidArgumentError(absl::StrCat("prune.sparsity: ", sparsity, " of ", width,
+                                                   " MLP channels removes none or all of them"));
+  }
+  std::map<std::string, at::Tensor> norms;
+  if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
+  std::vector<at::Tensor> kept(model.num_layers());
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    const DecoderLayer& layer = model.layer(i);
+    const at::Tensor out_norm = layer.down_proj.weight.to(at::kFloat).norm(2, {0});  // [width]
+    at::Tensor in_norm;
+    if (method == PruneMethod::kWanda) {
+      auto it = norms.find(LinearKey(i, "mlp.down_proj"));
+      if (it == norms.end())
+        return absl::InternalError(
+            absl::StrCat(LinearKey(i, "mlp.down_proj"), ": no calibration input was seen"));
+      in_norm = it->second.to(out_norm.device());
+    } else {
+      in_norm = layer.up_proj.weight.to(at::kFloat).norm(2, {1});
+    }
+    const at::Tensor top = std::get<1>((out_norm * in_norm).topk(keep));
+    kept[i] = std::get<0>(top.sort());
+  }
+  std::map<std::string, at::Tensor> by_name;
+  for (auto& [name, tensor] : model.NamedParameters()) by_name[name] = *tensor;
+  LlamaConfig narrow = config;
+  narrow.intermediate_size = keep;
+  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    std::string mapped = name;
+    if (mapped == "lm_head.weight" && config.tie_word_embeddings)
+      mapped = "model.embed_tokens.weight";
+    auto it = by_name.find(mapped);
+    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("model has no ", mapped));
+    const at::Tensor& t = it->second;
+    if (name.rfind("model.layers.", 0) != 0) return t.detach().clone();
+    const size_t dot = name.find('.', 13);
+    const int64_t layer = std::stoll(name.substr(13, dot - 13));
+    const std::string rest = name.substr(dot + 1);
+    const at::Tensor index = kept[layer].to(t.device());
+    if (rest == "mlp.gate_proj.weight" || rest == "mlp.up_proj.weight" ||
+        rest == "mlp.gate_proj.bias" || rest == "mlp.up_proj.bias")
+      return t.detach().index_select(0, index);
+    if (rest == "mlp.down_proj.weight") return t.detach().index_select(1, index);
+    return t.detach().clone();
+  };
+  auto narrowed = LlamaModel::FromTensors(narrow, source, model.dtype(), model.device());
+  if (narrowed.ok() && kept_out != nullptr) *kept_out = kept;
+  return narrowed;
 }
 
 double LinearSparsity(LlamaModel& model) {

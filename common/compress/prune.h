@@ -27,7 +27,8 @@
 namespace squeeze {
 
 enum class PruneMethod { kMagnitude, kWanda };
-enum class PrunePattern { kUnstructured, k2of4 };
+// kMlpChannels: whole MLP channels, removed rather than masked (PruneMlpChannels).
+enum class PrunePattern { kUnstructured, k2of4, kMlpChannels };
 
 absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name);
 absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name);
@@ -73,6 +74,17 @@ class SparsityMasks {
   };
   std::vector<Entry> masks_;
 };
+
+// Structured pruning of the MLPs: in every layer, the `sparsity` fraction of intermediate channels
+// (a row of gate_proj and up_proj and the matching column of down_proj) with the lowest scores is
+// removed, the same number in every layer so that one config still describes the model, which
+// comes back narrower (intermediate_size shrinks) and computes exactly what the original computes
+// with those channels zeroed. A channel's score is the L2 norm of its down_proj column times
+// either the L2 norm of its activation over `batches` (wanda) or of its up_proj row (magnitude).
+// `kept`, when given, receives each layer's kept channel indices (ascending).
+absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod method, double sparsity,
+                                            const std::vector<at::Tensor>& batches,
+                                            std::vector<at::Tensor>* kept = nullptr);
 
 // Fraction of zero weights over all linear layers of `model`.
 double LinearSparsity(LlamaModel& model);

@@ -203,12 +203,17 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
 }
 
 // What a prune pass aims at: method, pattern and sparsity (the prune stage and a distill stage's
-// prune option).
-absl::Status ParsePruneTarget(MapReader& r, json& opts) {
+// prune option). `channels` removes whole MLP channels, which changes the model's shape, so only
+// a prune stage offers it.
+absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_channels) {
   std::string method = "wanda", pattern = "unstructured";
   double sparsity = 0.5;
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
-  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4"}));
+  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4", "channels"}));
+  if (pattern == "channels" && !allow_channels)
+    return FieldError(r.Path("pattern"),
+                      "channels changes the model's shape, so it cannot be held by masks while "
+                      "training; use a prune stage, then a distill stage with teacher: original");
   SQ_RETURN_IF_ERROR(r.Double("sparsity", sparsity, 0.0, 1.0));
   if (!(sparsity > 0 && sparsity < 1))
     return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
@@ -222,7 +227,7 @@ absl::Status ParsePruneTarget(MapReader& r, json& opts) {
 
 // A one-shot prune stage: its target and (Wanda) the calibration sample.
 absl::Status ParsePrune(MapReader& r, json& opts) {
-  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts));
+  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts, /*allow_channels=*/true));
   return ParseCalibrationSample(r, opts);
 }
 
@@ -358,7 +363,7 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     MapReader pr(pn, r.Path("prune"));
     SQ_RETURN_IF_ERROR(pr.CheckIsMap());
     json target = json::object();
-    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target));
+    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target, /*allow_channels=*/false));
     int64_t rounds = 1, calibration_batches = 4;
     SQ_RETURN_IF_ERROR(pr.Int("rounds", rounds, 1, 1000));
     int64_t recover_steps = std::max<int64_t>(1, steps / rounds);

@@ -562,13 +562,27 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   }
   if (auto s = ctx.CheckStep(); !s.ok()) return s;
   const auto start = std::chrono::steady_clock::now();
-  SparsityMasks masks;
-  if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
+  const int64_t parameters_before = model->NumParameters();
+  const int64_t width_before = model->config().intermediate_size;
+  double achieved = 0;
+  size_t pruned_matrices = 0;
+  if (*pattern == PrunePattern::kMlpChannels) {
+    // Structured: the model comes back narrower; what was removed is the achieved sparsity.
+    auto narrow = PruneMlpChannels(*model, *method, sparsity, batches);
+    if (!narrow.ok()) return narrow.status();
+    *model = *std::move(narrow);
+    achieved = 1.0 - static_cast<double>(model->config().intermediate_size) / width_before;
+    pruned_matrices = 3 * static_cast<size_t>(model->num_layers());
+  } else {
+    SparsityMasks masks;
+    if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
+    achieved = LinearSparsity(*model);
+    pruned_matrices = masks.size();
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double achieved = LinearSparsity(*model);
   ctx.SetProgress(1, 1, "pruned");
-  ctx.Log(absl::StrCat("pruned ", masks.size(), " linear layers to ", achieved, " sparsity (",
+  ctx.Log(absl::StrCat("pruned ", pruned_matrices, " linear layers to ", achieved, " sparsity (",
                        spec.value("method", "wanda"), ", ", spec.value("pattern", "unstructured"),
                        ") in ", seconds, " s"));
 
@@ -585,7 +599,10 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
                 {"pattern", spec.value("pattern", "unstructured")},
                 {"target_sparsity", sparsity},
                 {"sparsity", achieved},
-                {"pruned_matrices", masks.size()},
+                {"pruned_matrices", pruned_matrices},
+                {"parameters_before", parameters_before},
+                {"parameters", model->NumParameters()},
+                {"intermediate_size", model->config().intermediate_size},
                 {"calibration_windows", windows_used},
                 {"seconds", seconds}};
   return out;

@@ -106,5 +106,42 @@ TEST(PruneTest, ModelMasksPruneEveryLinearAndSurviveUpdates) {
   EXPECT_NEAR(resumed.Sparsity(), 0.5, 1e-6);
 }
 
+// The narrower model computes exactly what the original computes with the removed channels zeroed.
+TEST(PruneTest, MlpChannelPruningIsExactRemoval) {
+  for (PruneMethod method : {PruneMethod::kMagnitude, PruneMethod::kWanda}) {
+    LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(2, 32, 64), 3);
+    const at::Tensor ids = at::randint(0, 64, {2, 12}, at::kLong);
+    std::vector<at::Tensor> kept;
+    auto narrow = PruneMlpChannels(model, method, 0.25, {ids}, &kept);
+    ASSERT_TRUE(narrow.ok()) << narrow.status();
+    EXPECT_EQ(narrow->config().intermediate_size, 48);
+    EXPECT_LT(narrow->NumParameters(), model.NumParameters());
+    ASSERT_EQ(kept.size(), 2u);
+    {
+      c10::NoGradGuard no_grad;
+      for (int64_t i = 0; i < 2; ++i) {
+        at::Tensor removed = at::ones({64}, at::kBool).index_fill(0, kept[i], false);
+        model.layer(i).gate_proj.weight.index_fill_(0, removed.nonzero().squeeze(1), 0);
+        model.layer(i).up_proj.weight.index_fill_(0, removed.nonzero().squeeze(1), 0);
+        model.layer(i).down_proj.weight.index_fill_(1, removed.nonzero().squeeze(1), 0);
+      }
+    }
+    EXPECT_TRUE(at::allclose(narrow->Forward(ids), model.Forward(ids), 1e-5, 1e-5));
+  }
+}
+
+TEST(PruneTest, MagnitudeChannelPruningDropsDeadChannelsFirst) {
+  LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(1, 32, 64), 4);
+  {
+    c10::NoGradGuard no_grad;
+    for (int64_t c : {3, 17, 40, 63}) model.layer(0).down_proj.weight.select(1, c).zero_();
+  }
+  std::vector<at::Tensor> kept;
+  ASSERT_TRUE(PruneMlpChannels(model, PruneMethod::kMagnitude, 4.0 / 64, {}, &kept).ok());
+  for (int64_t c : {3, 17, 40, 63}) EXPECT_FALSE(kept[0].eq(c).any().item<bool>()) << c;
+  EXPECT_EQ(kept[0].numel(), 60);
+  EXPECT_FALSE(PruneMlpChannels(model, PruneMethod::kMagnitude, 0.001, {}).ok());
+}
+
 }  // namespace
 }  // namespace squeeze
