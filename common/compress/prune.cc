@@ -1,6 +1,7 @@
 #include "common/compress/prune.h"
 
 #include <cmath>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 
@@ -30,6 +31,26 @@ class InputSquareSums : public LinearObserver {
   std::map<std::string, at::Tensor> sums_;
 };
 
+// A copy of `model` under `narrow`, each decoder-layer tensor passed through
+// `select(layer, name within the layer, tensor)` (the rest copied as they are).
+absl::StatusOr<LlamaModel> Rebuild(
+    LlamaModel& model, const LlamaConfig& narrow,
+    const std::function<at::Tensor(int64_t, const std::string&, const at::Tensor&)>& select) {
+  std::map<std::string, at::Tensor> by_name;
+  for (auto& [name, tensor] : model.NamedParameters()) by_name[name] = tensor->detach();
+  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    std::string mapped = name;
+    if (mapped == "lm_head.weight" && model.config().tie_word_embeddings)
+      mapped = "model.embed_tokens.weight";
+    auto it = by_name.find(mapped);
+    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("model has no ", mapped));
+    if (name.rfind("model.layers.", 0) != 0) return it->second.clone();
+    const size_t dot = name.find('.', 13);
+    return select(std::stoll(name.substr(13, dot - 13)), name.substr(dot + 1), it->second);
+  };
+  return LlamaModel::FromTensors(narrow, source, model.dtype(), model.device());
+}
+
 }  // namespace
 
 absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name) {
@@ -43,8 +64,9 @@ absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name) {
   if (name == "unstructured") return PrunePattern::kUnstructured;
   if (name == "2:4") return PrunePattern::k2of4;
   if (name == "channels") return PrunePattern::kMlpChannels;
-  return absl::InvalidArgumentError(
-      absl::StrCat("prune.pattern: \"", name, "\" is not one of unstructured, 2:4, channels"));
+  if (name == "heads") return PrunePattern::kAttentionHeads;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "prune.pattern: \"", name, "\" is not one of unstructured, 2:4, channels, heads"));
 }
 
 at::Tensor PruneScores(PruneMethod method, const at::Tensor& weight,
@@ -68,9 +90,9 @@ absl::StatusOr<at::Tensor> PruneMask(const at::Tensor& scores, double sparsity,
   if (keep_so_far.defined())
     s = s.masked_fill(keep_so_far.logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor keep = at::ones({rows, cols}, s.options().dtype(at::kBool));
-  if (pattern == PrunePattern::kMlpChannels) {
+  if (pattern == PrunePattern::kMlpChannels || pattern == PrunePattern::kAttentionHeads) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name, ": MLP channels are removed (PruneMlpChannels), not masked"));
+        absl::StrCat(name, ": structured patterns remove channels or heads; they are not masks"));
   }
   if (pattern == PrunePattern::k2of4) {
     if (std::abs(sparsity - 0.5) > 1e-9)
@@ -197,29 +219,76 @@ absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod metho
     const at::Tensor top = std::get<1>((out_norm * in_norm).topk(keep));
     kept[i] = std::get<0>(top.sort());
   }
-  std::map<std::string, at::Tensor> by_name;
-  for (auto& [name, tensor] : model.NamedParameters()) by_name[name] = *tensor;
   LlamaConfig narrow = config;
   narrow.intermediate_size = keep;
-  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    std::string mapped = name;
-    if (mapped == "lm_head.weight" && config.tie_word_embeddings)
-      mapped = "model.embed_tokens.weight";
-    auto it = by_name.find(mapped);
-    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("model has no ", mapped));
-    const at::Tensor& t = it->second;
-    if (name.rfind("model.layers.", 0) != 0) return t.detach().clone();
-    const size_t dot = name.find('.', 13);
-    const int64_t layer = std::stoll(name.substr(13, dot - 13));
-    const std::string rest = name.substr(dot + 1);
+  auto select = [&](int64_t layer, const std::string& name, const at::Tensor& t) {
     const at::Tensor index = kept[layer].to(t.device());
-    if (rest == "mlp.gate_proj.weight" || rest == "mlp.up_proj.weight" ||
-        rest == "mlp.gate_proj.bias" || rest == "mlp.up_proj.bias")
-      return t.detach().index_select(0, index);
-    if (rest == "mlp.down_proj.weight") return t.detach().index_select(1, index);
-    return t.detach().clone();
+    if (name == "mlp.gate_proj.weight" || name == "mlp.up_proj.weight" ||
+        name == "mlp.gate_proj.bias" || name == "mlp.up_proj.bias")
+      return t.index_select(0, index);
+    if (name == "mlp.down_proj.weight") return t.index_select(1, index);
+    return t.clone();
   };
-  auto narrowed = LlamaModel::FromTensors(narrow, source, model.dtype(), model.device());
+  auto narrowed = Rebuild(model, narrow, select);
+  if (narrowed.ok() && kept_out != nullptr) *kept_out = kept;
+  return narrowed;
+}
+
+absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod method,
+                                               double sparsity,
+                                               const std::vector<at::Tensor>& batches,
+                                               std::vector<at::Tensor>* kept_out) {
+  c10::NoGradGuard no_grad;
+  if (!(sparsity > 0 && sparsity < 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("prune.sparsity: must be in (0, 1), got ", sparsity));
+  const LlamaConfig& config = model.config();
+  const int64_t kv_heads = config.num_key_value_heads, group = config.num_kv_groups();
+  const int64_t d = config.head_dim;
+  const int64_t keep = kv_heads - static_cast<int64_t>(std::llround(sparsity * kv_heads));
+  if (keep < 1 || keep == kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("prune.sparsity: ", sparsity, " of ", kv_heads,
+                                                   " key/value heads removes none or all of them"));
+  }
+  std::map<std::string, at::Tensor> norms;
+  if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
+  std::vector<at::Tensor> kept(model.num_layers());
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    const DecoderLayer& layer = model.layer(i);
+    // o_proj's input columns, grouped by the key/value head their query heads read.
+    at::Tensor columns = layer.o_proj.weight.to(at::kFloat).norm(2, {0});  // [heads * d]
+    at::Tensor score;
+    if (method == PruneMethod::kWanda) {
+      auto it = norms.find(LinearKey(i, "self_attn.o_proj"));
+      if (it == norms.end())
+        return absl::InternalError(
+            absl::StrCat(LinearKey(i, "self_attn.o_proj"), ": no calibration input was seen"));
+      score = (columns * it->second.to(columns.device())).reshape({kv_heads, group * d}).sum(1);
+    } else {
+      const at::Tensor v = layer.v_proj.weight.to(at::kFloat).reshape({kv_heads, -1}).norm(2, {1});
+      score = columns.reshape({kv_heads, group * d}).sum(1) * v;
+    }
+    kept[i] = std::get<0>(std::get<1>(score.topk(keep)).sort());
+  }
+  LlamaConfig narrow = config;
+  narrow.num_key_value_heads = keep;
+  narrow.num_attention_heads = keep * group;
+  // Row (or column) indices of the kept heads, each head a block of d.
+  auto rows = [&](int64_t layer, int64_t block, const at::Device& device) {
+    const at::Tensor offsets = at::arange(block, kept[layer].options());
+    return (kept[layer].unsqueeze(1) * block + offsets.unsqueeze(0)).reshape({-1}).to(device);
+  };
+  auto select = [&](int64_t layer, const std::string& name, const at::Tensor& t) {
+    if (name == "self_attn.q_proj.weight" || name == "self_attn.q_proj.bias")
+      return t.index_select(0, rows(layer, group * d, t.device()));
+    if (name == "self_attn.k_proj.weight" || name == "self_attn.k_proj.bias" ||
+        name == "self_attn.v_proj.weight" || name == "self_attn.v_proj.bias")
+      return t.index_select(0, rows(layer, d, t.device()));
+    if (name == "self_attn.o_proj.weight")
+      return t.index_select(1, rows(layer, group * d, t.device()));
+    return t.clone();
+  };
+  auto narrowed = Rebuild(model, narrow, select);
   if (narrowed.ok() && kept_out != nullptr) *kept_out = kept;
   return narrowed;
 }

@@ -27,8 +27,9 @@
 namespace squeeze {
 
 enum class PruneMethod { kMagnitude, kWanda };
-// kMlpChannels: whole MLP channels, removed rather than masked (PruneMlpChannels).
-enum class PrunePattern { kUnstructured, k2of4, kMlpChannels };
+// kMlpChannels and kAttentionHeads remove whole MLP channels or attention head groups rather than
+// masking weights (PruneMlpChannels, PruneAttentionHeads).
+enum class PrunePattern { kUnstructured, k2of4, kMlpChannels, kAttentionHeads };
 
 absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name);
 absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name);
@@ -85,6 +86,17 @@ class SparsityMasks {
 absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod method, double sparsity,
                                             const std::vector<at::Tensor>& batches,
                                             std::vector<at::Tensor>* kept = nullptr);
+
+// Structured pruning of attention: in every layer, the `sparsity` fraction of key/value heads with
+// the lowest scores is removed together with the query heads that read them (grouped-query
+// attention keeps its group size), so the model comes back with fewer heads and computes what the
+// original computes with those heads' outputs zeroed. A group's score sums, over its o_proj input
+// columns, the column's L2 norm times either the column's input norm over `batches` (wanda) or,
+// for magnitude, the group's v_proj rows' norm. `kept` receives each layer's kept key/value heads.
+absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod method,
+                                               double sparsity,
+                                               const std::vector<at::Tensor>& batches,
+                                               std::vector<at::Tensor>* kept = nullptr);
 
 // Fraction of zero weights over all linear layers of `model`.
 double LinearSparsity(LlamaModel& model);

@@ -203,17 +203,19 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
 }
 
 // What a prune pass aims at: method, pattern and sparsity (the prune stage and a distill stage's
-// prune option). `channels` removes whole MLP channels, which changes the model's shape, so only
-// a prune stage offers it.
-absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_channels) {
+// prune option). `channels` and `heads` remove whole MLP channels or attention heads, which
+// changes the model's shape, so only a prune stage offers them.
+absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_structured) {
   std::string method = "wanda", pattern = "unstructured";
   double sparsity = 0.5;
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
-  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4", "channels"}));
-  if (pattern == "channels" && !allow_channels)
+  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4", "channels", "heads"}));
+  if ((pattern == "channels" || pattern == "heads") && !allow_structured)
     return FieldError(r.Path("pattern"),
-                      "channels changes the model's shape, so it cannot be held by masks while "
-                      "training; use a prune stage, then a distill stage with teacher: original");
+                      absl::StrCat(pattern,
+                                   " changes the model's shape, so it cannot be held by masks "
+                                   "while training; use a prune stage, then a distill stage with "
+                                   "teacher: original"));
   SQ_RETURN_IF_ERROR(r.Double("sparsity", sparsity, 0.0, 1.0));
   if (!(sparsity > 0 && sparsity < 1))
     return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
@@ -227,7 +229,7 @@ absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_channels) {
 
 // A one-shot prune stage: its target and (Wanda) the calibration sample.
 absl::Status ParsePrune(MapReader& r, json& opts) {
-  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts, /*allow_channels=*/true));
+  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts, /*allow_structured=*/true));
   return ParseCalibrationSample(r, opts);
 }
 
@@ -363,7 +365,7 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     MapReader pr(pn, r.Path("prune"));
     SQ_RETURN_IF_ERROR(pr.CheckIsMap());
     json target = json::object();
-    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target, /*allow_channels=*/false));
+    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target, /*allow_structured=*/false));
     int64_t rounds = 1, calibration_batches = 4;
     SQ_RETURN_IF_ERROR(pr.Int("rounds", rounds, 1, 1000));
     int64_t recover_steps = std::max<int64_t>(1, steps / rounds);

@@ -564,6 +564,7 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t parameters_before = model->NumParameters();
   const int64_t width_before = model->config().intermediate_size;
+  const int64_t kv_heads_before = model->config().num_key_value_heads;
   double achieved = 0;
   size_t pruned_matrices = 0;
   if (*pattern == PrunePattern::kMlpChannels) {
@@ -573,6 +574,12 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
     *model = *std::move(narrow);
     achieved = 1.0 - static_cast<double>(model->config().intermediate_size) / width_before;
     pruned_matrices = 3 * static_cast<size_t>(model->num_layers());
+  } else if (*pattern == PrunePattern::kAttentionHeads) {
+    auto narrow = PruneAttentionHeads(*model, *method, sparsity, batches);
+    if (!narrow.ok()) return narrow.status();
+    *model = *std::move(narrow);
+    achieved = 1.0 - static_cast<double>(model->config().num_key_value_heads) / kv_heads_before;
+    pruned_matrices = 4 * static_cast<size_t>(model->num_layers());
   } else {
     SparsityMasks masks;
     if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
@@ -603,6 +610,8 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
                 {"parameters_before", parameters_before},
                 {"parameters", model->NumParameters()},
                 {"intermediate_size", model->config().intermediate_size},
+                {"num_attention_heads", model->config().num_attention_heads},
+                {"num_key_value_heads", model->config().num_key_value_heads},
                 {"calibration_windows", windows_used},
                 {"seconds", seconds}};
   return out;

@@ -215,5 +215,22 @@ TEST(DistillJobTest, ChannelPrunedModelIsNarrowerAndRecovers) {
   EXPECT_EQ(nlohmann::json::parse(config)["intermediate_size"], 576);
 }
 
+// Attention heads: half of the example teacher's key/value heads (4 to 2, with their query heads,
+// 8 to 4) removed in every layer.
+TEST(DistillJobTest, HeadPrunedModelHasFewerHeadsAndRecovers) {
+  ServiceHarness h("distill_heads");
+  const nlohmann::json report =
+      PruneThenRecover(h, "method: magnitude, pattern: heads, sparsity: 0.5");
+  ASSERT_TRUE(report.is_object());
+  const nlohmann::json& pruned = report["stages"][1]["result"];
+  EXPECT_EQ(pruned["num_key_value_heads"], 2);
+  EXPECT_EQ(pruned["num_attention_heads"], 4);
+  const std::string out = ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model");
+  std::ifstream config(out + "/config.json");
+  const nlohmann::json c = nlohmann::json::parse(config);
+  EXPECT_EQ(c["num_attention_heads"], 4);
+  EXPECT_EQ(c["head_dim"], 32);
+}
+
 }  // namespace
 }  // namespace squeeze::testing

@@ -130,6 +130,34 @@ TEST(PruneTest, MlpChannelPruningIsExactRemoval) {
   }
 }
 
+// Removing a key/value head group equals zeroing its query heads' o_proj columns in the original.
+TEST(PruneTest, AttentionHeadPruningIsExactRemoval) {
+  for (PruneMethod method : {PruneMethod::kMagnitude, PruneMethod::kWanda}) {
+    LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(2, 32, 64), 5);
+    const at::Tensor ids = at::randint(0, 64, {2, 12}, at::kLong);
+    std::vector<at::Tensor> kept;
+    auto narrow = PruneAttentionHeads(model, method, 0.5, {ids}, &kept);
+    ASSERT_TRUE(narrow.ok()) << narrow.status();
+    EXPECT_EQ(narrow->config().num_key_value_heads, 1);
+    EXPECT_EQ(narrow->config().num_attention_heads, 2);
+    EXPECT_EQ(narrow->config().head_dim, 8);
+    {
+      c10::NoGradGuard no_grad;
+      for (int64_t i = 0; i < 2; ++i) {
+        const int64_t removed = 1 - kept[i].item<int64_t>();  // of key/value heads 0 and 1
+        model.layer(i).o_proj.weight.slice(1, removed * 16, (removed + 1) * 16).zero_();
+      }
+    }
+    EXPECT_TRUE(at::allclose(narrow->Forward(ids), model.Forward(ids), 1e-5, 1e-5));
+  }
+  LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(2, 32, 64), 5);
+  EXPECT_NE(PruneAttentionHeads(model, PruneMethod::kMagnitude, 0.1, {})
+                .status()
+                .message()
+                .find("removes none or all"),
+            std::string::npos);
+}
+
 TEST(PruneTest, MagnitudeChannelPruningDropsDeadChannelsFirst) {
   LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(1, 32, 64), 4);
   {

@@ -79,8 +79,8 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {head + "stages:\n  - prune: {method: magnitude, pattern: \"2:4\", sparsity: 0.7}\n",
        "stages[0].prune.sparsity: the 2:4 pattern is 0.5 sparse"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
-       "{pattern: channels}}\n",
-       "stages[0].distill.prune.pattern: channels changes the model's shape"},
+       "{pattern: heads}}\n",
+       "stages[0].distill.prune.pattern: heads changes the model's shape"},
       {head + "stages:\n  - prune: {method: obs}\n",
        "stages[0].prune.method: must be one of magnitude, wanda"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, teacher: "
