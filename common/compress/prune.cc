@@ -31,6 +31,31 @@ class InputSquareSums : public LinearObserver {
   std::map<std::string, at::Tensor> sums_;
 };
 
+// How many of `count` units (channels, heads) a structured prune at `sparsity` keeps: at least
+// one, and fewer than all.
+absl::StatusOr<int64_t> StructuredKeep(double sparsity, int64_t count, absl::string_view units) {
+  if (!(sparsity > 0 && sparsity < 1))
+    return absl::InvalidArgumentError(
+        absl::StrCat("prune.sparsity: must be in (0, 1), got ", sparsity));
+  const int64_t keep = count - static_cast<int64_t>(std::llround(sparsity * count));
+  if (keep < 1 || keep == count) {
+    return absl::InvalidArgumentError(absl::StrCat("prune.sparsity: ", sparsity, " of ", count, " ",
+                                                   units, " removes none or all of them"));
+  }
+  return keep;
+}
+
+// The calibration input norms of one linear layer, on `device`.
+absl::StatusOr<at::Tensor> InputNormsOf(const std::map<std::string, at::Tensor>& norms,
+                                        int64_t layer, absl::string_view linear,
+                                        const at::Device& device) {
+  auto it = norms.find(LinearKey(layer, linear));
+  if (it == norms.end())
+    return absl::InternalError(
+        absl::StrCat(LinearKey(layer, linear), ": no calibration input was seen"));
+  return it->second.to(device);
+}
+
 // A copy of `model` under `narrow`, each decoder-layer tensor passed through
 // `select(layer, name within the layer, tensor)` (the rest copied as they are).
 absl::StatusOr<LlamaModel> Rebuild(
@@ -154,10 +179,9 @@ absl::Status SparsityMasks::Prune(LlamaModel& model, PruneMethod method, PrunePa
       const std::string key = LinearKey(i, name);
       at::Tensor input_norms;
       if (method == PruneMethod::kWanda) {
-        auto it = norms.find(key);
-        if (it == norms.end())
-          return absl::InternalError(absl::StrCat(key, ": no calibration input was seen"));
-        input_norms = it->second;
+        auto found = InputNormsOf(norms, i, name, linear->weight.device());
+        if (!found.ok()) return found.status();
+        input_norms = *found;
       }
       auto prev = previous.find(key);
       auto keep = PruneMask(PruneScores(method, linear->weight, input_norms), sparsity, pattern,
@@ -190,16 +214,10 @@ absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod metho
                                             const std::vector<at::Tensor>& batches,
                                             std::vector<at::Tensor>* kept_out) {
   c10::NoGradGuard no_grad;
-  if (!(sparsity > 0 && sparsity < 1))
-    return absl::InvalidArgumentError(
-        absl::StrCat("prune.sparsity: must be in (0, 1), got ", sparsity));
   const LlamaConfig& config = model.config();
-  const int64_t width = config.intermediate_size;
-  const int64_t keep = width - static_cast<int64_t>(std::llround(sparsity * width));
-  if (keep < 1 || keep == width) {
-    return absl::InvalidArgumentError(absl::StrCat("prune.sparsity: ", sparsity, " of ", width,
-                                                   " MLP channels removes none or all of them"));
-  }
+  auto keep_or = StructuredKeep(sparsity, config.intermediate_size, "MLP channels");
+  if (!keep_or.ok()) return keep_or.status();
+  const int64_t keep = *keep_or;
   std::map<std::string, at::Tensor> norms;
   if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
   std::vector<at::Tensor> kept(model.num_layers());
@@ -208,11 +226,9 @@ absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod metho
     const at::Tensor out_norm = layer.down_proj.weight.to(at::kFloat).norm(2, {0});  // [width]
     at::Tensor in_norm;
     if (method == PruneMethod::kWanda) {
-      auto it = norms.find(LinearKey(i, "mlp.down_proj"));
-      if (it == norms.end())
-        return absl::InternalError(
-            absl::StrCat(LinearKey(i, "mlp.down_proj"), ": no calibration input was seen"));
-      in_norm = it->second.to(out_norm.device());
+      auto activation = InputNormsOf(norms, i, "mlp.down_proj", out_norm.device());
+      if (!activation.ok()) return activation.status();
+      in_norm = *activation;
     } else {
       in_norm = layer.up_proj.weight.to(at::kFloat).norm(2, {1});
     }
@@ -239,17 +255,12 @@ absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod me
                                                const std::vector<at::Tensor>& batches,
                                                std::vector<at::Tensor>* kept_out) {
   c10::NoGradGuard no_grad;
-  if (!(sparsity > 0 && sparsity < 1))
-    return absl::InvalidArgumentError(
-        absl::StrCat("prune.sparsity: must be in (0, 1), got ", sparsity));
   const LlamaConfig& config = model.config();
   const int64_t kv_heads = config.num_key_value_heads, group = config.num_kv_groups();
   const int64_t d = config.head_dim;
-  const int64_t keep = kv_heads - static_cast<int64_t>(std::llround(sparsity * kv_heads));
-  if (keep < 1 || keep == kv_heads) {
-    return absl::InvalidArgumentError(absl::StrCat("prune.sparsity: ", sparsity, " of ", kv_heads,
-                                                   " key/value heads removes none or all of them"));
-  }
+  auto keep_or = StructuredKeep(sparsity, kv_heads, "key/value heads");
+  if (!keep_or.ok()) return keep_or.status();
+  const int64_t keep = *keep_or;
   std::map<std::string, at::Tensor> norms;
   if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
   std::vector<at::Tensor> kept(model.num_layers());
@@ -259,11 +270,9 @@ absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod me
     at::Tensor columns = layer.o_proj.weight.to(at::kFloat).norm(2, {0});  // [heads * d]
     at::Tensor score;
     if (method == PruneMethod::kWanda) {
-      auto it = norms.find(LinearKey(i, "self_attn.o_proj"));
-      if (it == norms.end())
-        return absl::InternalError(
-            absl::StrCat(LinearKey(i, "self_attn.o_proj"), ": no calibration input was seen"));
-      score = (columns * it->second.to(columns.device())).reshape({kv_heads, group * d}).sum(1);
+      auto inputs = InputNormsOf(norms, i, "self_attn.o_proj", columns.device());
+      if (!inputs.ok()) return inputs.status();
+      score = (columns * *inputs).reshape({kv_heads, group * d}).sum(1);
     } else {
       const at::Tensor v = layer.v_proj.weight.to(at::kFloat).reshape({kv_heads, -1}).norm(2, {1});
       score = columns.reshape({kv_heads, group * d}).sum(1) * v;
