@@ -57,23 +57,14 @@ absl::StatusOr<at::Tensor> InputNormsOf(const std::map<std::string, at::Tensor>&
 }
 
 // A copy of `model` under `narrow`, each decoder-layer tensor passed through
-// `select(layer, name within the layer, tensor)` (the rest copied as they are).
+// `select(layer, name within the layer, tensor)`.
 absl::StatusOr<LlamaModel> Rebuild(
-    LlamaModel& model, const LlamaConfig& narrow,
+    const LlamaModel& model, const LlamaConfig& narrow,
     const std::function<at::Tensor(int64_t, const std::string&, const at::Tensor&)>& select) {
-  std::map<std::string, at::Tensor> by_name;
-  for (auto& [name, tensor] : model.NamedParameters()) by_name[name] = tensor->detach();
-  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    std::string mapped = name;
-    if (mapped == "lm_head.weight" && model.config().tie_word_embeddings)
-      mapped = "model.embed_tokens.weight";
-    auto it = by_name.find(mapped);
-    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("model has no ", mapped));
-    if (name.rfind("model.layers.", 0) != 0) return it->second.clone();
-    const size_t dot = name.find('.', 13);
-    return select(std::stoll(name.substr(13, dot - 13)), name.substr(dot + 1), it->second);
-  };
-  return LlamaModel::FromTensors(narrow, source, model.dtype(), model.device());
+  return model.Derive(narrow, [&](int64_t layer, const std::string& name) {
+    auto t = model.LayerTensor(layer, name);
+    return t.ok() ? absl::StatusOr<at::Tensor>(select(layer, name, *t)) : t;
+  });
 }
 
 }  // namespace
@@ -210,8 +201,8 @@ double SparsityMasks::Sparsity() const {
   return total > 0 ? pruned / total : 0.0;
 }
 
-absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod method, double sparsity,
-                                            const std::vector<at::Tensor>& batches,
+absl::StatusOr<LlamaModel> PruneMlpChannels(const LlamaModel& model, PruneMethod method,
+                                            double sparsity, const std::vector<at::Tensor>& batches,
                                             std::vector<at::Tensor>* kept_out) {
   c10::NoGradGuard no_grad;
   const LlamaConfig& config = model.config();
@@ -250,7 +241,7 @@ absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod metho
   return narrowed;
 }
 
-absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod method,
+absl::StatusOr<LlamaModel> PruneAttentionHeads(const LlamaModel& model, PruneMethod method,
                                                double sparsity,
                                                const std::vector<at::Tensor>& batches,
                                                std::vector<at::Tensor>* kept_out) {

@@ -83,8 +83,8 @@ class SparsityMasks {
 // with those channels zeroed. A channel's score is the L2 norm of its down_proj column times
 // either the L2 norm of its activation over `batches` (wanda) or of its up_proj row (magnitude).
 // `kept`, when given, receives each layer's kept channel indices (ascending).
-absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod method, double sparsity,
-                                            const std::vector<at::Tensor>& batches,
+absl::StatusOr<LlamaModel> PruneMlpChannels(const LlamaModel& model, PruneMethod method,
+                                            double sparsity, const std::vector<at::Tensor>& batches,
                                             std::vector<at::Tensor>* kept = nullptr);
 
 // Structured pruning of attention: in every layer, the `sparsity` fraction of key/value heads with
@@ -93,7 +93,7 @@ absl::StatusOr<LlamaModel> PruneMlpChannels(LlamaModel& model, PruneMethod metho
 // original computes with those heads' outputs zeroed. A group's score sums, over its o_proj input
 // columns, the column's L2 norm times either the column's input norm over `batches` (wanda) or,
 // for magnitude, the group's v_proj rows' norm. `kept` receives each layer's kept key/value heads.
-absl::StatusOr<LlamaModel> PruneAttentionHeads(LlamaModel& model, PruneMethod method,
+absl::StatusOr<LlamaModel> PruneAttentionHeads(const LlamaModel& model, PruneMethod method,
                                                double sparsity,
                                                const std::vector<at::Tensor>& batches,
                                                std::vector<at::Tensor>* kept = nullptr);

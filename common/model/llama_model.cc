@@ -364,6 +364,32 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids,
   return Head(h);
 }
 
+absl::StatusOr<at::Tensor> LlamaModel::LayerTensor(int64_t layer, const std::string& name) const {
+  if (layer < 0 || layer >= num_layers())
+    return absl::NotFoundError(absl::StrCat("no decoder layer ", layer));
+  // Tensors() hands out pointers for loading; here they are only read.
+  for (auto& [n, t] : const_cast<DecoderLayer&>(layers_[layer]).Tensors()) {
+    if (n == name) return t->detach();
+  }
+  return absl::NotFoundError(absl::StrCat("no tensor ", LayerName(layer, name)));
+}
+
+absl::StatusOr<LlamaModel> LlamaModel::Derive(const LlamaConfig& config,
+                                              const LayerTensorSource& layer_tensor) const {
+  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    constexpr size_t kPrefix = sizeof(kLayerPrefix) - 1;
+    if (name.rfind(kLayerPrefix, 0) == 0) {
+      const size_t dot = name.find('.', kPrefix);
+      return layer_tensor(std::stoll(name.substr(kPrefix, dot - kPrefix)), name.substr(dot + 1));
+    }
+    if (name == "model.embed_tokens.weight") return embed_tokens_.detach().clone();
+    if (name == "model.norm.weight") return norm_.detach().clone();
+    if (name == "lm_head.weight") return lm_head_.detach().clone();  // the embeddings when tied
+    return absl::NotFoundError(absl::StrCat("no tensor ", name));
+  };
+  return FromTensors(config, source, dtype(), device());
+}
+
 std::vector<std::pair<std::string, at::Tensor*>> LlamaModel::NamedParameters() {
   std::vector<std::pair<std::string, at::Tensor*>> out;
   out.emplace_back("model.embed_tokens.weight", &embed_tokens_);

@@ -107,6 +107,16 @@ class LlamaModel {
   // (what hidden-state distillation compares).
   at::Tensor Forward(const at::Tensor& ids, std::vector<at::Tensor>* layer_outputs) const;
 
+  // Decoder layer `layer`'s tensor `name` ("mlp.up_proj.weight"), detached, not copied.
+  absl::StatusOr<at::Tensor> LayerTensor(int64_t layer, const std::string& name) const;
+  // A model of `config` made from this one: the embeddings, final norm and head are copied, and
+  // tensor `name` of the new model's decoder layer `layer` is `layer_tensor(layer, name)`
+  // (cutting layers for a student, narrowing them for structured pruning).
+  using LayerTensorSource =
+      std::function<absl::StatusOr<at::Tensor>(int64_t layer, const std::string& name)>;
+  absl::StatusOr<LlamaModel> Derive(const LlamaConfig& config,
+                                    const LayerTensorSource& layer_tensor) const;
+
   // Every trainable tensor once, under its Hugging Face name (a tied head is not repeated).
   std::vector<std::pair<std::string, at::Tensor*>> NamedParameters();
   int64_t NumParameters() const;

@@ -16,10 +16,6 @@
 namespace squeeze {
 namespace {
 
-std::string LayerTensor(int64_t layer, const std::string& suffix) {
-  return absl::StrCat("model.layers.", layer, ".", suffix);
-}
-
 // Rows per chunk of the fused loss: about 64 Mi float32 elements per temporary.
 int64_t LossChunkRows(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 26) / vocab); }
 
@@ -146,9 +142,6 @@ std::vector<int64_t> EveryKthLayer(int64_t num_layers, int64_t k) {
 absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
                                                     const std::vector<int64_t>& layers) {
   if (layers.empty()) return absl::InvalidArgumentError("student.layers: at least one layer");
-  LlamaModel& t = const_cast<LlamaModel&>(teacher);  // read-only use of NamedParameters
-  std::map<std::string, at::Tensor> by_name;
-  for (auto& [name, tensor] : t.NamedParameters()) by_name[name] = *tensor;
   LlamaConfig config = teacher.config();
   config.num_hidden_layers = static_cast<int64_t>(layers.size());
   for (int64_t l : layers) {
@@ -157,20 +150,10 @@ absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
                                                      " is outside 0..", teacher.num_layers() - 1));
     }
   }
-  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    std::string mapped = name;
-    if (name.rfind("model.layers.", 0) == 0) {
-      const size_t dot = name.find('.', 13);
-      const int64_t j = std::stoll(name.substr(13, dot - 13));
-      mapped = LayerTensor(layers[j], name.substr(dot + 1));
-    }
-    if (mapped == "lm_head.weight" && teacher.config().tie_word_embeddings)
-      mapped = "model.embed_tokens.weight";
-    auto it = by_name.find(mapped);
-    if (it == by_name.end()) return absl::NotFoundError(absl::StrCat("teacher has no ", mapped));
-    return it->second.detach().clone();
-  };
-  return LlamaModel::FromTensors(config, source, teacher.dtype(), teacher.device());
+  return teacher.Derive(config, [&](int64_t j, const std::string& name) {
+    auto t = teacher.LayerTensor(layers[j], name);
+    return t.ok() ? absl::StatusOr<at::Tensor>(t->clone()) : t;
+  });
 }
 
 at::Tensor SoftTargetLoss(const at::Tensor& student_logits, const at::Tensor& teacher_logits,

@@ -71,17 +71,16 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   auto teacher = LoadModel(*teacher_dir, at::kFloat, ctx.device());
   if (!teacher.ok()) return teacher.status();
   const uint64_t seed = spec.value("seed", uint64_t{0});
-  absl::StatusOr<LlamaModel> student = absl::UnknownError("no student");
-  if (original_teacher) {
+  auto build_student = [&]() -> absl::StatusOr<LlamaModel> {
+    if (!original_teacher) return BuildStudent(spec, *teacher, seed);
     auto source_dir =
         ctx.store().LocalDirectory(lease.inputs().at("model"), ctx.scratch_dir() + "/student");
     if (!source_dir.ok()) return source_dir.status();
     auto source = LoadModel(*source_dir, at::kFloat, ctx.device());
     if (!source.ok()) return source.status();
-    student = BuildStudent(spec, *source, seed);
-  } else {
-    student = BuildStudent(spec, *teacher, seed);
-  }
+    return BuildStudent(spec, *source, seed);
+  };
+  auto student = build_student();
   if (!student.ok()) return student.status();
   if (ctx.device().is_cuda()) *teacher = teacher->To(ctx.device(), at::kBFloat16);
   const DistillOptions options = DistillOptionsOf(spec);
@@ -149,6 +148,16 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   const json prune = spec.value("prune", json());
   const bool sparse = spec.value("keep_sparsity", false) || prune.is_object();
   std::optional<SparsityMasks> masks;
+  PruneMethod prune_method = PruneMethod::kWanda;
+  PrunePattern prune_pattern = PrunePattern::kUnstructured;
+  if (prune.is_object()) {
+    auto method = ParsePruneMethod(prune["method"].get<std::string>());
+    if (!method.ok()) return method.status();
+    auto pattern = ParsePrunePattern(prune["pattern"].get<std::string>());
+    if (!pattern.ok()) return pattern.status();
+    prune_method = *method;
+    prune_pattern = *pattern;
+  }
   DistillationObjective objective(&*teacher, options, student->config(), ctx.device());
   const int64_t top_k =
       spec.contains("teacher_logits") ? spec["teacher_logits"].value("top_k", int64_t{0}) : 0;
@@ -280,10 +289,6 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     const int64_t rounds = prune["rounds"], recover = prune["recover_steps"];
     if (step % recover != 0 || step / recover >= rounds) return absl::OkStatus();
     const int64_t round = step / recover;
-    auto method = ParsePruneMethod(prune["method"].get<std::string>());
-    if (!method.ok()) return method.status();
-    auto pattern = ParsePrunePattern(prune["pattern"].get<std::string>());
-    if (!pattern.ok()) return pattern.status();
     const double target = prune["sparsity"].get<double>() * (round + 1) / rounds;
     // The same calibration windows on every rank, so every rank prunes the same weights.
     const WindowSampler sampler(*train, to.seq_len, to.seed ^ 0x7072756e65ull);
@@ -292,7 +297,8 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
       batches.push_back(sampler.Batch(round, i, to.batch_size / to.grad_accum));
     const double before = eval_perplexity();
     if (!prune_rounds.empty()) prune_rounds.back()["perplexity_after_recovery"] = before;
-    if (auto s = masks->Prune(*student, *method, *pattern, target, batches); !s.ok()) return s;
+    if (auto s = masks->Prune(*student, prune_method, prune_pattern, target, batches); !s.ok())
+      return s;
     const double after = eval_perplexity();
     const double sparsity = LinearSparsity(*student);
     prune_rounds.push_back({{"round", round + 1},
