@@ -28,6 +28,10 @@ for p in "${pkgs[@]}"; do
   fi
 done
 
+# node and npm run test peers (s3rver); a node that brings its own npm needs no Debian npm.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   sudo_cmd=()

@@ -3,6 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/install-deps.sh"
+"$root/scripts/install-test-peers.sh"
 "$root/scripts/build.sh" -DSQUEEZE_WERROR=ON
 cd "${SQUEEZE_BUILD_DIR:-$root/build}"
 ctest --output-on-failure -j"$(nproc)" --timeout 600

@@ -37,9 +37,25 @@ class InstrumentedStore : public ArtifactStore {
   }
 
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
-                            const ArtifactProvenance& provenance) override {
-    return Count("put", inner_->PutDirectory(local_dir, uri, provenance),
+                            const ArtifactProvenance& provenance,
+                            const PutOptions& options) override {
+    return Count("put", inner_->PutDirectory(local_dir, uri, provenance, options),
                  DirectoryBytes(local_dir));
+  }
+  absl::StatusOr<StoredFile> PutFileBlob(const std::string& uri, const std::string& name,
+                                         const std::string& local_path, bool consume) override {
+    std::error_code ec;
+    const int64_t bytes = static_cast<int64_t>(fs::file_size(local_path, ec));
+    auto stored = inner_->PutFileBlob(uri, name, local_path, consume);
+    Record("put", stored.ok(), stored.ok() ? bytes : 0);
+    return stored;
+  }
+  absl::Status PutManifest(const std::string& uri, const std::vector<StoredFile>& files,
+                           const ArtifactProvenance& provenance) override {
+    return Count("put", inner_->PutManifest(uri, files, provenance), 0);
+  }
+  absl::StatusOr<std::vector<StoredFile>> Files(const std::string& uri) override {
+    return inner_->Files(uri);
   }
   absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
                                              const std::string& scratch) override {

@@ -576,11 +576,12 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
 
 namespace {
 
-// A model in S3 is checked without downloading it: config.json, and each safetensors header read
-// by range and validated against the file's size.
-absl::StatusOr<LlamaConfig> CheckRemoteModel(const std::string& uri) {
-  const size_t bucket_end = uri.find('/', 5);
-  auto store = OpenArtifactStore(uri.substr(0, bucket_end));
+// A model in the store (an S3 prefix, or an artifact written by `squeezectl store-put` on either
+// backend) is checked without downloading it: config.json, and each safetensors header read by
+// range and validated against the file's size.
+absl::StatusOr<LlamaConfig> CheckStoredModel(const std::string& uri) {
+  auto store = OpenArtifactStore(uri.rfind("s3://", 0) == 0 ? uri.substr(0, uri.find('/', 5))
+                                                            : std::string("file://"));
   if (!store.ok())
     return absl::Status(store.status().code(), absl::StrCat("model: ", store.status().message()));
   auto model_error = [&](const absl::Status& s) {
@@ -688,22 +689,30 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   namespace fs = std::filesystem;
   std::optional<LlamaConfig> config;
   if (recipe.model.rfind("s3://", 0) == 0) {
-    auto remote = CheckRemoteModel(recipe.model);
+    auto remote = CheckStoredModel(recipe.model);
     if (!remote.ok()) return remote.status();
     config = *remote;
   } else {
     auto model = LocalPathOf(recipe.model, "model");
     if (!model.ok()) return model.status();
-    if (!fs::is_directory(*model)) {
+    std::error_code ec;
+    if (!fs::is_directory(*model, ec)) {
       return absl::NotFoundError(absl::StrCat("model: \"", *model, "\" is not a directory"));
     }
-    auto local = LoadLlamaConfig(*model);
-    if (!local.ok())
-      return absl::InvalidArgumentError(absl::StrCat("model: ", local.status().message()));
-    auto weights = CheckpointReader::Open(*model);
-    if (!weights.ok())
-      return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
-    config = *local;
+    if (fs::exists(fs::path(*model) / "manifest.json", ec)) {
+      // An artifact written through the store: its files are blobs named by its manifest.
+      auto stored = CheckStoredModel(*model);
+      if (!stored.ok()) return stored.status();
+      config = *stored;
+    } else {
+      auto local = LoadLlamaConfig(*model);
+      if (!local.ok())
+        return absl::InvalidArgumentError(absl::StrCat("model: ", local.status().message()));
+      auto weights = CheckpointReader::Open(*model);
+      if (!weights.ok())
+        return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
+      config = *local;
+    }
   }
   // Quantization and distillation settings that cannot fit the model's shapes are known now, not
   // in a worker later. A distill stage changes the model the later stages see.

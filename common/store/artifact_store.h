@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -26,16 +27,56 @@ struct ArtifactProvenance {
   std::map<std::string, std::string> sources;  // input name -> URI (their digests are added)
 };
 
+struct PutOptions {
+  // Keep the artifact's blobs inside it (URI/.blobs/) instead of the store's shared pool, so that
+  // deleting the artifact frees them at once and replacing it frees the blobs it no longer
+  // names. For task checkpoints: private to one task, replaced often, deleted when done.
+  bool private_blobs = false;
+};
+inline PutOptions CheckpointPutOptions() {
+  PutOptions o;
+  o.private_blobs = true;
+  return o;
+}
+
+// One file of an artifact as its manifest lists it.
+struct StoredFile {
+  std::string name;
+  std::string digest;  // "sha256:<hex>"
+  int64_t size = 0;
+};
+
 class ArtifactStore {
  public:
   virtual ~ArtifactStore() = default;
 
+  // Artifacts built a file at a time (a model written layer by layer as it is compressed): each
+  // file is stored as soon as it is finished, and the artifact is committed when all are.
+  // Stores the file at `local_path` where the blobs of an artifact at `uri` go and returns its
+  // manifest entry under `name`. With `consume` the caller gives the file away: the file
+  // backend moves it into the store instead of copying it, and the path is gone afterwards.
+  // Until a manifest names it, the blob is garbage once older than collection's grace period.
+  virtual absl::StatusOr<StoredFile> PutFileBlob(const std::string& uri, const std::string& name,
+                                                 const std::string& local_path, bool consume) = 0;
+  // Commits the artifact at `uri` with files stored by PutFileBlob for the same `uri`.
+  virtual absl::Status PutManifest(const std::string& uri, const std::vector<StoredFile>& files,
+                                   const ArtifactProvenance& provenance) = 0;
+  // The files an artifact's manifest lists.
+  virtual absl::StatusOr<std::vector<StoredFile>> Files(const std::string& uri) = 0;
+
   // Stores the regular files of `local_dir` (names starting with '.' skipped) as the artifact at
-  // `uri`. The artifact appears whole or not at all; an existing one is replaced.
+  // `uri`. The artifact appears whole or not at all; an existing one is replaced. Blobs go to
+  // the store's shared pool when `uri` lies under the store's root; an artifact elsewhere keeps
+  // its blobs inside itself, so that no garbage collection of the root can take them.
   virtual absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
-                                    const ArtifactProvenance& provenance) = 0;
+                                    const ArtifactProvenance& provenance,
+                                    const PutOptions& options) = 0;
+  absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
+                            const ArtifactProvenance& provenance) {
+    return PutDirectory(local_dir, uri, provenance, PutOptions{});
+  }
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri) {
-    return PutDirectory(local_dir, uri, ArtifactProvenance{});
+    return PutDirectory(local_dir, uri, ArtifactProvenance{}, PutOptions{});
   }
   // A local directory holding the artifact's files, each verified against its digest: placed
   // into `scratch` (hard links on the file backend, streamed downloads otherwise). A plain
@@ -64,10 +105,15 @@ class ArtifactStore {
     int64_t blobs_deleted = 0;
     int64_t bytes_deleted = 0;
     int64_t uploads_aborted = 0;  // multipart uploads abandoned by clients that died
+    // Set when the server cannot list multipart uploads (some S3-compatible servers answer 501):
+    // blobs were still collected, but no abandoned upload could be found or aborted.
+    std::string uploads_not_listed;
   };
   // Deletes blobs under the store's root that no manifest references and that are older than
   // `grace_seconds` (a younger one may belong to an upload whose manifest is not written yet),
-  // and abandoned partial uploads of the same age.
+  // and abandoned partial uploads of the same age. Everything is listed and every manifest read
+  // before anything is deleted: a listing that fails, or a manifest that cannot be read or
+  // parsed, fails the collection with nothing deleted.
   virtual absl::StatusOr<GcReport> CollectGarbage(int64_t grace_seconds) = 0;
 };
 

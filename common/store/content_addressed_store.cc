@@ -3,8 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -43,6 +45,15 @@ std::string MediaType(const std::string& name) {
 
 bool IsS3(absl::string_view uri) { return uri.substr(0, 5) == "s3://"; }
 
+// A failed local write: a full disk is final (ResourceExhausted), anything else may pass.
+absl::Status WriteError(const std::string& path) {
+  const int e = errno;
+  const std::string message = absl::StrCat("cannot write ", path, ": ", std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT)
+    return absl::ResourceExhaustedError(absl::StrCat(message, " (the local disk is full)"));
+  return absl::UnavailableError(message);
+}
+
 struct Manifest {
   json files;
   std::string blob_root;
@@ -55,9 +66,8 @@ class ContentAddressedStore : public ArtifactStore {
         file_(NewFileObjectBackend(options.sync_file_writes)) {}
 
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
-                            const ArtifactProvenance& provenance) override {
-    auto backend = For(uri);
-    if (!backend.ok()) return backend.status();
+                            const ArtifactProvenance& provenance,
+                            const PutOptions& options) override {
     const std::string target = TrimSlashes(uri);
     std::error_code ec;
     std::vector<fs::path> paths;
@@ -66,47 +76,37 @@ class ContentAddressedStore : public ArtifactStore {
     }
     if (ec) return absl::NotFoundError(absl::StrCat(local_dir, ": ", ec.message()));
     std::sort(paths.begin(), paths.end());
-    // Blobs go to the store's root in the artifact's own backend.
-    std::string blob_root = BlobRootFor(target);
-    auto blobs = For(blob_root);
-    if (!blobs.ok()) return blobs.status();
-    json files = json::array();
+    const std::string blob_root =
+        options.private_blobs ? PrivateBlobRoot(target) : BlobRootFor(target);
+    std::vector<StoredFile> files;
     for (const fs::path& p : paths) {
-      auto digest = (*blobs)->PutBlob(blob_root, p.string());
-      if (!digest.ok()) {
-        return absl::Status(
-            digest.status().code(),
-            absl::StrCat("storing ", p.string(), " in ", uri, ": ", digest.status().message()));
-      }
-      files.push_back({{"name", p.filename().string()},
-                       {"digest", "sha256:" + *digest},
-                       {"size", static_cast<int64_t>(fs::file_size(p))},
-                       {"media_type", MediaType(p.filename().string())}});
+      auto stored = StoreBlob(target, blob_root, p.filename().string(), p.string(), false);
+      if (!stored.ok()) return stored.status();
+      files.push_back(*std::move(stored));
     }
-    json sources = json::array();
-    for (const auto& [name, source] : provenance.sources) {
-      json entry = {{"name", name}, {"uri", source}};
-      // A source that is itself an artifact is pinned by its manifest's digest.
-      if (auto text = ReadManifestText(source); text.ok()) {
-        entry["digest"] = "sha256:" + Sha256Hex(*text);
-      }
-      sources.push_back(std::move(entry));
+    return CommitManifest(target, blob_root, files, provenance);
+  }
+
+  absl::StatusOr<StoredFile> PutFileBlob(const std::string& uri, const std::string& name,
+                                         const std::string& local_path, bool consume) override {
+    const std::string target = TrimSlashes(uri);
+    return StoreBlob(target, BlobRootFor(target), name, local_path, consume);
+  }
+
+  absl::Status PutManifest(const std::string& uri, const std::vector<StoredFile>& files,
+                           const ArtifactProvenance& provenance) override {
+    const std::string target = TrimSlashes(uri);
+    return CommitManifest(target, BlobRootFor(target), files, provenance);
+  }
+
+  absl::StatusOr<std::vector<StoredFile>> Files(const std::string& uri) override {
+    auto manifest = ReadManifest(uri);
+    if (!manifest.ok()) return manifest.status();
+    std::vector<StoredFile> out;
+    for (const json& f : manifest->files) {
+      out.push_back({f.value("name", ""), f.value("digest", ""), f.value("size", int64_t{0})});
     }
-    json origin = {{"code_version", CodeVersion()},
-                   {"created_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::system_clock::now().time_since_epoch())
-                                           .count()},
-                   {"sources", sources}};
-    if (!provenance.job_id.empty()) origin["job_id"] = provenance.job_id;
-    if (!provenance.stage.empty()) origin["stage"] = provenance.stage;
-    if (!provenance.stage_spec.empty()) {
-      json spec = json::parse(provenance.stage_spec, nullptr, false);
-      origin["stage_spec"] = spec.is_discarded() ? json(provenance.stage_spec) : spec;
-    }
-    const json manifest = {
-        {"schema", kSchema}, {"files", files}, {"blob_root", blob_root}, {"provenance", origin}};
-    // The commit point: until this object exists, the artifact does not.
-    return (*backend)->Put(ManifestUri(target), manifest.dump(2) + "\n");
+    return out;
   }
 
   absl::StatusOr<std::string> LocalDirectory(const std::string& uri,
@@ -195,7 +195,14 @@ class ContentAddressedStore : public ArtifactStore {
       if (auto s = (*backend)->Delete(o.uri); !s.ok() && !absl::IsNotFound(s)) return s;
     }
     auto self = (*backend)->Delete(target);
-    return absl::IsNotFound(self) ? absl::OkStatus() : self;
+    if (!self.ok() && !absl::IsNotFound(self)) return self;
+    // Its reference under the root, if it had one: from now on its blobs may be collected.
+    if (HasRoot() && !IsS3(root_) == !IsS3(target) && !IsUnderRoot(target)) {
+      auto ref = (*backend)->Delete(ManifestUri(ReferenceUri(target)));
+      if (!ref.ok() && !absl::IsNotFound(ref)) return ref;
+      (*backend)->Delete(ReferenceUri(target)).IgnoreError();
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::string> ReadArtifactRange(const std::string& uri, const std::string& name,
@@ -234,6 +241,8 @@ class ContentAddressedStore : public ArtifactStore {
     if (!HasRoot()) return absl::FailedPreconditionError("garbage collection needs a store root");
     auto backend = For(root_);
     if (!backend.ok()) return backend.status();
+    // Phase 1: every listing and every manifest, before anything is deleted. Whatever fails here
+    // fails the collection with the store untouched.
     auto objects = (*backend)->List(root_ + "/");
     if (!objects.ok()) return objects.status();
     const std::string blob_root = root_ + "/blobs/sha256";
@@ -245,16 +254,40 @@ class ContentAddressedStore : public ArtifactStore {
         blobs.push_back(&o);
       } else if (absl::EndsWith(o.uri, std::string("/") + kManifest)) {
         auto text = (*backend)->Get(o.uri, 0, -1);
-        if (!text.ok()) return text.status();
+        if (!text.ok()) {
+          if (absl::IsNotFound(text.status())) continue;  // deleted since the listing
+          return absl::Status(text.status().code(),
+                              absl::StrCat("garbage collection stopped before deleting anything: ",
+                                           text.status().message()));
+        }
         const json manifest = json::parse(*text, nullptr, false);
-        if (manifest.is_discarded() || !manifest.contains("files")) continue;
+        if (manifest.is_discarded() || !manifest.contains("files") ||
+            !manifest["files"].is_array()) {
+          // Its blobs cannot be told apart from garbage; deleting them could lose the artifact.
+          return absl::DataLossError(
+              absl::StrCat(o.uri,
+                           ": not a readable manifest; garbage collection stopped before deleting "
+                           "anything (repair or delete this artifact first)"));
+        }
         for (const json& f : manifest["files"]) {
-          const std::string digest = f.value("digest", "");
+          const std::string digest = f.is_object() ? f.value("digest", "") : "";
           if (digest.size() == 71) referenced.insert(digest.substr(7));
         }
       }
     }
     GcReport report;
+    std::vector<PartialUpload> stale;
+    auto uploads = (*backend)->ListStaleUploads(blob_root + "/", grace_seconds);
+    if (uploads.ok()) {
+      stale = *std::move(uploads);
+    } else if (absl::IsUnimplemented(uploads.status())) {
+      report.uploads_not_listed = std::string(uploads.status().message());
+    } else {
+      return absl::Status(uploads.status().code(),
+                          absl::StrCat("garbage collection stopped before deleting anything: ",
+                                       uploads.status().message()));
+    }
+    // Phase 2: deletions.
     for (const ObjectInfo* b : blobs) {
       const bool partial = b->uri.rfind(partial_prefix, 0) == 0;
       const std::string digest = b->uri.substr(b->uri.rfind('/') + 1);
@@ -266,22 +299,133 @@ class ContentAddressedStore : public ArtifactStore {
       ++report.blobs_deleted;
       report.bytes_deleted += b->size;
     }
-    auto aborted = (*backend)->AbortStaleUploads(blob_root + "/", grace_seconds);
-    if (!aborted.ok()) return aborted.status();
-    report.uploads_aborted = *aborted;
+    for (const PartialUpload& u : stale) {
+      if (auto s = (*backend)->AbortUpload(u); !s.ok() && !absl::IsNotFound(s)) return s;
+      ++report.uploads_aborted;
+    }
     return report;
   }
 
  private:
+  absl::StatusOr<StoredFile> StoreBlob(const std::string& target, const std::string& blob_root,
+                                       const std::string& name, const std::string& path,
+                                       bool consume) {
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+      return absl::InvalidArgumentError(absl::StrCat("\"", name, "\": not a file name"));
+    auto blobs = For(blob_root);
+    if (!blobs.ok()) return blobs.status();
+    std::error_code ec;
+    const int64_t size = static_cast<int64_t>(fs::file_size(path, ec));
+    if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
+    auto digest =
+        consume ? (*blobs)->MoveBlob(blob_root, path) : (*blobs)->PutBlob(blob_root, path);
+    if (!digest.ok()) {
+      return absl::Status(digest.status().code(), absl::StrCat("storing ", path, " in ", target,
+                                                               ": ", digest.status().message()));
+    }
+    return StoredFile{name, "sha256:" + *digest, size};
+  }
+
+  // Writes the manifest of `target` (and its reference under the root, when it needs one),
+  // then frees the private blobs of the artifact it replaces that it no longer names.
+  absl::Status CommitManifest(const std::string& target, const std::string& blob_root,
+                              const std::vector<StoredFile>& stored,
+                              const ArtifactProvenance& provenance) {
+    auto backend = For(target);
+    if (!backend.ok()) return backend.status();
+    auto blobs = For(blob_root);
+    if (!blobs.ok()) return blobs.status();
+    // The blobs of the artifact this one replaces, freed below when nothing else names them.
+    std::set<std::string> superseded;
+    if (auto old = ReadManifest(target); old.ok() && old->blob_root == PrivateBlobRoot(target)) {
+      for (const json& f : old->files) {
+        const std::string digest = f.value("digest", "");
+        if (digest.size() == 71) superseded.insert(digest.substr(7));
+      }
+    }
+    json files = json::array();
+    for (const StoredFile& f : stored) {
+      files.push_back({{"name", f.name},
+                       {"digest", f.digest},
+                       {"size", f.size},
+                       {"media_type", MediaType(f.name)}});
+    }
+    json sources = json::array();
+    for (const auto& [name, source] : provenance.sources) {
+      json entry = {{"name", name}, {"uri", source}};
+      // A source that is itself an artifact is pinned by its manifest's digest.
+      if (auto text = ReadManifestText(source); text.ok()) {
+        entry["digest"] = "sha256:" + Sha256Hex(*text);
+      }
+      sources.push_back(std::move(entry));
+    }
+    json origin = {{"code_version", CodeVersion()},
+                   {"created_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count()},
+                   {"sources", sources}};
+    if (!provenance.job_id.empty()) origin["job_id"] = provenance.job_id;
+    if (!provenance.stage.empty()) origin["stage"] = provenance.stage;
+    if (!provenance.stage_spec.empty()) {
+      json spec = json::parse(provenance.stage_spec, nullptr, false);
+      origin["stage_spec"] = spec.is_discarded() ? json(provenance.stage_spec) : spec;
+    }
+    const json manifest = {
+        {"schema", kSchema}, {"files", files}, {"blob_root", blob_root}, {"provenance", origin}};
+    const bool referenced = NeedsReference(target, blob_root);
+    if (referenced) {
+      const json reference = {
+          {"schema", "squeeze.reference.v1"}, {"artifact", target}, {"files", files}};
+      if (auto s = (*backend)->Put(ManifestUri(ReferenceUri(target)), reference.dump(2) + "\n");
+          !s.ok())
+        return s;
+    }
+    // The commit point: until this object exists, the artifact does not.
+    if (auto s = (*backend)->Put(ManifestUri(target), manifest.dump(2) + "\n"); !s.ok()) {
+      if (referenced) (*backend)->Delete(ManifestUri(ReferenceUri(target))).IgnoreError();
+      return s;
+    }
+    // Private blobs belong to this artifact alone: those the new manifest no longer names go now.
+    for (const StoredFile& f : stored) superseded.erase(f.digest.substr(7));
+    for (const std::string& digest : superseded) {
+      (*blobs)->Delete(BlobUri(PrivateBlobRoot(target), digest)).IgnoreError();  // GC-able anyway
+    }
+    return absl::OkStatus();
+  }
+
   static std::string ManifestUri(const std::string& uri) {
     return absl::StrCat(TrimSlashes(uri), "/", kManifest);
   }
 
-  // The store's blob directory when `uri` is in the same backend as the root; otherwise (or with
-  // no root) one inside the artifact, so that it stays self-contained.
+  // The store's blob pool when `uri` is in the root's backend; otherwise (or with no root) one
+  // inside the artifact, so that it stays self-contained.
   std::string BlobRootFor(const std::string& uri) const {
     if (HasRoot() && IsS3(root_) == IsS3(uri)) return root_ + "/blobs/sha256";
-    return uri + "/.blobs/sha256";
+    return PrivateBlobRoot(uri);
+  }
+  // Garbage collection reads only the manifests under the root. An artifact outside the root
+  // whose blobs are in the root's pool is recorded under the root too, by a copy of its file list
+  // at ROOT/refs/<sha256 of its URI>/manifest.json, written before its manifest and deleted with
+  // it; without it, collection would take its blobs.
+  std::string ReferenceUri(const std::string& target) const {
+    return absl::StrCat(root_, "/refs/", Sha256Hex(target));
+  }
+  bool NeedsReference(const std::string& target, const std::string& blob_root) const {
+    return HasRoot() && blob_root == root_ + "/blobs/sha256" && !IsUnderRoot(target);
+  }
+  static std::string PrivateBlobRoot(const std::string& uri) { return uri + "/.blobs/sha256"; }
+  bool IsUnderRoot(const std::string& uri) const {
+    if (IsS3(root_)) return absl::StartsWith(uri, root_ + "/");
+    if (IsS3(uri)) return false;
+    // file:// URIs and plain paths name the same files; compare paths, normalized.
+    std::error_code ec;
+    const fs::path root = fs::absolute(FilePathOfUri(root_), ec).lexically_normal();
+    const fs::path path = fs::absolute(FilePathOfUri(uri), ec).lexically_normal();
+    auto r = root.begin(), p = path.begin();
+    for (; r != root.end() && p != path.end() && *r == *p; ++r, ++p) {
+    }
+    const bool root_consumed = r == root.end() || (r->empty() && std::next(r) == root.end());
+    return root_consumed && p != path.end();
   }
   // Opened on a real root, not the bare "file://" of a client that only reads.
   bool HasRoot() const { return IsS3(root_) || !FilePathOfUri(root_).empty(); }
@@ -337,11 +481,10 @@ class ContentAddressedStore : public ArtifactStore {
     absl::Status streamed = backend.GetTo(blob, [&](absl::string_view chunk) {
       hash.Update(chunk);
       if (std::fwrite(chunk.data(), 1, chunk.size(), out) != chunk.size())
-        return absl::UnavailableError(absl::StrCat("cannot write ", partial));
+        return WriteError(partial);
       return absl::OkStatus();
     });
-    if (std::fclose(out) != 0 && streamed.ok())
-      streamed = absl::UnavailableError(absl::StrCat("cannot write ", partial));
+    if (std::fclose(out) != 0 && streamed.ok()) streamed = WriteError(partial);
     if (streamed.ok() && std::rename(partial.c_str(), local.c_str()) != 0)
       streamed = absl::UnavailableError(absl::StrCat("cannot rename ", partial));
     if (!streamed.ok()) {

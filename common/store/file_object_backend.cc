@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -33,8 +34,14 @@ std::string UniqueSuffix() {
 absl::Status Errno(absl::string_view what, const std::string& path) {
   const int e = errno;
   const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  return e == ENOENT || e == ENOTDIR ? absl::NotFoundError(message)
-                                     : absl::UnavailableError(message);
+  if (e == ENOENT || e == ENOTDIR) return absl::NotFoundError(message);
+  // A full disk or quota is not transient: retrying the same write fails the same way, so it is
+  // reported at once as what it is.
+  if (e == ENOSPC || e == EDQUOT) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(message, " (the store's filesystem is full: free space or move the store)"));
+  }
+  return absl::UnavailableError(message);
 }
 
 class Fd {
@@ -141,9 +148,6 @@ class FileObjectBackend : public ObjectBackend {
     const int64_t size = st.st_size;
     const std::string root = FilePathOfUri(blob_root);
     const std::string tmp = absl::StrCat(root, "/tmp/blob", UniqueSuffix());
-    if (auto s = MakeParents(tmp); !s.ok()) return s;
-    Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
-    if (!out.ok()) return Errno("cannot create", tmp);
     // The digest and the copy are independent passes over the source: the kernel copies on one
     // core while the hash runs on another, so hashing costs little wall time over a plain copy.
     std::string digest;
@@ -156,24 +160,62 @@ class FileObjectBackend : public ObjectBackend {
         hashed = hex.status();
       }
     });
-    absl::Status copied = CopyContents(in.get(), out.get(), size, tmp, sync_);
-    hasher.join();
-    if (copied.ok()) copied = hashed;
+    absl::Status copied = MakeParents(tmp);
+    std::optional<Fd> out;
     if (copied.ok()) {
-      const std::string target = FilePathOfUri(BlobUri(blob_root, digest));
-      struct stat existing;
-      if (::stat(target.c_str(), &existing) == 0 && existing.st_size == size) {
-        ::unlink(tmp.c_str());  // content addressing: this blob is already stored
-        return digest;
-      }
-      copied = MakeParents(target);
-      if (copied.ok()) copied = Commit(out.get(), tmp, target, sync_);
+      out.emplace(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+      if (!out->ok()) copied = Errno("cannot create", tmp);
     }
+    if (copied.ok()) copied = CopyContents(in.get(), out->get(), size, tmp, sync_);
+    hasher.join();
+    if (!hashed.ok()) {
+      ::unlink(tmp.c_str());
+      return hashed;
+    }
+    const std::string target = FilePathOfUri(BlobUri(blob_root, digest));
+    struct stat existing;
+    if (::stat(target.c_str(), &existing) == 0 && existing.st_size == size) {
+      // Content addressing: this blob is already stored, so storing it again costs no space (it
+      // succeeds on a full disk). Its time is refreshed so that garbage collection's grace
+      // period protects it until the manifest that now names it is written.
+      ::unlink(tmp.c_str());
+      ::utimensat(AT_FDCWD, target.c_str(), nullptr, 0);
+      return digest;
+    }
+    if (copied.ok()) copied = MakeParents(target);
+    if (copied.ok()) copied = Commit(out->get(), tmp, target, sync_);
     if (!copied.ok()) {
       ::unlink(tmp.c_str());
       return copied;
     }
     return digest;
+  }
+
+  absl::StatusOr<std::string> MoveBlob(const std::string& blob_root,
+                                       const std::string& path) override {
+    auto digest = Sha256File(path);
+    if (!digest.ok()) return digest.status();
+    const std::string target = FilePathOfUri(BlobUri(blob_root, *digest));
+    struct stat existing;
+    if (::stat(target.c_str(), &existing) == 0) {
+      ::unlink(path.c_str());
+      ::utimensat(AT_FDCWD, target.c_str(), nullptr, 0);  // see PutBlob
+      return *digest;
+    }
+    if (auto s = MakeParents(target); !s.ok()) return s;
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) return Errno("cannot open", path);
+    ::fchmod(fd.get(), 0444);
+    if (::rename(path.c_str(), target.c_str()) != 0) {
+      if (errno == EXDEV) return PutBlob(blob_root, path);  // another filesystem: copy
+      return Errno("cannot move into the store", path);
+    }
+    if (sync_) {
+      if (::fdatasync(fd.get()) != 0) return Errno("cannot sync", target);
+      Fd dir(::open(fs::path(target).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (dir.ok()) ::fsync(dir.get());
+    }
+    return *digest;
   }
 
   absl::StatusOr<std::string> Get(const std::string& uri, int64_t offset, int64_t length) override {

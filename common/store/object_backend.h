@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,6 +23,12 @@ struct ObjectInfo {
   int64_t age_seconds = 0;  // since it was last written
 };
 
+// A multipart upload that was started and never completed.
+struct PartialUpload {
+  std::string uri;
+  std::string upload_id;
+};
+
 class ObjectBackend {
  public:
   virtual ~ObjectBackend() = default;
@@ -33,6 +40,14 @@ class ObjectBackend {
   // is not written again. A blob appears under its digest only once complete.
   virtual absl::StatusOr<std::string> PutBlob(const std::string& blob_root,
                                               const std::string& path) = 0;
+  // PutBlob for a file the caller gives away: a backend that can take the file itself (the file
+  // backend renames it into place) does so instead of copying; once stored, `path` is gone.
+  virtual absl::StatusOr<std::string> MoveBlob(const std::string& blob_root,
+                                               const std::string& path) {
+    auto digest = PutBlob(blob_root, path);
+    if (digest.ok()) std::remove(path.c_str());  // its local space is free at once
+    return digest;
+  }
   // Bytes [offset, offset + length) of an object (length < 0: to the end). NotFound if absent.
   virtual absl::StatusOr<std::string> Get(const std::string& uri, int64_t offset = 0,
                                           int64_t length = -1) = 0;
@@ -44,11 +59,15 @@ class ObjectBackend {
   // Every object whose URI starts with `prefix_uri`.
   virtual absl::StatusOr<std::vector<ObjectInfo>> List(const std::string& prefix_uri) = 0;
   virtual absl::Status Delete(const std::string& uri) = 0;
-  // Aborts multipart uploads under `prefix_uri` started more than `grace_seconds` ago (left by
-  // clients that died mid-upload); returns how many. Backends without them return 0.
-  virtual absl::StatusOr<int64_t> AbortStaleUploads(const std::string& prefix_uri,
-                                                    int64_t grace_seconds) {
-    return 0;
+  // Multipart uploads under `prefix_uri` started more than `grace_seconds` ago (left by clients
+  // that died mid-upload). Backends without them return none; a server that cannot list them
+  // answers Unimplemented.
+  virtual absl::StatusOr<std::vector<PartialUpload>> ListStaleUploads(const std::string& prefix_uri,
+                                                                      int64_t grace_seconds) {
+    return std::vector<PartialUpload>{};
+  }
+  virtual absl::Status AbortUpload(const PartialUpload& upload) {
+    return absl::UnimplementedError("no multipart uploads in this backend");
   }
   // Makes `local_path` a read-only copy of the object without moving bytes (the file backend
   // hard-links it, copying only across filesystems). Unimplemented where that is not possible;

@@ -223,6 +223,8 @@ absl::StatusOr<S3Client::Response> S3Client::Request(
     const std::string detail =
         absl::StrCat(what, ": ", method, " returned HTTP ", r->status,
                      code.empty() ? "" : " " + code, message.empty() ? "" : ": " + message);
+    // 501: the server does not implement this request at all; asking again cannot help.
+    if (r->status == 501) return absl::UnimplementedError(detail);
     if (r->status >= 500 || r->status == 429) {
       last = absl::UnavailableError(detail);
       continue;

@@ -145,19 +145,24 @@ class S3ObjectBackend : public ObjectBackend {
     return out;
   }
 
-  absl::StatusOr<int64_t> AbortStaleUploads(const std::string& prefix_uri,
-                                            int64_t grace_seconds) override {
+  absl::StatusOr<std::vector<PartialUpload>> ListStaleUploads(const std::string& prefix_uri,
+                                                              int64_t grace_seconds) override {
     auto loc = ParseS3Uri(prefix_uri);
     if (!loc.ok()) return loc.status();
     auto uploads = client_.ListMultipartUploads(loc->bucket, loc->key);
     if (!uploads.ok()) return uploads.status();
-    int64_t aborted = 0;
+    std::vector<PartialUpload> stale;
     for (const S3MultipartUpload& u : *uploads) {
       if (AgeSeconds(u.initiated) < grace_seconds) continue;
-      if (auto s = client_.AbortMultipartUpload(loc->bucket, u.key, u.upload_id); !s.ok()) return s;
-      ++aborted;
+      stale.push_back({absl::StrCat("s3://", loc->bucket, "/", u.key), u.upload_id});
     }
-    return aborted;
+    return stale;
+  }
+
+  absl::Status AbortUpload(const PartialUpload& upload) override {
+    auto loc = ParseS3Uri(upload.uri);
+    if (!loc.ok()) return loc.status();
+    return client_.AbortMultipartUpload(loc->bucket, loc->key, upload.upload_id);
   }
 
   absl::Status Delete(const std::string& uri) override {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -372,14 +373,21 @@ int RunStoreGc(const Args& args) {
   auto report = (*store)->CollectGarbage(static_cast<int64_t>(*grace * 3600));
   if (!report.ok()) return Fail(report.status());
   if (flags.GetBool("json")) {
-    std::cout << absl::StrFormat(
-        "{\"blobs_kept\": %d, \"blobs_deleted\": %d, \"bytes_deleted\": %d, "
-        "\"uploads_aborted\": %d}\n",
-        report->blobs_kept, report->blobs_deleted, report->bytes_deleted, report->uploads_aborted);
+    nlohmann::json out = {{"blobs_kept", report->blobs_kept},
+                          {"blobs_deleted", report->blobs_deleted},
+                          {"bytes_deleted", report->bytes_deleted},
+                          {"uploads_aborted", report->uploads_aborted}};
+    if (!report->uploads_not_listed.empty()) out["uploads_not_listed"] = report->uploads_not_listed;
+    std::cout << out.dump() << "\n";
   } else {
     std::cout << absl::StrFormat(
         "deleted %d unreferenced blobs (%d bytes), kept %d; aborted %d abandoned uploads\n",
         report->blobs_deleted, report->bytes_deleted, report->blobs_kept, report->uploads_aborted);
+    if (!report->uploads_not_listed.empty()) {
+      std::cout << "note: the server cannot list multipart uploads, so abandoned ones were not "
+                   "aborted: "
+                << report->uploads_not_listed << "\n";
+    }
   }
   return 0;
 }

@@ -322,6 +322,14 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
+  // Store I/O (which may retry for seconds) stays off the lease-expiry thread.
+  c->releaser_ = std::thread([raw = c.get()] {
+    while (!raw->stopping_) {
+      raw->scheduler_->ReleaseCheckpoints();
+      for (int i = 0; i < 10 && !raw->stopping_; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   return c;
 }
 
@@ -342,6 +350,7 @@ void Coordinator::Shutdown() {
   scheduler_->Shutdown();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (expiry_.joinable()) expiry_.join();
+  if (releaser_.joinable()) releaser_.join();
 }
 
 Coordinator::~Coordinator() { Shutdown(); }

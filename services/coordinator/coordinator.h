@@ -64,6 +64,7 @@ class Coordinator {
   std::unique_ptr<class WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> server_;
   std::thread expiry_;
+  std::thread releaser_;  // deletes the checkpoints of failed and cancelled jobs
   std::atomic<bool> stopping_{false};
   int port_ = 0;
   // Last, so that it is destroyed first: no scrape reaches a half-destroyed coordinator.

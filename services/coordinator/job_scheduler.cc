@@ -67,6 +67,10 @@ absl::Status JobScheduler::Recover() {
       }
     }
     if (!IsFinished(job.state())) active_.insert({-job.priority(), record->sequence(), job.id()});
+    if ((job.state() == v1::FAILED || job.state() == v1::CANCELLED) &&
+        !record->checkpoints_released()) {
+      unreleased_checkpoints_.insert(job.id());
+    }
     jobs_[job.id()] = std::move(record);
   }
   for (StoredEvent& e : *events) events_[e.job_id].push_back(std::move(e.event));
@@ -651,6 +655,36 @@ void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::st
   }
   if (!error.empty() && state != v1::SUCCEEDED) r.mutable_job()->set_error(error);
   SetJobState(r, state);
+  if (state != v1::SUCCEEDED) unreleased_checkpoints_.insert(r.job().id());
+}
+
+int JobScheduler::ReleaseCheckpoints() {
+  std::vector<std::pair<std::string, std::vector<std::string>>> work;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& id : unreleased_checkpoints_) {
+      std::vector<std::string> uris;
+      for (const v1::TaskRecord& t : jobs_.at(id)->tasks()) {
+        if (!t.checkpoint_uri().empty()) uris.push_back(t.checkpoint_uri());
+      }
+      work.emplace_back(id, std::move(uris));
+    }
+  }
+  int released = 0;
+  for (const auto& [id, uris] : work) {
+    absl::Status deleted;
+    for (const std::string& uri : uris) {
+      if (auto s = artifacts_->Delete(uri); !s.ok() && !absl::IsNotFound(s)) deleted = s;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    v1::JobRecord& r = *jobs_.at(id);
+    if (!deleted.ok()) continue;  // kept for the next round; the store may be unreachable
+    unreleased_checkpoints_.erase(id);
+    r.set_checkpoints_released(true);
+    CommitJob(r).IgnoreError();  // if lost, a restart releases again (deleting is idempotent)
+    ++released;
+  }
+  return released;
 }
 
 void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error,

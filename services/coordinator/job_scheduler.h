@@ -86,6 +86,10 @@ class JobScheduler {
 
   // Returns tasks whose lease deadline passed to the queue (or fails them); returns how many.
   int ExpireLeases();
+  // Deletes the checkpoints of jobs that ended FAILED or CANCELLED (nothing will resume from
+  // them), outside the lock; returns how many jobs' checkpoints were released. Called
+  // periodically, beside ExpireLeases.
+  int ReleaseCheckpoints();
   // Wakes every waiting call (shutdown).
   void Shutdown();
 
@@ -182,6 +186,7 @@ class JobScheduler {
   std::set<std::string> running_tasks_ ABSL_GUARDED_BY(mu_);  // leased now: what may expire
   std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);     // writing their report now
   std::vector<StoredEvent> pending_events_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> unreleased_checkpoints_ ABSL_GUARDED_BY(mu_);  // job ids
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> attempt_started_ms_ ABSL_GUARDED_BY(mu_);  // by task id
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;

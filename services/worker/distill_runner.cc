@@ -318,7 +318,9 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   callbacks.on_checkpoint = [&](int64_t step) -> absl::Status {
     ArtifactProvenance provenance = ctx.provenance();
     provenance.stage = "distill-checkpoint";
-    return ctx.store().PutDirectory((ckpt_dir / "checkpoint").string(), ckpt_uri, provenance);
+    // Private blobs: each checkpoint frees the one it replaces, and deleting it frees it all.
+    return ctx.store().PutDirectory((ckpt_dir / "checkpoint").string(), ckpt_uri, provenance,
+                                    CheckpointPutOptions());
   };
   Trainer trainer(&*student, to, parallel.get());
   if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);

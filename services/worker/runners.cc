@@ -477,7 +477,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     fs::create_directories(dir);
     if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
     if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i),
-                                          ctx.provenance());
+                                          ctx.provenance(), CheckpointPutOptions());
         !s.ok())
       return s;
     if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());

@@ -36,6 +36,7 @@ bool Retryable(const absl::Status& s) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kResourceExhausted:  // a full disk stays full for the next attempt
       return false;
     default:
       return true;

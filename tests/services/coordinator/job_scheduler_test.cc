@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -279,6 +280,49 @@ stages:
   auto l3 = Lease(w);
   ASSERT_TRUE(Fail(w, *l3, /*retryable=*/false, false, "bad input").ok());
   EXPECT_EQ(Get(fatal.id()).state(), v1::FAILED) << "non-retryable errors fail at once";
+}
+
+// A failed job's checkpoints can never be resumed from: the scheduler deletes them (blobs and
+// all, as they are private to the checkpoint), also after a restart that came before it could.
+TEST_F(JobSchedulerTest, FailedJobsReleaseTheirCheckpoints) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit(R"(
+model: /m
+stages:
+  - quantize: {max_attempts: 1}
+)");
+  auto lease = Lease(w);
+  ASSERT_TRUE(lease);
+  ASSERT_FALSE(lease->checkpoint_uri().empty());
+  const fs::path layer = dir_ / "layer";
+  fs::create_directories(layer);
+  std::ofstream(layer / "model.safetensors") << std::string(4096, 'c');
+  ASSERT_TRUE(artifacts_
+                  ->PutDirectory(layer.string(), lease->checkpoint_uri() + "/layer-0", {},
+                                 CheckpointPutOptions())
+                  .ok());
+  const fs::path ckpt = FilePathOfUri(lease->checkpoint_uri());
+  ASSERT_TRUE(fs::exists(ckpt / "layer-0" / "manifest.json"));
+
+  ASSERT_TRUE(Fail(w, *lease, /*retryable=*/false, false, "bad input").ok());
+  ASSERT_EQ(Get(job.id()).state(), v1::FAILED);
+  Restart();  // as if the coordinator died before releasing them
+  EXPECT_EQ(scheduler_->ReleaseCheckpoints(), 1);
+  EXPECT_FALSE(fs::exists(ckpt)) << "the checkpoint and its private blobs are deleted";
+  Restart();
+  EXPECT_EQ(scheduler_->ReleaseCheckpoints(), 0) << "released once, and recorded";
+
+  // A job that succeeds is left alone here (its runner deletes its own checkpoint).
+  const std::string w2 = RegisterWorker("b");
+  v1::Job ok = Submit(R"(
+model: /m
+stages:
+  - quantize: {}
+)");
+  auto l2 = Lease(w2);
+  ASSERT_TRUE(l2);
+  ASSERT_TRUE(Complete(w2, *l2, {{"model", "file:///out"}}).ok());
+  EXPECT_EQ(scheduler_->ReleaseCheckpoints(), 0);
 }
 
 TEST_F(JobSchedulerTest, RestartKeepsEveryJobAndLease) {
