@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+#include "common/compress/gptq_cuda.h"
+#endif
 
 namespace squeeze {
 namespace {
@@ -48,107 +51,154 @@ absl::Status ValidateGptqOptions(const GptqOptions& o, int64_t in_features) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tensor& hessian,
-                                        const GptqOptions& o) {
+absl::StatusOr<GptqSolver> GptqSolver::Prepare(const at::Tensor& hessian, const GptqOptions& o) {
   c10::NoGradGuard no_grad;
+  if (hessian.dim() != 2 || hessian.size(0) != hessian.size(1))
+    return absl::InvalidArgumentError("hessian: expected a square [in, in] matrix");
+  const int64_t cols = hessian.size(0);
+  if (auto s = ValidateGptqOptions(o, cols); !s.ok()) return s;
+  if (!at::isfinite(hessian).all().item<bool>()) {
+    return absl::InvalidArgumentError(
+        "hessian: holds NaN or Inf (non-finite calibration activations)");
+  }
+  GptqSolver solver;
+  solver.options_ = o;
+  at::Tensor h = hessian.to(at::kFloat).clone();
+  // Inputs that never fire carry no information: fix their diagonal and drop their weights.
+  solver.dead_ = h.diagonal() == 0;
+  h.diagonal().masked_fill_(solver.dead_, 1.0);
+  const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
+  solver.group_of_.resize(cols);
+  std::vector<int64_t> perm_host(cols);
+  for (int64_t c = 0; c < cols; ++c) perm_host[c] = c;
+  if (o.act_order) {
+    solver.perm_ = at::argsort(h.diagonal(), /*dim=*/0, /*descending=*/true);
+    h = h.index_select(0, solver.perm_).index_select(1, solver.perm_);
+    solver.invperm_ = at::argsort(solver.perm_);
+    const at::Tensor p = solver.perm_.to(at::kCPU, at::kLong).contiguous();
+    std::copy(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + cols, perm_host.begin());
+  }
+  // Static groups keep the groups of the original columns; otherwise groups follow the
+  // processing order.
+  for (int64_t c = 0; c < cols; ++c)
+    solver.group_of_[c] = (o.static_groups ? perm_host[c] : c) / group;
+  auto hinv = InverseCholesky(h, o.damp);
+  if (!hinv.ok()) return hinv.status();
+  solver.hinv_ = hinv->first.contiguous();
+  solver.damp_used_ = hinv->second;
+  return solver;
+}
+
+absl::StatusOr<GptqResult> GptqSolver::Solve(const at::Tensor& weight) const {
+  c10::NoGradGuard no_grad;
+  const GptqOptions& o = options_;
   if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
   const int64_t rows = weight.size(0), cols = weight.size(1);
+  if (hinv_.size(0) != cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight: ", cols, " inputs, but the Hessian is for ", hinv_.size(0)));
+  }
+  if (!at::isfinite(weight).all().item<bool>())
+    return absl::InvalidArgumentError("weight: holds NaN or Inf");
+  const double maxq = static_cast<double>((1 << o.quant.bits) - 1);
+  const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
+  const int64_t groups = cols / group;
+
+  at::Tensor w = weight.to(hinv_.device(), at::kFloat).clone();
+  w.masked_fill_(dead_.unsqueeze(0), 0.0);
+  at::Tensor scales = at::zeros({rows, groups}, w.options());
+  at::Tensor zeros = at::zeros({rows, groups}, w.options());
+  // Static groups: parameters from the unpermuted weight, one set per group of original columns.
+  if (o.static_groups) {
+    for (int64_t g = 0; g < groups; ++g) {
+      auto [scale, zero] = ComputeScaleZero(w.slice(1, g * group, (g + 1) * group), o.quant);
+      scales.select(1, g).copy_(scale);
+      zeros.select(1, g).copy_(zero);
+    }
+  }
+  if (o.act_order) w = w.index_select(1, perm_).contiguous();
+
+  at::Tensor codes = at::zeros({rows, cols}, w.options().dtype(at::kByte));
+  at::Tensor losses = at::zeros({rows}, w.options());
+  const at::Tensor group_of =
+      at::tensor(group_of_, at::TensorOptions().dtype(at::kLong)).to(at::kInt);
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+  const bool fused = w.is_cuda() && o.block_size == kGptqCudaBlock;
+  const at::Tensor group_of_dev = fused ? group_of.to(w.device()) : at::Tensor();
+  at::Tensor err_block = fused ? at::empty({rows, kGptqCudaBlock}, w.options()) : at::Tensor();
+#endif
+
+  for (int64_t i1 = 0; i1 < cols; i1 += o.block_size) {
+    const int64_t i2 = std::min(i1 + o.block_size, cols), count = i2 - i1;
+    // Parameters of a group come from its columns as they are when its block starts (with the
+    // updates of earlier blocks, not yet those of this block), as in the reference.
+    if (!o.static_groups) {
+      for (int64_t col = (i1 + group - 1) / group * group; col < i2; col += group) {
+        auto [scale, zero] = ComputeScaleZero(w.slice(1, col, col + group), o.quant);
+        scales.select(1, col / group).copy_(scale);
+        zeros.select(1, col / group).copy_(zero);
+      }
+    }
+    at::Tensor err1;
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+    if (fused) {
+      GptqSolveBlockCuda(w, hinv_, i1, count, scales, zeros, group_of_dev, maxq, codes, err_block,
+                         losses);
+      err1 = err_block.slice(1, 0, count);
+    }
+#endif
+    if (!err1.defined()) {
+      at::Tensor w1 = w.slice(1, i1, i2).clone();
+      err1 = at::zeros_like(w1);
+      const at::Tensor hinv1 = hinv_.slice(0, i1, i2).slice(1, i1, i2);
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t col = i1 + i;
+        at::Tensor wc = w1.select(1, i);
+        const at::Tensor d = hinv1[i][i];
+        const int64_t g = group_of_[col];
+        auto [q, deq] = QuantizeColumn(wc, scales.select(1, g), zeros.select(1, g), maxq);
+        codes.select(1, col).copy_(q);
+        losses += (wc - deq).pow(2) / d.pow(2) / 2;
+        at::Tensor err = (wc - deq) / d;
+        w1.slice(1, i).sub_(err.unsqueeze(1).matmul(hinv1[i].slice(0, i).unsqueeze(0)));
+        err1.select(1, i).copy_(err);
+      }
+    }
+    if (i2 < cols) {
+      at::Tensor rest = w.slice(1, i2);
+      rest.sub_(err1.matmul(hinv_.slice(0, i1, i2).slice(1, i2)));
+    }
+  }
+
+  GptqResult result;
+  result.loss = losses.sum().item<double>();
+  result.damp_used = damp_used_;
+  result.weight.spec = o.quant;
+  at::Tensor g_idx = group_of;
+  if (o.act_order) {
+    codes = codes.index_select(1, invperm_);
+    g_idx = g_idx.index_select(0, invperm_.to(at::kCPU));
+  }
+  result.weight.codes = codes;
+  result.weight.scales = scales;
+  result.weight.zeros = zeros;
+  result.weight.g_idx = g_idx.to(codes.device());
+  return result;
+}
+
+absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tensor& hessian,
+                                        const GptqOptions& o) {
+  if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
+  const int64_t cols = weight.size(1);
   if (hessian.dim() != 2 || hessian.size(0) != cols || hessian.size(1) != cols) {
     return absl::InvalidArgumentError(absl::StrCat("hessian: expected [", cols, ", ", cols, "]"));
   }
   if (auto s = ValidateGptqOptions(o, cols); !s.ok()) return s;
   if (!at::isfinite(weight).all().item<bool>())
     return absl::InvalidArgumentError("weight: holds NaN or Inf");
-  if (!at::isfinite(hessian).all().item<bool>()) {
-    return absl::InvalidArgumentError(
-        "hessian: holds NaN or Inf (non-finite calibration activations)");
-  }
-  const double maxq = static_cast<double>((1 << o.quant.bits) - 1);
-  const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
-  const int64_t groups = cols / group;
-
-  at::Tensor w = weight.to(at::kFloat).clone();
-  at::Tensor h = hessian.to(w.device(), at::kFloat).clone();
-  // Inputs that never fire carry no information: fix their diagonal and drop their weights.
-  at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1.0);
-  w.masked_fill_(dead.unsqueeze(0), 0.0);
-
-  // Static groups: parameters from the unpermuted weight, one set per group of original columns.
-  std::vector<std::pair<at::Tensor, at::Tensor>> static_params;
-  if (o.static_groups) {
-    for (int64_t g = 0; g < groups; ++g) {
-      static_params.push_back(ComputeScaleZero(w.slice(1, g * group, (g + 1) * group), o.quant));
-    }
-  }
-  at::Tensor perm, invperm;
-  if (o.act_order) {
-    perm = at::argsort(h.diagonal(), /*dim=*/0, /*descending=*/true);
-    w = w.index_select(1, perm);
-    h = h.index_select(0, perm).index_select(1, perm);
-    invperm = at::argsort(perm);
-  }
-  auto hinv_or = InverseCholesky(h, o.damp);
-  if (!hinv_or.ok()) return hinv_or.status();
-  const at::Tensor hinv = hinv_or->first;
-
-  at::Tensor codes = at::zeros({rows, cols}, w.options());
-  at::Tensor scales = at::zeros({rows, groups}, w.options());
-  at::Tensor zeros = at::zeros({rows, groups}, w.options());
-  at::Tensor losses = at::zeros({rows}, w.options());
-  at::Tensor scale, zero;
-  // Group of each column in processing (possibly permuted) order.
-  std::vector<int64_t> group_of(cols);
-
-  for (int64_t i1 = 0; i1 < cols; i1 += o.block_size) {
-    const int64_t i2 = std::min(i1 + o.block_size, cols), count = i2 - i1;
-    at::Tensor w1 = w.slice(1, i1, i2).clone();
-    at::Tensor err1 = at::zeros_like(w1);
-    at::Tensor hinv1 = hinv.slice(0, i1, i2).slice(1, i1, i2);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t col = i1 + i;
-      at::Tensor wc = w1.select(1, i);
-      const at::Tensor d = hinv1[i][i];
-      int64_t g;
-      if (o.static_groups) {
-        g = (o.act_order ? perm[col].item<int64_t>() : col) / group;
-        std::tie(scale, zero) = static_params[g];
-      } else {
-        g = col / group;
-        // Parameters of a group come from its columns as they are when the group starts (with the
-        // updates of earlier blocks, not yet those of this block), as in the reference.
-        if (col % group == 0)
-          std::tie(scale, zero) = ComputeScaleZero(w.slice(1, col, col + group), o.quant);
-      }
-      group_of[col] = g;
-      if (col % group == 0 || o.static_groups) {
-        scales.select(1, g).copy_(scale);
-        zeros.select(1, g).copy_(zero);
-      }
-      auto [q, deq] = QuantizeColumn(wc, scale, zero, maxq);
-      codes.select(1, col).copy_(q);
-      losses += (wc - deq).pow(2) / d.pow(2) / 2;
-      at::Tensor err = (wc - deq) / d;
-      w1.slice(1, i).sub_(err.unsqueeze(1).matmul(hinv1[i].slice(0, i).unsqueeze(0)));
-      err1.select(1, i).copy_(err);
-    }
-    if (i2 < cols) w.slice(1, i2).sub_(err1.matmul(hinv.slice(0, i1, i2).slice(1, i2)));
-  }
-
-  GptqResult result;
-  result.loss = losses.sum().item<double>();
-  result.damp_used = hinv_or->second;
-  result.weight.spec = o.quant;
-  at::Tensor g_idx = at::tensor(group_of, at::TensorOptions().dtype(at::kLong)).to(at::kInt);
-  if (o.act_order) {
-    codes = codes.index_select(1, invperm);
-    g_idx = g_idx.index_select(0, invperm.to(at::kCPU));
-  }
-  result.weight.codes = codes.to(at::kByte);
-  result.weight.scales = scales;
-  result.weight.zeros = zeros;
-  result.weight.g_idx = g_idx.to(codes.device());
-  return result;
+  auto solver = GptqSolver::Prepare(hessian.to(weight.device()), o);
+  if (!solver.ok()) return solver.status();
+  return solver->Solve(weight);
 }
 
 HessianAccumulator::HessianAccumulator(int64_t in_features, at::Device device)
@@ -157,9 +207,18 @@ HessianAccumulator::HessianAccumulator(int64_t in_features, at::Device device)
 
 void HessianAccumulator::Add(const at::Tensor& inputs) {
   c10::NoGradGuard no_grad;
-  at::Tensor x = inputs.reshape({-1, inputs.size(-1)}).to(h_.device(), at::kFloat);
-  const int64_t m = x.size(0);
+  const int64_t m = inputs.numel() / std::max<int64_t>(1, inputs.size(-1));
   if (m == 0) return;
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+  if (h_.is_cuda() && inputs.device() == h_.device() &&
+      (inputs.scalar_type() == at::kBFloat16 || inputs.scalar_type() == at::kHalf)) {
+    const double keep = static_cast<double>(n_) / (n_ + m);
+    n_ += m;
+    AccumulateGramCuda(h_, inputs.reshape({-1, inputs.size(-1)}).contiguous(), 2.0 / n_, keep);
+    return;
+  }
+#endif
+  at::Tensor x = inputs.reshape({-1, inputs.size(-1)}).to(h_.device(), at::kFloat);
   // Running mean of 2 x x^T keeps the scale independent of the number of samples.
   h_.mul_(static_cast<double>(n_) / (n_ + m));
   n_ += m;

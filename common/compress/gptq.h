@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "common/compress/rtn.h"
 
@@ -27,13 +29,34 @@ struct GptqResult {
 
 absl::Status ValidateGptqOptions(const GptqOptions& options, int64_t in_features);
 
-// `weight` [out, in], `hessian` [in, in] (float32, any device). Columns whose Hessian diagonal is
-// 0 (inputs never active) are zeroed. Errors name what is wrong (non-finite values, shapes); a
-// Hessian that stays indefinite after raising the damping 10 times is an error.
+// What GPTQ derives from one Hessian alone: the inputs that never fire, the column order
+// (act_order), the damping and the upper Cholesky factor of the damped inverse. Linear layers
+// that read the same inputs (q/k/v, gate/up) share one, so the factorization is done once.
+class GptqSolver {
+ public:
+  // `hessian` [in, in] float32 on any device. Errors name what is wrong (non-finite values,
+  // shapes); a Hessian that stays indefinite after raising the damping 10 times is an error.
+  static absl::StatusOr<GptqSolver> Prepare(const at::Tensor& hessian, const GptqOptions& options);
+  // `weight` [out, in] on the Hessian's device. Columns of dead inputs are zeroed. On CUDA with
+  // block_size 128 each block of columns is one fused kernel; elsewhere ATen column by column.
+  absl::StatusOr<GptqResult> Solve(const at::Tensor& weight) const;
+  double damp_used() const { return damp_used_; }
+
+ private:
+  GptqOptions options_;
+  at::Tensor hinv_;                // upper Cholesky factor of the damped H^-1, in column order
+  at::Tensor dead_;                // [in] bool
+  at::Tensor perm_, invperm_;      // act_order only
+  std::vector<int64_t> group_of_;  // group of each column, in processing order
+  double damp_used_ = 0.0;
+};
+
+// GptqSolver::Prepare(hessian).Solve(weight).
 absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tensor& hessian,
                                         const GptqOptions& options);
 
-// Accumulates H = 2 X^T X / n over batches of inputs X [..., in] (float32, running average).
+// Accumulates H = 2 X^T X / n over batches of inputs X [..., in] (float32, running average). On
+// CUDA, bfloat16/float16 inputs go into the GEMM as they are, accumulated and kept in float32.
 class HessianAccumulator {
  public:
   explicit HessianAccumulator(int64_t in_features, at::Device device);

@@ -52,6 +52,23 @@ at::Tensor UnpackRows(const at::Tensor& packed, int bits, int64_t n) {
   return out;
 }
 
+// PackRows for widths that divide 32 (2, 4, 8 bits), as tensor operations on the values' device:
+// word w of a column holds values [w * k, (w + 1) * k), value i shifted by (i % k) * bits.
+at::Tensor PackRowsVectorized(const at::Tensor& values, int bits) {
+  const int64_t n = values.size(0), m = values.size(1), k = 32 / bits;
+  const at::Tensor shifts =
+      (at::arange(k, values.options().dtype(at::kLong)) * bits).view({1, k, 1});
+  const at::Tensor words =
+      at::bitwise_left_shift(values.to(at::kLong).reshape({n / k, k, m}), shifts).sum(1);
+  // Words are below 2^32; their low 32 bits, as int32, are what the format stores.
+  return at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words).to(at::kInt);
+}
+
+at::Tensor PackRowsAnyWidth(const at::Tensor& values, int bits) {
+  if (32 % bits == 0) return PackRowsVectorized(values, bits);
+  return PackRows(values.to(at::kCPU), bits);
+}
+
 }  // namespace
 
 absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat format) {
@@ -64,15 +81,18 @@ absl::StatusOr<PackedLinear> PackGptqLinear(const QuantizedWeight& q, GptqFormat
   }
   const int64_t group = q.spec.group_size == -1 ? in : q.spec.group_size;
   PackedLinear p;
-  p.qweight = PackRows(q.codes.to(at::kCPU).t(), bits);  // [in, out] -> [in * bits / 32, out]
-  at::Tensor zeros = q.zeros.to(at::kCPU).t().round().to(at::kLong);  // [groups, out]
+  // On the codes' device (the GPU during a compression job) for 2, 4 and 8 bits.
+  p.qweight = PackRowsAnyWidth(q.codes.t(), bits);       // [in, out] -> [in * bits / 32, out]
+  at::Tensor zeros = q.zeros.t().round().to(at::kLong);  // [groups, out]
   if (format == GptqFormat::kV1)
     zeros = (zeros - 1).bitwise_and((1 << bits) - 1);  // 0 wraps, as loaders expect
-  p.qzeros =
-      PackRows(zeros.t(), bits).t().contiguous();  // pack along outputs: [groups, out * bits / 32]
-  p.scales = q.scales.to(at::kCPU).t().to(at::kHalf).contiguous();
-  p.g_idx = q.g_idx.defined() ? q.g_idx.to(at::kCPU, at::kInt)
-                              : at::div(at::arange(in, at::kLong), group, "floor").to(at::kInt);
+  // Pack along outputs: [groups, out * bits / 32].
+  p.qzeros = PackRowsAnyWidth(zeros.t(), bits).t().contiguous();
+  p.scales = q.scales.t().to(at::kHalf).contiguous();
+  p.g_idx = q.g_idx.defined()
+                ? q.g_idx.to(at::kInt)
+                : at::div(at::arange(in, q.codes.options().dtype(at::kLong)), group, "floor")
+                      .to(at::kInt);
   return p;
 }
 
@@ -124,7 +144,12 @@ absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model
     }
   }
   if (auto s = WriteCheckpoint(dir, writer); !s.ok()) return s;
-  LlamaConfig c = model.config();
+  return WriteGptqConfig(dir, model.config(), o);
+}
+
+absl::Status WriteGptqConfig(const std::string& dir, const LlamaConfig& config,
+                             const GptqExportOptions& o) {
+  LlamaConfig c = config;
   json extra = json::parse(c.extra_json, nullptr, false);
   if (extra.is_discarded()) extra = json::object();
   extra["quantization_config"] = {

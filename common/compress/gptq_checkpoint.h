@@ -46,6 +46,10 @@ absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model
                                  const std::map<std::string, QuantizedWeight>& quantized,
                                  const GptqExportOptions& options);
 
+// Writes dir/config.json: `config` with quantization_config for `options` and torch_dtype float16.
+absl::Status WriteGptqConfig(const std::string& dir, const LlamaConfig& config,
+                             const GptqExportOptions& options);
+
 // Loads a model directory, dequantizing GPTQ linear layers (v1 or v2) when config.json says
 // quant_method "gptq"; otherwise the same as LlamaModel::Load.
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype = at::kFloat,

@@ -29,7 +29,11 @@ std::pair<at::Tensor, at::Tensor> ComputeScaleZero(const at::Tensor& w, const Qu
   at::Tensor flat = (xmin == 0).logical_and(xmax == 0);
   xmin = at::where(flat, at::full_like(xmin, -1.0), xmin);
   xmax = at::where(flat, at::full_like(xmax, 1.0), xmax);
-  at::Tensor scale = (xmax - xmin) / maxq;
+  // Scales are stored as float16 (the GPTQ layout): quantize with the value that will be stored,
+  // so that the exported model is exactly the one whose errors later columns and layers were
+  // compensated for, and a layer rebuilt from its checkpoint is bit-identical. (A scale below
+  // float16's smallest subnormal keeps that.)
+  at::Tensor scale = ((xmax - xmin) / maxq).to(at::kHalf).to(at::kFloat).clamp_min(5.9604645e-8);
   at::Tensor zero =
       spec.symmetric ? at::full_like(scale, (maxq + 1) / 2) : at::round(-xmin / scale);
   return {scale, zero};

@@ -37,7 +37,8 @@ struct QuantizedWeight {
 };
 
 // Scale and zero point for each row of `w` ([rows, cols] float32), following the GPTQ reference's
-// conventions: the range always includes 0; symmetric zero is 2^(bits-1).
+// conventions: the range always includes 0; symmetric zero is 2^(bits-1). Scales are float16
+// values (held in float32), as the checkpoint stores them.
 std::pair<at::Tensor, at::Tensor> ComputeScaleZero(const at::Tensor& w, const QuantSpec& spec);
 
 absl::StatusOr<QuantizedWeight> QuantizeRtn(const at::Tensor& weight, const QuantSpec& spec);

@@ -4,36 +4,20 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 
 namespace squeeze {
 namespace {
 
-// Accumulates Hessians for the inputs of the named linear layers only.
-class HessianObserver : public LinearObserver {
- public:
-  HessianObserver(const std::vector<std::string>& names, DecoderLayer& layer, at::Device device) {
-    for (auto& [name, linear] : layer.Linears()) {
-      for (const std::string& n : names) {
-        if (n == name) accumulators_.emplace(n, HessianAccumulator(linear->weight.size(1), device));
-      }
-    }
-  }
-  void OnLinearInput(int64_t, absl::string_view name, const at::Tensor& input) override {
-    auto it = accumulators_.find(std::string(name));
-    if (it != accumulators_.end()) it->second.Add(input);
-  }
-  const at::Tensor& hessian(const std::string& name) const {
-    return accumulators_.at(name).hessian();
-  }
-
- private:
-  std::map<std::string, HessianAccumulator> accumulators_;
-};
-
+// The linear layers quantized together because they read the same inputs, in true sequential
+// order.
 const std::vector<std::vector<std::string>>& SequentialGroups() {
   static const std::vector<std::vector<std::string>> groups = {
       {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
@@ -43,7 +27,204 @@ const std::vector<std::vector<std::string>>& SequentialGroups() {
   return groups;
 }
 
+Linear& LinearByName(DecoderLayer& layer, const std::string& name) {
+  for (auto& [n, linear] : layer.Linears()) {
+    if (n == name) return *linear;
+  }
+  return layer.q_proj;  // unreachable: names come from SequentialGroups
+}
+
 }  // namespace
+
+void PhaseClock::Charge(const std::string& phase) {
+#ifdef SQUEEZE_HAS_CUDA
+  if (sync_cuda_) c10::cuda::device_synchronize();
+#endif
+  const auto now = std::chrono::steady_clock::now();
+  seconds_[phase] += std::chrono::duration<double>(now - last_).count();
+  last_ = now;
+}
+
+absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
+    const LlamaConfig& c, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
+    int64_t index, const SequentialOptions& o) {
+  c10::NoGradGuard no_grad;
+  const bool gptq = o.method == SequentialOptions::Method::kGptq;
+  PhaseClock scratch_clock;
+  PhaseClock& clock = o.clock ? *o.clock : scratch_clock;
+  const int64_t n = gptq ? hidden.size(0) : 0, batch = o.batch_size;
+  const at::Device device = layer.q_proj.weight.device();
+  auto windows = [&](const at::Tensor& t, int64_t b) { return t.slice(0, b, b + batch); };
+
+  std::vector<QuantizedLinear> out;
+  RankCollectives* ranks = o.ranks;
+  const int world = ranks ? ranks->world_size() : 1, me = ranks ? ranks->rank() : 0;
+  // Quantizes the linears of `group` from the Hessian `h` (GPTQ) or alone (RTN).
+  auto quantize_group = [&](const std::vector<std::string>& group,
+                            const at::Tensor& h) -> absl::Status {
+    // Which rank solves which linear: the largest first, each to the least loaded rank.
+    std::vector<int> owner(group.size(), 0);
+    if (world > 1) {
+      std::vector<size_t> order(group.size());
+      for (size_t j = 0; j < order.size(); ++j) order[j] = j;
+      auto size = [&](size_t j) { return LinearByName(layer, group[j]).weight.numel(); };
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return size(a) > size(b); });
+      std::vector<int64_t> load(world, 0);
+      for (size_t j : order) {
+        owner[j] = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+        load[owner[j]] += size(j);
+      }
+    }
+    std::optional<GptqSolver> solver;
+    const bool solves_here = std::find(owner.begin(), owner.end(), me) != owner.end();
+    if (gptq && solves_here) {
+      if (!at::isfinite(h).all().item<bool>()) {
+        return absl::InvalidArgumentError(absl::StrCat("model.layers.", index, ".", group[0],
+                                                       ": calibration activations are not finite"));
+      }
+      auto prepared = GptqSolver::Prepare(h, o.gptq);
+      if (!prepared.ok()) {
+        return absl::Status(
+            prepared.status().code(),
+            absl::StrCat("model.layers.", index, ".", group[0], ": ", prepared.status().message()));
+      }
+      solver = *std::move(prepared);
+    }
+    for (size_t j = 0; j < group.size(); ++j) {
+      const std::string& name = group[j];
+      const auto start = std::chrono::steady_clock::now();
+      Linear& linear = LinearByName(layer, name);
+      QuantizedLinear q{name, {}, {index, name, 0.0, 0.0}};
+      if (owner[j] == me) {
+        if (gptq) {
+          auto r = solver->Solve(linear.weight);
+          if (!r.ok()) {
+            return absl::Status(r.status().code(), absl::StrCat("model.layers.", index, ".", name,
+                                                                ": ", r.status().message()));
+          }
+          q.weight = std::move(r->weight);
+          q.report.loss = r->loss;
+        } else {
+          auto r = QuantizeRtn(linear.weight.to(at::kFloat), o.gptq.quant);
+          if (!r.ok()) return r.status();
+          q.weight = *std::move(r);
+          if (!q.weight.g_idx.defined()) {
+            const int64_t in = linear.weight.size(1);
+            const int64_t group_size = o.gptq.quant.group_size == -1 ? in : o.gptq.quant.group_size;
+            q.weight.g_idx = at::div(at::arange(in, linear.weight.options().dtype(at::kLong)),
+                                     group_size, "floor")
+                                 .to(at::kInt);
+          }
+        }
+      }
+      if (world > 1) {
+        // Every rank needs the result to run the layer on; the owner sends it.
+        const int64_t rows = linear.weight.size(0), cols = linear.weight.size(1);
+        const int64_t groups = o.gptq.quant.group_size == -1 ? 1 : cols / o.gptq.quant.group_size;
+        const auto on = linear.weight.options();
+        if (owner[j] != me) {
+          q.weight.spec = o.gptq.quant;
+          q.weight.codes = at::empty({rows, cols}, on.dtype(at::kByte));
+          q.weight.scales = at::empty({rows, groups}, on.dtype(at::kFloat));
+          q.weight.zeros = at::empty({rows, groups}, on.dtype(at::kFloat));
+          q.weight.g_idx = at::empty({cols}, on.dtype(at::kInt));
+        }
+        at::Tensor loss = at::full({1}, q.report.loss, on.dtype(at::kDouble));
+        q.weight.codes = q.weight.codes.contiguous();
+        q.weight.scales = q.weight.scales.contiguous();
+        q.weight.zeros = q.weight.zeros.contiguous();
+        q.weight.g_idx = q.weight.g_idx.contiguous();
+        if (auto s = ranks->Broadcast(
+                {q.weight.codes, q.weight.scales, q.weight.zeros, q.weight.g_idx, loss}, owner[j]);
+            !s.ok())
+          return s;
+        q.report.loss = loss.item<double>();
+      }
+      linear.weight = q.weight.Dequantize().to(linear.weight.scalar_type());
+#ifdef SQUEEZE_HAS_CUDA
+      if (device.is_cuda()) c10::cuda::device_synchronize();  // a true time per linear
+#endif
+      q.report.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (o.on_linear) o.on_linear(index, name, q.weight);
+      out.push_back(std::move(q));
+    }
+    clock.Charge("solve");
+    return absl::OkStatus();
+  };
+  // The Hessian over every rank's windows: the sum of each rank's n x H over the total n.
+  auto global = [&](HessianAccumulator& acc) -> absl::StatusOr<at::Tensor> {
+    if (world == 1) return acc.hessian();
+    at::Tensor sum = acc.hessian() * static_cast<double>(acc.samples());
+    at::Tensor n =
+        at::full({1}, static_cast<double>(acc.samples()), sum.options().dtype(at::kDouble));
+    if (auto s = ranks->AllReduceSum(sum); !s.ok()) return s;
+    if (auto s = ranks->AllReduceSum(n); !s.ok()) return s;
+    const double total = n.item<double>();
+    clock.Charge("hessian");
+    return total > 0 ? sum / total : sum;
+  };
+  const auto& groups = SequentialGroups();
+  if (!gptq) {
+    for (const auto& group : groups) {
+      if (auto s = quantize_group(group, at::Tensor()); !s.ok()) return s;
+    }
+    return out;
+  }
+
+  auto accumulate = [&](HessianAccumulator& acc, const at::Tensor& x) {
+    clock.Charge("forward");
+    acc.Add(x);
+    clock.Charge("hessian");
+  };
+  const double eps = c.rms_norm_eps;
+  // q/k/v read the normalized inputs.
+  HessianAccumulator h_qkv(c.hidden_size, device);
+  for (int64_t b = 0; b < n; b += batch)
+    accumulate(h_qkv, RmsNorm(windows(hidden, b), layer.input_layernorm, eps));
+  auto h = global(h_qkv);
+  if (!h.ok()) return h.status();
+  if (auto s = quantize_group(groups[0], *h); !s.ok()) return s;
+  // o_proj reads the attention of the quantized q/k/v, kept for the residual below.
+  HessianAccumulator h_o(c.num_attention_heads * c.head_dim, device);
+  std::vector<at::Tensor> attention;
+  for (int64_t b = 0; b < n; b += batch) {
+    attention.push_back(
+        layer.AttentionCore(c, RmsNorm(windows(hidden, b), layer.input_layernorm, eps), rope));
+    accumulate(h_o, attention.back());
+  }
+  h = global(h_o);
+  if (!h.ok()) return h.status();
+  if (auto s = quantize_group(groups[1], *h); !s.ok()) return s;
+  // gate/up read the normalized residual after the quantized o_proj; the residual is kept.
+  HessianAccumulator h_mlp(c.hidden_size, device);
+  std::vector<at::Tensor> residual;
+  for (int64_t b = 0, k = 0; b < n; b += batch, ++k) {
+    residual.push_back(windows(hidden, b) + layer.o_proj.Forward(attention[k]));
+    attention[k] = at::Tensor();
+    accumulate(h_mlp, RmsNorm(residual.back(), layer.post_attention_layernorm, eps));
+  }
+  h = global(h_mlp);
+  if (!h.ok()) return h.status();
+  if (auto s = quantize_group(groups[2], *h); !s.ok()) return s;
+  // down_proj reads the activation of the quantized gate/up.
+  HessianAccumulator h_down(c.intermediate_size, device);
+  for (const at::Tensor& r : residual)
+    accumulate(h_down, layer.MlpActivation(RmsNorm(r, layer.post_attention_layernorm, eps)));
+  h = global(h_down);
+  if (!h.ok()) return h.status();
+  if (auto s = quantize_group(groups[3], *h); !s.ok()) return s;
+  // The quantized layer's output is the next layer's input.
+  for (int64_t b = 0, k = 0; b < n; b += batch, ++k) {
+    const at::Tensor& r = residual[k];
+    windows(hidden, b).copy_(r + layer.down_proj.Forward(layer.MlpActivation(
+                                     RmsNorm(r, layer.post_attention_layernorm, eps))));
+    residual[k] = at::Tensor();
+  }
+  clock.Charge("reforward");
+  return out;
+}
 
 at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,
                         int64_t batch) {
@@ -157,43 +338,10 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
   std::vector<LinearReport> reports;
   for (int64_t i = options.start_layer; i < model.num_layers(); ++i) {
     DecoderLayer layer = model.layer(i).To(options.device, at::kFloat);
+    auto quantized = QuantizeDecoderLayer(config, layer, hidden, rope, i, options);
+    if (!quantized.ok()) return quantized.status();
     std::vector<LinearReport> layer_reports;
-    for (const std::vector<std::string>& group : SequentialGroups()) {
-      std::unique_ptr<HessianObserver> observer;
-      if (gptq) {
-        observer = std::make_unique<HessianObserver>(group, layer, options.device);
-        RunLayerBatched(config, layer, hidden, rope, i, options.batch_size, observer.get());
-      }
-      for (auto& [name, linear] : layer.Linears()) {
-        if (std::find(group.begin(), group.end(), name) == group.end()) continue;
-        const auto start = std::chrono::steady_clock::now();
-        LinearReport report{i, name, 0.0, 0.0};
-        if (gptq) {
-          const at::Tensor& h = observer->hessian(name);
-          if (!at::isfinite(h).all().item<bool>()) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "model.layers.", i, ".", name, ": calibration activations are not finite"));
-          }
-          auto r = QuantizeGptq(linear->weight, h, options.gptq);
-          if (!r.ok()) {
-            return absl::Status(r.status().code(), absl::StrCat("model.layers.", i, ".", name, ": ",
-                                                                r.status().message()));
-          }
-          linear->weight = r->weight.Dequantize();
-          report.loss = r->loss;
-          if (options.on_linear) options.on_linear(i, name, r->weight);
-        } else {
-          auto r = QuantizeRtn(linear->weight, options.gptq.quant);
-          if (!r.ok()) return r.status();
-          linear->weight = r->Dequantize();
-          if (options.on_linear) options.on_linear(i, name, *r);
-        }
-        report.seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        layer_reports.push_back(report);
-      }
-    }
-    if (gptq) hidden = RunLayerBatched(config, layer, hidden, rope, i, options.batch_size, nullptr);
+    for (const QuantizedLinear& q : *quantized) layer_reports.push_back(q.report);
     // Back to the host model, in its dtype.
     auto dst = model.layer(i).Tensors();
     auto src = layer.Tensors();

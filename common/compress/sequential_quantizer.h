@@ -5,13 +5,16 @@
 // layer's inputs. Device memory stays at about one layer, its Hessians and the activations.
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/compress/gptq.h"
 #include "common/data/text_dataset.h"
+#include "common/dist/collectives.h"
 #include "common/model/llama_model.h"
 
 namespace squeeze {
@@ -35,17 +38,61 @@ struct LinearReport {
   double seconds = 0.0;
 };
 
+// Wall time by phase ("forward", "hessian", "solve", "reforward", ...), summed over layers. On
+// CUDA every phase boundary synchronizes the device, so that time is charged to the phase that
+// spent it (a few hundred synchronizations for a whole model).
+class PhaseClock {
+ public:
+  explicit PhaseClock(bool sync_cuda = false) : sync_cuda_(sync_cuda) {}
+  // Charges the time since the last call (or construction) to `phase`.
+  void Charge(const std::string& phase);
+  const std::map<std::string, double>& seconds() const { return seconds_; }
+
+ private:
+  bool sync_cuda_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::map<std::string, double> seconds_;
+};
+
 struct SequentialOptions {
   enum class Method { kRtn, kGptq } method = Method::kGptq;
   GptqOptions gptq;  // gptq.quant is used by RTN too
   at::Device device = at::kCPU;
   int64_t batch_size = 16;  // calibration windows per forward pass
+  // The MLP activations of all calibration windows are kept between down_proj's Hessian and the
+  // layer's output when they fit in this many bytes (7.5 GB for 128 x 2048 tokens of an 8B
+  // model), and computed again otherwise.
+  int64_t keep_activation_bytes = int64_t{8} << 30;
   int64_t start_layer = 0;  // layers before it are already quantized (resume)
   // Called with each linear layer's codes, scales and zero points (for packed export).
   std::function<void(int64_t layer, const std::string& name, const QuantizedWeight&)> on_linear;
   // Called after each layer with its reports; an error stops the run (cancellation).
   std::function<absl::Status(int64_t layer, const std::vector<LinearReport>&)> on_layer_done;
+  // Where phase times go (optional).
+  PhaseClock* clock = nullptr;
+  // A gang of ranks quantizing together (optional): each rank holds its share of the calibration
+  // windows; Hessians are summed over ranks, each linear is solved on one rank (the largest
+  // first, each to the least loaded rank) and its codes broadcast to all.
+  RankCollectives* ranks = nullptr;
 };
+
+// One linear layer's result in QuantizeDecoderLayer.
+struct QuantizedLinear {
+  std::string name;  // "self_attn.q_proj"
+  QuantizedWeight weight;
+  LinearReport report;
+};
+
+// Quantizes decoder layer `index` (on the device, in the dtype it computes in) in the true
+// sequential order, in stages, so that the calibration data passes through the layer about twice
+// in all: q/k/v from the normalized inputs; o_proj from the attention of the quantized q/k/v
+// (kept); gate/up from the residual after the quantized o_proj (kept); down_proj from their
+// activation; then the quantized layer's output replaces `hidden` ([N, L, hidden], GPTQ only).
+// Linears reading the same inputs share one Hessian and one factorization. Each linear's weight
+// is replaced by its dequantized value in the layer's dtype.
+absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
+    const LlamaConfig& config, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
+    int64_t index, const SequentialOptions& options);
 
 // Embeddings of calibration windows [N, L], computed in batches, as float32 on `device`.
 at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,

@@ -57,7 +57,82 @@ absl::StatusOr<at::Tensor> ReadFloatTensor(const CheckpointReader& weights,
   return ToTorch(*view);
 }
 
+// Fills decoder layer `i` through `load(name, shape, out)`, every shape from the config.
+absl::Status LoadLayerTensors(
+    const LlamaConfig& c, int64_t i,
+    const std::function<absl::Status(const std::string&, std::vector<int64_t>, at::Tensor&)>& load,
+    DecoderLayer& layer) {
+  struct Shape {
+    int64_t out, in;
+    bool bias;
+  };
+  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
+                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok())
+    return s;
+  if (auto s = load(LayerName(i, "post_attention_layernorm.weight"), {h},
+                    layer.post_attention_layernorm);
+      !s.ok()) {
+    return s;
+  }
+  const std::pair<const char*, Shape> shapes[] = {
+      {"self_attn.q_proj", {q_out, h, c.attention_bias}},
+      {"self_attn.k_proj", {kv_out, h, c.attention_bias}},
+      {"self_attn.v_proj", {kv_out, h, c.attention_bias}},
+      {"self_attn.o_proj", {h, q_out, c.attention_bias && c.model_type != "qwen2"}},
+      {"mlp.gate_proj", {f, h, c.mlp_bias}},
+      {"mlp.up_proj", {f, h, c.mlp_bias}},
+      {"mlp.down_proj", {h, f, c.mlp_bias}}};
+  auto linears = layer.Linears();
+  for (size_t j = 0; j < linears.size(); ++j) {
+    const Shape& shape = shapes[j].second;
+    Linear& linear = *linears[j].second;
+    const std::string base = LayerName(i, shapes[j].first);
+    if (auto s = load(base + ".weight", {shape.out, shape.in}, linear.weight); !s.ok()) return s;
+    if (shape.bias) {
+      if (auto s = load(base + ".bias", {shape.out}, linear.bias); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The tensor loader of FromTensors: shape-checked against `shape`, converted to dtype on device.
+auto ShapeCheckedLoader(const LlamaModel::TensorSource& source, at::ScalarType dtype,
+                        at::Device device,
+                        const std::function<std::string(const std::string&)>& where) {
+  return [&source, dtype, device, &where](const std::string& name, std::vector<int64_t> shape,
+                                          at::Tensor& out) -> absl::Status {
+    auto t = source(name);
+    if (!t.ok()) return t.status();
+    if (t->sizes().vec() != shape) {
+      const std::string origin = where ? where(name) : "";
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, origin.empty() ? "" : ": ", "tensor \"", name, "\": shape ",
+          ShapeString(t->sizes().vec()), " but config.json implies ", ShapeString(shape)));
+    }
+    out = t->to(device, dtype);
+    return absl::OkStatus();
+  };
+}
+
 }  // namespace
+
+absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
+                                              const CheckpointReader& weights, at::ScalarType dtype,
+                                              at::Device device) {
+  const LlamaModel::TensorSource source = [&](const std::string& name) {
+    return ReadFloatTensor(weights, name);
+  };
+  const std::function<std::string(const std::string&)> where = [&](const std::string& name) {
+    return weights.FileOf(name);
+  };
+  DecoderLayer layer;
+  if (auto s =
+          LoadLayerTensors(config, index, ShapeCheckedLoader(source, dtype, device, where), layer);
+      !s.ok())
+    return s;
+  return layer;
+}
 
 at::Tensor Linear::Forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
@@ -106,18 +181,9 @@ at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
   return at::where(medium, smoothed, scaled);
 }
 
-at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
-                                 const RotaryTables& rope, int64_t layer_index,
-                                 LinearObserver* observer) const {
-  const int64_t b = hidden.size(0), s = hidden.size(1);
-  auto observe = [&](absl::string_view name, const at::Tensor& input) {
-    if (observer != nullptr) observer->OnLinearInput(layer_index, name, input);
-  };
-
-  at::Tensor x = RmsNorm(hidden, input_layernorm, c.rms_norm_eps);
-  observe("self_attn.q_proj", x);
-  observe("self_attn.k_proj", x);
-  observe("self_attn.v_proj", x);
+at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x,
+                                       const RotaryTables& rope) const {
+  const int64_t b = x.size(0), s = x.size(1);
   at::Tensor q = SplitHeads(q_proj.Forward(x), c.num_attention_heads, c.head_dim);
   at::Tensor k = SplitHeads(k_proj.Forward(x), c.num_key_value_heads, c.head_dim);
   at::Tensor v = SplitHeads(v_proj.Forward(x), c.num_key_value_heads, c.head_dim);
@@ -130,14 +196,30 @@ at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
   }
   at::Tensor attn =
       compat::CausalAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-  attn = attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
-  observe("self_attn.o_proj", attn);
-  at::Tensor h = hidden + o_proj.Forward(attn);
+  return attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
+}
 
+at::Tensor DecoderLayer::MlpActivation(const at::Tensor& x) const {
+  return SwiGlu(gate_proj.Forward(x), up_proj.Forward(x));
+}
+
+at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
+                                 const RotaryTables& rope, int64_t layer_index,
+                                 LinearObserver* observer) const {
+  auto observe = [&](absl::string_view name, const at::Tensor& input) {
+    if (observer != nullptr) observer->OnLinearInput(layer_index, name, input);
+  };
+  at::Tensor x = RmsNorm(hidden, input_layernorm, c.rms_norm_eps);
+  observe("self_attn.q_proj", x);
+  observe("self_attn.k_proj", x);
+  observe("self_attn.v_proj", x);
+  const at::Tensor attn = AttentionCore(c, x, rope);
+  observe("self_attn.o_proj", attn);
+  const at::Tensor h = hidden + o_proj.Forward(attn);
   x = RmsNorm(h, post_attention_layernorm, c.rms_norm_eps);
   observe("mlp.gate_proj", x);
   observe("mlp.up_proj", x);
-  at::Tensor act = SwiGlu(gate_proj.Forward(x), up_proj.Forward(x));
+  const at::Tensor act = MlpActivation(x);
   observe("mlp.down_proj", act);
   return h + down_proj.Forward(act);
 }
@@ -197,21 +279,8 @@ absl::StatusOr<LlamaModel> LlamaModel::FromTensors(
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
-  auto load = [&](const std::string& name, std::vector<int64_t> shape,
-                  at::Tensor& out) -> absl::Status {
-    auto t = source(name);
-    if (!t.ok()) return t.status();
-    if (t->sizes().vec() != shape) {
-      const std::string origin = where ? where(name) : "";
-      return absl::InvalidArgumentError(absl::StrCat(
-          origin, origin.empty() ? "" : ": ", "tensor \"", name, "\": shape ",
-          ShapeString(t->sizes().vec()), " but config.json implies ", ShapeString(shape)));
-    }
-    out = t->to(device, dtype);
-    return absl::OkStatus();
-  };
-  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
-                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  const auto load = ShapeCheckedLoader(source, dtype, device, where);
+  const int64_t h = c.hidden_size;
   if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok())
     return s;
   if (auto s = load("model.norm.weight", {h}, m.norm_); !s.ok()) return s;
@@ -220,38 +289,9 @@ absl::StatusOr<LlamaModel> LlamaModel::FromTensors(
   } else if (auto s = load("lm_head.weight", {c.vocab_size, h}, m.lm_head_); !s.ok()) {
     return s;
   }
-  struct Shape {
-    int64_t out, in;
-    bool bias;
-  };
   m.layers_.resize(c.num_hidden_layers);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    DecoderLayer& layer = m.layers_[i];
-    if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok())
-      return s;
-    if (auto s = load(LayerName(i, "post_attention_layernorm.weight"), {h},
-                      layer.post_attention_layernorm);
-        !s.ok()) {
-      return s;
-    }
-    const std::pair<const char*, Shape> shapes[] = {
-        {"self_attn.q_proj", {q_out, h, c.attention_bias}},
-        {"self_attn.k_proj", {kv_out, h, c.attention_bias}},
-        {"self_attn.v_proj", {kv_out, h, c.attention_bias}},
-        {"self_attn.o_proj", {h, q_out, c.attention_bias && c.model_type != "qwen2"}},
-        {"mlp.gate_proj", {f, h, c.mlp_bias}},
-        {"mlp.up_proj", {f, h, c.mlp_bias}},
-        {"mlp.down_proj", {h, f, c.mlp_bias}}};
-    auto linears = layer.Linears();
-    for (size_t j = 0; j < linears.size(); ++j) {
-      const Shape& shape = shapes[j].second;
-      Linear& linear = *linears[j].second;
-      const std::string base = LayerName(i, shapes[j].first);
-      if (auto s = load(base + ".weight", {shape.out, shape.in}, linear.weight); !s.ok()) return s;
-      if (shape.bias) {
-        if (auto s = load(base + ".bias", {shape.out}, linear.bias); !s.ok()) return s;
-      }
-    }
+    if (auto s = LoadLayerTensors(c, i, load, m.layers_[i]); !s.ok()) return s;
   }
   return m;
 }
@@ -340,11 +380,23 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   return at::embedding(embed_tokens_, ids);
 }
 
-RotaryTables LlamaModel::Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const {
+namespace {
+RotaryTables RotaryFrom(const at::Tensor& inv_freq, int64_t seq_len, at::Device device,
+                        at::ScalarType dtype) {
   at::Tensor positions = at::arange(seq_len, at::kLong).to(at::kFloat);
-  at::Tensor freqs = at::outer(positions, inv_freq_);  // [seq, head_dim / 2], float32
+  at::Tensor freqs = at::outer(positions, inv_freq);  // [seq, head_dim / 2], float32
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   return {emb.cos().to(device, dtype), emb.sin().to(device, dtype)};
+}
+}  // namespace
+
+RotaryTables LlamaModel::Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const {
+  return RotaryFrom(inv_freq_, seq_len, device, dtype);
+}
+
+RotaryTables MakeRotaryTables(const LlamaConfig& config, int64_t seq_len, at::Device device,
+                              at::ScalarType dtype) {
+  return RotaryFrom(RotaryInverseFrequencies(config), seq_len, device, dtype);
 }
 
 at::Tensor LlamaModel::Head(const at::Tensor& hidden) const {

@@ -52,6 +52,12 @@ class DecoderLayer {
   // [batch, seq, hidden] -> [batch, seq, hidden].
   at::Tensor Forward(const LlamaConfig& config, const at::Tensor& hidden, const RotaryTables& rope,
                      int64_t layer_index = 0, LinearObserver* observer = nullptr) const;
+  // The pieces Forward is made of, for callers that run a layer in stages (GPTQ's sequential
+  // order): the attention from normalized inputs up to o_proj's input [batch, seq, heads *
+  // head_dim], and the MLP's activation silu(gate(x)) * up(x), down_proj's input.
+  at::Tensor AttentionCore(const LlamaConfig& config, const at::Tensor& normed,
+                           const RotaryTables& rope) const;
+  at::Tensor MlpActivation(const at::Tensor& normed) const;
 
   // The linear layers by their names inside the layer, in "true sequential" order.
   std::vector<std::pair<std::string, Linear*>> Linears();
@@ -132,6 +138,12 @@ class LlamaModel {
   at::Tensor inv_freq_;  // [head_dim / 2], float32, on CPU
 };
 
+// Decoder layer `index` of a checkpoint alone (what streams one layer at a time), in `dtype` on
+// `device`, every shape checked against `config`.
+absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
+                                              const CheckpointReader& weights, at::ScalarType dtype,
+                                              at::Device device);
+
 // Computes x * rsqrt(mean(x^2) + eps) in float32 and scales by `weight` in the input dtype, as the
 // reference implementation does. On CUDA (CUDA builds) one fused kernel with its own backward;
 // RmsNormComposite is the ATen formulation it must match.
@@ -144,5 +156,8 @@ at::Tensor SwiGluComposite(const at::Tensor& gate, const at::Tensor& up);
 
 // Inverse rotary frequencies (float32), including llama3 scaling when configured.
 at::Tensor RotaryInverseFrequencies(const LlamaConfig& config);
+// The rotary tables of `config` for `seq_len` positions (LlamaModel::Rotary without a model).
+RotaryTables MakeRotaryTables(const LlamaConfig& config, int64_t seq_len, at::Device device,
+                              at::ScalarType dtype);
 
 }  // namespace squeeze

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <functional>
 
 #include <algorithm>
 #include <cerrno>
@@ -248,14 +249,18 @@ std::vector<std::string> SafetensorsWriter::names() const {
   return out;
 }
 
-std::string SafetensorsWriter::SerializeHeader() const {
+namespace {
+
+// The 8-byte length, the JSON header (tensors in data order) and padding to 8 bytes.
+std::string SerializeSafetensorsHeader(const std::vector<TensorInfo>& tensors,
+                                       const std::map<std::string, std::string>& metadata) {
   // ordered_json keeps tensors in data order, which makes headers easy to read and diff.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
-  for (const Entry& e : tensors_) {
-    header[e.info.name] = {{"dtype", DTypeName(e.info.dtype)},
-                           {"shape", e.info.shape},
-                           {"data_offsets", {e.info.offset, e.info.offset + e.info.nbytes}}};
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  for (const TensorInfo& t : tensors) {
+    header[t.name] = {{"dtype", DTypeName(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {t.offset, t.offset + t.nbytes}}};
   }
   std::string text = header.dump();
   // Pad with spaces so the data region starts 8-byte aligned.
@@ -264,6 +269,50 @@ std::string SafetensorsWriter::SerializeHeader() const {
   uint64_t len = text.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((len >> (8 * i)) & 0xff);
   return out + text;
+}
+
+}  // namespace
+
+std::string SafetensorsWriter::SerializeHeader() const {
+  std::vector<TensorInfo> infos;
+  for (const Entry& e : tensors_) infos.push_back(e.info);
+  return SerializeSafetensorsHeader(infos, metadata_);
+}
+
+absl::Status WriteSafetensorsStreaming(
+    const std::string& path, std::vector<TensorInfo> tensors,
+    const std::map<std::string, std::string>& metadata,
+    const std::function<
+        absl::Status(size_t, const std::function<absl::Status(absl::string_view)>&)>& produce) {
+  uint64_t offset = 0;
+  for (TensorInfo& t : tensors) {
+    t.offset = offset;
+    offset += t.nbytes;
+  }
+  FILE* out = std::fopen(path.c_str(), "wb");
+  if (out == nullptr) return ErrnoError("cannot create", path);
+  absl::Status status;
+  auto write = [&](absl::string_view bytes) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), out) != bytes.size())
+      return ErrnoError("cannot write", path);
+    return absl::OkStatus();
+  };
+  status = write(SerializeSafetensorsHeader(tensors, metadata));
+  for (size_t i = 0; i < tensors.size() && status.ok(); ++i) {
+    uint64_t written = 0;
+    status = produce(i, [&](absl::string_view bytes) {
+      written += bytes.size();
+      return write(bytes);
+    });
+    if (status.ok() && written != tensors[i].nbytes) {
+      status =
+          absl::InternalError(absl::StrCat(path, ": tensor \"", tensors[i].name, "\" produced ",
+                                           written, " bytes, its header says ", tensors[i].nbytes));
+    }
+  }
+  if (std::fclose(out) != 0 && status.ok()) status = ErrnoError("cannot write", path);
+  if (!status.ok()) ::unlink(path.c_str());
+  return status;
 }
 
 absl::Status SafetensorsWriter::WriteFile(const std::string& path) const {

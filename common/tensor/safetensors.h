@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -101,6 +102,16 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
   uint64_t data_bytes_ = 0;
 };
+
+// Writes a safetensors file a tensor at a time, holding none of them whole: the header first
+// (from each tensor's name, dtype, shape and nbytes, in this order; offsets are assigned), then
+// `produce(i, write)` is called for each tensor in turn and passes its bytes to `write` in as many
+// pieces as it likes. Not atomic: for scratch files that are handed on once complete.
+absl::Status WriteSafetensorsStreaming(
+    const std::string& path, std::vector<TensorInfo> tensors,
+    const std::map<std::string, std::string>& metadata,
+    const std::function<
+        absl::Status(size_t, const std::function<absl::Status(absl::string_view)>&)>& produce);
 
 // A Hugging Face model directory's weights: `model.safetensors`, or the shards listed in
 // `model.safetensors.index.json`. Shards are opened (and validated) when the directory is opened.

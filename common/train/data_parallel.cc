@@ -28,7 +28,7 @@ class DataParallel::Collectives {
   virtual ~Collectives() = default;
   virtual c10::intrusive_ptr<c10d::Work> AllReduce(std::vector<at::Tensor>& tensors,
                                                    c10d::ReduceOp op) = 0;
-  virtual c10::intrusive_ptr<c10d::Work> Broadcast(std::vector<at::Tensor>& tensors) = 0;
+  virtual c10::intrusive_ptr<c10d::Work> Broadcast(std::vector<at::Tensor>& tensors, int root) = 0;
 };
 
 namespace {
@@ -43,8 +43,10 @@ class CollectivesOf : public DataParallel::Collectives {
     options.reduceOp = op;
     return group_->allreduce(tensors, options);
   }
-  c10::intrusive_ptr<c10d::Work> Broadcast(std::vector<at::Tensor>& tensors) override {
-    return group_->broadcast(tensors, c10d::BroadcastOptions());
+  c10::intrusive_ptr<c10d::Work> Broadcast(std::vector<at::Tensor>& tensors, int root) override {
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    return group_->broadcast(tensors, options);
   }
 
  private:
@@ -131,15 +133,26 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::Connect(
   }
 }
 
-absl::Status DataParallel::Broadcast(const std::vector<at::Tensor>& tensors) {
+absl::Status DataParallel::Broadcast(const std::vector<at::Tensor>& tensors, int root) {
   try {
     c10::NoGradGuard no_grad;
     for (const at::Tensor& t : tensors) {
       std::vector<at::Tensor> one = {t.detach()};
-      collectives_->Broadcast(one)->wait();
+      collectives_->Broadcast(one, root)->wait();
     }
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("broadcast from rank 0: ", e.what()));
+    return absl::UnavailableError(absl::StrCat("broadcast from rank ", root, ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::AllReduceSum(const at::Tensor& tensor) {
+  try {
+    c10::NoGradGuard no_grad;
+    std::vector<at::Tensor> one = {tensor.detach()};
+    collectives_->AllReduce(one, c10d::ReduceOp::SUM)->wait();
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("all-reduce: ", e.what()));
   }
   return absl::OkStatus();
 }

@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/dist/collectives.h"
 
 namespace c10d {
 class Store;
@@ -23,7 +24,7 @@ class Store;
 
 namespace squeeze {
 
-class DataParallel {
+class DataParallel : public RankCollectives {
  public:
   // Joins the group whose rank 0 serves a TCP store at `rendezvous` ("host:port"; rank 0 listens
   // on that port). Waits up to `timeout` for every rank.
@@ -35,11 +36,13 @@ class DataParallel {
   // Whether this build can run CPU ranks (Gloo's headers were found at build time).
   static bool HasGloo();
 
-  int rank() const { return rank_; }
-  int world_size() const { return world_size_; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
 
   // Overwrites `tensors` on every rank with rank 0's values.
-  absl::Status Broadcast(const std::vector<at::Tensor>& tensors);
+  absl::Status Broadcast(const std::vector<at::Tensor>& tensors) { return Broadcast(tensors, 0); }
+  absl::Status Broadcast(const std::vector<at::Tensor>& tensors, int root) override;
+  absl::Status AllReduceSum(const at::Tensor& tensor) override;
   // The mean over ranks of `value` (a loss for the log), or the max (a stop flag).
   double AllReduceMean(double value);
   double AllReduceMax(double value);

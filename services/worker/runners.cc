@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,10 +20,12 @@
 #include "common/compress/prune.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
+#include "common/compress/streaming_quantizer.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
 #include "common/tensor/torch_tensor.h"
+#include "common/train/data_parallel.h"
 
 namespace squeeze::worker {
 namespace {
@@ -41,6 +44,7 @@ int64_t PeakHostMemoryBytes() {
 
 void ResetPeakDeviceMemory(const at::Device& device) {
 #ifdef SQUEEZE_HAS_CUDA
+  at::empty({1}, at::TensorOptions().device(device));  // the allocator exists after a first use
   c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
 #else
   (void)device;
@@ -380,8 +384,10 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const json& spec = ctx.spec();
+  const auto started = std::chrono::steady_clock::now();
   const std::string method = spec.value("method", "rtn");
-  SequentialOptions seq;
+  StreamingQuantizeOptions options;
+  SequentialOptions& seq = options.sequential;
   seq.method =
       method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
   seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}),
@@ -391,151 +397,143 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   seq.gptq.damp = spec.value("damp", 0.01);
   seq.gptq.block_size = spec.value("block_size", int64_t{128});
   seq.device = ctx.device();
-  // Codes, scales and zero points of every linear layer, for the packed export; checkpointed with
-  // each layer so that a resumed task exports exactly what the first attempt computed.
-  std::map<std::string, QuantizedWeight> codes_by_linear;
+  if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
 
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
-  // The model stays on the host; layers visit the device one at a time.
-  auto model = LoadModel(*model_dir, at::kFloat, at::kCPU);
-  if (!model.ok()) return model.status();
-
+  auto config = LoadLlamaConfig(*model_dir);
+  if (!config.ok()) return config.status();
   at::Tensor calibration;
   if (seq.method == SequentialOptions::Method::kGptq) {
-    auto windows = CalibrationWindows(ctx, *model_dir, model->config());
+    auto windows = CalibrationWindows(ctx, *model_dir, *config);
     if (!windows.ok()) return windows.status();
     calibration = *windows;
   }
 
-  // Resume: every finished layer is its own checkpoint artifact, and `progress.json` (written
-  // after it) says how many there are.
-  const std::string ckpt = ctx.lease().checkpoint_uri();
-  int64_t done = 0;
-  if (auto text = ctx.store().ReadFile(ckpt + "/progress.json"); text.ok()) {
-    json progress = json::parse(*text, nullptr, false);
-    if (!progress.is_discarded()) done = progress.value("layers_done", int64_t{0});
-  }
-  {
-    c10::NoGradGuard no_grad;
-    for (int64_t i = 0; i < done; ++i) {
-      auto dir =
-          ctx.store().LocalDirectory(absl::StrCat(ckpt, "/layer-", i), ctx.scratch_dir() + "/ckpt");
-      if (!dir.ok()) return dir.status();
-      auto reader = CheckpointReader::Open(*dir);
-      if (!reader.ok()) return reader.status();
-      for (auto& [name, t] : model->layer(i).Tensors()) {
-        auto view = (*reader)->Get(name);
-        if (!view.ok()) return view.status();
-        auto loaded = ToTorch(*view);
-        if (!loaded.ok()) return loaded.status();
-        *t = loaded->to(t->device(), t->scalar_type());
-      }
-      for (auto& [name, linear] : model->layer(i).Linears()) {
-        QuantizedWeight q;
-        q.spec = seq.gptq.quant;
-        for (auto [field, out] : {std::pair{".codes", &q.codes}, std::pair{".scales", &q.scales},
-                                  std::pair{".zeros", &q.zeros}, std::pair{".g_idx", &q.g_idx}}) {
-          if (!(*reader)->Contains(name + field)) continue;  // g_idx is optional
-          auto t = ToTorch(*(*reader)->Get(name + field));
-          if (!t.ok()) return t.status();
-          *out = *t;
-        }
-        codes_by_linear[absl::StrCat("model.layers.", i, ".", name)] = std::move(q);
-      }
+  // The output is written once: each layer's shard goes into the store as soon as it is written
+  // (moved, not copied, on the file backend), and the checkpoint is a manifest naming the shards
+  // done so far, so a retried task resumes after the last of them.
+  const std::string ckpt = ctx.lease().checkpoint_uri() + "/shards";
+  const std::string output = ctx.lease().output_uri();
+  std::map<int64_t, StoredFile> layer_shards;
+  std::vector<StoredFile> other_files;
+  if (auto done = ctx.store().Files(ckpt); done.ok()) {
+    for (const StoredFile& f : *done) {
+      // model-000{i+1}-of-...: layer i.
+      const int64_t layer = std::atoll(f.name.substr(6, 5).c_str()) - 1;
+      if (layer >= 0) layer_shards[layer] = f;
     }
   }
-  if (done > 0)
-    ctx.Log(absl::StrCat("resumed from checkpoint: ", done, " layers already quantized"));
-  seq.start_layer = done;
-
-  const int64_t layers = model->num_layers();
-  json layer_reports = json::array();
-  seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
-    QuantizedWeight copy = q;
-    copy.codes = q.codes.to(at::kCPU);
-    copy.scales = q.scales.to(at::kCPU);
-    copy.zeros = q.zeros.to(at::kCPU);
-    if (q.g_idx.defined()) copy.g_idx = q.g_idx.to(at::kCPU);
-    codes_by_linear[absl::StrCat("model.layers.", layer, ".", name)] = std::move(copy);
+  while (options.start_layer < config->num_hidden_layers && layer_shards.count(options.start_layer))
+    ++options.start_layer;
+  if (options.start_layer > 0) {
+    ctx.Log(absl::StrCat("resumed from checkpoint: ", options.start_layer,
+                         " layers already quantized"));
+  }
+  const std::string resume_dir = ctx.scratch_dir() + "/resume";
+  options.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
+    const StoredFile& f = layer_shards.at(layer);
+    fs::create_directories(resume_dir);
+    const std::string path = resume_dir + "/" + f.name;
+    if (auto s = ctx.store().FetchFile(ckpt, f.name, path); !s.ok()) return s;
+    return path;
   };
-  seq.on_layer_done = [&](int64_t i, const std::vector<LinearReport>& reports) -> absl::Status {
-    SafetensorsWriter layer_writer;
-    for (auto& [name, t] : model->layer(i).Tensors()) {
-      if (auto s = AddTensor(layer_writer, name, *t); !s.ok()) return s;
-    }
-    for (auto& [name, linear] : model->layer(i).Linears()) {
-      const QuantizedWeight& q = codes_by_linear.at(absl::StrCat("model.layers.", i, ".", name));
-      for (auto [field, t] : {std::pair{".codes", q.codes}, std::pair{".scales", q.scales},
-                              std::pair{".zeros", q.zeros}, std::pair{".g_idx", q.g_idx}}) {
-        if (!t.defined()) continue;
-        if (auto s = AddTensor(layer_writer, name + field, t); !s.ok()) return s;
+  std::mutex files_mu;
+  options.on_file = [&](int64_t layer, const std::string& path,
+                        const std::string& name) -> absl::Status {
+    auto stored = ctx.store().PutFileBlob(output, name, path, /*consume=*/true);
+    if (!stored.ok()) return stored.status();
+    std::vector<StoredFile> done;
+    {
+      std::lock_guard<std::mutex> lock(files_mu);
+      if (layer < 0) {
+        other_files.push_back(*stored);
+        return absl::OkStatus();
       }
+      layer_shards[layer] = *stored;
+      for (const auto& [i, f] : layer_shards) done.push_back(f);
     }
-    const fs::path dir = fs::path(ctx.scratch_dir()) / "layer";
-    RemoveTree(dir).IgnoreError();
-    fs::create_directories(dir);
-    if (auto s = layer_writer.WriteFile((dir / "model.safetensors").string()); !s.ok()) return s;
-    if (auto s = ctx.store().PutDirectory(dir.string(), absl::StrCat(ckpt, "/layer-", i),
-                                          ctx.provenance(), CheckpointPutOptions());
-        !s.ok())
-      return s;
-    if (auto s = ctx.store().PutFile(ckpt + "/progress.json", json{{"layers_done", i + 1}}.dump());
-        !s.ok()) {
-      return s;
-    }
-    for (const LinearReport& r : reports) {
-      layer_reports.push_back(
-          {{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
-    }
-    ctx.SetProgress(i + 1, layers, "layers");
+    // The checkpoint names every finished shard, which also keeps them from garbage collection.
+    ArtifactProvenance provenance = ctx.provenance();
+    provenance.stage = "quantize-checkpoint";
+    return ctx.store().PutManifest(ckpt, done, provenance);
+  };
+  options.on_progress = [&](int64_t completed, int64_t total,
+                            const std::string& unit) -> absl::Status {
+    ctx.SetProgress(completed, total, unit);
+    if (completed == total - 1) ctx.Log("layers done; writing the embeddings, index and config");
     return ctx.CheckStep();
   };
-  if (auto s = ctx.CheckStep(); !s.ok()) return s;
-  auto reports = QuantizeSequential(*model, calibration, seq);
-  if (!reports.ok()) return reports.status();
-
-  const QuantizedSize quantized = QuantizedLinearSize(*model, seq.gptq.quant);
-
-  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "model";
-  RemoveTree(out_dir).IgnoreError();
-  std::string format = "gptq";
-  GptqExportOptions export_options;
-  export_options.gptq = seq.gptq;
-  if (auto s = WriteGptqCheckpoint(out_dir.string(), *model, codes_by_linear, export_options);
-      !s.ok()) {
-    if (s.code() != absl::StatusCode::kInvalidArgument) return s;
-    // Shapes that do not pack into 32-bit words: keep the weights dense and say so.
-    ctx.Log(absl::StrCat("packed export not possible (", s.message(), "); writing dense weights"));
-    format = "dense";
-    RemoveTree(out_dir).IgnoreError();
-    if (auto s2 = SaveModelLike(*model, *model_dir, out_dir.string()); !s2.ok()) return s2;
-  } else if (fs::exists(fs::path(*model_dir) / "tokenizer.model")) {
-    // The tokenizer travels with the model.
-    fs::copy_file(fs::path(*model_dir) / "tokenizer.model", out_dir / "tokenizer.model");
+  // A gang (workers: N) shares the calibration windows: Hessians are summed over the ranks and
+  // each linear is solved on one of them; rank 0 writes.
+  const v1::TaskLease& lease = ctx.lease();
+  std::unique_ptr<DataParallel> gang;
+  if (lease.world_size() > 1) {
+    auto group = DataParallel::Connect(lease.rendezvous_address(), lease.rank(), lease.world_size(),
+                                       ctx.device(), std::chrono::seconds(120));
+    if (!group.ok()) return group.status();
+    gang = *std::move(group);
+    seq.ranks = gang.get();
+    ctx.Log(absl::StrCat("rank ", lease.rank(), " of ", lease.world_size(), " via ",
+                         lease.rendezvous_address()));
   }
-  if (auto s =
-          ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri(), ctx.provenance());
-      !s.ok())
-    return s;
-  ctx.store().Delete(ckpt).IgnoreError();  // finished: the checkpoint has served its purpose
+  if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  const std::string out_dir = ctx.scratch_dir() + "/model";
+  RemoveTree(out_dir).IgnoreError();
+  auto quantized = QuantizeCheckpointStreaming(*model_dir, calibration, out_dir, options);
+  if (!quantized.ok()) return quantized.status();
+  if (lease.rank() != 0) {
+    TaskOutput out;  // rank 0 writes the model and reports
+    out.result = {{"rank", lease.rank()}};
+    return out;
+  }
+
+  // The tokenizer travels with the model.
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json", "generation_config.json"}) {
+    const fs::path source = fs::path(*model_dir) / name;
+    if (!fs::exists(source)) continue;
+    auto stored = ctx.store().PutFileBlob(output, name, source.string(), /*consume=*/false);
+    if (!stored.ok()) return stored.status();
+    other_files.push_back(*stored);
+  }
+  std::vector<StoredFile> files;
+  for (const auto& [i, f] : layer_shards) files.push_back(f);
+  files.insert(files.end(), other_files.begin(), other_files.end());
+  if (auto s = ctx.store().PutManifest(output, files, ctx.provenance()); !s.ok()) return s;
+  ctx.store().Delete(ctx.lease().checkpoint_uri()).IgnoreError();  // finished: served its purpose
 
   TaskOutput out;
-  out.outputs["model"] = ctx.lease().output_uri();
-  const int64_t params = model->NumParameters();
-  out.result = {
-      {"method", method},
-      {"bits", seq.gptq.quant.bits},
-      {"group_size", seq.gptq.quant.group_size},
-      {"sym", seq.gptq.quant.symmetric},
-      {"act_order", seq.gptq.act_order},
-      {"format", format},
-      {"layers", layers},
-      {"resumed_from_layer", done},
-      {"quantized_weights", quantized.weights},
-      {"bits_per_quantized_weight", quantized.weights ? quantized.bits / quantized.weights : 0.0},
-      {"packed_size_bytes", (params - quantized.weights) * 2.0 + quantized.bits / 8.0},
-      {"linears", layer_reports}};
+  out.outputs["model"] = output;
+  json layer_reports = json::array();
+  for (const LinearReport& r : quantized->reports) {
+    layer_reports.push_back(
+        {{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
+  }
+  int64_t output_bytes = 0;
+  for (const StoredFile& f : files) output_bytes += f.size;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const QuantizedSize& q = quantized->quantized;
+  out.result = {{"method", method},
+                {"bits", seq.gptq.quant.bits},
+                {"group_size", seq.gptq.quant.group_size},
+                {"sym", seq.gptq.quant.symmetric},
+                {"act_order", seq.gptq.act_order},
+                {"format", quantized->format},
+                {"layers", config->num_hidden_layers},
+                {"resumed_from_layer", options.start_layer},
+                {"quantized_weights", q.weights},
+                {"bits_per_quantized_weight", q.weights ? q.bits / q.weights : 0.0},
+                {"packed_size_bytes", (quantized->parameters - q.weights) * 2.0 + q.bits / 8.0},
+                {"output_bytes", output_bytes},
+                {"bytes_written", quantized->bytes_written},
+                {"seconds", seconds},
+                {"phase_seconds", quantized->phase_seconds},
+                {"peak_host_memory_bytes", PeakHostMemoryBytes()},
+                {"peak_device_memory_bytes",
+                 device_is_cuda(ctx.device()) ? PeakDeviceMemoryBytes(ctx.device()) : int64_t{0}},
+                {"linears", layer_reports}};
   return out;
 }
 

@@ -6,6 +6,8 @@
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
+#include "common/compress/streaming_quantizer.h"
+#include "common/tensor/torch_tensor.h"
 #include "gtest/gtest.h"
 
 #ifdef SQUEEZE_HAS_CUDA
@@ -97,6 +99,126 @@ TEST_F(CompressCudaTest, SequentialGptqRunsLayerByLayerOnTheDevice) {
   const double cpu_error = (cpu_model.Forward(ids) - reference).pow(2).sum().item<double>();
   const double gpu_error = (gpu_model.Forward(ids) - reference).pow(2).sum().item<double>();
   EXPECT_NEAR(gpu_error / cpu_error, 1.0, 0.2) << cpu_error << " vs " << gpu_error;
+}
+
+// The fused block kernel (CUDA, block_size 128) against ATen's column loop on the host, on the
+// same weight and Hessian, across the options that change how columns are grouped and ordered,
+// including a last block shorter than 128 columns.
+TEST_F(CompressCudaTest, FusedBlockSolveMatchesTheColumnLoop) {
+  struct Variant {
+    int bits;
+    int64_t group, cols;
+    bool sym, act_order, static_groups;
+  };
+  const Variant variants[] = {{4, 128, 512, false, false, false}, {4, 128, 512, false, true, false},
+                              {4, 128, 512, false, true, true},   {3, 32, 320, true, false, false},
+                              {8, -1, 256, false, false, false},  {2, 64, 448, false, true, false}};
+  for (const Variant& v : variants) {
+    at::Tensor x = CorrelatedInputs(2048, v.cols);
+    at::Tensor w = at::randn({200, v.cols}) * 0.05;  // rows not a multiple of the 32 per CTA
+    HessianAccumulator acc(v.cols, at::kCPU);
+    acc.Add(x);
+    GptqOptions o;
+    o.quant = {v.bits, v.group, v.sym};
+    o.act_order = v.act_order;
+    o.static_groups = v.static_groups;
+    auto host = QuantizeGptq(w, acc.hessian(), o);
+    auto fused = QuantizeGptq(w.cuda(), acc.hessian().cuda(), o);
+    ASSERT_TRUE(host.ok() && fused.ok()) << host.status() << fused.status();
+    const double same =
+        host->weight.codes.eq(fused->weight.codes.cpu()).to(at::kFloat).mean().item<double>();
+    const std::string what = "bits " + std::to_string(v.bits) + " group " +
+                             std::to_string(v.group) + " act_order " + std::to_string(v.act_order);
+    EXPECT_GT(same, 0.995) << what;
+    EXPECT_NEAR(fused->loss / host->loss, 1.0, 0.01) << what;
+    EXPECT_TRUE(at::equal(host->weight.g_idx, fused->weight.g_idx.cpu())) << what;
+    // Scales are float16 values: float32 reassociation may move one by an ulp here and there.
+    const at::Tensor relative =
+        (host->weight.scales - fused->weight.scales.cpu()).abs() / host->weight.scales.abs();
+    EXPECT_LT(relative.mean().item<double>(), 1e-3) << what;
+  }
+}
+
+// Hessians from bfloat16 inputs: one GEMM with float32 accumulation, equal to the float32 product
+// of the same (bf16-rounded) inputs.
+TEST_F(CompressCudaTest, HessianFromBfloat16InputsAccumulatesInFloat32) {
+  at::Tensor x = CorrelatedInputs(3000, 384).to(at::kBFloat16);
+  HessianAccumulator exact(384, at::kCPU), fast(384, at::Device(at::kCUDA));
+  exact.Add(x.slice(0, 0, 1000).to(at::kFloat));
+  exact.Add(x.slice(0, 1000).to(at::kFloat));
+  fast.Add(x.slice(0, 0, 1000).cuda());
+  fast.Add(x.slice(0, 1000).cuda());
+  EXPECT_EQ(fast.hessian().scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(exact.hessian(), fast.hessian().cpu(), 1e-4, 1e-4));
+}
+
+// The streaming path on the device (bf16 layers, shards per layer) writes a checkpoint that loads
+// and whose damage to the outputs matches the host's float32 pipeline; resuming from the first
+// two layers' shards reproduces the same files.
+TEST_F(CompressCudaTest, StreamingQuantizerOnTheDeviceWritesALoadableShardedCheckpoint) {
+  LlamaConfig c;
+  c.vocab_size = 256;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;
+  c.head_dim = 32;
+  c.torch_dtype = "bfloat16";
+  const std::string dir = ::testing::TempDir() + "/streaming_cuda";
+  const LlamaModel original = LlamaModel::RandomInit(c, 1);
+  ASSERT_TRUE(original.Save(dir + "/in", at::kBFloat16).ok());
+  at::manual_seed(2);
+  at::Tensor calibration = at::randint(0, 256, {32, 128}, at::kLong);
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 128, false};
+  o.sequential.device = at::Device(at::kCUDA);
+  std::map<int64_t, std::string> shards;
+  o.on_file = [&](int64_t layer, const std::string& path, const std::string& name) {
+    if (layer >= 0) shards[layer] = path;
+    return absl::OkStatus();
+  };
+  auto result = QuantizeCheckpointStreaming(dir + "/in", calibration, dir + "/out", o);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->format, "gptq");
+  EXPECT_EQ(shards.size(), 4u);
+  auto loaded = LoadModel(dir + "/out");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+
+  LlamaModel host_model = LlamaModel::RandomInit(c, 1);
+  SequentialOptions host;
+  host.gptq.quant = {4, 128, false};
+  ASSERT_TRUE(QuantizeSequential(host_model, calibration, host).ok());
+  const at::Tensor ids = calibration.slice(0, 0, 8);
+  const at::Tensor reference = original.Forward(ids);
+  const double host_error = (host_model.Forward(ids) - reference).pow(2).sum().item<double>();
+  const double device_error = (loaded->Forward(ids) - reference).pow(2).sum().item<double>();
+  EXPECT_NEAR(device_error / host_error, 1.0, 0.3) << host_error << " vs " << device_error;
+
+  // Resume after two layers: the remaining shards come out the same.
+  StreamingQuantizeOptions resumed = o;
+  resumed.start_layer = 2;
+  const std::map<int64_t, std::string> first = shards;
+  resumed.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
+    return first.at(layer);
+  };
+  std::map<int64_t, std::string> again;
+  resumed.on_file = [&](int64_t layer, const std::string& path, const std::string& name) {
+    if (layer >= 0) again[layer] = path;
+    return absl::OkStatus();
+  };
+  auto second = QuantizeCheckpointStreaming(dir + "/in", calibration, dir + "/again", resumed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(again.size(), 2u);
+  for (int64_t layer : {2, 3}) {
+    auto a = SafetensorsFile::Open(first.at(layer));
+    auto b = SafetensorsFile::Open(again.at(layer));
+    ASSERT_TRUE(a.ok() && b.ok());
+    const std::string name = "model.layers." + std::to_string(layer) + ".mlp.down_proj.qweight";
+    auto ta = ToTorch(*(*a)->Get(name)), tb = ToTorch(*(*b)->Get(name));
+    const double same = ta->eq(*tb).to(at::kFloat).mean().item<double>();
+    EXPECT_GT(same, 0.99) << "layer " << layer;
+  }
 }
 
 #ifdef SQUEEZE_HAS_CUDA

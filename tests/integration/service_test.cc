@@ -64,14 +64,15 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.5);
   EXPECT_TRUE(
       fs::exists(fs::path(ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model")) /
-                 "model.safetensors"));
+                 "model.safetensors.index.json"));
 
   // Artifacts download, and the health service answers.
   auto [art_code, art_out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", id, "--coordinator",
                                          h.address(), "--download", h.dir() + "/download"});
   ASSERT_EQ(art_code, 0) << art_out;
   EXPECT_TRUE(fs::exists(h.dir() + "/download/report.json"));
-  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model-00001-of-00005.safetensors"));
   auto health = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel(h.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
@@ -189,6 +190,34 @@ TEST(ServiceTest, TaskThatKeepsFailingEndsTheJobWithItsError) {
   EXPECT_EQ(done.tasks(2).attempts(), 1);
 }
 
+// workers: 2 on a quantize stage: a gang of two worker processes over Gloo splits the calibration
+// windows and the linears; rank 0 writes a packed checkpoint that evaluates as well as one rank's.
+TEST(ServiceTest, GptqGangOfTwoWorkersQuantizesTogether) {
+  ServiceHarness h("gptq_gang");
+  h.StartCoordinator();
+  for (const char* node : {"a", "b"}) {
+    h.StartWorker(node,
+                  {"--threads", "1", "--rendezvous", "127.0.0.1:" + std::to_string(FreePort())});
+  }
+  const std::string src = SourceDir();
+  const std::string recipe =
+      "model: " + src + "/deploy/models/fortunes-teacher\n" + "data: {calibration: " + src +
+      "/deploy/data/fortunes/calibration.jsonl, evaluation: [" + src +
+      "/deploy/data/fortunes/evaluation.jsonl]}\n" +
+      "stages:\n"
+      "  - quantize: {method: gptq, bits: 4, group_size: 128, calibration_samples: 16, "
+      "workers: 2}\n"
+      "  - evaluate: {max_examples: 32, window: 128, stride: 64}\n";
+  v1::Job done = h.WaitFor(h.Submit(recipe).id(), Finished);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  nlohmann::json report = h.Report(done);
+  EXPECT_EQ(report["stages"][0]["result"]["format"], "gptq");
+  EXPECT_EQ(report["stages"][0]["result"]["linears"].size(), 28u);
+  EXPECT_GT(report["stages"][0]["result"]["linears"][27]["loss"].get<double>(), 0.0)
+      << "rank 0 reports the losses of linears solved on rank 1 too";
+  EXPECT_LT(report["stages"][1]["result"]["perplexity"].get<double>(), 5.0);
+}
+
 TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
   ServiceHarness h("gptq");
   h.StartCoordinator();
@@ -213,7 +242,7 @@ TEST(ServiceTest, GptqJobWritesAPackedCheckpointThatEvaluatesWell) {
             0.5 * report["stages"][0]["result"]["size_bytes"].get<double>());
   EXPECT_GT(report["stages"][2]["result"]["retention"].get<double>(), 0.95);
   const std::string model = ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model");
-  EXPECT_TRUE(fs::exists(model + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(model + "/model.safetensors.index.json"));  // one shard per layer
   std::ifstream config(model + "/config.json");
   auto qc = nlohmann::json::parse(config)["quantization_config"];
   EXPECT_EQ(qc["quant_method"], "gptq");
@@ -339,7 +368,8 @@ TEST(ServiceTest, JobRunsWithItsStoreInS3) {
   auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", done.id(), "--coordinator",
                                  h.address(), "--download", h.dir() + "/download"});
   ASSERT_EQ(code, 0) << out;
-  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(h.dir() + "/download/1-model/model-00001-of-00005.safetensors"));
   EXPECT_TRUE(fs::exists(h.dir() + "/download/report.json"));
 
   // Tamper with every blob: reading the model must fail, naming the blob, and write nothing bad.
@@ -349,7 +379,7 @@ TEST(ServiceTest, JobRunsWithItsStoreInS3) {
                                     h.address(), "--download", h.dir() + "/download2"});
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find("does not match its digest"), std::string::npos) << out;
-  EXPECT_FALSE(fs::exists(h.dir() + "/download2/1-model/model.safetensors"));
+  EXPECT_FALSE(fs::exists(h.dir() + "/download2/1-model/model-00001-of-00005.safetensors"));
   ::unsetenv("SQUEEZE_S3_ENDPOINT");
 }
 

@@ -1,0 +1,72 @@
+#!/bin/bash
+# GPTQ at real scale on one GPU: a Llama-3-8B-shaped checkpoint (random bf16 weights) quantized to
+# 4 bits, group 128, with 128 x 2048 calibration tokens, through the real path (`squeezectl run`,
+# embedded coordinator and worker, output in the file store). Then the solve alone on the same
+# layer shapes, ours against the plain PyTorch per-column reference on the same weights and
+# Hessians. Prints a table last.
+#
+# usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32]
+set -euo pipefail
+build=${1:?build directory}
+work=${2:?work directory (needs about 25 GB)}
+shift 2
+layers=32
+[ "${1:-}" = "--layers" ] && layers=$2
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$work"
+rm -rf "$work/state"
+# A checkpoint of the same depth from an earlier run on this machine is reused.
+if [ ! -f "$work/gen.json" ] || ! grep -qs "\"num_hidden_layers\": $layers," "$work/model/config.json"; then
+  rm -rf "$work/model"
+  python3 "$here/make_llama_checkpoint.py" "$work/model" --layers "$layers" > "$work/gen.json"
+fi
+gen=$(cat "$work/gen.json")
+cat > "$work/recipe.yaml" <<YAML
+model: $work/model
+data: {calibration: $work/calibration.jsonl}
+stages:
+  - quantize: {method: gptq, bits: 4, group_size: 128, calibration_samples: 128,
+               calibration_seq_len: 2048}
+YAML
+sync
+start=$(date +%s.%N)
+"$build/services/cli/squeezectl" run "$work/recipe.yaml" --device cuda --state-dir "$work/state" \
+  --json > "$work/report.json" 2> "$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
+end=$(date +%s.%N)
+store_bytes=$(du -sb "$work/state/store" | cut -f1)
+"$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"
+python3 "$here/gptq_reference.py" "$work/cases.safetensors" > "$work/reference.jsonl"
+python3 - "$gen" "$work" "$start" "$end" "$store_bytes" <<'PY'
+import glob, json, sys
+gen, work, start, end, store_bytes = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+report = json.load(open(glob.glob(work + "/state/store/jobs/*/report.json")[0]))
+stage = [s for s in report["stages"] if s["kind"] == "quantize"][0]["result"]
+ours = [json.loads(l) for l in open(work + "/ours.jsonl")]
+ref = {r["case"]: r for r in map(json.loads, open(work + "/reference.jsonl"))}
+gib = 2**30
+print("\n== GPTQ 4-bit g128, %d layers, 128 x 2048 calibration tokens ==" % stage["layers"])
+print("%-44s %10.1f s" % ("wall, squeezectl run (submit to report)", end - start))
+print("%-44s %10.1f s" % ("quantize task", stage["seconds"]))
+for phase, s in sorted(stage["phase_seconds"].items(), key=lambda kv: -kv[1]):
+    print("  %-42s %10.2f s" % (phase, s))
+print("%-44s %10.2f GiB" % ("peak GPU memory", stage["peak_device_memory_bytes"] / gib))
+print("%-44s %10.2f GiB (%.2fx the checkpoint)" % ("peak host memory (RSS)", stage["peak_host_memory_bytes"] / gib, stage["peak_host_memory_bytes"] / gen["checkpoint_bytes"]))
+print("%-44s %10.2f GiB" % ("checkpoint", gen["checkpoint_bytes"] / gib))
+print("%-44s %10.2f GiB" % ("output", stage["output_bytes"] / gib))
+print("%-44s %10.2f GiB (%.2fx the output)" % ("bytes written by the task", stage["bytes_written"] / gib, stage["bytes_written"] / stage["output_bytes"]))
+print("%-44s %10.2f GiB" % ("store on disk after the job", store_bytes / gib))
+by_linear = {}
+for l in stage["linears"]:
+    by_linear.setdefault(l["linear"], []).append(l["loss"])
+print("per-linear loss (mean over layers / max):")
+for name, losses in by_linear.items():
+    print("  %-20s %12.4g %12.4g" % (name, sum(losses) / len(losses), max(losses)))
+print("\n== solve alone, same weights and Hessian (bf16 inputs, fp32 accumulation) ==")
+print("%-18s %-12s %10s %10s %8s %12s %12s %9s" % ("linear", "shape", "ours s", "ref s", "ratio", "ours loss", "ref loss", "loss diff"))
+for o in ours:
+    r = ref[o["case"]]
+    print("%-18s %-12s %10.4f %10.3f %7.1fx %12.5g %12.5g %8.3f%%" % (o["case"], "%dx%d" % (o["out"], o["in"]), o["solve_seconds"], r["seconds"], r["seconds"] / o["solve_seconds"], o["loss"], r["loss"], 100 * (o["loss"] - r["loss"]) / r["loss"]))
+print("\nHessian input precision: reconstruction error tr((W-Q) H (W-Q)^T) on the fp32 Hessian")
+for o in ours:
+    print("  %-18s bf16-input H: %.5g   fp32 H: %.5g   (%+.3f%%)" % (o["case"], o["error_bf16_hessian"], o["error_fp32_hessian"], 100 * (o["error_bf16_hessian"] / o["error_fp32_hessian"] - 1)))
+PY

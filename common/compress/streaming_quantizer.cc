@@ -1,0 +1,475 @@
+#include "common/compress/streaming_quantizer.h"
+
+#include <c10/core/GradMode.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/tensor/torch_tensor.h"
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Runs closures one after another on its own thread, in order. The first error is kept and
+// returned by Submit and Drain; later work is skipped.
+class SerialWriter {
+ public:
+  SerialWriter() : thread_([this] { Loop(); }) {}
+  ~SerialWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  absl::Status Submit(std::function<absl::Status()> work) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!error_.ok()) return error_;
+    queue_.push_back(std::move(work));
+    cv_.notify_all();
+    return absl::OkStatus();
+  }
+  // Waits for everything submitted; the first error, if any.
+  absl::Status Drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+    return error_;
+  }
+  double busy_seconds() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return busy_seconds_;
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      std::function<absl::Status()> work = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      const bool skip = !error_.ok();
+      lock.unlock();
+      const auto start = std::chrono::steady_clock::now();
+      absl::Status s = skip ? absl::OkStatus() : work();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      lock.lock();
+      busy_seconds_ += seconds;
+      if (error_.ok() && !s.ok()) error_ = s;
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<absl::Status()>> queue_;
+  bool busy_ = false, stop_ = false;
+  absl::Status error_;
+  double busy_seconds_ = 0.0;
+  std::thread thread_;
+};
+
+std::string ShardName(int64_t index, int64_t count) {
+  return absl::StrFormat("model-%05d-of-%05d.safetensors", index + 1, count);
+}
+
+std::string LayerPrefix(int64_t layer) { return absl::StrCat("model.layers.", layer, "."); }
+
+// Tensor `name` of `weights` as a CPU tensor over the mapped file itself, in its stored dtype:
+// valid while `weights` lives, and only ever read.
+absl::StatusOr<at::Tensor> Borrow(const CheckpointReader& weights, const std::string& name) {
+  auto view = weights.Get(name);
+  if (!view.ok()) return view.status();
+  auto type = ToScalarType(view->info->dtype);
+  if (!type.ok()) return type.status();
+  return at::from_blob(const_cast<uint8_t*>(view->data), view->info->shape,
+                       at::TensorOptions().dtype(*type));
+}
+
+// Drops this process's pages of tensor `name` of the mapped checkpoint once it has been read:
+// they are clean file pages (read again from the file if touched), so resident memory stays at
+// about the layers in flight instead of growing to the whole checkpoint.
+void ReleasePages(const CheckpointReader& weights, const std::string& name) {
+  auto view = weights.Get(name);
+  if (!view.ok() || view->info->nbytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(view->data) + page - 1) / page * page;
+  const uintptr_t end =
+      (reinterpret_cast<uintptr_t>(view->data) + view->info->nbytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// A decoder layer read on the host in its stored dtype (pinned when it will go to a GPU), so that
+// the copy to the device can overlap the work before it.
+absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const CheckpointReader& weights,
+                                       int64_t index, at::ScalarType dtype, bool pin) {
+  auto layer = LoadDecoderLayer(config, index, weights, dtype, at::kCPU);
+  if (!layer.ok()) return layer;
+  for (auto& [name, t] : layer->Tensors()) {
+    if (pin) *t = t->pin_memory();
+    ReleasePages(weights, LayerPrefix(index) + name);
+  }
+  return layer;
+}
+
+DecoderLayer ToDevice(const DecoderLayer& host, at::Device device, at::ScalarType dtype) {
+  DecoderLayer layer = host;
+  for (auto& [name, t] : layer.Tensors()) *t = t->to(device, dtype, /*non_blocking=*/true);
+  return layer;
+}
+
+bool Packs(const LlamaConfig& c, int bits) {
+  const int64_t dims[] = {c.hidden_size, c.num_attention_heads * c.head_dim,
+                          c.num_key_value_heads * c.head_dim, c.intermediate_size};
+  for (int64_t d : dims) {
+    if ((d * bits) % 32 != 0) return false;
+  }
+  return true;
+}
+
+// The tensors of one quantized decoder layer as they are stored, on the host.
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensors(
+    DecoderLayer& layer, int64_t index, const std::vector<QuantizedLinear>& quantized, bool packed,
+    GptqFormat format) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  const std::string prefix = LayerPrefix(index);
+  out.emplace_back(prefix + "input_layernorm.weight", layer.input_layernorm.to(at::kHalf));
+  out.emplace_back(prefix + "post_attention_layernorm.weight",
+                   layer.post_attention_layernorm.to(at::kHalf));
+  for (const QuantizedLinear& q : quantized) {
+    const std::string base = prefix + q.name;
+    if (packed) {
+      auto p = PackGptqLinear(q.weight, format);
+      if (!p.ok())
+        return absl::Status(p.status().code(), absl::StrCat(base, ": ", p.status().message()));
+      out.emplace_back(base + ".qweight", p->qweight);
+      out.emplace_back(base + ".qzeros", p->qzeros);
+      out.emplace_back(base + ".scales", p->scales);
+      out.emplace_back(base + ".g_idx", p->g_idx);
+    } else {
+      out.emplace_back(base + ".weight", q.weight.Dequantize().to(at::kHalf));
+    }
+  }
+  for (auto& [name, linear] : layer.Linears()) {
+    if (linear->bias.defined())
+      out.emplace_back(prefix + name + ".bias", linear->bias.to(at::kHalf));
+  }
+  for (auto& [name, t] : out) t = t.to(at::kCPU).contiguous();
+  return out;
+}
+
+// Sets the linear weights of `layer` from its finished shard (resume).
+absl::Status RestoreLayer(DecoderLayer& layer, int64_t index, const std::string& path, bool packed,
+                          const GptqExportOptions& export_options,
+                          std::vector<std::pair<std::string, int64_t>>* names) {
+  auto file = SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  for (const TensorInfo& t : (*file)->tensors())
+    names->emplace_back(t.name, static_cast<int64_t>(t.nbytes));
+  auto get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    auto view = (*file)->Get(name);
+    if (!view.ok()) return view.status();
+    return ToTorch(*view);
+  };
+  const std::string prefix = LayerPrefix(index);
+  for (auto& [name, linear] : layer.Linears()) {
+    const std::string base = prefix + name;
+    at::Tensor weight;
+    if (packed) {
+      PackedLinear p;
+      for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
+                                std::pair{".scales", &p.scales}, std::pair{".g_idx", &p.g_idx}}) {
+        auto t = get(base + field);
+        if (!t.ok()) return t.status();
+        *out = *t;
+      }
+      auto q = UnpackGptqLinear(p, export_options.gptq.quant.bits,
+                                export_options.gptq.quant.group_size, export_options.format);
+      if (!q.ok())
+        return absl::DataLossError(absl::StrCat(path, ": ", base, ": ", q.status().message()));
+      weight = q->Dequantize();
+    } else {
+      auto t = get(base + ".weight");
+      if (!t.ok()) return t.status();
+      weight = *t;
+    }
+    linear->weight = weight.to(linear->weight.device(), linear->weight.scalar_type());
+  }
+  return absl::OkStatus();
+}
+
+TensorInfo InfoOf(const std::string& name, const at::Tensor& t) {
+  TensorInfo info;
+  info.name = name;
+  info.dtype = *FromScalarType(t.scalar_type());
+  info.shape = t.sizes().vec();
+  info.nbytes = t.nbytes();
+  return info;
+}
+
+// Writes host tensors as the safetensors file `dir/name`, straight from their memory; returns
+// its size.
+absl::StatusOr<int64_t> WriteShard(const std::string& dir, const std::string& name,
+                                   const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::vector<TensorInfo> infos;
+  for (const auto& [n, t] : tensors) infos.push_back(InfoOf(n, t));
+  const std::string path = (fs::path(dir) / name).string();
+  auto written = WriteSafetensorsStreaming(
+      path, infos, {{"format", "pt"}},
+      [&](size_t i, const std::function<absl::Status(absl::string_view)>& write) {
+        const at::Tensor& t = tensors[i].second;
+        return write(absl::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes()));
+      });
+  if (!written.ok()) return written;
+  std::error_code ec;
+  return static_cast<int64_t>(fs::file_size(path, ec));
+}
+
+}  // namespace
+
+absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
+    const std::string& model_dir, const at::Tensor& calibration, const std::string& out_dir,
+    const StreamingQuantizeOptions& o) {
+  c10::NoGradGuard no_grad;
+  const SequentialOptions& seq = o.sequential;
+  const bool gptq = seq.method == SequentialOptions::Method::kGptq;
+  const at::Device device = seq.device;
+  const bool cuda = device.is_cuda();
+  PhaseClock clock(cuda);
+  SequentialOptions layer_options = seq;
+  layer_options.clock = &clock;
+  layer_options.on_linear = nullptr;
+  layer_options.on_layer_done = nullptr;
+
+  auto config = LoadLlamaConfig(model_dir);
+  if (!config.ok()) return config.status();
+  const LlamaConfig& c = *config;
+  auto reader = CheckpointReader::Open(model_dir);
+  if (!reader.ok()) return reader.status();
+  const CheckpointReader& weights = **reader;
+  const int64_t layers = c.num_hidden_layers, shards = layers + 1, total_steps = layers + 1;
+  // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
+  // Hessians still accumulate in float32), in float32 on the host.
+  const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
+  const bool packed = Packs(c, seq.gptq.quant.bits);
+  GptqExportOptions export_options;
+  export_options.gptq = seq.gptq;
+  export_options.format = o.format;
+
+  StreamingQuantizeResult result;
+  result.format = packed ? "gptq" : "dense";
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+
+  // Validate every linear's options against its shape before any work.
+  {
+    const int64_t ins[] = {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size};
+    for (int64_t in : ins) {
+      if (auto s = ValidateGptqOptions(seq.gptq, in); !s.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("a linear layer with ", in, " inputs: ", s.message()));
+    }
+  }
+
+  // The calibration windows' embeddings, gathered on the host from the mapped table.
+  at::Tensor hidden;
+  RotaryTables rope;
+  if (gptq) {
+    if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0)
+      return absl::InvalidArgumentError("calibration: GPTQ needs calibration windows [N, L]");
+    if (calibration.max().item<int64_t>() >= c.vocab_size || calibration.min().item<int64_t>() < 0)
+      return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
+    auto embed = Borrow(weights, "model.embed_tokens.weight");
+    if (!embed.ok()) return embed.status();
+    // In a gang each rank takes its share of the windows.
+    at::Tensor share = calibration.to(at::kLong);
+    if (seq.ranks != nullptr && seq.ranks->world_size() > 1) {
+      const int64_t n = share.size(0), world = seq.ranks->world_size(), r = seq.ranks->rank();
+      share = share.slice(0, n * r / world, n * (r + 1) / world);
+    }
+    hidden = at::embedding(*embed, share).to(device, compute);
+    ReleasePages(weights, "model.embed_tokens.weight");
+    rope = MakeRotaryTables(c, calibration.size(1), device, compute);
+    clock.Charge("embed");
+  }
+
+  // In a gang only rank 0 writes; the others compute alongside it.
+  const bool writes = seq.ranks == nullptr || seq.ranks->rank() == 0;
+  // Declared before the writer: its pending work uses them until it is destroyed.
+  std::mutex written_mu;
+  int64_t bytes_written = 0;
+  std::map<std::string, std::string> weight_map;
+  int64_t total_size = 0;
+  SerialWriter writer;
+  // Hands a finished file to the writer thread: written, counted, then given to on_file.
+  auto emit = [&](int64_t layer, const std::string& name,
+                  std::vector<std::pair<std::string, at::Tensor>> tensors) -> absl::Status {
+    for (const auto& [n, t] : tensors) {
+      weight_map[n] = name;
+      total_size += static_cast<int64_t>(t.nbytes());
+    }
+    if (!writes) return absl::OkStatus();
+    return writer.Submit([&, layer, name, tensors = std::move(tensors)]() -> absl::Status {
+      auto size = WriteShard(out_dir, name, tensors);
+      if (!size.ok()) return size.status();
+      {
+        std::lock_guard<std::mutex> lock(written_mu);
+        bytes_written += *size;
+      }
+      return o.on_file ? o.on_file(layer, (fs::path(out_dir) / name).string(), name)
+                       : absl::OkStatus();
+    });
+  };
+
+  // The last shard (embeddings, final norm and head in float16) does not depend on the
+  // quantization: the writer thread converts and writes it a tensor at a time from the mapped
+  // checkpoint while the layers compute.
+  {
+    std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
+    if (!c.tie_word_embeddings) names.push_back("lm_head.weight");
+    std::vector<TensorInfo> infos;
+    for (const std::string& name : names) {
+      auto view = weights.Get(name);
+      if (!view.ok()) return view.status();
+      TensorInfo info;
+      info.name = name;
+      info.dtype = DType::kF16;
+      info.shape = view->info->shape;
+      info.nbytes = static_cast<uint64_t>(view->info->numel()) * 2;
+      infos.push_back(info);
+      weight_map[name] = ShardName(layers, shards);
+      total_size += static_cast<int64_t>(info.nbytes);
+    }
+    const std::string name = ShardName(layers, shards);
+    auto submitted =
+        !writes ? absl::OkStatus() : writer.Submit([&, names, infos, name]() -> absl::Status {
+          const std::string path = (fs::path(out_dir) / name).string();
+          auto written = WriteSafetensorsStreaming(
+              path, infos, {{"format", "pt"}},
+              [&](size_t i, const std::function<absl::Status(absl::string_view)>& write) {
+                auto stored = Borrow(weights, names[i]);
+                if (!stored.ok()) return stored.status();
+                const at::Tensor half = stored->to(at::kHalf).contiguous();
+                ReleasePages(weights, names[i]);
+                return write(
+                    absl::string_view(static_cast<const char*>(half.data_ptr()), half.nbytes()));
+              });
+          if (!written.ok()) return written;
+          {
+            std::lock_guard<std::mutex> lock(written_mu);
+            bytes_written += static_cast<int64_t>(fs::file_size(path));
+          }
+          return o.on_file ? o.on_file(-1, path, name) : absl::OkStatus();
+        });
+    if (!submitted.ok()) return submitted;
+  }
+
+  const bool pin = cuda;
+  auto prefetch = [&](int64_t i) {
+    return std::async(std::launch::async, [&, i] {
+      return ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin);
+    });
+  };
+  std::future<absl::StatusOr<DecoderLayer>> next = prefetch(0);
+  for (int64_t i = 0; i < layers; ++i) {
+    auto host = next.get();
+    if (!host.ok()) return host.status();
+    DecoderLayer layer = ToDevice(*host, device, compute);
+    if (i + 1 < layers) next = prefetch(i + 1);
+    clock.Charge("load");
+    if (i < o.start_layer) {
+      // Finished before a restart: its shard holds the codes; rebuild the layer from them and
+      // only run it forward.
+      if (!o.finished_shard) return absl::InternalError("resume without finished shards");
+      auto path = o.finished_shard(i);
+      if (!path.ok()) return path.status();
+      std::vector<std::pair<std::string, int64_t>> names;
+      if (auto s = RestoreLayer(layer, i, *path, packed, export_options, &names); !s.ok()) return s;
+      for (const auto& [n, bytes] : names) {
+        weight_map[n] = ShardName(i, shards);
+        total_size += bytes;
+      }
+      if (gptq) {
+        hidden = RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, nullptr);
+        clock.Charge("reforward");
+      }
+      continue;
+    }
+    auto quantized = QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
+    if (!quantized.ok()) return quantized.status();
+    for (const QuantizedLinear& q : *quantized) result.reports.push_back(q.report);
+    if (writes) {
+      auto tensors = LayerShardTensors(layer, i, *quantized, packed, o.format);
+      if (!tensors.ok()) return tensors.status();
+      clock.Charge("pack");
+      if (auto s = emit(i, ShardName(i, shards), *std::move(tensors)); !s.ok()) return s;
+    }
+    if (o.on_progress) {
+      if (auto s = o.on_progress(i + 1, total_steps, "layers"); !s.ok()) return s;
+    }
+  }
+  hidden = at::Tensor();
+
+  if (auto s = writer.Drain(); !s.ok()) return s;
+  clock.Charge("write (waiting for the writer)");
+  // The index and config.json, once every shard's tensors are known.
+  if (writes) {
+    json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
+    const std::string path = (fs::path(out_dir) / "model.safetensors.index.json").string();
+    std::ofstream(path) << index.dump(2) << "\n";
+    if (packed) {
+      if (auto s = WriteGptqConfig(out_dir, c, export_options); !s.ok()) return s;
+    } else {
+      LlamaConfig dense = c;
+      dense.torch_dtype = "float16";
+      std::ofstream(fs::path(out_dir) / "config.json") << LlamaConfigToJson(dense);
+    }
+    for (const char* name : {"model.safetensors.index.json", "config.json"}) {
+      const std::string file = (fs::path(out_dir) / name).string();
+      bytes_written += static_cast<int64_t>(fs::file_size(file, ec));
+      if (o.on_file) {
+        if (auto s = o.on_file(-1, file, name); !s.ok()) return s;
+      }
+    }
+  }
+  if (o.on_progress) {
+    if (auto s = o.on_progress(total_steps, total_steps, "layers"); !s.ok()) return s;
+  }
+  clock.Charge("write (waiting for the writer)");
+  result.phase_seconds = clock.seconds();
+  result.phase_seconds["write (writer thread, overlapped)"] = writer.busy_seconds();
+  result.bytes_written = bytes_written;
+  // Sizes from the config's shapes.
+  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
+                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  const std::pair<int64_t, int64_t> shapes[] = {{q_out, h}, {kv_out, h}, {kv_out, h}, {h, q_out},
+                                                {f, h},     {f, h},      {h, f}};
+  for (const auto& [out, in] : shapes) {
+    result.quantized.weights += layers * out * in;
+    result.quantized.bits += layers * out * in * BitsPerWeight(seq.gptq.quant, in);
+  }
+  result.parameters = result.quantized.weights + layers * 2 * h + h +
+                      c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2);
+  return result;
+}
+
+}  // namespace squeeze

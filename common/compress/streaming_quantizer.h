@@ -1,0 +1,61 @@
+// Quantizes a checkpoint without ever holding the model: decoder layers stream from the
+// memory-mapped safetensors in their stored dtype (the next one read on a second thread while
+// this one is solved), go to the device one at a time with the calibration activations, and go
+// back out packed, one safetensors shard per layer, written and handed on (to the store) by a
+// writer thread while the next layer computes. Host memory stays at about two layers plus the
+// mapped pages; device memory at one layer, its Hessians and the activations.
+//
+// The output is a Hugging Face sharded checkpoint in the GPTQ layout (gptq_checkpoint.h):
+// model-000{i+1}-of-000{N+1}.safetensors holds decoder layer i, the last shard the embeddings,
+// final norm and head (float16), with model.safetensors.index.json and config.json. Layers whose
+// shapes do not pack into 32-bit words are written dequantized (format "dense").
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/sequential_quantizer.h"
+
+namespace squeeze {
+
+struct StreamingQuantizeOptions {
+  // Method, GPTQ options, device, batch size, and the gang's ranks (callbacks unused). In a gang
+  // every rank calls this with the same calibration, takes its share of it, and only rank 0
+  // writes files.
+  SequentialOptions sequential;
+  GptqFormat format = GptqFormat::kV1;
+  // Layers before it are finished: their shards exist (resume). `finished_shard(i)` gives the
+  // local path of layer i's shard, read back to rebuild the layer's quantized weights.
+  int64_t start_layer = 0;
+  std::function<absl::StatusOr<std::string>(int64_t layer)> finished_shard;
+  // Called on the writer thread with each finished file of the output (a layer's shard, then the
+  // last shard, the index and config.json): the callee may move the file away (into the store).
+  // `layer` is -1 for files that are not a layer's shard.
+  std::function<absl::Status(int64_t layer, const std::string& path, const std::string& name)>
+      on_file;
+  // Progress in layers, then one more step for the last shard and the index; an error stops the
+  // run (cancellation). Called on the compute thread.
+  std::function<absl::Status(int64_t completed, int64_t total, const std::string& phase)>
+      on_progress;
+};
+
+struct StreamingQuantizeResult {
+  std::vector<LinearReport> reports;
+  std::map<std::string, double> phase_seconds;  // load, embed, forward, hessian, solve, ...
+  std::string format;                           // "gptq" or "dense"
+  int64_t bytes_written = 0;                    // every output file, once
+  QuantizedSize quantized;
+  int64_t parameters = 0;
+};
+
+// Quantizes the model in `model_dir` into files handed to `on_file`, written under `out_dir`
+// first. `calibration` [N, L] token ids (GPTQ only).
+absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
+    const std::string& model_dir, const at::Tensor& calibration, const std::string& out_dir,
+    const StreamingQuantizeOptions& options);
+
+}  // namespace squeeze

@@ -1,0 +1,222 @@
+// The streaming quantizer on the host: layer shards that load as the model QuantizeSequential
+// makes, an index naming every tensor, exact resume from finished shards, and the dense fallback
+// for shapes that do not pack.
+#include "common/compress/streaming_quantizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "common/base/file_util.h"
+#include "common/tensor/torch_tensor.h"
+#include "common/train/data_parallel.h"
+#include "gtest/gtest.h"
+#include "tests/common/free_port.h"
+
+namespace squeeze {
+namespace {
+
+namespace fs = std::filesystem;
+
+LlamaConfig TinyConfig() {
+  LlamaConfig c;
+  c.vocab_size = 128;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  return c;
+}
+
+class StreamingQuantizerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("streaming_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    RemoveTree(dir_).IgnoreError();
+    at::manual_seed(3);
+    calibration_ = at::randint(0, 128, {8, 32}, at::kLong);
+  }
+  void TearDown() override { RemoveTree(dir_).IgnoreError(); }
+
+  std::string Save(const LlamaConfig& c) {
+    const std::string in = (dir_ / "in").string();
+    EXPECT_TRUE(LlamaModel::RandomInit(c, 7).Save(in, at::kFloat).ok());
+    return in;
+  }
+
+  fs::path dir_;
+  at::Tensor calibration_;
+};
+
+TEST_F(StreamingQuantizerTest, ShardsLoadAsTheModelQuantizeSequentialMakes) {
+  const LlamaConfig c = TinyConfig();
+  const std::string in = Save(c);
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  std::vector<std::pair<int64_t, std::string>> files;
+  std::vector<int64_t> progress;
+  o.on_file = [&](int64_t layer, const std::string& path, const std::string& name) {
+    EXPECT_TRUE(fs::exists(path)) << path;
+    files.emplace_back(layer, name);
+    return absl::OkStatus();
+  };
+  o.on_progress = [&](int64_t done, int64_t total, const std::string&) {
+    EXPECT_EQ(total, 4);
+    progress.push_back(done);
+    return absl::OkStatus();
+  };
+  auto result = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "out").string(), o);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->format, "gptq");
+  EXPECT_EQ(result->reports.size(), 21u);
+  EXPECT_EQ(progress, (std::vector<int64_t>{1, 2, 3, 4}));
+  ASSERT_EQ(files.size(), 6u) << "3 layer shards, the last shard, the index and config.json";
+  // The last shard (embeddings and head) needs no quantization and is written first.
+  EXPECT_EQ(files[0], (std::pair<int64_t, std::string>{-1, "model-00004-of-00004.safetensors"}));
+  EXPECT_EQ(files[1], (std::pair<int64_t, std::string>{0, "model-00001-of-00004.safetensors"}));
+  EXPECT_EQ(files[5].second, "config.json");
+  EXPECT_GT(result->bytes_written, 0);
+
+  // The same as the in-memory pipeline and its export.
+  LlamaModel expected = *LlamaModel::Load(in);
+  SequentialOptions seq;
+  seq.gptq.quant = {4, 64, false};
+  ASSERT_TRUE(QuantizeSequential(expected, calibration_, seq).ok());
+  auto loaded = LoadModel((dir_ / "out").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const at::Tensor ids = calibration_.slice(0, 0, 2);
+  EXPECT_TRUE(at::allclose(loaded->Forward(ids), expected.Forward(ids), 1e-2, 1e-2));
+  // Every tensor is in the index.
+  std::ifstream index(dir_ / "out" / "model.safetensors.index.json");
+  const auto map = nlohmann::json::parse(index)["weight_map"];
+  EXPECT_EQ(map["model.layers.2.mlp.down_proj.qweight"], "model-00003-of-00004.safetensors");
+  EXPECT_EQ(map["lm_head.weight"], "model-00004-of-00004.safetensors");
+}
+
+TEST_F(StreamingQuantizerTest, ResumeFromFinishedShardsWritesTheSameShards) {
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.gptq.act_order = true;
+  ASSERT_TRUE(QuantizeCheckpointStreaming(in, calibration_, (dir_ / "first").string(), o).ok());
+  o.start_layer = 2;
+  o.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
+    return (dir_ / "first" / absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1))
+        .string();
+  };
+  std::vector<int64_t> layers;
+  o.on_file = [&](int64_t layer, const std::string&, const std::string&) {
+    layers.push_back(layer);
+    return absl::OkStatus();
+  };
+  auto resumed = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "second").string(), o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(layers, (std::vector<int64_t>{-1, 2, -1, -1})) << "only layer 2 is quantized again";
+  auto read = [](const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  };
+  const std::string shard = "model-00003-of-00004.safetensors";
+  EXPECT_EQ(read(dir_ / "first" / shard), read(dir_ / "second" / shard))
+      << "layers rebuilt from their shards are exactly the quantized layers";
+  EXPECT_EQ(read(dir_ / "first" / "model.safetensors.index.json"),
+            read(dir_ / "second" / "model.safetensors.index.json"));
+}
+
+TEST_F(StreamingQuantizerTest, ShapesThatDoNotPackAreWrittenDense) {
+  LlamaConfig c = TinyConfig();
+  c.intermediate_size = 80;  // 80 x 3 bits is not a whole number of 32-bit words
+  const std::string in = Save(c);
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kRtn;
+  o.sequential.gptq.quant = {3, 16, false};
+  auto result = QuantizeCheckpointStreaming(in, at::Tensor(), (dir_ / "out").string(), o);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->format, "dense");
+  auto loaded = LoadModel((dir_ / "out").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->layer(0).down_proj.weight.size(1), 80);
+}
+
+// A gang of two Gloo ranks (threads of this process, a real TCP rendezvous on loopback) splits the
+// calibration windows, sums the Hessians and divides the linears; rank 0 writes what one rank
+// alone writes, up to float32 rounding of the summed Hessians.
+TEST_F(StreamingQuantizerTest, TwoGlooRanksWriteWhatOneRankWrites) {
+  if (!DataParallel::HasGloo()) GTEST_SKIP() << "this libtorch build has no Gloo headers";
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  auto single = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "single").string(), o);
+  ASSERT_TRUE(single.ok()) << single.status();
+
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  std::vector<absl::StatusOr<StreamingQuantizeResult>> results(2, absl::UnknownError("not run"));
+  std::vector<int> files(2, 0);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
+      if (!group.ok()) {
+        results[rank] = group.status();
+        return;
+      }
+      StreamingQuantizeOptions ro = o;
+      ro.sequential.ranks = group->get();
+      ro.on_file = [&files, rank](int64_t, const std::string&, const std::string&) {
+        ++files[rank];
+        return absl::OkStatus();
+      };
+      results[rank] = QuantizeCheckpointStreaming(
+          in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro);
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  EXPECT_EQ(files[0], 6) << "rank 0 writes every file";
+  EXPECT_EQ(files[1], 0) << "rank 1 writes none";
+  ASSERT_EQ(results[0]->reports.size(), single->reports.size());
+  for (size_t i = 0; i < single->reports.size(); ++i) {
+    EXPECT_NEAR(results[0]->reports[i].loss, single->reports[i].loss,
+                1e-3 * single->reports[i].loss + 1e-9)
+        << single->reports[i].layer << " " << single->reports[i].name;
+    EXPECT_EQ(results[1]->reports[i].loss, results[0]->reports[i].loss) << "broadcast losses";
+  }
+  for (int layer = 0; layer < 3; ++layer) {
+    const std::string shard = absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1);
+    auto a = SafetensorsFile::Open((dir_ / "single" / shard).string());
+    auto b = SafetensorsFile::Open((dir_ / "rank0" / shard).string());
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (const char* linear : {"self_attn.q_proj", "mlp.down_proj"}) {
+      const std::string name = "model.layers." + std::to_string(layer) + "." + linear + ".qweight";
+      auto ta = ToTorch(*(*a)->Get(name)), tb = ToTorch(*(*b)->Get(name));
+      EXPECT_GT(ta->eq(*tb).to(at::kFloat).mean().item<double>(), 0.98) << name;
+    }
+  }
+}
+
+TEST_F(StreamingQuantizerTest, BadInputsAreClearErrors) {
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 48, false};
+  auto bad_group = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "o1").string(), o);
+  ASSERT_FALSE(bad_group.ok());
+  EXPECT_NE(bad_group.status().message().find("group_size"), absl::string_view::npos)
+      << bad_group.status();
+  o.sequential.gptq.quant = {4, 64, false};
+  auto out_of_vocab =
+      QuantizeCheckpointStreaming(in, calibration_ + 500, (dir_ / "o2").string(), o);
+  EXPECT_EQ(out_of_vocab.status().code(), absl::StatusCode::kInvalidArgument);
+  auto missing = QuantizeCheckpointStreaming((dir_ / "nope").string(), calibration_,
+                                             (dir_ / "o3").string(), o);
+  EXPECT_FALSE(missing.ok());
+}
+
+}  // namespace
+}  // namespace squeeze
