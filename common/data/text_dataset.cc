@@ -4,13 +4,15 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 
 absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path,
                                                          const Tokenizer* tokenizer,
                                                          const TextDatasetOptions& options) {
-  std::ifstream in(path);
+  if (auto s = CheckRegularFile(path); !s.ok()) return s;  // a FIFO would block the read
+  std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::vector<TextExample> out;
   std::string line;
@@ -18,8 +20,29 @@ absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path
   auto error = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", what));
   };
-  while (std::getline(in, line)) {
+  // Reads the next line, at most max_line_bytes of it.
+  bool too_long = false;
+  auto next_line = [&]() -> bool {
+    line.clear();
+    char c;
+    bool any = false;
+    while (in.get(c)) {
+      any = true;
+      if (c == '\n') return true;
+      if (static_cast<int64_t>(line.size()) >= options.max_line_bytes) {
+        too_long = true;
+        return true;
+      }
+      line.push_back(c);
+    }
+    return any;
+  };
+  while (next_line()) {
     ++line_no;
+    if (too_long) {
+      return error(
+          absl::StrCat("line longer than the limit of ", options.max_line_bytes, " bytes"));
+    }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return error("not valid JSON");

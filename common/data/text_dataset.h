@@ -21,6 +21,8 @@ struct TextDatasetOptions {
   bool add_bos = true;
   // When > 0, every id must be below it.
   int64_t vocab_size = 0;
+  // A longer line is an error naming it: a file without newlines is never read whole.
+  int64_t max_line_bytes = int64_t{16} << 20;
 };
 
 // Reads a JSON Lines file. Blank lines are skipped. Errors name the file, the line number and the

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -193,11 +194,9 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
 
 absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir) {
   const std::string path = (std::filesystem::path(model_dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseLlamaConfig(ss.str(), path);
+  auto text = ReadFileToString(path, kMaxConfigBytes);
+  if (!text.ok()) return text.status();
+  return ParseLlamaConfig(*text, path);
 }
 
 std::string LlamaConfigToJson(const LlamaConfig& c) {

@@ -50,6 +50,9 @@ struct LlamaConfig {
 
 // Parses and validates; errors name `source` and the field ("config.json: hidden_size: ...").
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view json_text, absl::string_view source);
+// A config.json is a few KB; a larger one is refused rather than read.
+constexpr int64_t kMaxConfigBytes = int64_t{1} << 20;
+
 absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir);
 std::string LlamaConfigToJson(const LlamaConfig& config);
 

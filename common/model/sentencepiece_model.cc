@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -102,11 +103,9 @@ std::vector<absl::string_view> SplitChars(absl::string_view s) {
 
 absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(
     const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), path);
+  auto bytes = ReadFileToString(path);  // regular files only, bounded
+  if (!bytes.ok()) return bytes.status();
+  return Parse(*bytes, path);
 }
 
 absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Parse(

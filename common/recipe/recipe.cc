@@ -1,5 +1,6 @@
 #include "common/recipe/recipe.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,6 +25,76 @@ using json = nlohmann::json;
 absl::Status FieldError(const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
 }
+
+// The first byte at which `text` stops being UTF-8, or npos.
+size_t InvalidUtf8At(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+    if (extra < 0 || i + extra >= text.size()) return i;  // not a lead byte, or cut short
+    for (int k = 1; k <= extra; ++k) {
+      if (i + k >= text.size() || (static_cast<unsigned char>(text[i + k]) >> 6) != 2) return i;
+    }
+    i += 1 + extra;
+  }
+  return std::string::npos;
+}
+
+// Walks the YAML event stream before any node is built: an alias (which would expand on the
+// server, a million aliases into half a gigabyte) or a key given twice in one mapping (the first
+// would win silently) is an error naming its line.
+class RecipeShapeCheck : public YAML::EventHandler {
+ public:
+  const absl::Status& status() const { return status_; }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark, nullptr); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    Fail(mark, "YAML aliases (*name) are not allowed in a recipe; write the value out");
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string& value) override {
+    Node(mark, &value);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Node(mark, nullptr);
+    frames_.push_back({false, true, {}});
+  }
+  void OnSequenceEnd() override { frames_.pop_back(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Node(mark, nullptr);
+    frames_.push_back({true, true, {}});
+  }
+  void OnMapEnd() override { frames_.pop_back(); }
+
+ private:
+  struct Frame {
+    bool map;
+    bool expecting_key;
+    std::set<std::string> keys;
+  };
+  // A node begins inside the innermost collection: in a mapping, keys and values alternate.
+  void Node(const YAML::Mark& mark, const std::string* scalar) {
+    if (frames_.empty() || !frames_.back().map) return;
+    Frame& f = frames_.back();
+    if (f.expecting_key && scalar != nullptr && !f.keys.insert(*scalar).second) {
+      Fail(mark, absl::StrCat("key \"", *scalar, "\" appears twice in one mapping"));
+    }
+    f.expecting_key = !f.expecting_key;
+  }
+  void Fail(const YAML::Mark& mark, absl::string_view what) {
+    if (status_.ok()) {
+      status_ = absl::InvalidArgumentError(
+          absl::StrCat("recipe: line ", mark.line + 1, ", column ", mark.column + 1, ": ", what));
+    }
+  }
+  std::vector<Frame> frames_;
+  absl::Status status_;
+};
 
 // Reads a YAML map's fields one by one, remembering which were used, so that an unknown field is
 // an error naming it (a typo must not be silently ignored).
@@ -430,12 +502,29 @@ absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view
   return std::string(uri);
 }
 
-absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
+absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& limits) {
+  if (static_cast<int64_t>(text.size()) > limits.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("recipe: ", text.size(),
+                                                   " bytes, more than the limit of ",
+                                                   limits.max_bytes, " (--max-recipe-bytes)"));
+  }
+  if (const size_t bad = InvalidUtf8At(text); bad != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("recipe: not valid UTF-8 (byte ", bad, " of ", text.size(), ")"));
+  }
   YAML::Node root;
   try {
+    std::stringstream in{std::string(text)};
+    YAML::Parser parser(in);
+    RecipeShapeCheck check;
+    while (parser.HandleNextDocument(check)) {
+    }
+    if (!check.status().ok()) return check.status();
     root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("recipe: not valid YAML: ", e.what()));
+    const std::string what = e.what();
+    return absl::InvalidArgumentError(
+        absl::StrCat("recipe: not valid YAML: ", what.empty() ? "unreadable input" : what));
   }
   MapReader top(root, "");
   if (!root.IsMap())
@@ -470,6 +559,10 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text) {
   YAML::Node stages = top.Get("stages");
   if (!stages || !stages.IsSequence() || stages.size() == 0) {
     return FieldError("stages", "expected a non-empty list of stages");
+  }
+  if (static_cast<int64_t>(stages.size()) > limits.max_stages) {
+    return FieldError("stages", absl::StrCat(stages.size(), " stages, more than the limit of ",
+                                             limits.max_stages, " (--max-stages)"));
   }
   for (size_t i = 0; i < stages.size(); ++i) {
     const std::string path = absl::StrCat("stages[", i, "]");

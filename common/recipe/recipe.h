@@ -29,7 +29,16 @@ struct Recipe {
   int max_attempts = 3;
 };
 
-absl::StatusOr<Recipe> ParseRecipe(absl::string_view yaml);
+// What a recipe may be, whoever sends it. The defaults are generous for real recipes (a few KB
+// with a handful of stages) and small against the gRPC message limit, so that every job the
+// coordinator accepts can be read back by its clients.
+struct RecipeLimits {
+  int64_t max_bytes = int64_t{1} << 20;  // --max-recipe-bytes
+  int64_t max_stages = 64;               // --max-stages
+};
+
+// YAML aliases and keys repeated in one mapping are errors, as is anything not UTF-8.
+absl::StatusOr<Recipe> ParseRecipe(absl::string_view yaml, const RecipeLimits& limits = {});
 
 // The local path of a file:// URI or plain path; InvalidArgument naming `field` for other schemes.
 absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view field);

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/file_util.h"
 
 namespace squeeze {
 namespace {
@@ -148,11 +149,12 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text,
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (auto s = CheckRegularFile(path); !s.ok()) return s;  // a FIFO would block the open
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoError("cannot open", path);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    auto status = ErrnoError("cannot stat", path);
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    auto status = absl::InvalidArgumentError(absl::StrCat(path, ": expected a regular file"));
     ::close(fd);
     return status;
   }
@@ -367,9 +369,10 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
     return reader;
   }
 
-  std::ifstream in(index_path);
-  json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
   const std::string src = index_path.string();
+  auto index_text = ReadFileToString(src);  // regular files only, bounded
+  if (!index_text.ok()) return index_text.status();
+  json index = json::parse(*index_text, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded() || !index.is_object())
     return Invalid(src, "", "not a valid JSON object");
   auto map_it = index.find("weight_map");

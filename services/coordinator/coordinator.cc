@@ -61,8 +61,8 @@ absl::StatusOr<Principal> JobCaller(grpc::ServerContext* context, const Authenti
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth)
-      : scheduler_(scheduler), auth_(auth) {}
+  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth, RecipeLimits recipe_limits)
+      : scheduler_(scheduler), auth_(auth), recipe_limits_(recipe_limits) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* original,
                          v1::SubmitJobResponse* response) override {
@@ -79,7 +79,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     const v1::SubmitJobRequest* request = &scoped;
     // Everything knowable now is checked now: a job never fails later for a reason we could have
     // told the user at submit time.
-    auto recipe = ParseRecipe(request->recipe_yaml());
+    auto recipe = ParseRecipe(request->recipe_yaml(), recipe_limits_);
     if (!recipe.ok()) return ToGrpc(recipe.status());
     if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return ToGrpc(s);
     if (request->priority() < -1000 || request->priority() > 1000) {
@@ -167,6 +167,7 @@ class JobServiceImpl final : public v1::JobService::Service {
 
   JobScheduler* scheduler_;
   const Authenticator* auth_;
+  const RecipeLimits recipe_limits_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
@@ -275,7 +276,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
     if (!auth.ok()) return auth.status();
     c->auth_ = *std::move(auth);
   }
-  c->job_service_ = std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get());
+  c->job_service_ =
+      std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get(), options.recipe_limits);
   c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), c->auth_.get());
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {

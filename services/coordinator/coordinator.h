@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/recipe/recipe.h"
 #include "services/coordinator/job_scheduler.h"
 
 namespace grpc {
@@ -27,8 +28,9 @@ struct CoordinatorOptions {
   std::string state_dir;                          // holds state.db
   std::string store_root;                         // default file://<state_dir>/store
   bool sqlite_synchronous_full = false;
-  int max_message_bytes = 16 << 20;
-  std::string metrics_listen;  // host:port for /metrics; empty: no metrics endpoint
+  int max_message_bytes = 16 << 20;  // gRPC, both directions; clients use the same
+  RecipeLimits recipe_limits;        // --max-recipe-bytes, --max-stages
+  std::string metrics_listen;        // host:port for /metrics; empty: no metrics endpoint
   // Authentication: a file of token digests (see common/rpc/authenticator.h); empty: open.
   std::string auth_tokens_file;
   // TLS: the server's certificate and key; with a client CA, mutual TLS.

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
       .Value("tls-cert", "")
       .Value("tls-key", "")
       .Value("tls-client-ca", "")
+      .Value("max-recipe-bytes", "1048576")
+      .Value("max-stages", "64")
       .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
@@ -55,13 +57,21 @@ int main(int argc, char** argv) {
   for (auto [name, out] :
        {std::pair{"lease-timeout-ms", &options.scheduler.lease_timeout_ms},
         std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
-        std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms}}) {
+        std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms},
+        std::pair{"max-recipe-bytes", &options.recipe_limits.max_bytes},
+        std::pair{"max-stages", &options.recipe_limits.max_stages}}) {
     auto v = flags.GetInt(name);
     if (!v.ok() || *v <= 0) {
       std::cerr << "squeeze-coordinator: --" << name << ": expected a positive integer\n";
       return 2;
     }
     *out = *v;
+  }
+  if (options.recipe_limits.max_bytes > options.max_message_bytes / 2) {
+    std::cerr << "squeeze-coordinator: --max-recipe-bytes: at most "
+              << options.max_message_bytes / 2
+              << " (half the gRPC message limit), so that every accepted job can be read back\n";
+    return 2;
   }
   auto limit = flags.GetInt("tenant-gpu-limit");
   if (!limit.ok() || *limit < 0) {

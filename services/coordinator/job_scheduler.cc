@@ -261,12 +261,17 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
     return a->sequence() < b->sequence();
   });
   v1::ListJobsResponse response;
-  for (size_t i = 0; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
-    *response.add_jobs() = PublicView(*matching[i]);
+  // A page also ends before it outgrows half the gRPC message limit, so that a client can
+  // always read it (jobs carry their recipes).
+  size_t bytes = 0, i = 0;
+  for (; i < matching.size() && static_cast<int>(i) < page_size; ++i) {
+    v1::Job job = PublicView(*matching[i]);
+    const size_t size = job.ByteSizeLong();
+    if (i > 0 && bytes + size > static_cast<size_t>(options_.max_page_bytes)) break;
+    bytes += size;
+    *response.add_jobs() = std::move(job);
   }
-  if (static_cast<int>(matching.size()) > page_size) {
-    response.set_next_page_token(absl::StrCat(matching[page_size - 1]->sequence()));
-  }
+  if (i < matching.size()) response.set_next_page_token(absl::StrCat(matching[i - 1]->sequence()));
   return response;
 }
 

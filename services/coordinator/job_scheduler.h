@@ -37,8 +37,9 @@ struct SchedulerOptions {
   int64_t heartbeat_interval_ms = 1000;
   int64_t retry_backoff_base_ms = 1000;  // doubled per attempt
   int64_t retry_backoff_max_ms = 60000;
-  int tenant_gpu_limit = 0;  // GPUs one tenant may hold at once; 0: no limit
-  std::string store_root;    // e.g. file:///var/lib/squeeze/store
+  int tenant_gpu_limit = 0;          // GPUs one tenant may hold at once; 0: no limit
+  std::string store_root;            // e.g. file:///var/lib/squeeze/store
+  int64_t max_page_bytes = 8 << 20;  // ListJobs pages stay under this (half the message limit)
 };
 
 // Told what the scheduler does, for metrics. Called with the scheduler's lock held: it must be

@@ -1,5 +1,6 @@
 #include "common/data/text_dataset.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -69,6 +70,22 @@ TEST_F(TextDatasetTest, ErrorsNameFileLineAndField) {
   EXPECT_NE(e.find("token id 200"), std::string::npos) << e;
   e = Error("\n\n");
   EXPECT_NE(e.find("no examples"), std::string::npos) << e;
+}
+
+TEST_F(TextDatasetTest, LinesAreBoundedAndFifosRefused) {
+  TextDatasetOptions small;
+  small.max_line_bytes = 64;
+  const std::string long_line = "{\"text\": \"" + std::string(100, 'x') + "\"}\n";
+  const std::string message = Error("{\"text\": \"ok\"}\n" + long_line, small);
+  EXPECT_NE(message.find(":2: line longer than the limit of 64 bytes"), std::string::npos)
+      << message;
+  EXPECT_TRUE(LoadTextDataset(Write(long_line), &tokenizer_).ok()) << "the default allows it";
+  const fs::path fifo = fs::temp_directory_path() / ("ds_fifo_" + std::to_string(::getpid()));
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  files_.push_back(fifo);
+  auto r = LoadTextDataset(fifo.string(), &tokenizer_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("found a FIFO"), absl::string_view::npos) << r.status();
 }
 
 TEST_F(TextDatasetTest, TextWithoutTokenizerIsAnError) {

@@ -2,6 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
 #include "gtest/gtest.h"
 
 namespace squeeze {
@@ -17,6 +21,21 @@ constexpr char kLlama3[] = R"({
   "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16",
   "attention_bias": false, "mlp_bias": false,
   "quantization_config": {"quant_method": "gptq", "bits": 4}})";
+
+TEST(LlamaConfigTest, ConfigFilesAreBoundedAndRegular) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("config_limits_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  ASSERT_EQ(::mkfifo((dir / "config.json").c_str(), 0600), 0);
+  auto fifo = LoadLlamaConfig(dir.string());
+  EXPECT_NE(fifo.status().message().find("found a FIFO"), absl::string_view::npos) << fifo.status();
+  fs::remove(dir / "config.json");
+  std::ofstream(dir / "config.json") << std::string(kMaxConfigBytes + 1, ' ');
+  auto big = LoadLlamaConfig(dir.string());
+  EXPECT_NE(big.status().message().find("more than the limit"), absl::string_view::npos)
+      << big.status();
+  fs::remove_all(dir);
+}
 
 TEST(LlamaConfigTest, ParsesALlama3Config) {
   auto c = ParseLlamaConfig(kLlama3, "config.json");

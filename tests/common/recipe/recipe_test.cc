@@ -52,6 +52,40 @@ TEST(RecipeTest, DistillPruneScheduleDefaults) {
   EXPECT_EQ(p["calibration_batches"], 4);
 }
 
+TEST(RecipeTest, AliasesDuplicateKeysAndOversizedRecipesAreRefused) {
+  auto message = [](const std::string& yaml, const RecipeLimits& limits = {}) {
+    auto r = ParseRecipe(yaml, limits);
+    EXPECT_FALSE(r.ok()) << yaml;
+    return r.ok() ? std::string() : std::string(r.status().message());
+  };
+  // A million aliases would expand on the server: refused before any node is built.
+  std::string bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: [*a, *a, *a, *a]\nmodel: /m\n";
+  EXPECT_NE(message(bomb).find("line 2, column 5: YAML aliases (*name) are not allowed"),
+            std::string::npos)
+      << message(bomb);
+  EXPECT_NE(message("model: /a\nmodel: /b\nstages: [{evaluate: {}}]\n")
+                .find("line 2, column 1: key \"model\" appears twice"),
+            std::string::npos);
+  EXPECT_NE(message("model: /m\nstages:\n  - quantize: {bits: 4, bits: 8}\n")
+                .find("key \"bits\" appears twice"),
+            std::string::npos);
+  // The same key in different mappings is fine.
+  EXPECT_TRUE(ParseRecipe("model: /m\nstages:\n  - quantize: {bits: 4}\n  - quantize: {bits: "
+                          "8}\n")
+                  .ok());
+  RecipeLimits limits;
+  limits.max_bytes = 100;
+  EXPECT_NE(message(std::string(101, '#'), limits).find("more than the limit of 100"),
+            std::string::npos);
+  limits = {};
+  limits.max_stages = 2;
+  EXPECT_NE(message("model: /m\nstages: [{quantize: {}}, {quantize: {}}, {quantize: {}}]\n", limits)
+                .find("stages: 3 stages, more than the limit of 2"),
+            std::string::npos);
+  const std::string bad_utf8 = message("model: /m\xff\xfe\nstages: [{quantize: {}}]\n");
+  EXPECT_NE(bad_utf8.find("recipe: not valid UTF-8 (byte 9"), std::string::npos) << bad_utf8;
+}
+
 TEST(RecipeTest, ErrorsNameTheFieldPath) {
   struct Case {
     std::string yaml, expect;

@@ -1,5 +1,6 @@
 #include "common/tensor/safetensors.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -115,6 +116,11 @@ TEST_F(SafetensorsTest, WriterRejectsSizeMismatchAndDuplicates) {
 TEST_F(SafetensorsTest, TooShortFileIsRejected) {
   std::ofstream(Path("short.safetensors")) << "abc";
   EXPECT_NE(OpenError(Path("short.safetensors")).find("short.safetensors"), std::string::npos);
+}
+
+TEST_F(SafetensorsTest, FifoIsRefusedWithoutBlocking) {
+  ASSERT_EQ(::mkfifo(Path("pipe.safetensors").c_str(), 0600), 0);
+  EXPECT_NE(OpenError(Path("pipe.safetensors")).find("found a FIFO"), std::string::npos);
 }
 
 TEST_F(SafetensorsTest, HeaderLengthBeyondFileIsRejected) {

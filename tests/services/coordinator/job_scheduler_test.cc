@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "common/base/file_util.h"
@@ -323,6 +324,31 @@ stages:
   ASSERT_TRUE(l2);
   ASSERT_TRUE(Complete(w2, *l2, {{"model", "file:///out"}}).ok());
   EXPECT_EQ(scheduler_->ReleaseCheckpoints(), 0);
+}
+
+// Pages of ListJobs stay under max_page_bytes however large the recipes, so that every page fits
+// in a gRPC message; the tokens still walk every job exactly once.
+TEST_F(JobSchedulerTest, ListPagesStayUnderTheirByteBudget) {
+  options_.max_page_bytes = 200 << 10;
+  Restart();
+  const std::string padding = "# " + std::string(60 << 10, 'p') + "\n";
+  for (int i = 0; i < 10; ++i) Submit(padding + "model: /m\nstages:\n  - quantize: {}\n");
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListJobsRequest request;
+    request.set_page_size(100);
+    request.set_page_token(token);
+    auto page = scheduler_->List(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->ByteSizeLong(), static_cast<size_t>(options_.max_page_bytes) + 1024);
+    for (const v1::Job& j : page->jobs()) EXPECT_TRUE(seen.insert(j.id()).second);
+    token = page->next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 20);
+  EXPECT_EQ(seen.size(), 10u);
+  EXPECT_GE(pages, 4);
 }
 
 TEST_F(JobSchedulerTest, RestartKeepsEveryJobAndLease) {
