@@ -136,10 +136,8 @@ DecoderLayer ToDevice(const DecoderLayer& host, at::Device device, at::ScalarTyp
 }
 
 bool Packs(const LlamaConfig& c, int bits) {
-  const int64_t dims[] = {c.hidden_size, c.num_attention_heads * c.head_dim,
-                          c.num_key_value_heads * c.head_dim, c.intermediate_size};
-  for (int64_t d : dims) {
-    if ((d * bits) % 32 != 0) return false;
+  for (const LinearShape& l : DecoderLinearShapes(c)) {
+    if ((l.in * bits) % 32 != 0 || (l.out * bits) % 32 != 0) return false;
   }
   return true;
 }
@@ -281,13 +279,10 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     return absl::UnavailableError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
 
   // Validate every linear's options against its shape before any work.
-  {
-    const int64_t ins[] = {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size};
-    for (int64_t in : ins) {
-      if (auto s = ValidateGptqOptions(seq.gptq, in); !s.ok())
-        return absl::InvalidArgumentError(
-            absl::StrCat("a linear layer with ", in, " inputs: ", s.message()));
-    }
+  for (const LinearShape& l : DecoderLinearShapes(c)) {
+    if (auto s = ValidateGptqOptions(seq.gptq, l.in); !s.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat(l.name, " (", l.in, " inputs): ", s.message()));
   }
 
   // The calibration windows' embeddings, gathered on the host from the mapped table.
@@ -459,16 +454,15 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   result.phase_seconds["write (writer thread, overlapped)"] = writer.busy_seconds();
   result.bytes_written = bytes_written;
   // Sizes from the config's shapes.
-  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
-                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
-  const std::pair<int64_t, int64_t> shapes[] = {{q_out, h}, {kv_out, h}, {kv_out, h}, {h, q_out},
-                                                {f, h},     {f, h},      {h, f}};
-  for (const auto& [out, in] : shapes) {
-    result.quantized.weights += layers * out * in;
-    result.quantized.bits += layers * out * in * BitsPerWeight(seq.gptq.quant, in);
+  for (const LinearShape& l : DecoderLinearShapes(c)) {
+    result.quantized.weights += layers * l.out * l.in;
+    result.quantized.bits += layers * l.out * l.in * BitsPerWeight(seq.gptq.quant, l.in);
   }
-  result.parameters = result.quantized.weights + layers * 2 * h + h +
-                      c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2);
+  for (const auto& [name, shape] : CheckpointTensorShapes(c)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    result.parameters += n;
+  }
   return result;
 }
 

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
@@ -108,19 +109,29 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   }
   if (c.model_type == "qwen2" && !j.contains("attention_bias")) c.attention_bias = true;
 
-  auto positive = [&](const char* field, int64_t v) -> absl::Status {
+  // Bounds far above any real model: a value beyond them is a typo or an attack, and would make
+  // shapes (and allocations) that cannot exist.
+  auto in_range = [&](const char* field, int64_t v, int64_t max) -> absl::Status {
     if (v <= 0) return FieldError(source, field, absl::StrCat("must be positive, got ", v));
+    if (v > max)
+      return FieldError(source, field, absl::StrCat("must be at most ", max, ", got ", v));
     return absl::OkStatus();
   };
-  for (auto [field, v] :
-       {std::pair{"vocab_size", c.vocab_size}, std::pair{"hidden_size", c.hidden_size},
-        std::pair{"intermediate_size", c.intermediate_size},
-        std::pair{"num_hidden_layers", c.num_hidden_layers},
-        std::pair{"num_attention_heads", c.num_attention_heads}}) {
-    if (auto s = positive(field, v); !s.ok()) return s;
+  for (auto [field, v, max] :
+       {std::tuple{"vocab_size", c.vocab_size, int64_t{1} << 22},
+        std::tuple{"hidden_size", c.hidden_size, int64_t{1} << 17},
+        std::tuple{"intermediate_size", c.intermediate_size, int64_t{1} << 19},
+        std::tuple{"num_hidden_layers", c.num_hidden_layers, int64_t{4096}},
+        std::tuple{"num_attention_heads", c.num_attention_heads, int64_t{4096}}}) {
+    if (auto s = in_range(field, v, max); !s.ok()) return s;
+  }
+  if (c.max_position_embeddings > (int64_t{1} << 24)) {
+    return FieldError(
+        source, "max_position_embeddings",
+        absl::StrCat("must be at most ", int64_t{1} << 24, ", got ", c.max_position_embeddings));
   }
   if (c.num_key_value_heads == 0) c.num_key_value_heads = c.num_attention_heads;
-  if (auto s = positive("num_key_value_heads", c.num_key_value_heads); !s.ok()) return s;
+  if (auto s = in_range("num_key_value_heads", c.num_key_value_heads, 4096); !s.ok()) return s;
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return FieldError(source, "num_key_value_heads",
                       absl::StrCat("must divide num_attention_heads (", c.num_attention_heads,
@@ -133,9 +144,9 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0) {
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0 || c.head_dim > 4096) {
     return FieldError(source, "head_dim",
-                      absl::StrCat("must be positive and even, got ", c.head_dim));
+                      absl::StrCat("must be positive, even and at most 4096, got ", c.head_dim));
   }
   if (c.rms_norm_eps <= 0) return FieldError(source, "rms_norm_eps", "must be positive");
   // Rotary parameters come as top-level rope_theta + rope_scaling (transformers 4.x) or as one
@@ -190,6 +201,36 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   }
   c.extra_json = extra.dump();
   return c;
+}
+
+std::vector<LinearShape> DecoderLinearShapes(const LlamaConfig& c) {
+  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
+                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  return {{"self_attn.q_proj", q_out, h, c.attention_bias},
+          {"self_attn.k_proj", kv_out, h, c.attention_bias},
+          {"self_attn.v_proj", kv_out, h, c.attention_bias},
+          {"self_attn.o_proj", h, q_out, c.attention_bias && c.model_type != "qwen2"},
+          {"mlp.gate_proj", f, h, c.mlp_bias},
+          {"mlp.up_proj", f, h, c.mlp_bias},
+          {"mlp.down_proj", h, f, c.mlp_bias}};
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes(
+    const LlamaConfig& c) {
+  const int64_t h = c.hidden_size;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
+      {"model.embed_tokens.weight", {c.vocab_size, h}}, {"model.norm.weight", {h}}};
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string layer = absl::StrCat("model.layers.", i, ".");
+    out.push_back({layer + "input_layernorm.weight", {h}});
+    out.push_back({layer + "post_attention_layernorm.weight", {h}});
+    for (const LinearShape& l : DecoderLinearShapes(c)) {
+      out.push_back({absl::StrCat(layer, l.name, ".weight"), {l.out, l.in}});
+      if (l.bias) out.push_back({absl::StrCat(layer, l.name, ".bias"), {l.out}});
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir) {

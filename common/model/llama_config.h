@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -50,6 +52,18 @@ struct LlamaConfig {
 
 // Parses and validates; errors name `source` and the field ("config.json: hidden_size: ...").
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view json_text, absl::string_view source);
+// A decoder layer's linear layers, in true sequential order, with the shapes `config` implies.
+struct LinearShape {
+  const char* name;  // "self_attn.q_proj"
+  int64_t out, in;
+  bool bias;
+};
+std::vector<LinearShape> DecoderLinearShapes(const LlamaConfig& config);
+
+// Every tensor a checkpoint of `config` holds, by Hugging Face name, with its shape.
+std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes(
+    const LlamaConfig& config);
+
 // A config.json is a few KB; a larger one is refused rather than read.
 constexpr int64_t kMaxConfigBytes = int64_t{1} << 20;
 

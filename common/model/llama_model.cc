@@ -62,12 +62,7 @@ absl::Status LoadLayerTensors(
     const LlamaConfig& c, int64_t i,
     const std::function<absl::Status(const std::string&, std::vector<int64_t>, at::Tensor&)>& load,
     DecoderLayer& layer) {
-  struct Shape {
-    int64_t out, in;
-    bool bias;
-  };
-  const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
-                kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  const int64_t h = c.hidden_size;
   if (auto s = load(LayerName(i, "input_layernorm.weight"), {h}, layer.input_layernorm); !s.ok())
     return s;
   if (auto s = load(LayerName(i, "post_attention_layernorm.weight"), {h},
@@ -75,19 +70,12 @@ absl::Status LoadLayerTensors(
       !s.ok()) {
     return s;
   }
-  const std::pair<const char*, Shape> shapes[] = {
-      {"self_attn.q_proj", {q_out, h, c.attention_bias}},
-      {"self_attn.k_proj", {kv_out, h, c.attention_bias}},
-      {"self_attn.v_proj", {kv_out, h, c.attention_bias}},
-      {"self_attn.o_proj", {h, q_out, c.attention_bias && c.model_type != "qwen2"}},
-      {"mlp.gate_proj", {f, h, c.mlp_bias}},
-      {"mlp.up_proj", {f, h, c.mlp_bias}},
-      {"mlp.down_proj", {h, f, c.mlp_bias}}};
+  const std::vector<LinearShape> shapes = DecoderLinearShapes(c);
   auto linears = layer.Linears();
   for (size_t j = 0; j < linears.size(); ++j) {
-    const Shape& shape = shapes[j].second;
+    const LinearShape& shape = shapes[j];
     Linear& linear = *linears[j].second;
-    const std::string base = LayerName(i, shapes[j].first);
+    const std::string base = LayerName(i, shape.name);
     if (auto s = load(base + ".weight", {shape.out, shape.in}, linear.weight); !s.ok()) return s;
     if (shape.bias) {
       if (auto s = load(base + ".bias", {shape.out}, linear.bias); !s.ok()) return s;
@@ -111,6 +99,12 @@ auto ShapeCheckedLoader(const LlamaModel::TensorSource& source, at::ScalarType d
           ShapeString(t->sizes().vec()), " but config.json implies ", ShapeString(shape)));
     }
     out = t->to(device, dtype);
+    // Non-finite weights would surface much later as a NaN perplexity; name the tensor now.
+    if (out.is_floating_point() && !at::isfinite(out).all().item<bool>()) {
+      const std::string origin = where ? where(name) : "";
+      return absl::InvalidArgumentError(absl::StrCat(origin, origin.empty() ? "" : ": ",
+                                                     "tensor \"", name, "\" holds NaN or Inf"));
+    }
     return absl::OkStatus();
   };
 }

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/model/llama_config.h"
@@ -669,6 +670,37 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
 
 namespace {
 
+// Every tensor config.json implies exists with the shape it implies, read from the checkpoint's
+// headers alone: a config that would make a worker allocate shapes the weights do not have (or
+// index layers they do not hold) is refused at submit. GPTQ checkpoints hold their linear layers
+// packed (name.qweight), checked for presence only.
+absl::Status CheckTensorsMatchConfig(
+    const LlamaConfig& config, const std::function<const TensorInfo*(const std::string&)>& find) {
+  const bool packed = config.extra_json.find("\"quantization_config\"") != std::string::npos;
+  auto shape_string = [](const std::vector<int64_t>& shape) {
+    return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+  };
+  for (const auto& [name, shape] : CheckpointTensorShapes(config)) {
+    const TensorInfo* info = find(name);
+    if (info == nullptr && packed && absl::EndsWith(name, ".weight") &&
+        find(name.substr(0, name.size() - 7) + ".qweight") != nullptr) {
+      continue;
+    }
+    if (info == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model: config.json implies tensor \"", name,
+                       "\", which the checkpoint does not have (does config.json belong to "
+                       "these weights?)"));
+    }
+    if (info->shape != shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model: tensor \"", name, "\" has shape ", shape_string(info->shape),
+                       " but config.json implies ", shape_string(shape)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // A model in the store (an S3 prefix, or an artifact written by `squeezectl store-put` on either
 // backend) is checked without downloading it: config.json, and each safetensors header read by
 // range and validated against the file's size.
@@ -689,6 +721,15 @@ absl::StatusOr<LlamaConfig> CheckStoredModel(const std::string& uri) {
   // Every shard's header, read by range and validated against the shard's size.
   auto tensors = ArtifactTensorReader::Open(**store, uri);
   if (!tensors.ok()) return model_error(tensors.status());
+  if (auto s = CheckTensorsMatchConfig(*config,
+                                       [&](const std::string& name) -> const TensorInfo* {
+                                         auto it = (*tensors)->tensors().find(name);
+                                         return it == (*tensors)->tensors().end()
+                                                    ? nullptr
+                                                    : &it->second.info;
+                                       });
+      !s.ok())
+    return s;
   return config;
 }
 
@@ -804,6 +845,13 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
       auto weights = CheckpointReader::Open(*model);
       if (!weights.ok())
         return absl::InvalidArgumentError(absl::StrCat("model: ", weights.status().message()));
+      if (auto s = CheckTensorsMatchConfig(*local,
+                                           [&](const std::string& name) -> const TensorInfo* {
+                                             auto view = (*weights)->Get(name);
+                                             return view.ok() ? view->info : nullptr;
+                                           });
+          !s.ok())
+        return s;
       config = *local;
     }
   }

@@ -2,6 +2,8 @@
 
 #include <grpcpp/support/client_interceptor.h>
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 
@@ -72,6 +74,28 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(
     interceptors.push_back(std::make_unique<TokenInterceptorFactory>(options.token));
   return grpc::experimental::CreateCustomChannelWithInterceptors(address, credentials, args,
                                                                  std::move(interceptors));
+}
+
+absl::StatusOr<std::string> ClientToken(const std::string& token_file, const std::string& env) {
+  std::string path = token_file;
+  if (path.empty()) {
+    const char* file = std::getenv((env + "_FILE").c_str());
+    path = file ? file : "";
+  }
+  if (path.empty()) {
+    const char* value = std::getenv(env.c_str());
+    return std::string(value ? value : "");
+  }
+  auto text = ReadFileToString(path, 64 << 10);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("token file: ", text.status().message()));
+  }
+  const size_t begin = text->find_first_not_of(" \t\r\n");
+  if (begin == std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
+  const size_t end = text->find_last_not_of(" \t\r\n");
+  return text->substr(begin, end - begin + 1);
 }
 
 }  // namespace squeeze

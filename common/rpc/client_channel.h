@@ -23,4 +23,14 @@ struct ClientChannelOptions {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(
     const std::string& address, const ClientChannelOptions& options);
 
+// Why `--token` is refused everywhere.
+constexpr char kTokenOnCommandLine[] =
+    "--token: a secret on the command line is visible to every user of the machine (ps); give it "
+    "with --token-file FILE or an environment variable";
+
+// A client's bearer token, never from argv: the file `token_file` if given, else the file named
+// by $<env>_FILE, else $<env> itself, else "" (no authentication). Surrounding whitespace of a
+// file is dropped; an empty or unreadable file is an error naming it.
+absl::StatusOr<std::string> ClientToken(const std::string& token_file, const std::string& env);
+
 }  // namespace squeeze

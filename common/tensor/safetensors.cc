@@ -144,6 +144,26 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view text,
       return Invalid(source, cur.name,
                      absl::StrCat("bytes overlap those of tensor \"", prev.name, "\""));
     }
+    if (cur.offset > prev.offset + prev.nbytes) {
+      return Invalid(source, cur.name,
+                     absl::StrCat("starts at byte ", cur.offset, " of the data, but tensor \"",
+                                  prev.name, "\" ends at ", prev.offset + prev.nbytes,
+                                  " (the format requires the data to be covered exactly)"));
+    }
+  }
+  // The tensors must cover the data region exactly: a header that is a byte short of the file
+  // (or a file with bytes no tensor owns) is truncated or tampered with.
+  const uint64_t covered =
+      out.tensors.empty() ? 0 : out.tensors.back().offset + out.tensors.back().nbytes;
+  if (!out.tensors.empty() && out.tensors.front().offset != 0) {
+    return Invalid(source, out.tensors.front().name,
+                   absl::StrCat("starts at byte ", out.tensors.front().offset,
+                                " of the data; the first tensor must start at 0"));
+  }
+  if (covered != data_size) {
+    return Invalid(source, "",
+                   absl::StrCat("the tensors cover ", covered, " bytes of a ", data_size,
+                                "-byte data region (truncated, padded or corrupt file)"));
   }
   return out;
 }

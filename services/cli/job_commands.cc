@@ -87,11 +87,17 @@ absl::Status Download(const std::string& uri, const std::string& dir) {
 
 Flags& ClientFlags(Flags& flags) {
   return flags.Value("coordinator")
-      .Value("token")
+      .Value("token")  // refused: see Connect
+      .Value("token-file")
       .Value("tls-ca")
       .Value("tls-cert")
       .Value("tls-key")
       .Bool("json");
+}
+
+absl::StatusOr<std::string> TokenFromFileOrEnv(const Flags& flags) {
+  if (flags.Has("token")) return absl::InvalidArgumentError(kTokenOnCommandLine);
+  return ClientToken(flags.Has("token-file") ? *flags.Get("token-file") : "", "SQUEEZE_TOKEN");
 }
 
 // A flag's value, else the environment variable's, else "".
@@ -103,7 +109,9 @@ std::string FlagOrEnv(const Flags& flags, const std::string& flag, const char* e
 
 absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std::string& address) {
   ClientChannelOptions options;
-  options.token = FlagOrEnv(flags, "token", "SQUEEZE_TOKEN");
+  auto token = TokenFromFileOrEnv(flags);
+  if (!token.ok()) return token.status();
+  options.token = *token;
   options.tls_ca_file = FlagOrEnv(flags, "tls-ca", "SQUEEZE_TLS_CA");
   options.tls_cert_file = FlagOrEnv(flags, "tls-cert", "SQUEEZE_TLS_CERT");
   options.tls_key_file = FlagOrEnv(flags, "tls-key", "SQUEEZE_TLS_KEY");
@@ -352,9 +360,20 @@ int RunStorePut(const Args& args) {
 
 int RunHashToken(const Args& args) {
   Flags flags;
-  flags.Positional(1, 1);
+  flags.Value("token-file").Positional(0, 1);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  std::cout << TokenDigest(flags.positional()[0]) << "\n";
+  if (!flags.positional().empty()) return Fail(absl::InvalidArgumentError(kTokenOnCommandLine));
+  std::string token;
+  if (flags.Has("token-file")) {
+    auto read = ClientToken(*flags.Get("token-file"), "SQUEEZE_UNUSED");
+    if (!read.ok()) return Fail(read.status());
+    token = *read;
+  } else {
+    std::getline(std::cin, token);  // from stdin: `squeezectl hash-token < token.txt`
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  }
+  if (token.empty()) return Fail(absl::InvalidArgumentError("hash-token: the token is empty"));
+  std::cout << TokenDigest(token) << "\n";
   return 0;
 }
 

@@ -35,7 +35,7 @@ SQUEEZE_TLS_KEY):
   store-put DIR URI [--store ROOT] [--json]
                                        stores a model directory as an artifact (s3://bucket/path),
                                        usable as a recipe's model; blobs under ROOT/blobs
-  hash-token TOKEN                     prints the digest of a bearer token, for the tokens file
+  hash-token [--token-file F] < TOKEN  prints the digest of a bearer token (from stdin or a file)
   store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
 )";

@@ -217,13 +217,15 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   }
 
  private:
-  // The worker API takes worker (or admin) credentials only.
+  // The worker API takes worker credentials only: roles are exclusive, so an admin's token (a
+  // person's) cannot register a machine that would then receive other tenants' tasks.
   absl::Status IsWorker(grpc::ServerContext* context, const char* method) {
     auto who = Caller(context, auth_, method);
     if (!who.ok()) return who.status();
-    if (who->role == Role::kUser) {
-      std::cerr << "auth: " << method << " from " << context->peer()
-                << ": user credentials used on the worker API" << std::endl;
+    if (auth_ != nullptr && who->role != Role::kWorker) {
+      std::cerr << "auth: " << method << " from " << context->peer() << ": "
+                << (who->role == Role::kAdmin ? "admin" : "user")
+                << " credentials used on the worker API" << std::endl;
       return absl::PermissionDeniedError("the worker API needs worker credentials");
     }
     return absl::OkStatus();

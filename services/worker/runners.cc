@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -186,6 +187,13 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   const double tokens_per_second = seconds > 0 ? processed / seconds : 0.0;
   ctx.SetMetric("tokens_per_second", tokens_per_second);
 
+  // A NaN perplexity (non-finite logits from finite weights: an overflow) is no result; the gate
+  // and the report need a number.
+  if (!std::isfinite(total.perplexity())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluate: the model's perplexity is not finite (", total.perplexity(),
+                     "): its outputs overflow or are NaN on the evaluation data"));
+  }
   int64_t nonzero = 0;
   for (auto& [name, t] : model->NamedParameters()) nonzero += t->count_nonzero().item<int64_t>();
   const int64_t params = model->NumParameters();

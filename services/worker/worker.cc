@@ -176,7 +176,14 @@ absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std
     try {
       result = runner->second->Run(ctx);
     } catch (const std::exception& e) {
-      result = absl::InternalError(absl::StrCat("task ", lease.task_id(), " threw: ", e.what()));
+      // libtorch's messages carry a C++ stack trace after the first line; the job's error is the
+      // first line alone (the whole message goes to this worker's log).
+      std::string what = e.what();
+      std::cerr << "task " << lease.task_id() << " threw: " << what << "\n";
+      what = what.substr(0, what.find('\n'));
+      if (what.find_first_not_of(" \t") == std::string::npos) what = "an exception with no message";
+      result = absl::InternalError(
+          absl::StrCat(lease.kind(), " task ", lease.task_id(), " failed: ", what));
     }
   }
   if (metrics_) {

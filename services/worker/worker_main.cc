@@ -8,6 +8,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/rpc/client_channel.h"
 #include "services/cli/flags.h"
 #include "services/worker/worker.h"
 
@@ -27,7 +28,8 @@ int main(int argc, char** argv) {
       .Value("step-delay-ms", "0")
       .Value("threads", "0")
       .Value("metrics-listen", "")
-      .Value("token", "")
+      .Value("token")  // refused: tokens do not go on the command line
+      .Value("token-file", "")
       .Value("tls-ca", "")
       .Value("tls-cert", "")
       .Value("tls-key", "");
@@ -52,10 +54,17 @@ int main(int argc, char** argv) {
   if (flags.Has("scratch")) options.scratch_dir = *flags.Get("scratch");
   if (flags.Has("rendezvous")) options.rendezvous_address = *flags.Get("rendezvous");
   options.metrics_listen = *flags.Get("metrics-listen");
-  // The token preferably from the environment (a Secret), so it does not show in `ps`.
-  options.token = *flags.Get("token");
-  if (const char* env = std::getenv("SQUEEZE_WORKER_TOKEN"); options.token.empty() && env)
-    options.token = env;
+  // The token from a file or the environment (a Secret), never argv, where `ps` shows it.
+  if (flags.Has("token")) {
+    std::cerr << "squeeze-worker: " << squeeze::kTokenOnCommandLine << "\n";
+    return 2;
+  }
+  auto token = squeeze::ClientToken(*flags.Get("token-file"), "SQUEEZE_WORKER_TOKEN");
+  if (!token.ok()) {
+    std::cerr << "squeeze-worker: --token-file: " << token.status().message() << "\n";
+    return 2;
+  }
+  options.token = *token;
   options.tls_ca_file = *flags.Get("tls-ca");
   options.tls_cert_file = *flags.Get("tls-cert");
   options.tls_key_file = *flags.Get("tls-key");

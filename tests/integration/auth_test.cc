@@ -39,7 +39,9 @@ nlohmann::json LastJson(const std::string& out) {
 }
 
 std::string Digest(const std::string& token) {
-  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "hash-token", token});
+  const std::string file = ::testing::TempDir() + "/digest-token";
+  std::ofstream(file, std::ios::trunc) << token << "\n";
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "hash-token", "--token-file", file});
   EXPECT_EQ(code, 0) << out;
   return out.substr(0, out.find('\n'));
 }
@@ -59,12 +61,17 @@ TEST(AuthTest, TokensTenantsAndMutualTls) {
                      /*wait_ready=*/false);
   const std::vector<std::string> tls = {"--tls-ca",        d + "/ca.pem", "--tls-cert",
                                         d + "/client.pem", "--tls-key",   d + "/client.key"};
+  auto TokenFile = [&](const std::string& token) {
+    const std::string path = d + "/token-" + token;
+    std::ofstream(path) << token << "\n";
+    return path;
+  };
   auto ctl = [&](std::vector<std::string> args, const std::string& token,
                  const std::vector<std::string>& transport) {
     std::vector<std::string> argv = {Env("SQUEEZECTL_BIN")};
     argv.insert(argv.end(), args.begin(), args.end());
     argv.insert(argv.end(), {"--coordinator", h.address()});
-    if (!token.empty()) argv.insert(argv.end(), {"--token", token});
+    if (!token.empty()) argv.insert(argv.end(), {"--token-file", TokenFile(token)});
     argv.insert(argv.end(), transport.begin(), transport.end());
     return RunCommand(argv);
   };
@@ -78,7 +85,7 @@ TEST(AuthTest, TokensTenantsAndMutualTls) {
   ASSERT_EQ(ready.first, 0) << ready.second;
 
   // A worker with its own credential runs jobs; a user token cannot act as a worker.
-  std::vector<std::string> worker_flags = {"--token", "node-secret"};
+  std::vector<std::string> worker_flags = {"--token-file", TokenFile("node-secret")};
   worker_flags.insert(worker_flags.end(), tls.begin(), tls.end());
   h.StartWorker("w", worker_flags);
   {
@@ -87,12 +94,28 @@ TEST(AuthTest, TokensTenantsAndMutualTls) {
                                          h.address(),
                                          "--node",
                                          "impostor",
-                                         "--token",
-                                         "alice-secret"};
+                                         "--token-file",
+                                         TokenFile("alice-secret")};
     impostor.insert(impostor.end(), tls.begin(), tls.end());
     auto [code, out] = RunCommand(impostor);
     EXPECT_NE(code, 0);
     EXPECT_NE(out.find("worker credentials"), std::string::npos) << out;
+    // Roles are exclusive: not even an admin's token registers a worker.
+    impostor[impostor.size() - tls.size() - 1] = TokenFile("root-secret");
+    std::tie(code, out) = RunCommand(impostor);
+    EXPECT_NE(code, 0);
+    EXPECT_NE(out.find("worker credentials"), std::string::npos) << out;
+  }
+  {
+    // Secrets never go on the command line, where `ps` shows them.
+    auto [code, out] = RunCommand(
+        {Env("SQUEEZECTL_BIN"), "list", "--coordinator", h.address(), "--token", "root-secret"});
+    EXPECT_EQ(code, 2);
+    EXPECT_NE(out.find("--token-file"), std::string::npos) << out;
+    std::tie(code, out) = RunCommand({Env("SQUEEZE_WORKER_BIN"), "--coordinator", h.address(),
+                                      "--node", "x", "--token", "node-secret"});
+    EXPECT_EQ(code, 2);
+    EXPECT_NE(out.find("--token-file"), std::string::npos) << out;
   }
 
   const std::string recipe =

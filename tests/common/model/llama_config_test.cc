@@ -93,6 +93,12 @@ TEST(LlamaConfigTest, ErrorsNameTheField) {
       {"{" + base + R"(, "num_attention_heads": 4, "model_type": "gpt2"})", "model_type"},
       {"{" + base + R"(, "num_attention_heads": 0})", "num_attention_heads"},
       {"{" + base + R"(, "num_attention_heads": 4, "head_dim": 7})", "head_dim"},
+      // Bounded: shapes that cannot exist are refused before anything allocates them.
+      {"{" + base + R"(, "num_attention_heads": 4, "head_dim": 1099511627776})",
+       "head_dim: must be positive, even and at most 4096"},
+      {R"({"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 1000000000, "num_attention_heads": 4})",
+       "num_hidden_layers: must be at most 4096"},
       {"not json", "not a valid JSON"},
   };
   for (const Case& c : cases) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "common/base/file_util.h"
 #include "common/tensor/torch_tensor.h"
@@ -194,6 +195,21 @@ TEST(LlamaModelTest, SaveLoadRoundTripIsBitExact) {
     auto reader = CheckpointReader::Open(dir.str());
     EXPECT_EQ((*reader)->Contains("lm_head.weight"), !tied);
   }
+}
+
+TEST(LlamaModelTest, NonFiniteWeightsAreAnErrorNamingTheTensor) {
+  LlamaConfig c = SmallConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 12);
+  m.layer(1).up_proj.weight[3][5] = std::numeric_limits<float>::quiet_NaN();
+  TempDir dir;
+  ASSERT_TRUE(m.Save(dir.str(), at::kFloat).ok());
+  auto loaded = LlamaModel::Load(dir.str());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(
+                "tensor \"model.layers.1.mlp.up_proj.weight\" holds NaN or Inf"),
+            absl::string_view::npos)
+      << loaded.status();
 }
 
 TEST(LlamaModelTest, ShardedSaveLoadsTheSame) {

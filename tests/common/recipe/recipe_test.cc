@@ -1,6 +1,10 @@
 #include "common/recipe/recipe.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "gtest/gtest.h"
@@ -221,6 +225,38 @@ TEST(RecipeTest, GroupSizeMustFitTheModel) {
   r = ParseRecipe(std::string("model: ") + src +
                   "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
   EXPECT_TRUE(CheckRecipeInputs(*r).ok());
+}
+
+// config.json is checked against the checkpoint's tensors at submit, from the headers alone: a
+// config that claims more layers or other shapes than the weights have is refused, naming a
+// tensor.
+TEST(RecipeTest, ConfigMustMatchTheCheckpointsTensors) {
+  namespace fs = std::filesystem;
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const fs::path model =
+      fs::temp_directory_path() / ("config_vs_weights_" + std::to_string(::getpid()));
+  fs::remove_all(model);
+  fs::copy(std::string(src) + "/deploy/models/fortunes-teacher", model);
+  auto with_config = [&](const std::string& key, int value) {
+    std::ifstream in(std::string(src) + "/deploy/models/fortunes-teacher/config.json");
+    nlohmann::json config = nlohmann::json::parse(in);
+    config[key] = value;
+    std::ofstream(model / "config.json", std::ios::trunc) << config.dump();
+    auto r = ParseRecipe("model: " + model.string() + "\nstages:\n  - quantize: {}\n");
+    EXPECT_TRUE(r.ok()) << r.status();
+    return std::string(CheckRecipeInputs(*r).message());
+  };
+  EXPECT_NE(with_config("num_hidden_layers", 6)
+                .find("config.json implies tensor \"model.layers.4.input_layernorm.weight\", "
+                      "which the checkpoint does not have"),
+            std::string::npos)
+      << with_config("num_hidden_layers", 6);
+  EXPECT_NE(with_config("intermediate_size", 512)
+                .find("has shape [768, 256] but config.json implies [512, 256]"),
+            std::string::npos)
+      << with_config("intermediate_size", 512);
+  fs::remove_all(model);
 }
 
 TEST(RecipeTest, DistillStudentsMustFitTheTeacher) {

@@ -118,6 +118,19 @@ TEST_F(SafetensorsTest, TooShortFileIsRejected) {
   EXPECT_NE(OpenError(Path("short.safetensors")).find("short.safetensors"), std::string::npos);
 }
 
+TEST_F(SafetensorsTest, DataMustBeCoveredExactly) {
+  const std::string one = R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})";
+  EXPECT_NE(OpenError(WriteRaw("extra.safetensors", one, std::string(5, '\0')))
+                .find("the tensors cover 4 bytes of a 5-byte data region"),
+            std::string::npos);
+  const std::string gap =
+      R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+          "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})";
+  EXPECT_NE(OpenError(WriteRaw("gap.safetensors", gap, std::string(12, '\0')))
+                .find("the format requires the data to be covered exactly"),
+            std::string::npos);
+}
+
 TEST_F(SafetensorsTest, FifoIsRefusedWithoutBlocking) {
   ASSERT_EQ(::mkfifo(Path("pipe.safetensors").c_str(), 0600), 0);
   EXPECT_NE(OpenError(Path("pipe.safetensors")).find("found a FIFO"), std::string::npos);
