@@ -1,4 +1,5 @@
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/input_policy.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -61,8 +62,12 @@ absl::StatusOr<Principal> JobCaller(grpc::ServerContext* context, const Authenti
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth, RecipeLimits recipe_limits)
-      : scheduler_(scheduler), auth_(auth), recipe_limits_(recipe_limits) {}
+  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth, RecipeLimits recipe_limits,
+                 TenantInputPolicy inputs)
+      : scheduler_(scheduler),
+        auth_(auth),
+        recipe_limits_(recipe_limits),
+        inputs_(std::move(inputs)) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* original,
                          v1::SubmitJobResponse* response) override {
@@ -81,6 +86,13 @@ class JobServiceImpl final : public v1::JobService::Service {
     // told the user at submit time.
     auto recipe = ParseRecipe(request->recipe_yaml(), recipe_limits_);
     if (!recipe.ok()) return ToGrpc(recipe.status());
+    // Before anything is read: a user names only what the tenant may read.
+    if (auth_ != nullptr && who->role == Role::kUser) {
+      if (auto s = inputs_.Check(*recipe, who->tenant); !s.ok()) {
+        std::cerr << "auth: SubmitJob from " << context->peer() << ": " << s.message() << std::endl;
+        return ToGrpc(s);
+      }
+    }
     if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return ToGrpc(s);
     if (request->priority() < -1000 || request->priority() > 1000) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -168,6 +180,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   JobScheduler* scheduler_;
   const Authenticator* auth_;
   const RecipeLimits recipe_limits_;
+  const TenantInputPolicy inputs_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
@@ -279,7 +292,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
     c->auth_ = *std::move(auth);
   }
   c->job_service_ =
-      std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get(), options.recipe_limits);
+      std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get(), options.recipe_limits,
+                                       TenantInputPolicy(options.store_root, options.tenant_roots));
   c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), c->auth_.get());
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/recipe/recipe.h"
@@ -30,7 +32,10 @@ struct CoordinatorOptions {
   bool sqlite_synchronous_full = false;
   int max_message_bytes = 16 << 20;  // gRPC, both directions; clients use the same
   RecipeLimits recipe_limits;        // --max-recipe-bytes, --max-stages
-  std::string metrics_listen;        // host:port for /metrics; empty: no metrics endpoint
+  // With authentication: tenant -> the local directories and s3:// prefixes its jobs may read,
+  // besides the store (--tenant-roots). A tenant without roots reads from the store only.
+  std::map<std::string, std::vector<std::string>> tenant_roots;
+  std::string metrics_listen;  // host:port for /metrics; empty: no metrics endpoint
   // Authentication: a file of token digests (see common/rpc/authenticator.h); empty: open.
   std::string auth_tokens_file;
   // TLS: the server's certificate and key; with a client CA, mutual TLS.

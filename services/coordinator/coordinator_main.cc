@@ -5,6 +5,7 @@
 
 #include "services/cli/flags.h"
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/input_policy.h"
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
       .Value("tls-client-ca", "")
       .Value("max-recipe-bytes", "1048576")
       .Value("max-stages", "64")
+      .Value("tenant-roots", "")
       .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
@@ -73,6 +75,12 @@ int main(int argc, char** argv) {
               << " (half the gRPC message limit), so that every accepted job can be read back\n";
     return 2;
   }
+  auto roots = squeeze::coordinator::TenantInputPolicy::ParseRoots(*flags.Get("tenant-roots"));
+  if (!roots.ok()) {
+    std::cerr << "squeeze-coordinator: " << roots.status().message() << "\n";
+    return 2;
+  }
+  options.tenant_roots = *roots;
   auto limit = flags.GetInt("tenant-gpu-limit");
   if (!limit.ok() || *limit < 0) {
     std::cerr << "squeeze-coordinator: --tenant-gpu-limit: expected a non-negative integer\n";

@@ -2,6 +2,7 @@
 // bearer tokens, certificates made here with openssl, squeezectl and a worker as clients.
 #include <sys/wait.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -56,8 +57,11 @@ TEST(AuthTest, TokensTenantsAndMutualTls) {
                                << Digest("root-secret") << " ops admin\n"
                                << Digest("node-secret") << " pool worker\n"
                                << Digest("stale-secret") << " team-a user 1000\n";
+  // team-a may read the example model's directory; team-b only its own (empty) one.
+  std::filesystem::create_directories(d + "/team-b");
   h.StartCoordinator({"--auth-tokens", d + "/tokens", "--tls-cert", d + "/server.pem", "--tls-key",
-                      d + "/server.key", "--tls-client-ca", d + "/ca.pem"},
+                      d + "/server.key", "--tls-client-ca", d + "/ca.pem", "--tenant-roots",
+                      "team-a=" + SourceDir() + "/deploy,team-b=" + d + "/team-b"},
                      /*wait_ready=*/false);
   const std::vector<std::string> tls = {"--tls-ca",        d + "/ca.pem", "--tls-cert",
                                         d + "/client.pem", "--tls-key",   d + "/client.key"};
@@ -144,6 +148,11 @@ TEST(AuthTest, TokensTenantsAndMutualTls) {
   auto [admin_code, admin_list] = ctl({"list", "--json"}, "root-secret", tls);
   ASSERT_EQ(admin_code, 0);
   EXPECT_EQ(LastJson(admin_list)["jobs"].size(), 1u) << admin_list;
+  // One tenant cannot read another's files: team-b names team-a's model directory.
+  auto [bob_submit_code, bob_submit] = ctl({"submit", recipe}, "bob-secret", tls);
+  EXPECT_NE(bob_submit_code, 0);
+  EXPECT_NE(bob_submit.find("is outside what tenant \"team-b\" may read"), std::string::npos)
+      << bob_submit;
   // A user cannot submit for another tenant.
   auto [spoof_code, spoof] = ctl({"submit", recipe, "--tenant", "team-b"}, "alice-secret", tls);
   EXPECT_NE(spoof_code, 0);
