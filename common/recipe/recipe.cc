@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/base/file_util.h"
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
 #include "common/store/artifact_tensor_reader.h"
@@ -884,9 +885,10 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   auto check_file = [](const std::string& uri, const std::string& field) -> absl::Status {
     auto path = LocalPathOf(uri, field);
     if (!path.ok()) return path.status();
-    if (!fs::is_regular_file(*path)) {
-      return absl::NotFoundError(absl::StrCat(field, ": \"", *path, "\" is not a file"));
-    }
+    // Regular files only (a FIFO would block a worker); no exceptions (a 300-byte file name
+    // makes std::filesystem throw ENAMETOOLONG).
+    if (auto s = CheckRegularFile(*path); !s.ok())
+      return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
     return absl::OkStatus();
   };
   if (!recipe.calibration.empty()) {

@@ -377,8 +377,9 @@ absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(const s
   const fs::path index_path = fs::path(dir) / kIndexName;
   const fs::path single_path = fs::path(dir) / kSingleName;
 
-  if (!fs::exists(index_path)) {
-    if (!fs::exists(single_path)) {
+  std::error_code ec;
+  if (!fs::exists(index_path, ec)) {
+    if (!fs::exists(single_path, ec)) {
       return absl::NotFoundError(
           absl::StrCat(dir, ": neither ", kSingleName, " nor ", kIndexName, " is present"));
     }

@@ -259,6 +259,29 @@ TEST(RecipeTest, ConfigMustMatchTheCheckpointsTensors) {
   fs::remove_all(model);
 }
 
+// Paths that make std::filesystem throw (a component over NAME_MAX) or that are not regular files
+// are one-line errors naming the field, not exceptions.
+TEST(RecipeTest, UnreadablePathsAreErrorsNamingTheField) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const std::string model = std::string(src) + "/deploy/models/fortunes-teacher";
+  const std::string long_name = "/tmp/" + std::string(300, 'x') + "/calib.jsonl";
+  for (const std::string& calibration : {long_name, std::string("/dev/zero")}) {
+    auto r = ParseRecipe("model: " + model + "\ndata: {calibration: " + calibration +
+                         "}\nstages:\n  - quantize: {method: gptq}\n");
+    ASSERT_TRUE(r.ok()) << r.status();
+    const absl::Status s = CheckRecipeInputs(*r);
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(s.message().find("data.calibration: "), 0u) << s;
+    EXPECT_EQ(s.message().find('\n'), absl::string_view::npos) << s;
+  }
+  auto r = ParseRecipe("model: /tmp/" + std::string(300, 'm') + "\nstages:\n  - quantize: {}\n");
+  ASSERT_TRUE(r.ok());
+  const absl::Status s = CheckRecipeInputs(*r);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.message().find("model: "), 0u) << s;
+}
+
 TEST(RecipeTest, DistillStudentsMustFitTheTeacher) {
   const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
   ASSERT_NE(src, nullptr);
