@@ -9,12 +9,12 @@ pkgs=(
   # libtorch (CPU) and an optimized BLAS behind Debian's libblas.so.3
   libtorch-dev libgloo-dev libopenblas0-pthread
   # common C++ libraries
-  libabsl-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
+  libabsl-dev nlohmann-json3-dev libyaml-cpp-dev libyaml-dev libsqlite3-dev
   libcurl4-openssl-dev libssl-dev
   # RPC and metrics
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl yamllint
+  # tests and benchmarks (clang and its runtime for the libFuzzer targets and sanitizers)
+  clang libclang-rt-14-dev libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl yamllint
   # reference SentencePiece tools, to check our own tokenizer against
   sentencepiece
   # the example corpus: the fortune cookie files, one category per file

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/sha256.h"
@@ -76,6 +77,26 @@ size_t ReadBody(char* buffer, size_t size, size_t n, void* state) {
 std::once_flag curl_init;
 
 }  // namespace
+
+ListObjectsPage ParseListObjectsPage(const std::string& xml) {
+  ListObjectsPage page;
+  size_t pos = 0;
+  while (true) {
+    size_t end = 0;
+    const size_t open = xml.find("<Contents>", pos);
+    if (open == std::string::npos) break;
+    const std::string contents = XmlValue(xml, "Contents", open, &end);
+    if (end <= pos) break;  // no closing tag: the rest is not an entry
+    pos = end;
+    int64_t size = 0;
+    if (!absl::SimpleAtoi(XmlValue(contents, "Size"), &size) || size < 0) size = 0;
+    page.objects.push_back({XmlValue(contents, "Key"), size, XmlValue(contents, "ETag"),
+                            XmlValue(contents, "LastModified")});
+  }
+  page.truncated = XmlValue(xml, "IsTruncated") == "true";
+  page.next_token = XmlValue(xml, "NextContinuationToken");
+  return page;
+}
 
 absl::StatusOr<AwsCredentials> CredentialsFromEnvironment(const std::string& file) {
   AwsCredentials c;
@@ -290,17 +311,10 @@ absl::StatusOr<std::vector<S3ObjectInfo>> S3Client::List(const std::string& buck
     if (!token.empty()) query.emplace_back("continuation-token", token);
     auto r = Request("GET", bucket, "", query, "");
     if (!r.ok()) return r.status();
-    size_t pos = 0;
-    while (true) {
-      size_t end;
-      const std::string contents = XmlValue(r->body, "Contents", pos, &end);
-      if (contents.empty()) break;
-      pos = end;
-      out.push_back({XmlValue(contents, "Key"), std::atoll(XmlValue(contents, "Size").c_str()),
-                     XmlValue(contents, "ETag"), XmlValue(contents, "LastModified")});
-    }
-    if (XmlValue(r->body, "IsTruncated") != "true") break;
-    token = XmlValue(r->body, "NextContinuationToken");
+    ListObjectsPage page = ParseListObjectsPage(r->body);
+    out.insert(out.end(), page.objects.begin(), page.objects.end());
+    if (!page.truncated) break;
+    token = page.next_token;
     if (token.empty())
       return absl::DataLossError(
           absl::StrCat("s3://", bucket, ": truncated listing without a token"));

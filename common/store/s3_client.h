@@ -47,6 +47,15 @@ struct S3MultipartUpload {
   std::string initiated;  // ISO 8601
 };
 
+// One page of a ListObjectsV2 response, parsed (exposed for the parser's fuzz test). A size that
+// is not a non-negative number reads as 0.
+struct ListObjectsPage {
+  std::vector<S3ObjectInfo> objects;
+  bool truncated = false;
+  std::string next_token;
+};
+ListObjectsPage ParseListObjectsPage(const std::string& xml);
+
 class S3Client {
  public:
   explicit S3Client(S3Options options);

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -365,9 +366,11 @@ int RunHashToken(const Args& args) {
   if (!flags.positional().empty()) return Fail(absl::InvalidArgumentError(kTokenOnCommandLine));
   std::string token;
   if (flags.Has("token-file")) {
-    auto read = ClientToken(*flags.Get("token-file"), "SQUEEZE_UNUSED");
+    auto read = ReadFileToString(*flags.Get("token-file"), 64 << 10);
     if (!read.ok()) return Fail(read.status());
     token = *read;
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+      token.pop_back();
   } else {
     std::getline(std::cin, token);  // from stdin: `squeezectl hash-token < token.txt`
     while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();

@@ -191,7 +191,6 @@ class JobScheduler {
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> attempt_started_ms_ ABSL_GUARDED_BY(mu_);  // by task id
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
-  int64_t next_worker_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace squeeze::coordinator

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
@@ -428,8 +429,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (auto done = ctx.store().Files(ckpt); done.ok()) {
     for (const StoredFile& f : *done) {
       // model-000{i+1}-of-...: layer i.
-      const int64_t layer = std::atoll(f.name.substr(6, 5).c_str()) - 1;
-      if (layer >= 0) layer_shards[layer] = f;
+      int64_t number = 0;
+      if (f.name.rfind("model-", 0) != 0 || !absl::SimpleAtoi(f.name.substr(6, 5), &number))
+        continue;
+      if (number >= 1) layer_shards[number - 1] = f;
     }
   }
   while (options.start_layer < config->num_hidden_layers && layer_shards.count(options.start_layer))
