@@ -133,15 +133,9 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     ctx.Log(absl::StrCat("resuming from the checkpoint of step ", resumed_from));
   }
 
-  std::unique_ptr<DataParallel> parallel;
-  if (lease.world_size() > 1) {
-    auto group = DataParallel::Connect(lease.rendezvous_address(), lease.rank(), lease.world_size(),
-                                       ctx.device(), std::chrono::seconds(120));
-    if (!group.ok()) return group.status();
-    parallel = *std::move(group);
-    ctx.Log(absl::StrCat("rank ", lease.rank(), " of ", lease.world_size(), " via ",
-                         lease.rendezvous_address()));
-  }
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return gang.status();
+  std::unique_ptr<DataParallel> parallel = *std::move(gang);
 
   // Fixed zeros: those the student starts with (keep_sparsity) and those the prune schedule
   // adds. Built at the first step, after a resumed checkpoint was loaded, whose zeros they keep.

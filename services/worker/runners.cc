@@ -120,6 +120,17 @@ absl::Status PutFiles(TaskContext& ctx, const std::string& name,
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx) {
+  const v1::TaskLease& lease = ctx.lease();
+  if (lease.world_size() <= 1) return std::unique_ptr<DataParallel>();
+  auto group = DataParallel::Connect(lease.rendezvous_address(), lease.rank(), lease.world_size(),
+                                     ctx.device(), std::chrono::seconds(120));
+  if (!group.ok()) return group.status();
+  ctx.Log(absl::StrCat("rank ", lease.rank(), " of ", lease.world_size(), " via ",
+                       lease.rendezvous_address()));
+  return group;
+}
+
 absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
                            const std::string& out_dir) {
   auto source_config = LoadLlamaConfig(source_dir);
@@ -478,16 +489,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   // A gang (workers: N) shares the calibration windows: Hessians are summed over the ranks and
   // each linear is solved on one of them; rank 0 writes.
   const v1::TaskLease& lease = ctx.lease();
-  std::unique_ptr<DataParallel> gang;
-  if (lease.world_size() > 1) {
-    auto group = DataParallel::Connect(lease.rendezvous_address(), lease.rank(), lease.world_size(),
-                                       ctx.device(), std::chrono::seconds(120));
-    if (!group.ok()) return group.status();
-    gang = *std::move(group);
-    seq.ranks = gang.get();
-    ctx.Log(absl::StrCat("rank ", lease.rank(), " of ", lease.world_size(), " via ",
-                         lease.rendezvous_address()));
-  }
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return gang.status();
+  seq.ranks = gang->get();
   if (auto s = ctx.CheckStep(); !s.ok()) return s;
   const std::string out_dir = ctx.scratch_dir() + "/model";
   RemoveTree(out_dir).IgnoreError();

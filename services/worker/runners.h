@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/model/llama_model.h"
+#include "common/train/data_parallel.h"
 #include "services/worker/task_runner.h"
 
 namespace squeeze::worker {
@@ -13,6 +14,9 @@ absl::StatusOr<std::string> ModelDigest(const std::string& dir);
 
 // Writes `model` to `out_dir` as a Hugging Face directory in the dtype of `source_dir`'s config
 // (bfloat16 or float32), with the source's tokenizer beside it.
+// The task's gang (its lease's rank, world size and rendezvous), joined; nullptr for one rank.
+absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx);
+
 absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
                            const std::string& out_dir);
 

@@ -14,21 +14,17 @@
 #include "common/train/data_parallel.h"
 #include "gtest/gtest.h"
 #include "tests/common/free_port.h"
+#include "tests/common/model/tiny_llama_config.h"
 
 namespace squeeze {
 namespace {
 
 namespace fs = std::filesystem;
 
+// Three layers, 128 wide (a whole number of 64-column groups), an untied head.
 LlamaConfig TinyConfig() {
-  LlamaConfig c;
-  c.vocab_size = 128;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
+  LlamaConfig c = TinyLlamaConfig(/*layers=*/3, /*hidden=*/128, /*vocab=*/128);
+  c.tie_word_embeddings = false;
   return c;
 }
 
