@@ -193,9 +193,7 @@ absl::StatusOr<GptqResult> QuantizeGptq(const at::Tensor& weight, const at::Tens
   if (hessian.dim() != 2 || hessian.size(0) != cols || hessian.size(1) != cols) {
     return absl::InvalidArgumentError(absl::StrCat("hessian: expected [", cols, ", ", cols, "]"));
   }
-  if (auto s = ValidateGptqOptions(o, cols); !s.ok()) return s;
-  if (!at::isfinite(weight).all().item<bool>())
-    return absl::InvalidArgumentError("weight: holds NaN or Inf");
+  // Prepare validates the options and the Hessian, Solve the weight.
   auto solver = GptqSolver::Prepare(hessian.to(weight.device()), o);
   if (!solver.ok()) return solver.status();
   return solver->Solve(weight);

@@ -79,10 +79,6 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     std::optional<GptqSolver> solver;
     const bool solves_here = std::find(owner.begin(), owner.end(), me) != owner.end();
     if (gptq && solves_here) {
-      if (!at::isfinite(h).all().item<bool>()) {
-        return absl::InvalidArgumentError(absl::StrCat("model.layers.", index, ".", group[0],
-                                                       ": calibration activations are not finite"));
-      }
       auto prepared = GptqSolver::Prepare(h, o.gptq);
       if (!prepared.ok()) {
         return absl::Status(

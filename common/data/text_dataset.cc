@@ -20,20 +20,21 @@ absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path
   auto error = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", what));
   };
-  // Reads the next line, at most max_line_bytes of it.
+  // Reads the next line, at most max_line_bytes of it, straight from the stream's buffer (no
+  // sentry per character).
+  std::streambuf* buf = in.rdbuf();
   bool too_long = false;
   auto next_line = [&]() -> bool {
     line.clear();
-    char c;
     bool any = false;
-    while (in.get(c)) {
+    for (int c = buf->sbumpc(); c != std::char_traits<char>::eof(); c = buf->sbumpc()) {
       any = true;
       if (c == '\n') return true;
       if (static_cast<int64_t>(line.size()) >= options.max_line_bytes) {
         too_long = true;
         return true;
       }
-      line.push_back(c);
+      line.push_back(static_cast<char>(c));
     }
     return any;
   };

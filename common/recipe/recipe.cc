@@ -698,7 +698,8 @@ namespace {
 // packed (name.qweight), checked for presence only.
 absl::Status CheckTensorsMatchConfig(
     const LlamaConfig& config, const std::function<const TensorInfo*(const std::string&)>& find) {
-  const bool packed = config.extra_json.find("\"quantization_config\"") != std::string::npos;
+  const json extra = json::parse(config.extra_json, nullptr, false);
+  const bool packed = extra.is_object() && extra.contains("quantization_config");
   auto shape_string = [](const std::vector<int64_t>& shape) {
     return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
   };

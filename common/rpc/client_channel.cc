@@ -86,6 +86,10 @@ absl::StatusOr<std::string> ClientToken(const std::string& token_file, const std
     const char* value = std::getenv(env.c_str());
     return std::string(value ? value : "");
   }
+  return ReadTokenFile(path);
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   auto text = ReadFileToString(path, 64 << 10);
   if (!text.ok()) {
     return absl::Status(text.status().code(),

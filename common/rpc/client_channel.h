@@ -32,5 +32,8 @@ constexpr char kTokenOnCommandLine[] =
 // by $<env>_FILE, else $<env> itself, else "" (no authentication). Surrounding whitespace of a
 // file is dropped; an empty or unreadable file is an error naming it.
 absl::StatusOr<std::string> ClientToken(const std::string& token_file, const std::string& env);
+// The token in the file at `path`, surrounding whitespace dropped; an empty or unreadable file is
+// an error naming it.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 }  // namespace squeeze

@@ -197,7 +197,7 @@ class ContentAddressedStore : public ArtifactStore {
     auto self = (*backend)->Delete(target);
     if (!self.ok() && !absl::IsNotFound(self)) return self;
     // Its reference under the root, if it had one: from now on its blobs may be collected.
-    if (HasRoot() && !IsS3(root_) == !IsS3(target) && !IsUnderRoot(target)) {
+    if (HasRoot() && IsS3(root_) == IsS3(target) && !IsUnderRoot(target)) {
       auto ref = (*backend)->Delete(ManifestUri(ReferenceUri(target)));
       if (!ref.ok() && !absl::IsNotFound(ref)) return ref;
       (*backend)->Delete(ReferenceUri(target)).IgnoreError();

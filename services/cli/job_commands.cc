@@ -3,7 +3,6 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -366,11 +365,9 @@ int RunHashToken(const Args& args) {
   if (!flags.positional().empty()) return Fail(absl::InvalidArgumentError(kTokenOnCommandLine));
   std::string token;
   if (flags.Has("token-file")) {
-    auto read = ReadFileToString(*flags.Get("token-file"), 64 << 10);
+    auto read = ReadTokenFile(*flags.Get("token-file"));
     if (!read.ok()) return Fail(read.status());
     token = *read;
-    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
-      token.pop_back();
   } else {
     std::getline(std::cin, token);  // from stdin: `squeezectl hash-token < token.txt`
     while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();

@@ -24,6 +24,19 @@ class CompressCudaTest : public ::testing::Test {
   }
 };
 
+// 256 wide, grouped-query attention (8 query heads over 4 key/value heads), the MLP twice as wide.
+LlamaConfig SmallLlama(int64_t layers) {
+  LlamaConfig c;
+  c.vocab_size = 256;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;
+  c.head_dim = 32;
+  return c;
+}
+
 at::Tensor CorrelatedInputs(int64_t n, int64_t d) {
   at::manual_seed(0);
   return at::randn({n, d}).matmul(at::randn({d, d}) / std::sqrt(static_cast<double>(d)) +
@@ -71,14 +84,7 @@ TEST_F(CompressCudaTest, GptqOnTheDeviceMatchesTheHost) {
 }
 
 TEST_F(CompressCudaTest, SequentialGptqRunsLayerByLayerOnTheDevice) {
-  LlamaConfig c;
-  c.vocab_size = 256;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 4;
-  c.head_dim = 32;
+  const LlamaConfig c = SmallLlama(3);
   const LlamaModel original = LlamaModel::RandomInit(c, 1);
   LlamaModel cpu_model = LlamaModel::RandomInit(c, 1);
   LlamaModel gpu_model = LlamaModel::RandomInit(c, 1);
@@ -161,14 +167,7 @@ TEST_F(CompressCudaTest, HessianFromBfloat16InputsAccumulatesInFloat32) {
 // and whose damage to the outputs matches the host's float32 pipeline; resuming from the first
 // two layers' shards reproduces the same files.
 TEST_F(CompressCudaTest, StreamingQuantizerOnTheDeviceWritesALoadableShardedCheckpoint) {
-  LlamaConfig c;
-  c.vocab_size = 256;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.num_hidden_layers = 4;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 4;
-  c.head_dim = 32;
+  LlamaConfig c = SmallLlama(4);
   c.torch_dtype = "bfloat16";
   const std::string dir = ::testing::TempDir() + "/streaming_cuda";
   const LlamaModel original = LlamaModel::RandomInit(c, 1);
