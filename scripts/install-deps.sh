@@ -13,6 +13,8 @@ pkgs=(
   libcurl4-openssl-dev libssl-dev
   # RPC and metrics
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
+  # the replicated state store (libpq) and the PostgreSQL server its tests start
+  libpq-dev postgresql
   # tests and benchmarks (clang and its runtime for the libFuzzer targets and sanitizers)
   clang libclang-rt-14-dev libgtest-dev libgmock-dev libbenchmark-dev prometheus curl openssl yamllint
   # reference SentencePiece tools, to check our own tokenizer against

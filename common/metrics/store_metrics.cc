@@ -15,26 +15,7 @@ namespace fs = std::filesystem;
 class InstrumentedStore : public ArtifactStore {
  public:
   InstrumentedStore(std::unique_ptr<ArtifactStore> inner, prometheus::Registry& registry)
-      : inner_(std::move(inner)),
-        bytes_(prometheus::BuildCounter()
-                   .Name("squeeze_store_bytes_total")
-                   .Help("Bytes moved to or from the artifact store, by operation.")
-                   .Register(registry)),
-        operations_(prometheus::BuildCounter()
-                        .Name("squeeze_store_operations_total")
-                        .Help("Artifact store operations, by operation.")
-                        .Register(registry)),
-        errors_(prometheus::BuildCounter()
-                    .Name("squeeze_store_errors_total")
-                    .Help("Artifact store operations that failed, by operation.")
-                    .Register(registry)) {
-    // Every series exists from the start, so rates and alerts see zeros rather than gaps.
-    for (const char* op : {"put", "get", "read_range", "delete", "gc"}) {
-      bytes_.Add({{"operation", op}});
-      operations_.Add({{"operation", op}});
-      errors_.Add({{"operation", op}});
-    }
-  }
+      : inner_(std::move(inner)), counters_(registry) {}
 
   absl::Status PutDirectory(const std::string& local_dir, const std::string& uri,
                             const ArtifactProvenance& provenance,
@@ -103,21 +84,46 @@ class InstrumentedStore : public ArtifactStore {
     return status;
   }
   void Record(const char* op, bool ok, int64_t bytes) {
-    operations_.Add({{"operation", op}}).Increment();
+    counters_.operations.Add({{"operation", op}}).Increment();
     if (!ok) {
-      errors_.Add({{"operation", op}}).Increment();
+      counters_.errors.Add({{"operation", op}}).Increment();
     } else if (bytes > 0) {
-      bytes_.Add({{"operation", op}}).Increment(static_cast<double>(bytes));
+      counters_.bytes.Add({{"operation", op}}).Increment(static_cast<double>(bytes));
     }
   }
 
   std::unique_ptr<ArtifactStore> inner_;
-  prometheus::Family<prometheus::Counter>& bytes_;
-  prometheus::Family<prometheus::Counter>& operations_;
-  prometheus::Family<prometheus::Counter>& errors_;
+  StoreCounterFamilies counters_;
 };
 
 }  // namespace
+
+StoreCounterFamilies::StoreCounterFamilies(prometheus::Registry& registry)
+    : bytes(prometheus::BuildCounter()
+                .Name("squeeze_store_bytes_total")
+                .Help("Bytes moved to or from the artifact store, by operation.")
+                .Register(registry)),
+      operations(prometheus::BuildCounter()
+                     .Name("squeeze_store_operations_total")
+                     .Help("Artifact store operations, by operation.")
+                     .Register(registry)),
+      errors(prometheus::BuildCounter()
+                 .Name("squeeze_store_errors_total")
+                 .Help("Artifact store operations that failed, by operation.")
+                 .Register(registry)) {
+  for (const char* op : {"put", "get", "read_range", "delete", "gc"}) {
+    bytes.Add({{"operation", op}});
+    operations.Add({{"operation", op}});
+    errors.Add({{"operation", op}});
+  }
+}
+
+prometheus::Family<prometheus::Counter>* StoreCounterFamilies::ByName(const std::string& name) {
+  if (name == "squeeze_store_bytes_total") return &bytes;
+  if (name == "squeeze_store_operations_total") return &operations;
+  if (name == "squeeze_store_errors_total") return &errors;
+  return nullptr;
+}
 
 std::unique_ptr<ArtifactStore> InstrumentStore(std::unique_ptr<ArtifactStore> store,
                                                prometheus::Registry& registry) {

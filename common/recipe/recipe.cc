@@ -10,6 +10,7 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
@@ -163,6 +164,46 @@ class MapReader {
       return FieldError(Path(key), absl::StrCat("must be between ", lo, " and ", hi, ", got ", v));
     }
     out = v;
+    return absl::OkStatus();
+  }
+  // A duration as seconds (90) or with a unit (90s, 30m, 2h, 1d), in milliseconds.
+  absl::Status Duration(const std::string& key, int64_t& out_ms, int64_t lo_ms, int64_t hi_ms) {
+    YAML::Node n = Get(key);
+    if (!n) return absl::OkStatus();
+    const std::string expected = "expected a duration such as 90, 90s, 30m, 2h or 1d";
+    if (!n.IsScalar() || n.Scalar().empty()) return FieldError(Path(key), expected);
+    std::string text = n.Scalar();
+    int64_t unit_ms = 1000;
+    switch (text.back()) {
+      case 's':
+        unit_ms = 1000;
+        text.pop_back();
+        break;
+      case 'm':
+        unit_ms = 60 * 1000;
+        text.pop_back();
+        break;
+      case 'h':
+        unit_ms = 3600 * 1000;
+        text.pop_back();
+        break;
+      case 'd':
+        unit_ms = 24 * 3600 * 1000;
+        text.pop_back();
+        break;
+      default:
+        break;
+    }
+    int64_t count = 0;
+    if (text.empty() || text.size() > 9 || !absl::SimpleAtoi(text, &count) || count < 0) {
+      return FieldError(Path(key), absl::StrCat(expected, ", got \"", n.Scalar(), "\""));
+    }
+    const int64_t ms = count * unit_ms;
+    if (ms < lo_ms || ms > hi_ms) {
+      return FieldError(Path(key), absl::StrCat("must be between ", lo_ms / 1000, "s and ",
+                                                hi_ms / 1000, "s, got \"", n.Scalar(), "\""));
+    }
+    out_ms = ms;
     return absl::OkStatus();
   }
   absl::Status Bool(const std::string& key, bool& out) {
@@ -606,6 +647,9 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
     stage.gpus = static_cast<int>(gpus);
     stage.workers = static_cast<int>(workers);
     stage.max_attempts = static_cast<int>(attempts);
+    // Per attempt; a week is longer than any stage of a 400B model should need.
+    SQ_RETURN_IF_ERROR(
+        r.Duration("timeout", stage.timeout_ms, 1000, int64_t{7} * 24 * 3600 * 1000));
     json opts = json::object();
     if (stage.kind == "evaluate") {
       SQ_RETURN_IF_ERROR(ParseEvaluate(r, opts));

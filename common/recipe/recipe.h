@@ -18,6 +18,7 @@ struct StageSpec {
   int gpus = 0;              // GPUs each rank needs; 0 runs anywhere (CPU or GPU)
   int workers = 1;           // ranks leased together (gang)
   int max_attempts = 0;      // 0: the recipe's (or the service's) default
+  int64_t timeout_ms = 0;    // `timeout`: an attempt running longer is killed; 0: no limit
 };
 
 struct Recipe {

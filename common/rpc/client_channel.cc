@@ -69,6 +69,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_bytes);
+  // A coordinator that restarts or fails over is back within seconds: gRPC's default reconnect
+  // backoff (growing to two minutes) would leave workers silent long after, and their leases
+  // would lapse. Retry at least every two seconds.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   if (!options.token.empty())
     interceptors.push_back(std::make_unique<TokenInterceptorFactory>(options.token));

@@ -3,6 +3,9 @@
 #include <iostream>
 
 #include "services/cli/commands.h"
+#ifdef SQUEEZE_CLI_WITH_TORCH
+#include "services/worker/task_process.h"
+#endif
 
 namespace {
 
@@ -49,6 +52,12 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+#ifdef SQUEEZE_CLI_WITH_TORCH
+  // The embedded worker of `squeezectl run` runs each task in a child process of this binary.
+  if (command == "run-task") {
+    return squeeze::worker::RunTaskProcessMain(0, squeeze::worker::kTaskEventFd);
+  }
+#endif
   const Args args(argv + 2, argv + argc);
   if (command == "inspect") return RunInspect(args);
   if (command == "submit") return RunSubmit(args);

@@ -5,7 +5,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -18,6 +21,7 @@
 #include "common/recipe/recipe.h"
 #include "common/rpc/authenticator.h"
 #include "services/coordinator/coordinator_metrics.h"
+#include "services/coordinator/leader_lease.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
 
@@ -263,17 +267,34 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   }
   options.scheduler.store_root = options.store_root;
   c->options_ = options;
-  auto state =
-      OpenSqliteStateStore(options.state_dir + "/state.db", options.sqlite_synchronous_full);
+  // Metrics first: a standby answers liveness probes on /metrics while it waits.
+  if (!options.metrics_listen.empty()) {
+    auto metrics = MetricsExporter::Start(options.metrics_listen, "coordinator");
+    if (!metrics.ok()) return metrics.status();
+    c->metrics_ = *std::move(metrics);
+  }
+  absl::StatusOr<std::unique_ptr<StateStore>> state;
+  if (options.postgres.empty()) {
+    state = OpenSqliteStateStore(options.state_dir + "/state.db", options.sqlite_synchronous_full);
+  } else {
+    if (options.leader_id.empty()) {
+      char host[256] = "coordinator";
+      ::gethostname(host, sizeof(host));
+      options.leader_id = absl::StrCat(host, ":", ::getpid());
+      c->options_.leader_id = options.leader_id;
+    }
+    auto lease = OpenPostgresLeaderLease(options.postgres);
+    if (!lease.ok()) return lease.status();
+    c->lease_ = *std::move(lease);
+    if (auto s = c->StandBy(); !s.ok()) return s;
+    state = OpenPostgresStateStore(options.postgres, options.leader_id);
+  }
   if (!state.ok()) return state.status();
   c->state_ = *std::move(state);
   auto artifacts = OpenArtifactStore(options.store_root);
   if (!artifacts.ok()) return artifacts.status();
   c->artifacts_ = *std::move(artifacts);
-  if (!options.metrics_listen.empty()) {
-    auto metrics = MetricsExporter::Start(options.metrics_listen, "coordinator");
-    if (!metrics.ok()) return metrics.status();
-    c->metrics_ = *std::move(metrics);
+  if (c->metrics_) {
     c->artifacts_ = InstrumentStore(std::move(c->artifacts_), c->metrics_->registry());
   }
   c->scheduler_ = std::make_unique<JobScheduler>(c->state_.get(), c->artifacts_.get(),
@@ -340,6 +361,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
+  if (c->lease_) {
+    c->lease_keeper_ = std::thread([raw = c.get()] { raw->KeepLeadership(); });
+  }
   // Store I/O (which may retry for seconds) stays off the lease-expiry thread.
   c->releaser_ = std::thread([raw = c.get()] {
     while (!raw->stopping_) {
@@ -349,6 +373,50 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
     }
   });
   return c;
+}
+
+absl::Status Coordinator::StandBy() {
+  bool announced = false;
+  for (;;) {
+    auto leads = lease_->TryAcquire(options_.leader_id, options_.leader_lease_ms);
+    if (leads.ok() && *leads) break;
+    if (options_.stop_standby != nullptr && *options_.stop_standby) {
+      return absl::CancelledError("stopped while standing by");
+    }
+    if (!announced) {
+      std::cerr << "squeeze-coordinator " << options_.leader_id
+                << ": standing by; another coordinator holds the leader lease"
+                << (leads.ok() ? "" : absl::StrCat(" (", leads.status().message(), ")")) << "\n";
+      announced = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.leader_lease_ms / 4));
+  }
+  if (announced) std::cerr << "squeeze-coordinator " << options_.leader_id << ": now leading\n";
+  return absl::OkStatus();
+}
+
+void Coordinator::KeepLeadership() {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point renewed = Clock::now();
+  const auto ttl = std::chrono::milliseconds(options_.leader_lease_ms);
+  while (!stopping_) {
+    for (int i = 0; i < 10 && !stopping_; ++i)
+      std::this_thread::sleep_for(ttl / 40);  // renews four times per lease
+    if (stopping_) return;
+    auto leads = lease_->TryAcquire(options_.leader_id, options_.leader_lease_ms);
+    if (leads.ok() && *leads) {
+      renewed = Clock::now();
+      continue;
+    }
+    // Taken by another, or unknown for as long as the lease lasts: the standby may lead by now.
+    // Leaving at once is the only safe answer (the fence already refuses our commits).
+    if ((leads.ok() && !*leads) || Clock::now() - renewed > ttl) {
+      std::cerr << "squeeze-coordinator " << options_.leader_id << ": lost the leader lease ("
+                << (leads.ok() ? "another coordinator holds it" : leads.status().message())
+                << "); exiting so that only the new leader serves\n";
+      std::_Exit(75);
+    }
+  }
 }
 
 std::string Coordinator::address() const {
@@ -369,6 +437,9 @@ void Coordinator::Shutdown() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (expiry_.joinable()) expiry_.join();
   if (releaser_.joinable()) releaser_.join();
+  if (lease_keeper_.joinable()) lease_keeper_.join();
+  // A clean stop hands over at once rather than after the lease lapses.
+  if (lease_ && state_) lease_->Release(options_.leader_id).IgnoreError();
 }
 
 Coordinator::~Coordinator() { Shutdown(); }

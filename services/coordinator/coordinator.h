@@ -28,7 +28,14 @@ namespace squeeze::coordinator {
 struct CoordinatorOptions {
   std::string listen_address = "127.0.0.1:7070";  // port 0 picks a free one
   std::string state_dir;                          // holds state.db
-  std::string store_root;                         // default file://<state_dir>/store
+  // PostgreSQL instead of state.db (libpq conninfo): several coordinators share it, one leads
+  // and the others stand by until its lease lapses (leader_lease.h).
+  std::string postgres;
+  std::string leader_id;  // this coordinator's name in the lease; default host:pid
+  int64_t leader_lease_ms = 10000;
+  // While standing by, Start returns Cancelled once this turns true.
+  const std::atomic<bool>* stop_standby = nullptr;
+  std::string store_root;  // default file://<state_dir>/store
   bool sqlite_synchronous_full = false;
   int max_message_bytes = 16 << 20;  // gRPC, both directions; clients use the same
   RecipeLimits recipe_limits;        // --max-recipe-bytes, --max-stages
@@ -61,6 +68,10 @@ class Coordinator {
 
  private:
   Coordinator() = default;
+  // Waits until this coordinator holds the leader lease (PostgreSQL only).
+  absl::Status StandBy();
+  // Renews the lease; ends the process when it is lost.
+  void KeepLeadership();
   CoordinatorOptions options_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<ArtifactStore> artifacts_;
@@ -72,6 +83,8 @@ class Coordinator {
   std::unique_ptr<grpc::Server> server_;
   std::thread expiry_;
   std::thread releaser_;  // deletes the checkpoints of failed and cancelled jobs
+  std::unique_ptr<class LeaderLease> lease_;  // with PostgreSQL
+  std::thread lease_keeper_;                  // renews it; ends the process if it is lost
   std::atomic<bool> stopping_{false};
   int port_ = 0;
   // Last, so that it is destroyed first: no scrape reaches a half-destroyed coordinator.

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
       .Value("max-recipe-bytes", "1048576")
       .Value("max-stages", "64")
       .Value("tenant-roots", "")
+      .Value("postgres", "")
+      .Value("leader-id", "")
+      .Value("leader-lease-ms", "10000")
       .Bool("sqlite-synchronous-full");
   if (auto s = flags.Parse({argv + 1, argv + argc}); !s.ok()) {
     std::cerr << "squeeze-coordinator: " << s.message() << "\n";
@@ -41,6 +44,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.state_dir = *state_dir;
+  options.postgres = *flags.Get("postgres");
+  // A password on the command line is visible to every user of the host in `ps`.
+  if (options.postgres.find("password") != std::string::npos) {
+    std::cerr << "squeeze-coordinator: --postgres: no passwords on the command line; give it in "
+                 "PGPASSWORD or a PGPASSFILE (from a Secret)\n";
+    return 2;
+  }
+  options.leader_id = *flags.Get("leader-id");
+  options.stop_standby = &g_stop;
   if (flags.Has("store")) options.store_root = *flags.Get("store");
   options.sqlite_synchronous_full = flags.GetBool("sqlite-synchronous-full");
   options.metrics_listen = *flags.Get("metrics-listen");
@@ -61,7 +73,8 @@ int main(int argc, char** argv) {
         std::pair{"heartbeat-interval-ms", &options.scheduler.heartbeat_interval_ms},
         std::pair{"retry-backoff-ms", &options.scheduler.retry_backoff_base_ms},
         std::pair{"max-recipe-bytes", &options.recipe_limits.max_bytes},
-        std::pair{"max-stages", &options.recipe_limits.max_stages}}) {
+        std::pair{"max-stages", &options.recipe_limits.max_stages},
+        std::pair{"leader-lease-ms", &options.leader_lease_ms}}) {
     auto v = flags.GetInt(name);
     if (!v.ok() || *v <= 0) {
       std::cerr << "squeeze-coordinator: --" << name << ": expected a positive integer\n";
@@ -88,7 +101,10 @@ int main(int argc, char** argv) {
   }
   options.scheduler.tenant_gpu_limit = static_cast<int>(*limit);
 
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGINT, [](int) { g_stop = true; });
   auto coordinator = squeeze::coordinator::Coordinator::Start(options);
+  if (!coordinator.ok() && absl::IsCancelled(coordinator.status())) return 0;  // stopped in standby
   if (!coordinator.ok()) {
     std::cerr << "squeeze-coordinator: " << coordinator.status().message() << "\n";
     return 1;
@@ -97,8 +113,6 @@ int main(int argc, char** argv) {
   if (!options.metrics_listen.empty())
     std::cout << "metrics on http://" << (*coordinator)->metrics_address() << "/metrics"
               << std::endl;
-  std::signal(SIGTERM, [](int) { g_stop = true; });
-  std::signal(SIGINT, [](int) { g_stop = true; });
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   (*coordinator)->Shutdown();
   return 0;

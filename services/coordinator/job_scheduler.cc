@@ -186,6 +186,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
     t->set_spec_json(spec.dump());
     t->set_gpus(stage.gpus);
     t->set_world_size(stage.workers);
+    t->set_timeout_ms(stage.timeout_ms);
     t->set_output_uri(absl::StrCat(job_root, "/", i, "-", stage.kind));
     t->set_checkpoint_uri(absl::StrCat(job_root, "/", i, "-", stage.kind, ".checkpoint"));
     (*t->mutable_inputs())["model"] = recipe.model;
@@ -399,6 +400,7 @@ v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskReco
     lease.set_rendezvous_address(w.registration.rendezvous_address());
   }
   lease.set_lease_deadline_unix_ms(t.lease_deadline_unix_ms());
+  lease.set_timeout_ms(t.timeout_ms());
   return lease;
 }
 

@@ -1,6 +1,6 @@
 // Durable coordinator state: job records (tasks inside) and job events. The scheduler commits
-// every state change here before acknowledging it. SQLite is the embedded default; a PostgreSQL
-// implementation fills the same interface for replicated deployments.
+// every state change here before acknowledging it. SQLite is the embedded default; PostgreSQL is
+// for a team platform, where a standby coordinator shares the database (leader_lease.h).
 #pragma once
 
 #include <memory>
@@ -33,5 +33,11 @@ class StateStore {
 // SIGKILLed coordinator needs, at a fraction of the cost.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path,
                                                                  bool synchronous_full = false);
+
+// PostgreSQL at `conninfo` (libpq's key=value or postgresql:// form); the tables are created if
+// absent. Every commit checks, in its transaction, that `leader` still holds the leader lease,
+// and fails with FailedPrecondition when it does not.
+absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& conninfo,
+                                                                   const std::string& leader);
 
 }  // namespace squeeze::coordinator

@@ -8,14 +8,13 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "common/store/artifact_store.h"
+#include "services/worker/task_report.h"
 #include "squeeze/v1/worker.pb.h"
 
 namespace squeeze::worker {
@@ -33,22 +32,19 @@ class TaskContext {
   const std::string& scratch_dir() const { return scratch_dir_; }
   at::Device device() const { return device_; }
 
-  void SetProgress(int64_t completed, int64_t total, const std::string& unit);
-  void Log(std::string line);
-  void SetMetric(const std::string& name, double value);
+  void SetProgress(int64_t completed, int64_t total, const std::string& unit) {
+    report_.SetProgress(completed, total, unit);
+  }
+  void Log(std::string line) { report_.Log(std::move(line)); }
+  void SetMetric(const std::string& name, double value) { report_.SetMetric(name, value); }
   // Cancelled when the coordinator asked to stop; also where the fault-injection delay applies.
+  // Every call is a step boundary, which the worker's stall watchdog counts as progress.
   absl::Status CheckStep();
   void RequestCancel() { cancel_ = true; }
   bool cancelled() const { return cancel_; }
 
-  // The latest progress and throughput, for metrics (leaves the heartbeat's state alone).
-  struct Snapshot {
-    int64_t completed = 0, total = 0;
-    double tokens_per_second = 0.0;
-  };
-  Snapshot snapshot();
-  // For the heartbeat: the latest progress and metrics, and the log lines not yet sent.
-  void FillHeartbeat(v1::HeartbeatRequest& request);
+  // What the task has reported, for the worker's heartbeats and metrics.
+  TaskReport& report() { return report_; }
 
  private:
   v1::TaskLease lease_;
@@ -58,10 +54,7 @@ class TaskContext {
   at::Device device_;
   int64_t step_delay_ms_;
   std::atomic<bool> cancel_{false};
-  std::mutex mu_;
-  v1::Progress progress_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, double> metrics_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
+  TaskReport report_;
 };
 
 struct TaskOutput {
@@ -75,7 +68,8 @@ class TaskRunner {
   virtual absl::StatusOr<TaskOutput> Run(TaskContext& context) = 0;
 };
 
-// The runners this build has, by task kind ("evaluate", "quantize").
+// The runners this build has, by task kind ("evaluate", "quantize"). Each task runs in a process
+// of its own (task_process.h), so a runner may block or crash without taking the worker along.
 std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners();
 
 }  // namespace squeeze::worker

@@ -1,8 +1,8 @@
 #include "services/worker/worker.h"
 
 #include "common/metrics/metrics_exporter.h"
-#include "common/metrics/store_metrics.h"
 #include "common/rpc/client_channel.h"
+#include "services/worker/task_runner.h"
 #include "services/worker/worker_metrics.h"
 
 #include <grpcpp/grpcpp.h>
@@ -28,24 +28,14 @@ bool Transient(const grpc::Status& s) {
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
-// Which runner errors are worth another attempt: not the ones about the input or the recipe.
-bool Retryable(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kUnimplemented:
-    case absl::StatusCode::kResourceExhausted:  // a full disk stays full for the next attempt
-      return false;
-    default:
-      return true;
-  }
-}
-
 }  // namespace
 
-Worker::Worker(WorkerOptions options) : options_(std::move(options)), runners_(MakeRunners()) {
+Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
+  for (const auto& [kind, runner] : MakeRunners()) capabilities_.push_back(kind);
+  if (options_.task_executable.empty()) {
+    std::error_code ec;
+    options_.task_executable = fs::read_symlink("/proc/self/exe", ec).string();
+  }
   ClientChannelOptions channel;
   channel.token = options_.token;
   channel.tls_ca_file = options_.tls_ca_file;
@@ -68,18 +58,6 @@ Worker::~Worker() { Stop(); }
 
 std::string Worker::metrics_address() const { return exporter_ ? exporter_->address() : ""; }
 
-absl::StatusOr<ArtifactStore*> Worker::StoreFor(const std::string& root) {
-  auto it = stores_.find(root);
-  if (it == stores_.end()) {
-    auto store = OpenArtifactStore(root.empty() ? "file://" : root);
-    if (!store.ok()) return store.status();
-    std::unique_ptr<ArtifactStore> opened = *std::move(store);
-    if (exporter_) opened = InstrumentStore(std::move(opened), exporter_->registry());
-    it = stores_.emplace(root, std::move(opened)).first;
-  }
-  return it->second.get();
-}
-
 absl::Status Worker::RegisterUntilReady() {
   v1::RegisterWorkerRequest request;
   request.set_node(options_.node);
@@ -87,7 +65,7 @@ absl::Status Worker::RegisterUntilReady() {
   request.set_rendezvous_address(options_.rendezvous_address);
   v1::Device* d = request.add_devices();
   d->set_name(options_.device);
-  for (const auto& [kind, runner] : runners_) request.add_capabilities(kind);
+  for (const std::string& kind : capabilities_) request.add_capabilities(kind);
   while (!stop_) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -137,14 +115,40 @@ absl::Status Worker::Run() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std::string& scratch) {
-  const auto spec = nlohmann::json::parse(lease.spec_json(), nullptr, false);
-  // A store that cannot be opened (credentials, URI) fails the attempt like any runner error.
-  auto store = StoreFor(spec.is_object() ? spec.value("store_root", "") : "");
-  if (!store.ok()) return store.status();
-  TaskContext ctx(lease, *store, scratch, at::Device(options_.device), options_.step_delay_ms);
+TaskProcessResult Worker::Execute(const v1::TaskLease& lease, const std::string& scratch) {
+  v1::TaskProcessRequest request;
+  *request.mutable_lease() = lease;
+  request.set_scratch_dir(scratch);
+  request.set_device(options_.device);
+  request.set_step_delay_ms(options_.step_delay_ms);
+  request.set_threads(options_.threads);
+  if (auto fault = options_.faults.find(lease.kind()); fault != options_.faults.end())
+    request.set_fault(fault->second);
+
+  TaskReport report;
+  std::atomic<bool> cancel{false};
+  auto process = TaskProcess::Start(options_.task_executable, request);
+  if (!process.ok()) {
+    TaskProcessResult failed;
+    failed.error = process.status();
+    failed.retryable = true;
+    return failed;
+  }
 
   // Heartbeats run beside the task: they extend the lease, carry progress, and bring cancellation.
+  auto send_heartbeat = [&] {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_task_id(lease.task_id());
+    request.set_attempt(lease.attempt());
+    report.FillHeartbeat(request);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::HeartbeatResponse response;
+    grpc::Status s = stub_->Heartbeat(&context, request, &response);
+    if ((s.ok() && response.cancel()) || s.error_code() == grpc::StatusCode::NOT_FOUND)
+      cancel = true;
+  };
   std::mutex mu;
   std::condition_variable finished_cv;
   bool finished = false;
@@ -153,43 +157,25 @@ absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std
     while (!finished_cv.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
                                  [&] { return finished; })) {
       lock.unlock();
-      v1::HeartbeatRequest request;
-      request.set_worker_id(worker_id_);
-      request.set_task_id(lease.task_id());
-      request.set_attempt(lease.attempt());
-      ctx.FillHeartbeat(request);
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-      v1::HeartbeatResponse response;
-      grpc::Status s = stub_->Heartbeat(&context, request, &response);
-      if ((s.ok() && response.cancel()) || s.error_code() == grpc::StatusCode::NOT_FOUND)
-        ctx.RequestCancel();
+      send_heartbeat();
       lock.lock();
     }
   });
 
-  absl::StatusOr<TaskOutput> result = absl::UnimplementedError(
-      absl::StrCat("this worker has no runner for task kind \"", lease.kind(), "\""));
-  auto runner = runners_.find(lease.kind());
-  if (metrics_) metrics_->SetCurrent(&ctx);
-  if (runner != runners_.end()) {
-    try {
-      result = runner->second->Run(ctx);
-    } catch (const std::exception& e) {
-      // libtorch's messages carry a C++ stack trace after the first line; the job's error is the
-      // first line alone (the whole message goes to this worker's log).
-      std::string what = e.what();
-      std::cerr << "task " << lease.task_id() << " threw: " << what << "\n";
-      what = what.substr(0, what.find('\n'));
-      if (what.find_first_not_of(" \t") == std::string::npos) what = "an exception with no message";
-      result = absl::InternalError(
-          absl::StrCat(lease.kind(), " task ", lease.task_id(), " failed: ", what));
-    }
-  }
+  if (metrics_) metrics_->SetCurrent(&report, lease.kind());
+  TaskProcessLimits limits;
+  limits.timeout_ms = lease.timeout_ms();
+  limits.stall_timeout_ms = options_.stall_timeout_ms;
+  limits.kill_grace_ms = options_.kill_grace_ms;
+  TaskProcessResult result =
+      (*process)->Supervise(report, cancel, limits, [&](const v1::TaskProcessUpdate& update) {
+        if (metrics_) metrics_->AddTaskCounters(update);
+      });
+  if (!result.ok) std::cerr << "task " << lease.task_id() << ": " << result.error.message() << "\n";
   if (metrics_) {
-    metrics_->SetCurrent(nullptr);
-    metrics_->TaskFinished(lease.kind(), result.ok() ? "succeeded"
-                                         : result.status().code() == absl::StatusCode::kCancelled
+    metrics_->SetCurrent(nullptr, "");
+    metrics_->TaskFinished(lease.kind(), result.ok ? "succeeded"
+                                         : result.error.code() == absl::StatusCode::kCancelled
                                              ? "cancelled"
                                              : "failed");
   }
@@ -199,6 +185,8 @@ absl::StatusOr<TaskOutput> Worker::Execute(const v1::TaskLease& lease, const std
   }
   finished_cv.notify_all();
   heartbeat.join();
+  // The last progress and log lines, which a short task may not have had a heartbeat for.
+  send_heartbeat();
   return result;
 }
 
@@ -206,20 +194,20 @@ void Worker::RunTask(const v1::TaskLease& lease) {
   const std::string scratch =
       absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
   fs::create_directories(scratch);
-  const absl::StatusOr<TaskOutput> result = Execute(lease, scratch);
+  const TaskProcessResult result = Execute(lease, scratch);
 
   // Report the outcome, retrying while the coordinator is unreachable (it may be restarting).
   for (int attempt = 0; attempt < 600 && !stop_; ++attempt) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc::Status s;
-    if (result.ok()) {
+    if (result.ok) {
       v1::CompleteTaskRequest request;
       request.set_worker_id(worker_id_);
       request.set_task_id(lease.task_id());
       request.set_attempt(lease.attempt());
-      for (const auto& [k, v] : result->outputs) (*request.mutable_outputs())[k] = v;
-      request.set_result_json(result->result.dump());
+      *request.mutable_outputs() = result.outcome.outputs();
+      request.set_result_json(result.outcome.result_json());
       v1::CompleteTaskResponse response;
       s = stub_->CompleteTask(&context, request, &response);
     } else {
@@ -227,9 +215,9 @@ void Worker::RunTask(const v1::TaskLease& lease) {
       request.set_worker_id(worker_id_);
       request.set_task_id(lease.task_id());
       request.set_attempt(lease.attempt());
-      request.set_error(std::string(result.status().message()));
-      request.set_cancelled(result.status().code() == absl::StatusCode::kCancelled);
-      request.set_retryable(Retryable(result.status()));
+      request.set_error(std::string(result.error.message()));
+      request.set_cancelled(result.error.code() == absl::StatusCode::kCancelled);
+      request.set_retryable(result.retryable);
       v1::FailTaskResponse response;
       s = stub_->FailTask(&context, request, &response);
     }

@@ -1,17 +1,17 @@
-// A worker process: registers with the coordinator, long-polls for leases, runs each task with
-// its runner while a heartbeat thread reports progress and listens for cancellation, then reports
-// the outcome. Survives coordinator restarts: it retries unavailable calls and re-registers.
+// A worker process: registers with the coordinator, long-polls for leases, runs each task in a
+// child process (task_process.h) while a heartbeat thread reports its progress and listens for
+// cancellation, then reports the outcome. Survives coordinator restarts (it retries unavailable
+// calls and re-registers) and its tasks' crashes.
 #pragma once
-
-#include <ATen/ATen.h>
 
 #include <atomic>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
-#include "services/worker/task_runner.h"
+#include "services/worker/task_process.h"
 #include "squeeze/v1/worker.grpc.pb.h"
 
 namespace squeeze {
@@ -28,6 +28,14 @@ struct WorkerOptions {
   std::string rendezvous_address;
   // Fault injection for tests and drills: sleep this long at every step boundary.
   int64_t step_delay_ms = 0;
+  // Fault injection for tests and drills, by task kind: "block:PATH" or "crash"
+  // (task_process.proto).
+  std::map<std::string, std::string> faults;
+  // The binary that runs tasks ("<it> run-task"); empty: this process's own executable.
+  std::string task_executable;
+  int32_t threads = 0;                 // libtorch threads per task; 0: its default
+  int64_t stall_timeout_ms = 1800000;  // a task with no progress for this long is killed; 0: never
+  int64_t kill_grace_ms = 10000;       // how long a cancelled task may take to stop by itself
   int64_t lease_wait_ms = 5000;
   std::string metrics_listen;  // host:port for /metrics; empty: none
   // Credentials towards the coordinator: a worker token, and TLS (mutual with a certificate).
@@ -53,15 +61,12 @@ class Worker {
   absl::Status RegisterUntilReady();
   // Runs the lease's task with heartbeats beside it, then reports the outcome.
   void RunTask(const v1::TaskLease& lease);
-  absl::StatusOr<TaskOutput> Execute(const v1::TaskLease& lease, const std::string& scratch);
+  TaskProcessResult Execute(const v1::TaskLease& lease, const std::string& scratch);
 
   WorkerOptions options_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
-  absl::Status channel_error_;  // a credentials file that could not be read
-  // One store per root URI the coordinator names in leases (file:// or s3://).
-  absl::StatusOr<ArtifactStore*> StoreFor(const std::string& root);
-  std::map<std::string, std::unique_ptr<ArtifactStore>> stores_;
-  std::map<std::string, std::unique_ptr<TaskRunner>> runners_;
+  absl::Status channel_error_;             // a credentials file that could not be read
+  std::vector<std::string> capabilities_;  // the task kinds this build has runners for
   std::string worker_id_;
   int64_t heartbeat_interval_ms_ = 1000;
   std::atomic<bool> stop_{false};

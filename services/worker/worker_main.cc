@@ -1,4 +1,5 @@
-// squeeze-worker: runs tasks leased from a coordinator.
+// squeeze-worker: runs tasks leased from a coordinator, each in a child process of its own
+// (`squeeze-worker run-task`, started by the worker itself).
 #include <unistd.h>
 
 #include <csignal>
@@ -6,8 +7,9 @@
 #include <iostream>
 #include <thread>
 
-#include <ATen/Parallel.h>
+#include <ATen/Context.h>
 
+#include "absl/strings/str_split.h"
 #include "common/rpc/client_channel.h"
 #include "services/cli/flags.h"
 #include "services/worker/worker.h"
@@ -16,7 +18,25 @@ namespace {
 squeeze::worker::Worker* g_worker = nullptr;
 }
 
+// A non-negative integer flag, or exits naming it.
+int64_t NonNegative(const squeeze::cli::Flags& flags, const std::string& name,
+                    const std::string& meaning) {
+  auto value = flags.GetInt(name);
+  if (!value.ok() || *value < 0) {
+    std::cerr << "squeeze-worker: --" << name << ": expected a non-negative integer (" << meaning
+              << ")\n";
+    std::exit(2);
+  }
+  return *value;
+}
+
 int main(int argc, char** argv) {
+  // A task's own process, started by a worker with the task on stdin.
+  if (argc >= 2 && std::string(argv[1]) == "run-task") {
+    return squeeze::worker::RunTaskProcessMain(0, squeeze::worker::kTaskEventFd);
+  }
+  // A task that exits while the worker writes to it must not take the worker down.
+  std::signal(SIGPIPE, SIG_IGN);
   squeeze::cli::Flags flags;
   char host[256] = "local";
   ::gethostname(host, sizeof(host));
@@ -26,6 +46,9 @@ int main(int argc, char** argv) {
       .Value("scratch")
       .Value("rendezvous")
       .Value("step-delay-ms", "0")
+      .Value("stall-timeout-ms", "1800000")
+      .Value("kill-grace-ms", "10000")
+      .Value("fault-inject", "")
       .Value("threads", "0")
       .Value("metrics-listen", "")
       .Value("token")  // refused: tokens do not go on the command line
@@ -68,20 +91,24 @@ int main(int argc, char** argv) {
   options.tls_ca_file = *flags.Get("tls-ca");
   options.tls_cert_file = *flags.Get("tls-cert");
   options.tls_key_file = *flags.Get("tls-key");
-  auto delay = flags.GetInt("step-delay-ms");
-  if (!delay.ok() || *delay < 0) {
-    std::cerr << "squeeze-worker: --step-delay-ms: expected a non-negative integer\n";
-    return 2;
+  options.step_delay_ms = NonNegative(flags, "step-delay-ms", "a pause at every step");
+  options.stall_timeout_ms =
+      NonNegative(flags, "stall-timeout-ms", "0 lets a task without progress run forever");
+  options.kill_grace_ms = NonNegative(flags, "kill-grace-ms", "0 kills a cancelled task at once");
+  // kind=block:PATH or kind=crash, comma-separated: for tests and drills only.
+  for (absl::string_view item :
+       absl::StrSplit(*flags.Get("fault-inject"), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || (kv.second != "crash" && kv.second.rfind("block:", 0) != 0)) {
+      std::cerr << "squeeze-worker: --fault-inject: expected KIND=crash or KIND=block:PATH, got \""
+                << item << "\"\n";
+      return 2;
+    }
+    options.faults[kv.first] = kv.second;
   }
-  options.step_delay_ms = *delay;
-  auto threads = flags.GetInt("threads");
-  if (!threads.ok() || *threads < 0) {
-    std::cerr
-        << "squeeze-worker: --threads: expected a non-negative integer (0: libtorch's default)\n";
-    return 2;
-  }
+  const int64_t threads = NonNegative(flags, "threads", "0: libtorch's default");
   // Several workers on one host each default to every core; --threads keeps them from fighting.
-  if (*threads > 0) at::set_num_threads(static_cast<int>(*threads));
+  options.threads = static_cast<int32_t>(threads);
   squeeze::worker::Worker worker(options);
   g_worker = &worker;
   std::signal(SIGTERM, [](int) { g_worker->Stop(); });

@@ -2,23 +2,33 @@
 
 #include "common/metrics/gauge_family.h"
 
-#ifdef SQUEEZE_HAS_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
 namespace squeeze::worker {
-namespace {}  // namespace
-
 WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, std::string device)
     : device_(std::move(device)),
       tasks_(prometheus::BuildCounter()
                  .Name("squeeze_worker_tasks_total")
                  .Help("Task attempts this worker finished, by stage kind and result.")
-                 .Register(registry)) {}
+                 .Register(registry)),
+      store_(registry) {}
 
-void WorkerMetrics::SetCurrent(TaskContext* context) {
+void WorkerMetrics::SetCurrent(const TaskReport* report, const std::string& kind) {
   std::lock_guard<std::mutex> lock(mu_);
-  current_ = context;
+  current_ = report;
+  current_kind_ = kind;
+  last_counters_.clear();  // a new task process counts from zero
+}
+
+void WorkerMetrics::AddTaskCounters(const v1::TaskProcessUpdate& update) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const v1::CounterSample& sample : update.counters()) {
+    prometheus::Family<prometheus::Counter>* family = store_.ByName(sample.name());
+    auto op = sample.labels().find("operation");
+    if (family == nullptr || op == sample.labels().end()) continue;
+    double& last = last_counters_[{sample.name(), op->second}];
+    if (sample.value() > last)
+      family->Add({{"operation", op->second}}).Increment(sample.value() - last);
+    last = sample.value();
+  }
 }
 
 void WorkerMetrics::TaskFinished(const std::string& kind, const std::string& result) {
@@ -30,28 +40,22 @@ std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
   std::lock_guard<std::mutex> lock(mu_);
   out.push_back(OneGauge("squeeze_worker_busy", "1 while this worker runs a task.",
                          current_ != nullptr ? 1.0 : 0.0));
+  double device_bytes = 0;
   if (current_ != nullptr) {
-    const TaskContext::Snapshot s = current_->snapshot();
-    const std::string kind = current_->lease().kind();
+    const TaskReport::Snapshot s = current_->snapshot();
     out.push_back(OneGauge("squeeze_worker_task_progress_ratio",
                            "Progress (completed / total) of the running task, by stage kind.",
                            s.total > 0 ? static_cast<double>(s.completed) / s.total : 0.0,
-                           {{"kind", kind}}));
+                           {{"kind", current_kind_}}));
     out.push_back(OneGauge("squeeze_worker_tokens_per_second",
                            "Tokens per second of the running task, by stage kind.",
-                           s.tokens_per_second, {{"kind", kind}}));
+                           s.tokens_per_second, {{"kind", current_kind_}}));
+    device_bytes = s.device_memory_bytes;
   }
-  double device_bytes = 0;
-#ifdef SQUEEZE_HAS_CUDA
-  if (device_.rfind("cuda", 0) == 0) {
-    const int index = device_.size() > 5 ? std::stoi(device_.substr(5)) : 0;
-    device_bytes = static_cast<double>(
-        c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current);
-  }
-#endif
-  out.push_back(OneGauge("squeeze_worker_device_memory_bytes",
-                         "Device (GPU) memory held by this worker's tensors; 0 on CPU.",
-                         device_bytes, {{"device", device_}}));
+  out.push_back(
+      OneGauge("squeeze_worker_device_memory_bytes",
+               "Device (GPU) memory held by the running task's tensors; 0 on CPU or idle.",
+               device_bytes, {{"device", device_}}));
   return out;
 }
 

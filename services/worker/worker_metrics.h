@@ -1,6 +1,7 @@
 // A worker's Prometheus metrics: tasks finished by kind and result (counted), and, read at scrape
 // time, whether it is busy, the running task's progress and tokens/s (by kind) and the device
-// memory it holds.
+// memory it holds. Its tasks run in processes of their own: their store counters are added here
+// as they report them.
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -8,11 +9,14 @@
 #include <prometheus/family.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "services/worker/task_runner.h"
+#include "common/metrics/store_metrics.h"
+#include "services/worker/task_report.h"
 
 namespace squeeze::worker {
 
@@ -20,17 +24,24 @@ class WorkerMetrics : public prometheus::Collectable {
  public:
   WorkerMetrics(prometheus::Registry& registry, std::string device);
 
-  // The task now running (nullptr when idle); it must stay alive until cleared.
-  void SetCurrent(TaskContext* context);
+  // The report of the task now running, of that kind (nullptr when idle); it must stay alive
+  // until cleared.
+  void SetCurrent(const TaskReport* report, const std::string& kind);
   void TaskFinished(const std::string& kind, const std::string& result);
+  // Adds what the running task's store counters grew by since its last update.
+  void AddTaskCounters(const v1::TaskProcessUpdate& update);
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const std::string device_;
   prometheus::Family<prometheus::Counter>& tasks_;
+  StoreCounterFamilies store_;
   mutable std::mutex mu_;
-  TaskContext* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const TaskReport* current_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string current_kind_ ABSL_GUARDED_BY(mu_);
+  // The running task's counters as last reported, by (metric, operation).
+  std::map<std::pair<std::string, std::string>, double> last_counters_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace squeeze::worker

@@ -57,6 +57,16 @@ int Process::Wait() {
   return status;
 }
 
+bool Process::Running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
 std::string Env(const char* name) {
   if (const char* v = std::getenv(name)) return v;  // an override wins
   const std::string n = name;
@@ -129,13 +139,29 @@ ServiceHarness::~ServiceHarness() {
   if (!::testing::Test::HasFailure()) RemoveTree(dir_).IgnoreError();  // keep logs of failures
 }
 
-void ServiceHarness::StartCoordinator(std::vector<std::string> extra, bool wait_ready) {
+std::vector<std::string> ServiceHarness::CoordinatorArgv(const std::vector<std::string>& extra) {
   std::vector<std::string> argv = {Env("SQUEEZE_COORDINATOR_BIN"), "--listen", address(),
                                    "--state-dir", dir_ + "/state"};
   argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+void ServiceHarness::StartCoordinator(std::vector<std::string> extra, bool wait_ready) {
   coordinator_ = std::make_unique<Process>(
-      argv, dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log");
-  if (!wait_ready) return;
+      CoordinatorArgv(extra), dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log");
+  if (wait_ready) WaitUntilServing();
+}
+
+void ServiceHarness::StartStandbyCoordinator(std::vector<std::string> extra) {
+  standby_ = std::make_unique<Process>(CoordinatorArgv(extra), dir_ + "/coordinator-standby.log");
+}
+
+void ServiceHarness::PromoteStandby() {
+  coordinator_ = std::move(standby_);
+  WaitUntilServing();
+}
+
+void ServiceHarness::WaitUntilServing() {
   // Ready when it answers.
   for (int i = 0; i < 200; ++i) {
     grpc::ClientContext context;

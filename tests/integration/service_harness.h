@@ -21,7 +21,8 @@ class Process {
   Process(std::vector<std::string> argv, const std::string& log_path);
   ~Process();  // SIGKILL if still running
   void Kill(int signal);
-  int Wait();  // exit status
+  int Wait();      // exit status
+  bool Running();  // not exited (and not reaped by Wait)
   pid_t pid() const { return pid_; }
 
  private:
@@ -52,9 +53,14 @@ class ServiceHarness {
   // harness's own client does not speak).
   void StartCoordinator(std::vector<std::string> extra = {}, bool wait_ready = true);
   void KillCoordinator();
+  // A second coordinator with the same address and flags, which stands by (PostgreSQL state)
+  // until the first one's leader lease lapses; PromoteStandby waits until it answers.
+  void StartStandbyCoordinator(std::vector<std::string> extra);
+  void PromoteStandby();
   // Returns an index for KillWorker.
   int StartWorker(const std::string& node, std::vector<std::string> extra = {});
   void KillWorker(int index);
+  bool WorkerRunning(int index) { return workers_[index]->Running(); }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   const std::string& dir() const { return dir_; }
@@ -72,7 +78,10 @@ class ServiceHarness {
  private:
   std::string dir_;
   int port_;
+  std::vector<std::string> CoordinatorArgv(const std::vector<std::string>& extra);
+  void WaitUntilServing();
   std::unique_ptr<Process> coordinator_;
+  std::unique_ptr<Process> standby_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::unique_ptr<v1::JobService::Stub> stub_;
   int restarts_ = 0;

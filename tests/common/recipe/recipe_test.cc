@@ -43,6 +43,31 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   EXPECT_EQ(r->stages[2].max_attempts, 2);
 }
 
+TEST(RecipeTest, StageTimeoutTakesSecondsOrAUnit) {
+  auto timeout = [](const std::string& value) -> absl::StatusOr<int64_t> {
+    auto r = ParseRecipe("model: /m\nstages:\n  - quantize: {bits: 4, timeout: " + value + "}\n");
+    if (!r.ok()) return r.status();
+    return r->stages[0].timeout_ms;
+  };
+  EXPECT_EQ(*timeout("90"), 90000);
+  EXPECT_EQ(*timeout("2s"), 2000);
+  EXPECT_EQ(*timeout("30m"), 1800000);
+  EXPECT_EQ(*timeout("2h"), 7200000);
+  EXPECT_EQ(*timeout("1d"), 86400000);
+  EXPECT_EQ(ParseRecipe("model: /m\nstages:\n  - quantize: {bits: 4}\n")->stages[0].timeout_ms, 0)
+      << "no timeout unless asked";
+  for (const char* bad : {"2w", "s", "-5s", "1.5h", "[1]", "\"\""}) {
+    auto t = timeout(bad);
+    ASSERT_FALSE(t.ok()) << bad;
+    EXPECT_NE(t.status().message().find("stages[0].quantize.timeout: expected a duration"),
+              std::string::npos)
+        << t.status();
+  }
+  EXPECT_NE(timeout("0s").status().message().find("must be between 1s and 604800s"),
+            std::string::npos);
+  EXPECT_FALSE(timeout("8d").ok());
+}
+
 TEST(RecipeTest, DistillPruneScheduleDefaults) {
   auto r = ParseRecipe(
       "model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, steps: 90, "

@@ -32,7 +32,7 @@ data: {evaluation: [/data/eval.jsonl]}
 max_attempts: 3
 stages:
   - evaluate: {}
-  - quantize: {bits: 4}
+  - quantize: {bits: 4, timeout: 45m}
   - evaluate: {gate: {min_retention: 0.5}}
 )";
 
@@ -165,6 +165,8 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
   ASSERT_TRUE(l1);
   EXPECT_EQ(l1->kind(), "quantize");
   EXPECT_EQ(nlohmann::json::parse(l1->spec_json())["bits"], 4);
+  EXPECT_EQ(l1->timeout_ms(), 45 * 60 * 1000) << "the stage's timeout reaches its worker";
+  EXPECT_EQ(l0->timeout_ms(), 0);
   ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, R"({"bits": 4})").ok());
 
   auto l2 = Lease(w);
