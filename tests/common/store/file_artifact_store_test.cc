@@ -163,6 +163,41 @@ TEST_F(FileArtifactStoreTest, AManifestNamingAMissingBlobIsAClearError) {
   EXPECT_NE(malformed.status().message().find("manifest.json"), absl::string_view::npos);
 }
 
+// Files are placed in parallel: a manifest naming one file twice (two writers of one path) is
+// refused before anything is written.
+TEST_F(FileArtifactStoreTest, AManifestNamingAFileTwiceIsRefused) {
+  ASSERT_TRUE(store_->PutDirectory((root_ / "b").string(), artifact("b")).ok());
+  const fs::path manifest = root_ / "store/jobs/b/manifest.json";
+  auto json = nlohmann::json::parse(Slurp(manifest));
+  json["files"].push_back(json["files"][0]);
+  std::ofstream(manifest) << json.dump();
+  auto twice = store_->LocalDirectory(artifact("b"), (root_ / "m").string());
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(twice.status().message().find("names \"" + json["files"][0]["name"].get<std::string>() +
+                                          "\" twice"),
+            absl::string_view::npos)
+      << twice.status();
+}
+
+// A model of many shards goes in and comes out whole, each file by its own digest.
+TEST_F(FileArtifactStoreTest, ManyFilesRoundTripInParallel) {
+  fs::create_directories(root_ / "shards");
+  for (int i = 0; i < 24; ++i)
+    std::ofstream(root_ / "shards" / ("model-" + std::to_string(i) + ".safetensors"))
+        << std::string(1000 + i * 777, static_cast<char>('a' + i));
+  ASSERT_TRUE(store_->PutDirectory((root_ / "shards").string(), artifact("shards")).ok());
+  auto files = store_->Files(artifact("shards"));
+  ASSERT_TRUE(files.ok());
+  ASSERT_EQ(files->size(), 24u);
+  auto local = store_->LocalDirectory(artifact("shards"), (root_ / "got").string());
+  ASSERT_TRUE(local.ok()) << local.status();
+  for (int i = 0; i < 24; ++i) {
+    const std::string name = "model-" + std::to_string(i) + ".safetensors";
+    EXPECT_EQ(Slurp(fs::path(*local) / name), Slurp(root_ / "shards" / name)) << name;
+  }
+}
+
 TEST_F(FileArtifactStoreTest, GarbageCollectionKeepsReferencedAndYoungBlobs) {
   ASSERT_TRUE(store_->PutDirectory((root_ / "a").string(), artifact("a")).ok());
   ASSERT_TRUE(store_->PutDirectory((root_ / "b").string(), artifact("b")).ok());
