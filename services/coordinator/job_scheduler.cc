@@ -1,7 +1,9 @@
 #include "services/coordinator/job_scheduler.h"
+#include "services/coordinator/state_transitions.h"
 
 #include <algorithm>
 #include <chrono>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -118,9 +120,32 @@ void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
   AddEvent(r, std::move(e), durable);
 }
 
+bool JobScheduler::MoveTaskOrCount(v1::Task& task, v1::TaskState to) {
+  absl::Status moved = MoveTask(task, to);
+  if (!moved.ok()) {
+    ++illegal_moves_;
+    std::cerr << "scheduler: " << moved.message() << "\n";
+  }
+  return moved.ok();
+}
+
+bool JobScheduler::MoveJobOrCount(v1::Job& job, v1::JobState to) {
+  absl::Status moved = MoveJob(job, to);
+  if (!moved.ok()) {
+    ++illegal_moves_;
+    std::cerr << "scheduler: " << moved.message() << "\n";
+  }
+  return moved.ok();
+}
+
+int64_t JobScheduler::illegal_moves() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return illegal_moves_;
+}
+
 void JobScheduler::SetJobState(v1::JobRecord& r, v1::JobState state) {
   if (r.job().state() == state) return;
-  r.mutable_job()->set_state(state);
+  if (!MoveJobOrCount(*r.mutable_job(), state)) return;
   if (state == v1::RUNNING) {
     r.mutable_job()->set_started_unix_ms(Now());
     if (observer_) observer_->OnJobStarted((Now() - r.job().created_unix_ms()) / 1000.0);
@@ -159,7 +184,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   job->set_id(RandomId("job-"));
   job->set_tenant(tenant);
   job->set_priority(request.priority());
-  job->set_state(v1::QUEUED);
+  MoveJobOrCount(*job, v1::QUEUED);
   job->set_recipe_yaml(request.recipe_yaml());
   job->set_created_unix_ms(Now());
   job->set_request_id(request.request_id());
@@ -172,7 +197,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
     task->set_id(absl::StrCat(job->id(), "-t", i));
     task->set_index(static_cast<int>(i));
     task->set_kind(stage.kind);
-    task->set_state(v1::TASK_PENDING);
+    MoveTaskOrCount(*task, v1::TASK_PENDING);
     task->set_max_attempts(stage.max_attempts > 0 ? stage.max_attempts : recipe.max_attempts);
     if (i > 0) task->add_depends_on(static_cast<int>(i) - 1);
     json spec = json::parse(stage.options_json);
@@ -231,7 +256,7 @@ void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
       }
     }
   }
-  t.mutable_task()->set_state(v1::TASK_QUEUED);
+  MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
   AddTaskEvent(r, t, "queued", true);
   work_cv_.notify_all();
 }
@@ -431,7 +456,7 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
       }
       if (static_cast<int>(ranks.size()) < t.world_size()) break;
 
-      t.mutable_task()->set_state(v1::TASK_RUNNING);
+      MoveTaskOrCount(*t.mutable_task(), v1::TASK_RUNNING);
       attempt_started_ms_[t.task().id()] = Now();
       t.mutable_task()->set_attempts(t.task().attempts() + 1);
       t.mutable_task()->set_worker_id(worker_id);
@@ -443,7 +468,7 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
                    true);
       if (auto s = CommitJob(r); !s.ok()) {
         // Not durable: undo, so that nobody runs what the store does not know about.
-        t.mutable_task()->set_state(v1::TASK_QUEUED);
+        MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
         t.mutable_task()->set_attempts(t.task().attempts() - 1);
         t.clear_lease_workers();
         return std::nullopt;
@@ -557,7 +582,7 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
   if (t.lease_workers_size() > 0 && t.lease_workers(0) != request.worker_id())
     return absl::OkStatus();
   ReleaseWorkers(t);
-  t.mutable_task()->set_state(v1::TASK_SUCCEEDED);
+  MoveTaskOrCount(*t.mutable_task(), v1::TASK_SUCCEEDED);
   NoteAttemptFinished(t, "succeeded");
   t.set_result_json(request.result_json());
   for (const auto& [name, uri] : request.outputs()) {
@@ -657,7 +682,8 @@ void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::st
     const v1::TaskState s = t.task().state();
     if (s == v1::TASK_PENDING || s == v1::TASK_QUEUED || s == v1::TASK_RUNNING) {
       if (s == v1::TASK_RUNNING) ReleaseWorkers(t);
-      t.mutable_task()->set_state(state == v1::CANCELLED ? v1::TASK_CANCELLED : v1::TASK_FAILED);
+      MoveTaskOrCount(*t.mutable_task(),
+                      state == v1::CANCELLED ? v1::TASK_CANCELLED : v1::TASK_FAILED);
     }
   }
   if (!error.empty() && state != v1::SUCCEEDED) r.mutable_job()->set_error(error);
@@ -700,7 +726,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
   t.mutable_task()->set_error(error);
   if (cancelled || r.job().cancel_requested()) {
     NoteAttemptFinished(t, "cancelled");
-    t.mutable_task()->set_state(v1::TASK_CANCELLED);
+    MoveTaskOrCount(*t.mutable_task(), v1::TASK_CANCELLED);
     AddTaskEvent(r, t, "cancelled", true);
     FinishJob(r, v1::CANCELLED, "cancelled");
     return;
@@ -710,7 +736,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
         std::min(options_.retry_backoff_max_ms,
                  options_.retry_backoff_base_ms << std::min(20, t.task().attempts() - 1));
     NoteAttemptFinished(t, "retried");
-    t.mutable_task()->set_state(v1::TASK_QUEUED);
+    MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
     t.set_not_before_unix_ms(Now() + backoff);
     work_cv_.notify_all();
     AddTaskEvent(r, t,
@@ -720,7 +746,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
     return;
   }
   NoteAttemptFinished(t, "failed");
-  t.mutable_task()->set_state(v1::TASK_FAILED);
+  MoveTaskOrCount(*t.mutable_task(), v1::TASK_FAILED);
   AddTaskEvent(r, t, absl::StrCat("failed: ", error), true);
   FinishJob(r, v1::FAILED,
             absl::StrCat("stages[", t.task().index(), "] ", t.task().kind(), " failed after ",

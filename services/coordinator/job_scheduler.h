@@ -113,6 +113,8 @@ class JobScheduler {
     std::vector<RunningTask> running;
   };
   Stats GetStats();
+  // State changes the transition table refused (state_transitions.h); always 0 unless a bug.
+  int64_t illegal_moves() const;
 
  private:
   struct WorkerInfo {
@@ -139,6 +141,10 @@ class JobScheduler {
   void AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t, const std::string& message,
                     bool durable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetJobState(v1::JobRecord& r, v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every state change goes through these two: the table decides, a refusal is counted and
+  // logged, and the state stays as it was. True when the move was made.
+  bool MoveTaskOrCount(v1::Task& task, v1::TaskState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool MoveJobOrCount(v1::Job& job, v1::JobState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CommitJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes task `index` runnable: resolves its inputs from earlier tasks' outputs.
   void MakeRunnable(v1::JobRecord& r, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -170,7 +176,7 @@ class JobScheduler {
   const SchedulerOptions options_;
   SchedulerObserver* observer_ = nullptr;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   // Lease waiters wait for work (a task became runnable, a worker was freed, a gang rank was
   // assigned); watchers wait for events. Separate, so that progress events do not wake every
   // idle worker.
@@ -191,6 +197,7 @@ class JobScheduler {
   std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> attempt_started_ms_ ABSL_GUARDED_BY(mu_);  // by task id
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t illegal_moves_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace squeeze::coordinator

@@ -1,4 +1,5 @@
 #include "services/coordinator/job_scheduler.h"
+#include "services/coordinator/state_transitions.h"
 
 #include <unistd.h>
 
@@ -549,6 +550,97 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
   }
   EXPECT_GT(jobs.size(), 100u);
   EXPECT_GT(succeeded, 0);
+}
+
+// Random sequences of what workers, clients and time do (leases, completions, retryable and
+// final failures, cancels, heartbeats, expiries, restarts) never make a move the transition
+// table forbids, and leave every job's state consistent with its tasks'.
+TEST_F(JobSchedulerTest, RandomEventSequencesMakeOnlyAllowedMoves) {
+  std::mt19937 rng(20261202);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  std::vector<std::string> workers = {RegisterWorker("a"), RegisterWorker("b"),
+                                      RegisterWorker("c")};
+  std::vector<std::string> jobs;
+  std::map<std::string, v1::TaskLease> leases;  // worker -> its current lease
+  std::map<std::string, v1::Job> before;
+  auto snapshot = [&] {
+    std::map<std::string, v1::Job> now;
+    for (const std::string& id : jobs) now[id] = Get(id);
+    return now;
+  };
+  int64_t moves_checked = 0;
+  for (int step = 0; step < 3000; ++step) {
+    before = snapshot();
+    const size_t op = pick(10);
+    const std::string& w = workers[pick(workers.size())];
+    if (op == 0 || jobs.empty()) {
+      jobs.push_back(Submit().id());
+    } else if (op <= 2) {
+      if (!leases.count(w)) {
+        if (auto l = Lease(w)) leases[w] = *l;
+      }
+    } else if (op == 3 && leases.count(w)) {
+      Complete(w, leases[w], {{"model", "file:///m/" + leases[w].task_id()}}).IgnoreError();
+      leases.erase(w);
+    } else if (op == 4 && leases.count(w)) {
+      Fail(w, leases[w], /*retryable=*/pick(2) == 0).IgnoreError();
+      leases.erase(w);
+    } else if (op == 5) {
+      scheduler_->Cancel(jobs[pick(jobs.size())]).IgnoreError();
+    } else if (op == 6 && leases.count(w)) {
+      if (Heartbeat(w, leases[w], static_cast<int64_t>(pick(10))).cancel()) {
+        Fail(w, leases[w], false, /*cancelled=*/true).IgnoreError();
+        leases.erase(w);
+      }
+    } else if (op == 7) {
+      clock_.Advance(static_cast<int64_t>(pick(12'000)));
+      scheduler_->ExpireLeases();
+    } else if (op == 8 && pick(20) == 0) {
+      ASSERT_EQ(scheduler_->illegal_moves(), 0);
+      Restart();
+      for (const std::string& id : workers) RegisterWorker("again", 0, id);
+    } else if (op == 9 && leases.count(w)) {
+      leases.erase(w);  // the worker dies with its lease; expiry takes it back
+    }
+    for (const auto& [id, job] : snapshot()) {
+      auto was = before.find(id);
+      if (was == before.end()) continue;
+      if (was->second.state() != job.state()) {
+        ++moves_checked;
+        EXPECT_TRUE(JobMoveAllowed(was->second.state(), job.state()))
+            << id << ": " << v1::JobState_Name(was->second.state()) << " -> "
+            << v1::JobState_Name(job.state()) << " at step " << step;
+      }
+      for (int i = 0; i < job.tasks_size(); ++i) {
+        const v1::TaskState from = was->second.tasks(i).state(), to = job.tasks(i).state();
+        if (from == to) continue;
+        ++moves_checked;
+        // A lease expiry and the next lease can both happen in one step: QUEUED in between.
+        const bool through_queue =
+            TaskMoveAllowed(from, v1::TASK_QUEUED) && TaskMoveAllowed(v1::TASK_QUEUED, to);
+        EXPECT_TRUE(TaskMoveAllowed(from, to) || through_queue)
+            << id << " task " << i << ": " << v1::TaskState_Name(from) << " -> "
+            << v1::TaskState_Name(to) << " at step " << step;
+      }
+      // A job's state agrees with its tasks'.
+      for (const v1::Task& t : job.tasks()) {
+        if (job.state() == v1::SUCCEEDED) {
+          EXPECT_EQ(t.state(), v1::TASK_SUCCEEDED) << id;
+        }
+        if (job.state() == v1::FAILED || job.state() == v1::CANCELLED) {
+          EXPECT_TRUE(t.state() == v1::TASK_SUCCEEDED || t.state() == v1::TASK_FAILED ||
+                      t.state() == v1::TASK_CANCELLED)
+              << id << " " << v1::TaskState_Name(t.state());
+        }
+        if (t.state() == v1::TASK_RUNNING) {
+          EXPECT_EQ(job.state(), v1::RUNNING) << id;
+        }
+      }
+    }
+    if (::testing::Test::HasFailure()) break;
+  }
+  EXPECT_EQ(scheduler_->illegal_moves(), 0);
+  EXPECT_GT(moves_checked, 1000) << "the sequence exercised the scheduler";
 }
 
 }  // namespace
