@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the torch-free libraries with clang, ASan and UBSan, runs their unit tests that way, then
+# Builds the torch-free libraries with clang (-Wthread-safety -Werror: the lock annotations are
+# checked), ASan and UBSan, runs their unit tests that way, then
 # runs every libFuzzer target for FUZZ_SECONDS (default 20) on its committed seed corpus and prints
 # executions and coverage per target. Any crash, leak or sanitizer report fails the run; the input
 # that caused it is left in build-fuzz/crashes/ (turn it into a regression test).
@@ -16,12 +17,13 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
 fi
 targets=(recipe llama_config safetensors_header jsonl manifest s3_list)
 sanitized_tests=(recipe_test llama_config_test safetensors_test text_dataset_test file_util_test
-                 sha256_test sigv4_test file_artifact_store_test input_policy_test tokenizer_test)
+                 sha256_test sigv4_test file_artifact_store_test input_policy_test tokenizer_test
+                 job_scheduler_test state_transitions_test)
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]/%/_fuzz}" "${sanitized_tests[@]}"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The unit tests of the torch-free libraries, under the sanitizers.
 (cd "$build" && ctest --output-on-failure -j"$(nproc)" \
-  -R "^(RecipeTest|LlamaConfigTest|SafetensorsTest|TextDatasetTest|FileUtilTest|Sha256Test|SigV4Test|FileArtifactStoreTest|InputPolicyTest|ByteTokenizerTest)\.")
+  -R "^(RecipeTest|LlamaConfigTest|SafetensorsTest|TextDatasetTest|FileUtilTest|Sha256Test|SigV4Test|FileArtifactStoreTest|InputPolicyTest|ByteTokenizerTest|JobSchedulerTest|StateTransitionsTest)\.")
 mkdir -p "$build/crashes"
 summary=()
 for t in "${targets[@]}"; do

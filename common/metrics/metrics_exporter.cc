@@ -86,7 +86,7 @@ MetricsExporter::~MetricsExporter() {
 
 void MetricsExporter::RegisterCollectable(
     const std::weak_ptr<prometheus::Collectable>& collectable) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   collectables_.push_back(collectable);
 }
 
@@ -94,7 +94,7 @@ std::string MetricsExporter::Scrape() {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   std::vector<std::shared_ptr<prometheus::Collectable>> live;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const auto& weak : collectables_) {
       if (auto c = weak.lock()) live.push_back(std::move(c));
     }

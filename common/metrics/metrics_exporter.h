@@ -10,10 +10,10 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+#include "absl/synchronization/mutex.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -47,7 +47,7 @@ class MetricsExporter {
   void Answer(int connection);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_ ABSL_GUARDED_BY(mu_);
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};

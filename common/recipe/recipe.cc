@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
 #include "common/store/artifact_tensor_reader.h"
@@ -245,9 +246,6 @@ class MapReader {
   std::string path_;
   std::set<std::string> used_;
 };
-
-#define SQ_RETURN_IF_ERROR(expr) \
-  if (auto _s = (expr); !_s.ok()) return _s
 
 absl::Status ParseEvaluate(MapReader& r, json& opts) {
   std::vector<std::string> metrics = {"perplexity", "size", "latency"};

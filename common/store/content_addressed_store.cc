@@ -8,9 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include "absl/synchronization/mutex.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
@@ -538,7 +538,7 @@ class ContentAddressedStore : public ArtifactStore {
   // read a model a recipe names in a bucket.
   absl::StatusOr<ObjectBackend*> For(const std::string& uri) {
     if (IsS3(uri)) {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (s3_ == nullptr) {
         auto opened = NewS3ObjectBackend();
         if (!opened.ok()) return opened.status();
@@ -553,7 +553,7 @@ class ContentAddressedStore : public ArtifactStore {
 
   const std::string root_;
   const std::unique_ptr<ObjectBackend> file_;
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::unique_ptr<ObjectBackend> s3_ ABSL_GUARDED_BY(mu_);
 };
 

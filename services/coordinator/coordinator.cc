@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 #include "common/metrics/grpc_server_metrics.h"
 #include "common/metrics/metrics_exporter.h"
 #include "common/metrics/store_metrics.h"
@@ -286,7 +287,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
     auto lease = OpenPostgresLeaderLease(options.postgres);
     if (!lease.ok()) return lease.status();
     c->lease_ = *std::move(lease);
-    if (auto s = c->StandBy(); !s.ok()) return s;
+    SQ_RETURN_IF_ERROR(c->StandBy());
     state = OpenPostgresStateStore(options.postgres, options.leader_id);
   }
   if (!state.ok()) return state.status();

@@ -9,6 +9,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "services/coordinator/report_page.h"
 
 namespace squeeze::coordinator {
@@ -52,7 +55,7 @@ absl::Status JobScheduler::Recover() {
   if (!jobs.ok()) return jobs.status();
   auto events = state_->LoadEvents();
   if (!events.ok()) return events.status();
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const int64_t now = Now();
   for (v1::JobRecord& r : *jobs) {
     auto record = std::make_unique<v1::JobRecord>(std::move(r));
@@ -80,9 +83,7 @@ absl::Status JobScheduler::Recover() {
   for (const auto& [id, r] : jobs_) {
     if (!IsFinished(r->job().state()) && AllTasksSucceeded(*r)) unfinished.push_back(id);
   }
-  lock.unlock();
-  std::unique_lock<std::mutex> relock(mu_);
-  for (const std::string& id : unfinished) FinalizeJob(relock, id);
+  for (const std::string& id : unfinished) FinalizeJob(id);
   return absl::OkStatus();
 }
 
@@ -105,7 +106,7 @@ void JobScheduler::AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) 
   r.set_next_event_sequence(r.next_event_sequence() + 1);
   if (durable) pending_events_.push_back({r.job().id(), event});
   events_[r.job().id()].push_back(std::move(event));
-  events_cv_.notify_all();
+  events_cv_.SignalAll();
 }
 
 void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
@@ -139,7 +140,7 @@ bool JobScheduler::MoveJobOrCount(v1::Job& job, v1::JobState to) {
 }
 
 int64_t JobScheduler::illegal_moves() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return illegal_moves_;
 }
 
@@ -168,7 +169,7 @@ absl::Status JobScheduler::CommitJob(v1::JobRecord& r) {
 
 absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRequest& request,
                                                            const Recipe& recipe) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const std::string tenant = request.tenant().empty() ? "default" : request.tenant();
   v1::SubmitJobResponse response;
   if (!request.request_id().empty()) {
@@ -258,18 +259,18 @@ void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
   }
   MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
   AddTaskEvent(r, t, "queued", true);
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
 }
 
 absl::StatusOr<v1::Job> JobScheduler::Get(const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   return PublicView(*it->second);
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   int page_size = request.page_size() <= 0 ? 50 : std::min(request.page_size(), 1000);
   int64_t after = 0;
   if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &after)) {
@@ -302,7 +303,7 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
 }
 
 absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   v1::JobRecord& r = *it->second;
@@ -324,7 +325,7 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
 }
 
 absl::StatusOr<v1::ListArtifactsResponse> JobScheduler::Artifacts(const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   v1::ListArtifactsResponse response;
@@ -335,11 +336,11 @@ absl::StatusOr<v1::ListArtifactsResponse> JobScheduler::Artifacts(const std::str
 absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string& job_id,
                                                                int64_t after_sequence,
                                                                int64_t wait_ms, bool* done) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
   const v1::JobRecord* r = it->second.get();
-  auto collect = [&] {
+  auto collect = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     std::vector<v1::JobEvent> out;
     for (const v1::JobEvent& e : events_[job_id]) {
       if (e.sequence() > after_sequence) out.push_back(e);
@@ -348,10 +349,11 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string
   };
   std::vector<v1::JobEvent> out = collect();
   if (out.empty() && !IsFinished(r->job().state())) {
-    events_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
-      return shutdown_ || IsFinished(r->job().state()) ||
-             (!events_[job_id].empty() && events_[job_id].back().sequence() > after_sequence);
-    });
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
+    while (!(shutdown_ || IsFinished(r->job().state()) ||
+             (!events_[job_id].empty() && events_[job_id].back().sequence() > after_sequence))) {
+      if (events_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
+    }
     out = collect();
   }
   const int64_t last = out.empty() ? after_sequence : out.back().sequence();
@@ -361,7 +363,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string
 }
 
 v1::RegisterWorkerResponse JobScheduler::Register(const v1::RegisterWorkerRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::string id = request.worker_id();
   if (id.empty()) id = absl::StrCat("worker-", request.node(), "-", RandomId(""));
   WorkerInfo& w = workers_[id];
@@ -479,7 +481,7 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
         if (rank > 0) w.assigned = MakeLease(r, t, static_cast<int>(rank));
       }
       running_tasks_.insert(t.task().id());
-      if (ranks.size() > 1) work_cv_.notify_all();
+      if (ranks.size() > 1) work_cv_.SignalAll();
       return MakeLease(r, t, 0);
     }
   }
@@ -488,7 +490,7 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
 
 absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::string& worker_id,
                                                                  int64_t wait_ms) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) {
     return absl::NotFoundError(absl::StrCat("worker \"", worker_id, "\" is not registered"));
@@ -515,13 +517,14 @@ absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::stri
     }
     w.waiting = true;
     // Backoff deadlines pass without any event, so wake up now and then to look again.
-    work_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
-                                                     std::chrono::milliseconds(100)));
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    work_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(std::min<int64_t>(left.count(), 100)));
   }
 }
 
 absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::HeartbeatRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::HeartbeatResponse response;
   auto ref = FindTask(request.task_id());
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
@@ -564,11 +567,11 @@ void JobScheduler::ReleaseWorkers(const v1::TaskRecord& t) {
     }
   }
   running_tasks_.erase(t.task().id());
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
 }
 
 absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto ref = FindTask(request.task_id());
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
   v1::JobRecord& r = *ref->job;
@@ -596,7 +599,7 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
   AddTaskEvent(r, t, "succeeded", true);
   const bool last = AdvanceJob(r);
   if (auto s = CommitJob(r); !s.ok()) return s;
-  if (last) FinalizeJob(lock, r.job().id());
+  if (last) FinalizeJob(r.job().id());
   return absl::OkStatus();
 }
 
@@ -640,7 +643,7 @@ std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
   return report.dump(2) + "\n";
 }
 
-void JobScheduler::FinalizeJob(std::unique_lock<std::mutex>& lock, const std::string& job_id) {
+void JobScheduler::FinalizeJob(const std::string& job_id) {
   // The report is written without holding the scheduler lock (it is disk I/O), while the job is
   // still RUNNING with every stage done; only then does the job become SUCCEEDED. A crash in
   // between is finished by Recover, so SUCCEEDED always comes with its report.
@@ -649,10 +652,10 @@ void JobScheduler::FinalizeJob(std::unique_lock<std::mutex>& lock, const std::st
   const std::string report = BuildReport(*jobs_.at(job_id));
   const std::string uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.json");
   const std::string page_uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.html");
-  lock.unlock();
+  mu_.Unlock();
   absl::Status written = artifacts_->PutFile(page_uri, RenderReportPage(report));
   if (written.ok()) written = artifacts_->PutFile(uri, report);
-  lock.lock();
+  mu_.Lock();
   finalizing_.erase(job_id);
   v1::JobRecord& r = *jobs_.at(job_id);
   if (IsFinished(r.job().state())) return;
@@ -694,7 +697,7 @@ void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::st
 int JobScheduler::ReleaseCheckpoints() {
   std::vector<std::pair<std::string, std::vector<std::string>>> work;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const std::string& id : unreleased_checkpoints_) {
       std::vector<std::string> uris;
       for (const v1::TaskRecord& t : jobs_.at(id)->tasks()) {
@@ -709,7 +712,7 @@ int JobScheduler::ReleaseCheckpoints() {
     for (const std::string& uri : uris) {
       if (auto s = artifacts_->Delete(uri); !s.ok() && !absl::IsNotFound(s)) deleted = s;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     v1::JobRecord& r = *jobs_.at(id);
     if (!deleted.ok()) continue;  // kept for the next round; the store may be unreachable
     unreleased_checkpoints_.erase(id);
@@ -738,7 +741,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
     NoteAttemptFinished(t, "retried");
     MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
     t.set_not_before_unix_ms(Now() + backoff);
-    work_cv_.notify_all();
+    work_cv_.SignalAll();
     AddTaskEvent(r, t,
                  absl::StrCat("attempt ", t.task().attempts(), " failed: ", error, "; retrying in ",
                               backoff, " ms"),
@@ -754,7 +757,7 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
 }
 
 absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto ref = FindTask(request.task_id());
   if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
   v1::TaskRecord& t = *ref->task;
@@ -767,7 +770,7 @@ absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
 }
 
 int JobScheduler::ExpireLeases() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const int64_t now = Now();
   int expired = 0;
   const std::vector<std::string> running(running_tasks_.begin(), running_tasks_.end());
@@ -792,10 +795,10 @@ int JobScheduler::ExpireLeases() {
 }
 
 void JobScheduler::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   shutdown_ = true;
-  work_cv_.notify_all();
-  events_cv_.notify_all();
+  work_cv_.SignalAll();
+  events_cv_.SignalAll();
 }
 
 void JobScheduler::NoteAttemptFinished(const v1::TaskRecord& t, const std::string& result) {
@@ -806,7 +809,7 @@ void JobScheduler::NoteAttemptFinished(const v1::TaskRecord& t, const std::strin
 }
 
 JobScheduler::Stats JobScheduler::GetStats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Stats s;
   for (const auto& [id, r] : jobs_) {
     s.jobs_by_state[r->job().state()]++;

@@ -4,12 +4,10 @@
 // nothing acknowledged twice. gRPC handlers are thin wrappers over these methods.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -17,6 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/recipe/recipe.h"
 #include "common/store/artifact_store.h"
 #include "services/coordinator/state_store.h"
@@ -153,7 +152,7 @@ class JobScheduler {
   bool AllTasksSucceeded(const v1::JobRecord& r) const;
   std::string BuildReport(const v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the report (unlocking around the I/O) and marks the job SUCCEEDED.
-  void FinalizeJob(std::unique_lock<std::mutex>& lock, const std::string& job_id);
+  void FinalizeJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the current attempt of `t` unsuccessfully: retry with backoff, fail, or cancel.
   void EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error, bool retryable,
                   bool cancelled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -176,12 +175,12 @@ class JobScheduler {
   const SchedulerOptions options_;
   SchedulerObserver* observer_ = nullptr;
 
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   // Lease waiters wait for work (a task became runnable, a worker was freed, a gang rank was
   // assigned); watchers wait for events. Separate, so that progress events do not wake every
   // idle worker.
-  std::condition_variable work_cv_;
-  std::condition_variable events_cv_;
+  absl::CondVar work_cv_;
+  absl::CondVar events_cv_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::unique_ptr<v1::JobRecord>> jobs_ ABSL_GUARDED_BY(mu_);
   // Jobs that are not finished, in scheduling order: (-priority, sequence).

@@ -1,12 +1,13 @@
 // The PostgreSQL state store and leader lease (state_store.h, leader_lease.h), over libpq.
 #include <libpq-fe.h>
 
-#include <mutex>
 #include <string>
 #include <vector>
+#include "absl/synchronization/mutex.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 #include "services/coordinator/leader_lease.h"
 #include "services/coordinator/state_store.h"
 
@@ -97,14 +98,14 @@ class PostgresStateStore : public StateStore {
  public:
   explicit PostgresStateStore(std::string leader) : leader_(std::move(leader)) {}
   absl::Status Open(const std::string& conninfo) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return db_.Open(conninfo);
   }
 
   absl::Status Commit(const std::vector<const v1::JobRecord*>& jobs,
                       const std::vector<StoredEvent>& events) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto s = db_.Exec("BEGIN", "cannot begin"); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    SQ_RETURN_IF_ERROR(db_.Exec("BEGIN", "cannot begin"));
     // The fence: the row stays share-locked until COMMIT, so a standby's takeover waits for this
     // transaction and every later commit of ours sees the new holder.
     Params fence;
@@ -150,7 +151,7 @@ class PostgresStateStore : public StateStore {
   }
 
   absl::StatusOr<std::vector<v1::JobRecord>> LoadJobs() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     PGresult* r = PQexecParams(db_.Get(), "SELECT record FROM squeeze_jobs ORDER BY sequence", 0,
                                nullptr, nullptr, nullptr, nullptr, /*resultFormat=*/1);
     std::vector<v1::JobRecord> out;
@@ -171,7 +172,7 @@ class PostgresStateStore : public StateStore {
   }
 
   absl::StatusOr<std::vector<StoredEvent>> LoadEvents() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     PGresult* r = PQexecParams(db_.Get(),
                                "SELECT job_id, event FROM squeeze_events ORDER BY job_id, sequence",
                                0, nullptr, nullptr, nullptr, nullptr, /*resultFormat=*/1);
@@ -203,19 +204,19 @@ class PostgresStateStore : public StateStore {
   }
 
   const std::string leader_;
-  std::mutex mu_;
+  absl::Mutex mu_;
   PgConnection db_ ABSL_GUARDED_BY(mu_);
 };
 
 class PostgresLeaderLease : public LeaderLease {
  public:
   absl::Status Open(const std::string& conninfo) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return db_.Open(conninfo);
   }
 
   absl::StatusOr<bool> TryAcquire(const std::string& holder, int64_t ttl_ms) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     Params p;
     p.Text(holder);
     p.Text(std::to_string(ttl_ms));
@@ -233,7 +234,7 @@ class PostgresLeaderLease : public LeaderLease {
   }
 
   absl::Status Release(const std::string& holder) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     Params p;
     p.Text(holder);
     PGresult* r = p.Exec(db_.Get(),
@@ -245,7 +246,7 @@ class PostgresLeaderLease : public LeaderLease {
   }
 
  private:
-  std::mutex mu_;
+  absl::Mutex mu_;
   PgConnection db_ ABSL_GUARDED_BY(mu_);
 };
 

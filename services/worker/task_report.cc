@@ -3,34 +3,34 @@
 namespace squeeze::worker {
 
 void TaskReport::SetProgress(int64_t completed, int64_t total, const std::string& unit) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   progress_.set_completed(completed);
   progress_.set_total(total);
   progress_.set_unit(unit);
 }
 
 void TaskReport::Log(std::string line) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   log_.push_back(std::move(line));
 }
 
 void TaskReport::SetMetric(const std::string& name, double value) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   metrics_[name] = value;
 }
 
 void TaskReport::AddStep() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   ++steps_;
 }
 
 void TaskReport::SetDeviceMemory(double bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   device_memory_bytes_ = bytes;
 }
 
 TaskReport::Snapshot TaskReport::snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Snapshot s;
   s.completed = progress_.completed();
   s.total = progress_.total();
@@ -42,7 +42,7 @@ TaskReport::Snapshot TaskReport::snapshot() const {
 }
 
 v1::TaskProcessUpdate TaskReport::TakeUpdate() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::TaskProcessUpdate update;
   *update.mutable_progress() = progress_;
   for (const auto& [k, v] : metrics_) (*update.mutable_metrics())[k] = v;
@@ -54,7 +54,7 @@ v1::TaskProcessUpdate TaskReport::TakeUpdate() {
 }
 
 bool TaskReport::Apply(const v1::TaskProcessUpdate& update) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const bool progressed = update.steps() != steps_ ||
                           update.progress().completed() != progress_.completed() ||
                           update.log_size() > 0;
@@ -67,7 +67,7 @@ bool TaskReport::Apply(const v1::TaskProcessUpdate& update) {
 }
 
 void TaskReport::FillHeartbeat(v1::HeartbeatRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   *request.mutable_progress() = progress_;
   for (const auto& [k, v] : metrics_) (*request.mutable_metrics())[k] = v;
   for (std::string& line : log_) request.add_log(std::move(line));

@@ -6,9 +6,9 @@
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
+#include "absl/synchronization/mutex.h"
 
 #include "absl/base/thread_annotations.h"
 #include "squeeze/v1/task_process.pb.h"
@@ -42,7 +42,7 @@ class TaskReport {
   void FillHeartbeat(v1::HeartbeatRequest& request);
 
  private:
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   v1::Progress progress_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, double> metrics_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);

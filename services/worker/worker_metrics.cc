@@ -12,14 +12,14 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, std::string device)
       store_(registry) {}
 
 void WorkerMetrics::SetCurrent(const TaskReport* report, const std::string& kind) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   current_ = report;
   current_kind_ = kind;
   last_counters_.clear();  // a new task process counts from zero
 }
 
 void WorkerMetrics::AddTaskCounters(const v1::TaskProcessUpdate& update) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (const v1::CounterSample& sample : update.counters()) {
     prometheus::Family<prometheus::Counter>* family = store_.ByName(sample.name());
     auto op = sample.labels().find("operation");
@@ -37,7 +37,7 @@ void WorkerMetrics::TaskFinished(const std::string& kind, const std::string& res
 
 std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
   std::vector<prometheus::MetricFamily> out;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   out.push_back(OneGauge("squeeze_worker_busy", "1 while this worker runs a task.",
                          current_ != nullptr ? 1.0 : 0.0));
   double device_bytes = 0;

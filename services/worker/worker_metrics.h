@@ -10,9 +10,9 @@
 #include <prometheus/registry.h>
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <utility>
+#include "absl/synchronization/mutex.h"
 
 #include "absl/base/thread_annotations.h"
 #include "common/metrics/store_metrics.h"
@@ -37,7 +37,7 @@ class WorkerMetrics : public prometheus::Collectable {
   const std::string device_;
   prometheus::Family<prometheus::Counter>& tasks_;
   StoreCounterFamilies store_;
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   const TaskReport* current_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::string current_kind_ ABSL_GUARDED_BY(mu_);
   // The running task's counters as last reported, by (metric, operation).
