@@ -1,4 +1,5 @@
 #include "services/coordinator/job_scheduler.h"
+#include "services/coordinator/job_planner.h"
 #include "services/coordinator/state_transitions.h"
 
 #include <algorithm>
@@ -59,6 +60,7 @@ absl::Status JobScheduler::Recover() {
   const int64_t now = Now();
   for (v1::JobRecord& r : *jobs) {
     auto record = std::make_unique<v1::JobRecord>(std::move(r));
+    PlanBindingsOfOlderRecord(*record);
     const v1::Job& job = record->job();
     next_sequence_ = std::max(next_sequence_, record->sequence() + 1);
     if (!job.request_id().empty()) by_request_[{job.tenant(), job.request_id()}] = job.id();
@@ -85,6 +87,23 @@ absl::Status JobScheduler::Recover() {
   }
   for (const std::string& id : unfinished) FinalizeJob(id);
   return absl::OkStatus();
+}
+
+void JobScheduler::PlanBindingsOfOlderRecord(v1::JobRecord& r) const {
+  // Records written before the planner bound inputs have no bindings: plan the recipe again
+  // (the same recipe gives the same plan) and take its bindings.
+  if (r.tasks_size() == 0 || r.tasks(0).bindings_size() > 0) return;
+  RecipeLimits unlimited;
+  unlimited.max_bytes = INT64_MAX;
+  unlimited.max_stages = INT64_MAX;
+  auto recipe = ParseRecipe(r.job().recipe_yaml(), unlimited);
+  if (!recipe.ok()) return;
+  const std::vector<v1::TaskRecord> plan = PlanJob(*recipe, r.job().id(), options_.store_root);
+  if (static_cast<int>(plan.size()) != r.tasks_size()) return;
+  for (int i = 0; i < r.tasks_size(); ++i) {
+    *r.mutable_tasks(i)->mutable_bindings() = plan[i].bindings();
+    r.mutable_tasks(i)->set_baseline_task(plan[i].baseline_task());
+  }
 }
 
 v1::Job JobScheduler::PublicView(const v1::JobRecord& r) const {
@@ -190,35 +209,8 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   job->set_created_unix_ms(Now());
   job->set_request_id(request.request_id());
   record->set_sequence(next_sequence_++);
-  const std::string job_root = absl::StrCat(options_.store_root, "/jobs/", job->id());
-  for (size_t i = 0; i < recipe.stages.size(); ++i) {
-    const StageSpec& stage = recipe.stages[i];
-    v1::TaskRecord* t = record->add_tasks();
-    v1::Task* task = t->mutable_task();
-    task->set_id(absl::StrCat(job->id(), "-t", i));
-    task->set_index(static_cast<int>(i));
-    task->set_kind(stage.kind);
-    MoveTaskOrCount(*task, v1::TASK_PENDING);
-    task->set_max_attempts(stage.max_attempts > 0 ? stage.max_attempts : recipe.max_attempts);
-    if (i > 0) task->add_depends_on(static_cast<int>(i) - 1);
-    json spec = json::parse(stage.options_json);
-    spec["evaluation"] = recipe.evaluation;
-    spec["calibration"] = recipe.calibration;
-    spec["train"] = recipe.train;
-    spec["store_root"] = options_.store_root;
-    // Calibration artifacts are shared between jobs, keyed by their inputs' digests.
-    if (stage.kind == "calibrate")
-      spec["cache_root"] = absl::StrCat(options_.store_root, "/calibration");
-    t->set_spec_json(spec.dump());
-    t->set_gpus(stage.gpus);
-    t->set_world_size(stage.workers);
-    t->set_timeout_ms(stage.timeout_ms);
-    t->set_output_uri(absl::StrCat(job_root, "/", i, "-", stage.kind));
-    t->set_checkpoint_uri(absl::StrCat(job_root, "/", i, "-", stage.kind, ".checkpoint"));
-    (*t->mutable_inputs())["model"] = recipe.model;
-    if (stage.kind == "distill" && spec.value("teacher", "input") == "original")
-      (*t->mutable_inputs())["teacher"] = recipe.model;
-  }
+  for (v1::TaskRecord& t : PlanJob(recipe, job->id(), options_.store_root))
+    *record->add_tasks() = std::move(t);
   v1::JobRecord& r = *record;
   const std::string id = job->id();
   for (int i = 0; i < r.tasks_size(); ++i) task_index_[r.tasks(i).task().id()] = {id, i};
@@ -246,15 +238,14 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
 
 void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
   v1::TaskRecord& t = *r.mutable_tasks(index);
-  // The model a stage works on is the latest model produced before it; likewise the latest
-  // calibration.
-  for (const char* input : {"model", "calibration"}) {
-    for (int j = index - 1; j >= 0; --j) {
-      const v1::TaskRecord& prev = r.tasks(j);
-      if (prev.outputs().count(input)) {
-        (*t.mutable_inputs())[input] = prev.outputs().at(input);
-        break;
-      }
+  // The planner said where each input comes from; earlier tasks have produced them by now.
+  for (const v1::InputBinding& b : t.bindings()) {
+    if (b.has_task_output()) {
+      const v1::TaskRecord& from = r.tasks(b.task_output().task_index());
+      auto out = from.outputs().find(b.task_output().output());
+      if (out != from.outputs().end()) (*t.mutable_inputs())[b.name()] = out->second;
+    } else {
+      (*t.mutable_inputs())[b.name()] = b.uri();
     }
   }
   MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
@@ -407,15 +398,10 @@ v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskReco
   lease.set_task_id(t.task().id());
   lease.set_attempt(t.task().attempts());
   lease.set_kind(t.task().kind());
-  // Later evaluations compare against the first one: hand them its result.
+  // Later stages compare against the job's first evaluation: hand them its result.
   json spec = json::parse(t.spec_json());
-  for (const v1::TaskRecord& prev : r.tasks()) {
-    if (prev.task().index() >= t.task().index()) break;
-    if (prev.task().kind() == "evaluate" && !prev.result_json().empty()) {
-      spec["baseline"] = json::parse(prev.result_json(), nullptr, false);
-      break;
-    }
-  }
+  if (t.baseline_task() >= 0 && !r.tasks(t.baseline_task()).result_json().empty())
+    spec["baseline"] = json::parse(r.tasks(t.baseline_task()).result_json(), nullptr, false);
   lease.set_spec_json(spec.dump());
   for (const auto& [k, v] : t.inputs()) (*lease.mutable_inputs())[k] = v;
   lease.set_output_uri(t.output_uri());

@@ -552,6 +552,34 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
   EXPECT_GT(succeeded, 0);
 }
 
+// A job record from before the planner bound inputs (no bindings) is planned again on recovery
+// and runs as a new one would.
+TEST_F(JobSchedulerTest, RecordsWithoutBindingsArePlannedAgainOnRecovery) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit();
+  auto stored = state_->LoadJobs();
+  ASSERT_TRUE(stored.ok());
+  v1::JobRecord old = (*stored)[0];
+  for (v1::TaskRecord& t : *old.mutable_tasks()) {
+    t.clear_bindings();
+    t.set_baseline_task(0);  // what an older record reads as
+  }
+  ASSERT_TRUE(state_->Commit({&old}, {}).ok());
+  Restart();
+  RegisterWorker("a", 0, w);
+  auto l0 = Lease(w);
+  ASSERT_TRUE(l0);
+  EXPECT_FALSE(nlohmann::json::parse(l0->spec_json()).contains("baseline"));
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, R"({"perplexity": 5.0})").ok());
+  auto l1 = Lease(w);
+  ASSERT_TRUE(l1);
+  ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}).ok());
+  auto l2 = Lease(w);
+  ASSERT_TRUE(l2);
+  EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize");
+  EXPECT_EQ(nlohmann::json::parse(l2->spec_json())["baseline"]["perplexity"], 5.0);
+}
+
 // Random sequences of what workers, clients and time do (leases, completions, retryable and
 // final failures, cancels, heartbeats, expiries, restarts) never make a move the transition
 // table forbids, and leave every job's state consistent with its tasks'.
