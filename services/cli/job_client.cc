@@ -141,7 +141,8 @@ std::string DescribeReport(const std::string& report_json) {
                                     "perplexity", "size (MiB)", "retention", "tokens/s", "notes");
   for (const auto& s : r["stages"]) {
     const auto& res = s["result"];
-    auto num = [&](const char* key, const char* fmt, double scale = 1.0) -> std::string {
+    auto num = [&](const char* key, const absl::FormatSpec<double>& fmt,
+                   double scale = 1.0) -> std::string {
       return res.contains(key) && res[key].is_number()
                  ? absl::StrFormat(fmt, res[key].get<double>() * scale)
                  : "-";

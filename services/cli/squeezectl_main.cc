@@ -74,6 +74,14 @@ int main(int argc, char** argv) {
   if (command == "compress") return RunCompress(args);
   if (command == "train") return RunTrain(args);
   if (command == "run") return RunRun(args);
+#else
+  // The client-only build (SQUEEZE_WITH_TORCH=OFF) has every service command but no local compute.
+  if (command == "eval" || command == "compress" || command == "train" || command == "run") {
+    std::cerr << "squeezectl: \"" << command
+              << "\" computes locally and needs the build with libtorch; this is the client-only "
+                 "squeezectl (submit the recipe to a coordinator with `squeezectl submit`)\n";
+    return 2;
+  }
 #endif
   std::cerr << "squeezectl: unknown command \"" << command << "\" (see squeezectl --help)\n";
   return 2;
