@@ -434,7 +434,7 @@ void Coordinator::Wait() {
 
 void Coordinator::Shutdown() {
   if (stopping_.exchange(true)) return;
-  scheduler_->Shutdown();
+  if (scheduler_) scheduler_->Shutdown();  // absent when stopped while standing by
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (expiry_.joinable()) expiry_.join();
   if (releaser_.joinable()) releaser_.join();

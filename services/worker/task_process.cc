@@ -179,6 +179,7 @@ TaskProcessResult TaskProcess::Supervise(
   enum class KilledFor { kNothing, kTimeout, kStall, kCancel } killed = KilledFor::kNothing;
   std::optional<v1::TaskProcessOutcome> outcome;
   bool broken_stream = false;
+  bool closed = false;  // the child closed its end: poll would return at once from now on
   FrameBuffer frames;
   int wait_status = 0;
 
@@ -187,6 +188,7 @@ TaskProcessResult TaskProcess::Supervise(
     for (;;) {
       const ssize_t n = ::read(event_fd_, buf, sizeof(buf));
       if (n < 0 && errno == EINTR) continue;
+      if (n == 0) closed = true;
       if (n <= 0) return;
       frames.Append(buf, static_cast<size_t>(n));
       while (auto frame = frames.Next(broken_stream)) {
@@ -210,9 +212,13 @@ TaskProcessResult TaskProcess::Supervise(
   };
 
   for (;;) {
-    pollfd p{event_fd_, POLLIN, 0};
-    ::poll(&p, 1, 100);
-    if (p.revents != 0) drain();
+    if (closed) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } else {
+      pollfd p{event_fd_, POLLIN, 0};
+      ::poll(&p, 1, 100);
+      if (p.revents != 0) drain();
+    }
     const pid_t done = ::waitpid(pid_, &wait_status, WNOHANG);
     if (done == pid_) {
       reaped_ = true;

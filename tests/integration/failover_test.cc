@@ -1,6 +1,9 @@
 // A standby coordinator over PostgreSQL: the leader is SIGKILLed mid-job, the standby takes the
 // lapsed leader lease, binds the same address (as a Kubernetes Service's endpoint would move) and
 // finishes every job exactly once; clients and workers reconnect on their own.
+#include <sys/wait.h>
+
+#include <csignal>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -69,6 +72,18 @@ TEST(FailoverTest, StandbyFinishesEveryJobExactlyOnceAfterTheLeaderIsKilled) {
   v1::ListJobsResponse response;
   ASSERT_TRUE(h.jobs().ListJobs(&context, request, &response).ok());
   EXPECT_EQ(response.jobs_size(), 3) << "no job lost or duplicated";
+
+  // A third coordinator stands by behind the new leader, and stops cleanly when told to.
+  std::vector<std::string> argv = {Env("SQUEEZE_COORDINATOR_BIN"), "--listen", h.address(),
+                                   "--state-dir", h.dir() + "/state"};
+  for (const std::string& f : with_id("third")) argv.push_back(f);
+  Process third(argv, h.dir() + "/coordinator-third.log");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_NE(FileText(h.dir() + "/coordinator-third.log").find("third: standing by"),
+            std::string::npos);
+  third.Kill(SIGTERM);
+  const int status = third.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(FailoverTest, PasswordsStayOffTheCommandLine) {
