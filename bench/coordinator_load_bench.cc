@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "common/base/file_util.h"
-#include "services/cli/flags.h"
+#include "common/base/flags.h"
 #include "services/coordinator/coordinator.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
 #include "squeeze/v1/worker.grpc.pb.h"
@@ -181,7 +181,7 @@ DrainResult Drain(const std::string& address, int jobs, int workers, double rate
 }  // namespace
 
 int main(int argc, char** argv) {
-  squeeze::cli::Flags flags;
+  squeeze::Flags flags;
   flags.Value("jobs", "5000")
       .Value("workers", "100")
       .Value("model")

@@ -17,10 +17,10 @@
 #include <map>
 #include <random>
 
+#include "common/base/flags.h"
 #include "common/model/llama_model.h"
 #include "common/train/distill.h"
 #include "common/train/trainer.h"
-#include "services/cli/flags.h"
 
 namespace {
 
@@ -115,7 +115,7 @@ void PrintProfile(int64_t steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  squeeze::cli::Flags flags;
+  squeeze::Flags flags;
   flags.Value("student", "1b")
       .Value("teacher", "3b")
       .Value("seq", "2048")

@@ -14,10 +14,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/base/flags.h"
 #include "common/compress/gptq.h"
 #include "common/tensor/safetensors.h"
 #include "common/tensor/torch_tensor.h"
-#include "services/cli/flags.h"
 #ifdef SQUEEZE_HAS_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -41,7 +41,7 @@ struct Case {
 };
 
 int Main(int argc, char** argv) {
-  cli::Flags flags;
+  Flags flags;
   flags.Value("device", "cuda").Value("out", "").Value("tokens", "32768").Value("repeats", "3");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (auto s = flags.Parse(args); !s.ok()) {

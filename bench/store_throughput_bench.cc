@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "common/base/file_util.h"
+#include "common/base/flags.h"
 #include "common/base/sha256.h"
 #include "common/store/artifact_store.h"
-#include "services/cli/flags.h"
 #include "tests/common/store/moto_server.h"
 #include "tests/common/store/random_file.h"
 
@@ -57,7 +57,7 @@ bool Shell(const std::string& command) { return std::system(command.c_str()) == 
 }  // namespace
 
 int main(int argc, char** argv) {
-  squeeze::cli::Flags flags;
+  squeeze::Flags flags;
   flags.Value("gib", "2")
       .Value("files", "1")
       .Value("moto-mib", "512")

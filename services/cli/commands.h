@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "services/cli/flags.h"
+#include "common/base/flags.h"
 #include "services/cli/job_client.h"
 
 namespace squeeze::cli {

@@ -4,10 +4,10 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/flags.h"
 #include "common/model/llama_config.h"
 #include "common/tensor/safetensors.h"
 #include "services/cli/commands.h"
-#include "services/cli/flags.h"
 
 namespace squeeze::cli {
 

@@ -14,12 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
+#include "common/base/flags.h"
 #include "common/recipe/recipe.h"
 #include "common/rpc/authenticator.h"
 #include "common/rpc/client_channel.h"
 #include "common/store/artifact_store.h"
 #include "services/cli/commands.h"
-#include "services/cli/flags.h"
 #include "services/cli/job_client.h"
 
 namespace squeeze::cli {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
+#include "common/base/flags.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
@@ -21,7 +22,6 @@
 #include "common/model/tokenizer.h"
 #include "common/train/trainer.h"
 #include "services/cli/commands.h"
-#include "services/cli/flags.h"
 
 namespace squeeze::cli {
 namespace {

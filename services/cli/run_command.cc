@@ -10,9 +10,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/flags.h"
 #include "common/store/artifact_store.h"
 #include "services/cli/commands.h"
-#include "services/cli/flags.h"
 #include "services/cli/job_client.h"
 #include "services/coordinator/coordinator.h"
 #include "services/worker/worker.h"

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/file_util.h"
+#include "common/base/log.h"
 #include "common/base/status_macros.h"
 #include "common/metrics/grpc_server_metrics.h"
 #include "common/metrics/metrics_exporter.h"
@@ -45,8 +46,8 @@ absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const Authenticat
                                       : absl::string_view(it->second.data(), it->second.size());
   auto who = auth->Authenticate(value, absl::ToUnixSeconds(absl::Now()));
   if (!who.ok()) {
-    std::cerr << "auth: " << method << " from " << context->peer() << ": " << who.status().message()
-              << std::endl;
+    SQ_LOG(WARNING) << "auth: " << method << " from " << context->peer() << ": "
+                    << who.status().message();
   }
   return who;
 }
@@ -56,8 +57,8 @@ absl::StatusOr<Principal> JobCaller(grpc::ServerContext* context, const Authenti
                                     const char* method) {
   auto who = Caller(context, auth, method);
   if (who.ok() && who->role == Role::kWorker) {
-    std::cerr << "auth: " << method << " from " << context->peer()
-              << ": worker credentials used on the job API" << std::endl;
+    SQ_LOG(WARNING) << "auth: " << method << " from " << context->peer()
+                    << ": worker credentials used on the job API";
     return absl::PermissionDeniedError("worker credentials cannot use the job API");
   }
   return who;
@@ -94,7 +95,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     // Before anything is read: a user names only what the tenant may read.
     if (auth_ != nullptr && who->role == Role::kUser) {
       if (auto s = inputs_.Check(*recipe, who->tenant); !s.ok()) {
-        std::cerr << "auth: SubmitJob from " << context->peer() << ": " << s.message() << std::endl;
+        SQ_LOG(WARNING) << "auth: SubmitJob from " << context->peer() << ": " << s.message();
         return ToGrpc(s);
       }
     }
@@ -175,8 +176,8 @@ class JobServiceImpl final : public v1::JobService::Service {
     if (!who.ok()) return who.status();
     auto job = scheduler_->Get(job_id);
     if (job.ok() && who->role == Role::kUser && job->tenant() != who->tenant) {
-      std::cerr << "auth: " << method << " from " << context->peer() << ": tenant " << who->tenant
-                << " asked for another tenant's job" << std::endl;
+      SQ_LOG(WARNING) << "auth: " << method << " from " << context->peer() << ": tenant "
+                      << who->tenant << " asked for another tenant's job";
       return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
     }
     return job;
@@ -241,9 +242,9 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
     auto who = Caller(context, auth_, method);
     if (!who.ok()) return who.status();
     if (auth_ != nullptr && who->role != Role::kWorker) {
-      std::cerr << "auth: " << method << " from " << context->peer() << ": "
-                << (who->role == Role::kAdmin ? "admin" : "user")
-                << " credentials used on the worker API" << std::endl;
+      SQ_LOG(WARNING) << "auth: " << method << " from " << context->peer() << ": "
+                      << (who->role == Role::kAdmin ? "admin" : "user")
+                      << " credentials used on the worker API";
       return absl::PermissionDeniedError("the worker API needs worker credentials");
     }
     return absl::OkStatus();
@@ -385,14 +386,16 @@ absl::Status Coordinator::StandBy() {
       return absl::CancelledError("stopped while standing by");
     }
     if (!announced) {
-      std::cerr << "squeeze-coordinator " << options_.leader_id
-                << ": standing by; another coordinator holds the leader lease"
-                << (leads.ok() ? "" : absl::StrCat(" (", leads.status().message(), ")")) << "\n";
+      SQ_LOG(INFO) << "coordinator " << options_.leader_id
+                   << ": standing by; another coordinator holds the leader lease"
+                   << (leads.ok() ? "" : absl::StrCat(" (", leads.status().message(), ")"));
       announced = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(options_.leader_lease_ms / 4));
   }
-  if (announced) std::cerr << "squeeze-coordinator " << options_.leader_id << ": now leading\n";
+  if (announced) {
+    SQ_LOG(INFO) << "coordinator " << options_.leader_id << ": now leading";
+  }
   return absl::OkStatus();
 }
 
@@ -412,9 +415,9 @@ void Coordinator::KeepLeadership() {
     // Taken by another, or unknown for as long as the lease lasts: the standby may lead by now.
     // Leaving at once is the only safe answer (the fence already refuses our commits).
     if ((leads.ok() && !*leads) || Clock::now() - renewed > ttl) {
-      std::cerr << "squeeze-coordinator " << options_.leader_id << ": lost the leader lease ("
-                << (leads.ok() ? "another coordinator holds it" : leads.status().message())
-                << "); exiting so that only the new leader serves\n";
+      SQ_LOG(ERROR) << "coordinator " << options_.leader_id << ": lost the leader lease ("
+                    << (leads.ok() ? "another coordinator holds it" : leads.status().message())
+                    << "); exiting so that only the new leader serves";
       std::_Exit(75);
     }
   }

@@ -3,7 +3,7 @@
 #include <iostream>
 #include <thread>
 
-#include "services/cli/flags.h"
+#include "common/base/flags.h"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/input_policy.h"
 
@@ -12,7 +12,7 @@ std::atomic<bool> g_stop{false};
 }
 
 int main(int argc, char** argv) {
-  squeeze::cli::Flags flags;
+  squeeze::Flags flags;
   flags.Value("listen", "127.0.0.1:7070")
       .Value("state-dir")
       .Value("store")

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/base/log.h"
 #include "services/coordinator/report_page.h"
 
 namespace squeeze::coordinator {
@@ -144,7 +145,7 @@ bool JobScheduler::MoveTaskOrCount(v1::Task& task, v1::TaskState to) {
   absl::Status moved = MoveTask(task, to);
   if (!moved.ok()) {
     ++illegal_moves_;
-    std::cerr << "scheduler: " << moved.message() << "\n";
+    SQ_LOG(ERROR) << "scheduler: " << moved.message();
   }
   return moved.ok();
 }
@@ -153,7 +154,7 @@ bool JobScheduler::MoveJobOrCount(v1::Job& job, v1::JobState to) {
   absl::Status moved = MoveJob(job, to);
   if (!moved.ok()) {
     ++illegal_moves_;
-    std::cerr << "scheduler: " << moved.message() << "\n";
+    SQ_LOG(ERROR) << "scheduler: " << moved.message();
   }
   return moved.ok();
 }

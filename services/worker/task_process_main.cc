@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/log.h"
 #include "common/metrics/store_metrics.h"
 #include "services/worker/task_process.h"
 #include "services/worker/task_runner.h"
@@ -168,7 +169,7 @@ int RunTaskProcessMain(int request_fd, int event_fd) {
     result = runner->second->Run(ctx);
   } catch (const std::exception& e) {
     // The whole message goes to the worker's log; the job's error is its first line.
-    std::cerr << "task " << lease.task_id() << " threw: " << e.what() << "\n";
+    SQ_LOG(ERROR) << "task " << lease.task_id() << " threw: " << e.what();
     result = absl::InternalError(
         absl::StrCat(lease.kind(), " task ", lease.task_id(), " failed: ", FirstLine(e.what())));
   }

@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/base/log.h"
 
 namespace squeeze::worker {
 namespace {
@@ -171,7 +172,9 @@ TaskProcessResult Worker::Execute(const v1::TaskLease& lease, const std::string&
       (*process)->Supervise(report, cancel, limits, [&](const v1::TaskProcessUpdate& update) {
         if (metrics_) metrics_->AddTaskCounters(update);
       });
-  if (!result.ok) std::cerr << "task " << lease.task_id() << ": " << result.error.message() << "\n";
+  if (!result.ok) {
+    SQ_LOG(WARNING) << "task " << lease.task_id() << ": " << result.error.message();
+  }
   if (metrics_) {
     metrics_->SetCurrent(nullptr, "");
     metrics_->TaskFinished(lease.kind(), result.ok ? "succeeded"

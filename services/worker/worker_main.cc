@@ -10,8 +10,8 @@
 #include <ATen/Context.h>
 
 #include "absl/strings/str_split.h"
+#include "common/base/flags.h"
 #include "common/rpc/client_channel.h"
-#include "services/cli/flags.h"
 #include "services/worker/worker.h"
 
 namespace {
@@ -19,7 +19,7 @@ squeeze::worker::Worker* g_worker = nullptr;
 }
 
 // A non-negative integer flag, or exits naming it.
-int64_t NonNegative(const squeeze::cli::Flags& flags, const std::string& name,
+int64_t NonNegative(const squeeze::Flags& flags, const std::string& name,
                     const std::string& meaning) {
   auto value = flags.GetInt(name);
   if (!value.ok() || *value < 0) {
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   }
   // A task that exits while the worker writes to it must not take the worker down.
   std::signal(SIGPIPE, SIG_IGN);
-  squeeze::cli::Flags flags;
+  squeeze::Flags flags;
   char host[256] = "local";
   ::gethostname(host, sizeof(host));
   flags.Value("coordinator", "127.0.0.1:7070")

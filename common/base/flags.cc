@@ -1,9 +1,9 @@
-#include "services/cli/flags.h"
+#include "common/base/flags.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace squeeze::cli {
+namespace squeeze {
 
 Flags& Flags::Value(const std::string& name, std::optional<std::string> default_value) {
   values_[name] = std::move(default_value);
@@ -104,4 +104,4 @@ bool Flags::GetBool(const std::string& name) const {
   return it != bools_.end() && it->second;
 }
 
-}  // namespace squeeze::cli
+}  // namespace squeeze

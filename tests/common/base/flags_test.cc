@@ -1,8 +1,8 @@
-#include "services/cli/flags.h"
+#include "common/base/flags.h"
 
 #include "gtest/gtest.h"
 
-namespace squeeze::cli {
+namespace squeeze {
 namespace {
 
 TEST(FlagsTest, ParsesValuesBoolsAndPositionals) {
@@ -44,4 +44,4 @@ TEST(FlagsTest, ErrorsNameTheFlag) {
 }
 
 }  // namespace
-}  // namespace squeeze::cli
+}  // namespace squeeze

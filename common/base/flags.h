@@ -1,6 +1,6 @@
-// Command-line flags for squeezectl: `--name value`, `--name=value` and boolean `--name`.
-// Every flag a command accepts is declared first, so an unknown or malformed flag is an error
-// that names it.
+// Command-line flags of squeezectl, the coordinator, the worker and the benchmarks: `--name
+// value`, `--name=value` and boolean `--name`. Every flag a command accepts is declared first, so
+// an unknown or malformed flag is an error that names it.
 #pragma once
 
 #include <map>
@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace squeeze::cli {
+namespace squeeze {
 
 class Flags {
  public:
@@ -39,4 +39,4 @@ class Flags {
   size_t min_positional_ = 0, max_positional_ = 0;
 };
 
-}  // namespace squeeze::cli
+}  // namespace squeeze
