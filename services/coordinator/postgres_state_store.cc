@@ -53,7 +53,7 @@ class PgConnection {
     const ExecStatusType status = PQresultStatus(r);
     PQclear(r);
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      PQexec(conn_, "ROLLBACK");
+      PQclear(PQexec(conn_, "ROLLBACK"));
       return Error(what);
     }
     return absl::OkStatus();
