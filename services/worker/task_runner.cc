@@ -3,8 +3,6 @@
 #include <chrono>
 #include <thread>
 
-#include "services/worker/runners.h"
-
 namespace squeeze::worker {
 
 TaskContext::TaskContext(v1::TaskLease lease, ArtifactStore* store, std::string scratch_dir,
@@ -32,16 +30,6 @@ absl::Status TaskContext::CheckStep() {
   if (step_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_delay_ms_));
   if (cancel_) return absl::CancelledError("cancelled by the coordinator");
   return absl::OkStatus();
-}
-
-std::map<std::string, std::unique_ptr<TaskRunner>> MakeRunners() {
-  std::map<std::string, std::unique_ptr<TaskRunner>> runners;
-  runners["calibrate"] = std::make_unique<CalibrateRunner>();
-  runners["distill"] = std::make_unique<DistillRunner>();
-  runners["evaluate"] = std::make_unique<EvaluateRunner>();
-  runners["prune"] = std::make_unique<PruneRunner>();
-  runners["quantize"] = std::make_unique<QuantizeRunner>();
-  return runners;
 }
 
 }  // namespace squeeze::worker

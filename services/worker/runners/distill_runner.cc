@@ -18,7 +18,7 @@
 #include "common/tensor/torch_tensor.h"
 #include "common/train/data_parallel.h"
 #include "common/train/distill.h"
-#include "services/worker/runners.h"
+#include "services/worker/runners/runners.h"
 
 namespace squeeze::worker {
 namespace {

@@ -1,24 +1,15 @@
-// The task runners this version ships.
+// The task runners this version ships, one file each beside this header; MakeRunners
+// (registry.cc) lists them by kind. A new stage kind adds a class here, its file and a line there.
 #pragma once
 
 #include <string>
 
 #include "common/model/llama_model.h"
 #include "common/train/data_parallel.h"
+#include "services/worker/runners/stage_io.h"
 #include "services/worker/task_runner.h"
 
 namespace squeeze::worker {
-
-// Digest of a model directory's content (config.json, weights, tokenizer), for cache keys.
-absl::StatusOr<std::string> ModelDigest(const std::string& dir);
-
-// Writes `model` to `out_dir` as a Hugging Face directory in the dtype of `source_dir`'s config
-// (bfloat16 or float32), with the source's tokenizer beside it.
-// The task's gang (its lease's rank, world size and rendezvous), joined; nullptr for one rank.
-absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx);
-
-absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
-                           const std::string& out_dir);
 
 // Perplexity (overall and per category) on the evaluation files, size and throughput; with a
 // baseline (the job's first evaluation) also retention, checked against the gate.

@@ -1,0 +1,160 @@
+// evaluate: perplexity, size and throughput, retention against the baseline, the gate.
+#include "services/worker/runners/runners.h"
+#include "services/worker/runners/stage_io.h"
+
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/base/file_util.h"
+#include "common/base/sha256.h"
+#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/perplexity.h"
+#include "common/compress/prune.h"
+#include "common/compress/rtn.h"
+#include "common/compress/sequential_quantizer.h"
+#include "common/compress/streaming_quantizer.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+#include "common/recipe/recipe.h"
+#include "common/tensor/torch_tensor.h"
+#include "common/train/data_parallel.h"
+
+namespace squeeze::worker {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  ctx.Log(absl::StrCat("evaluating ", *model_dir));
+  auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
+  if (!model.ok()) return model.status();
+
+  PerplexityOptions options;
+  options.window = spec.value("window", 512);
+  options.stride = spec.value("stride", 256);
+  options.batch_size = spec.value("batch_size", 8);
+  options.max_examples = spec.value("max_examples", 0);
+  options = FitToModel(options, model->config());
+  absl::Status stop_reason;
+  options.should_stop = [&] {
+    stop_reason = ctx.CheckStep();
+    return !stop_reason.ok();
+  };
+  if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
+
+  // Every evaluation file on its own, then the totals.
+  const auto files = spec.value("evaluation", std::vector<std::string>{});
+  NllSum total;
+  std::map<std::string, NllSum> categories;
+  json per_file = json::object();
+  double seconds = 0.0;
+  int64_t processed = 0;
+  for (size_t f = 0; f < files.size(); ++f) {
+    auto path = LocalPathOf(files[f], absl::StrCat("data.evaluation[", f, "]"));
+    if (!path.ok()) return path.status();
+    auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
+    if (!data.ok()) return data.status();
+    options.progress = [&](int64_t done, int64_t n) {
+      ctx.SetProgress(done, n, absl::StrCat("windows of file ", f + 1, "/", files.size()));
+    };
+    auto ppl = EvaluatePerplexity(*model, *data, options);
+    if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
+    per_file[files[f]] = {{"perplexity", ppl->total.perplexity()}, {"tokens", ppl->total.tokens}};
+    total.nll += ppl->total.nll;
+    total.tokens += ppl->total.tokens;
+    for (const auto& [name, c] : ppl->by_category) {
+      categories[name].nll += c.nll;
+      categories[name].tokens += c.tokens;
+    }
+    seconds += ppl->seconds;
+    processed += ppl->tokens_processed;
+  }
+  const double tokens_per_second = seconds > 0 ? processed / seconds : 0.0;
+  ctx.SetMetric("tokens_per_second", tokens_per_second);
+
+  // A NaN perplexity (non-finite logits from finite weights: an overflow) is no result; the gate
+  // and the report need a number.
+  if (!std::isfinite(total.perplexity())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluate: the model's perplexity is not finite (", total.perplexity(),
+                     "): its outputs overflow or are NaN on the evaluation data"));
+  }
+  int64_t nonzero = 0;
+  for (auto& [name, t] : model->NamedParameters()) nonzero += t->count_nonzero().item<int64_t>();
+  const int64_t params = model->NumParameters();
+  const int64_t size = DirectoryBytes(*model_dir);
+  json result = {{"perplexity", total.perplexity()},
+                 {"nll_per_token", total.tokens ? total.nll / total.tokens : 0.0},
+                 {"tokens", total.tokens},
+                 {"files", per_file},
+                 {"parameters", params},
+                 {"nonzero_parameters", nonzero},
+                 {"size_bytes", size},
+                 {"bits_per_weight", params ? 8.0 * size / params : 0.0},
+                 {"tokens_per_second", tokens_per_second},
+                 {"ms_per_token", processed ? 1000.0 * seconds / processed : 0.0},
+                 {"peak_host_memory_bytes", PeakHostMemoryBytes()}};
+  if (device_is_cuda(ctx.device()))
+    result["peak_device_memory_bytes"] = PeakDeviceMemoryBytes(ctx.device());
+  json by_category = json::object();
+  for (const auto& [name, c] : categories) {
+    by_category[name] = {{"perplexity", c.perplexity()}, {"tokens", c.tokens}};
+  }
+  result["categories"] = by_category;
+
+  // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
+  std::vector<std::string> gate_failures;
+  const json gate = spec.value("gate", json::object());
+  if (spec.contains("baseline") && spec["baseline"].is_object() &&
+      spec["baseline"].contains("perplexity")) {
+    const double base = spec["baseline"]["perplexity"].get<double>();
+    const double retention = base / total.perplexity();
+    result["baseline_perplexity"] = base;
+    result["retention"] = retention;
+    result["retention_percent"] = 100.0 * retention;
+    if (spec["baseline"].contains("size_bytes")) {
+      result["compression_ratio"] =
+          spec["baseline"]["size_bytes"].get<double>() / std::max<double>(1.0, size);
+    }
+    if (gate.contains("min_retention") && retention < gate["min_retention"].get<double>()) {
+      gate_failures.push_back(absl::StrCat("retention ", retention, " is below min_retention ",
+                                           gate["min_retention"].get<double>(), " (perplexity ",
+                                           total.perplexity(), " against baseline ", base, ")"));
+    }
+  }
+  if (gate.contains("max_size_bytes") && size > gate["max_size_bytes"].get<int64_t>()) {
+    gate_failures.push_back(absl::StrCat("size ", size, " bytes is above max_size_bytes ",
+                                         gate["max_size_bytes"].get<int64_t>()));
+  }
+  if (!gate.empty()) result["gate"] = {{"limits", gate}, {"passed", gate_failures.empty()}};
+  if (!gate_failures.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("gate: ", absl::StrJoin(gate_failures, "; ")));
+  }
+  TaskOutput out;
+  if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}},
+                        ctx.lease().output_uri());
+      !s.ok()) {
+    return s;
+  }
+  out.outputs["evaluation"] = ctx.lease().output_uri();
+  out.result = std::move(result);
+  return out;
+}
+
+}  // namespace squeeze::worker

@@ -1,0 +1,117 @@
+// prune: magnitude or Wanda scores; unstructured, 2:4, channels or heads.
+#include "services/worker/runners/runners.h"
+#include "services/worker/runners/stage_io.h"
+
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/base/file_util.h"
+#include "common/base/sha256.h"
+#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/perplexity.h"
+#include "common/compress/prune.h"
+#include "common/compress/rtn.h"
+#include "common/compress/sequential_quantizer.h"
+#include "common/compress/streaming_quantizer.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+#include "common/recipe/recipe.h"
+#include "common/tensor/torch_tensor.h"
+#include "common/train/data_parallel.h"
+
+namespace squeeze::worker {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
+  if (!model.ok()) return model.status();
+  auto method = ParsePruneMethod(spec.value("method", "wanda"));
+  if (!method.ok()) return method.status();
+  auto pattern = ParsePrunePattern(spec.value("pattern", "unstructured"));
+  if (!pattern.ok()) return pattern.status();
+  const double sparsity = spec.value("sparsity", 0.5);
+
+  std::vector<at::Tensor> batches;
+  int64_t windows_used = 0;
+  if (*method == PruneMethod::kWanda) {
+    auto windows = CalibrationWindows(ctx, *model_dir, model->config());
+    if (!windows.ok()) return windows.status();
+    windows_used = windows->size(0);
+    for (int64_t i = 0; i < windows_used; i += 8)
+      batches.push_back(windows->slice(0, i, std::min<int64_t>(windows_used, i + 8)));
+  }
+  if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t parameters_before = model->NumParameters();
+  const int64_t width_before = model->config().intermediate_size;
+  const int64_t kv_heads_before = model->config().num_key_value_heads;
+  double achieved = 0;
+  size_t pruned_matrices = 0;
+  if (*pattern == PrunePattern::kMlpChannels) {
+    // Structured: the model comes back narrower; what was removed is the achieved sparsity.
+    auto narrow = PruneMlpChannels(*model, *method, sparsity, batches);
+    if (!narrow.ok()) return narrow.status();
+    *model = *std::move(narrow);
+    achieved = 1.0 - static_cast<double>(model->config().intermediate_size) / width_before;
+    pruned_matrices = 3 * static_cast<size_t>(model->num_layers());
+  } else if (*pattern == PrunePattern::kAttentionHeads) {
+    auto narrow = PruneAttentionHeads(*model, *method, sparsity, batches);
+    if (!narrow.ok()) return narrow.status();
+    *model = *std::move(narrow);
+    achieved = 1.0 - static_cast<double>(model->config().num_key_value_heads) / kv_heads_before;
+    pruned_matrices = 4 * static_cast<size_t>(model->num_layers());
+  } else {
+    SparsityMasks masks;
+    if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
+    achieved = LinearSparsity(*model);
+    pruned_matrices = masks.size();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ctx.SetProgress(1, 1, "pruned");
+  ctx.Log(absl::StrCat("pruned ", pruned_matrices, " linear layers to ", achieved, " sparsity (",
+                       spec.value("method", "wanda"), ", ", spec.value("pattern", "unstructured"),
+                       ") in ", seconds, " s"));
+
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "pruned";
+  RemoveTree(out_dir).IgnoreError();
+  if (auto s = SaveModelLike(*model, *model_dir, out_dir.string()); !s.ok()) return s;
+  if (auto s =
+          ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri(), ctx.provenance());
+      !s.ok())
+    return s;
+  TaskOutput out;
+  out.outputs["model"] = ctx.lease().output_uri();
+  out.result = {{"method", spec.value("method", "wanda")},
+                {"pattern", spec.value("pattern", "unstructured")},
+                {"target_sparsity", sparsity},
+                {"sparsity", achieved},
+                {"pruned_matrices", pruned_matrices},
+                {"parameters_before", parameters_before},
+                {"parameters", model->NumParameters()},
+                {"intermediate_size", model->config().intermediate_size},
+                {"num_attention_heads", model->config().num_attention_heads},
+                {"num_key_value_heads", model->config().num_key_value_heads},
+                {"calibration_windows", windows_used},
+                {"seconds", seconds}};
+  return out;
+}
+
+}  // namespace squeeze::worker

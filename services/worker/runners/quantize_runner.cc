@@ -1,0 +1,189 @@
+// quantize: RTN or GPTQ through the streaming quantizer, a checkpoint per layer.
+#include "services/worker/runners/runners.h"
+#include "services/worker/runners/stage_io.h"
+
+#ifdef SQUEEZE_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/base/file_util.h"
+#include "common/base/sha256.h"
+#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/perplexity.h"
+#include "common/compress/prune.h"
+#include "common/compress/rtn.h"
+#include "common/compress/sequential_quantizer.h"
+#include "common/compress/streaming_quantizer.h"
+#include "common/data/text_dataset.h"
+#include "common/model/llama_model.h"
+#include "common/recipe/recipe.h"
+#include "common/tensor/torch_tensor.h"
+#include "common/train/data_parallel.h"
+
+namespace squeeze::worker {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
+  const json& spec = ctx.spec();
+  const auto started = std::chrono::steady_clock::now();
+  const std::string method = spec.value("method", "rtn");
+  StreamingQuantizeOptions options;
+  SequentialOptions& seq = options.sequential;
+  seq.method =
+      method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
+  seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}),
+                    spec.value("sym", false)};
+  seq.gptq.act_order = spec.value("act_order", false);
+  seq.gptq.static_groups = spec.value("static_groups", false);
+  seq.gptq.damp = spec.value("damp", 0.01);
+  seq.gptq.block_size = spec.value("block_size", int64_t{128});
+  seq.device = ctx.device();
+  if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
+
+  auto model_dir = InputModel(ctx);
+  if (!model_dir.ok()) return model_dir.status();
+  auto config = LoadLlamaConfig(*model_dir);
+  if (!config.ok()) return config.status();
+  at::Tensor calibration;
+  if (seq.method == SequentialOptions::Method::kGptq) {
+    auto windows = CalibrationWindows(ctx, *model_dir, *config);
+    if (!windows.ok()) return windows.status();
+    calibration = *windows;
+  }
+
+  // The output is written once: each layer's shard goes into the store as soon as it is written
+  // (moved, not copied, on the file backend), and the checkpoint is a manifest naming the shards
+  // done so far, so a retried task resumes after the last of them.
+  const std::string ckpt = ctx.lease().checkpoint_uri() + "/shards";
+  const std::string output = ctx.lease().output_uri();
+  std::map<int64_t, StoredFile> layer_shards;
+  std::vector<StoredFile> other_files;
+  if (auto done = ctx.store().Files(ckpt); done.ok()) {
+    for (const StoredFile& f : *done) {
+      // model-000{i+1}-of-...: layer i.
+      int64_t number = 0;
+      if (f.name.rfind("model-", 0) != 0 || !absl::SimpleAtoi(f.name.substr(6, 5), &number))
+        continue;
+      if (number >= 1) layer_shards[number - 1] = f;
+    }
+  }
+  while (options.start_layer < config->num_hidden_layers && layer_shards.count(options.start_layer))
+    ++options.start_layer;
+  if (options.start_layer > 0) {
+    ctx.Log(absl::StrCat("resumed from checkpoint: ", options.start_layer,
+                         " layers already quantized"));
+  }
+  const std::string resume_dir = ctx.scratch_dir() + "/resume";
+  options.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
+    const StoredFile& f = layer_shards.at(layer);
+    fs::create_directories(resume_dir);
+    const std::string path = resume_dir + "/" + f.name;
+    if (auto s = ctx.store().FetchFile(ckpt, f.name, path); !s.ok()) return s;
+    return path;
+  };
+  std::mutex files_mu;
+  options.on_file = [&](int64_t layer, const std::string& path,
+                        const std::string& name) -> absl::Status {
+    auto stored = ctx.store().PutFileBlob(output, name, path, /*consume=*/true);
+    if (!stored.ok()) return stored.status();
+    std::vector<StoredFile> done;
+    {
+      std::lock_guard<std::mutex> lock(files_mu);
+      if (layer < 0) {
+        other_files.push_back(*stored);
+        return absl::OkStatus();
+      }
+      layer_shards[layer] = *stored;
+      for (const auto& [i, f] : layer_shards) done.push_back(f);
+    }
+    // The checkpoint names every finished shard, which also keeps them from garbage collection.
+    ArtifactProvenance provenance = ctx.provenance();
+    provenance.stage = "quantize-checkpoint";
+    return ctx.store().PutManifest(ckpt, done, provenance);
+  };
+  options.on_progress = [&](int64_t completed, int64_t total,
+                            const std::string& unit) -> absl::Status {
+    ctx.SetProgress(completed, total, unit);
+    if (completed == total - 1) ctx.Log("layers done; writing the embeddings, index and config");
+    return ctx.CheckStep();
+  };
+  // A gang (workers: N) shares the calibration windows: Hessians are summed over the ranks and
+  // each linear is solved on one of them; rank 0 writes.
+  const v1::TaskLease& lease = ctx.lease();
+  auto gang = JoinGang(ctx);
+  if (!gang.ok()) return gang.status();
+  seq.ranks = gang->get();
+  if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  const std::string out_dir = ctx.scratch_dir() + "/model";
+  RemoveTree(out_dir).IgnoreError();
+  auto quantized = QuantizeCheckpointStreaming(*model_dir, calibration, out_dir, options);
+  if (!quantized.ok()) return quantized.status();
+  if (lease.rank() != 0) {
+    TaskOutput out;  // rank 0 writes the model and reports
+    out.result = {{"rank", lease.rank()}};
+    return out;
+  }
+
+  // The tokenizer travels with the model.
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json", "generation_config.json"}) {
+    const fs::path source = fs::path(*model_dir) / name;
+    if (!fs::exists(source)) continue;
+    auto stored = ctx.store().PutFileBlob(output, name, source.string(), /*consume=*/false);
+    if (!stored.ok()) return stored.status();
+    other_files.push_back(*stored);
+  }
+  std::vector<StoredFile> files;
+  for (const auto& [i, f] : layer_shards) files.push_back(f);
+  files.insert(files.end(), other_files.begin(), other_files.end());
+  if (auto s = ctx.store().PutManifest(output, files, ctx.provenance()); !s.ok()) return s;
+  ctx.store().Delete(ctx.lease().checkpoint_uri()).IgnoreError();  // finished: served its purpose
+
+  TaskOutput out;
+  out.outputs["model"] = output;
+  json layer_reports = json::array();
+  for (const LinearReport& r : quantized->reports) {
+    layer_reports.push_back(
+        {{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
+  }
+  int64_t output_bytes = 0;
+  for (const StoredFile& f : files) output_bytes += f.size;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const QuantizedSize& q = quantized->quantized;
+  out.result = {{"method", method},
+                {"bits", seq.gptq.quant.bits},
+                {"group_size", seq.gptq.quant.group_size},
+                {"sym", seq.gptq.quant.symmetric},
+                {"act_order", seq.gptq.act_order},
+                {"format", quantized->format},
+                {"layers", config->num_hidden_layers},
+                {"resumed_from_layer", options.start_layer},
+                {"quantized_weights", q.weights},
+                {"bits_per_quantized_weight", q.weights ? q.bits / q.weights : 0.0},
+                {"packed_size_bytes", (quantized->parameters - q.weights) * 2.0 + q.bits / 8.0},
+                {"output_bytes", output_bytes},
+                {"bytes_written", quantized->bytes_written},
+                {"seconds", seconds},
+                {"phase_seconds", quantized->phase_seconds},
+                {"peak_host_memory_bytes", PeakHostMemoryBytes()},
+                {"peak_device_memory_bytes",
+                 device_is_cuda(ctx.device()) ? PeakDeviceMemoryBytes(ctx.device()) : int64_t{0}},
+                {"linears", layer_reports}};
+  return out;
+}
+
+}  // namespace squeeze::worker
