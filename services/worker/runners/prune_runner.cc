@@ -2,34 +2,14 @@
 #include "services/worker/runners/runners.h"
 #include "services/worker/runners/stage_io.h"
 
-#ifdef SQUEEZE_HAS_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
-
-#include <sys/resource.h>
-
 #include <chrono>
-#include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <mutex>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
-#include "common/base/sha256.h"
 #include "common/compress/gptq_checkpoint.h"
-#include "common/compress/perplexity.h"
 #include "common/compress/prune.h"
-#include "common/compress/rtn.h"
-#include "common/compress/sequential_quantizer.h"
-#include "common/compress/streaming_quantizer.h"
-#include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
-#include "common/recipe/recipe.h"
-#include "common/tensor/torch_tensor.h"
-#include "common/train/data_parallel.h"
 
 namespace squeeze::worker {
 

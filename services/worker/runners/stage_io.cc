@@ -7,20 +7,13 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
 #include "common/compress/gptq_checkpoint.h"
-#include "common/compress/perplexity.h"
-#include "common/compress/prune.h"
-#include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
 #include "common/data/text_dataset.h"
