@@ -1,16 +1,13 @@
 #include "common/base/sha256.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/mapped_file.h"
 
 namespace squeeze {
 
@@ -65,27 +62,9 @@ std::string HmacSha256(absl::string_view key, absl::string_view data) {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat(path, ": cannot stat"));
-  }
-  Sha256 h;
-  // Hashed straight from the page cache: no copy into a buffer.
-  if (st.st_size > 0) {
-    void* map = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat(path, ": cannot map"));
-    }
-    ::madvise(map, static_cast<size_t>(st.st_size), MADV_SEQUENTIAL);
-    h.Update(absl::string_view(static_cast<const char*>(map), static_cast<size_t>(st.st_size)));
-    ::munmap(map, static_cast<size_t>(st.st_size));
-  }
-  ::close(fd);
-  return h.HexDigest();
+  auto file = MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  return Sha256Hex((*file)->view());  // straight from the page cache: no copy into a buffer
 }
 
 }  // namespace squeeze

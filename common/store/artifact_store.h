@@ -42,8 +42,9 @@ inline PutOptions CheckpointPutOptions() {
 // One file of an artifact as its manifest lists it.
 struct StoredFile {
   std::string name;
-  std::string digest;  // "sha256:<hex>"
+  std::string digest;  // "sha256:<hex>" or "sha256-c16m:<hex>" (see blob_digest.h)
   int64_t size = 0;
+  std::vector<std::string> chunks;  // the chunks' digests of a chunked one, for range reads
 };
 
 class ArtifactStore {

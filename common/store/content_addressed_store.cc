@@ -20,6 +20,7 @@
 #include "common/base/sha256.h"
 #include "common/base/version.h"
 #include "common/store/artifact_store.h"
+#include "common/store/blob_digest.h"
 #include "common/store/object_backend.h"
 
 namespace squeeze {
@@ -112,7 +113,8 @@ class ContentAddressedStore : public ArtifactStore {
     if (!manifest.ok()) return manifest.status();
     std::vector<StoredFile> out;
     for (const json& f : manifest->files) {
-      out.push_back({f.value("name", ""), f.value("digest", ""), f.value("size", int64_t{0})});
+      out.push_back({f.value("name", ""), f.value("digest", ""), f.value("size", int64_t{0}),
+                     f.value("chunks", std::vector<std::string>{})});
     }
     return out;
   }
@@ -232,12 +234,14 @@ class ContentAddressedStore : public ArtifactStore {
       for (const json& f : manifest->files) {
         if (f.value("name", "") != name) continue;
         const std::string digest = f.value("digest", "");
-        if (digest.size() != 71)
-          return absl::DataLossError(absl::StrCat(ManifestUri(uri), ": malformed digest"));
-        if (file_size) *file_size = f.value("size", int64_t{0});
-        // A range cannot be checked against the whole file's digest; readers of ranges validate
-        // what they read (a safetensors header is validated against the file size).
-        return (*blobs)->Get(BlobUri(manifest->blob_root, digest.substr(7)), offset, length);
+        auto blob = BlobName(digest);
+        if (!blob.ok())
+          return absl::DataLossError(absl::StrCat(ManifestUri(uri), ": ", blob.status().message()));
+        const int64_t size = f.value("size", int64_t{0});
+        if (file_size) *file_size = size;
+        return ReadVerifiedRange(**blobs, BlobUri(manifest->blob_root, *blob), uri, name, digest,
+                                 size, f.value("chunks", std::vector<std::string>{}), offset,
+                                 length);
       }
       return absl::NotFoundError(absl::StrCat(uri, ": the artifact has no file \"", name, "\""));
     }
@@ -287,8 +291,8 @@ class ContentAddressedStore : public ArtifactStore {
                            "anything (repair or delete this artifact first)"));
         }
         for (const json& f : manifest["files"]) {
-          const std::string digest = f.is_object() ? f.value("digest", "") : "";
-          if (digest.size() == 71) referenced.insert(digest.substr(7));
+          auto blob = BlobName(f.is_object() ? f.value("digest", "") : "");
+          if (blob.ok()) referenced.insert(*blob);
         }
       }
     }
@@ -307,8 +311,8 @@ class ContentAddressedStore : public ArtifactStore {
     // Phase 2: deletions.
     for (const ObjectInfo* b : blobs) {
       const bool partial = b->uri.rfind(partial_prefix, 0) == 0;
-      const std::string digest = b->uri.substr(b->uri.rfind('/') + 1);
-      if ((!partial && referenced.count(digest)) || b->age_seconds < grace_seconds) {
+      const std::string blob = b->uri.substr(b->uri.rfind('/') + 1);
+      if ((!partial && referenced.count(blob)) || b->age_seconds < grace_seconds) {
         ++report.blobs_kept;
         continue;
       }
@@ -340,7 +344,7 @@ class ContentAddressedStore : public ArtifactStore {
       return absl::Status(digest.status().code(), absl::StrCat("storing ", path, " in ", target,
                                                                ": ", digest.status().message()));
     }
-    return StoredFile{name, "sha256:" + *digest, size};
+    return StoredFile{name, digest->text, size, digest->chunks};
   }
 
   // Writes the manifest of `target` (and its reference under the root, when it needs one),
@@ -356,16 +360,17 @@ class ContentAddressedStore : public ArtifactStore {
     std::set<std::string> superseded;
     if (auto old = ReadManifest(target); old.ok() && old->blob_root == PrivateBlobRoot(target)) {
       for (const json& f : old->files) {
-        const std::string digest = f.value("digest", "");
-        if (digest.size() == 71) superseded.insert(digest.substr(7));
+        if (auto blob = BlobName(f.value("digest", "")); blob.ok()) superseded.insert(*blob);
       }
     }
     json files = json::array();
     for (const StoredFile& f : stored) {
-      files.push_back({{"name", f.name},
-                       {"digest", f.digest},
-                       {"size", f.size},
-                       {"media_type", MediaType(f.name)}});
+      json entry = {{"name", f.name},
+                    {"digest", f.digest},
+                    {"size", f.size},
+                    {"media_type", MediaType(f.name)}};
+      if (!f.chunks.empty()) entry["chunks"] = f.chunks;
+      files.push_back(std::move(entry));
     }
     json sources = json::array();
     for (const auto& [name, source] : provenance.sources) {
@@ -403,9 +408,11 @@ class ContentAddressedStore : public ArtifactStore {
       return s;
     }
     // Private blobs belong to this artifact alone: those the new manifest no longer names go now.
-    for (const StoredFile& f : stored) superseded.erase(f.digest.substr(7));
-    for (const std::string& digest : superseded) {
-      (*blobs)->Delete(BlobUri(PrivateBlobRoot(target), digest)).IgnoreError();  // GC-able anyway
+    for (const StoredFile& f : stored) {
+      if (auto blob = BlobName(f.digest); blob.ok()) superseded.erase(*blob);
+    }
+    for (const std::string& blob : superseded) {
+      (*blobs)->Delete(BlobUri(PrivateBlobRoot(target), blob)).IgnoreError();  // GC-able anyway
     }
     return absl::OkStatus();
   }
@@ -453,14 +460,13 @@ class ContentAddressedStore : public ArtifactStore {
                          const json& f, const std::string& local) {
     const std::string name = f.value("name", "");
     const std::string digest = f.value("digest", "");
-    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' ||
-        digest.size() != 71 || digest.substr(0, 7) != "sha256:") {
+    auto blob_name = BlobName(digest);
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || !blob_name.ok()) {
       return absl::DataLossError(
           absl::StrCat(ManifestUri(uri), ": malformed file entry ", f.dump()));
     }
-    const std::string hex = digest.substr(7);
-    const std::string blob = BlobUri(manifest.blob_root, hex);
-    auto fetched = Fetch(blobs, blob, local);
+    const std::string blob = BlobUri(manifest.blob_root, *blob_name);
+    auto fetched = Fetch(blobs, blob, local, digest);
     if (!fetched.ok()) {
       ::unlink(local.c_str());
       const bool missing = fetched.status().code() == absl::StatusCode::kNotFound;
@@ -470,45 +476,85 @@ class ContentAddressedStore : public ArtifactStore {
                                        fetched.status().message()));
     }
     // Never hand out bytes that are not what the manifest promised.
-    if (*fetched != hex) {
+    if (*fetched != digest) {
       ::unlink(local.c_str());
-      return absl::DataLossError(absl::StrCat(
-          uri, ": blob ", blob, " for \"", name,
-          "\" does not match its digest (corrupted in the store; it hashes to sha256:", *fetched,
-          ")"));
+      return absl::DataLossError(absl::StrCat(uri, ": blob ", blob, " for \"", name,
+                                              "\" does not match its digest (corrupted in the "
+                                              "store; it hashes to ",
+                                              *fetched, ")"));
     }
     return absl::OkStatus();
   }
 
-  // Places blob `blob` at `local` and returns the hex digest of what was placed.
+  // Places blob `blob` at `local` and returns the digest of what was placed, by the scheme of
+  // `expected`. The placed file itself is hashed (chunks on every core), so what is checked is
+  // what the reader will see.
   absl::StatusOr<std::string> Fetch(ObjectBackend& backend, const std::string& blob,
-                                    const std::string& local) {
-    Sha256 hash;
+                                    const std::string& local, const std::string& expected) {
     absl::Status linked = backend.Link(blob, local);
-    if (linked.ok()) {
-      // Hash the linked file itself, so what is checked is what the reader will see.
-      auto digest = Sha256File(local);
-      if (!digest.ok()) return digest.status();
-      return *digest;
+    if (!linked.ok()) {
+      if (linked.code() != absl::StatusCode::kUnimplemented) return linked;
+      const std::string partial = local + ".partial";
+      FILE* out = std::fopen(partial.c_str(), "wb");
+      if (out == nullptr) return absl::UnavailableError(absl::StrCat("cannot create ", partial));
+      absl::Status streamed = backend.GetTo(blob, [&](absl::string_view chunk) {
+        if (std::fwrite(chunk.data(), 1, chunk.size(), out) != chunk.size())
+          return WriteError(partial);
+        return absl::OkStatus();
+      });
+      if (std::fclose(out) != 0 && streamed.ok()) streamed = WriteError(partial);
+      if (streamed.ok() && std::rename(partial.c_str(), local.c_str()) != 0)
+        streamed = absl::UnavailableError(absl::StrCat("cannot rename ", partial));
+      if (!streamed.ok()) {
+        ::unlink(partial.c_str());
+        return streamed;
+      }
     }
-    if (linked.code() != absl::StatusCode::kUnimplemented) return linked;
-    const std::string partial = local + ".partial";
-    FILE* out = std::fopen(partial.c_str(), "wb");
-    if (out == nullptr) return absl::UnavailableError(absl::StrCat("cannot create ", partial));
-    absl::Status streamed = backend.GetTo(blob, [&](absl::string_view chunk) {
-      hash.Update(chunk);
-      if (std::fwrite(chunk.data(), 1, chunk.size(), out) != chunk.size())
-        return WriteError(partial);
-      return absl::OkStatus();
-    });
-    if (std::fclose(out) != 0 && streamed.ok()) streamed = WriteError(partial);
-    if (streamed.ok() && std::rename(partial.c_str(), local.c_str()) != 0)
-      streamed = absl::UnavailableError(absl::StrCat("cannot rename ", partial));
-    if (!streamed.ok()) {
-      ::unlink(partial.c_str());
-      return streamed;
+    return DigestFileLike(local, expected, TransferThreads());
+  }
+
+  // Bytes [offset, offset + length) of the blob of manifest entry (`digest`, `size`, `chunks`),
+  // verified: a file of one chunk is read whole and checked, a chunked one reads and checks the
+  // chunks the range covers. Only a large file named by a plain digest (a manifest written
+  // before chunked digests) is read unverified; its readers validate what they read.
+  absl::StatusOr<std::string> ReadVerifiedRange(ObjectBackend& blobs, const std::string& blob,
+                                                const std::string& uri, const std::string& name,
+                                                const std::string& digest, int64_t size,
+                                                const std::vector<std::string>& chunks,
+                                                int64_t offset, int64_t length) {
+    if (offset < 0 || offset > size)
+      return absl::OutOfRangeError(
+          absl::StrCat(uri, ": offset ", offset, " is past the size ", size, " of \"", name, "\""));
+    const int64_t end = length < 0 ? size : std::min(size, offset + length);
+    const bool plain_whole = size <= kDigestChunkBytes && absl::StartsWith(digest, "sha256:");
+    const bool chunked = ChunksMatch(digest, size, chunks);
+    if (!plain_whole && !chunked) return blobs.Get(blob, offset, end - offset);
+    const int64_t first = plain_whole ? 0 : offset / kDigestChunkBytes;
+    const int64_t last = plain_whole ? 0 : std::max(first, (end - 1) / kDigestChunkBytes);
+    const int64_t start = first * kDigestChunkBytes;
+    const int64_t stop = std::min(size, (last + 1) * kDigestChunkBytes);
+    auto bytes = blobs.Get(blob, start, stop == size ? -1 : stop - start);
+    if (!bytes.ok()) return bytes.status();
+    const absl::string_view view(*bytes);
+    bool good = true;
+    if (plain_whole) {
+      good = static_cast<int64_t>(view.size()) == size &&
+             absl::StrCat("sha256:", Sha256Hex(view)) == digest;
+    } else {
+      for (int64_t c = first; c <= last && good; ++c) {
+        const absl::string_view piece =
+            view.substr((c - first) * kDigestChunkBytes, kDigestChunkBytes);
+        good = Sha256Hex(piece) == chunks[c] &&
+               (c + 1 < static_cast<int64_t>(chunks.size()) ||
+                static_cast<int64_t>(piece.size()) == size - c * kDigestChunkBytes);
+      }
     }
-    return hash.HexDigest();
+    if (!good)
+      return absl::DataLossError(absl::StrCat(uri, ": blob ", blob, " for \"", name,
+                                              "\" does not match its digest (corrupted in the "
+                                              "store) in bytes ",
+                                              start, "..", start + view.size()));
+    return std::string(view.substr(offset - start, end - offset));
   }
 
   absl::StatusOr<std::string> ReadManifestText(const std::string& uri) {

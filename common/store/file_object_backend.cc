@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
-#include "common/base/sha256.h"
+#include "common/base/parallel_for.h"
 #include "common/store/artifact_store.h"
 #include "common/store/object_backend.h"
 
@@ -139,8 +139,8 @@ class FileObjectBackend : public ObjectBackend {
     return s;
   }
 
-  absl::StatusOr<std::string> PutBlob(const std::string& blob_root,
-                                      const std::string& path) override {
+  absl::StatusOr<BlobDigest> PutBlob(const std::string& blob_root,
+                                     const std::string& path) override {
     Fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in.ok()) return Errno("cannot open", path);
     struct stat st;
@@ -149,17 +149,9 @@ class FileObjectBackend : public ObjectBackend {
     const std::string root = FilePathOfUri(blob_root);
     const std::string tmp = absl::StrCat(root, "/tmp/blob", UniqueSuffix());
     // The digest and the copy are independent passes over the source: the kernel copies on one
-    // core while the hash runs on another, so hashing costs little wall time over a plain copy.
-    std::string digest;
-    absl::Status hashed;
-    std::thread hasher([&] {
-      auto hex = Sha256File(path);  // hashes straight from the page cache
-      if (hex.ok()) {
-        digest = *hex;
-      } else {
-        hashed = hex.status();
-      }
-    });
+    // core while the chunks hash on the others, so hashing costs little wall time over a copy.
+    absl::StatusOr<BlobDigest> digest = absl::UnknownError("not hashed");
+    std::thread hasher([&] { digest = DigestFile(path, TransferThreads()); });
     absl::Status copied = MakeParents(tmp);
     std::optional<Fd> out;
     if (copied.ok()) {
@@ -168,11 +160,13 @@ class FileObjectBackend : public ObjectBackend {
     }
     if (copied.ok()) copied = CopyContents(in.get(), out->get(), size, tmp, sync_);
     hasher.join();
-    if (!hashed.ok()) {
+    absl::StatusOr<std::string> name =
+        digest.ok() ? BlobName(digest->text) : absl::StatusOr<std::string>(digest.status());
+    if (!name.ok()) {
       ::unlink(tmp.c_str());
-      return hashed;
+      return name.status();
     }
-    const std::string target = FilePathOfUri(BlobUri(blob_root, digest));
+    const std::string target = FilePathOfUri(BlobUri(blob_root, *name));
     struct stat existing;
     if (::stat(target.c_str(), &existing) == 0 && existing.st_size == size) {
       // Content addressing: this blob is already stored, so storing it again costs no space (it
@@ -191,16 +185,18 @@ class FileObjectBackend : public ObjectBackend {
     return digest;
   }
 
-  absl::StatusOr<std::string> MoveBlob(const std::string& blob_root,
-                                       const std::string& path) override {
-    auto digest = Sha256File(path);
+  absl::StatusOr<BlobDigest> MoveBlob(const std::string& blob_root,
+                                      const std::string& path) override {
+    auto digest = DigestFile(path, TransferThreads());
     if (!digest.ok()) return digest.status();
-    const std::string target = FilePathOfUri(BlobUri(blob_root, *digest));
+    auto name = BlobName(digest->text);
+    if (!name.ok()) return name.status();
+    const std::string target = FilePathOfUri(BlobUri(blob_root, *name));
     struct stat existing;
     if (::stat(target.c_str(), &existing) == 0) {
       ::unlink(path.c_str());
       ::utimensat(AT_FDCWD, target.c_str(), nullptr, 0);  // see PutBlob
-      return *digest;
+      return digest;
     }
     if (auto s = MakeParents(target); !s.ok()) return s;
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -215,7 +211,7 @@ class FileObjectBackend : public ObjectBackend {
       Fd dir(::open(fs::path(target).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (dir.ok()) ::fsync(dir.get());
     }
-    return *digest;
+    return digest;
   }
 
   absl::StatusOr<std::string> Get(const std::string& uri, int64_t offset, int64_t length) override {
@@ -322,8 +318,8 @@ std::string FilePathOfUri(absl::string_view uri) {
   return std::string(uri);
 }
 
-std::string BlobUri(const std::string& blob_root, const std::string& digest) {
-  return absl::StrCat(blob_root, "/", digest.substr(0, 2), "/", digest);
+std::string BlobUri(const std::string& blob_root, const std::string& name) {
+  return absl::StrCat(blob_root, "/", name.substr(0, 2), "/", name);
 }
 
 std::unique_ptr<ObjectBackend> NewFileObjectBackend(bool sync) {

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/store/blob_digest.h"
 
 namespace squeeze {
 
@@ -35,15 +36,16 @@ class ObjectBackend {
 
   // Writes a small object whole and atomically: readers see the old bytes or the new ones.
   virtual absl::Status Put(const std::string& uri, absl::string_view bytes) = 0;
-  // Stores the file at `path` as the blob `blob_root`/ab/<sha256> and returns its hex digest. The
-  // file is hashed as it is streamed (never held whole in memory); a blob that is already there
-  // is not written again. A blob appears under its digest only once complete.
-  virtual absl::StatusOr<std::string> PutBlob(const std::string& blob_root,
-                                              const std::string& path) = 0;
+  // Stores the file at `path` as the blob `blob_root`/ab/<name> (BlobName of its digest, see
+  // blob_digest.h) and returns its digest. The file is hashed from the page cache (never held
+  // whole in memory); a blob that is already there is not written again. A blob appears under its
+  // name only once complete.
+  virtual absl::StatusOr<BlobDigest> PutBlob(const std::string& blob_root,
+                                             const std::string& path) = 0;
   // PutBlob for a file the caller gives away: a backend that can take the file itself (the file
   // backend renames it into place) does so instead of copying; once stored, `path` is gone.
-  virtual absl::StatusOr<std::string> MoveBlob(const std::string& blob_root,
-                                               const std::string& path) {
+  virtual absl::StatusOr<BlobDigest> MoveBlob(const std::string& blob_root,
+                                              const std::string& path) {
     auto digest = PutBlob(blob_root, path);
     if (digest.ok()) std::remove(path.c_str());  // its local space is free at once
     return digest;
@@ -83,7 +85,7 @@ std::unique_ptr<ObjectBackend> NewFileObjectBackend(bool sync = true);
 // SQUEEZE_S3_VERIFY_TLS; credentials from the AWS_* variables or SQUEEZE_S3_CREDENTIALS_FILE.
 absl::StatusOr<std::unique_ptr<ObjectBackend>> NewS3ObjectBackend();
 
-// The blob for `digest` (hex) under `blob_root`: ROOT/ab/<digest>.
-std::string BlobUri(const std::string& blob_root, const std::string& digest);
+// The blob named `name` (BlobName of its digest) under `blob_root`: ROOT/ab/<name>.
+std::string BlobUri(const std::string& blob_root, const std::string& name);
 
 }  // namespace squeeze

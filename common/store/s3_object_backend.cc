@@ -1,16 +1,13 @@
 // s3:// objects through S3Client. Blobs are hashed from a memory map of the local file (never
 // read whole into memory), checked with HEAD, and uploaded in parallel parts above 64 MiB;
 // downloads are streamed in ranged chunks, so memory stays bounded whatever the object's size.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
-#include "common/base/sha256.h"
+#include "common/base/mapped_file.h"
+#include "common/base/parallel_for.h"
 #include "common/store/object_backend.h"
 #include "common/store/s3_client.h"
 
@@ -37,38 +34,6 @@ absl::StatusOr<S3Location> ParseS3Uri(absl::string_view uri) {
   return loc;
 }
 
-// A read-only memory map of a file, so that large files upload without being read into memory.
-class MappedFile {
- public:
-  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path) {
-    auto m = std::unique_ptr<MappedFile>(new MappedFile());
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-    struct stat st;
-    ::fstat(fd, &st);
-    m->size_ = static_cast<size_t>(st.st_size);
-    if (m->size_ > 0) {
-      void* p = ::mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        ::close(fd);
-        return absl::UnavailableError(absl::StrCat(path, ": cannot mmap"));
-      }
-      m->data_ = static_cast<const char*>(p);
-    }
-    ::close(fd);
-    return m;
-  }
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<char*>(data_), size_);
-  }
-  absl::string_view view() const { return absl::string_view(data_ ? data_ : "", size_); }
-
- private:
-  MappedFile() = default;
-  const char* data_ = nullptr;
-  size_t size_ = 0;
-};
-
 int64_t AgeSeconds(const std::string& iso8601) {
   std::tm tm{};
   if (strptime(iso8601.c_str(), "%Y-%m-%dT%H:%M:%S", &tm) == nullptr) return 0;
@@ -85,12 +50,14 @@ class S3ObjectBackend : public ObjectBackend {
     return client_.PutObject(loc->bucket, loc->key, bytes);
   }
 
-  absl::StatusOr<std::string> PutBlob(const std::string& blob_root,
-                                      const std::string& path) override {
-    auto file = MappedFile::Open(path);
+  absl::StatusOr<BlobDigest> PutBlob(const std::string& blob_root,
+                                     const std::string& path) override {
+    auto file = MappedFile::Open(path);  // uploaded from the page cache, never read into memory
     if (!file.ok()) return file.status();
-    const std::string digest = Sha256Hex((*file)->view());
-    auto loc = ParseS3Uri(BlobUri(blob_root, digest));
+    const BlobDigest digest = DigestBytes((*file)->view(), TransferThreads());
+    auto name = BlobName(digest.text);
+    if (!name.ok()) return name.status();
+    auto loc = ParseS3Uri(BlobUri(blob_root, *name));
     if (!loc.ok()) return loc.status();
     // Content addressing: a blob that is already there is not uploaded again.
     if (client_.HeadObject(loc->bucket, loc->key).ok()) return digest;

@@ -13,6 +13,7 @@
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
 #include "common/store/artifact_store.h"
+#include "common/store/blob_digest.h"
 #include "common/store/s3_client.h"
 #include "gtest/gtest.h"
 #include "tests/common/store/moto_server.h"
@@ -73,7 +74,11 @@ TEST(StoreUploadTest, KilledUploadLeavesNoArtifactAndTheRetryCompletes) {
   ASSERT_EQ(code, 0) << out;
   EXPECT_TRUE(*(*store)->Exists(uri));
   const std::string digest = *Sha256File((dir / "model" / "model.safetensors").string());
-  auto blob = s3.HeadObject("models", "store/blobs/sha256/" + digest.substr(0, 2) + "/" + digest);
+  // Larger than one digest chunk: named by its chunked digest (blob_digest.h).
+  auto chunked = DigestFile((dir / "model" / "model.safetensors").string(), 2);
+  ASSERT_TRUE(chunked.ok() && chunked->chunked());
+  const std::string name = *BlobName(chunked->text);
+  auto blob = s3.HeadObject("models", "store/blobs/sha256/" + name.substr(0, 2) + "/" + name);
   ASSERT_TRUE(blob.ok()) << blob.status();
   EXPECT_EQ(blob->size, kSize);
   EXPECT_NE(blob->etag.find("-5"), std::string::npos) << "a multipart ETag ends in -<parts>";
