@@ -18,6 +18,7 @@
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
 #include "common/store/artifact_tensor_reader.h"
+#include "common/store/data_files.h"
 #include "common/tensor/safetensors.h"
 
 namespace squeeze {
@@ -247,33 +248,38 @@ class MapReader {
   std::set<std::string> used_;
 };
 
-absl::Status ParseEvaluate(MapReader& r, json& opts) {
-  std::vector<std::string> metrics = {"perplexity", "size", "latency"};
+absl::Status ParseEvaluate(MapReader& r, v1::EvaluateStage& out) {
+  using Metric = v1::EvaluateStage;
   if (YAML::Node m = r.Get("metrics")) {
     if (!m.IsSequence()) return FieldError(r.Path("metrics"), "expected a list");
-    metrics.clear();
     for (size_t i = 0; i < m.size(); ++i) {
       const std::string path = absl::StrCat(r.Path("metrics"), "[", i, "]");
       if (!m[i].IsScalar()) return FieldError(path, "expected a string");
       const std::string v = m[i].Scalar();
-      if (v != "perplexity" && v != "size" && v != "latency") {
+      if (v == "perplexity") {
+        out.add_metrics(Metric::PERPLEXITY);
+      } else if (v == "size") {
+        out.add_metrics(Metric::SIZE);
+      } else if (v == "latency") {
+        out.add_metrics(Metric::LATENCY);
+      } else {
         return FieldError(
             path, absl::StrCat("must be one of perplexity, size, latency, got \"", v, "\""));
       }
-      metrics.push_back(v);
     }
+  } else {
+    for (auto m : {Metric::PERPLEXITY, Metric::SIZE, Metric::LATENCY}) out.add_metrics(m);
   }
-  opts["metrics"] = metrics;
   int64_t window = 512, stride = 256, batch = 8, max_examples = 0;
   SQ_RETURN_IF_ERROR(r.Int("window", window, 2, 1 << 20));
   SQ_RETURN_IF_ERROR(r.Int("stride", stride, 1, 1 << 20));
   SQ_RETURN_IF_ERROR(r.Int("batch_size", batch, 1, 4096));
   SQ_RETURN_IF_ERROR(r.Int("max_examples", max_examples, 0, 1 << 30));
   if (stride >= window) return FieldError(r.Path("stride"), "must be smaller than window");
-  opts["window"] = window;
-  opts["stride"] = stride;
-  opts["batch_size"] = batch;
-  opts["max_examples"] = max_examples;
+  out.set_window(window);
+  out.set_stride(stride);
+  out.set_batch_size(batch);
+  out.set_max_examples(max_examples);
   if (YAML::Node g = r.Get("gate")) {
     MapReader gate(g, r.Path("gate"));
     SQ_RETURN_IF_ERROR(gate.CheckIsMap());
@@ -282,26 +288,28 @@ absl::Status ParseEvaluate(MapReader& r, json& opts) {
     SQ_RETURN_IF_ERROR(gate.Double("min_retention", min_retention, 0.0, 1.0));
     SQ_RETURN_IF_ERROR(gate.Int("max_size_bytes", max_size_bytes, 1, INT64_MAX));
     SQ_RETURN_IF_ERROR(gate.NoUnknownFields());
-    opts["gate"] = json::object();
-    if (g["min_retention"]) opts["gate"]["min_retention"] = min_retention;
-    if (g["max_size_bytes"]) opts["gate"]["max_size_bytes"] = max_size_bytes;
+    if (g["min_retention"]) out.mutable_gate()->set_min_retention(min_retention);
+    if (g["max_size_bytes"]) out.mutable_gate()->set_max_size_bytes(max_size_bytes);
   }
   return absl::OkStatus();
 }
 
-// The calibration windows a stage samples from data.calibration (when no calibrate stage ran).
-absl::Status ParseCalibrationSample(MapReader& r, json& opts) {
+// The calibration windows sampled from data.calibration: by a calibrate stage (`samples`,
+// `seq_len`), or by a stage itself when no calibrate stage ran (`calibration_samples`,
+// `calibration_seq_len`).
+absl::Status ParseCalibrationSample(MapReader& r, const std::string& samples_key,
+                                    const std::string& seq_len_key, v1::CalibrationSample& out) {
   int64_t samples = 128, seq_len = 256, seed = 0;
-  SQ_RETURN_IF_ERROR(r.Int("calibration_samples", samples, 1, 1 << 20));
-  SQ_RETURN_IF_ERROR(r.Int("calibration_seq_len", seq_len, 2, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int(samples_key, samples, 1, 1 << 20));
+  SQ_RETURN_IF_ERROR(r.Int(seq_len_key, seq_len, 2, 1 << 20));
   SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
-  opts["calibration_samples"] = samples;
-  opts["calibration_seq_len"] = seq_len;
-  opts["seed"] = seed;
+  out.set_samples(samples);
+  out.set_seq_len(seq_len);
+  out.set_seed(static_cast<uint64_t>(seed));
   return absl::OkStatus();
 }
 
-absl::Status ParseQuantize(MapReader& r, json& opts) {
+absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   std::string method = "rtn";
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq"}));
   int64_t bits = 4, group_size = 128;
@@ -318,33 +326,36 @@ absl::Status ParseQuantize(MapReader& r, json& opts) {
   SQ_RETURN_IF_ERROR(r.Int("group_size", group_size, -1, 1 << 20));
   if (group_size == 0) return FieldError(r.Path("group_size"), "must be -1 or positive");
   SQ_RETURN_IF_ERROR(r.Bool("sym", sym));
-  opts["method"] = method;
-  opts["bits"] = bits;
-  opts["group_size"] = group_size;
-  opts["sym"] = sym;
+  out.set_method(method == "gptq" ? v1::QuantizeStage::GPTQ : v1::QuantizeStage::RTN);
+  out.set_bits(static_cast<int32_t>(bits));
+  out.set_group_size(group_size);
+  out.set_sym(sym);
+  // GPTQ's settings are recipe fields of method gptq only, but every quantize stage carries
+  // them filled, so that no reader needs a default of its own.
+  bool act_order = false, static_groups = false;
+  double damp = 0.01;
+  int64_t block_size = 128;
   if (method == "gptq") {
-    bool act_order = false, static_groups = false;
-    double damp = 0.01;
-    int64_t block_size = 128;
     SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
     SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
     if (static_groups && !act_order)
       return FieldError(r.Path("static_groups"), "needs act_order: true");
     SQ_RETURN_IF_ERROR(r.Double("damp", damp, 1e-6, 0.999));
     SQ_RETURN_IF_ERROR(r.Int("block_size", block_size, 1, 1 << 16));
-    SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, opts));
-    opts["act_order"] = act_order;
-    opts["static_groups"] = static_groups;
-    opts["damp"] = damp;
-    opts["block_size"] = block_size;
+    SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
+                                              *out.mutable_calibration()));
   }
+  out.set_act_order(act_order);
+  out.set_static_groups(static_groups);
+  out.set_damp(damp);
+  out.set_block_size(block_size);
   return absl::OkStatus();
 }
 
 // What a prune pass aims at: method, pattern and sparsity (the prune stage and a distill stage's
 // prune option). `channels` and `heads` remove whole MLP channels or attention heads, which
 // changes the model's shape, so only a prune stage offers them.
-absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_structured) {
+absl::Status ParsePruneTarget(MapReader& r, v1::PruneTarget& out, bool allow_structured) {
   std::string method = "wanda", pattern = "unstructured";
   double sparsity = 0.5;
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
@@ -360,21 +371,25 @@ absl::Status ParsePruneTarget(MapReader& r, json& opts, bool allow_structured) {
     return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
   if (pattern == "2:4" && sparsity != 0.5)
     return FieldError(r.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
-  opts["method"] = method;
-  opts["pattern"] = pattern;
-  opts["sparsity"] = sparsity;
+  out.set_method(method == "magnitude" ? v1::PruneTarget::MAGNITUDE : v1::PruneTarget::WANDA);
+  out.set_pattern(pattern == "2:4"        ? v1::PruneTarget::TWO_FOUR
+                  : pattern == "channels" ? v1::PruneTarget::CHANNELS
+                  : pattern == "heads"    ? v1::PruneTarget::HEADS
+                                          : v1::PruneTarget::UNSTRUCTURED);
+  out.set_sparsity(sparsity);
   return absl::OkStatus();
 }
 
 // A one-shot prune stage: its target and (Wanda) the calibration sample.
-absl::Status ParsePrune(MapReader& r, json& opts) {
-  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, opts, /*allow_structured=*/true));
-  return ParseCalibrationSample(r, opts);
+absl::Status ParsePrune(MapReader& r, v1::PruneStage& out) {
+  SQ_RETURN_IF_ERROR(ParsePruneTarget(r, *out.mutable_target(), /*allow_structured=*/true));
+  return ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
+                                *out.mutable_calibration());
 }
 
 // The student of a distill stage: exactly one of keep_every, layers (teacher layers to keep) or
 // config (a fresh model; unset fields are the teacher's).
-absl::Status ParseStudent(MapReader& parent, json& out) {
+absl::Status ParseStudent(MapReader& parent, v1::StudentSpec& out) {
   YAML::Node n = parent.Get("student");
   const std::string path = parent.Path("student");
   if (!n) return FieldError(path, "required (keep_every, layers or config)");
@@ -384,36 +399,40 @@ absl::Status ParseStudent(MapReader& parent, json& out) {
   if (r.Get("keep_every")) {
     int64_t k = 2;
     SQ_RETURN_IF_ERROR(r.Int("keep_every", k, 1, 1024));
-    out["keep_every"] = k;
+    out.set_keep_every(k);
     ++kinds;
   }
   if (YAML::Node layers = r.Get("layers")) {
     if (!layers.IsSequence() || layers.size() == 0)
       return FieldError(r.Path("layers"), "expected a non-empty list of teacher layer indices");
-    json list = json::array();
     for (size_t i = 0; i < layers.size(); ++i) {
       int64_t v;
       if (!layers[i].IsScalar() || !YAML::convert<int64_t>::decode(layers[i], v) || v < 0)
         return FieldError(absl::StrCat(r.Path("layers"), "[", i, "]"),
                           "expected a non-negative integer");
-      list.push_back(v);
+      out.mutable_layers()->add_index(v);
     }
-    out["layers"] = list;
     ++kinds;
   }
   if (YAML::Node c = r.Get("config")) {
     MapReader cr(c, r.Path("config"));
     SQ_RETURN_IF_ERROR(cr.CheckIsMap());
-    json config = json::object();
-    for (const char* field : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                              "num_attention_heads", "num_key_value_heads", "head_dim"}) {
+    v1::StudentSpec::Config* config = out.mutable_config();
+    const std::vector<std::pair<const char*, void (v1::StudentSpec::Config::*)(int64_t)>> fields = {
+        {"vocab_size", &v1::StudentSpec::Config::set_vocab_size},
+        {"hidden_size", &v1::StudentSpec::Config::set_hidden_size},
+        {"intermediate_size", &v1::StudentSpec::Config::set_intermediate_size},
+        {"num_hidden_layers", &v1::StudentSpec::Config::set_num_hidden_layers},
+        {"num_attention_heads", &v1::StudentSpec::Config::set_num_attention_heads},
+        {"num_key_value_heads", &v1::StudentSpec::Config::set_num_key_value_heads},
+        {"head_dim", &v1::StudentSpec::Config::set_head_dim}};
+    for (const auto& [field, set] : fields) {
       if (!c[field]) continue;
       int64_t v = 0;
       SQ_RETURN_IF_ERROR(cr.Int(field, v, 1, 1 << 20));
-      config[field] = v;
+      (config->*set)(v);
     }
     SQ_RETURN_IF_ERROR(cr.NoUnknownFields());
-    out["config"] = config;
     ++kinds;
   }
   SQ_RETURN_IF_ERROR(r.NoUnknownFields());
@@ -421,10 +440,8 @@ absl::Status ParseStudent(MapReader& parent, json& out) {
   return absl::OkStatus();
 }
 
-absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
-  json student = json::object();
-  SQ_RETURN_IF_ERROR(ParseStudent(r, student));
-  opts["student"] = student;
+absl::Status ParseDistill(MapReader& r, v1::DistillStage& out, int workers) {
+  SQ_RETURN_IF_ERROR(ParseStudent(r, *out.mutable_student()));
   double temperature = 2.0, alpha = 0.5, lr = 1e-3, weight_decay = 0.1, grad_clip = 1.0;
   SQ_RETURN_IF_ERROR(r.Double("temperature", temperature, -1e9, 1e9));
   if (!(temperature > 0))
@@ -458,7 +475,7 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
   // teaches a student cut from the stage's input (recovering a pruned model, say).
   std::string teacher = "input";
   SQ_RETURN_IF_ERROR(r.Choice("teacher", teacher, {"input", "original"}));
-  opts["teacher"] = teacher;
+  out.set_teacher(teacher == "original" ? v1::DistillStage::ORIGINAL : v1::DistillStage::INPUT);
   int64_t patience = 0;
   double min_delta = 0.0;
   if (YAML::Node es = r.Get("early_stopping")) {
@@ -484,7 +501,7 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     if (!layers || !layers.IsSequence() || layers.size() == 0)
       return FieldError(hr.Path("layers"),
                         "expected a list of [student layer, teacher layer] pairs");
-    json pairs = json::array();
+    v1::HiddenLoss* loss = out.mutable_hidden_loss();
     for (size_t i = 0; i < layers.size(); ++i) {
       int64_t a, b;
       if (!layers[i].IsSequence() || layers[i].size() != 2 ||
@@ -492,26 +509,30 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
           !YAML::convert<int64_t>::decode(layers[i][1], b) || a < 0 || b < 0)
         return FieldError(absl::StrCat(hr.Path("layers"), "[", i, "]"),
                           "expected [student layer, teacher layer]");
-      pairs.push_back({a, b});
+      v1::HiddenLoss::LayerPair* pair = loss->add_layers();
+      pair->set_student(a);
+      pair->set_teacher(b);
     }
     SQ_RETURN_IF_ERROR(hr.NoUnknownFields());
-    opts["hidden_loss"] = {
-        {"type", type}, {"weight", weight}, {"projection", projection}, {"layers", pairs}};
+    loss->set_type(type == "cosine" ? v1::HiddenLoss::COSINE : v1::HiddenLoss::MSE);
+    loss->set_weight(weight);
+    loss->set_projection(projection);
   }
   // Iterative pruning with recovery: `rounds` times, prune to the next fraction of `sparsity`,
   // then train `recover_steps` with the pruned weights held at zero.
   if (YAML::Node pn = r.Get("prune")) {
     MapReader pr(pn, r.Path("prune"));
     SQ_RETURN_IF_ERROR(pr.CheckIsMap());
-    json target = json::object();
-    SQ_RETURN_IF_ERROR(ParsePruneTarget(pr, target, /*allow_structured=*/false));
+    v1::PruneSchedule* schedule = out.mutable_prune();
+    SQ_RETURN_IF_ERROR(
+        ParsePruneTarget(pr, *schedule->mutable_target(), /*allow_structured=*/false));
     int64_t rounds = 1, calibration_batches = 4;
     SQ_RETURN_IF_ERROR(pr.Int("rounds", rounds, 1, 1000));
     int64_t recover_steps = std::max<int64_t>(1, steps / rounds);
     SQ_RETURN_IF_ERROR(pr.Int("recover_steps", recover_steps, 1, 100000000));
     SQ_RETURN_IF_ERROR(pr.Int("calibration_batches", calibration_batches, 1, 1 << 16));
     SQ_RETURN_IF_ERROR(pr.NoUnknownFields());
-    if (target["pattern"] == "2:4" && rounds != 1)
+    if (schedule->target().pattern() == v1::PruneTarget::TWO_FOUR && rounds != 1)
       return FieldError(pr.Path("rounds"), "the 2:4 pattern is reached in one round; set 1");
     if (rounds * recover_steps > steps) {
       return FieldError(
@@ -519,10 +540,9 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
           absl::StrCat(rounds, " rounds x ", recover_steps, " steps = ", rounds * recover_steps,
                        " exceeds the stage's ", steps, " steps"));
     }
-    opts["prune"] = {
-        {"method", target["method"]},     {"pattern", target["pattern"]},
-        {"sparsity", target["sparsity"]}, {"rounds", rounds},
-        {"recover_steps", recover_steps}, {"calibration_batches", calibration_batches}};
+    schedule->set_rounds(rounds);
+    schedule->set_recover_steps(recover_steps);
+    schedule->set_calibration_batches(calibration_batches);
   }
   if (YAML::Node tl = r.Get("teacher_logits")) {
     MapReader tr(tl, r.Path("teacher_logits"));
@@ -530,29 +550,30 @@ absl::Status ParseDistill(MapReader& r, json& opts, int workers) {
     int64_t top_k = 64;
     SQ_RETURN_IF_ERROR(tr.Int("top_k", top_k, 1, 1 << 20));
     SQ_RETURN_IF_ERROR(tr.NoUnknownFields());
-    if (opts.contains("hidden_loss")) {
+    if (out.has_hidden_loss()) {
       return FieldError(r.Path("teacher_logits"),
                         "cached logits cannot feed hidden_loss, which needs the live teacher");
     }
-    opts["teacher_logits"] = {{"top_k", top_k}};
+    out.set_teacher_logits_top_k(top_k);
   }
-  opts["temperature"] = temperature;
-  opts["alpha"] = alpha;
-  opts["steps"] = steps;
-  opts["batch_size"] = batch_size;
-  opts["seq_len"] = seq_len;
-  opts["grad_accum"] = grad_accum;
-  opts["warmup_steps"] = warmup;
-  opts["lr"] = lr;
-  opts["weight_decay"] = weight_decay;
-  opts["grad_clip"] = grad_clip;
-  opts["eval_every"] = eval_every;
-  opts["eval_examples"] = eval_examples;
-  opts["checkpoint_every"] = checkpoint_every;
-  opts["log_every"] = log_every;
-  opts["seed"] = seed;
-  opts["keep_sparsity"] = keep_sparsity;
-  opts["early_stopping"] = {{"patience", patience}, {"min_delta", min_delta}};
+  out.set_temperature(temperature);
+  out.set_alpha(alpha);
+  out.set_steps(steps);
+  out.set_batch_size(batch_size);
+  out.set_seq_len(seq_len);
+  out.set_grad_accum(grad_accum);
+  out.set_warmup_steps(warmup);
+  out.set_lr(lr);
+  out.set_weight_decay(weight_decay);
+  out.set_grad_clip(grad_clip);
+  out.set_eval_every(eval_every);
+  out.set_eval_examples(eval_examples);
+  out.set_checkpoint_every(checkpoint_every);
+  out.set_log_every(log_every);
+  out.set_seed(static_cast<uint64_t>(seed));
+  out.set_keep_sparsity(keep_sparsity);
+  out.set_early_stopping_patience(patience);
+  out.set_early_stopping_min_delta(min_delta);
   return absl::OkStatus();
 }
 
@@ -648,41 +669,37 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
     // Per attempt; a week is longer than any stage of a 400B model should need.
     SQ_RETURN_IF_ERROR(
         r.Duration("timeout", stage.timeout_ms, 1000, int64_t{7} * 24 * 3600 * 1000));
-    json opts = json::object();
+    v1::StageOptions& options = stage.options;
     if (stage.kind == "evaluate") {
-      SQ_RETURN_IF_ERROR(ParseEvaluate(r, opts));
+      SQ_RETURN_IF_ERROR(ParseEvaluate(r, *options.mutable_evaluate()));
       if (recipe.evaluation.empty()) {
         return FieldError("data.evaluation", absl::StrCat("required by ", path, ".evaluate"));
       }
     } else if (stage.kind == "quantize") {
-      SQ_RETURN_IF_ERROR(ParseQuantize(r, opts));
-      if (opts["method"] == "gptq" && recipe.calibration.empty()) {
+      SQ_RETURN_IF_ERROR(ParseQuantize(r, *options.mutable_quantize()));
+      if (options.quantize().method() == v1::QuantizeStage::GPTQ && recipe.calibration.empty()) {
         return FieldError("data.calibration",
                           absl::StrCat("required by ", path, ".quantize (method gptq)"));
       }
     } else if (stage.kind == "calibrate") {
-      int64_t samples = 128, seq_len = 256, seed = 0;
-      SQ_RETURN_IF_ERROR(r.Int("samples", samples, 1, 1 << 20));
-      SQ_RETURN_IF_ERROR(r.Int("seq_len", seq_len, 2, 1 << 20));
-      SQ_RETURN_IF_ERROR(r.Int("seed", seed, 0, INT64_MAX));
-      opts["samples"] = samples;
-      opts["seq_len"] = seq_len;
-      opts["seed"] = seed;
+      SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "samples", "seq_len",
+                                                *options.mutable_calibrate()->mutable_sample()));
       if (recipe.calibration.empty()) {
         return FieldError("data.calibration", absl::StrCat("required by ", path, ".calibrate"));
       }
     } else if (stage.kind == "distill") {
-      SQ_RETURN_IF_ERROR(ParseDistill(r, opts, stage.workers));
+      SQ_RETURN_IF_ERROR(ParseDistill(r, *options.mutable_distill(), stage.workers));
       if (recipe.train.empty()) {
         return FieldError("data.train", absl::StrCat("required by ", path, ".distill"));
       }
-      if (opts["eval_every"].get<int64_t>() > 0 && recipe.evaluation.empty()) {
+      if (options.distill().eval_every() > 0 && recipe.evaluation.empty()) {
         return FieldError("data.evaluation",
                           absl::StrCat("required by ", path, ".distill.eval_every"));
       }
     } else if (stage.kind == "prune") {
-      SQ_RETURN_IF_ERROR(ParsePrune(r, opts));
-      if (opts["method"] == "wanda" && recipe.calibration.empty()) {
+      SQ_RETURN_IF_ERROR(ParsePrune(r, *options.mutable_prune()));
+      if (options.prune().target().method() == v1::PruneTarget::WANDA &&
+          recipe.calibration.empty()) {
         return FieldError("data.calibration",
                           absl::StrCat("required by ", path, ".prune (method wanda)"));
       }
@@ -692,15 +709,20 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
                              "\" (expected evaluate, quantize, distill, prune or calibrate)"));
     }
     SQ_RETURN_IF_ERROR(r.NoUnknownFields());
-    stage.options_json = opts.dump();
     recipe.stages.push_back(std::move(stage));
   }
   SQ_RETURN_IF_ERROR(top.NoUnknownFields());
   return recipe;
 }
 
-absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
-                                               const std::string& base_dir) {
+namespace {
+
+// Applies `rewrite(field, value)` to the model (when `model` is set) and to every data file field
+// of the recipe, and emits the YAML again.
+absl::StatusOr<std::string> RewriteRecipeFields(
+    absl::string_view text, bool model,
+    const std::function<absl::StatusOr<std::string>(const std::string&, const std::string&)>&
+        rewrite) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -709,27 +731,45 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
   }
   if (!root.IsMap())
     return absl::InvalidArgumentError("recipe: expected a mapping at the top level");
-  auto resolve = [&](YAML::Node node) {
-    if (!node || !node.IsScalar()) return;
-    const std::string v = node.Scalar();
-    if (v.empty() || v.find("://") != std::string::npos || v[0] == '/') return;
-    node = (std::filesystem::absolute(base_dir) / v).lexically_normal().string();
+  auto apply = [&](YAML::Node node, const std::string& field) -> absl::Status {
+    if (!node || !node.IsScalar() || node.Scalar().empty()) return absl::OkStatus();
+    auto value = rewrite(field, node.Scalar());
+    if (!value.ok()) return value.status();
+    node = *value;
+    return absl::OkStatus();
   };
-  resolve(root["model"]);
+  if (model) SQ_RETURN_IF_ERROR(apply(root["model"], "model"));
   if (YAML::Node data = root["data"]; data && data.IsMap()) {
-    resolve(data["calibration"]);
-    resolve(data["train"]);
+    SQ_RETURN_IF_ERROR(apply(data["calibration"], "data.calibration"));
+    SQ_RETURN_IF_ERROR(apply(data["train"], "data.train"));
     if (YAML::Node e = data["evaluation"]) {
       if (e.IsSequence()) {
-        for (size_t i = 0; i < e.size(); ++i) resolve(e[i]);
+        for (size_t i = 0; i < e.size(); ++i)
+          SQ_RETURN_IF_ERROR(apply(e[i], absl::StrCat("data.evaluation[", i, "]")));
       } else {
-        resolve(e);
+        SQ_RETURN_IF_ERROR(apply(e, "data.evaluation"));
       }
     }
   }
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
+                                               const std::string& base_dir) {
+  return RewriteRecipeFields(
+      text, /*model=*/true,
+      [&](const std::string&, const std::string& v) -> absl::StatusOr<std::string> {
+        if (v.find("://") != std::string::npos || v[0] == '/') return v;
+        return (std::filesystem::absolute(base_dir) / v).lexically_normal().string();
+      });
+}
+
+absl::StatusOr<std::string> RewriteRecipeData(absl::string_view text, const DataRewrite& rewrite) {
+  return RewriteRecipeFields(text, /*model=*/false, rewrite);
 }
 
 namespace {
@@ -800,47 +840,71 @@ absl::StatusOr<LlamaConfig> CheckStoredModel(const std::string& uri) {
 
 }  // namespace
 
-LlamaConfig DistillStudentConfig(const std::string& student_json, const LlamaConfig& teacher) {
-  const json student = json::parse(student_json, nullptr, false);
+LlamaConfig DistillStudentConfig(const v1::StudentSpec& student, const LlamaConfig& teacher) {
   LlamaConfig out = teacher;
-  if (!student.is_object()) return out;
-  if (student.contains("keep_every")) {
-    const int64_t k = std::max<int64_t>(1, student["keep_every"].get<int64_t>());
-    out.num_hidden_layers = (teacher.num_hidden_layers + k - 1) / k;
-  } else if (student.contains("layers")) {
-    out.num_hidden_layers = static_cast<int64_t>(student["layers"].size());
-  } else if (student.contains("config")) {
-    const json& c = student["config"];
-    out.vocab_size = c.value("vocab_size", teacher.vocab_size);
-    out.hidden_size = c.value("hidden_size", teacher.hidden_size);
-    out.intermediate_size = c.value("intermediate_size", teacher.intermediate_size);
-    out.num_hidden_layers = c.value("num_hidden_layers", teacher.num_hidden_layers);
-    out.num_attention_heads = c.value("num_attention_heads", teacher.num_attention_heads);
-    out.num_key_value_heads = c.value("num_key_value_heads", out.num_attention_heads);
-    out.head_dim = c.value("head_dim", out.hidden_size / out.num_attention_heads);
+  switch (student.kind_case()) {
+    case v1::StudentSpec::kKeepEvery: {
+      const int64_t k = std::max<int64_t>(1, student.keep_every());
+      out.num_hidden_layers = (teacher.num_hidden_layers + k - 1) / k;
+      break;
+    }
+    case v1::StudentSpec::kLayers:
+      out.num_hidden_layers = student.layers().index_size();
+      break;
+    case v1::StudentSpec::kConfig: {
+      const v1::StudentSpec::Config& c = student.config();
+      out.vocab_size = c.has_vocab_size() ? c.vocab_size() : teacher.vocab_size;
+      out.hidden_size = c.has_hidden_size() ? c.hidden_size() : teacher.hidden_size;
+      out.intermediate_size =
+          c.has_intermediate_size() ? c.intermediate_size() : teacher.intermediate_size;
+      out.num_hidden_layers =
+          c.has_num_hidden_layers() ? c.num_hidden_layers() : teacher.num_hidden_layers;
+      out.num_attention_heads =
+          c.has_num_attention_heads() ? c.num_attention_heads() : teacher.num_attention_heads;
+      out.num_key_value_heads =
+          c.has_num_key_value_heads() ? c.num_key_value_heads() : out.num_attention_heads;
+      out.head_dim = c.has_head_dim() ? c.head_dim() : out.hidden_size / out.num_attention_heads;
+      break;
+    }
+    case v1::StudentSpec::KIND_NOT_SET:
+      break;
   }
   return out;
+}
+
+std::string StageKind(const v1::StageOptions& options) {
+  switch (options.stage_case()) {
+    case v1::StageOptions::kEvaluate:
+      return "evaluate";
+    case v1::StageOptions::kCalibrate:
+      return "calibrate";
+    case v1::StageOptions::kQuantize:
+      return "quantize";
+    case v1::StageOptions::kPrune:
+      return "prune";
+    case v1::StageOptions::kDistill:
+      return "distill";
+    case v1::StageOptions::STAGE_NOT_SET:
+      break;
+  }
+  return "";
 }
 
 namespace {
 
 // The student's config, or an error naming the field whose value cannot work with `teacher`.
-absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const LlamaConfig& teacher,
-                                              const std::string& path) {
-  const json opts = json::parse(stage.options_json);
-  const json& student = opts["student"];
-  const LlamaConfig out = DistillStudentConfig(student.dump(), teacher);
-  if (student.contains("layers")) {
-    for (const json& l : student["layers"]) {
-      if (l.get<int64_t>() >= teacher.num_hidden_layers) {
-        return FieldError(
-            path + ".student.layers",
-            absl::StrCat("teacher layer ", l.get<int64_t>(), " does not exist (the teacher has ",
-                         teacher.num_hidden_layers, ")"));
-      }
+absl::StatusOr<LlamaConfig> CheckDistillStage(const v1::DistillStage& opts,
+                                              const LlamaConfig& teacher, const std::string& path) {
+  const v1::StudentSpec& student = opts.student();
+  const LlamaConfig out = DistillStudentConfig(student, teacher);
+  for (const int64_t l : student.layers().index()) {
+    if (l >= teacher.num_hidden_layers) {
+      return FieldError(path + ".student.layers",
+                        absl::StrCat("teacher layer ", l, " does not exist (the teacher has ",
+                                     teacher.num_hidden_layers, ")"));
     }
   }
-  if (student.contains("config")) {
+  if (student.has_config()) {
     if (out.vocab_size != teacher.vocab_size) {
       return FieldError(path + ".student.config.vocab_size",
                         absl::StrCat(out.vocab_size, " differs from the teacher's vocabulary of ",
@@ -851,31 +915,29 @@ absl::StatusOr<LlamaConfig> CheckDistillStage(const StageSpec& stage, const Llam
                         "must divide num_attention_heads");
     }
   }
-  if (opts.contains("hidden_loss")) {
-    const json& h = opts["hidden_loss"];
-    for (const json& pair : h["layers"]) {
-      if (pair[0].get<int64_t>() >= out.num_hidden_layers ||
-          pair[1].get<int64_t>() >= teacher.num_hidden_layers) {
+  if (opts.has_hidden_loss()) {
+    const v1::HiddenLoss& h = opts.hidden_loss();
+    for (const v1::HiddenLoss::LayerPair& pair : h.layers()) {
+      if (pair.student() >= out.num_hidden_layers || pair.teacher() >= teacher.num_hidden_layers) {
         return FieldError(path + ".hidden_loss.layers",
-                          absl::StrCat("[", pair[0].get<int64_t>(), ", ", pair[1].get<int64_t>(),
+                          absl::StrCat("[", pair.student(), ", ", pair.teacher(),
                                        "]: the student has ", out.num_hidden_layers,
                                        " layers and the teacher ", teacher.num_hidden_layers));
       }
     }
-    if (out.hidden_size != teacher.hidden_size && !h["projection"].get<bool>()) {
+    if (out.hidden_size != teacher.hidden_size && !h.projection()) {
       return FieldError(path + ".hidden_loss.projection",
                         absl::StrCat("the student is ", out.hidden_size, " wide and the teacher ",
                                      teacher.hidden_size,
                                      "; set projection: true to compare their hidden states"));
     }
   }
-  if (opts.contains("teacher_logits") &&
-      opts["teacher_logits"]["top_k"].get<int64_t>() > teacher.vocab_size) {
+  if (opts.teacher_logits_top_k() > teacher.vocab_size) {
     return FieldError(
         path + ".teacher_logits.top_k",
         absl::StrCat("exceeds the teacher's vocabulary of ", teacher.vocab_size, " tokens"));
   }
-  if (opts["seq_len"].get<int64_t>() > teacher.max_position_embeddings) {
+  if (opts.seq_len() > teacher.max_position_embeddings) {
     return FieldError(path + ".seq_len", absl::StrCat("exceeds the teacher's context of ",
                                                       teacher.max_position_embeddings, " tokens"));
   }
@@ -923,16 +985,16 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   // Quantization and distillation settings that cannot fit the model's shapes are known now, not
   // in a worker later. A distill stage changes the model the later stages see.
   for (size_t i = 0; i < recipe.stages.size(); ++i) {
-    if (recipe.stages[i].kind == "distill") {
+    const v1::StageOptions& options = recipe.stages[i].options;
+    if (options.has_distill()) {
       auto student =
-          CheckDistillStage(recipe.stages[i], *config, absl::StrCat("stages[", i, "].distill"));
+          CheckDistillStage(options.distill(), *config, absl::StrCat("stages[", i, "].distill"));
       if (!student.ok()) return student.status();
       config = *student;
       continue;
     }
-    if (recipe.stages[i].kind != "quantize") continue;
-    const json opts = json::parse(recipe.stages[i].options_json);
-    const int64_t group = opts.value("group_size", int64_t{128});
+    if (!options.has_quantize()) continue;
+    const int64_t group = options.quantize().group_size();
     if (group == -1) continue;
     const LlamaConfig& c = *config;
     for (auto [what, in] :
@@ -946,14 +1008,12 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
       }
     }
   }
-  auto check_file = [](const std::string& uri, const std::string& field) -> absl::Status {
-    auto path = LocalPathOf(uri, field);
-    if (!path.ok()) return path.status();
-    // Regular files only (a FIFO would block a worker); no exceptions (a 300-byte file name
-    // makes std::filesystem throw ENAMETOOLONG).
-    if (auto s = CheckRegularFile(*path); !s.ok())
-      return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
-    return absl::OkStatus();
+  // Data files are local files, or files of artifacts in the store (uploaded by the client at
+  // submit), read here through the store: by range on S3, never downloaded.
+  auto store = OpenArtifactStore("file://");
+  if (!store.ok()) return store.status();
+  auto check_file = [&](const std::string& uri, const std::string& field) {
+    return CheckDataFile(**store, uri, field);
   };
   if (!recipe.calibration.empty()) {
     SQ_RETURN_IF_ERROR(check_file(recipe.calibration, "data.calibration"));

@@ -3,18 +3,20 @@
 //   stages[2].quantize.bits: must be one of 2, 3, 4, 8
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/model/llama_config.h"
+#include "squeeze/v1/stages.pb.h"
 
 namespace squeeze {
 
 struct StageSpec {
-  std::string kind;          // "evaluate", "quantize"
-  std::string options_json;  // the stage's options, defaults filled in
+  std::string kind;          // "evaluate", "quantize": StageKind(options)
+  v1::StageOptions options;  // the stage's options, every default filled in
   int gpus = 0;              // GPUs each rank needs; 0 runs anywhere (CPU or GPU)
   int workers = 1;           // ranks leased together (gang)
   int max_attempts = 0;      // 0: the recipe's (or the service's) default
@@ -48,12 +50,22 @@ absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view
 // so that a recipe can name files beside it. Other fields are untouched.
 absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view yaml, const std::string& base_dir);
 
+// Rewrites the data file fields of the recipe (data.calibration, data.train, data.evaluation[i])
+// with `rewrite(field, value)`: how a client swaps its local files for their copies in the store.
+// The first error `rewrite` returns is returned.
+using DataRewrite =
+    std::function<absl::StatusOr<std::string>(const std::string& field, const std::string& value)>;
+absl::StatusOr<std::string> RewriteRecipeData(absl::string_view yaml, const DataRewrite& rewrite);
+
 // Checks what the recipe points at: the model directory holds a readable config.json and
 // weights, the data files exist. Errors name the recipe field ("model: ...").
 absl::Status CheckRecipeInputs(const Recipe& recipe);
 
 // The architecture of a distill stage's student: its `student` options (keep_every, layers or
-// config overrides, as the stage's options hold them) applied to the teacher's config.
-LlamaConfig DistillStudentConfig(const std::string& student_json, const LlamaConfig& teacher);
+// config overrides) applied to the teacher's config.
+LlamaConfig DistillStudentConfig(const v1::StudentSpec& student, const LlamaConfig& teacher);
+
+// The kind of stage `options` holds, as recipes name it ("quantize"); empty when none.
+std::string StageKind(const v1::StageOptions& options);
 
 }  // namespace squeeze

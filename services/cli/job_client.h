@@ -35,9 +35,12 @@ std::string DescribeJob(const v1::Job& job);
 std::string DescribeReport(const std::string& report_json);
 
 // Submits the recipe file; errors name the file. `created` is false for a repeated request id.
+// With `data_store` (the coordinator's store root), the recipe's local data files are uploaded
+// there first and the recipe names their copies.
 absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
                                      const std::string& request_id, const std::string& tenant,
-                                     int priority, bool* created);
+                                     int priority, bool* created,
+                                     const std::string& data_store = "");
 // Copies the job's final model (into DIR/model) and report.json (into DIR).
 absl::Status CopyJobOutputs(const v1::Job& job, JobClient& client, const std::string& dir);
 // The exit code for a finished job (0 only for SUCCEEDED), printing why otherwise.

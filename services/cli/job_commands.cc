@@ -19,6 +19,7 @@
 #include "common/rpc/authenticator.h"
 #include "common/rpc/client_channel.h"
 #include "common/store/artifact_store.h"
+#include "common/store/data_files.h"
 #include "services/cli/commands.h"
 #include "services/cli/job_client.h"
 
@@ -122,13 +123,30 @@ absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std
 
 absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recipe_path,
                                      const std::string& request_id, const std::string& tenant,
-                                     int priority, bool* created) {
+                                     int priority, bool* created, const std::string& data_store) {
   auto raw = ReadFileToString(recipe_path);
   if (!raw.ok()) return raw.status();
   // Relative paths in a recipe are relative to the recipe file, wherever the coordinator runs.
   auto text = ResolveRecipePaths(*raw, fs::path(recipe_path).parent_path().string());
   if (!text.ok())
     return absl::InvalidArgumentError(absl::StrCat(recipe_path, ": ", text.status().message()));
+  if (!data_store.empty()) {
+    // The local data files go to the job's store, and the recipe names them there: workers
+    // fetch them verified, with no filesystem shared with this machine.
+    auto store = OpenArtifactStore(data_store);
+    if (!store.ok()) return store.status();
+    text = RewriteRecipeData(
+        *text,
+        [&](const std::string& field, const std::string& value) -> absl::StatusOr<std::string> {
+          if (value.rfind("s3://", 0) == 0) return value;  // already in a bucket
+          auto uri = UploadDataFile(**store, data_store, value, field);
+          if (uri.ok()) std::cerr << "uploaded " << field << " to " << *uri << "\n";
+          return uri;
+        });
+    if (!text.ok())
+      return absl::Status(text.status().code(),
+                          absl::StrCat(recipe_path, ": ", text.status().message()));
+  }
   v1::SubmitJobRequest request;
   request.set_recipe_yaml(*text);
   request.set_request_id(request_id);
@@ -178,6 +196,7 @@ int RunSubmit(const Args& args) {
       .Value("request-id", "")
       .Value("tenant", "")
       .Value("priority", "0")
+      .Value("store")
       .Bool("wait")
       .Positional(1, 1);
   auto connected = ParseAndConnect(flags, args);
@@ -187,7 +206,8 @@ int RunSubmit(const Args& args) {
   if (!priority.ok()) return Fail(priority.status());
   bool created = false;
   auto job = SubmitRecipe(client, flags.positional()[0], *flags.Get("request-id"),
-                          *flags.Get("tenant"), static_cast<int>(*priority), &created);
+                          *flags.Get("tenant"), static_cast<int>(*priority), &created,
+                          FlagOrEnv(flags, "store", "SQUEEZE_STORE"));
   if (!job.ok()) return Fail(job.status());
   if (!flags.GetBool("wait")) {
     if (flags.GetBool("json")) {

@@ -1,5 +1,7 @@
 // The squeezectl commands that run a model: eval, compress (offline) and train.
 #include <ATen/ATen.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -20,8 +22,12 @@
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/model/tokenizer.h"
+#include "common/recipe/recipe.h"
+#include "common/store/artifact_store.h"
 #include "common/train/trainer.h"
 #include "services/cli/commands.h"
+#include "services/cli/embedded_service.h"
+#include "services/cli/job_client.h"
 
 namespace squeeze::cli {
 namespace {
@@ -162,6 +168,22 @@ int RunEval(const Args& args) {
   return 0;
 }
 
+// The absolute form of a path given on the command line, for a recipe written elsewhere.
+std::string Absolute(const std::string& path) {
+  return fs::absolute(path).lexically_normal().string();
+}
+
+// A number of a stage's result in a job report, or NaN.
+double ResultNumber(const nlohmann::json& report, size_t stage, const char* key) {
+  const auto& stages = report.value("stages", nlohmann::json::array());
+  if (stage >= stages.size()) return std::nan("");
+  const auto& r = stages[stage].value("result", nlohmann::json::object());
+  return r.contains(key) && r[key].is_number() ? r[key].get<double>() : std::nan("");
+}
+
+// `compress` is a job of three stages (evaluate, quantize, evaluate) run on the embedded service:
+// the same recipe validation, runners and checkpoint format as a submitted job, so the offline
+// command cannot drift from the service.
 int RunCompress(const Args& args) {
   Flags flags;
   flags.Value("model")
@@ -173,146 +195,144 @@ int RunCompress(const Args& args) {
       .Value("method", "rtn")
       .Value("calibration")
       .Value("samples", "128")
+      .Value("seq-len", "256")
       .Value("damp", "0.01")
+      .Value("max-examples", "0")
+      .Value("state-dir")
       .Bool("act-order")
       .Bool("static-groups")
       .Bool("sym")
       .Bool("json");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto model_dir = flags.Get("model");
-  auto data_path = flags.Get("data");
-  if (!model_dir.ok()) return Fail(model_dir.status());
-  if (!data_path.ok()) return Fail(data_path.status());
-  auto bits = flags.GetInt("bits");
-  auto group = flags.GetInt("group-size");
-  if (!bits.ok()) return Fail(bits.status());
-  if (!group.ok()) return Fail(group.status());
-  auto device = ParseDevice(*flags.Get("device"));
-  if (!device.ok()) return Fail(device.status());
-  auto ppl_options = PerplexityFlags(flags);
-  if (!ppl_options.ok()) return Fail(ppl_options.status());
-  QuantSpec spec{static_cast<int>(*bits), *group, flags.GetBool("sym")};
-
-  auto loaded = LoadModelAndData(*model_dir, *data_path, at::kFloat, *device);
-  if (!loaded.ok()) return Fail(loaded.status());
-  LlamaModel& model = loaded->model;
-  for (int64_t i = 0; i < model.num_layers(); ++i) {
-    for (auto& [name, linear] : model.layer(i).Linears()) {
-      if (auto s = ValidateQuantSpec(spec, linear->weight.size(1)); !s.ok()) {
-        return Fail(absl::InvalidArgumentError(
-            absl::StrCat("--", s.message(), " (layer ", i, " ", name, ")")));
-      }
-    }
+  for (const char* required : {"model", "data"}) {
+    if (!flags.Has(required))
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--", required, " is required")));
   }
-
-  *ppl_options = FitToModel(*ppl_options, model.config());
-  std::cerr << "evaluating the baseline...\n";
-  auto before = EvaluatePerplexity(model, loaded->data, *ppl_options);
-  if (!before.ok()) return Fail(before.status());
-
-  // Quantize every linear layer of every decoder layer; embeddings, norms and the head stay.
   const std::string method = *flags.Get("method");
-  if (method != "rtn" && method != "gptq") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--method: expected rtn or gptq, got \"", method, "\"")));
-  }
-  SequentialOptions seq;
-  seq.method =
-      method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
-  seq.gptq.quant = spec;
-  seq.gptq.act_order = flags.GetBool("act-order");
-  seq.gptq.static_groups = flags.GetBool("static-groups");
-  seq.device = *device;
-  auto damp = flags.GetDouble("damp");
-  if (!damp.ok()) return Fail(damp.status());
-  seq.gptq.damp = *damp;
-  at::Tensor calibration;
-  if (method == "gptq") {
-    auto calib_path = flags.Get("calibration");
-    if (!calib_path.ok())
-      return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
-    auto calib = LoadTextDatasetForModel(*model_dir, model.config(), *calib_path);
-    if (!calib.ok()) return Fail(calib.status());
-    auto samples = flags.GetInt("samples");
-    if (!samples.ok()) return Fail(samples.status());
-    CalibrationOptions co;
-    co.num_samples = *samples;
-    co.seq_len = std::min<int64_t>(256, model.config().max_position_embeddings);
-    auto windows = SampleCalibration(*calib, co);
-    if (!windows.ok()) return Fail(windows.status());
-    calibration = *windows;
-  }
-  std::map<std::string, QuantizedWeight> codes_by_linear;
-  seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
-    codes_by_linear[absl::StrCat("model.layers.", layer, ".", name)] = q;
-  };
-  std::cerr << "quantizing (" << method << ")...\n";
-  auto reports = QuantizeSequential(model, calibration, seq);
-  if (!reports.ok()) return Fail(reports.status());
-  const QuantizedSize quantized = QuantizedLinearSize(model, spec);
-  std::cerr << "evaluating the quantized model...\n";
-  auto after = EvaluatePerplexity(model, loaded->data, *ppl_options);
-  if (!after.ok()) return Fail(after.status());
+  const bool gptq = method == "gptq";
+  if (gptq && !flags.Has("calibration"))
+    return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
 
-  const int64_t params = model.NumParameters();
-  // Sizes as stored: the baseline's bytes per weight as on disk; the quantized model keeps
-  // non-linear tensors in 16 bits and its linear weights at their packed bits.
-  const double base_bytes = static_cast<double>(DirectoryBytes(*model_dir));
-  const double stored_bytes_per_param = base_bytes / params;
-  const double quant_bytes =
-      (params - quantized.weights) * std::min(2.0, stored_bytes_per_param) + quantized.bits / 8.0;
-  const double retention =
-      after->total.perplexity() > 0 ? before->total.perplexity() / after->total.perplexity() : 0.0;
-  const std::string label =
-      absl::StrFormat("%s w%d g%d %s%s", method, spec.bits, spec.group_size,
-                      spec.symmetric ? "sym" : "asym", seq.gptq.act_order ? " act" : "");
+  // The recipe, from the flags; its parser checks every value and names the flag's field.
+  const std::string evaluate =
+      absl::StrCat("{window: ", *flags.Get("window"), ", stride: ", *flags.Get("stride"),
+                   ", batch_size: ", *flags.Get("batch-size"),
+                   ", max_examples: ", *flags.Get("max-examples"), "}");
+  std::string quantize = absl::StrCat("{method: \"", method, "\", bits: ", *flags.Get("bits"),
+                                      ", group_size: ", *flags.Get("group-size"),
+                                      ", sym: ", flags.GetBool("sym") ? "true" : "false");
+  if (gptq) {
+    absl::StrAppend(&quantize, ", damp: ", *flags.Get("damp"),
+                    ", act_order: ", flags.GetBool("act-order") ? "true" : "false",
+                    ", static_groups: ", flags.GetBool("static-groups") ? "true" : "false",
+                    ", calibration_samples: ", *flags.Get("samples"),
+                    ", calibration_seq_len: ", *flags.Get("seq-len"));
+  }
+  quantize += "}";
+  std::string data = absl::StrCat("{evaluation: [\"", Absolute(*flags.Get("data")), "\"]");
+  if (gptq) absl::StrAppend(&data, ", calibration: \"", Absolute(*flags.Get("calibration")), "\"");
+  data += "}";
+  const std::string recipe_yaml =
+      absl::StrCat("model: \"", Absolute(*flags.Get("model")), "\"\ndata: ", data,
+                   "\nstages:\n  - evaluate: ", evaluate, "\n  - quantize: ", quantize,
+                   "\n  - evaluate: ", evaluate, "\n");
+  if (auto parsed = ParseRecipe(recipe_yaml); !parsed.ok()) return Fail(parsed.status());
 
+  const std::string state_dir =
+      flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  const std::string recipe_path = (fs::path(state_dir) / "compress-recipe.yaml").string();
+  std::ofstream(recipe_path) << recipe_yaml;
+
+  auto service = EmbeddedService::Start(state_dir, *flags.Get("device"));
+  if (!service.ok()) return Fail(service.status());
+  JobClient client((*service)->address());
+  auto submitted = SubmitRecipe(client, recipe_path, "", "", 0, nullptr);
+  if (!submitted.ok()) return Fail(submitted.status());
+  auto job = client.Watch(submitted->id(), std::cerr, ::isatty(STDERR_FILENO), false);
+  if (!job.ok()) return Fail(job.status());
+  if (job->state() != v1::SUCCEEDED) return FinishWithJob(job, false);
+
+  // The job's report and its quantized model (the quantize stage's output).
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(job->id());
+  v1::ListArtifactsResponse artifacts;
+  if (auto s = client.stub().ListArtifacts(&context, request, &artifacts); !s.ok())
+    return Fail(FromGrpc(s));
+  std::string report_uri, model_uri;
+  for (const v1::Artifact& a : artifacts.artifacts()) {
+    if (a.name() == "report") report_uri = a.uri();
+    if (a.name() == "model") model_uri = a.uri();
+  }
+  auto store = OpenArtifactStore(absl::StrCat("file://", state_dir, "/store"));
+  if (!store.ok()) return Fail(store.status());
+  auto report_text = (*store)->ReadFile(report_uri);
+  if (!report_text.ok()) return Fail(report_text.status());
+  const nlohmann::json report = nlohmann::json::parse(*report_text, nullptr, false);
+  const nlohmann::json& stages = report["stages"];
+  const nlohmann::json before = stages[0].value("result", nlohmann::json::object());
+  const nlohmann::json after = stages[2].value("result", nlohmann::json::object());
+  const double base_bytes = ResultNumber(report, 0, "size_bytes");
+  const double quant_bytes = ResultNumber(report, 1, "packed_size_bytes");
+  const double params = ResultNumber(report, 0, "parameters");
+  const double retention = ResultNumber(report, 2, "retention");
+  const double bits_per_weight = ResultNumber(report, 1, "bits_per_quantized_weight");
+  const std::string label = absl::StrFormat(
+      "%s w%s g%s %s%s", method, *flags.Get("bits"), *flags.Get("group-size"),
+      flags.GetBool("sym") ? "sym" : "asym", flags.GetBool("act-order") ? " act" : "");
+  nlohmann::json summary = {{"job", job->id()},
+                            {"method", label},
+                            {"baseline", before},
+                            {"compressed", after},
+                            {"baseline_bytes", base_bytes},
+                            {"compressed_bytes_packed", quant_bytes},
+                            {"bits_per_quantized_weight", bits_per_weight},
+                            {"retention", retention}};
   if (flags.Has("out")) {
+    // The quantized model in the GPTQ layout, loadable by transformers and vLLM, with the report.
     const std::string out = *flags.Get("out");
-    // The GPTQ checkpoint layout (RTN codes fit it too), loadable by transformers and vLLM.
-    GptqExportOptions export_options;
-    export_options.gptq = seq.gptq;
-    if (auto s = WriteGptqCheckpoint(out, model, codes_by_linear, export_options); !s.ok())
-      return Fail(s);
-    nlohmann::json report = {{"method", method},
-                             {"bits", spec.bits},
-                             {"group_size", spec.group_size},
-                             {"symmetric", spec.symmetric},
-                             {"baseline", PerplexityJson(*before)},
-                             {"compressed", PerplexityJson(*after)},
-                             {"baseline_bytes", base_bytes},
-                             {"compressed_bytes_packed", quant_bytes},
-                             {"retention", retention}};
-    std::ofstream(fs::path(out) / "squeeze_report.json") << report.dump(2) << "\n";
+    auto local = (*store)->LocalDirectory(model_uri, out + ".partial");
+    if (!local.ok()) return Fail(local.status());
+    fs::remove_all(out, ec);
+    fs::create_directories(out, ec);
+    for (const auto& e : fs::directory_iterator(*local)) {
+      fs::copy_file(e.path(), fs::path(out) / e.path().filename(),
+                    fs::copy_options::overwrite_existing, ec);
+      if (ec) return Fail(absl::UnavailableError(absl::StrCat(out, ": ", ec.message())));
+    }
+    fs::remove_all(out + ".partial", ec);
+    std::ofstream(fs::path(out) / "squeeze_report.json") << summary.dump(2) << "\n";
   }
   if (flags.GetBool("json")) {
-    nlohmann::json j = {{"baseline", PerplexityJson(*before)},
-                        {"compressed", PerplexityJson(*after)},
-                        {"method", label},
-                        {"baseline_bytes", base_bytes},
-                        {"compressed_bytes_packed", quant_bytes},
-                        {"retention", retention}};
-    std::cout << j.dump(2) << "\n";
+    std::cout << summary.dump(2) << "\n";
     return 0;
   }
+  auto ppl = [](const nlohmann::json& r) { return r.value("perplexity", std::nan("")); };
   std::cout << absl::StrFormat("\n%-22s %12s %12s %12s %12s %10s\n", "model", "parameters",
                                "bits/weight", "size (MiB)", "perplexity", "retention")
-            << absl::StrFormat("%-22s %12d %12.2f %12.3f %12.4f %10s\n", "baseline", params,
-                               base_bytes * 8 / params, base_bytes / 1048576.0,
-                               before->total.perplexity(), "1.000")
-            << absl::StrFormat("%-22s %12d %12.2f %12.3f %12.4f %10.3f\n", label, params,
-                               quant_bytes * 8 / params, quant_bytes / 1048576.0,
-                               after->total.perplexity(), retention);
-  if (!before->by_category.empty()) {
+            << absl::StrFormat("%-22s %12.0f %12.2f %12.3f %12.4f %10s\n", "baseline", params,
+                               base_bytes * 8 / params, base_bytes / 1048576.0, ppl(before),
+                               "1.000")
+            << absl::StrFormat("%-22s %12.0f %12.2f %12.3f %12.4f %10.3f\n", label, params,
+                               quant_bytes * 8 / params, quant_bytes / 1048576.0, ppl(after),
+                               retention);
+  const nlohmann::json categories = before.value("categories", nlohmann::json::object());
+  if (!categories.empty()) {
     std::cout << absl::StrFormat("\n%-20s %12s %12s\n", "category", "baseline", label);
-    for (const auto& [name, s] : before->by_category) {
-      std::cout << absl::StrFormat("%-20s %12.4f %12.4f\n", name, s.perplexity(),
-                                   after->by_category[name].perplexity());
+    for (const auto& [name, c] : categories.items()) {
+      std::cout << absl::StrFormat("%-20s %12.4f %12.4f\n", name,
+                                   c.value("perplexity", std::nan("")),
+                                   after.value("categories", nlohmann::json::object())
+                                       .value(name, nlohmann::json::object())
+                                       .value("perplexity", std::nan("")));
     }
   }
   std::cout << "\nsize: linear weights at their packed bits plus 16-bit scales and zero points per "
-               "group; embeddings, norms and head in 16 bits.\n";
+               "group; embeddings, norms and head in 16 bits. Job "
+            << job->id() << ", state in " << state_dir << ".\n";
   return 0;
 }
 

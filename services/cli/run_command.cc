@@ -13,20 +13,11 @@
 #include "common/base/flags.h"
 #include "common/store/artifact_store.h"
 #include "services/cli/commands.h"
+#include "services/cli/embedded_service.h"
 #include "services/cli/job_client.h"
-#include "services/coordinator/coordinator.h"
-#include "services/worker/worker.h"
 
 namespace squeeze::cli {
 namespace {
-
-std::string DefaultStateDir() {
-  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg)
-    return absl::StrCat(xdg, "/squeeze");
-  if (const char* home = std::getenv("HOME"); home && *home)
-    return absl::StrCat(home, "/.local/state/squeeze");
-  return ".squeeze";
-}
 
 // Watches, prints the report, copies the outputs; returns the exit code.
 int FollowJob(JobClient& client, const v1::Job& submitted, const Flags& flags) {
@@ -88,20 +79,10 @@ int RunRun(const Args& args) {
   }
 
   // Embedded: coordinator on a free loopback port, one worker thread in this process.
-  coordinator::CoordinatorOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.state_dir = flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();
-  options.scheduler.lease_timeout_ms = 60000;
-  auto embedded = coordinator::Coordinator::Start(options);
+  const std::string state_dir =
+      flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();
+  auto embedded = EmbeddedService::Start(state_dir, *flags.Get("device"));
   if (!embedded.ok()) return Fail(embedded.status());
-  worker::WorkerOptions worker_options;
-  worker_options.coordinator = (*embedded)->address();
-  worker_options.node = "embedded";
-  worker_options.device = *flags.Get("device");
-  worker_options.lease_wait_ms = 500;
-  worker::Worker worker(worker_options);
-  std::thread worker_thread([&] { worker.Run().IgnoreError(); });
-
   JobClient client((*embedded)->address());
   int code;
   auto job =
@@ -111,13 +92,10 @@ int RunRun(const Args& args) {
   } else {
     // Progress goes to stderr with --json, so that stdout is the report alone.
     (flags.GetBool("json") ? std::cerr : std::cout)
-        << "embedded coordinator on " << (*embedded)->address() << ", state in "
-        << options.state_dir << "\n";
+        << "embedded coordinator on " << (*embedded)->address() << ", state in " << state_dir
+        << "\n";
     code = FollowJob(client, *job, flags);
   }
-  worker.Stop();
-  worker_thread.join();
-  (*embedded)->Shutdown();
   return code;
 }
 

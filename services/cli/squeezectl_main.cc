@@ -17,9 +17,10 @@ commands:
        [--device cpu|cuda] [--dtype float32|bfloat16]
                                        perplexity (overall and per category), size, parameters,
                                        tokens/s
-  compress --model DIR --data FILE [--out DIR] [--bits N] [--group-size N] [--sym] [--json]
-                                       offline round-to-nearest quantization with a before/after
-                                       table
+  compress --model DIR --data FILE [--method rtn|gptq --calibration FILE] [--out DIR]
+           [--bits N] [--group-size N] [--sym] [--state-dir DIR] [--device D] [--json]
+                                       quantization as a job (evaluate, quantize, evaluate) on
+                                       the embedded service, with a before/after table
   train --data FILE --out DIR [--eval FILE] [--steps N] ...
                                        trains a byte-level example model (see README)
 
@@ -29,7 +30,9 @@ SQUEEZE_TLS_KEY):
   run RECIPE [--output DIR] [--state-dir DIR] [--device cpu|cuda] [--json]
                                        runs a job to the end with live progress and prints its
                                        report; without a coordinator, starts an embedded one
-  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--wait] [--json]
+  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--store ROOT] [--wait] [--json]
+                                       with --store (or SQUEEZE_STORE: the coordinator's store
+                                       root), uploads the recipe's local data files there first
   watch JOB [--json]                   live progress of a job until it finishes
   get JOB [--json]
   list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]

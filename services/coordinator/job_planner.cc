@@ -1,15 +1,12 @@
 #include "services/coordinator/job_planner.h"
 
 #include <map>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "services/coordinator/state_transitions.h"
 
 namespace squeeze::coordinator {
 namespace {
-
-using json = nlohmann::json;
 
 v1::InputBinding FromTask(const std::string& name, int task, const std::string& output) {
   v1::InputBinding b;
@@ -56,14 +53,12 @@ std::vector<v1::TaskRecord> PlanJob(const Recipe& recipe, const std::string& job
     MoveTask(*task, v1::TASK_PENDING).IgnoreError();  // a new task: always allowed
     task->set_max_attempts(stage.max_attempts > 0 ? stage.max_attempts : recipe.max_attempts);
     if (i > 0) task->add_depends_on(index - 1);
-    json spec = json::parse(stage.options_json);
-    spec["evaluation"] = recipe.evaluation;
-    spec["calibration"] = recipe.calibration;
-    spec["train"] = recipe.train;
-    spec["store_root"] = store_root;
-    // Calibration artifacts are shared between jobs, keyed by their inputs' digests.
-    if (stage.kind == "calibrate") spec["cache_root"] = absl::StrCat(store_root, "/calibration");
-    t.set_spec_json(spec.dump());
+    *t.mutable_stage() = stage.options;
+    v1::JobData& data = *t.mutable_data();
+    data.set_calibration(recipe.calibration);
+    data.set_train(recipe.train);
+    for (const std::string& e : recipe.evaluation) data.add_evaluation(e);
+    data.set_store_root(store_root);
     t.set_gpus(stage.gpus);
     t.set_world_size(stage.workers);
     t.set_timeout_ms(stage.timeout_ms);
@@ -74,7 +69,8 @@ std::vector<v1::TaskRecord> PlanJob(const Recipe& recipe, const std::string& job
                                               : FromUri("model", recipe.model);
     if (latest.count("calibration"))
       *t.add_bindings() = FromTask("calibration", latest["calibration"], "calibration");
-    if (stage.kind == "distill" && spec.value("teacher", "input") == "original")
+    if (stage.options.has_distill() &&
+        stage.options.distill().teacher() == v1::DistillStage::ORIGINAL)
       *t.add_bindings() = FromUri("teacher", recipe.model);
     t.set_baseline_task(first_evaluation);
 

@@ -61,7 +61,7 @@ absl::Status JobScheduler::Recover() {
   const int64_t now = Now();
   for (v1::JobRecord& r : *jobs) {
     auto record = std::make_unique<v1::JobRecord>(std::move(r));
-    PlanBindingsOfOlderRecord(*record);
+    PlanOlderRecord(*record);
     const v1::Job& job = record->job();
     next_sequence_ = std::max(next_sequence_, record->sequence() + 1);
     if (!job.request_id().empty()) by_request_[{job.tenant(), job.request_id()}] = job.id();
@@ -90,10 +90,11 @@ absl::Status JobScheduler::Recover() {
   return absl::OkStatus();
 }
 
-void JobScheduler::PlanBindingsOfOlderRecord(v1::JobRecord& r) const {
-  // Records written before the planner bound inputs have no bindings: plan the recipe again
-  // (the same recipe gives the same plan) and take its bindings.
-  if (r.tasks_size() == 0 || r.tasks(0).bindings_size() > 0) return;
+void JobScheduler::PlanOlderRecord(v1::JobRecord& r) const {
+  // Records written before typed stage options (or before the planner bound inputs) have no
+  // `stage`: plan the recipe again (the same recipe gives the same plan) and take its options,
+  // data and bindings.
+  if (r.tasks_size() == 0 || r.tasks(0).has_stage()) return;
   RecipeLimits unlimited;
   unlimited.max_bytes = INT64_MAX;
   unlimited.max_stages = INT64_MAX;
@@ -102,8 +103,12 @@ void JobScheduler::PlanBindingsOfOlderRecord(v1::JobRecord& r) const {
   const std::vector<v1::TaskRecord> plan = PlanJob(*recipe, r.job().id(), options_.store_root);
   if (static_cast<int>(plan.size()) != r.tasks_size()) return;
   for (int i = 0; i < r.tasks_size(); ++i) {
-    *r.mutable_tasks(i)->mutable_bindings() = plan[i].bindings();
-    r.mutable_tasks(i)->set_baseline_task(plan[i].baseline_task());
+    v1::TaskRecord& t = *r.mutable_tasks(i);
+    *t.mutable_bindings() = plan[i].bindings();
+    t.set_baseline_task(plan[i].baseline_task());
+    *t.mutable_stage() = plan[i].stage();
+    *t.mutable_data() = plan[i].data();
+    t.clear_spec_json();
   }
 }
 
@@ -399,11 +404,11 @@ v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskReco
   lease.set_task_id(t.task().id());
   lease.set_attempt(t.task().attempts());
   lease.set_kind(t.task().kind());
+  *lease.mutable_stage() = t.stage();
+  *lease.mutable_data() = t.data();
   // Later stages compare against the job's first evaluation: hand them its result.
-  json spec = json::parse(t.spec_json());
-  if (t.baseline_task() >= 0 && !r.tasks(t.baseline_task()).result_json().empty())
-    spec["baseline"] = json::parse(r.tasks(t.baseline_task()).result_json(), nullptr, false);
-  lease.set_spec_json(spec.dump());
+  if (t.baseline_task() >= 0)
+    lease.set_baseline_result_json(r.tasks(t.baseline_task()).result_json());
   for (const auto& [k, v] : t.inputs()) (*lease.mutable_inputs())[k] = v;
   lease.set_output_uri(t.output_uri());
   lease.set_checkpoint_uri(t.checkpoint_uri());

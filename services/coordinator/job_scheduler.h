@@ -132,7 +132,7 @@ class JobScheduler {
   };
 
   int64_t Now() { return clock_->NowMs(); }
-  void PlanBindingsOfOlderRecord(v1::JobRecord& r) const;
+  void PlanOlderRecord(v1::JobRecord& r) const;
   v1::Job PublicView(const v1::JobRecord& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<TaskRef> FindTask(const std::string& task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends an event to the pending commit and to the in-memory log.

@@ -34,8 +34,8 @@ std::string Escape(const std::string& s) {
 }
 
 // `fmt` is checked at compile time (absl::FormatSpec), so only literal formats reach it.
-std::string Number(const nlohmann::json& r, const char* key,
-                   const absl::FormatSpec<double>& fmt, double scale = 1.0) {
+std::string Number(const nlohmann::json& r, const char* key, const absl::FormatSpec<double>& fmt,
+                   double scale = 1.0) {
   return r.contains(key) && r[key].is_number() ? absl::StrFormat(fmt, r[key].get<double>() * scale)
                                                : "&ndash;";
 }

@@ -118,8 +118,7 @@ int RunTaskProcessMain(int request_fd, int event_fd) {
   InjectFault(request.fault());
 
   prometheus::Registry registry;
-  const auto spec = nlohmann::json::parse(lease.spec_json(), nullptr, false);
-  const std::string root = spec.is_object() ? spec.value("store_root", "") : "";
+  const std::string& root = lease.data().store_root();
   auto opened = OpenArtifactStore(root.empty() ? "file://" : root);
   if (!opened.ok()) events.Finish(opened.status());
   std::unique_ptr<ArtifactStore> store = InstrumentStore(*std::move(opened), registry);

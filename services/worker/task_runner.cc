@@ -3,24 +3,30 @@
 #include <chrono>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
+
 namespace squeeze::worker {
 
 TaskContext::TaskContext(v1::TaskLease lease, ArtifactStore* store, std::string scratch_dir,
                          at::Device device, int64_t step_delay_ms)
     : lease_(std::move(lease)),
-      spec_(nlohmann::json::parse(lease_.spec_json(), nullptr, false)),
+      baseline_(nlohmann::json::parse(lease_.baseline_result_json(), nullptr, false)),
       store_(store),
       scratch_dir_(std::move(scratch_dir)),
       device_(device),
       step_delay_ms_(step_delay_ms) {
-  if (spec_.is_discarded()) spec_ = nlohmann::json::object();
+  if (!baseline_.is_object()) baseline_ = nlohmann::json::object();
 }
 
 ArtifactProvenance TaskContext::provenance() const {
   ArtifactProvenance p;
   p.job_id = lease_.job_id();
   p.stage = lease_.kind();
-  p.stage_spec = lease_.spec_json();
+  // The options as readable JSON in the manifest (every field, defaults included).
+  google::protobuf::util::JsonPrintOptions print;
+  print.always_print_primitive_fields = true;
+  print.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(lease_.stage(), &p.stage_spec, print);
   p.sources = {lease_.inputs().begin(), lease_.inputs().end()};
   return p;
 }

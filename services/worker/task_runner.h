@@ -25,7 +25,12 @@ class TaskContext {
               int64_t step_delay_ms);
 
   const v1::TaskLease& lease() const { return lease_; }
-  const nlohmann::json& spec() const { return spec_; }
+  // The stage's options, as the recipe parser filled them.
+  const v1::StageOptions& stage() const { return lease_.stage(); }
+  // The job's data files and store root.
+  const v1::JobData& data() const { return lease_.data(); }
+  // The result of the job's first evaluation (an empty object when there is none).
+  const nlohmann::json& baseline() const { return baseline_; }
   ArtifactStore& store() { return *store_; }
   // Where this task's outputs come from: job, stage, its options and its inputs.
   ArtifactProvenance provenance() const;
@@ -48,7 +53,7 @@ class TaskContext {
 
  private:
   v1::TaskLease lease_;
-  nlohmann::json spec_;
+  nlohmann::json baseline_;
   ArtifactStore* store_;
   std::string scratch_dir_;
   at::Device device_;

@@ -25,9 +25,11 @@ namespace squeeze::testing {
 
 namespace fs = std::filesystem;
 
-Process::Process(std::vector<std::string> argv, const std::string& log_path) {
+Process::Process(std::vector<std::string> argv, const std::string& log_path,
+                 const std::string& cwd) {
   pid_ = ::fork();
   if (pid_ == 0) {
+    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) _exit(126);
     const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
@@ -146,9 +148,15 @@ std::vector<std::string> ServiceHarness::CoordinatorArgv(const std::vector<std::
   return argv;
 }
 
+void ServiceHarness::set_working_dir(const std::string& dir) {
+  if (!dir.empty()) std::filesystem::create_directories(dir);
+  working_dir_ = dir;
+}
+
 void ServiceHarness::StartCoordinator(std::vector<std::string> extra, bool wait_ready) {
   coordinator_ = std::make_unique<Process>(
-      CoordinatorArgv(extra), dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log");
+      CoordinatorArgv(extra), dir_ + "/coordinator-" + std::to_string(restarts_++) + ".log",
+      working_dir_);
   if (wait_ready) WaitUntilServing();
 }
 
@@ -184,7 +192,8 @@ int ServiceHarness::StartWorker(const std::string& node, std::vector<std::string
       Env("SQUEEZE_WORKER_BIN"), "--coordinator", address(), "--node", node, "--scratch",
       dir_ + "/scratch-" + node, "--threads",     "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  workers_.push_back(std::make_unique<Process>(argv, dir_ + "/worker-" + node + ".log"));
+  workers_.push_back(
+      std::make_unique<Process>(argv, dir_ + "/worker-" + node + ".log", working_dir_));
   return static_cast<int>(workers_.size()) - 1;
 }
 

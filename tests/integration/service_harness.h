@@ -15,10 +15,10 @@
 
 namespace squeeze::testing {
 
-// A child process with its output in `log_path`.
+// A child process with its output in `log_path`, started in `cwd` (or the test's directory).
 class Process {
  public:
-  Process(std::vector<std::string> argv, const std::string& log_path);
+  Process(std::vector<std::string> argv, const std::string& log_path, const std::string& cwd = "");
   ~Process();  // SIGKILL if still running
   void Kill(int signal);
   int Wait();      // exit status
@@ -62,6 +62,9 @@ class ServiceHarness {
   void KillWorker(int index);
   bool WorkerRunning(int index) { return workers_[index]->Running(); }
 
+  // Processes started from now on run in `dir` (created if absent); "" for the test's own.
+  void set_working_dir(const std::string& dir);
+
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   const std::string& dir() const { return dir_; }
   v1::JobService::Stub& jobs() { return *stub_; }
@@ -85,6 +88,7 @@ class ServiceHarness {
   std::vector<std::unique_ptr<Process>> workers_;
   std::unique_ptr<v1::JobService::Stub> stub_;
   int restarts_ = 0;
+  std::string working_dir_;
 };
 
 }  // namespace squeeze::testing

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
+#include "common/base/status_macros.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
@@ -59,18 +60,18 @@ class StatisticsObserver : public LinearObserver {
 }  // namespace
 
 absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
-  const json& spec = ctx.spec();
+  SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kCalibrate));
+  const v1::CalibrationSample& sample = ctx.stage().calibrate().sample();
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
-  auto data_path = LocalPathOf(spec.value("calibration", ""), "data.calibration");
+  auto data_path = DataFile(ctx, ctx.data().calibration(), "data.calibration");
   if (!data_path.ok()) return data_path.status();
   auto model = LoadModel(*model_dir, at::kFloat, at::kCPU);
   if (!model.ok()) return model.status();
   CalibrationOptions co;
-  co.num_samples = spec.value("samples", int64_t{128});
-  co.seq_len = std::min<int64_t>(spec.value("seq_len", int64_t{256}),
-                                 model->config().max_position_embeddings);
-  co.seed = spec.value("seed", uint64_t{0});
+  co.num_samples = sample.samples();
+  co.seq_len = std::min<int64_t>(sample.seq_len(), model->config().max_position_embeddings);
+  co.seed = sample.seed();
 
   auto model_digest = ModelDigest(*model_dir);
   if (!model_digest.ok()) return model_digest.status();
@@ -79,7 +80,8 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
   const std::string key = Sha256Hex(
       absl::StrCat("model=", *model_digest, " data=", *data_digest, " samples=", co.num_samples,
                    " seq_len=", co.seq_len, " seed=", co.seed, " v=1"));
-  const std::string uri = absl::StrCat(spec.value("cache_root", ""), "/", key);
+  // Shared between jobs under the store root, keyed by the inputs' digests.
+  const std::string uri = absl::StrCat(ctx.data().store_root(), "/calibration/", key);
   TaskOutput out;
   out.outputs["calibration"] = uri;
   out.result = {{"key", key},

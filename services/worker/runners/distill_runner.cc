@@ -4,13 +4,16 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
+#include "common/base/status_macros.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/prune.h"
+#include "common/compress/prune_schedule.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_config.h"
 #include "common/recipe/recipe.h"
@@ -18,7 +21,9 @@
 #include "common/tensor/torch_tensor.h"
 #include "common/train/data_parallel.h"
 #include "common/train/distill.h"
+#include "common/train/teacher_logits_cache.h"
 #include "services/worker/runners/runners.h"
+#include "services/worker/runners/stage_io.h"
 
 namespace squeeze::worker {
 namespace {
@@ -26,29 +31,44 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-absl::StatusOr<LlamaModel> BuildStudent(const json& spec, const LlamaModel& teacher,
+absl::StatusOr<LlamaModel> BuildStudent(const v1::StudentSpec& s, const LlamaModel& teacher,
                                         uint64_t seed) {
-  const json& s = spec.at("student");
-  if (s.contains("keep_every"))
-    return StudentFromTeacherLayers(
-        teacher, EveryKthLayer(teacher.num_layers(), s["keep_every"].get<int64_t>()));
-  if (s.contains("layers"))
-    return StudentFromTeacherLayers(teacher, s["layers"].get<std::vector<int64_t>>());
-  return LlamaModel::RandomInit(DistillStudentConfig(s.dump(), teacher.config()), seed, at::kFloat,
-                                teacher.device());
+  switch (s.kind_case()) {
+    case v1::StudentSpec::kKeepEvery:
+      return StudentFromTeacherLayers(teacher, EveryKthLayer(teacher.num_layers(), s.keep_every()));
+    case v1::StudentSpec::kLayers:
+      return StudentFromTeacherLayers(
+          teacher, std::vector<int64_t>(s.layers().index().begin(), s.layers().index().end()));
+    case v1::StudentSpec::kConfig:
+      return LlamaModel::RandomInit(DistillStudentConfig(s, teacher.config()), seed, at::kFloat,
+                                    teacher.device());
+    case v1::StudentSpec::KIND_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("distill: the stage names no student");
 }
 
-DistillOptions DistillOptionsOf(const json& spec) {
+absl::StatusOr<DistillOptions> DistillOptionsOf(const v1::DistillStage& spec) {
   DistillOptions o;
-  o.temperature = spec.value("temperature", 2.0);
-  o.alpha = spec.value("alpha", 0.5);
-  if (spec.contains("hidden_loss")) {
-    const json& h = spec["hidden_loss"];
-    o.hidden_loss = h.value("type", "mse") == "cosine" ? DistillOptions::HiddenLoss::kCosine
-                                                       : DistillOptions::HiddenLoss::kMse;
-    o.hidden_weight = h.value("weight", 1.0);
-    o.projection = h.value("projection", false);
-    for (const json& p : h["layers"]) o.hidden_layers.emplace_back(p[0], p[1]);
+  o.temperature = spec.temperature();
+  o.alpha = spec.alpha();
+  if (spec.has_hidden_loss()) {
+    const v1::HiddenLoss& h = spec.hidden_loss();
+    switch (h.type()) {
+      case v1::HiddenLoss::MSE:
+        o.hidden_loss = DistillOptions::HiddenLoss::kMse;
+        break;
+      case v1::HiddenLoss::COSINE:
+        o.hidden_loss = DistillOptions::HiddenLoss::kCosine;
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("hidden loss type ", h.type(), " is not one this worker knows"));
+    }
+    o.hidden_weight = h.weight();
+    o.projection = h.projection();
+    for (const v1::HiddenLoss::LayerPair& p : h.layers())
+      o.hidden_layers.emplace_back(p.student(), p.teacher());
   }
   return o;
 }
@@ -56,7 +76,8 @@ DistillOptions DistillOptionsOf(const json& spec) {
 }  // namespace
 
 absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
-  const json& spec = ctx.spec();
+  SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kDistill));
+  const v1::DistillStage& spec = ctx.stage().distill();
   const v1::TaskLease& lease = ctx.lease();
   // The teacher is the stage's input model, or with `teacher: original` the job's model, while
   // the student is then cut from the input (a pruned model from a prune stage, say).
@@ -70,31 +91,31 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   // on a GPU.
   auto teacher = LoadModel(*teacher_dir, at::kFloat, ctx.device());
   if (!teacher.ok()) return teacher.status();
-  const uint64_t seed = spec.value("seed", uint64_t{0});
+  const uint64_t seed = spec.seed();
   auto build_student = [&]() -> absl::StatusOr<LlamaModel> {
-    if (!original_teacher) return BuildStudent(spec, *teacher, seed);
+    if (!original_teacher) return BuildStudent(spec.student(), *teacher, seed);
     auto source_dir =
         ctx.store().LocalDirectory(lease.inputs().at("model"), ctx.scratch_dir() + "/student");
     if (!source_dir.ok()) return source_dir.status();
     auto source = LoadModel(*source_dir, at::kFloat, ctx.device());
     if (!source.ok()) return source.status();
-    return BuildStudent(spec, *source, seed);
+    return BuildStudent(spec.student(), *source, seed);
   };
   auto student = build_student();
   if (!student.ok()) return student.status();
   if (ctx.device().is_cuda()) *teacher = teacher->To(ctx.device(), at::kBFloat16);
-  const DistillOptions options = DistillOptionsOf(spec);
+  SQ_ASSIGN_OR_RETURN(const DistillOptions options, DistillOptionsOf(spec));
   if (auto s = ValidateDistillOptions(options, teacher->config(), student->config()); !s.ok())
     return s;
 
-  auto train_path = LocalPathOf(spec.value("train", ""), "data.train");
+  auto train_path = DataFile(ctx, ctx.data().train(), "data.train");
   if (!train_path.ok()) return train_path.status();
   auto train = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *train_path);
   if (!train.ok()) return train.status();
   std::vector<TextExample> eval;
-  const auto eval_files = spec.value("evaluation", std::vector<std::string>{});
+  const auto& eval_files = ctx.data().evaluation();
   if (!eval_files.empty()) {
-    auto path = LocalPathOf(eval_files[0], "data.evaluation[0]");
+    auto path = DataFile(ctx, eval_files[0], "data.evaluation[0]");
     if (!path.ok()) return path.status();
     auto data = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *path);
     if (!data.ok()) return data.status();
@@ -102,22 +123,21 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   }
 
   TrainerOptions to;
-  to.steps = spec.value("steps", int64_t{200});
-  to.batch_size = spec.value("batch_size", int64_t{16});
-  to.seq_len = spec.value("seq_len", int64_t{256});
-  to.grad_accum = spec.value("grad_accum", int64_t{1});
-  to.lr = spec.value("lr", 1e-3);
-  to.warmup_steps = spec.value("warmup_steps", int64_t{20});
-  to.weight_decay = spec.value("weight_decay", 0.1);
-  to.grad_clip = spec.value("grad_clip", 1.0);
-  to.eval_every = eval.empty() ? 0 : spec.value("eval_every", int64_t{0});
-  to.checkpoint_every = spec.value("checkpoint_every", int64_t{50});
+  to.steps = spec.steps();
+  to.batch_size = spec.batch_size();
+  to.seq_len = spec.seq_len();
+  to.grad_accum = spec.grad_accum();
+  to.lr = spec.lr();
+  to.warmup_steps = spec.warmup_steps();
+  to.weight_decay = spec.weight_decay();
+  to.grad_clip = spec.grad_clip();
+  to.eval_every = eval.empty() ? 0 : spec.eval_every();
+  to.checkpoint_every = spec.checkpoint_every();
   to.seed = seed;
   to.autocast_bf16 = ctx.device().is_cuda();  // bf16 compute, float32 master weights
-  const json early = spec.value("early_stopping", json::object());
-  to.early_stopping_patience = early.value("patience", int64_t{0});
-  to.early_stopping_min_delta = early.value("min_delta", 0.0);
-  const int64_t log_every = spec.value("log_every", int64_t{10});
+  to.early_stopping_patience = spec.early_stopping_patience();
+  to.early_stopping_min_delta = spec.early_stopping_min_delta();
+  const int64_t log_every = spec.log_every();
 
   // Resume: the store holds the last checkpoint; every rank starts from it.
   const fs::path ckpt_dir = fs::path(ctx.scratch_dir()) / "train";
@@ -139,88 +159,65 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
 
   // Fixed zeros: those the student starts with (keep_sparsity) and those the prune schedule
   // adds. Built at the first step, after a resumed checkpoint was loaded, whose zeros they keep.
-  const json prune = spec.value("prune", json());
-  const bool sparse = spec.value("keep_sparsity", false) || prune.is_object();
+  const bool scheduled = spec.has_prune();
+  const v1::PruneSchedule& prune = spec.prune();
+  const bool sparse = spec.keep_sparsity() || scheduled;
   std::optional<SparsityMasks> masks;
-  PruneMethod prune_method = PruneMethod::kWanda;
-  PrunePattern prune_pattern = PrunePattern::kUnstructured;
-  if (prune.is_object()) {
-    auto method = ParsePruneMethod(prune["method"].get<std::string>());
-    if (!method.ok()) return method.status();
-    auto pattern = ParsePrunePattern(prune["pattern"].get<std::string>());
-    if (!pattern.ok()) return pattern.status();
-    prune_method = *method;
-    prune_pattern = *pattern;
+  PruneChoice choice;
+  if (scheduled) {
+    SQ_ASSIGN_OR_RETURN(choice, PruneChoiceOf(prune.target()));
   }
+  const PruneSchedule schedule{prune.rounds(), prune.recover_steps(), prune.target().sparsity()};
   DistillationObjective objective(&*teacher, options, student->config(), ctx.device());
-  const int64_t top_k =
-      spec.contains("teacher_logits") ? spec["teacher_logits"].value("top_k", int64_t{0}) : 0;
+  const int64_t top_k = spec.teacher_logits_top_k();
   std::string teacher_logits = "live";
-  at::Tensor cached_values, cached_indices;  // [steps, micro, rows, seq, k]
+  std::optional<TeacherLogitsCache> cached;
   if (top_k > 0) {
-    const int64_t rows = to.batch_size / to.grad_accum / lease.world_size();
+    TeacherLogitsPlan plan;
+    plan.steps = to.steps;
+    plan.grad_accum = to.grad_accum;
+    plan.batch_size = to.batch_size;
+    plan.seq_len = to.seq_len;
+    plan.world_size = lease.world_size();
+    plan.rank = lease.rank();
+    plan.seed = to.seed;
+    plan.top_k = top_k;
     auto model_digest = ModelDigest(*teacher_dir);
     if (!model_digest.ok()) return model_digest.status();
     auto data_digest = Sha256File(*train_path);
     if (!data_digest.ok()) return data_digest.status();
-    // Everything that decides which windows each micro-batch of this rank sees, and k.
-    const std::string key = Sha256Hex(absl::StrCat(
-        *model_digest, "|", *data_digest, "|", to.seq_len, "|", to.batch_size, "|", to.grad_accum,
-        "|", lease.world_size(), "|", lease.rank(), "|", to.seed, "|", to.steps, "|", top_k));
     const std::string cache_uri =
-        absl::StrCat(spec.value("store_root", ""), "/teacher-logits/", key);
+        absl::StrCat(ctx.data().store_root(), "/teacher-logits/",
+                     TeacherLogitsCache::Key(*model_digest, *data_digest, plan));
     const std::string local = ctx.scratch_dir() + "/teacher-topk.safetensors";
-    const WindowSampler sampler(*train, to.seq_len, to.seed);
     if (auto exists = ctx.store().Exists(cache_uri); exists.ok() && *exists) {
       if (auto s = ctx.store().FetchFile(cache_uri, "topk.safetensors", local); !s.ok()) return s;
+      SQ_ASSIGN_OR_RETURN(cached, TeacherLogitsCache::Read(local, plan));
       teacher_logits = "cached, reused";
     } else {
       ctx.Log(absl::StrCat("computing the teacher's top-", top_k, " logits for ", to.steps,
                            " steps (cached for later runs)"));
-      cached_values = at::empty({to.steps, to.grad_accum, rows, to.seq_len, top_k}, at::kBFloat16);
-      cached_indices = at::empty({to.steps, to.grad_accum, rows, to.seq_len, top_k}, at::kInt);
-      for (int64_t step = 0; step < to.steps; ++step) {
-        if (auto s = ctx.CheckStep(); !s.ok()) return s;
-        for (int64_t micro = 0; micro < to.grad_accum; ++micro) {
-          const TopKLogits t =
-              TeacherTopK(*teacher, sampler.Batch(step, micro, rows, lease.rank() * rows), top_k);
-          cached_values[step][micro].copy_(t.values);
-          cached_indices[step][micro].copy_(t.indices);
-        }
-        ctx.SetProgress(step + 1, to.steps, "steps of teacher logits");
-      }
-      SafetensorsWriter writer;
-      if (auto s = AddTensor(writer, "values", cached_values); !s.ok()) return s;
-      if (auto s = AddTensor(writer, "indices", cached_indices); !s.ok()) return s;
+      SQ_ASSIGN_OR_RETURN(cached, TeacherLogitsCache::Compute(
+                                      *teacher, WindowSampler(*train, to.seq_len, to.seed), plan,
+                                      [&](int64_t step) {
+                                        ctx.SetProgress(step, to.steps, "steps of teacher logits");
+                                        return ctx.CheckStep();
+                                      }));
       const fs::path dir = fs::path(ctx.scratch_dir()) / "teacher-topk";
       RemoveTree(dir).IgnoreError();
       fs::create_directories(dir);
-      if (auto s = writer.WriteFile((dir / "topk.safetensors").string()); !s.ok()) return s;
+      SQ_RETURN_IF_ERROR(cached->Write((dir / "topk.safetensors").string()));
       ArtifactProvenance provenance = ctx.provenance();
       provenance.stage = "distill-teacher-logits";
-      if (auto s = ctx.store().PutDirectory(dir.string(), cache_uri, provenance); !s.ok()) return s;
+      SQ_RETURN_IF_ERROR(ctx.store().PutDirectory(dir.string(), cache_uri, provenance));
       teacher_logits = "cached, computed";
     }
-    if (!cached_values.defined()) {
-      auto file = SafetensorsFile::Open(local);
-      if (!file.ok()) return file.status();
-      for (auto [name, out] :
-           {std::pair{"values", &cached_values}, std::pair{"indices", &cached_indices}}) {
-        auto view = (*file)->Get(name);
-        if (!view.ok()) return view.status();
-        auto t = ToTorch(*view);
-        if (!t.ok()) return t.status();
-        *out = t->clone();  // the file's mapping goes away with `file`
-      }
-      if (cached_values.size(0) != to.steps || cached_values.size(-1) != top_k)
-        return absl::DataLossError(absl::StrCat(cache_uri, ": cached logits have the wrong shape"));
-    }
     objective.UseCachedTeacher([&](int64_t step, int64_t micro) -> absl::StatusOr<TopKLogits> {
-      return TopKLogits{cached_values[step][micro], cached_indices[step][micro]};
+      return cached->At(step, micro);
     });
   }
   PerplexityOptions eval_options = FitToModel({}, student->config());
-  eval_options.max_examples = spec.value("eval_examples", int64_t{200});
+  eval_options.max_examples = spec.eval_examples();
 
   json loss_curve = json::array(), eval_curve = json::array();
   const auto start = std::chrono::steady_clock::now();
@@ -279,19 +276,19 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
       if (masks->size() > 0)
         ctx.Log(absl::StrCat("keeping the zeros of ", masks->size(), " sparse weight matrices"));
     }
-    if (!prune.is_object()) return absl::OkStatus();
-    const int64_t rounds = prune["rounds"], recover = prune["recover_steps"];
-    if (step % recover != 0 || step / recover >= rounds) return absl::OkStatus();
-    const int64_t round = step / recover;
-    const double target = prune["sparsity"].get<double>() * (round + 1) / rounds;
+    if (!scheduled) return absl::OkStatus();
+    const std::optional<PruneRound> due = schedule.RoundAt(step);
+    if (!due) return absl::OkStatus();
+    const int64_t round = due->round, rounds = schedule.rounds;
+    const double target = due->sparsity;
     // The same calibration windows on every rank, so every rank prunes the same weights.
     const WindowSampler sampler(*train, to.seq_len, to.seed ^ 0x7072756e65ull);
     std::vector<at::Tensor> batches;
-    for (int64_t i = 0; i < prune["calibration_batches"].get<int64_t>(); ++i)
+    for (int64_t i = 0; i < prune.calibration_batches(); ++i)
       batches.push_back(sampler.Batch(round, i, to.batch_size / to.grad_accum));
     const double before = eval_perplexity();
     if (!prune_rounds.empty()) prune_rounds.back()["perplexity_after_recovery"] = before;
-    if (auto s = masks->Prune(*student, prune_method, prune_pattern, target, batches); !s.ok())
+    if (auto s = masks->Prune(*student, choice.method, choice.pattern, target, batches); !s.ok())
       return s;
     const double after = eval_perplexity();
     const double sparsity = LinearSparsity(*student);
@@ -301,8 +298,8 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
                             {"perplexity_before_pruning", before},
                             {"perplexity_after_pruning", after}});
     ctx.Log(absl::StrCat("prune round ", round + 1, "/", rounds, " at step ", step, ": ",
-                         prune["method"].get<std::string>(), " to ", sparsity,
-                         " sparsity; evaluation perplexity ", before, " -> ", after));
+                         choice.method_name, " to ", sparsity, " sparsity; evaluation perplexity ",
+                         before, " -> ", after));
     ctx.SetMetric("sparsity", sparsity);
     return absl::OkStatus();
   };
@@ -342,12 +339,12 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     auto ppl = EvaluatePerplexity(*student, eval, eval_options);
     if (ppl.ok()) result["eval_perplexity"] = ppl->total.perplexity();
   }
-  if (prune.is_object()) {
+  if (scheduled) {
     if (!prune_rounds.empty() && result.contains("eval_perplexity"))
       prune_rounds.back()["perplexity_after_recovery"] = result["eval_perplexity"];
-    result["prune"] = {{"method", prune["method"]},
-                       {"pattern", prune["pattern"]},
-                       {"target_sparsity", prune["sparsity"]},
+    result["prune"] = {{"method", choice.method_name},
+                       {"pattern", choice.pattern_name},
+                       {"target_sparsity", prune.target().sparsity()},
                        {"sparsity", LinearSparsity(*student)},
                        {"rounds", prune_rounds}};
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/sequential_quantizer.h"
@@ -21,7 +22,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
-  const json& spec = ctx.spec();
+  SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kEvaluate));
+  const v1::EvaluateStage& spec = ctx.stage().evaluate();
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
   ctx.Log(absl::StrCat("evaluating ", *model_dir));
@@ -29,10 +31,10 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   if (!model.ok()) return model.status();
 
   PerplexityOptions options;
-  options.window = spec.value("window", 512);
-  options.stride = spec.value("stride", 256);
-  options.batch_size = spec.value("batch_size", 8);
-  options.max_examples = spec.value("max_examples", 0);
+  options.window = spec.window();
+  options.stride = spec.stride();
+  options.batch_size = spec.batch_size();
+  options.max_examples = spec.max_examples();
   options = FitToModel(options, model->config());
   absl::Status stop_reason;
   options.should_stop = [&] {
@@ -42,14 +44,14 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
 
   // Every evaluation file on its own, then the totals.
-  const auto files = spec.value("evaluation", std::vector<std::string>{});
+  const auto& files = ctx.data().evaluation();
   NllSum total;
   std::map<std::string, NllSum> categories;
   json per_file = json::object();
   double seconds = 0.0;
   int64_t processed = 0;
-  for (size_t f = 0; f < files.size(); ++f) {
-    auto path = LocalPathOf(files[f], absl::StrCat("data.evaluation[", f, "]"));
+  for (int f = 0; f < files.size(); ++f) {
+    auto path = DataFile(ctx, files[f], absl::StrCat("data.evaluation[", f, "]"));
     if (!path.ok()) return path.status();
     auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
     if (!data.ok()) return data.status();
@@ -103,27 +105,29 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
 
   // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
   std::vector<std::string> gate_failures;
-  const json gate = spec.value("gate", json::object());
-  if (spec.contains("baseline") && spec["baseline"].is_object() &&
-      spec["baseline"].contains("perplexity")) {
-    const double base = spec["baseline"]["perplexity"].get<double>();
+  json gate = json::object();
+  if (spec.gate().has_min_retention()) gate["min_retention"] = spec.gate().min_retention();
+  if (spec.gate().has_max_size_bytes()) gate["max_size_bytes"] = spec.gate().max_size_bytes();
+  const json& baseline = ctx.baseline();
+  if (baseline.contains("perplexity") && baseline["perplexity"].is_number()) {
+    const double base = baseline["perplexity"].get<double>();
     const double retention = base / total.perplexity();
     result["baseline_perplexity"] = base;
     result["retention"] = retention;
     result["retention_percent"] = 100.0 * retention;
-    if (spec["baseline"].contains("size_bytes")) {
+    if (baseline.contains("size_bytes") && baseline["size_bytes"].is_number()) {
       result["compression_ratio"] =
-          spec["baseline"]["size_bytes"].get<double>() / std::max<double>(1.0, size);
+          baseline["size_bytes"].get<double>() / std::max<double>(1.0, size);
     }
-    if (gate.contains("min_retention") && retention < gate["min_retention"].get<double>()) {
+    if (spec.gate().has_min_retention() && retention < spec.gate().min_retention()) {
       gate_failures.push_back(absl::StrCat("retention ", retention, " is below min_retention ",
-                                           gate["min_retention"].get<double>(), " (perplexity ",
+                                           spec.gate().min_retention(), " (perplexity ",
                                            total.perplexity(), " against baseline ", base, ")"));
     }
   }
-  if (gate.contains("max_size_bytes") && size > gate["max_size_bytes"].get<int64_t>()) {
+  if (spec.gate().has_max_size_bytes() && size > spec.gate().max_size_bytes()) {
     gate_failures.push_back(absl::StrCat("size ", size, " bytes is above max_size_bytes ",
-                                         gate["max_size_bytes"].get<int64_t>()));
+                                         spec.gate().max_size_bytes()));
   }
   if (!gate.empty()) result["gate"] = {{"limits", gate}, {"passed", gate_failures.empty()}};
   if (!gate_failures.empty()) {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/prune.h"
 #include "common/model/llama_model.h"
@@ -14,24 +15,21 @@
 namespace squeeze::worker {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
-  const json& spec = ctx.spec();
+  SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kPrune));
+  const v1::PruneStage& spec = ctx.stage().prune();
+  SQ_ASSIGN_OR_RETURN(const PruneChoice choice, PruneChoiceOf(spec.target()));
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
   auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
   if (!model.ok()) return model.status();
-  auto method = ParsePruneMethod(spec.value("method", "wanda"));
-  if (!method.ok()) return method.status();
-  auto pattern = ParsePrunePattern(spec.value("pattern", "unstructured"));
-  if (!pattern.ok()) return pattern.status();
-  const double sparsity = spec.value("sparsity", 0.5);
+  const double sparsity = spec.target().sparsity();
 
   std::vector<at::Tensor> batches;
   int64_t windows_used = 0;
-  if (*method == PruneMethod::kWanda) {
-    auto windows = CalibrationWindows(ctx, *model_dir, model->config());
+  if (choice.method == PruneMethod::kWanda) {
+    auto windows = CalibrationWindows(ctx, *model_dir, model->config(), spec.calibration());
     if (!windows.ok()) return windows.status();
     windows_used = windows->size(0);
     for (int64_t i = 0; i < windows_used; i += 8)
@@ -44,22 +42,23 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   const int64_t kv_heads_before = model->config().num_key_value_heads;
   double achieved = 0;
   size_t pruned_matrices = 0;
-  if (*pattern == PrunePattern::kMlpChannels) {
+  if (choice.pattern == PrunePattern::kMlpChannels) {
     // Structured: the model comes back narrower; what was removed is the achieved sparsity.
-    auto narrow = PruneMlpChannels(*model, *method, sparsity, batches);
+    auto narrow = PruneMlpChannels(*model, choice.method, sparsity, batches);
     if (!narrow.ok()) return narrow.status();
     *model = *std::move(narrow);
     achieved = 1.0 - static_cast<double>(model->config().intermediate_size) / width_before;
     pruned_matrices = 3 * static_cast<size_t>(model->num_layers());
-  } else if (*pattern == PrunePattern::kAttentionHeads) {
-    auto narrow = PruneAttentionHeads(*model, *method, sparsity, batches);
+  } else if (choice.pattern == PrunePattern::kAttentionHeads) {
+    auto narrow = PruneAttentionHeads(*model, choice.method, sparsity, batches);
     if (!narrow.ok()) return narrow.status();
     *model = *std::move(narrow);
     achieved = 1.0 - static_cast<double>(model->config().num_key_value_heads) / kv_heads_before;
     pruned_matrices = 4 * static_cast<size_t>(model->num_layers());
   } else {
     SparsityMasks masks;
-    if (auto s = masks.Prune(*model, *method, *pattern, sparsity, batches); !s.ok()) return s;
+    if (auto s = masks.Prune(*model, choice.method, choice.pattern, sparsity, batches); !s.ok())
+      return s;
     achieved = LinearSparsity(*model);
     pruned_matrices = masks.size();
   }
@@ -67,8 +66,7 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ctx.SetProgress(1, 1, "pruned");
   ctx.Log(absl::StrCat("pruned ", pruned_matrices, " linear layers to ", achieved, " sparsity (",
-                       spec.value("method", "wanda"), ", ", spec.value("pattern", "unstructured"),
-                       ") in ", seconds, " s"));
+                       choice.method_name, ", ", choice.pattern_name, ") in ", seconds, " s"));
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "pruned";
   RemoveTree(out_dir).IgnoreError();
@@ -79,8 +77,8 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
     return s;
   TaskOutput out;
   out.outputs["model"] = ctx.lease().output_uri();
-  out.result = {{"method", spec.value("method", "wanda")},
-                {"pattern", spec.value("pattern", "unstructured")},
+  out.result = {{"method", choice.method_name},
+                {"pattern", choice.pattern_name},
                 {"target_sparsity", sparsity},
                 {"sparsity", achieved},
                 {"pruned_matrices", pruned_matrices},

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
 
@@ -18,19 +19,30 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
-  const json& spec = ctx.spec();
+  SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kQuantize));
+  const v1::QuantizeStage& spec = ctx.stage().quantize();
   const auto started = std::chrono::steady_clock::now();
-  const std::string method = spec.value("method", "rtn");
   StreamingQuantizeOptions options;
   SequentialOptions& seq = options.sequential;
-  seq.method =
-      method == "gptq" ? SequentialOptions::Method::kGptq : SequentialOptions::Method::kRtn;
-  seq.gptq.quant = {spec.value("bits", 4), spec.value("group_size", int64_t{128}),
-                    spec.value("sym", false)};
-  seq.gptq.act_order = spec.value("act_order", false);
-  seq.gptq.static_groups = spec.value("static_groups", false);
-  seq.gptq.damp = spec.value("damp", 0.01);
-  seq.gptq.block_size = spec.value("block_size", int64_t{128});
+  std::string method;
+  switch (spec.method()) {
+    case v1::QuantizeStage::RTN:
+      seq.method = SequentialOptions::Method::kRtn;
+      method = "rtn";
+      break;
+    case v1::QuantizeStage::GPTQ:
+      seq.method = SequentialOptions::Method::kGptq;
+      method = "gptq";
+      break;
+    default:  // never a silent fallback to another method
+      return absl::InvalidArgumentError(
+          absl::StrCat("quantize method ", spec.method(), " is not one this worker knows"));
+  }
+  seq.gptq.quant = {spec.bits(), spec.group_size(), spec.sym()};
+  seq.gptq.act_order = spec.act_order();
+  seq.gptq.static_groups = spec.static_groups();
+  seq.gptq.damp = spec.damp();
+  seq.gptq.block_size = spec.block_size();
   seq.device = ctx.device();
   if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
 
@@ -40,7 +52,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (!config.ok()) return config.status();
   at::Tensor calibration;
   if (seq.method == SequentialOptions::Method::kGptq) {
-    auto windows = CalibrationWindows(ctx, *model_dir, *config);
+    auto windows = CalibrationWindows(ctx, *model_dir, *config, spec.calibration());
     if (!windows.ok()) return windows.status();
     calibration = *windows;
   }

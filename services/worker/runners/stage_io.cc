@@ -19,6 +19,7 @@
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
+#include "common/store/data_files.h"
 #include "common/tensor/torch_tensor.h"
 #include "common/train/data_parallel.h"
 
@@ -68,8 +69,8 @@ absl::StatusOr<std::string> InputModel(TaskContext& ctx) {
 // per-layer Hessians are not needed), else sampled from data.calibration with the stage's
 // calibration_samples, calibration_seq_len and seed.
 absl::StatusOr<at::Tensor> CalibrationWindows(TaskContext& ctx, const std::string& model_dir,
-                                              const LlamaConfig& config) {
-  const json& spec = ctx.spec();
+                                              const LlamaConfig& config,
+                                              const v1::CalibrationSample& sample) {
   if (ctx.lease().inputs().count("calibration")) {
     const std::string windows = ctx.scratch_dir() + "/calibration-windows.safetensors";
     if (auto s = ctx.store().FetchFile(ctx.lease().inputs().at("calibration"),
@@ -85,15 +86,14 @@ absl::StatusOr<at::Tensor> CalibrationWindows(TaskContext& ctx, const std::strin
     ctx.Log(absl::StrCat("calibration from the calibrate stage: ", ids->size(0), " windows"));
     return ids->clone();  // the file's mapping goes away with `file`
   }
-  auto path = LocalPathOf(spec.value("calibration", ""), "data.calibration");
+  auto path = DataFile(ctx, ctx.data().calibration(), "data.calibration");
   if (!path.ok()) return path.status();
   auto data = LoadTextDatasetForModel(model_dir, config, *path);
   if (!data.ok()) return data.status();
   CalibrationOptions co;
-  co.num_samples = spec.value("calibration_samples", int64_t{128});
-  co.seq_len = std::min<int64_t>(spec.value("calibration_seq_len", int64_t{256}),
-                                 config.max_position_embeddings);
-  co.seed = spec.value("seed", uint64_t{0});
+  co.num_samples = sample.samples();
+  co.seq_len = std::min<int64_t>(sample.seq_len(), config.max_position_embeddings);
+  co.seed = sample.seed();
   auto windows = SampleCalibration(*data, co);
   if (!windows.ok()) return windows.status();
   ctx.Log(absl::StrCat("calibration: ", co.num_samples, " windows of ", co.seq_len, " tokens"));
@@ -157,6 +157,59 @@ absl::StatusOr<std::string> ModelDigest(const std::string& dir) {
     h.Update(f + ":" + *d + "\n");
   }
   return h.HexDigest();
+}
+
+absl::StatusOr<std::string> DataFile(TaskContext& ctx, const std::string& uri,
+                                     const std::string& field) {
+  return PlaceDataFile(ctx.store(), uri, ctx.scratch_dir(), field);
+}
+
+absl::Status ExpectStage(const TaskContext& ctx, v1::StageOptions::StageCase expected) {
+  if (ctx.stage().stage_case() == expected) return absl::OkStatus();
+  const std::string carried = StageKind(ctx.stage());
+  return absl::InvalidArgumentError(
+      absl::StrCat("the lease for a ", ctx.lease().kind(), " task carries ",
+                   carried.empty() ? "no stage options" : absl::StrCat(carried, " options"),
+                   " (coordinator and worker of different versions?)"));
+}
+
+absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target) {
+  PruneChoice c;
+  switch (target.method()) {
+    case v1::PruneTarget::MAGNITUDE:
+      c.method = PruneMethod::kMagnitude;
+      c.method_name = "magnitude";
+      break;
+    case v1::PruneTarget::WANDA:
+      c.method = PruneMethod::kWanda;
+      c.method_name = "wanda";
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("prune method ", target.method(), " is not one this worker knows"));
+  }
+  switch (target.pattern()) {
+    case v1::PruneTarget::UNSTRUCTURED:
+      c.pattern = PrunePattern::kUnstructured;
+      c.pattern_name = "unstructured";
+      break;
+    case v1::PruneTarget::TWO_FOUR:
+      c.pattern = PrunePattern::k2of4;
+      c.pattern_name = "2:4";
+      break;
+    case v1::PruneTarget::CHANNELS:
+      c.pattern = PrunePattern::kMlpChannels;
+      c.pattern_name = "channels";
+      break;
+    case v1::PruneTarget::HEADS:
+      c.pattern = PrunePattern::kAttentionHeads;
+      c.pattern_name = "heads";
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("prune pattern ", target.pattern(), " is not one this worker knows"));
+  }
+  return c;
 }
 
 }  // namespace squeeze::worker

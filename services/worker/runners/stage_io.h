@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/compress/prune.h"
 #include "common/model/llama_config.h"
 #include "common/model/llama_model.h"
 #include "common/train/data_parallel.h"
@@ -25,10 +26,30 @@ int64_t PeakDeviceMemoryBytes(const at::Device& device);
 // The lease's "model" input, placed (verified) under the task's scratch directory.
 absl::StatusOr<std::string> InputModel(TaskContext& ctx);
 
+// A local path holding the job's data file `uri` (data.calibration, ...): a local file as it is,
+// a file uploaded to the store fetched and verified. Errors name `field`.
+absl::StatusOr<std::string> DataFile(TaskContext& ctx, const std::string& uri,
+                                     const std::string& field);
+
 // The calibration windows [N, L] of a stage: the job's calibrate stage's when there is one, else
-// sampled from data.calibration with the stage's calibration_samples, calibration_seq_len, seed.
+// sampled from data.calibration as `sample` says.
 absl::StatusOr<at::Tensor> CalibrationWindows(TaskContext& ctx, const std::string& model_dir,
-                                              const LlamaConfig& config);
+                                              const LlamaConfig& config,
+                                              const v1::CalibrationSample& sample);
+
+// InvalidArgument unless the lease carries options of stage kind `expected`: a lease is never
+// run with options meant for another runner, or with none.
+absl::Status ExpectStage(const TaskContext& ctx, v1::StageOptions::StageCase expected);
+
+// A prune target's method and pattern, with the names recipes and reports use; InvalidArgument
+// for a value this worker does not know (a newer coordinator's), never a silent default.
+struct PruneChoice {
+  PruneMethod method;
+  PrunePattern pattern;
+  std::string method_name;   // "magnitude", "wanda"
+  std::string pattern_name;  // "unstructured", "2:4", "channels", "heads"
+};
+absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target);
 
 // Writes `files` (name -> contents) into a fresh scratch directory and stores it at `uri`.
 absl::Status PutFiles(TaskContext& ctx, const std::string& name,

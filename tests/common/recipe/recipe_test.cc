@@ -33,13 +33,21 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   ASSERT_EQ(r->stages.size(), 3u);
   EXPECT_EQ(r->stages[1].kind, "quantize");
   EXPECT_EQ(r->stages[1].gpus, 1);
-  auto q = nlohmann::json::parse(r->stages[1].options_json);
-  EXPECT_EQ(q["bits"], 3);
-  EXPECT_EQ(q["group_size"], 64);
-  EXPECT_EQ(q["sym"], true);
-  auto e = nlohmann::json::parse(r->stages[2].options_json);
-  EXPECT_EQ(e["gate"]["min_retention"], 0.9);
-  EXPECT_EQ(e["window"], 512);  // default filled in
+  ASSERT_TRUE(r->stages[1].options.has_quantize());
+  const v1::QuantizeStage& q = r->stages[1].options.quantize();
+  EXPECT_EQ(q.bits(), 3);
+  EXPECT_EQ(q.group_size(), 64);
+  EXPECT_EQ(q.sym(), true);
+  EXPECT_EQ(q.method(), v1::QuantizeStage::RTN);  // default filled in
+  EXPECT_EQ(q.damp(), 0.01) << "GPTQ's settings are filled for every method";
+  EXPECT_EQ(q.block_size(), 128);
+  ASSERT_TRUE(r->stages[2].options.has_evaluate());
+  const v1::EvaluateStage& e = r->stages[2].options.evaluate();
+  EXPECT_EQ(e.gate().min_retention(), 0.9);
+  EXPECT_FALSE(e.gate().has_max_size_bytes());
+  EXPECT_EQ(e.window(), 512);  // default filled in
+  EXPECT_EQ(e.metrics_size(), 3);
+  EXPECT_EQ(StageKind(r->stages[2].options), "evaluate");
   EXPECT_EQ(r->stages[2].max_attempts, 2);
 }
 
@@ -73,12 +81,14 @@ TEST(RecipeTest, DistillPruneScheduleDefaults) {
       "model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, steps: 90, "
       "prune: {sparsity: 0.6, rounds: 3}}\n");
   ASSERT_TRUE(r.ok()) << r.status();
-  auto p = nlohmann::json::parse(r->stages[0].options_json)["prune"];
-  EXPECT_EQ(p["method"], "wanda");
-  EXPECT_EQ(p["pattern"], "unstructured");
-  EXPECT_EQ(p["rounds"], 3);
-  EXPECT_EQ(p["recover_steps"], 30);  // the steps shared out over the rounds
-  EXPECT_EQ(p["calibration_batches"], 4);
+  ASSERT_TRUE(r->stages[0].options.distill().has_prune());
+  const v1::PruneSchedule& p = r->stages[0].options.distill().prune();
+  EXPECT_EQ(p.target().method(), v1::PruneTarget::WANDA);
+  EXPECT_EQ(p.target().pattern(), v1::PruneTarget::UNSTRUCTURED);
+  EXPECT_EQ(p.target().sparsity(), 0.6);
+  EXPECT_EQ(p.rounds(), 3);
+  EXPECT_EQ(p.recover_steps(), 30);  // the steps shared out over the rounds
+  EXPECT_EQ(p.calibration_batches(), 4);
 }
 
 TEST(RecipeTest, AliasesDuplicateKeysAndOversizedRecipesAreRefused) {

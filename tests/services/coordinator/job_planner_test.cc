@@ -46,9 +46,8 @@ TEST(JobPlannerTest, EvaluateQuantizeEvaluate) {
       << "the last evaluation measures the quantized model";
   EXPECT_EQ(tasks[0].baseline_task(), -1);
   EXPECT_EQ(tasks[2].baseline_task(), 0) << "compared with the first evaluation";
-  const auto spec = nlohmann::json::parse(tasks[1].spec_json());
-  EXPECT_EQ(spec["bits"], 4);
-  EXPECT_EQ(spec["store_root"], "file:///store");
+  EXPECT_EQ(tasks[1].stage().quantize().bits(), 4);
+  EXPECT_EQ(tasks[1].data().store_root(), "file:///store");
 }
 
 TEST(JobPlannerTest, CalibrationModelsAndTeacherFlowFromTheRightStages) {
@@ -60,7 +59,10 @@ TEST(JobPlannerTest, CalibrationModelsAndTeacherFlowFromTheRightStages) {
       "  - evaluate: {}\n");
   const auto tasks = PlanJob(recipe, "j", "s3://b/store");
   ASSERT_EQ(tasks.size(), 5u);
-  EXPECT_EQ(nlohmann::json::parse(tasks[0].spec_json())["cache_root"], "s3://b/store/calibration");
+  EXPECT_TRUE(tasks[0].stage().has_calibrate());
+  EXPECT_EQ(tasks[0].data().store_root(), "s3://b/store");
+  EXPECT_EQ(tasks[0].data().calibration(), "/c.jsonl");
+  EXPECT_EQ(tasks[3].data().train(), "/t.jsonl");
   EXPECT_EQ(Bindings(tasks[1]), (std::map<std::string, std::string>{
                                     {"model", "/m"}, {"calibration", "task 0 calibration"}}));
   EXPECT_EQ(Bindings(tasks[2]),

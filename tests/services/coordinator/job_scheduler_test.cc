@@ -165,7 +165,7 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
   auto l1 = Lease(w);
   ASSERT_TRUE(l1);
   EXPECT_EQ(l1->kind(), "quantize");
-  EXPECT_EQ(nlohmann::json::parse(l1->spec_json())["bits"], 4);
+  EXPECT_EQ(l1->stage().quantize().bits(), 4);
   EXPECT_EQ(l1->timeout_ms(), 45 * 60 * 1000) << "the stage's timeout reaches its worker";
   EXPECT_EQ(l0->timeout_ms(), 0);
   ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, R"({"bits": 4})").ok());
@@ -174,7 +174,7 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
   ASSERT_TRUE(l2);
   EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize")
       << "later stages get the compressed model";
-  EXPECT_EQ(nlohmann::json::parse(l2->spec_json())["baseline"]["perplexity"], 5.0);
+  EXPECT_EQ(nlohmann::json::parse(l2->baseline_result_json())["perplexity"], 5.0);
   ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, R"({"perplexity": 5.5})").ok());
 
   v1::Job done = Get(job.id());
@@ -552,9 +552,9 @@ TEST_F(JobSchedulerTest, PropertyNoDoubleLeaseAndNoLostTask) {
   EXPECT_GT(succeeded, 0);
 }
 
-// A job record from before the planner bound inputs (no bindings) is planned again on recovery
-// and runs as a new one would.
-TEST_F(JobSchedulerTest, RecordsWithoutBindingsArePlannedAgainOnRecovery) {
+// A job record from before typed stage options (options as JSON, no bindings) is planned again
+// on recovery and runs as a new one would.
+TEST_F(JobSchedulerTest, RecordsWithoutTypedStagesArePlannedAgainOnRecovery) {
   const std::string w = RegisterWorker("a");
   v1::Job job = Submit();
   auto stored = state_->LoadJobs();
@@ -563,21 +563,27 @@ TEST_F(JobSchedulerTest, RecordsWithoutBindingsArePlannedAgainOnRecovery) {
   for (v1::TaskRecord& t : *old.mutable_tasks()) {
     t.clear_bindings();
     t.set_baseline_task(0);  // what an older record reads as
+    t.clear_stage();
+    t.clear_data();
+    t.set_spec_json(R"({"bits": 4})");
   }
   ASSERT_TRUE(state_->Commit({&old}, {}).ok());
   Restart();
   RegisterWorker("a", 0, w);
   auto l0 = Lease(w);
   ASSERT_TRUE(l0);
-  EXPECT_FALSE(nlohmann::json::parse(l0->spec_json()).contains("baseline"));
+  EXPECT_TRUE(l0->baseline_result_json().empty());
+  EXPECT_TRUE(l0->stage().has_evaluate()) << "typed options planned again from the recipe";
+  EXPECT_FALSE(l0->data().store_root().empty());
   ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, R"({"perplexity": 5.0})").ok());
   auto l1 = Lease(w);
   ASSERT_TRUE(l1);
+  EXPECT_EQ(l1->stage().quantize().bits(), 4);
   ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}).ok());
   auto l2 = Lease(w);
   ASSERT_TRUE(l2);
   EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize");
-  EXPECT_EQ(nlohmann::json::parse(l2->spec_json())["baseline"]["perplexity"], 5.0);
+  EXPECT_EQ(nlohmann::json::parse(l2->baseline_result_json())["perplexity"], 5.0);
 }
 
 // Random sequences of what workers, clients and time do (leases, completions, retryable and

@@ -1,0 +1,96 @@
+// The prune runner on a real file store, driven by a typed lease: a 2:4 magnitude prune whose
+// output artifact has exactly two zeros in every group of four weights, and targets it does not
+// know refused with their field.
+#include <filesystem>
+
+#include "common/base/file_util.h"
+#include "common/model/llama_model.h"
+#include "common/store/artifact_store.h"
+#include "gtest/gtest.h"
+#include "services/worker/runners/runners.h"
+#include "tests/common/model/tiny_llama_config.h"
+
+namespace squeeze::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+class PruneRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("prune_runner_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    RemoveTree(dir_).IgnoreError();
+    ASSERT_TRUE(LlamaModel::RandomInit(TinyLlamaConfig(2, 64), 9)
+                    .Save((dir_ / "model").string(), at::kFloat)
+                    .ok());
+    auto store = OpenArtifactStore(root());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  void TearDown() override { RemoveTree(dir_).IgnoreError(); }
+
+  std::string root() const { return "file://" + (dir_ / "store").string(); }
+  std::string output() const { return root() + "/jobs/j/0-prune"; }
+
+  absl::StatusOr<TaskOutput> Run(v1::PruneTarget target) {
+    v1::TaskLease lease;
+    lease.set_job_id("j");
+    lease.set_task_id("j-t0");
+    lease.set_kind("prune");
+    *lease.mutable_stage()->mutable_prune()->mutable_target() = target;
+    lease.mutable_data()->set_store_root(root());
+    (*lease.mutable_inputs())["model"] = (dir_ / "model").string();
+    lease.set_output_uri(output());
+    lease.set_world_size(1);
+    fs::create_directories(dir_ / "scratch");
+    TaskContext ctx(lease, store_.get(), (dir_ / "scratch").string(), at::kCPU, 0);
+    return PruneRunner().Run(ctx);
+  }
+
+  fs::path dir_;
+  std::unique_ptr<ArtifactStore> store_;
+};
+
+TEST_F(PruneRunnerTest, TwoFourMagnitudeLeavesTwoZerosInEveryGroupOfFour) {
+  v1::PruneTarget target;
+  target.set_method(v1::PruneTarget::MAGNITUDE);
+  target.set_pattern(v1::PruneTarget::TWO_FOUR);
+  target.set_sparsity(0.5);
+  auto out = Run(target);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->result["method"], "magnitude");
+  EXPECT_EQ(out->result["pattern"], "2:4");
+  EXPECT_NEAR(out->result["sparsity"].get<double>(), 0.5, 1e-9);
+  auto dir = store_->LocalDirectory(output(), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto pruned = LlamaModel::Load(*dir);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  for (int64_t l = 0; l < pruned->num_layers(); ++l) {
+    for (auto& [name, linear] : pruned->layer(l).Linears()) {
+      const at::Tensor zeros = (linear->weight == 0).reshape({linear->weight.size(0), -1, 4});
+      EXPECT_TRUE(zeros.sum(-1).eq(2).all().item<bool>()) << "layer " << l << " " << name;
+    }
+  }
+}
+
+TEST_F(PruneRunnerTest, UnknownMethodOrPatternIsRefused) {
+  v1::PruneTarget target;
+  target.set_method(static_cast<v1::PruneTarget::Method>(9));
+  target.set_pattern(v1::PruneTarget::UNSTRUCTURED);
+  target.set_sparsity(0.5);
+  auto method = Run(target);
+  ASSERT_FALSE(method.ok());
+  EXPECT_NE(method.status().message().find("prune method 9"), std::string::npos) << method.status();
+  target.set_method(v1::PruneTarget::MAGNITUDE);
+  target.set_pattern(v1::PruneTarget::PATTERN_UNSPECIFIED);
+  auto pattern = Run(target);
+  ASSERT_FALSE(pattern.ok());
+  EXPECT_NE(pattern.status().message().find("prune pattern 0"), std::string::npos)
+      << pattern.status();
+  EXPECT_FALSE(*store_->Exists(output()));
+}
+
+}  // namespace
+}  // namespace squeeze::worker

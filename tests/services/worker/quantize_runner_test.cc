@@ -1,0 +1,142 @@
+// The quantize runner on a real file store, driven by a lease as a worker receives it: typed
+// options in, a packed model artifact and a report out; a lease whose options it cannot honour is
+// refused, never run with a default method.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/base/file_util.h"
+#include "common/model/llama_model.h"
+#include "common/store/artifact_store.h"
+#include "gtest/gtest.h"
+#include "services/worker/runners/runners.h"
+#include "tests/common/model/tiny_llama_config.h"
+
+namespace squeeze::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+class QuantizeRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("quantize_runner_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    RemoveTree(dir_).IgnoreError();
+    LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/128);
+    ASSERT_TRUE(LlamaModel::RandomInit(c, 5).Save((dir_ / "model").string(), at::kFloat).ok());
+    // Calibration text in the byte tokenizer's reach.
+    std::ofstream data(dir_ / "calibration.jsonl");
+    for (int i = 0; i < 40; ++i)
+      data << "{\"text\": \"calibration line " << i << " with some words to fill a window\"}\n";
+    auto store = OpenArtifactStore(store_root());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  void TearDown() override { RemoveTree(dir_).IgnoreError(); }
+
+  std::string store_root() const { return "file://" + (dir_ / "store").string(); }
+
+  v1::TaskLease Lease(const v1::StageOptions& stage) const {
+    v1::TaskLease lease;
+    lease.set_job_id("job-1");
+    lease.set_task_id("job-1-t0");
+    lease.set_attempt(1);
+    lease.set_kind("quantize");
+    *lease.mutable_stage() = stage;
+    lease.mutable_data()->set_store_root(store_root());
+    lease.mutable_data()->set_calibration((dir_ / "calibration.jsonl").string());
+    (*lease.mutable_inputs())["model"] = (dir_ / "model").string();
+    lease.set_output_uri(store_root() + "/jobs/job-1/0-quantize");
+    lease.set_checkpoint_uri(store_root() + "/jobs/job-1/0-quantize.checkpoint");
+    lease.set_world_size(1);
+    return lease;
+  }
+
+  absl::StatusOr<TaskOutput> Run(const v1::TaskLease& lease) {
+    fs::create_directories(dir_ / "scratch");
+    TaskContext ctx(lease, store_.get(), (dir_ / "scratch").string(), at::kCPU, 0);
+    return QuantizeRunner().Run(ctx);
+  }
+
+  fs::path dir_;
+  std::unique_ptr<ArtifactStore> store_;
+};
+
+v1::StageOptions Quantize(v1::QuantizeStage::Method method, int bits) {
+  v1::StageOptions o;
+  v1::QuantizeStage* q = o.mutable_quantize();
+  q->set_method(method);
+  q->set_bits(bits);
+  q->set_group_size(64);
+  q->set_sym(true);
+  q->set_damp(0.01);
+  q->set_block_size(128);
+  q->mutable_calibration()->set_samples(4);
+  q->mutable_calibration()->set_seq_len(32);
+  return o;
+}
+
+TEST_F(QuantizeRunnerTest, RtnWritesAPackedModelArtifactAndReportsItsOptions) {
+  auto out = Run(Lease(Quantize(v1::QuantizeStage::RTN, 4)));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const std::string uri = store_root() + "/jobs/job-1/0-quantize";
+  EXPECT_EQ(out->outputs.at("model"), uri);
+  EXPECT_EQ(out->result["method"], "rtn");
+  EXPECT_EQ(out->result["bits"], 4);
+  EXPECT_EQ(out->result["group_size"], 64);
+  EXPECT_EQ(out->result["sym"], true);
+  EXPECT_EQ(out->result["layers"], 2);
+  ASSERT_TRUE(*store_->Exists(uri));
+  // The artifact's config says how it was quantized, and its layers hold packed codes.
+  auto config =
+      nlohmann::json::parse(*store_->ReadArtifactRange(uri, "config.json", 0, -1, nullptr));
+  EXPECT_EQ(config["quantization_config"]["bits"], 4);
+  EXPECT_EQ(config["quantization_config"]["group_size"], 64);
+  auto index = nlohmann::json::parse(
+      *store_->ReadArtifactRange(uri, "model.safetensors.index.json", 0, -1, nullptr));
+  EXPECT_TRUE(index["weight_map"].contains("model.layers.1.mlp.down_proj.qweight"));
+  // The manifest records the typed options the task ran with.
+  auto manifest = nlohmann::json::parse(
+      std::ifstream(dir_ / "store/jobs/job-1/0-quantize/manifest.json"), nullptr, false);
+  ASSERT_TRUE(manifest.is_object());
+  EXPECT_EQ(manifest["provenance"]["stage_spec"]["quantize"]["bits"], 4);
+}
+
+TEST_F(QuantizeRunnerTest, GptqSamplesTheJobsCalibrationFile) {
+  auto out = Run(Lease(Quantize(v1::QuantizeStage::GPTQ, 4)));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->result["method"], "gptq");
+  // A loss for each of the 7 linears of both layers, every one finite and non-negative.
+  ASSERT_EQ(out->result["linears"].size(), 14u) << out->result.dump();
+  for (const auto& l : out->result["linears"]) {
+    EXPECT_GE(l["loss"].get<double>(), 0.0);
+    EXPECT_TRUE(std::isfinite(l["loss"].get<double>()));
+  }
+}
+
+TEST_F(QuantizeRunnerTest, OptionsItCannotHonourAreRefusedNotDefaulted) {
+  // A method this worker does not know (a newer coordinator's): an error, not RTN.
+  auto unknown = Run(Lease(Quantize(static_cast<v1::QuantizeStage::Method>(7), 4)));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("quantize method 7"), std::string::npos)
+      << unknown.status();
+  // Options of another stage kind, or none at all.
+  v1::StageOptions prune;
+  prune.mutable_prune()->mutable_target()->set_sparsity(0.5);
+  auto mismatched = Run(Lease(prune));
+  ASSERT_FALSE(mismatched.ok());
+  EXPECT_NE(mismatched.status().message().find("carries prune options"), std::string::npos)
+      << mismatched.status();
+  auto none = Run(Lease(v1::StageOptions()));
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("carries no stage options"), std::string::npos)
+      << none.status();
+  EXPECT_FALSE(*store_->Exists(store_root() + "/jobs/job-1/0-quantize"));
+}
+
+}  // namespace
+}  // namespace squeeze::worker
