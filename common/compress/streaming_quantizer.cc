@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/compress/copy_stream_cuda.h"
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -128,6 +129,12 @@ absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const Checkpoi
   }
   return layer;
 }
+
+// A layer read on the host, and on a GPU its copy to the device already under way.
+struct PrefetchedLayer {
+  DecoderLayer layer;
+  std::unique_ptr<CopyStreamTransfer> copy;
+};
 
 DecoderLayer ToDevice(const DecoderLayer& host, at::Device device, at::ScalarType dtype) {
   DecoderLayer layer = host;
@@ -379,16 +386,36 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   }
 
   const bool pin = cuda;
+  // The next layer is read from the mapped checkpoint on a host thread and, on a GPU, copied on
+  // a copy stream while this layer computes.
   auto prefetch = [&](int64_t i) {
-    return std::async(std::launch::async, [&, i] {
-      return ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin);
+    return std::async(std::launch::async, [&, i]() -> absl::StatusOr<PrefetchedLayer> {
+      auto host = ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin);
+      if (!host.ok()) return host.status();
+      PrefetchedLayer out{*std::move(host), nullptr};
+#if SQUEEZE_HAS_CUDA_KERNELS
+      if (cuda) {
+        std::vector<at::Tensor> tensors;
+        for (auto& [name, t] : out.layer.Tensors()) tensors.push_back(*t);
+        out.copy = CopyStreamTransfer::Start(std::move(tensors), device, compute);
+      }
+#endif
+      return out;
     });
   };
-  std::future<absl::StatusOr<DecoderLayer>> next = prefetch(0);
+  std::future<absl::StatusOr<PrefetchedLayer>> next = prefetch(0);
   for (int64_t i = 0; i < layers; ++i) {
-    auto host = next.get();
-    if (!host.ok()) return host.status();
-    DecoderLayer layer = ToDevice(*host, device, compute);
+    auto fetched = next.get();
+    if (!fetched.ok()) return fetched.status();
+    DecoderLayer layer;
+    if (fetched->copy) {
+      layer = std::move(fetched->layer);
+      std::vector<at::Tensor> on_device = fetched->copy->Finish();
+      size_t k = 0;
+      for (auto& [name, t] : layer.Tensors()) *t = on_device[k++];
+    } else {
+      layer = ToDevice(fetched->layer, device, compute);
+    }
     if (i + 1 < layers) next = prefetch(i + 1);
     clock.Charge("load");
     if (i < o.start_layer) {
