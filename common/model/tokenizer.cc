@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/hf_tokenizer.h"
 #include "common/model/sentencepiece_model.h"
 
 namespace squeeze {
@@ -47,6 +48,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std:
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir,
                                                          const LlamaConfig& config) {
+  // tokenizer.json first, as transformers' fast tokenizers do; bos and eos from its config.
+  const auto hf_path = std::filesystem::path(model_dir) / "tokenizer.json";
+  if (std::filesystem::exists(hf_path))
+    return LoadHfTokenizer(hf_path.string(),
+                           (std::filesystem::path(model_dir) / "tokenizer_config.json").string());
   const auto sp_path = std::filesystem::path(model_dir) / "tokenizer.model";
   if (std::filesystem::exists(sp_path)) return LoadSentencePieceTokenizer(sp_path.string());
   if (config.byte_tokenizer) {

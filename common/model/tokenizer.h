@@ -1,5 +1,5 @@
-// Text to token ids: SentencePiece when the model ships `tokenizer.model`, bytes for the project's
-// byte-level example models.
+// Text to token ids: Hugging Face tokenizer.json, SentencePiece `tokenizer.model`, or bytes for the
+// project's byte-level example models.
 #pragma once
 
 #include <cstdint>
@@ -42,8 +42,9 @@ class ByteTokenizer : public Tokenizer {
 // Opens a `tokenizer.model` file (SentencePiece).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path);
 
-// The tokenizer of a model directory: tokenizer.model if present, else bytes when the config says
-// so, else NotFound (callers may still use pre-tokenized `input_ids`).
+// The tokenizer of a model directory: tokenizer.json if present (hf_tokenizer.h), else
+// tokenizer.model (SentencePiece), else bytes when the config says so, else NotFound (callers may
+// still use pre-tokenized `input_ids`).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir,
                                                          const LlamaConfig& config);
 

