@@ -3,7 +3,10 @@
 #include <yaml-cpp/yaml.h>
 #include <yaml.h>
 
+#include <unistd.h>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -13,8 +16,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/base/file_util.h"
 #include "common/base/status_macros.h"
+#include "common/model/hf_tokenizer.h"
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
 #include "common/store/artifact_tensor_reader.h"
@@ -275,6 +280,9 @@ absl::Status ParseEvaluate(MapReader& r, v1::EvaluateStage& out) {
   SQ_RETURN_IF_ERROR(r.Int("stride", stride, 1, 1 << 20));
   SQ_RETURN_IF_ERROR(r.Int("batch_size", batch, 1, 4096));
   SQ_RETURN_IF_ERROR(r.Int("max_examples", max_examples, 0, 1 << 30));
+  int64_t max_task_questions = 0;
+  SQ_RETURN_IF_ERROR(r.Int("max_task_questions", max_task_questions, 0, 1 << 30));
+  out.set_max_task_questions(max_task_questions);
   if (stride >= window) return FieldError(r.Path("stride"), "must be smaller than window");
   out.set_window(window);
   out.set_stride(stride);
@@ -283,13 +291,16 @@ absl::Status ParseEvaluate(MapReader& r, v1::EvaluateStage& out) {
   if (YAML::Node g = r.Get("gate")) {
     MapReader gate(g, r.Path("gate"));
     SQ_RETURN_IF_ERROR(gate.CheckIsMap());
-    double min_retention = 0.0;
+    double min_retention = 0.0, min_accuracy_retention = 0.0;
     int64_t max_size_bytes = 0;
     SQ_RETURN_IF_ERROR(gate.Double("min_retention", min_retention, 0.0, 1.0));
+    SQ_RETURN_IF_ERROR(gate.Double("min_accuracy_retention", min_accuracy_retention, 0.0, 10.0));
     SQ_RETURN_IF_ERROR(gate.Int("max_size_bytes", max_size_bytes, 1, INT64_MAX));
     SQ_RETURN_IF_ERROR(gate.NoUnknownFields());
     if (g["min_retention"]) out.mutable_gate()->set_min_retention(min_retention);
     if (g["max_size_bytes"]) out.mutable_gate()->set_max_size_bytes(max_size_bytes);
+    if (g["min_accuracy_retention"])
+      out.mutable_gate()->set_min_accuracy_retention(min_accuracy_retention);
   }
   return absl::OkStatus();
 }
@@ -623,19 +634,24 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
     SQ_RETURN_IF_ERROR(data.CheckIsMap());
     SQ_RETURN_IF_ERROR(data.String("calibration", recipe.calibration));
     SQ_RETURN_IF_ERROR(data.String("train", recipe.train));
-    if (YAML::Node e = data.Get("evaluation")) {
+    // A path or a list of paths.
+    auto paths = [&](const std::string& key, std::vector<std::string>& out) -> absl::Status {
+      YAML::Node e = data.Get(key);
+      if (!e) return absl::OkStatus();
       if (e.IsScalar()) {
-        recipe.evaluation.push_back(e.Scalar());
-      } else if (e.IsSequence()) {
-        for (size_t i = 0; i < e.size(); ++i) {
-          if (!e[i].IsScalar())
-            return FieldError(absl::StrCat("data.evaluation[", i, "]"), "expected a string");
-          recipe.evaluation.push_back(e[i].Scalar());
-        }
-      } else {
-        return FieldError("data.evaluation", "expected a path or a list of paths");
+        out.push_back(e.Scalar());
+        return absl::OkStatus();
       }
-    }
+      if (!e.IsSequence()) return FieldError("data." + key, "expected a path or a list of paths");
+      for (size_t i = 0; i < e.size(); ++i) {
+        if (!e[i].IsScalar())
+          return FieldError(absl::StrCat("data.", key, "[", i, "]"), "expected a string");
+        out.push_back(e[i].Scalar());
+      }
+      return absl::OkStatus();
+    };
+    SQ_RETURN_IF_ERROR(paths("evaluation", recipe.evaluation));
+    SQ_RETURN_IF_ERROR(paths("tasks", recipe.tasks));
     SQ_RETURN_IF_ERROR(data.NoUnknownFields());
   }
 
@@ -674,6 +690,10 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
       SQ_RETURN_IF_ERROR(ParseEvaluate(r, *options.mutable_evaluate()));
       if (recipe.evaluation.empty()) {
         return FieldError("data.evaluation", absl::StrCat("required by ", path, ".evaluate"));
+      }
+      if (options.evaluate().gate().has_min_accuracy_retention() && recipe.tasks.empty()) {
+        return FieldError("data.tasks", absl::StrCat("required by ", path,
+                                                     ".evaluate.gate.min_accuracy_retention"));
       }
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, *options.mutable_quantize()));
@@ -742,12 +762,14 @@ absl::StatusOr<std::string> RewriteRecipeFields(
   if (YAML::Node data = root["data"]; data && data.IsMap()) {
     SQ_RETURN_IF_ERROR(apply(data["calibration"], "data.calibration"));
     SQ_RETURN_IF_ERROR(apply(data["train"], "data.train"));
-    if (YAML::Node e = data["evaluation"]) {
+    for (const std::string key : {"evaluation", "tasks"}) {
+      YAML::Node e = data[key];
+      if (!e) continue;
       if (e.IsSequence()) {
         for (size_t i = 0; i < e.size(); ++i)
-          SQ_RETURN_IF_ERROR(apply(e[i], absl::StrCat("data.evaluation[", i, "]")));
+          SQ_RETURN_IF_ERROR(apply(e[i], absl::StrCat("data.", key, "[", i, "]")));
       } else {
-        SQ_RETURN_IF_ERROR(apply(e, "data.evaluation"));
+        SQ_RETURN_IF_ERROR(apply(e, "data." + key));
       }
     }
   }
@@ -835,6 +857,22 @@ absl::StatusOr<LlamaConfig> CheckStoredModel(const std::string& uri) {
                                        });
       !s.ok())
     return s;
+  // Its tokenizer.json, when it has one, read whole (a few MB) and loaded as a worker would.
+  auto tokenizer_json = (*store)->ReadArtifactRange(uri, "tokenizer.json", 0, -1, nullptr);
+  if (tokenizer_json.ok()) {
+    const std::string tmp = (std::filesystem::temp_directory_path() /
+                             absl::StrCat("squeeze-submit-tokenizer-", ::getpid(), "-",
+                                          std::hash<std::string>()(uri), ".json"))
+                                .string();
+    std::ofstream(tmp, std::ios::binary) << *tokenizer_json;
+    auto tokenizer = LoadHfTokenizer(tmp);
+    std::remove(tmp.c_str());
+    if (!tokenizer.ok())
+      return model_error(absl::InvalidArgumentError(
+          absl::StrReplaceAll(tokenizer.status().message(), {{tmp, uri + "/tokenizer.json"}})));
+  } else if (tokenizer_json.status().code() != absl::StatusCode::kNotFound) {
+    return model_error(tokenizer_json.status());
+  }
   return config;
 }
 
@@ -979,6 +1017,13 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
                                            });
           !s.ok())
         return s;
+      // A tokenizer.json the workers could not read (an unsupported model type, normalizer or
+      // pre-tokenizer) is refused now, naming the component.
+      if (fs::exists(fs::path(*model) / "tokenizer.json", ec)) {
+        auto tokenizer = LoadHfTokenizer((fs::path(*model) / "tokenizer.json").string());
+        if (!tokenizer.ok())
+          return absl::InvalidArgumentError(absl::StrCat("model: ", tokenizer.status().message()));
+      }
       config = *local;
     }
   }
@@ -1021,6 +1066,9 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   if (!recipe.train.empty()) SQ_RETURN_IF_ERROR(check_file(recipe.train, "data.train"));
   for (size_t i = 0; i < recipe.evaluation.size(); ++i) {
     SQ_RETURN_IF_ERROR(check_file(recipe.evaluation[i], absl::StrCat("data.evaluation[", i, "]")));
+  }
+  for (size_t i = 0; i < recipe.tasks.size(); ++i) {
+    SQ_RETURN_IF_ERROR(check_file(recipe.tasks[i], absl::StrCat("data.tasks[", i, "]")));
   }
   return absl::OkStatus();
 }

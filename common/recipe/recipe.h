@@ -28,6 +28,7 @@ struct Recipe {
   std::string calibration;
   std::string train;  // text a distill stage trains on
   std::vector<std::string> evaluation;
+  std::vector<std::string> tasks;  // multiple-choice task files, scored by evaluate stages
   std::vector<StageSpec> stages;
   int max_attempts = 3;
 };

@@ -102,6 +102,10 @@ absl::Status TenantInputPolicy::Check(const Recipe& recipe, const std::string& t
         !s.ok())
       return s;
   }
+  for (size_t i = 0; i < recipe.tasks.size(); ++i) {
+    if (auto s = CheckOne(absl::StrCat("data.tasks[", i, "]"), recipe.tasks[i], tenant); !s.ok())
+      return s;
+  }
   return absl::OkStatus();
 }
 

@@ -58,6 +58,7 @@ std::vector<v1::TaskRecord> PlanJob(const Recipe& recipe, const std::string& job
     data.set_calibration(recipe.calibration);
     data.set_train(recipe.train);
     for (const std::string& e : recipe.evaluation) data.add_evaluation(e);
+    for (const std::string& e : recipe.tasks) data.add_tasks(e);
     data.set_store_root(store_root);
     t.set_gpus(stage.gpus);
     t.set_world_size(stage.workers);

@@ -12,6 +12,8 @@
 #include "common/compress/perplexity.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
+#include "common/compress/task_accuracy.h"
+#include "common/data/choice_tasks.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 #include "common/recipe/recipe.h"
@@ -103,11 +105,49 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   }
   result["categories"] = by_category;
 
+  // Multiple-choice accuracy on the job's task files, when it has any.
+  if (ctx.data().tasks_size() > 0) {
+    std::vector<ChoiceQuestion> questions;
+    for (int f = 0; f < ctx.data().tasks_size(); ++f) {
+      SQ_ASSIGN_OR_RETURN(const std::string path,
+                          DataFile(ctx, ctx.data().tasks(f), absl::StrCat("data.tasks[", f, "]")));
+      SQ_ASSIGN_OR_RETURN(std::vector<ChoiceQuestion> loaded,
+                          LoadChoiceTasksForModel(*model_dir, model->config(), path));
+      questions.insert(questions.end(), std::make_move_iterator(loaded.begin()),
+                       std::make_move_iterator(loaded.end()));
+    }
+    AccuracyOptions accuracy_options;
+    accuracy_options.max_questions = spec.max_task_questions();
+    accuracy_options.batch_size = spec.batch_size();
+    accuracy_options.should_stop = options.should_stop;
+    accuracy_options.progress = [&](int64_t done, int64_t n) {
+      ctx.SetProgress(done, n, "choices scored");
+    };
+    auto accuracy = EvaluateChoiceAccuracy(*model, questions, accuracy_options);
+    if (!accuracy.ok()) return stop_reason.ok() ? accuracy.status() : stop_reason;
+    json tasks_categories = json::object();
+    for (const auto& [name, a] : accuracy->by_category)
+      tasks_categories[name] = {
+          {"acc", a.acc()}, {"acc_norm", a.acc_norm()}, {"questions", a.questions}};
+    result["tasks"] = {{"acc", accuracy->total.acc()},
+                       {"acc_norm", accuracy->total.acc_norm()},
+                       {"acc_ci95", {accuracy->acc_low, accuracy->acc_high}},
+                       {"acc_norm_ci95", {accuracy->acc_norm_low, accuracy->acc_norm_high}},
+                       {"questions", accuracy->total.questions},
+                       {"categories", tasks_categories}};
+    ctx.SetMetric("task_accuracy", accuracy->total.acc());
+    ctx.Log(absl::StrCat("task accuracy ", accuracy->total.acc(), " (acc_norm ",
+                         accuracy->total.acc_norm(), ") on ", accuracy->total.questions,
+                         " questions"));
+  }
+
   // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
   std::vector<std::string> gate_failures;
   json gate = json::object();
   if (spec.gate().has_min_retention()) gate["min_retention"] = spec.gate().min_retention();
   if (spec.gate().has_max_size_bytes()) gate["max_size_bytes"] = spec.gate().max_size_bytes();
+  if (spec.gate().has_min_accuracy_retention())
+    gate["min_accuracy_retention"] = spec.gate().min_accuracy_retention();
   const json& baseline = ctx.baseline();
   if (baseline.contains("perplexity") && baseline["perplexity"].is_number()) {
     const double base = baseline["perplexity"].get<double>();
@@ -123,6 +163,21 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
       gate_failures.push_back(absl::StrCat("retention ", retention, " is below min_retention ",
                                            spec.gate().min_retention(), " (perplexity ",
                                            total.perplexity(), " against baseline ", base, ")"));
+    }
+  }
+  // Accuracy retention against the first evaluation's accuracy on the same questions.
+  if (result.contains("tasks") && baseline.contains("tasks") &&
+      baseline["tasks"].value("acc", 0.0) > 0) {
+    const double base = baseline["tasks"]["acc"].get<double>();
+    const double retention = result["tasks"]["acc"].get<double>() / base;
+    result["tasks"]["baseline_acc"] = base;
+    result["tasks"]["accuracy_retention"] = retention;
+    if (spec.gate().has_min_accuracy_retention() &&
+        retention < spec.gate().min_accuracy_retention()) {
+      gate_failures.push_back(
+          absl::StrCat("accuracy retention ", retention, " is below min_accuracy_retention ",
+                       spec.gate().min_accuracy_retention(), " (accuracy ",
+                       result["tasks"]["acc"].get<double>(), " against baseline ", base, ")"));
     }
   }
   if (spec.gate().has_max_size_bytes() && size > spec.gate().max_size_bytes()) {

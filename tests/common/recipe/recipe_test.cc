@@ -266,6 +266,53 @@ TEST(RecipeTest, GroupSizeMustFitTheModel) {
   EXPECT_TRUE(CheckRecipeInputs(*r).ok());
 }
 
+// Task files and the accuracy gate: parsed into the recipe, and the gate needs tasks.
+TEST(RecipeTest, TaskFilesAndTheAccuracyGate) {
+  auto r = ParseRecipe(
+      "model: /m\ndata: {evaluation: e.jsonl, tasks: [t1.jsonl, t2.jsonl]}\nstages:\n"
+      "  - evaluate: {max_task_questions: 50, gate: {min_accuracy_retention: 0.9}}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tasks, (std::vector<std::string>{"t1.jsonl", "t2.jsonl"}));
+  EXPECT_EQ(r->stages[0].options.evaluate().max_task_questions(), 50);
+  EXPECT_EQ(r->stages[0].options.evaluate().gate().min_accuracy_retention(), 0.9);
+  auto no_tasks = ParseRecipe(
+      "model: /m\ndata: {evaluation: e.jsonl}\nstages:\n"
+      "  - evaluate: {gate: {min_accuracy_retention: 0.9}}\n");
+  ASSERT_FALSE(no_tasks.ok());
+  EXPECT_NE(no_tasks.status().message().find(
+                "data.tasks: required by stages[0].evaluate.gate.min_accuracy_retention"),
+            absl::string_view::npos)
+      << no_tasks.status();
+  auto bad = ParseRecipe(
+      "model: /m\ndata: {evaluation: e.jsonl, tasks: {a: 1}}\nstages:\n"
+      "  - evaluate: {}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("data.tasks: expected a path or a list of paths"),
+            absl::string_view::npos)
+      << bad.status();
+}
+
+// A tokenizer.json the workers could not read is refused at submit, naming what it holds.
+TEST(RecipeTest, UnsupportedTokenizerIsRefusedAtSubmit) {
+  namespace fs = std::filesystem;
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const fs::path model =
+      fs::temp_directory_path() / ("tokenizer_check_" + std::to_string(::getpid()));
+  fs::remove_all(model);
+  fs::copy(std::string(src) + "/deploy/models/fortunes-teacher", model);
+  std::ofstream(model / "tokenizer.json")
+      << R"({"model": {"type": "BPE", "vocab": {"a": 0}}, "normalizer": {"type": "NFKD"}})";
+  auto r = ParseRecipe("model: " + model.string() + "\nstages:\n  - quantize: {}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const absl::Status s = CheckRecipeInputs(*r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("model: "), absl::string_view::npos) << s.message();
+  EXPECT_NE(s.message().find("normalizer \"NFKD\" is not supported"), absl::string_view::npos)
+      << s.message();
+  fs::remove_all(model);
+}
+
 // config.json is checked against the checkpoint's tensors at submit, from the headers alone: a
 // config that claims more layers or other shapes than the weights have is refused, naming a
 // tensor.
