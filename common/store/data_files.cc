@@ -39,8 +39,8 @@ absl::Status CheckScheme(const std::string& uri, const std::string& field) {
   if (uri.find("://") == std::string::npos || absl::StartsWith(uri, "file://") ||
       absl::StartsWith(uri, "s3://"))
     return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": \"", uri, "\": expected a local path, a file:// URI or an s3:// URI"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": \"", uri, "\": expected a local path, a file:// URI or an s3:// URI"));
 }
 
 }  // namespace
@@ -98,6 +98,7 @@ absl::StatusOr<std::string> PlaceDataFile(ArtifactStore& store, const std::strin
 }
 
 absl::Status CheckDataFile(ArtifactStore& store, const std::string& uri, const std::string& field) {
+  if (auto s = CheckScheme(uri, field); !s.ok()) return s;
   if (IsLocalFile(uri)) return absl::OkStatus();
   const bool local = !absl::StartsWith(uri, "s3://");
   auto parts = SplitArtifactFile(uri, field);
