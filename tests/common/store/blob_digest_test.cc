@@ -20,10 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+std::string Slurp(const fs::path& p) { return ReadFileToString(p.string()).value_or(""); }
 
 class BlobDigestTest : public ::testing::Test {
  protected:
