@@ -526,6 +526,7 @@ class ContentAddressedStore : public ArtifactStore {
       return absl::OutOfRangeError(
           absl::StrCat(uri, ": offset ", offset, " is past the size ", size, " of \"", name, "\""));
     const int64_t end = length < 0 ? size : std::min(size, offset + length);
+    if (end <= offset) return std::string();  // nothing to read (a 0-byte tensor at the end)
     const bool plain_whole = size <= kDigestChunkBytes && absl::StartsWith(digest, "sha256:");
     const bool chunked = ChunksMatch(digest, size, chunks);
     if (!plain_whole && !chunked) return blobs.Get(blob, offset, end - offset);

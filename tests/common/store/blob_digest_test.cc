@@ -110,6 +110,12 @@ TEST_F(BlobDigestTest, StoreWritesChunksAndVerifiesRangesByTheChunksTheyCover) {
   ASSERT_TRUE(across.ok()) << across.status();
   EXPECT_EQ(*across, bytes_.substr(kDigestChunkBytes - 10, 20));
   EXPECT_EQ(size, static_cast<int64_t>(bytes_.size()));
+  // Empty ranges, at the end of the file included, read nothing and touch no chunk.
+  for (int64_t at : {int64_t{0}, kDigestChunkBytes, static_cast<int64_t>(bytes_.size())}) {
+    auto empty = (*store)->ReadArtifactRange(uri, "big.bin", at, 0, nullptr);
+    ASSERT_TRUE(empty.ok()) << empty.status();
+    EXPECT_TRUE(empty->empty());
+  }
   auto tail = (*store)->ReadArtifactRange(uri, "big.bin", 2 * kDigestChunkBytes + 5, -1, nullptr);
   ASSERT_TRUE(tail.ok()) << tail.status();
   EXPECT_EQ(*tail, bytes_.substr(2 * kDigestChunkBytes + 5));
