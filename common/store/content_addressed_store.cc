@@ -61,6 +61,30 @@ struct Manifest {
   std::string blob_root;
 };
 
+// One file entry of a manifest; DataLoss naming the manifest when the entry is malformed (a
+// manifest is read from storage, so it is untrusted input).
+absl::StatusOr<StoredFile> FileEntry(const json& f, const std::string& manifest_uri) {
+  auto malformed = [&] {
+    return absl::DataLossError(
+        absl::StrCat(manifest_uri, ": malformed file entry ", f.dump().substr(0, 200)));
+  };
+  if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("digest") ||
+      !f["digest"].is_string() || (f.contains("size") && !f["size"].is_number_integer()))
+    return malformed();
+  StoredFile out{f["name"].get<std::string>(),
+                 f["digest"].get<std::string>(),
+                 f.contains("size") ? f["size"].get<int64_t>() : 0,
+                 {}};
+  if (f.contains("chunks")) {
+    if (!f["chunks"].is_array()) return malformed();
+    for (const json& c : f["chunks"]) {
+      if (!c.is_string()) return malformed();
+      out.chunks.push_back(c.get<std::string>());
+    }
+  }
+  return out;
+}
+
 class ContentAddressedStore : public ArtifactStore {
  public:
   ContentAddressedStore(std::string root, const StoreOptions& options)
@@ -113,8 +137,9 @@ class ContentAddressedStore : public ArtifactStore {
     if (!manifest.ok()) return manifest.status();
     std::vector<StoredFile> out;
     for (const json& f : manifest->files) {
-      out.push_back({f.value("name", ""), f.value("digest", ""), f.value("size", int64_t{0}),
-                     f.value("chunks", std::vector<std::string>{})});
+      auto entry = FileEntry(f, ManifestUri(uri));
+      if (!entry.ok()) return entry.status();
+      out.push_back(*std::move(entry));
     }
     return out;
   }
@@ -232,16 +257,15 @@ class ContentAddressedStore : public ArtifactStore {
       auto blobs = For(manifest->blob_root);
       if (!blobs.ok()) return blobs.status();
       for (const json& f : manifest->files) {
-        if (f.value("name", "") != name) continue;
-        const std::string digest = f.value("digest", "");
-        auto blob = BlobName(digest);
+        auto entry = FileEntry(f, ManifestUri(uri));
+        if (!entry.ok()) return entry.status();
+        if (entry->name != name) continue;
+        auto blob = BlobName(entry->digest);
         if (!blob.ok())
           return absl::DataLossError(absl::StrCat(ManifestUri(uri), ": ", blob.status().message()));
-        const int64_t size = f.value("size", int64_t{0});
-        if (file_size) *file_size = size;
-        return ReadVerifiedRange(**blobs, BlobUri(manifest->blob_root, *blob), uri, name, digest,
-                                 size, f.value("chunks", std::vector<std::string>{}), offset,
-                                 length);
+        if (file_size) *file_size = entry->size;
+        return ReadVerifiedRange(**blobs, BlobUri(manifest->blob_root, *blob), uri, name,
+                                 entry->digest, entry->size, entry->chunks, offset, length);
       }
       return absl::NotFoundError(absl::StrCat(uri, ": the artifact has no file \"", name, "\""));
     }
@@ -577,6 +601,10 @@ class ContentAddressedStore : public ArtifactStore {
       return absl::DataLossError(absl::StrCat(ManifestUri(uri),
                                               ": not a manifest (expected \"files\" and "
                                               "\"blob_root\")"));
+    }
+    // Every entry well formed before any is used: readers below take its fields as typed.
+    for (const json& f : manifest["files"]) {
+      if (auto entry = FileEntry(f, ManifestUri(uri)); !entry.ok()) return entry.status();
     }
     return Manifest{manifest["files"], manifest["blob_root"].get<std::string>()};
   }
