@@ -164,7 +164,7 @@ DrainResult Drain(const std::string& address, int jobs, int workers, double rate
         done.set_worker_id(registered.worker_id());
         done.set_task_id(lease.task_id());
         done.set_attempt(lease.attempt());
-        done.set_result_json("{}");
+        done.mutable_result()->mutable_evaluate();
         squeeze::v1::CompleteTaskResponse cr;
         if (stub->CompleteTask(&cc, done, &cr).ok()) completed++;
       }

@@ -158,6 +158,10 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
   out.emplace_back(prefix + "input_layernorm.weight", layer.input_layernorm.to(at::kHalf));
   out.emplace_back(prefix + "post_attention_layernorm.weight",
                    layer.post_attention_layernorm.to(at::kHalf));
+  if (layer.q_norm.defined()) {
+    out.emplace_back(prefix + "self_attn.q_norm.weight", layer.q_norm.to(at::kHalf));
+    out.emplace_back(prefix + "self_attn.k_norm.weight", layer.k_norm.to(at::kHalf));
+  }
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;
     if (packed) {

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/line_reader.h"
+#include "common/base/status_macros.h"
 
 namespace squeeze {
 
@@ -13,12 +15,14 @@ absl::StatusOr<std::vector<ChoiceQuestion>> LoadChoiceTasks(const std::string& p
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::vector<ChoiceQuestion> out;
-  int64_t number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++number;
+  BoundedLineReader reader(in, path, kMaxChoiceLineBytes);
+  std::string line;
+  for (;;) {
+    SQ_ASSIGN_OR_RETURN(const bool more, reader.Next(&line));
+    if (!more) break;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto error = [&](const std::string& what) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": ", what));
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", reader.line_number(), ": ", what));
     };
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_object()) return error("not a JSON object");

@@ -21,6 +21,9 @@ struct ChoiceQuestion {
   std::string category;  // "" when the line has none
 };
 
+// A question's line may hold at most this many bytes.
+inline constexpr int64_t kMaxChoiceLineBytes = int64_t{16} << 20;
+
 // Errors name the file and line: "tasks.jsonl:7: label 4 is out of range for 3 choices". A
 // question needs a context, at least two non-empty choices and a label among them; ids must be
 // below `vocab_size` when it is positive.

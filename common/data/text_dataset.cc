@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
+#include "common/base/line_reader.h"
+#include "common/base/status_macros.h"
 
 namespace squeeze {
 
@@ -16,34 +18,13 @@ absl::StatusOr<std::vector<TextExample>> LoadTextDataset(const std::string& path
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::vector<TextExample> out;
   std::string line;
-  int64_t line_no = 0;
+  BoundedLineReader reader(in, path, options.max_line_bytes);
   auto error = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", what));
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", reader.line_number(), ": ", what));
   };
-  // Reads the next line, at most max_line_bytes of it, straight from the stream's buffer (no
-  // sentry per character).
-  std::streambuf* buf = in.rdbuf();
-  bool too_long = false;
-  auto next_line = [&]() -> bool {
-    line.clear();
-    bool any = false;
-    for (int c = buf->sbumpc(); c != std::char_traits<char>::eof(); c = buf->sbumpc()) {
-      any = true;
-      if (c == '\n') return true;
-      if (static_cast<int64_t>(line.size()) >= options.max_line_bytes) {
-        too_long = true;
-        return true;
-      }
-      line.push_back(static_cast<char>(c));
-    }
-    return any;
-  };
-  while (next_line()) {
-    ++line_no;
-    if (too_long) {
-      return error(
-          absl::StrCat("line longer than the limit of ", options.max_line_bytes, " bytes"));
-    }
+  for (;;) {
+    SQ_ASSIGN_OR_RETURN(const bool more, reader.Next(&line));
+    if (!more) break;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return error("not valid JSON");

@@ -22,6 +22,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/base/file_util.h"
+#include "common/base/status_macros.h"
 
 namespace squeeze {
 namespace {
@@ -665,9 +667,8 @@ class HfTokenizer : public Tokenizer {
 };
 
 absl::StatusOr<json> ReadJson(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  json j = json::parse(in, nullptr, false);
+  SQ_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, kMaxTokenizerJsonBytes));
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
   return j;
 }

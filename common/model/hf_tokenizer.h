@@ -7,6 +7,7 @@
 // NFC comes from utf8proc. Anything else is refused at load, naming the component.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,9 @@
 #include "common/model/tokenizer.h"
 
 namespace squeeze {
+
+// The largest tokenizer.json read (Gemma 3's, among the largest, is about 33 MB).
+inline constexpr int64_t kMaxTokenizerJsonBytes = int64_t{64} << 20;
 
 // Loads `tokenizer_json`; bos and eos come from `tokenizer_config_json` (bos_token, eos_token)
 // when it is given and exists.

@@ -102,12 +102,29 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   if (auto s = Read(j, "squeeze_byte_tokenizer", c.byte_tokenizer, source, false); !s.ok())
     return s;
 
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
+      c.model_type != "qwen3") {
     return FieldError(
         source, "model_type",
-        absl::StrCat("\"", c.model_type, "\" is not supported (expected llama, mistral or qwen2)"));
+        absl::StrCat("\"", c.model_type,
+                     "\" is not supported (expected llama, mistral, qwen2 or qwen3)"));
   }
+  // Qwen2/3 configs carry sliding-window fields that are off in every released model; a model
+  // that turns it on attends differently, so it is refused rather than run wrongly.
+  if (auto it = j.find("use_sliding_window"); it != j.end() && it->is_boolean() && it->get<bool>())
+    return FieldError(source, "use_sliding_window",
+                      "true is not supported (sliding-window attention)");
   if (c.model_type == "qwen2" && !j.contains("attention_bias")) c.attention_bias = true;
+  // Mistral attends within a sliding window (`sliding_window`, null: none). Qwen's field of the
+  // same name applies only with use_sliding_window, refused above. The field stays in extra_json
+  // either way, so a round trip writes it back as it was.
+  if (c.model_type == "mistral") {
+    if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 1)
+        return FieldError(source, "sliding_window", "expected a positive integer or null");
+      c.sliding_window = it->get<int64_t>();
+    }
+  }
 
   // Bounds far above any real model: a value beyond them is a typo or an attack, and would make
   // shapes (and allocations) that cannot exist.
@@ -225,6 +242,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes
     const std::string layer = absl::StrCat("model.layers.", i, ".");
     out.push_back({layer + "input_layernorm.weight", {h}});
     out.push_back({layer + "post_attention_layernorm.weight", {h}});
+    if (c.qk_norm()) {
+      out.push_back({layer + "self_attn.q_norm.weight", {c.head_dim}});
+      out.push_back({layer + "self_attn.k_norm.weight", {c.head_dim}});
+    }
     for (const LinearShape& l : DecoderLinearShapes(c)) {
       out.push_back({absl::StrCat(layer, l.name, ".weight"), {l.out, l.in}});
       if (l.bias) out.push_back({absl::StrCat(layer, l.name, ".bias"), {l.out}});
@@ -244,6 +265,7 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   json j = json::parse(c.extra_json, nullptr, false);
   if (j.is_discarded() || !j.is_object()) j = json::object();
   j["model_type"] = c.model_type;
+  if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
@@ -271,7 +293,12 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
   j["torch_dtype"] = c.torch_dtype;
   if (c.byte_tokenizer) j["squeeze_byte_tokenizer"] = true;
-  if (!j.contains("architectures")) j["architectures"] = {"LlamaForCausalLM"};
+  if (!j.contains("architectures")) {
+    j["architectures"] = {c.model_type == "qwen3"     ? "Qwen3ForCausalLM"
+                          : c.model_type == "qwen2"   ? "Qwen2ForCausalLM"
+                          : c.model_type == "mistral" ? "MistralForCausalLM"
+                                                      : "LlamaForCausalLM"};
+  }
   return j.dump(2) + "\n";
 }
 

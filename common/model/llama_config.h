@@ -1,4 +1,5 @@
-// The Hugging Face `config.json` of a Llama-family decoder (llama, mistral and qwen2 share it).
+// The Hugging Face `config.json` of a Llama-family decoder (llama, mistral, qwen2 and qwen3 share
+// it; qwen3 adds per-head query/key norms).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,8 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;
   bool mlp_bias = false;
+  // Each position attends to at most this many positions, itself included (Mistral); 0: all.
+  int64_t sliding_window = 0;
   int64_t bos_token_id = -1;
   int64_t eos_token_id = -1;
   std::string torch_dtype = "float32";
@@ -48,6 +51,8 @@ struct LlamaConfig {
   std::string extra_json = "{}";
 
   int64_t num_kv_groups() const { return num_attention_heads / num_key_value_heads; }
+  // Qwen3 normalizes every query and key head (RMSNorm over head_dim) before the rotation.
+  bool qk_norm() const { return model_type == "qwen3"; }
 };
 
 // Parses and validates; errors name `source` and the field ("config.json: hidden_size: ...").

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include "absl/strings/str_cat.h"
@@ -69,6 +70,12 @@ absl::Status LoadLayerTensors(
                     layer.post_attention_layernorm);
       !s.ok()) {
     return s;
+  }
+  if (c.qk_norm()) {
+    if (auto s = load(LayerName(i, "self_attn.q_norm.weight"), {c.head_dim}, layer.q_norm); !s.ok())
+      return s;
+    if (auto s = load(LayerName(i, "self_attn.k_norm.weight"), {c.head_dim}, layer.k_norm); !s.ok())
+      return s;
   }
   const std::vector<LinearShape> shapes = DecoderLinearShapes(c);
   auto linears = layer.Linears();
@@ -176,20 +183,46 @@ at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
 }
 
 at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x,
-                                       const RotaryTables& rope) const {
+                                       const RotaryTables& rope, LayerKvCache* cache) const {
   const int64_t b = x.size(0), s = x.size(1);
   at::Tensor q = SplitHeads(q_proj.Forward(x), c.num_attention_heads, c.head_dim);
   at::Tensor k = SplitHeads(k_proj.Forward(x), c.num_key_value_heads, c.head_dim);
   at::Tensor v = SplitHeads(v_proj.Forward(x), c.num_key_value_heads, c.head_dim);
+  if (q_norm.defined()) {
+    q = RmsNorm(q, q_norm, c.rms_norm_eps);
+    k = RmsNorm(k, k_norm, c.rms_norm_eps);
+  }
   q = ApplyRotary(q, rope);
   k = ApplyRotary(k, rope);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  int64_t past = 0;
+  if (cache != nullptr) {
+    past = cache->length;
+    cache->k.narrow(2, past, s).copy_(k);
+    cache->v.narrow(2, past, s).copy_(v);
+    cache->length = past + s;
+    k = cache->k.narrow(2, 0, past + s);
+    v = cache->v.narrow(2, 0, past + s);
+  }
   if (c.num_kv_groups() > 1) {
     // Query head j reads key/value head j / groups, as the reference repeat_kv does.
     k = k.repeat_interleave(c.num_kv_groups(), 1);
     v = v.repeat_interleave(c.num_kv_groups(), 1);
   }
-  at::Tensor attn =
-      compat::CausalAttention(q, k, v, 1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  const bool windowed = c.sliding_window > 0 && past + s > c.sliding_window;
+  at::Tensor attn;
+  if (past == 0 && !windowed) {
+    attn = compat::CausalAttention(q, k, v, scale);
+  } else {
+    // Query i (absolute position past + i) sees keys 0..past + i, and within a sliding window
+    // only the last `sliding_window` of them: keys past + i - window < j <= past + i.
+    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) * scale;
+    at::Tensor ones = at::ones({s, past + s}, q.options().dtype(at::kBool));
+    at::Tensor hidden = ones.triu(past + 1);
+    if (windowed) hidden = hidden.logical_or(ones.tril(past - c.sliding_window));
+    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+    attn = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+  }
   return attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
 }
 
@@ -199,7 +232,7 @@ at::Tensor DecoderLayer::MlpActivation(const at::Tensor& x) const {
 
 at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
                                  const RotaryTables& rope, int64_t layer_index,
-                                 LinearObserver* observer) const {
+                                 LinearObserver* observer, LayerKvCache* cache) const {
   auto observe = [&](absl::string_view name, const at::Tensor& input) {
     if (observer != nullptr) observer->OnLinearInput(layer_index, name, input);
   };
@@ -207,7 +240,7 @@ at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
   observe("self_attn.q_proj", x);
   observe("self_attn.k_proj", x);
   observe("self_attn.v_proj", x);
-  const at::Tensor attn = AttentionCore(c, x, rope);
+  const at::Tensor attn = AttentionCore(c, x, rope, cache);
   observe("self_attn.o_proj", attn);
   const at::Tensor h = hidden + o_proj.Forward(attn);
   x = RmsNorm(h, post_attention_layernorm, c.rms_norm_eps);
@@ -236,6 +269,10 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
   std::vector<std::pair<std::string, at::Tensor*>> out = {
       {"input_layernorm.weight", &input_layernorm},
       {"post_attention_layernorm.weight", &post_attention_layernorm}};
+  if (q_norm.defined()) {
+    out.emplace_back("self_attn.q_norm.weight", &q_norm);
+    out.emplace_back("self_attn.k_norm.weight", &k_norm);
+  }
   for (auto& [name, linear] : Linears()) {
     out.emplace_back(name + ".weight", &linear->weight);
     if (linear->bias.defined()) out.emplace_back(name + ".bias", &linear->bias);
@@ -315,6 +352,10 @@ LlamaModel LlamaModel::RandomInit(const LlamaConfig& c, uint64_t seed, at::Scala
   for (DecoderLayer& layer : m.layers_) {
     layer.input_layernorm = ones(h);
     layer.post_attention_layernorm = ones(h);
+    if (c.qk_norm()) {
+      layer.q_norm = ones(c.head_dim);
+      layer.k_norm = ones(c.head_dim);
+    }
     layer.q_proj.weight = normal({q_out, h});
     layer.k_proj.weight = normal({kv_out, h});
     layer.v_proj.weight = normal({kv_out, h});

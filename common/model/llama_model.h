@@ -42,21 +42,33 @@ struct RotaryTables {
   at::Tensor sin;
 };
 
+// One layer's keys and values of the positions seen so far, for incremental decoding:
+// [batch, kv_heads, capacity, head_dim] each, positions [0, length) filled.
+struct LayerKvCache {
+  at::Tensor k;
+  at::Tensor v;
+  int64_t length = 0;
+};
+
 class DecoderLayer {
  public:
   at::Tensor input_layernorm;           // [hidden]
   at::Tensor post_attention_layernorm;  // [hidden]
   Linear q_proj, k_proj, v_proj, o_proj;
   Linear gate_proj, up_proj, down_proj;
+  at::Tensor q_norm, k_norm;  // [head_dim], Qwen3 only (undefined otherwise)
 
   // [batch, seq, hidden] -> [batch, seq, hidden].
+  // With `cache`, `hidden` holds the positions after the cached ones (`rope` has their rows only):
+  // their keys and values are appended to the cache and attention reads all of it.
   at::Tensor Forward(const LlamaConfig& config, const at::Tensor& hidden, const RotaryTables& rope,
-                     int64_t layer_index = 0, LinearObserver* observer = nullptr) const;
+                     int64_t layer_index = 0, LinearObserver* observer = nullptr,
+                     LayerKvCache* cache = nullptr) const;
   // The pieces Forward is made of, for callers that run a layer in stages (GPTQ's sequential
   // order): the attention from normalized inputs up to o_proj's input [batch, seq, heads *
   // head_dim], and the MLP's activation silu(gate(x)) * up(x), down_proj's input.
   at::Tensor AttentionCore(const LlamaConfig& config, const at::Tensor& normed,
-                           const RotaryTables& rope) const;
+                           const RotaryTables& rope, LayerKvCache* cache = nullptr) const;
   at::Tensor MlpActivation(const at::Tensor& normed) const;
 
   // The linear layers by their names inside the layer, in "true sequential" order.

@@ -282,6 +282,30 @@ absl::Status ParseEvaluate(MapReader& r, v1::EvaluateStage& out) {
   SQ_RETURN_IF_ERROR(r.Int("max_examples", max_examples, 0, 1 << 30));
   int64_t max_task_questions = 0;
   SQ_RETURN_IF_ERROR(r.Int("max_task_questions", max_task_questions, 0, 1 << 30));
+  std::string dtype = "float32";
+  SQ_RETURN_IF_ERROR(r.Choice("dtype", dtype, {"float32", "bfloat16", "float16"}));
+  if (YAML::Node n = r.Get("samples")) {
+    MapReader samples(n, r.Path("samples"));
+    SQ_RETURN_IF_ERROR(samples.CheckIsMap());
+    YAML::Node prompts = samples.Get("prompts");
+    const std::string prompts_path = samples.Path("prompts");
+    if (!prompts || !prompts.IsSequence() || prompts.size() == 0 || prompts.size() > 16)
+      return FieldError(prompts_path, "expected a list of 1 to 16 prompts");
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (!prompts[i].IsScalar() || prompts[i].Scalar().empty() ||
+          prompts[i].Scalar().size() > 4096)
+        return FieldError(absl::StrCat(prompts_path, "[", i, "]"),
+                          "expected a non-empty string of at most 4096 bytes");
+      out.mutable_samples()->add_prompts(prompts[i].Scalar());
+    }
+    int64_t max_new_tokens = 32;
+    SQ_RETURN_IF_ERROR(samples.Int("max_new_tokens", max_new_tokens, 1, 1024));
+    out.mutable_samples()->set_max_new_tokens(max_new_tokens);
+    SQ_RETURN_IF_ERROR(samples.NoUnknownFields());
+  }
+  out.set_dtype(dtype == "bfloat16"  ? v1::EvaluateStage::BFLOAT16
+                : dtype == "float16" ? v1::EvaluateStage::FLOAT16
+                                     : v1::EvaluateStage::FLOAT32);
   out.set_max_task_questions(max_task_questions);
   if (stride >= window) return FieldError(r.Path("stride"), "must be smaller than window");
   out.set_window(window);
@@ -858,6 +882,15 @@ absl::StatusOr<LlamaConfig> CheckStoredModel(const std::string& uri) {
       !s.ok())
     return s;
   // Its tokenizer.json, when it has one, read whole (a few MB) and loaded as a worker would.
+  auto files = (*store)->Files(uri);
+  if (!files.ok()) return model_error(files.status());
+  for (const StoredFile& f : *files) {
+    if (f.name == "tokenizer.json" && f.size > kMaxTokenizerJsonBytes) {
+      return model_error(absl::InvalidArgumentError(absl::StrCat(uri, "/tokenizer.json: ", f.size,
+                                                                 " bytes, more than the limit of ",
+                                                                 kMaxTokenizerJsonBytes)));
+    }
+  }
   auto tokenizer_json = (*store)->ReadArtifactRange(uri, "tokenizer.json", 0, -1, nullptr);
   if (tokenizer_json.ok()) {
     const std::string tmp = (std::filesystem::temp_directory_path() /

@@ -34,11 +34,13 @@ int RunCancel(const Args& args);
 int RunArtifacts(const Args& args);
 int RunStoreGc(const Args& args);
 int RunStorePut(const Args& args);
+int RunStoreRm(const Args& args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
 int RunEval(const Args& args);
 int RunCompress(const Args& args);
 int RunTrain(const Args& args);
 int RunRun(const Args& args);
+int RunGenerate(const Args& args);
 #endif
 
 }  // namespace squeeze::cli

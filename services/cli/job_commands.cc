@@ -367,6 +367,21 @@ int RunArtifacts(const Args& args) {
   return 0;
 }
 
+namespace {
+
+// The store an artifact command works in: --store (the coordinator's root, whose pool the blobs
+// share), else the bucket's root, or the artifact itself for a file:// URI.
+std::string StoreRootFor(const Flags& flags, const std::string& uri) {
+  std::string root = *flags.Get("store");
+  if (root.empty()) {
+    const size_t bucket_end = uri.rfind("s3://", 0) == 0 ? uri.find('/', 5) : std::string::npos;
+    root = uri.rfind("s3://", 0) == 0 ? uri.substr(0, bucket_end) : "file://";
+  }
+  return root;
+}
+
+}  // namespace
+
 int RunStorePut(const Args& args) {
   Flags flags;
   flags.Value("store", "").Bool("json").Positional(2, 2);
@@ -374,14 +389,7 @@ int RunStorePut(const Args& args) {
   const std::string dir = flags.positional()[0], uri = flags.positional()[1];
   if (!fs::is_directory(dir))
     return Fail(absl::NotFoundError(absl::StrCat(dir, ": not a directory")));
-  // Blobs go under --store (share them with the coordinator's store by naming its root), else
-  // under the bucket's root, or inside the artifact for a file:// URI.
-  std::string root = *flags.Get("store");
-  if (root.empty()) {
-    const size_t bucket_end = uri.rfind("s3://", 0) == 0 ? uri.find('/', 5) : std::string::npos;
-    root = uri.rfind("s3://", 0) == 0 ? uri.substr(0, bucket_end) : "file://";
-  }
-  auto store = OpenArtifactStore(root);
+  auto store = OpenArtifactStore(StoreRootFor(flags, uri));
   if (!store.ok()) return Fail(store.status());
   ArtifactProvenance provenance;
   provenance.stage = "upload";
@@ -389,6 +397,27 @@ int RunStorePut(const Args& args) {
   if (auto s = (*store)->PutDirectory(dir, uri, provenance); !s.ok()) return Fail(s);
   std::cout << (flags.GetBool("json") ? absl::StrCat("{\"uri\": \"", uri, "\"}\n")
                                       : absl::StrCat("stored ", uri, "\n"));
+  return 0;
+}
+
+// Deletes an artifact (an uploaded data file's ROOT/data/sha256-..., an old job's output): its
+// manifest and reference go now, its blobs at the next store-gc once nothing else names them.
+// Uploaded data is kept until deleted this way: jobs pin it by digest and a later submit of the
+// same file reuses it.
+int RunStoreRm(const Args& args) {
+  Flags flags;
+  flags.Value("store", "").Bool("json").Positional(1, 1);
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  const std::string uri = flags.positional()[0];
+  auto store = OpenArtifactStore(StoreRootFor(flags, uri));
+  if (!store.ok()) return Fail(store.status());
+  auto exists = (*store)->Exists(uri);
+  if (!exists.ok()) return Fail(exists.status());
+  if (!*exists) return Fail(absl::NotFoundError(absl::StrCat(uri, ": no such artifact")));
+  if (auto s = (*store)->Delete(uri); !s.ok()) return Fail(s);
+  std::cout << (flags.GetBool("json")
+                    ? absl::StrCat("{\"deleted\": \"", uri, "\"}\n")
+                    : absl::StrCat("deleted ", uri, " (store-gc frees its blobs)\n"));
   return 0;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,15 +14,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "common/base/file_util.h"
 #include "common/base/flags.h"
+#include "common/base/status_macros.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
+#include "common/model/generator.h"
 #include "common/model/llama_model.h"
 #include "common/model/tokenizer.h"
+#include "common/recipe/message_json.h"
 #include "common/recipe/recipe.h"
 #include "common/store/artifact_store.h"
 #include "common/train/trainer.h"
@@ -53,21 +58,6 @@ absl::StatusOr<at::ScalarType> ParseDtype(const std::string& s) {
       absl::StrCat("--dtype: expected float32, bfloat16 or float16, got \"", s, "\""));
 }
 
-struct LoadedEval {
-  LlamaModel model;
-  std::vector<TextExample> data;
-};
-
-// The model, plus the data file tokenized with the model's tokenizer.
-absl::StatusOr<LoadedEval> LoadModelAndData(const std::string& model_dir, const std::string& data,
-                                            at::ScalarType dtype, at::Device device) {
-  auto model = LoadModel(model_dir, dtype, device);
-  if (!model.ok()) return model.status();
-  auto examples = LoadTextDatasetForModel(model_dir, model->config(), data);
-  if (!examples.ok()) return examples.status();
-  return LoadedEval{*std::move(model), *std::move(examples)};
-}
-
 absl::StatusOr<PerplexityOptions> PerplexityFlags(const Flags& flags) {
   PerplexityOptions options;
   auto window = flags.GetInt("window");
@@ -86,91 +76,212 @@ Flags& DeclarePerplexityFlags(Flags& flags) {
   return flags.Value("window", "512").Value("stride", "256").Value("batch-size", "8");
 }
 
-nlohmann::json PerplexityJson(const PerplexityResult& r) {
-  nlohmann::json categories = nlohmann::json::object();
-  for (const auto& [name, s] : r.by_category) {
-    categories[name] = {{"perplexity", s.perplexity()}, {"tokens", s.tokens}};
+// The absolute form of a path given on the command line, for a recipe written elsewhere.
+std::string Absolute(const std::string& path) {
+  return fs::absolute(path).lexically_normal().string();
+}
+
+// Runs `recipe_yaml` as a job on the embedded service over `state_dir` and waits for it: the
+// offline commands run the same recipe checks and runners as a submitted job. Progress goes to
+// stderr: a bar on a terminal; elsewhere its lines when `progress_lines`. The command reports a
+// failure itself, so the embedded services log only errors unless SQUEEZE_LOG_LEVEL says
+// otherwise.
+absl::StatusOr<v1::Job> RunEmbedded(const std::string& recipe_yaml, const std::string& state_dir,
+                                    const std::string& device, const std::string& name,
+                                    bool progress_lines) {
+  ::setenv("SQUEEZE_LOG_LEVEL", "error", /*overwrite=*/0);
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  const std::string recipe_path = (fs::path(state_dir) / (name + "-recipe.yaml")).string();
+  std::ofstream(recipe_path) << recipe_yaml;
+  SQ_ASSIGN_OR_RETURN(auto service, EmbeddedService::Start(state_dir, device));
+  JobClient client(service->address());
+  SQ_ASSIGN_OR_RETURN(const v1::Job submitted,
+                      SubmitRecipe(client, recipe_path, "", "", 0, nullptr));
+  const bool tty = ::isatty(STDERR_FILENO);
+  std::ostream discard(nullptr);
+  return client.Watch(submitted.id(), tty || progress_lines ? std::cerr : discard, tty, false);
+}
+
+// The exit for a job that did not succeed: its failed task's error, with the exit code of that
+// error's kind (2 for bad input, as for any other command).
+int FailWithJob(const v1::Job& job) {
+  for (const v1::Task& t : job.tasks()) {
+    if (t.state() == v1::TASK_FAILED && !t.error().empty()) {
+      return Fail(absl::Status(static_cast<absl::StatusCode>(t.error_code()), t.error()));
+    }
   }
-  return {{"perplexity", r.total.perplexity()},
-          {"nll_per_token", r.total.tokens ? r.total.nll / r.total.tokens : 0.0},
-          {"bits_per_token", r.total.bits_per_token()},
-          {"tokens", r.total.tokens},
-          {"categories", categories},
-          {"tokens_per_second", r.tokens_per_second()}};
+  return FinishWithJob(job, false);
 }
 
 }  // namespace
 
+// `eval` is a job of one evaluate stage on the embedded service, so it measures exactly what a
+// job's evaluate stage measures.
 int RunEval(const Args& args) {
   Flags flags;
   flags.Value("model")
       .Value("data")
       .Value("device", "cpu")
       .Value("dtype", "float32")
+      .Value("max-examples", "0")
+      .Value("state-dir")
       .Bool("json")
       .Value("unigram-baseline");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
-  auto model_dir = flags.Get("model");
-  auto data_path = flags.Get("data");
-  if (!model_dir.ok()) return Fail(model_dir.status());
-  if (!data_path.ok()) return Fail(data_path.status());
-  auto device = ParseDevice(*flags.Get("device"));
-  if (!device.ok()) return Fail(device.status());
-  auto dtype = ParseDtype(*flags.Get("dtype"));
-  if (!dtype.ok()) return Fail(dtype.status());
-  auto ppl_options = PerplexityFlags(flags);
-  if (!ppl_options.ok()) return Fail(ppl_options.status());
+  for (const char* required : {"model", "data"}) {
+    if (!flags.Has(required))
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--", required, " is required")));
+  }
+  const std::string model_dir = *flags.Get("model"), data_path = *flags.Get("data");
+  if (auto device = ParseDevice(*flags.Get("device")); !device.ok()) return Fail(device.status());
+  if (auto dtype = ParseDtype(*flags.Get("dtype")); !dtype.ok()) return Fail(dtype.status());
+  if (auto ppl_options = PerplexityFlags(flags); !ppl_options.ok())
+    return Fail(ppl_options.status());
 
-  auto loaded = LoadModelAndData(*model_dir, *data_path, *dtype, *device);
-  if (!loaded.ok()) return Fail(loaded.status());
-  auto result = EvaluatePerplexity(loaded->model, loaded->data,
-                                   FitToModel(*ppl_options, loaded->model.config()));
-  if (!result.ok()) return Fail(result.status());
+  // The recipe, from the flags; its parser checks every value and names the flag's field, and
+  // the inputs are checked before the service starts.
+  const std::string recipe_yaml = absl::StrCat(
+      "model: \"", Absolute(model_dir), "\"\ndata: {evaluation: [\"", Absolute(data_path),
+      "\"]}\nstages:\n  - evaluate: {window: ", *flags.Get("window"),
+      ", stride: ", *flags.Get("stride"), ", batch_size: ", *flags.Get("batch-size"),
+      ", max_examples: ", *flags.Get("max-examples"), ", dtype: ", *flags.Get("dtype"), "}\n");
+  auto recipe = ParseRecipe(recipe_yaml);
+  if (!recipe.ok()) return Fail(recipe.status());
+  if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return Fail(s);
 
-  const int64_t params = loaded->model.NumParameters();
-  const int64_t size = DirectoryBytes(*model_dir);
-  std::optional<NllSum> unigram;
+  const std::string state_dir =
+      flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();
+  auto job = RunEmbedded(recipe_yaml, state_dir, *flags.Get("device"), "eval",
+                         /*progress_lines=*/false);
+  if (!job.ok()) return Fail(job.status());
+  if (job->state() != v1::SUCCEEDED) return FailWithJob(*job);
+  if (job->tasks_size() != 1 || !job->tasks(0).result().has_evaluate())
+    return Fail(absl::InternalError(absl::StrCat("job ", job->id(), " has no evaluation result")));
+  const v1::EvaluateResult& result = job->tasks(0).result().evaluate();
+  const double bits_per_token = result.nll_per_token() / std::log(2.0);
+
+  std::optional<double> unigram;
   if (flags.Has("unigram-baseline")) {
-    // Same tokenizer and vocabulary as the evaluation data.
-    auto train =
-        LoadTextDatasetForModel(*model_dir, loaded->model.config(), *flags.Get("unigram-baseline"));
+    // A statistic of the data alone: the same tokenizer and vocabulary, no model run.
+    auto config = LoadLlamaConfig(model_dir);
+    if (!config.ok()) return Fail(config.status());
+    auto eval = LoadTextDatasetForModel(model_dir, *config, data_path);
+    if (!eval.ok()) return Fail(eval.status());
+    auto train = LoadTextDatasetForModel(model_dir, *config, *flags.Get("unigram-baseline"));
     if (!train.ok()) return Fail(train.status());
-    unigram = UnigramPerplexity(*train, loaded->data, loaded->model.config().vocab_size);
+    unigram = UnigramPerplexity(*train, *eval, config->vocab_size).perplexity();
   }
   if (flags.GetBool("json")) {
-    nlohmann::json out = PerplexityJson(*result);
-    if (unigram) out["unigram_baseline_perplexity"] = unigram->perplexity();
-    out["model"] = *model_dir;
-    out["data"] = *data_path;
-    out["parameters"] = params;
-    out["size_bytes"] = size;
+    nlohmann::json out = MessageToJsonValue(result);
+    out["bits_per_token"] = bits_per_token;
+    if (unigram) out["unigram_baseline_perplexity"] = *unigram;
+    out["model"] = model_dir;
+    out["data"] = data_path;
+    out["job"] = job->id();
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << absl::StrFormat("model        %s\n", *model_dir)
-            << absl::StrFormat("parameters   %d\n", params)
-            << absl::StrFormat("size on disk %.2f MiB\n", size / 1048576.0)
+  std::cout << absl::StrFormat("model        %s\n", model_dir)
+            << absl::StrFormat("parameters   %d\n", result.parameters())
+            << absl::StrFormat("size on disk %.2f MiB\n", result.size_bytes() / 1048576.0)
             << absl::StrFormat("perplexity   %.4f over %d tokens (%.4f bits/token)\n",
-                               result->total.perplexity(), result->total.tokens,
-                               result->total.bits_per_token())
-            << absl::StrFormat("tokens/s     %.0f\n", result->tokens_per_second());
+                               result.perplexity(), result.tokens(), bits_per_token)
+            << absl::StrFormat("tokens/s     %.0f\n", result.tokens_per_second());
   if (unigram) {
     std::cout << absl::StrFormat("unigram      %.4f perplexity of a unigram model of %s\n",
-                                 unigram->perplexity(), *flags.Get("unigram-baseline"));
+                                 *unigram, *flags.Get("unigram-baseline"));
   }
-  if (!result->by_category.empty()) {
+  if (!result.categories().empty()) {
     std::cout << absl::StrFormat("\n%-20s %12s %10s\n", "category", "perplexity", "tokens");
-    for (const auto& [name, s] : result->by_category) {
-      std::cout << absl::StrFormat("%-20s %12.4f %10d\n", name, s.perplexity(), s.tokens);
+    const std::map<std::string, v1::PerplexityFigure> sorted(result.categories().begin(),
+                                                             result.categories().end());
+    for (const auto& [name, c] : sorted) {
+      std::cout << absl::StrFormat("%-20s %12.4f %10d\n", name, c.perplexity(), c.tokens());
     }
   }
   return 0;
 }
 
-// The absolute form of a path given on the command line, for a recipe written elsewhere.
-std::string Absolute(const std::string& path) {
-  return fs::absolute(path).lexically_normal().string();
+// `generate` continues a prompt with the model's own tokenizer; a GPTQ checkpoint is dequantized
+// on load, like the evaluate stage does.
+int RunGenerate(const Args& args) {
+  Flags flags;
+  flags.Value("model")
+      .Value("prompt")
+      .Value("max-new-tokens", "64")
+      .Value("temperature", "0")
+      .Value("top-p", "1")
+      .Value("seed", "0")
+      .Value("device", "cpu")
+      .Value("dtype", "float32")
+      .Bool("json");
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  for (const char* required : {"model", "prompt"}) {
+    if (!flags.Has(required))
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--", required, " is required")));
+  }
+  auto device = ParseDevice(*flags.Get("device"));
+  if (!device.ok()) return Fail(device.status());
+  auto dtype = ParseDtype(*flags.Get("dtype"));
+  if (!dtype.ok()) return Fail(dtype.status());
+  GenerationOptions options;
+  auto max_new = flags.GetInt("max-new-tokens");
+  auto temperature = flags.GetDouble("temperature");
+  auto top_p = flags.GetDouble("top-p");
+  auto seed = flags.GetInt("seed");
+  for (const absl::Status& s :
+       {max_new.status(), temperature.status(), top_p.status(), seed.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  options.max_new_tokens = *max_new;
+  options.temperature = *temperature;
+  options.top_p = *top_p;
+  options.seed = static_cast<uint64_t>(*seed);
+  const std::string model_dir = *flags.Get("model"), prompt = *flags.Get("prompt");
+
+  auto model = LoadModel(model_dir, *dtype, *device);
+  if (!model.ok()) return Fail(model.status());
+  auto tokenizer = LoadTokenizer(model_dir, model->config());
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  std::vector<int32_t> ids;
+  if ((*tokenizer)->bos_id() >= 0) ids.push_back((*tokenizer)->bos_id());
+  const std::vector<int32_t> text = (*tokenizer)->Encode(prompt);
+  ids.insert(ids.end(), text.begin(), text.end());
+  if ((*tokenizer)->eos_id() >= 0) options.stop_ids.push_back((*tokenizer)->eos_id());
+  auto generated = Generate(*model, ids, options);
+  if (!generated.ok()) {
+    // The options' names as the flags spell them.
+    return Fail(absl::Status(
+        generated.status().code(),
+        absl::StrReplaceAll(generated.status().message(), {{"max_new_tokens:", "--max-new-tokens:"},
+                                                           {"temperature:", "--temperature:"},
+                                                           {"top_p:", "--top-p:"}})));
+  }
+  std::vector<int32_t> shown = generated->tokens;
+  if (generated->stop_reason == "stop token") shown.pop_back();  // the eos is not text
+  const std::string completion = (*tokenizer)->Decode(shown);
+  const int64_t decoded = std::max<int64_t>(0, static_cast<int64_t>(generated->tokens.size()) - 1);
+  const double tokens_per_second =
+      generated->decode_seconds > 0 ? decoded / generated->decode_seconds : 0.0;
+  if (flags.GetBool("json")) {
+    nlohmann::json out = {{"model", model_dir},
+                          {"prompt", prompt},
+                          {"completion", completion},
+                          {"prompt_tokens", ids.size()},
+                          {"new_tokens", generated->tokens},
+                          {"stop_reason", generated->stop_reason},
+                          {"prefill_seconds", generated->prefill_seconds},
+                          {"decode_tokens_per_second", tokens_per_second}};
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << prompt << completion << "\n";
+  std::cerr << absl::StrFormat("[%d new tokens, %s; %.0f tokens/s after a %.3f s prefill]\n",
+                               generated->tokens.size(), generated->stop_reason, tokens_per_second,
+                               generated->prefill_seconds);
+  return 0;
 }
 
 // A number of a stage's result in a job report, or NaN.
@@ -241,37 +352,24 @@ int RunCompress(const Args& args) {
 
   const std::string state_dir =
       flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();
-  std::error_code ec;
-  fs::create_directories(state_dir, ec);
-  const std::string recipe_path = (fs::path(state_dir) / "compress-recipe.yaml").string();
-  std::ofstream(recipe_path) << recipe_yaml;
-
-  auto service = EmbeddedService::Start(state_dir, *flags.Get("device"));
-  if (!service.ok()) return Fail(service.status());
-  JobClient client((*service)->address());
-  auto submitted = SubmitRecipe(client, recipe_path, "", "", 0, nullptr);
-  if (!submitted.ok()) return Fail(submitted.status());
-  auto job = client.Watch(submitted->id(), std::cerr, ::isatty(STDERR_FILENO), false);
+  auto job = RunEmbedded(recipe_yaml, state_dir, *flags.Get("device"), "compress",
+                         /*progress_lines=*/true);
   if (!job.ok()) return Fail(job.status());
-  if (job->state() != v1::SUCCEEDED) return FinishWithJob(job, false);
+  if (job->state() != v1::SUCCEEDED) return FailWithJob(*job);
 
-  // The job's report and its quantized model (the quantize stage's output).
-  grpc::ClientContext context;
-  v1::ListArtifactsRequest request;
-  request.set_job_id(job->id());
-  v1::ListArtifactsResponse artifacts;
-  if (auto s = client.stub().ListArtifacts(&context, request, &artifacts); !s.ok())
-    return Fail(FromGrpc(s));
-  std::string report_uri, model_uri;
-  for (const v1::Artifact& a : artifacts.artifacts()) {
-    if (a.name() == "report") report_uri = a.uri();
-    if (a.name() == "model") model_uri = a.uri();
-  }
-  auto store = OpenArtifactStore(absl::StrCat("file://", state_dir, "/store"));
+  // The job's report, and its quantized model (the quantize stage's output, the report's model).
+  const std::string store_root =
+      absl::StrCat("file://", fs::absolute(state_dir).lexically_normal().string(), "/store");
+  auto store = OpenArtifactStore(store_root);
   if (!store.ok()) return Fail(store.status());
-  auto report_text = (*store)->ReadFile(report_uri);
+  auto report_text =
+      (*store)->ReadFile(absl::StrCat(store_root, "/jobs/", job->id(), "/report.json"));
   if (!report_text.ok()) return Fail(report_text.status());
   const nlohmann::json report = nlohmann::json::parse(*report_text, nullptr, false);
+  if (!report.is_object() || !report.contains("stages") || !report["stages"].is_array() ||
+      report["stages"].size() != 3 || !report.value("model", nlohmann::json()).is_string())
+    return Fail(absl::DataLossError(absl::StrCat("job ", job->id(), ": its report is malformed")));
+  const std::string model_uri = report["model"].get<std::string>();
   const nlohmann::json& stages = report["stages"];
   const nlohmann::json before = stages[0].value("result", nlohmann::json::object());
   const nlohmann::json after = stages[2].value("result", nlohmann::json::object());
@@ -294,16 +392,17 @@ int RunCompress(const Args& args) {
   if (flags.Has("out")) {
     // The quantized model in the GPTQ layout, loadable by transformers and vLLM, with the report.
     const std::string out = *flags.Get("out");
+    std::error_code ec;
     auto local = (*store)->LocalDirectory(model_uri, out + ".partial");
     if (!local.ok()) return Fail(local.status());
-    fs::remove_all(out, ec);
+    RemoveTree(out).IgnoreError();
     fs::create_directories(out, ec);
     for (const auto& e : fs::directory_iterator(*local)) {
       fs::copy_file(e.path(), fs::path(out) / e.path().filename(),
                     fs::copy_options::overwrite_existing, ec);
       if (ec) return Fail(absl::UnavailableError(absl::StrCat(out, ": ", ec.message())));
     }
-    fs::remove_all(out + ".partial", ec);
+    RemoveTree(out + ".partial").IgnoreError();
     std::ofstream(fs::path(out) / "squeeze_report.json") << summary.dump(2) << "\n";
   }
   if (flags.GetBool("json")) {

@@ -21,6 +21,10 @@ commands:
            [--bits N] [--group-size N] [--sym] [--state-dir DIR] [--device D] [--json]
                                        quantization as a job (evaluate, quantize, evaluate) on
                                        the embedded service, with a before/after table
+  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]
+           [--seed S] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
+                                       continues the prompt (greedy at temperature 0), with a
+                                       key/value cache; dense and GPTQ models alike
   train --data FILE --out DIR [--eval FILE] [--steps N] ...
                                        trains a byte-level example model (see README)
 
@@ -44,6 +48,8 @@ SQUEEZE_TLS_KEY):
   hash-token [--token-file F] < TOKEN  prints the digest of a bearer token (from stdin or a file)
   store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
+  store-rm URI [--store ROOT] [--json] deletes an artifact (an uploaded data file, an old
+                                       output); store-gc then frees its blobs
 )";
 
 }  // namespace
@@ -71,15 +77,18 @@ int main(int argc, char** argv) {
   if (command == "artifacts") return RunArtifacts(args);
   if (command == "store-gc") return RunStoreGc(args);
   if (command == "store-put") return RunStorePut(args);
+  if (command == "store-rm") return RunStoreRm(args);
   if (command == "hash-token") return RunHashToken(args);
 #ifdef SQUEEZE_CLI_WITH_TORCH
   if (command == "eval") return RunEval(args);
   if (command == "compress") return RunCompress(args);
   if (command == "train") return RunTrain(args);
   if (command == "run") return RunRun(args);
+  if (command == "generate") return RunGenerate(args);
 #else
   // The client-only build (SQUEEZE_WITH_TORCH=OFF) has every service command but no local compute.
-  if (command == "eval" || command == "compress" || command == "train" || command == "run") {
+  if (command == "eval" || command == "compress" || command == "train" || command == "run" ||
+      command == "generate") {
     std::cerr << "squeezectl: \"" << command
               << "\" computes locally and needs the build with libtorch; this is the client-only "
                  "squeezectl (submit the recipe to a coordinator with `squeezectl submit`)\n";

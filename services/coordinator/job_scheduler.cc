@@ -8,12 +8,15 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/base/log.h"
+#include "common/recipe/message_json.h"
 #include "services/coordinator/report_page.h"
 
 namespace squeeze::coordinator {
@@ -407,8 +410,20 @@ v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskReco
   *lease.mutable_stage() = t.stage();
   *lease.mutable_data() = t.data();
   // Later stages compare against the job's first evaluation: hand them its result.
-  if (t.baseline_task() >= 0)
-    lease.set_baseline_result_json(r.tasks(t.baseline_task()).result_json());
+  if (t.baseline_task() >= 0) {
+    const v1::TaskRecord& base = r.tasks(t.baseline_task());
+    if (base.task().result().has_evaluate()) {
+      *lease.mutable_baseline() = base.task().result().evaluate();
+    } else if (!base.result_json().empty()) {
+      // Finished before results were typed: its JSON has the same field names.
+      google::protobuf::util::JsonParseOptions lenient;
+      lenient.ignore_unknown_fields = true;
+      if (!google::protobuf::util::JsonStringToMessage(base.result_json(), lease.mutable_baseline(),
+                                                       lenient)
+               .ok())
+        lease.clear_baseline();
+    }
+  }
   for (const auto& [k, v] : t.inputs()) (*lease.mutable_inputs())[k] = v;
   lease.set_output_uri(t.output_uri());
   lease.set_checkpoint_uri(t.checkpoint_uri());
@@ -579,7 +594,7 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
   ReleaseWorkers(t);
   MoveTaskOrCount(*t.mutable_task(), v1::TASK_SUCCEEDED);
   NoteAttemptFinished(t, "succeeded");
-  t.set_result_json(request.result_json());
+  *t.mutable_task()->mutable_result() = request.result();
   for (const auto& [name, uri] : request.outputs()) {
     (*t.mutable_outputs())[name] = uri;
     v1::Artifact* a = r.add_artifacts();
@@ -616,6 +631,22 @@ bool JobScheduler::AllTasksSucceeded(const v1::JobRecord& r) const {
   return r.tasks_size() > 0;
 }
 
+namespace {
+
+// A task's result as report.json shows it: the fields of its stage's result message (or the JSON
+// of a record written before results were typed).
+json ResultJson(const v1::TaskRecord& t) {
+  const v1::StageResult& result = t.task().result();
+  const auto* reflection = result.GetReflection();
+  if (const auto* member = reflection->GetOneofFieldDescriptor(
+          result, result.GetDescriptor()->FindOneofByName("result"))) {
+    return MessageToJsonValue(reflection->GetMessage(result, member));
+  }
+  return json::parse(t.result_json().empty() ? "{}" : t.result_json(), nullptr, false);
+}
+
+}  // namespace
+
 std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
   json stages = json::array();
   std::string final_model = r.tasks_size() > 0 ? r.tasks(0).inputs().at("model") : "";
@@ -623,8 +654,7 @@ std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
     stages.push_back({{"index", t.task().index()},
                       {"kind", t.task().kind()},
                       {"attempts", t.task().attempts()},
-                      {"result", json::parse(t.result_json().empty() ? "{}" : t.result_json(),
-                                             nullptr, false)}});
+                      {"result", ResultJson(t)}});
     if (t.outputs().count("model")) final_model = t.outputs().at("model");
   }
   json report = {{"job", r.job().id()},
@@ -716,9 +746,10 @@ int JobScheduler::ReleaseCheckpoints() {
 }
 
 void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error,
-                              bool retryable, bool cancelled) {
+                              int code, bool retryable, bool cancelled) {
   ReleaseWorkers(t);
   t.mutable_task()->set_error(error);
+  t.mutable_task()->set_error_code(code);
   if (cancelled || r.job().cancel_requested()) {
     NoteAttemptFinished(t, "cancelled");
     MoveTaskOrCount(*t.mutable_task(), v1::TASK_CANCELLED);
@@ -757,7 +788,10 @@ absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
     return absl::FailedPreconditionError(absl::StrCat("task \"", request.task_id(), "\" attempt ",
                                                       request.attempt(), " is no longer current"));
   }
-  EndAttempt(*ref->job, t, request.error(), request.retryable(), request.cancelled());
+  // An older worker sends no code: UNKNOWN, not OK, for an attempt that failed.
+  EndAttempt(*ref->job, t, request.error(),
+             request.code() != 0 ? request.code() : static_cast<int>(absl::StatusCode::kUnknown),
+             request.retryable(), request.cancelled());
   return CommitJob(*ref->job);
 }
 
@@ -778,7 +812,8 @@ int JobScheduler::ExpireLeases() {
     EndAttempt(*ref->job, *ref->task,
                absl::StrCat("lease expired: worker ", ref->task->task().worker_id(),
                             " stopped heartbeating"),
-               /*retryable=*/true, /*cancelled=*/false);
+               static_cast<int>(absl::StatusCode::kUnavailable), /*retryable=*/true,
+               /*cancelled=*/false);
     // A failed commit leaves memory ahead of the store; the job's next successful commit writes
     // the whole record and catches up.
     CommitJob(*ref->job).IgnoreError();

@@ -155,8 +155,8 @@ class JobScheduler {
   // Writes the report (unlocking around the I/O) and marks the job SUCCEEDED.
   void FinalizeJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the current attempt of `t` unsuccessfully: retry with backoff, fail, or cancel.
-  void EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error, bool retryable,
-                  bool cancelled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::string& error, int code,
+                  bool retryable, bool cancelled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseWorkers(const v1::TaskRecord& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

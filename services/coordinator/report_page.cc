@@ -52,9 +52,20 @@ std::string RenderReportPage(const std::string& report_json) {
     int stage;
   };
   std::vector<Point> points;
+  // Generated samples by prompt: (stage, completion) in stage order, the baseline first.
+  std::vector<std::pair<std::string, std::vector<std::pair<int, std::string>>>> samples;
   for (const auto& s : report["stages"]) {
     const auto& r = s["result"];
     const int index = s.value("index", 0);
+    if (r.contains("samples") && r["samples"].is_array()) {
+      for (const auto& sample : r["samples"]) {
+        const std::string prompt = sample.value("prompt", "");
+        auto it = std::find_if(samples.begin(), samples.end(),
+                               [&](const auto& p) { return p.first == prompt; });
+        if (it == samples.end()) it = samples.insert(samples.end(), {prompt, {}});
+        it->second.emplace_back(index, sample.value("completion", ""));
+      }
+    }
     std::string notes;
     if (s.value("kind", "") == "quantize") {
       notes = absl::StrFormat("%s, %d bits, group %d%s", r.value("method", "?"), r.value("bits", 0),
@@ -99,6 +110,21 @@ std::string RenderReportPage(const std::string& report_json) {
                                           x, y, x + 8, y - 6, p.stage, p.ppl));
   }
   svg += "</svg>";
+  std::string samples_html;
+  if (!samples.empty()) {
+    samples_html = "<h2>Samples (greedy)</h2>\n";
+    for (const auto& [prompt, by_stage] : samples) {
+      absl::StrAppend(
+          &samples_html, "<p><b>Prompt:</b> <code>", Escape(prompt),
+          "</code></p>\n<table class='samples'><tr><th>stage</th><th>completion</th></tr>\n");
+      for (size_t i = 0; i < by_stage.size(); ++i) {
+        absl::StrAppend(&samples_html, "<tr><td>", by_stage[i].first, i == 0 ? " (baseline)" : "",
+                        "</td><td style='text-align:left;white-space:pre-wrap'>",
+                        Escape(by_stage[i].second), "</td></tr>\n");
+      }
+      samples_html += "</table>\n";
+    }
+  }
   return absl::StrCat(
       "<!doctype html>\n<html><head><meta charset='utf-8'><title>Squeeze report ", Escape(job),
       "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -109,7 +135,8 @@ std::string RenderReportPage(const std::string& report_json) {
       "<table><tr><th>stage</th><th>kind</th><th>perplexity</th><th>size "
       "(MiB)</th><th>retention</th>"
       "<th>tokens/s</th><th>notes</th></tr>\n",
-      rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n</body></html>\n");
+      rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n", samples_html,
+      "</body></html>\n");
 }
 
 }  // namespace squeeze::coordinator

@@ -84,7 +84,7 @@ class EventSender {
     outcome->set_ok(result.ok());
     if (result.ok()) {
       for (const auto& [k, v] : result->outputs) (*outcome->mutable_outputs())[k] = v;
-      outcome->set_result_json(result->result.dump());
+      *outcome->mutable_result() = result->result;
     } else {
       outcome->set_code(static_cast<int>(result.status().code()));
       outcome->set_message(std::string(result.status().message()));

@@ -10,13 +10,10 @@ namespace squeeze::worker {
 TaskContext::TaskContext(v1::TaskLease lease, ArtifactStore* store, std::string scratch_dir,
                          at::Device device, int64_t step_delay_ms)
     : lease_(std::move(lease)),
-      baseline_(nlohmann::json::parse(lease_.baseline_result_json(), nullptr, false)),
       store_(store),
       scratch_dir_(std::move(scratch_dir)),
       device_(device),
-      step_delay_ms_(step_delay_ms) {
-  if (!baseline_.is_object()) baseline_ = nlohmann::json::object();
-}
+      step_delay_ms_(step_delay_ms) {}
 
 ArtifactProvenance TaskContext::provenance() const {
   ArtifactProvenance p;

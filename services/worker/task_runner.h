@@ -8,7 +8,6 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -29,8 +28,9 @@ class TaskContext {
   const v1::StageOptions& stage() const { return lease_.stage(); }
   // The job's data files and store root.
   const v1::JobData& data() const { return lease_.data(); }
-  // The result of the job's first evaluation (an empty object when there is none).
-  const nlohmann::json& baseline() const { return baseline_; }
+  // The job's first evaluation, when this task compares against one.
+  bool has_baseline() const { return lease_.has_baseline(); }
+  const v1::EvaluateResult& baseline() const { return lease_.baseline(); }
   ArtifactStore& store() { return *store_; }
   // Where this task's outputs come from: job, stage, its options and its inputs.
   ArtifactProvenance provenance() const;
@@ -53,7 +53,6 @@ class TaskContext {
 
  private:
   v1::TaskLease lease_;
-  nlohmann::json baseline_;
   ArtifactStore* store_;
   std::string scratch_dir_;
   at::Device device_;
@@ -64,7 +63,7 @@ class TaskContext {
 
 struct TaskOutput {
   std::map<std::string, std::string> outputs;  // artifact name -> store URI
-  nlohmann::json result = nlohmann::json::object();
+  v1::StageResult result;                      // the runner's message in the oneof
 };
 
 class TaskRunner {

@@ -210,7 +210,7 @@ void Worker::RunTask(const v1::TaskLease& lease) {
       request.set_task_id(lease.task_id());
       request.set_attempt(lease.attempt());
       *request.mutable_outputs() = result.outcome.outputs();
-      request.set_result_json(result.outcome.result_json());
+      *request.mutable_result() = result.outcome.result();
       v1::CompleteTaskResponse response;
       s = stub_->CompleteTask(&context, request, &response);
     } else {
@@ -220,6 +220,7 @@ void Worker::RunTask(const v1::TaskLease& lease) {
       request.set_attempt(lease.attempt());
       request.set_error(std::string(result.error.message()));
       request.set_cancelled(result.error.code() == absl::StatusCode::kCancelled);
+      request.set_code(static_cast<int>(result.error.code()));
       request.set_retryable(result.retryable);
       v1::FailTaskResponse response;
       s = stub_->FailTask(&context, request, &response);

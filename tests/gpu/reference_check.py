@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference check, run on the GPU machine: Hugging Face transformers builds LlamaForCausalLM
-models with random weights from several configs and saves them with save_pretrained; our
+(and Qwen3ForCausalLM, MistralForCausalLM with a sliding window) models with random weights from several configs and saves them with save_pretrained; our
 libtorch model loads each directory and must produce the same logits on the same token ids
 (max relative error < 1e-4 in float32, < 2e-2 in bfloat16).
 
@@ -14,7 +14,12 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+import transformers
+
+# model_type -> (config class, model class); "llama" when a config names none.
+FAMILIES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
+            "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+            "mistral": ("MistralConfig", "MistralForCausalLM")}
 
 CONFIGS = {
     # grouped-query attention, untied head
@@ -35,6 +40,18 @@ CONFIGS = {
                         rope_scaling={"rope_type": "llama3", "factor": 8.0,
                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                       "original_max_position_embeddings": 64}),
+    # Qwen3: per-head q/k RMSNorm, explicit head_dim (8 heads x 32 = 256 != hidden 128), GQA,
+    # untied head
+    "qwen3": dict(family="qwen3", vocab_size=600, hidden_size=128, intermediate_size=384,
+                  num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+                  rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=512,
+                  tie_word_embeddings=False, attention_bias=False, use_sliding_window=False),
+    # Mistral with a sliding window far shorter than the test sequence (200 tokens)
+    "mistral_window": dict(family="mistral", vocab_size=500, hidden_size=128,
+                           intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
+                           max_position_embeddings=512, tie_word_embeddings=False,
+                           sliding_window=16),
 }
 
 
@@ -51,9 +68,11 @@ def main():
     results = []
     for name, kwargs in CONFIGS.items():
         torch.manual_seed(0)
-        config = LlamaConfig(**kwargs)
+        kwargs = dict(kwargs)
+        config_class, model_class = FAMILIES[kwargs.pop("family", "llama")]
+        config = getattr(transformers, config_class)(**kwargs)
         config._attn_implementation = "eager"
-        model = LlamaForCausalLM(config).eval()
+        model = getattr(transformers, model_class)(config).eval()
         # Non-trivial norm weights and biases so that every parameter matters.
         with torch.no_grad():
             for pname, p in model.named_parameters():

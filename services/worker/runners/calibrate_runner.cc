@@ -19,7 +19,6 @@
 namespace squeeze::worker {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 namespace {
 
@@ -84,15 +83,16 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
   const std::string uri = absl::StrCat(ctx.data().store_root(), "/calibration/", key);
   TaskOutput out;
   out.outputs["calibration"] = uri;
-  out.result = {{"key", key},
-                {"model_digest", *model_digest},
-                {"data_digest", *data_digest},
-                {"samples", co.num_samples},
-                {"seq_len", co.seq_len},
-                {"seed", co.seed}};
+  v1::CalibrateResult& result = *out.result.mutable_calibrate();
+  result.set_key(key);
+  result.set_model_digest(*model_digest);
+  result.set_data_digest(*data_digest);
+  result.set_samples(co.num_samples);
+  result.set_seq_len(co.seq_len);
+  result.set_seed(co.seed);
   if (auto exists = ctx.store().Exists(uri); exists.ok() && *exists) {
     ctx.Log(absl::StrCat("reusing calibration ", key.substr(0, 12)));
-    out.result["reused"] = true;
+    result.set_reused(true);
     return out;
   }
 
@@ -130,7 +130,7 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
     ctx.SetProgress(i + 1, model->num_layers(), "layers");
   }
   if (auto s = ctx.store().PutDirectory(dir.string(), uri, ctx.provenance()); !s.ok()) return s;
-  out.result["reused"] = false;
+  result.set_reused(false);
   return out;
 }
 

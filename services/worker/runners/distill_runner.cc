@@ -29,7 +29,6 @@ namespace squeeze::worker {
 namespace {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 absl::StatusOr<LlamaModel> BuildStudent(const v1::StudentSpec& s, const LlamaModel& teacher,
                                         uint64_t seed) {
@@ -219,7 +218,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   PerplexityOptions eval_options = FitToModel({}, student->config());
   eval_options.max_examples = spec.eval_examples();
 
-  json loss_curve = json::array(), eval_curve = json::array();
+  v1::DistillResult result;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
   absl::Status stop_reason;
@@ -240,13 +239,14 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
     if (s.step % log_every == 0 || s.step == to.steps) {
       const auto parts = objective.last_parts();
-      loss_curve.push_back({{"step", s.step},
-                            {"loss", s.loss},
-                            {"kd", parts.kd},
-                            {"ce", parts.ce},
-                            {"hidden", parts.hidden},
-                            {"lr", s.lr},
-                            {"tokens_per_second", s.tokens_per_second}});
+      v1::LossPoint& point = *result.add_loss_curve();
+      point.set_step(s.step);
+      point.set_loss(s.loss);
+      point.set_kd(parts.kd);
+      point.set_ce(parts.ce);
+      point.set_hidden(parts.hidden);
+      point.set_lr(s.lr);
+      point.set_tokens_per_second(s.tokens_per_second);
       ctx.Log(absl::StrCat("step ", s.step, "/", to.steps, " loss ", s.loss, " (kd ", parts.kd,
                            ", ce ", parts.ce, "), ", static_cast<int64_t>(s.tokens_per_second),
                            " tokens/s"));
@@ -257,12 +257,14 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     return ppl.ok() ? std::log(ppl->total.perplexity()) : std::nan("");
   };
   callbacks.on_eval = [&](int64_t step, double eval_loss) {
-    eval_curve.push_back(
-        {{"step", step}, {"loss", eval_loss}, {"perplexity", std::exp(eval_loss)}});
+    v1::EvalPoint& point = *result.add_eval_curve();
+    point.set_step(step);
+    point.set_loss(eval_loss);
+    point.set_perplexity(std::exp(eval_loss));
     ctx.SetMetric("eval_perplexity", std::exp(eval_loss));
     ctx.Log(absl::StrCat("step ", step, ": evaluation perplexity ", std::exp(eval_loss)));
   };
-  json prune_rounds = json::array();
+  google::protobuf::RepeatedPtrField<v1::PruneRoundResult> prune_rounds;
   auto eval_perplexity = [&]() -> double {
     if (eval.empty()) return std::nan("");
     c10::NoGradGuard no_grad;
@@ -287,16 +289,17 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     for (int64_t i = 0; i < prune.calibration_batches(); ++i)
       batches.push_back(sampler.Batch(round, i, to.batch_size / to.grad_accum));
     const double before = eval_perplexity();
-    if (!prune_rounds.empty()) prune_rounds.back()["perplexity_after_recovery"] = before;
+    if (!prune_rounds.empty()) prune_rounds.rbegin()->set_perplexity_after_recovery(before);
     if (auto s = masks->Prune(*student, choice.method, choice.pattern, target, batches); !s.ok())
       return s;
     const double after = eval_perplexity();
     const double sparsity = LinearSparsity(*student);
-    prune_rounds.push_back({{"round", round + 1},
-                            {"step", step},
-                            {"sparsity", sparsity},
-                            {"perplexity_before_pruning", before},
-                            {"perplexity_after_pruning", after}});
+    v1::PruneRoundResult& r = *prune_rounds.Add();
+    r.set_round(round + 1);
+    r.set_step(step);
+    r.set_sparsity(sparsity);
+    r.set_perplexity_before_pruning(before);
+    r.set_perplexity_after_pruning(after);
     ctx.Log(absl::StrCat("prune round ", round + 1, "/", rounds, " at step ", step, ": ",
                          choice.method_name, " to ", sparsity, " sparsity; evaluation perplexity ",
                          before, " -> ", after));
@@ -320,38 +323,37 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   }
 
   TaskOutput out;
-  json result = {{"student_layers", student->num_layers()},
-                 {"student_hidden_size", student->config().hidden_size},
-                 {"student_parameters", student->NumParameters()},
-                 {"teacher_parameters", teacher->NumParameters()},
-                 {"teacher_model", teacher_uri},
-                 {"temperature", options.temperature},
-                 {"alpha", options.alpha},
-                 {"steps", trainer.step()},
-                 {"stopped_early", trainer.stopped_early()},
-                 {"resumed_from_step", resumed_from},
-                 {"world_size", lease.world_size()},
-                 {"teacher_logits", teacher_logits},
-                 {"loss_curve", loss_curve},
-                 {"eval_curve", eval_curve}};
-  if (!loss_curve.empty()) result["final_loss"] = loss_curve.back()["loss"];
+  result.set_student_layers(student->num_layers());
+  result.set_student_hidden_size(student->config().hidden_size);
+  result.set_student_parameters(student->NumParameters());
+  result.set_teacher_parameters(teacher->NumParameters());
+  result.set_teacher_model(teacher_uri);
+  result.set_temperature(options.temperature);
+  result.set_alpha(options.alpha);
+  result.set_steps(trainer.step());
+  result.set_stopped_early(trainer.stopped_early());
+  result.set_resumed_from_step(resumed_from);
+  result.set_world_size(lease.world_size());
+  result.set_teacher_logits(teacher_logits);
+  if (result.loss_curve_size() > 0) result.set_final_loss(result.loss_curve().rbegin()->loss());
   if (!eval.empty()) {
     auto ppl = EvaluatePerplexity(*student, eval, eval_options);
-    if (ppl.ok()) result["eval_perplexity"] = ppl->total.perplexity();
+    if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
   }
   if (scheduled) {
-    if (!prune_rounds.empty() && result.contains("eval_perplexity"))
-      prune_rounds.back()["perplexity_after_recovery"] = result["eval_perplexity"];
-    result["prune"] = {{"method", choice.method_name},
-                       {"pattern", choice.pattern_name},
-                       {"target_sparsity", prune.target().sparsity()},
-                       {"sparsity", LinearSparsity(*student)},
-                       {"rounds", prune_rounds}};
+    if (!prune_rounds.empty() && result.has_eval_perplexity())
+      prune_rounds.rbegin()->set_perplexity_after_recovery(result.eval_perplexity());
+    v1::ScheduledPruneResult& p = *result.mutable_prune();
+    p.set_method(choice.method_name);
+    p.set_pattern(choice.pattern_name);
+    p.set_target_sparsity(prune.target().sparsity());
+    p.set_sparsity(LinearSparsity(*student));
+    *p.mutable_rounds() = std::move(prune_rounds);
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result["tokens_per_second"] = seconds > 0 ? tokens_seen / seconds : 0.0;
-  out.result = std::move(result);
+  result.set_tokens_per_second(seconds > 0 ? tokens_seen / seconds : 0.0);
+  *out.result.mutable_distill() = std::move(result);
   if (lease.rank() != 0) return out;  // rank 0 writes the model and reports
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "student-out";

@@ -15,13 +15,15 @@
 #include "common/compress/task_accuracy.h"
 #include "common/data/choice_tasks.h"
 #include "common/data/text_dataset.h"
+#include "common/model/generator.h"
 #include "common/model/llama_model.h"
+#include "common/model/tokenizer.h"
+#include "common/recipe/message_json.h"
 #include "common/recipe/recipe.h"
 
 namespace squeeze::worker {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kEvaluate));
@@ -29,7 +31,22 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   auto model_dir = InputModel(ctx);
   if (!model_dir.ok()) return model_dir.status();
   ctx.Log(absl::StrCat("evaluating ", *model_dir));
-  auto model = LoadModel(*model_dir, at::kFloat, ctx.device());
+  at::ScalarType dtype = at::kFloat;
+  switch (spec.dtype()) {
+    case v1::EvaluateStage::FLOAT32:
+      break;
+    case v1::EvaluateStage::BFLOAT16:
+      dtype = at::kBFloat16;
+      break;
+    case v1::EvaluateStage::FLOAT16:
+      dtype = at::kHalf;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("evaluate.dtype: value ",
+                                                     static_cast<int>(spec.dtype()),
+                                                     " is not known to this worker"));
+  }
+  auto model = LoadModel(*model_dir, dtype, ctx.device());
   if (!model.ok()) return model.status();
 
   PerplexityOptions options;
@@ -49,7 +66,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   const auto& files = ctx.data().evaluation();
   NllSum total;
   std::map<std::string, NllSum> categories;
-  json per_file = json::object();
+  v1::EvaluateResult result;
   double seconds = 0.0;
   int64_t processed = 0;
   for (int f = 0; f < files.size(); ++f) {
@@ -62,7 +79,9 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     };
     auto ppl = EvaluatePerplexity(*model, *data, options);
     if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
-    per_file[files[f]] = {{"perplexity", ppl->total.perplexity()}, {"tokens", ppl->total.tokens}};
+    v1::PerplexityFigure& figure = (*result.mutable_files())[files[f]];
+    figure.set_perplexity(ppl->total.perplexity());
+    figure.set_tokens(ppl->total.tokens);
     total.nll += ppl->total.nll;
     total.tokens += ppl->total.tokens;
     for (const auto& [name, c] : ppl->by_category) {
@@ -86,24 +105,23 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   for (auto& [name, t] : model->NamedParameters()) nonzero += t->count_nonzero().item<int64_t>();
   const int64_t params = model->NumParameters();
   const int64_t size = DirectoryBytes(*model_dir);
-  json result = {{"perplexity", total.perplexity()},
-                 {"nll_per_token", total.tokens ? total.nll / total.tokens : 0.0},
-                 {"tokens", total.tokens},
-                 {"files", per_file},
-                 {"parameters", params},
-                 {"nonzero_parameters", nonzero},
-                 {"size_bytes", size},
-                 {"bits_per_weight", params ? 8.0 * size / params : 0.0},
-                 {"tokens_per_second", tokens_per_second},
-                 {"ms_per_token", processed ? 1000.0 * seconds / processed : 0.0},
-                 {"peak_host_memory_bytes", PeakHostMemoryBytes()}};
+  result.set_perplexity(total.perplexity());
+  result.set_nll_per_token(total.tokens ? total.nll / total.tokens : 0.0);
+  result.set_tokens(total.tokens);
+  result.set_parameters(params);
+  result.set_nonzero_parameters(nonzero);
+  result.set_size_bytes(size);
+  result.set_bits_per_weight(params ? 8.0 * size / params : 0.0);
+  result.set_tokens_per_second(tokens_per_second);
+  result.set_ms_per_token(processed ? 1000.0 * seconds / processed : 0.0);
+  result.set_peak_host_memory_bytes(PeakHostMemoryBytes());
   if (device_is_cuda(ctx.device()))
-    result["peak_device_memory_bytes"] = PeakDeviceMemoryBytes(ctx.device());
-  json by_category = json::object();
+    result.set_peak_device_memory_bytes(PeakDeviceMemoryBytes(ctx.device()));
   for (const auto& [name, c] : categories) {
-    by_category[name] = {{"perplexity", c.perplexity()}, {"tokens", c.tokens}};
+    v1::PerplexityFigure& figure = (*result.mutable_categories())[name];
+    figure.set_perplexity(c.perplexity());
+    figure.set_tokens(c.tokens);
   }
-  result["categories"] = by_category;
 
   // Multiple-choice accuracy on the job's task files, when it has any.
   if (ctx.data().tasks_size() > 0) {
@@ -125,78 +143,108 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     };
     auto accuracy = EvaluateChoiceAccuracy(*model, questions, accuracy_options);
     if (!accuracy.ok()) return stop_reason.ok() ? accuracy.status() : stop_reason;
-    json tasks_categories = json::object();
-    for (const auto& [name, a] : accuracy->by_category)
-      tasks_categories[name] = {
-          {"acc", a.acc()}, {"acc_norm", a.acc_norm()}, {"questions", a.questions}};
-    result["tasks"] = {{"acc", accuracy->total.acc()},
-                       {"acc_norm", accuracy->total.acc_norm()},
-                       {"acc_ci95", {accuracy->acc_low, accuracy->acc_high}},
-                       {"acc_norm_ci95", {accuracy->acc_norm_low, accuracy->acc_norm_high}},
-                       {"questions", accuracy->total.questions},
-                       {"categories", tasks_categories}};
+    v1::TaskAccuracyResult& tasks = *result.mutable_tasks();
+    tasks.set_acc(accuracy->total.acc());
+    tasks.set_acc_norm(accuracy->total.acc_norm());
+    tasks.add_acc_ci95(accuracy->acc_low);
+    tasks.add_acc_ci95(accuracy->acc_high);
+    tasks.add_acc_norm_ci95(accuracy->acc_norm_low);
+    tasks.add_acc_norm_ci95(accuracy->acc_norm_high);
+    tasks.set_questions(accuracy->total.questions);
+    for (const auto& [name, a] : accuracy->by_category) {
+      v1::ChoiceAccuracy& c = (*tasks.mutable_categories())[name];
+      c.set_acc(a.acc());
+      c.set_acc_norm(a.acc_norm());
+      c.set_questions(a.questions);
+    }
     ctx.SetMetric("task_accuracy", accuracy->total.acc());
     ctx.Log(absl::StrCat("task accuracy ", accuracy->total.acc(), " (acc_norm ",
                          accuracy->total.acc_norm(), ") on ", accuracy->total.questions,
                          " questions"));
   }
 
+  // Greedy continuations of the recipe's prompts, for the report to show beside the baseline's.
+  if (spec.has_samples()) {
+    SQ_ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(*model_dir, model->config()));
+    GenerationOptions generation;
+    generation.max_new_tokens = spec.samples().max_new_tokens();
+    if (tokenizer->eos_id() >= 0) generation.stop_ids.push_back(tokenizer->eos_id());
+    for (int i = 0; i < spec.samples().prompts_size(); ++i) {
+      SQ_RETURN_IF_ERROR(ctx.CheckStep());
+      const std::string& prompt = spec.samples().prompts(i);
+      std::vector<int32_t> ids;
+      if (tokenizer->bos_id() >= 0) ids.push_back(tokenizer->bos_id());
+      const std::vector<int32_t> text = tokenizer->Encode(prompt);
+      ids.insert(ids.end(), text.begin(), text.end());
+      auto generated = Generate(*model, ids, generation);
+      if (!generated.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("evaluate.samples.prompts[", i, "]: ", generated.status().message()));
+      }
+      if (generated->stop_reason == "stop token") generated->tokens.pop_back();
+      v1::GeneratedText& sample = *result.add_samples();
+      sample.set_prompt(prompt);
+      sample.set_completion(tokenizer->Decode(generated->tokens));
+      ctx.SetProgress(i + 1, spec.samples().prompts_size(), "samples generated");
+    }
+  }
+
   // Retention against the job's first (uncompressed) evaluation: perplexity ratio, <= 1 when worse.
   std::vector<std::string> gate_failures;
-  json gate = json::object();
-  if (spec.gate().has_min_retention()) gate["min_retention"] = spec.gate().min_retention();
-  if (spec.gate().has_max_size_bytes()) gate["max_size_bytes"] = spec.gate().max_size_bytes();
-  if (spec.gate().has_min_accuracy_retention())
-    gate["min_accuracy_retention"] = spec.gate().min_accuracy_retention();
-  const json& baseline = ctx.baseline();
-  if (baseline.contains("perplexity") && baseline["perplexity"].is_number()) {
-    const double base = baseline["perplexity"].get<double>();
+  const v1::EvaluationGate& gate = spec.gate();
+  const v1::EvaluateResult& baseline = ctx.baseline();
+  if (ctx.has_baseline() && baseline.perplexity() > 0) {
+    const double base = baseline.perplexity();
     const double retention = base / total.perplexity();
-    result["baseline_perplexity"] = base;
-    result["retention"] = retention;
-    result["retention_percent"] = 100.0 * retention;
-    if (baseline.contains("size_bytes") && baseline["size_bytes"].is_number()) {
-      result["compression_ratio"] =
-          baseline["size_bytes"].get<double>() / std::max<double>(1.0, size);
+    result.set_baseline_perplexity(base);
+    result.set_retention(retention);
+    result.set_retention_percent(100.0 * retention);
+    if (baseline.size_bytes() > 0) {
+      result.set_compression_ratio(static_cast<double>(baseline.size_bytes()) /
+                                   std::max<double>(1.0, size));
     }
-    if (spec.gate().has_min_retention() && retention < spec.gate().min_retention()) {
+    if (gate.has_min_retention() && retention < gate.min_retention()) {
       gate_failures.push_back(absl::StrCat("retention ", retention, " is below min_retention ",
-                                           spec.gate().min_retention(), " (perplexity ",
+                                           gate.min_retention(), " (perplexity ",
                                            total.perplexity(), " against baseline ", base, ")"));
     }
   }
   // Accuracy retention against the first evaluation's accuracy on the same questions.
-  if (result.contains("tasks") && baseline.contains("tasks") &&
-      baseline["tasks"].value("acc", 0.0) > 0) {
-    const double base = baseline["tasks"]["acc"].get<double>();
-    const double retention = result["tasks"]["acc"].get<double>() / base;
-    result["tasks"]["baseline_acc"] = base;
-    result["tasks"]["accuracy_retention"] = retention;
-    if (spec.gate().has_min_accuracy_retention() &&
-        retention < spec.gate().min_accuracy_retention()) {
-      gate_failures.push_back(
-          absl::StrCat("accuracy retention ", retention, " is below min_accuracy_retention ",
-                       spec.gate().min_accuracy_retention(), " (accuracy ",
-                       result["tasks"]["acc"].get<double>(), " against baseline ", base, ")"));
+  if (result.has_tasks() && ctx.has_baseline() && baseline.has_tasks() &&
+      baseline.tasks().acc() > 0) {
+    v1::TaskAccuracyResult& tasks = *result.mutable_tasks();
+    const double base = baseline.tasks().acc();
+    const double retention = tasks.acc() / base;
+    tasks.set_baseline_acc(base);
+    tasks.set_accuracy_retention(retention);
+    if (gate.has_min_accuracy_retention() && retention < gate.min_accuracy_retention()) {
+      gate_failures.push_back(absl::StrCat("accuracy retention ", retention,
+                                           " is below min_accuracy_retention ",
+                                           gate.min_accuracy_retention(), " (accuracy ",
+                                           tasks.acc(), " against baseline ", base, ")"));
     }
   }
-  if (spec.gate().has_max_size_bytes() && size > spec.gate().max_size_bytes()) {
-    gate_failures.push_back(absl::StrCat("size ", size, " bytes is above max_size_bytes ",
-                                         spec.gate().max_size_bytes()));
+  if (gate.has_max_size_bytes() && size > gate.max_size_bytes()) {
+    gate_failures.push_back(
+        absl::StrCat("size ", size, " bytes is above max_size_bytes ", gate.max_size_bytes()));
   }
-  if (!gate.empty()) result["gate"] = {{"limits", gate}, {"passed", gate_failures.empty()}};
+  if (gate.has_min_retention() || gate.has_max_size_bytes() || gate.has_min_accuracy_retention()) {
+    *result.mutable_gate()->mutable_limits() = gate;
+    result.mutable_gate()->set_passed(gate_failures.empty());
+  }
   if (!gate_failures.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("gate: ", absl::StrJoin(gate_failures, "; ")));
   }
   TaskOutput out;
-  if (auto s = PutFiles(ctx, "evaluation", {{"evaluation.json", result.dump(2) + "\n"}},
+  if (auto s = PutFiles(ctx, "evaluation",
+                        {{"evaluation.json", MessageToJsonValue(result).dump(2) + "\n"}},
                         ctx.lease().output_uri());
       !s.ok()) {
     return s;
   }
   out.outputs["evaluation"] = ctx.lease().output_uri();
-  out.result = std::move(result);
+  *out.result.mutable_evaluate() = std::move(result);
   return out;
 }
 

@@ -77,18 +77,19 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
     return s;
   TaskOutput out;
   out.outputs["model"] = ctx.lease().output_uri();
-  out.result = {{"method", choice.method_name},
-                {"pattern", choice.pattern_name},
-                {"target_sparsity", sparsity},
-                {"sparsity", achieved},
-                {"pruned_matrices", pruned_matrices},
-                {"parameters_before", parameters_before},
-                {"parameters", model->NumParameters()},
-                {"intermediate_size", model->config().intermediate_size},
-                {"num_attention_heads", model->config().num_attention_heads},
-                {"num_key_value_heads", model->config().num_key_value_heads},
-                {"calibration_windows", windows_used},
-                {"seconds", seconds}};
+  v1::PruneResult& result = *out.result.mutable_prune();
+  result.set_method(choice.method_name);
+  result.set_pattern(choice.pattern_name);
+  result.set_target_sparsity(sparsity);
+  result.set_sparsity(achieved);
+  result.set_pruned_matrices(pruned_matrices);
+  result.set_parameters_before(parameters_before);
+  result.set_parameters(model->NumParameters());
+  result.set_intermediate_size(model->config().intermediate_size);
+  result.set_num_attention_heads(model->config().num_attention_heads);
+  result.set_num_key_value_heads(model->config().num_key_value_heads);
+  result.set_calibration_windows(windows_used);
+  result.set_seconds(seconds);
   return out;
 }
 

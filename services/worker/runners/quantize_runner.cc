@@ -16,7 +16,6 @@
 namespace squeeze::worker {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kQuantize));
@@ -126,7 +125,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (!quantized.ok()) return quantized.status();
   if (lease.rank() != 0) {
     TaskOutput out;  // rank 0 writes the model and reports
-    out.result = {{"rank", lease.rank()}};
+    out.result.mutable_quantize();
     return out;
   }
 
@@ -147,35 +146,38 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
 
   TaskOutput out;
   out.outputs["model"] = output;
-  json layer_reports = json::array();
-  for (const LinearReport& r : quantized->reports) {
-    layer_reports.push_back(
-        {{"layer", r.layer}, {"linear", r.name}, {"loss", r.loss}, {"seconds", r.seconds}});
-  }
   int64_t output_bytes = 0;
   for (const StoredFile& f : files) output_bytes += f.size;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const QuantizedSize& q = quantized->quantized;
-  out.result = {{"method", method},
-                {"bits", seq.gptq.quant.bits},
-                {"group_size", seq.gptq.quant.group_size},
-                {"sym", seq.gptq.quant.symmetric},
-                {"act_order", seq.gptq.act_order},
-                {"format", quantized->format},
-                {"layers", config->num_hidden_layers},
-                {"resumed_from_layer", options.start_layer},
-                {"quantized_weights", q.weights},
-                {"bits_per_quantized_weight", q.weights ? q.bits / q.weights : 0.0},
-                {"packed_size_bytes", (quantized->parameters - q.weights) * 2.0 + q.bits / 8.0},
-                {"output_bytes", output_bytes},
-                {"bytes_written", quantized->bytes_written},
-                {"seconds", seconds},
-                {"phase_seconds", quantized->phase_seconds},
-                {"peak_host_memory_bytes", PeakHostMemoryBytes()},
-                {"peak_device_memory_bytes",
-                 device_is_cuda(ctx.device()) ? PeakDeviceMemoryBytes(ctx.device()) : int64_t{0}},
-                {"linears", layer_reports}};
+  v1::QuantizeResult& result = *out.result.mutable_quantize();
+  result.set_method(method);
+  result.set_bits(seq.gptq.quant.bits);
+  result.set_group_size(seq.gptq.quant.group_size);
+  result.set_sym(seq.gptq.quant.symmetric);
+  result.set_act_order(seq.gptq.act_order);
+  result.set_format(quantized->format);
+  result.set_layers(config->num_hidden_layers);
+  result.set_resumed_from_layer(options.start_layer);
+  result.set_quantized_weights(q.weights);
+  result.set_bits_per_quantized_weight(q.weights ? q.bits / q.weights : 0.0);
+  result.set_packed_size_bytes((quantized->parameters - q.weights) * 2.0 + q.bits / 8.0);
+  result.set_output_bytes(output_bytes);
+  result.set_bytes_written(quantized->bytes_written);
+  result.set_seconds(seconds);
+  result.mutable_phase_seconds()->insert(quantized->phase_seconds.begin(),
+                                         quantized->phase_seconds.end());
+  result.set_peak_host_memory_bytes(PeakHostMemoryBytes());
+  if (device_is_cuda(ctx.device()))
+    result.set_peak_device_memory_bytes(PeakDeviceMemoryBytes(ctx.device()));
+  for (const LinearReport& r : quantized->reports) {
+    v1::LinearQuantization& l = *result.add_linears();
+    l.set_layer(r.layer);
+    l.set_linear(r.name);
+    l.set_loss(r.loss);
+    l.set_seconds(r.seconds);
+  }
   return out;
 }
 

@@ -78,5 +78,15 @@ TEST_F(ChoiceTasksTest, MalformedLinesAreRefusedWithFileAndLine) {
             absl::StatusCode::kNotFound);
 }
 
+// A file with no newline (a binary file given by mistake) stops at the line cap with an error,
+// instead of being read into memory whole.
+TEST_F(ChoiceTasksTest, ALineOverTheCapIsRefusedWithFileAndLine) {
+  const std::string ok = "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"label\": 0}\n";
+  auto loaded = Load(ok + std::string(kMaxChoiceLineBytes + 1, 'x'));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find(":2: line longer than the limit of"), std::string::npos)
+      << loaded.status();
+}
+
 }  // namespace
 }  // namespace squeeze

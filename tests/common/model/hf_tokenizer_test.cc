@@ -220,6 +220,13 @@ TEST(HfTokenizerErrorsTest, BadFilesAreRefusedNamingWhatIsWrong) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadHfTokenizer((dir / "absent.json").string()).status().code(),
             absl::StatusCode::kNotFound);
+  // A file over the size cap is refused before it is read (a sparse file: no disk used).
+  { std::ofstream(dir / "huge.json") << "{"; }
+  fs::resize_file(dir / "huge.json", kMaxTokenizerJsonBytes + 1);
+  auto huge = LoadHfTokenizer((dir / "huge.json").string());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("more than the limit of"), std::string::npos)
+      << huge.status();
   fs::remove_all(dir);
 }
 

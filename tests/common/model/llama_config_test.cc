@@ -91,6 +91,9 @@ TEST(LlamaConfigTest, ErrorsNameTheField) {
       {"{" + base + R"(, "num_attention_heads": 4, "rope_scaling": {"rope_type": "llama3"}})",
        "factor"},
       {"{" + base + R"(, "num_attention_heads": 4, "model_type": "gpt2"})", "model_type"},
+      {"{" + base + R"(, "num_attention_heads": 4, "model_type": "qwen3",
+                        "use_sliding_window": true})",
+       "use_sliding_window: true is not supported"},
       {"{" + base + R"(, "num_attention_heads": 0})", "num_attention_heads"},
       {"{" + base + R"(, "num_attention_heads": 4, "head_dim": 7})", "head_dim"},
       // Bounded: shapes that cannot exist are refused before anything allocates them.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -81,16 +82,24 @@ at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Ten
   for (int64_t head = 0; head < c.num_attention_heads; ++head) {
     const int64_t kv = head / (c.num_attention_heads / c.num_key_value_heads);
     for (int64_t t = 0; t < s; ++t) {
-      at::Tensor qt = rope(q[t].slice(0, head * d, (head + 1) * d), t);
+      // Qwen3: each query and key head is RMS-normalized before the rotation.
+      auto head_norm = [&](const at::Tensor& v, const at::Tensor& w) {
+        return w.defined() ? norm(v, w) : v;
+      };
+      at::Tensor qt = rope(head_norm(q[t].slice(0, head * d, (head + 1) * d), l.q_norm), t);
+      // Mistral's sliding window: the last `sliding_window` positions, t itself included.
+      const int64_t first =
+          c.sliding_window > 0 ? std::max<int64_t>(0, t - c.sliding_window + 1) : 0;
       std::vector<double> scores;
-      for (int64_t u = 0; u <= t; ++u) {
-        at::Tensor ku = rope(k[u].slice(0, kv * d, (kv + 1) * d), u);
+      for (int64_t u = first; u <= t; ++u) {
+        at::Tensor ku = rope(head_norm(k[u].slice(0, kv * d, (kv + 1) * d), l.k_norm), u);
         scores.push_back(at::dot(qt, ku).item<double>() / std::sqrt(static_cast<double>(d)));
       }
       double mx = *std::max_element(scores.begin(), scores.end()), z = 0;
       for (double& sc : scores) z += (sc = std::exp(sc - mx));
       at::Tensor out = at::zeros({d});
-      for (int64_t u = 0; u <= t; ++u) out += scores[u] / z * v[u].slice(0, kv * d, (kv + 1) * d);
+      for (int64_t u = first; u <= t; ++u)
+        out += scores[u - first] / z * v[u].slice(0, kv * d, (kv + 1) * d);
       attn[t].slice(0, head * d, (head + 1) * d) = out;
     }
   }
@@ -112,6 +121,69 @@ TEST(LlamaModelTest, LayerMatchesANaivePerHeadImplementation) {
   at::Tensor got = m.layer(0).Forward(c, x, m.Rotary(7, at::kCPU, at::kFloat), 0);
   at::Tensor want = NaiveLayer(c, m.layer(0), x);
   EXPECT_LT(MaxAbsDiff(got, want), 1e-5);
+}
+
+// Qwen3: per-head query/key norms over an explicit head_dim unequal to hidden / heads, loaded and
+// saved under the names transformers uses.
+TEST(LlamaModelTest, Qwen3LayerNormsEveryQueryAndKeyHead) {
+  LlamaConfig c = SmallConfig(/*kv_heads=*/2);
+  c.model_type = "qwen3";
+  c.head_dim = 16;  // 4 heads x 16 = 64, not hidden_size 32
+  LlamaModel m = LlamaModel::RandomInit(c, 4);
+  at::manual_seed(3);
+  ASSERT_TRUE(m.layer(0).q_norm.defined());
+  m.layer(0).q_norm.uniform_(0.5, 1.5);
+  m.layer(0).k_norm.uniform_(0.5, 1.5);
+  at::Tensor x = at::randn({1, 6, c.hidden_size});
+  at::Tensor got = m.layer(0).Forward(c, x, m.Rotary(6, at::kCPU, at::kFloat), 0);
+  EXPECT_LT(MaxAbsDiff(got, NaiveLayer(c, m.layer(0), x)), 1e-5);
+  // The norms change the output (the test would not notice them otherwise).
+  DecoderLayer plain = m.layer(0);
+  plain.q_norm = at::Tensor();
+  plain.k_norm = at::Tensor();
+  EXPECT_GT(MaxAbsDiff(plain.Forward(c, x, m.Rotary(6, at::kCPU, at::kFloat), 0), got), 1e-3);
+
+  const std::string dir = ::testing::TempDir() + "/qwen3_" + std::to_string(::getpid());
+  ASSERT_TRUE(m.Save(dir, at::kFloat).ok());
+  auto config = LoadLlamaConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model_type, "qwen3");
+  auto loaded = LlamaModel::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_LT(MaxAbsDiff(loaded->layer(0).q_norm, m.layer(0).q_norm), 1e-7);
+  at::Tensor ids = at::randint(0, c.vocab_size, {1, 5}, at::kLong);
+  EXPECT_LT(MaxAbsDiff(loaded->Forward(ids), m.Forward(ids)), 1e-5);
+  bool named = false;
+  for (const auto& [name, shape] : CheckpointTensorShapes(c))
+    named = named ||
+            (name == "model.layers.1.self_attn.k_norm.weight" && shape == std::vector<int64_t>{16});
+  EXPECT_TRUE(named);
+  RemoveTree(dir).IgnoreError();
+}
+
+// Mistral's sliding window: a sequence longer than the window sees only the window's keys.
+TEST(LlamaModelTest, SlidingWindowLayerMatchesTheNaiveWindowedLayer) {
+  LlamaConfig c = SmallConfig(/*kv_heads=*/2);
+  c.model_type = "mistral";
+  c.sliding_window = 3;
+  LlamaModel m = LlamaModel::RandomInit(c, 8);
+  at::manual_seed(4);
+  at::Tensor x = at::randn({1, 7, c.hidden_size});
+  at::Tensor got = m.layer(0).Forward(c, x, m.Rotary(7, at::kCPU, at::kFloat), 0);
+  EXPECT_LT(MaxAbsDiff(got, NaiveLayer(c, m.layer(0), x)), 1e-5);
+  // Positions inside the first window are unaffected; later ones differ from full attention.
+  LlamaConfig full = c;
+  full.sliding_window = 0;
+  at::Tensor unwindowed = m.layer(0).Forward(full, x, m.Rotary(7, at::kCPU, at::kFloat), 0);
+  EXPECT_LT(MaxAbsDiff(got.narrow(1, 0, 3), unwindowed.narrow(1, 0, 3)), 1e-6);
+  EXPECT_GT(MaxAbsDiff(got.narrow(1, 3, 4), unwindowed.narrow(1, 3, 4)), 1e-4);
+  // The window survives a save and load.
+  const std::string dir = ::testing::TempDir() + "/mistral_" + std::to_string(::getpid());
+  ASSERT_TRUE(m.Save(dir, at::kFloat).ok());
+  auto config = LoadLlamaConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->sliding_window, 3);
+  RemoveTree(dir).IgnoreError();
 }
 
 TEST(LlamaModelTest, PerLayerPathEqualsWholeModelAndObserverSeesEveryLinear) {

@@ -47,6 +47,7 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   EXPECT_FALSE(e.gate().has_max_size_bytes());
   EXPECT_EQ(e.window(), 512);  // default filled in
   EXPECT_EQ(e.metrics_size(), 3);
+  EXPECT_EQ(e.dtype(), v1::EvaluateStage::FLOAT32);  // default filled in
   EXPECT_EQ(StageKind(r->stages[2].options), "evaluate");
   EXPECT_EQ(r->stages[2].max_attempts, 2);
 }
@@ -210,6 +211,16 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {head + "stages:\n  - evaluate: {gate: {min_retention: 1.5}}\n",
        "stages[0].evaluate.gate.min_retention: must be between 0 and 1"},
       {head + "stages:\n  - evaluate: {window: 8, stride: 8}\n", "stages[0].evaluate.stride"},
+      {head + "stages:\n  - evaluate: {dtype: int8}\n",
+       "stages[0].evaluate.dtype: must be one of float32, bfloat16, float16"},
+      {head + "stages:\n  - evaluate: {samples: {prompts: []}}\n",
+       "stages[0].evaluate.samples.prompts: expected a list of 1 to 16 prompts"},
+      {head + "stages:\n  - evaluate: {samples: {prompts: [\"a\", \"\"]}}\n",
+       "stages[0].evaluate.samples.prompts[1]: expected a non-empty string"},
+      {head + "stages:\n  - evaluate: {samples: {prompts: [a], max_new_tokens: 0}}\n",
+       "stages[0].evaluate.samples.max_new_tokens"},
+      {head + "stages:\n  - evaluate: {samples: {prompts: [a], temperature: 1}}\n",
+       "stages[0].evaluate.samples.temperature: unknown field"},
       {head + "stages:\n  - quantize: {group_size: 0}\n", "stages[0].quantize.group_size"},
       {head + "stages:\n  - quantize: {gpus: -1}\n", "stages[0].quantize.gpus"},
       {head + "stages: []\n", "stages: expected a non-empty list"},

@@ -34,6 +34,16 @@ again=$("$ctl" submit "$work/recipe.yaml" --request-id laptop-1 --json | python3
 mkdir -p "$work/model" && echo '{}' > "$work/model/config.json"
 "$ctl" store-put "$work/model" "file://$work/store/models/m" --store "file://$work/store" > /dev/null
 [ -f "$work/store/models/m/manifest.json" ] || fail "store-put wrote no manifest"
+# store-rm deletes it, after which its blob goes at the next collection; a second rm is an error.
+"$ctl" store-rm "file://$work/store/models/m" --store "file://$work/store" > /dev/null
+[ ! -e "$work/store/models/m/manifest.json" ] || fail "store-rm left the manifest"
+"$ctl" store-gc --store "file://$work/store" --grace-hours 0 --json | grep -q '"blobs_deleted":1' \
+  || fail "store-gc did not free the deleted artifact's blob"
+set +e
+out=$("$ctl" store-rm "file://$work/store/models/m" --store "file://$work/store" 2>&1); code=$?
+set -e
+[ "$code" = 2 ] || fail "store-rm of a missing artifact exited $code"
+echo "$out" | grep -q "no such artifact" || fail "store-rm: $out"
 
 # Local compute says which build it needs, and exits 2.
 set +e

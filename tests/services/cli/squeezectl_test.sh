@@ -36,7 +36,7 @@ expect 2 'unknown flag --bogus' -- eval --model "$work/model" --data "$work/good
 expect 2 '--model is required' -- eval --data "$work/good.jsonl"
 expect 2 'missing.jsonl: cannot open' -- eval --model "$work/model" --data "$work/missing.jsonl"
 expect 2 'bad.jsonl:2: not valid JSON' -- eval --model "$work/model" --data "$work/bad.jsonl"
-expect 2 'config.json: cannot open' -- eval --model "$work/nomodel" --data "$work/good.jsonl"
+expect 2 'nomodel" is not a directory' -- eval --model "$work/nomodel" --data "$work/good.jsonl"
 expect 2 '--window: expected an integer' -- eval --model "$work/model" --data "$work/good.jsonl" --window big
 expect 2 'bits: must be one of 2, 3, 4, 8' -- compress --model "$work/model" --data "$work/good.jsonl" --bits 5
 expect 2 'config.json: cannot open' -- inspect "$work/nomodel"

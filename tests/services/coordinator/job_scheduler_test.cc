@@ -37,6 +37,18 @@ stages:
   - evaluate: {gate: {min_retention: 0.5}}
 )";
 
+v1::StageResult Evaluated(double perplexity) {
+  v1::StageResult r;
+  r.mutable_evaluate()->set_perplexity(perplexity);
+  return r;
+}
+
+v1::StageResult Quantized(int bits) {
+  v1::StageResult r;
+  r.mutable_quantize()->set_bits(bits);
+  return r;
+}
+
 class JobSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -98,15 +110,27 @@ class JobSchedulerTest : public ::testing::Test {
     return lease.ok() ? *lease : std::nullopt;
   }
 
+  // The job's report.json, found through its artifacts; null when there is none.
+  nlohmann::json Report(const std::string& job_id) {
+    auto artifacts = scheduler_->Artifacts(job_id);
+    if (!artifacts.ok()) return nullptr;
+    for (const v1::Artifact& a : artifacts->artifacts()) {
+      if (a.name() != "report") continue;
+      auto text = artifacts_->ReadFile(a.uri());
+      return text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    }
+    return nullptr;
+  }
+
   absl::Status Complete(const std::string& worker, const v1::TaskLease& lease,
                         std::map<std::string, std::string> outputs = {},
-                        const std::string& result = "{}") {
+                        const v1::StageResult& result = {}) {
     v1::CompleteTaskRequest r;
     r.set_worker_id(worker);
     r.set_task_id(lease.task_id());
     r.set_attempt(lease.attempt());
     for (const auto& [k, v] : outputs) (*r.mutable_outputs())[k] = v;
-    r.set_result_json(result);
+    *r.mutable_result() = result;
     return scheduler_->Complete(r);
   }
 
@@ -160,7 +184,7 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
   EXPECT_FALSE(Heartbeat(w, *l0, 4).cancel());
   EXPECT_EQ(Get(job.id()).tasks(0).progress().completed(), 4);
   EXPECT_FALSE(Lease(w)) << "one task at a time per worker";
-  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, R"({"perplexity": 5.0})").ok());
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, Evaluated(5.0)).ok());
 
   auto l1 = Lease(w);
   ASSERT_TRUE(l1);
@@ -168,14 +192,14 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
   EXPECT_EQ(l1->stage().quantize().bits(), 4);
   EXPECT_EQ(l1->timeout_ms(), 45 * 60 * 1000) << "the stage's timeout reaches its worker";
   EXPECT_EQ(l0->timeout_ms(), 0);
-  ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, R"({"bits": 4})").ok());
+  ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, Quantized(4)).ok());
 
   auto l2 = Lease(w);
   ASSERT_TRUE(l2);
   EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize")
       << "later stages get the compressed model";
-  EXPECT_EQ(nlohmann::json::parse(l2->baseline_result_json())["perplexity"], 5.0);
-  ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, R"({"perplexity": 5.5})").ok());
+  EXPECT_EQ(l2->baseline().perplexity(), 5.0);
+  ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, Evaluated(5.5)).ok());
 
   v1::Job done = Get(job.id());
   EXPECT_EQ(done.state(), v1::SUCCEEDED);
@@ -183,14 +207,8 @@ TEST_F(JobSchedulerTest, JobRunsItsStagesInOrderAndEndsWithAReport) {
     EXPECT_EQ(t.state(), v1::TASK_SUCCEEDED);
     EXPECT_EQ(t.attempts(), 1);
   }
-  auto artifacts = scheduler_->Artifacts(job.id());
-  ASSERT_TRUE(artifacts.ok());
-  std::string report_uri;
-  for (const v1::Artifact& a : artifacts->artifacts()) {
-    if (a.name() == "report") report_uri = a.uri();
-  }
-  ASSERT_FALSE(report_uri.empty());
-  auto report = nlohmann::json::parse(*artifacts_->ReadFile(report_uri));
+  const nlohmann::json report = Report(job.id());
+  ASSERT_TRUE(report.is_object()) << "the job has a readable report artifact";
   EXPECT_EQ(report["model"], "file:///x/1-quantize");
   EXPECT_EQ(report["stages"][2]["result"]["perplexity"], 5.5);
 
@@ -366,12 +384,12 @@ TEST_F(JobSchedulerTest, RestartKeepsEveryJobAndLease) {
   EXPECT_EQ(RegisterWorker("a", 0, w), w);
   EXPECT_FALSE(Heartbeat(w, *lease).cancel()) << "the lease survived the restart";
   EXPECT_FALSE(Lease(w)) << "still busy with its leased task";
-  ASSERT_TRUE(Complete(w, *lease, {}, R"({"perplexity": 1.0})").ok());
+  ASSERT_TRUE(Complete(w, *lease, {}, Evaluated(1.0)).ok());
   // Drain everything: all three jobs finish, every task ran exactly once.
   for (int i = 0; i < 20; ++i) {
     auto l = Lease(w);
     if (!l) break;
-    ASSERT_TRUE(Complete(w, *l, {}, R"({"perplexity": 1.0})").ok());
+    ASSERT_TRUE(Complete(w, *l, {}, Evaluated(1.0)).ok());
   }
   for (const auto& id : {a.id(), b.id(), c.id()}) {
     v1::Job j = Get(id);
@@ -572,10 +590,10 @@ TEST_F(JobSchedulerTest, RecordsWithoutTypedStagesArePlannedAgainOnRecovery) {
   RegisterWorker("a", 0, w);
   auto l0 = Lease(w);
   ASSERT_TRUE(l0);
-  EXPECT_TRUE(l0->baseline_result_json().empty());
+  EXPECT_FALSE(l0->has_baseline());
   EXPECT_TRUE(l0->stage().has_evaluate()) << "typed options planned again from the recipe";
   EXPECT_FALSE(l0->data().store_root().empty());
-  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, R"({"perplexity": 5.0})").ok());
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, Evaluated(5.0)).ok());
   auto l1 = Lease(w);
   ASSERT_TRUE(l1);
   EXPECT_EQ(l1->stage().quantize().bits(), 4);
@@ -583,7 +601,45 @@ TEST_F(JobSchedulerTest, RecordsWithoutTypedStagesArePlannedAgainOnRecovery) {
   auto l2 = Lease(w);
   ASSERT_TRUE(l2);
   EXPECT_EQ(l2->inputs().at("model"), "file:///x/1-quantize");
-  EXPECT_EQ(nlohmann::json::parse(l2->baseline_result_json())["perplexity"], 5.0);
+  EXPECT_EQ(l2->baseline().perplexity(), 5.0);
+}
+
+// A baseline that finished before results were typed (its result as JSON in the record) still
+// reaches later stages as a typed result, and the report shows the JSON as it was.
+TEST_F(JobSchedulerTest, BaselinesWithJsonResultsFromOlderRecordsStillReachLaterStages) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit();
+  auto l0 = Lease(w);
+  ASSERT_TRUE(l0);
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, Evaluated(5.0)).ok());
+  auto stored = state_->LoadJobs();
+  ASSERT_TRUE(stored.ok());
+  v1::JobRecord old = (*stored)[0];
+  v1::TaskRecord& first = *old.mutable_tasks(0);
+  ASSERT_TRUE(first.task().result().has_evaluate());
+  first.mutable_task()->clear_result();
+  first.set_result_json(R"({"perplexity": 5.0, "size_bytes": 800, "old_field": [1]})");
+  ASSERT_TRUE(state_->Commit({&old}, {}).ok());
+  Restart();
+  RegisterWorker("a", 0, w);
+  auto l1 = Lease(w);
+  ASSERT_TRUE(l1);
+  ASSERT_TRUE(Complete(w, *l1, {{"model", "file:///x/1-quantize"}}, Quantized(4)).ok());
+  auto l2 = Lease(w);
+  ASSERT_TRUE(l2);
+  ASSERT_TRUE(l2->has_baseline());
+  EXPECT_EQ(l2->baseline().perplexity(), 5.0);
+  EXPECT_EQ(l2->baseline().size_bytes(), 800);
+  ASSERT_TRUE(Complete(w, *l2, {{"evaluation", "file:///x/2"}}, Evaluated(5.5)).ok());
+  const nlohmann::json report = Report(job.id());
+  ASSERT_TRUE(report.is_object()) << "the job has a readable report artifact";
+  EXPECT_EQ(report["stages"][0]["result"]["old_field"], nlohmann::json::array({1}));
+  EXPECT_EQ(report["stages"][1]["result"]["bits"], 4);
+  EXPECT_EQ(report["stages"][2]["result"]["perplexity"], 5.5);
+  // GetJob carries the typed results.
+  v1::Job done = Get(job.id());
+  EXPECT_EQ(done.tasks(2).result().evaluate().perplexity(), 5.5);
+  EXPECT_EQ(done.tasks(1).result().quantize().bits(), 4);
 }
 
 // Random sequences of what workers, clients and time do (leases, completions, retryable and

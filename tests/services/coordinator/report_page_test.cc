@@ -25,5 +25,26 @@ TEST(ReportPageTest, RendersStagesAndOnePointPerEvaluation) {
   EXPECT_NE(RenderReportPage("not json").find("does not parse"), std::string::npos);
 }
 
+TEST(ReportPageTest, ShowsEachPromptsSamplesBesideTheBaselines) {
+  const std::string report = R"({"job": "job-2", "model": "m", "stages": [
+    {"index": 0, "kind": "evaluate", "result": {"perplexity": 4.5, "samples": [
+      {"prompt": "A fortune:", "completion": " you <will> win"},
+      {"prompt": "Code:", "completion": " int main"}]}},
+    {"index": 1, "kind": "quantize", "result": {}},
+    {"index": 2, "kind": "evaluate", "result": {"perplexity": 4.9, "samples": [
+      {"prompt": "A fortune:", "completion": " you will lose"}]}}]})";
+  const std::string page = RenderReportPage(report);
+  const size_t prompt = page.find("A fortune:");
+  ASSERT_NE(prompt, std::string::npos) << page;
+  const size_t baseline = page.find("you &lt;will&gt; win", prompt);
+  const size_t later = page.find("you will lose", prompt);
+  ASSERT_NE(baseline, std::string::npos) << "completions are escaped";
+  ASSERT_NE(later, std::string::npos);
+  EXPECT_LT(baseline, later) << "the baseline's sample comes first";
+  EXPECT_NE(page.find("0 (baseline)"), std::string::npos);
+  // The second prompt has the baseline's sample only.
+  EXPECT_NE(page.find(" int main", page.find("Code:")), std::string::npos);
+}
+
 }  // namespace
 }  // namespace squeeze::coordinator

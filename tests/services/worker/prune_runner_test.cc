@@ -60,9 +60,10 @@ TEST_F(PruneRunnerTest, TwoFourMagnitudeLeavesTwoZerosInEveryGroupOfFour) {
   target.set_sparsity(0.5);
   auto out = Run(target);
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(out->result["method"], "magnitude");
-  EXPECT_EQ(out->result["pattern"], "2:4");
-  EXPECT_NEAR(out->result["sparsity"].get<double>(), 0.5, 1e-9);
+  ASSERT_TRUE(out->result.has_prune());
+  EXPECT_EQ(out->result.prune().method(), "magnitude");
+  EXPECT_EQ(out->result.prune().pattern(), "2:4");
+  EXPECT_NEAR(out->result.prune().sparsity(), 0.5, 1e-9);
   auto dir = store_->LocalDirectory(output(), (dir_ / "read").string());
   ASSERT_TRUE(dir.ok()) << dir.status();
   auto pruned = LlamaModel::Load(*dir);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base/file_util.h"
+#include "common/compress/gptq_checkpoint.h"
 #include "common/model/llama_model.h"
 #include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
@@ -84,11 +85,14 @@ TEST_F(QuantizeRunnerTest, RtnWritesAPackedModelArtifactAndReportsItsOptions) {
   ASSERT_TRUE(out.ok()) << out.status();
   const std::string uri = store_root() + "/jobs/job-1/0-quantize";
   EXPECT_EQ(out->outputs.at("model"), uri);
-  EXPECT_EQ(out->result["method"], "rtn");
-  EXPECT_EQ(out->result["bits"], 4);
-  EXPECT_EQ(out->result["group_size"], 64);
-  EXPECT_EQ(out->result["sym"], true);
-  EXPECT_EQ(out->result["layers"], 2);
+  ASSERT_TRUE(out->result.has_quantize());
+  const v1::QuantizeResult& result = out->result.quantize();
+  EXPECT_EQ(result.method(), "rtn");
+  EXPECT_EQ(result.bits(), 4);
+  EXPECT_EQ(result.group_size(), 64);
+  EXPECT_TRUE(result.sym());
+  EXPECT_EQ(result.layers(), 2);
+  EXPECT_GT(result.output_bytes(), 0);
   ASSERT_TRUE(*store_->Exists(uri));
   // The artifact's config says how it was quantized, and its layers hold packed codes.
   auto config =
@@ -108,13 +112,41 @@ TEST_F(QuantizeRunnerTest, RtnWritesAPackedModelArtifactAndReportsItsOptions) {
 TEST_F(QuantizeRunnerTest, GptqSamplesTheJobsCalibrationFile) {
   auto out = Run(Lease(Quantize(v1::QuantizeStage::GPTQ, 4)));
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(out->result["method"], "gptq");
+  const v1::QuantizeResult& result = out->result.quantize();
+  EXPECT_EQ(result.method(), "gptq");
   // A loss for each of the 7 linears of both layers, every one finite and non-negative.
-  ASSERT_EQ(out->result["linears"].size(), 14u) << out->result.dump();
-  for (const auto& l : out->result["linears"]) {
-    EXPECT_GE(l["loss"].get<double>(), 0.0);
-    EXPECT_TRUE(std::isfinite(l["loss"].get<double>()));
+  ASSERT_EQ(result.linears_size(), 14) << result.DebugString();
+  for (const v1::LinearQuantization& l : result.linears()) {
+    EXPECT_GE(l.loss(), 0.0);
+    EXPECT_TRUE(std::isfinite(l.loss()));
   }
+}
+
+// A Qwen3 model (per-head q/k norms, head_dim unequal to hidden / heads) through GPTQ: the packed
+// artifact keeps the norms and loads back close to the original.
+TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
+  LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/128);
+  c.model_type = "qwen3";
+  c.head_dim = 64;  // 4 heads x 64 = 256
+  LlamaModel original = LlamaModel::RandomInit(c, 6);
+  at::manual_seed(1);
+  for (int64_t i = 0; i < original.num_layers(); ++i) original.layer(i).k_norm.uniform_(0.5, 1.5);
+  RemoveTree((dir_ / "model").string()).IgnoreError();
+  ASSERT_TRUE(original.Save((dir_ / "model").string(), at::kFloat).ok());
+  v1::StageOptions gptq = Quantize(v1::QuantizeStage::GPTQ, 8);
+  auto out = Run(Lease(gptq));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->result.quantize().format(), "gptq");
+  auto dir = store_->LocalDirectory(out->outputs.at("model"), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->config().model_type, "qwen3");
+  // fp16 storage of the norms, 8-bit weights: close, not exact.
+  EXPECT_LT((loaded->layer(1).k_norm - original.layer(1).k_norm).abs().max().item<float>(), 1e-3);
+  at::Tensor ids = at::randint(0, c.vocab_size, {1, 12}, at::kLong);
+  const at::Tensor a = original.Forward(ids), b = loaded->Forward(ids);
+  EXPECT_LT((a - b).abs().max().item<float>() / a.abs().max().item<float>(), 0.05);
 }
 
 TEST_F(QuantizeRunnerTest, OptionsItCannotHonourAreRefusedNotDefaulted) {
