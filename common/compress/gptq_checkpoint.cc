@@ -122,6 +122,11 @@ absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& p, int bits
 absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model,
                                  const std::map<std::string, QuantizedWeight>& quantized,
                                  const GptqExportOptions& o) {
+  if (!FusedLinears(model.config()).empty()) {
+    return absl::UnimplementedError(
+        absl::StrCat("WriteGptqCheckpoint: ", model.config().model_type,
+                     " stores fused linears; the streaming quantizer writes that layout"));
+  }
   SafetensorsWriter writer;
   writer.SetMetadata("format", "pt");
   LlamaModel& m = const_cast<LlamaModel&>(model);  // NamedParameters only hands out pointers

@@ -151,8 +151,8 @@ bool Packs(const LlamaConfig& c, int bits) {
 
 // The tensors of one quantized decoder layer as they are stored, on the host.
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensors(
-    DecoderLayer& layer, int64_t index, const std::vector<QuantizedLinear>& quantized, bool packed,
-    GptqFormat format) {
+    const LlamaConfig& config, DecoderLayer& layer, int64_t index,
+    const std::vector<QuantizedLinear>& quantized, bool packed, GptqFormat format) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   const std::string prefix = LayerPrefix(index);
   out.emplace_back(prefix + "input_layernorm.weight", layer.input_layernorm.to(at::kHalf));
@@ -180,12 +180,15 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
     if (linear->bias.defined())
       out.emplace_back(prefix + name + ".bias", linear->bias.to(at::kHalf));
   }
+  // Phi-3's fused projections are stored fused, as transformers and vLLM load them.
+  if (auto s = FuseStoredTensors(config, out); !s.ok()) return s;
   for (auto& [name, t] : out) t = t.to(at::kCPU).contiguous();
   return out;
 }
 
 // Sets the linear weights of `layer` from its finished shard (resume).
-absl::Status RestoreLayer(DecoderLayer& layer, int64_t index, const std::string& path, bool packed,
+absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_t index,
+                          const std::string& path, bool packed,
                           const GptqExportOptions& export_options,
                           std::vector<std::pair<std::string, int64_t>>* names) {
   auto file = SafetensorsFile::Open(path);
@@ -197,29 +200,30 @@ absl::Status RestoreLayer(DecoderLayer& layer, int64_t index, const std::string&
     if (!view.ok()) return view.status();
     return ToTorch(*view);
   };
+  // A linear's dense weight from the shard: unpacked when packed; the parts of a fused linear
+  // are cut from it.
+  auto dense = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    const std::string base = name.substr(0, name.size() - std::string(".weight").size());
+    if (!packed) return get(name);
+    PackedLinear p;
+    for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
+                              std::pair{".scales", &p.scales}, std::pair{".g_idx", &p.g_idx}}) {
+      auto t = get(base + field);
+      if (!t.ok()) return t.status();
+      *out = *t;
+    }
+    auto q = UnpackGptqLinear(p, export_options.gptq.quant.bits,
+                              export_options.gptq.quant.group_size, export_options.format);
+    if (!q.ok())
+      return absl::DataLossError(absl::StrCat(path, ": ", base, ": ", q.status().message()));
+    return q->Dequantize();
+  };
+  const LlamaModel::TensorSource source = SplitFusedSource(config, dense);
   const std::string prefix = LayerPrefix(index);
   for (auto& [name, linear] : layer.Linears()) {
-    const std::string base = prefix + name;
-    at::Tensor weight;
-    if (packed) {
-      PackedLinear p;
-      for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
-                                std::pair{".scales", &p.scales}, std::pair{".g_idx", &p.g_idx}}) {
-        auto t = get(base + field);
-        if (!t.ok()) return t.status();
-        *out = *t;
-      }
-      auto q = UnpackGptqLinear(p, export_options.gptq.quant.bits,
-                                export_options.gptq.quant.group_size, export_options.format);
-      if (!q.ok())
-        return absl::DataLossError(absl::StrCat(path, ": ", base, ": ", q.status().message()));
-      weight = q->Dequantize();
-    } else {
-      auto t = get(base + ".weight");
-      if (!t.ok()) return t.status();
-      weight = *t;
-    }
-    linear->weight = weight.to(linear->weight.device(), linear->weight.scalar_type());
+    auto weight = source(prefix + name + ".weight");
+    if (!weight.ok()) return weight.status();
+    linear->weight = weight->to(linear->weight.device(), linear->weight.scalar_type());
   }
   return absl::OkStatus();
 }
@@ -429,7 +433,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       auto path = o.finished_shard(i);
       if (!path.ok()) return path.status();
       std::vector<std::pair<std::string, int64_t>> names;
-      if (auto s = RestoreLayer(layer, i, *path, packed, export_options, &names); !s.ok()) return s;
+      if (auto s = RestoreLayer(c, layer, i, *path, packed, export_options, &names); !s.ok())
+        return s;
       for (const auto& [n, bytes] : names) {
         weight_map[n] = ShardName(i, shards);
         total_size += bytes;
@@ -444,7 +449,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     if (!quantized.ok()) return quantized.status();
     for (const QuantizedLinear& q : *quantized) result.reports.push_back(q.report);
     if (writes) {
-      auto tensors = LayerShardTensors(layer, i, *quantized, packed, o.format);
+      auto tensors = LayerShardTensors(c, layer, i, *quantized, packed, o.format);
       if (!tensors.ok()) return tensors.status();
       clock.Charge("pack");
       if (auto s = emit(i, ShardName(i, shards), *std::move(tensors)); !s.ok()) return s;

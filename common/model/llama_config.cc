@@ -1,5 +1,6 @@
 #include "common/model/llama_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -103,11 +104,20 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
     return s;
 
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3") {
+      c.model_type != "qwen3" && c.model_type != "phi3") {
     return FieldError(
         source, "model_type",
         absl::StrCat("\"", c.model_type,
-                     "\" is not supported (expected llama, mistral, qwen2 or qwen3)"));
+                     "\" is not supported (expected llama, mistral, qwen2, qwen3 or phi3)"));
+  }
+  if (c.model_type == "phi3") {
+    // Phi-3 rotates the whole head (Phi-4-mini's partial rotation is another model) and has no
+    // biases in its fused projections.
+    if (auto it = j.find("partial_rotary_factor");
+        it != j.end() && !(it->is_number() && it->get<double>() == 1.0))
+      return FieldError(source, "partial_rotary_factor", "only 1.0 is supported for phi3");
+    if (c.attention_bias || c.mlp_bias)
+      return FieldError(source, "attention_bias", "biases are not supported for phi3");
   }
   // Qwen2/3 configs carry sliding-window fields that are off in every released model; a model
   // that turns it on attends differently, so it is refused rather than run wrongly.
@@ -118,7 +128,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   // Mistral attends within a sliding window (`sliding_window`, null: none). Qwen's field of the
   // same name applies only with use_sliding_window, refused above. The field stays in extra_json
   // either way, so a round trip writes it back as it was.
-  if (c.model_type == "mistral") {
+  if (c.model_type == "mistral" || c.model_type == "phi3") {
     if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null()) {
       if (!it->is_number_integer() || it->get<int64_t>() < 1)
         return FieldError(source, "sliding_window", "expected a positive integer or null");
@@ -232,6 +242,12 @@ std::vector<LinearShape> DecoderLinearShapes(const LlamaConfig& c) {
           {"mlp.down_proj", h, f, c.mlp_bias}};
 }
 
+std::vector<FusedLinear> FusedLinears(const LlamaConfig& c) {
+  if (c.model_type != "phi3") return {};
+  return {{"self_attn.qkv_proj", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
+          {"mlp.gate_up_proj", {"mlp.gate_proj", "mlp.up_proj"}}};
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes(
     const LlamaConfig& c) {
   const int64_t h = c.hidden_size;
@@ -246,9 +262,25 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes
       out.push_back({layer + "self_attn.q_norm.weight", {c.head_dim}});
       out.push_back({layer + "self_attn.k_norm.weight", {c.head_dim}});
     }
-    for (const LinearShape& l : DecoderLinearShapes(c)) {
-      out.push_back({absl::StrCat(layer, l.name, ".weight"), {l.out, l.in}});
-      if (l.bias) out.push_back({absl::StrCat(layer, l.name, ".bias"), {l.out}});
+    const std::vector<FusedLinear> fused = FusedLinears(c);
+    const std::vector<LinearShape> shapes = DecoderLinearShapes(c);
+    for (const LinearShape& l : shapes) {
+      const FusedLinear* group = nullptr;
+      for (const FusedLinear& f : fused) {
+        if (std::find_if(f.parts.begin(), f.parts.end(),
+                         [&](const char* p) { return std::string(p) == l.name; }) != f.parts.end())
+          group = &f;
+      }
+      if (group == nullptr) {
+        out.push_back({absl::StrCat(layer, l.name, ".weight"), {l.out, l.in}});
+        if (l.bias) out.push_back({absl::StrCat(layer, l.name, ".bias"), {l.out}});
+      } else if (std::string(group->parts[0]) == l.name) {
+        int64_t rows = 0;  // the fused tensor, listed where its first part would be
+        for (const LinearShape& p : shapes) {
+          for (const char* part : group->parts) rows += std::string(part) == p.name ? p.out : 0;
+        }
+        out.push_back({absl::StrCat(layer, group->name, ".weight"), {rows, l.in}});
+      }
     }
   }
   return out;
@@ -294,7 +326,8 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   j["torch_dtype"] = c.torch_dtype;
   if (c.byte_tokenizer) j["squeeze_byte_tokenizer"] = true;
   if (!j.contains("architectures")) {
-    j["architectures"] = {c.model_type == "qwen3"     ? "Qwen3ForCausalLM"
+    j["architectures"] = {c.model_type == "phi3"      ? "Phi3ForCausalLM"
+                          : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                           : c.model_type == "qwen2"   ? "Qwen2ForCausalLM"
                           : c.model_type == "mistral" ? "MistralForCausalLM"
                                                       : "LlamaForCausalLM"};

@@ -65,6 +65,14 @@ struct LinearShape {
 };
 std::vector<LinearShape> DecoderLinearShapes(const LlamaConfig& config);
 
+// Linears a checkpoint stores as one, concatenated along the output dimension in this order:
+// Phi-3's self_attn.qkv_proj (q, k, v) and mlp.gate_up_proj (gate, up). Empty for other models.
+struct FusedLinear {
+  const char* name;                // "self_attn.qkv_proj"
+  std::vector<const char*> parts;  // "self_attn.q_proj", ... as DecoderLinearShapes names them
+};
+std::vector<FusedLinear> FusedLinears(const LlamaConfig& config);
+
 // Every tensor a checkpoint of `config` holds, by Hugging Face name, with its shape.
 std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes(
     const LlamaConfig& config);

@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <memory>
+#include <optional>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include "absl/strings/str_cat.h"
@@ -118,12 +121,129 @@ auto ShapeCheckedLoader(const LlamaModel::TensorSource& source, at::ScalarType d
 
 }  // namespace
 
+namespace {
+
+// Where the linear `prefix` ("model.layers.3.self_attn.k_proj") lives in its fused linear.
+struct FusedPart {
+  std::string fused;  // "model.layers.3.self_attn.qkv_proj"
+  int64_t offset = 0;
+  int64_t rows = 0;
+  size_t index = 0;  // among the parts
+  size_t count = 0;
+};
+
+std::optional<FusedPart> FindFusedPart(const LlamaConfig& c, const std::string& prefix) {
+  const std::vector<FusedLinear> fused = FusedLinears(c);
+  if (fused.empty()) return std::nullopt;
+  const size_t dot = prefix.find('.', prefix.find("layers.") + 7);
+  if (prefix.rfind("model.layers.", 0) != 0 || dot == std::string::npos) return std::nullopt;
+  const std::string layer = prefix.substr(0, dot + 1), linear = prefix.substr(dot + 1);
+  const std::vector<LinearShape> shapes = DecoderLinearShapes(c);
+  auto rows_of = [&](const std::string& name) {
+    for (const LinearShape& l : shapes)
+      if (name == l.name) return l.out;
+    return int64_t{0};
+  };
+  for (const FusedLinear& f : fused) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < f.parts.size(); ++i) {
+      if (linear == f.parts[i])
+        return FusedPart{layer + f.name, offset, rows_of(linear), i, f.parts.size()};
+      offset += rows_of(f.parts[i]);
+    }
+  }
+  return std::nullopt;
+}
+
+// "model.layers.3.self_attn.k_proj.qweight" -> {"model.layers.3.self_attn.k_proj", ".qweight"}
+std::pair<std::string, std::string> SplitField(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return {name.substr(0, dot), name.substr(dot)};
+}
+
+}  // namespace
+
+LlamaModel::TensorSource SplitFusedSource(const LlamaConfig& config,
+                                          LlamaModel::TensorSource stored) {
+  if (FusedLinears(config).empty()) return stored;
+  struct Last {
+    std::string name;
+    at::Tensor tensor;
+  };
+  auto last = std::make_shared<Last>();
+  return [config, stored = std::move(stored),
+          last](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    const auto [prefix, field] = SplitField(name);
+    const std::optional<FusedPart> part = FindFusedPart(config, prefix);
+    if (!part || (field != ".weight" && field != ".bias")) return stored(name);
+    const std::string fused = part->fused + field;
+    if (last->name != fused) {
+      auto t = stored(fused);
+      if (!t.ok()) return t.status();
+      last->name = fused;
+      last->tensor = *t;
+    }
+    if (last->tensor.dim() < 1 || last->tensor.size(0) < part->offset + part->rows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", fused, "\": ", last->tensor.dim() < 1 ? 0 : last->tensor.size(0),
+          " rows, too few for its parts (", name, " ends at row ", part->offset + part->rows, ")"));
+    }
+    return last->tensor.narrow(0, part->offset, part->rows).contiguous();
+  };
+}
+
+absl::Status FuseStoredTensors(const LlamaConfig& config,
+                               std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  if (FusedLinears(config).empty()) return absl::OkStatus();
+  // Parts by fused name and field, in part order; each fused tensor goes where its first part was.
+  std::map<std::string, std::vector<at::Tensor>> parts;
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  std::vector<std::string> order;
+  for (auto& [name, t] : tensors) {
+    const auto [prefix, field] = SplitField(name);
+    const std::optional<FusedPart> part = FindFusedPart(config, prefix);
+    if (!part) {
+      out.emplace_back(name, t);
+      continue;
+    }
+    const std::string fused = part->fused + field;
+    auto& list = parts[fused];
+    if (list.empty()) {
+      list.resize(part->count);
+      out.emplace_back(fused, at::Tensor());
+    }
+    list[part->index] = t;
+  }
+  for (auto& [name, t] : out) {
+    if (t.defined()) continue;
+    const std::vector<at::Tensor>& list = parts.at(name);
+    for (const at::Tensor& p : list) {
+      if (!p.defined())
+        return absl::InvalidArgumentError(absl::StrCat(name, ": a part of it is missing"));
+    }
+    const std::string field = SplitField(name).second;
+    if (field == ".g_idx") {
+      // One input for all parts: their column-to-group maps must agree.
+      for (const at::Tensor& p : list) {
+        if (!at::equal(p, list[0]))
+          return absl::InvalidArgumentError(absl::StrCat(name, ": the parts' g_idx differ"));
+      }
+      t = list[0];
+    } else {
+      // GPTQ tensors are [in-ish, out]; dense weights and biases are [out, ...].
+      const bool by_column = field == ".qweight" || field == ".qzeros" || field == ".scales";
+      t = at::cat(list, by_column ? 1 : 0);
+    }
+  }
+  tensors = std::move(out);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
                                               const CheckpointReader& weights, at::ScalarType dtype,
                                               at::Device device) {
-  const LlamaModel::TensorSource source = [&](const std::string& name) {
-    return ReadFloatTensor(weights, name);
-  };
+  const LlamaModel::TensorSource source = SplitFusedSource(
+      config, [&](const std::string& name) { return ReadFloatTensor(weights, name); });
   const std::function<std::string(const std::string&)> where = [&](const std::string& name) {
     return weights.FileOf(name);
   };
@@ -310,7 +430,8 @@ absl::StatusOr<LlamaModel> LlamaModel::FromTensors(
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
-  const auto load = ShapeCheckedLoader(source, dtype, device, where);
+  const TensorSource split = SplitFusedSource(c, source);
+  const auto load = ShapeCheckedLoader(split, dtype, device, where);
   const int64_t h = c.hidden_size;
   if (auto s = load("model.embed_tokens.weight", {c.vocab_size, h}, m.embed_tokens_); !s.ok())
     return s;
@@ -383,8 +504,11 @@ absl::Status LlamaModel::Save(const std::string& dir, at::ScalarType dtype,
   SafetensorsWriter writer;
   writer.SetMetadata("format", "pt");
   LlamaModel& self = const_cast<LlamaModel&>(*this);  // NamedParameters hands out pointers only
-  for (auto& [name, t] : self.NamedParameters()) {
-    if (auto s = AddTensor(writer, name, t->to(dtype)); !s.ok()) return s;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (auto& [name, t] : self.NamedParameters()) tensors.emplace_back(name, t->to(dtype));
+  if (auto s = FuseStoredTensors(config_, tensors); !s.ok()) return s;
+  for (const auto& [name, t] : tensors) {
+    if (auto s = AddTensor(writer, name, t.contiguous()); !s.ok()) return s;
   }
   if (auto s = WriteCheckpoint(dir, writer, max_shard_bytes); !s.ok()) return s;
   LlamaConfig c = config_;
@@ -398,8 +522,10 @@ absl::Status LlamaModel::Save(const std::string& dir, at::ScalarType dtype,
 
 absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
   c10::NoGradGuard no_grad;
+  const TensorSource source = SplitFusedSource(
+      config_, [&](const std::string& name) { return ReadFloatTensor(weights, name); });
   for (auto& [name, t] : NamedParameters()) {
-    auto loaded = ReadFloatTensor(weights, name);
+    auto loaded = source(name);
     if (!loaded.ok()) return loaded.status();
     if (loaded->sizes() != t->sizes()) {
       return absl::InvalidArgumentError(absl::StrCat(

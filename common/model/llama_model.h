@@ -152,6 +152,19 @@ class LlamaModel {
 
 // Decoder layer `index` of a checkpoint alone (what streams one layer at a time), in `dtype` on
 // `device`, every shape checked against `config`.
+// A source of tensors by the names this model uses (one per linear) over a source of stored
+// tensors: a part of a fused linear (Phi-3's q_proj inside qkv_proj) is cut from the fused
+// tensor, rows [offset, offset + out). Other names pass through. The last fused tensor read is
+// kept, so the parts of one fused linear read it once.
+LlamaModel::TensorSource SplitFusedSource(const LlamaConfig& config,
+                                          LlamaModel::TensorSource stored);
+
+// The inverse for writing: the parts of each fused linear in `tensors` (".weight", ".bias", or a
+// GPTQ linear's ".qweight", ".qzeros", ".scales" and ".g_idx") are replaced by the fused tensor,
+// concatenated along the output dimension. InvalidArgument when the parts' g_idx differ.
+absl::Status FuseStoredTensors(const LlamaConfig& config,
+                               std::vector<std::pair<std::string, at::Tensor>>& tensors);
+
 absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
                                               const CheckpointReader& weights, at::ScalarType dtype,
                                               at::Device device);

@@ -19,7 +19,8 @@ import transformers
 # model_type -> (config class, model class); "llama" when a config names none.
 FAMILIES = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
             "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
-            "mistral": ("MistralConfig", "MistralForCausalLM")}
+            "mistral": ("MistralConfig", "MistralForCausalLM"),
+            "phi3": ("Phi3Config", "Phi3ForCausalLM")}
 
 CONFIGS = {
     # grouped-query attention, untied head
@@ -52,6 +53,12 @@ CONFIGS = {
                            num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
                            max_position_embeddings=512, tie_word_embeddings=False,
                            sliding_window=16),
+    # Phi-3: fused qkv_proj and gate_up_proj, GQA, a sliding window shorter than the sequence
+    "phi3": dict(family="phi3", vocab_size=700, hidden_size=128, intermediate_size=320,
+                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=512,
+                 original_max_position_embeddings=512, tie_word_embeddings=False,
+                 sliding_window=64, pad_token_id=0, bos_token_id=1, eos_token_id=2),
 }
 
 

@@ -149,6 +149,41 @@ TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
   EXPECT_LT((a - b).abs().max().item<float>() / a.abs().max().item<float>(), 0.05);
 }
 
+// Phi-3 through GPTQ: the packed checkpoint holds qkv_proj and gate_up_proj as single GPTQ linears
+// (the layout vLLM and transformers load), and reads back close to the original.
+TEST_F(QuantizeRunnerTest, Phi3IsWrittenWithFusedPackedProjections) {
+  LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/128);
+  c.model_type = "phi3";
+  c.tie_word_embeddings = false;
+  LlamaModel original = LlamaModel::RandomInit(c, 8);
+  RemoveTree((dir_ / "model").string()).IgnoreError();
+  ASSERT_TRUE(original.Save((dir_ / "model").string(), at::kFloat).ok());
+  for (auto act_order : {false, true}) {
+    v1::StageOptions gptq = Quantize(v1::QuantizeStage::GPTQ, 8);
+    gptq.mutable_quantize()->set_act_order(act_order);
+    v1::TaskLease lease = Lease(gptq);
+    lease.set_output_uri(store_root() + "/jobs/job-1/phi3-" + std::to_string(act_order));
+    lease.set_checkpoint_uri(lease.output_uri() + ".checkpoint");
+    auto out = Run(lease);
+    ASSERT_TRUE(out.ok()) << out.status();
+    const std::string uri = out->outputs.at("model");
+    auto index = nlohmann::json::parse(
+        *store_->ReadArtifactRange(uri, "model.safetensors.index.json", 0, -1, nullptr));
+    const auto& map = index["weight_map"];
+    EXPECT_TRUE(map.contains("model.layers.0.self_attn.qkv_proj.qweight")) << map.dump();
+    EXPECT_TRUE(map.contains("model.layers.1.mlp.gate_up_proj.g_idx"));
+    EXPECT_FALSE(map.contains("model.layers.0.self_attn.q_proj.qweight"));
+    auto dir = store_->LocalDirectory(uri, (dir_ / ("read" + std::to_string(act_order))).string());
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    auto loaded = LoadModel(*dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    at::Tensor ids = at::randint(0, c.vocab_size, {1, 12}, at::kLong);
+    const at::Tensor a = original.Forward(ids), b = loaded->Forward(ids);
+    EXPECT_LT((a - b).abs().max().item<float>() / a.abs().max().item<float>(), 0.05)
+        << "act_order " << act_order;
+  }
+}
+
 TEST_F(QuantizeRunnerTest, OptionsItCannotHonourAreRefusedNotDefaulted) {
   // A method this worker does not know (a newer coordinator's): an error, not RTN.
   auto unknown = Run(Lease(Quantize(static_cast<v1::QuantizeStage::Method>(7), 4)));
