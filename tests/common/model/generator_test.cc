@@ -18,6 +18,18 @@ LlamaConfig SmallConfig() {
   return c;
 }
 
+// Every new token is the argmax of the full forward pass (no cache) over everything before it.
+void ExpectFullPassArgmax(const LlamaModel& m, const std::vector<int32_t>& prompt,
+                          const std::vector<int32_t>& tokens) {
+  std::vector<int64_t> all(prompt.begin(), prompt.end());
+  all.insert(all.end(), tokens.begin(), tokens.end());
+  c10::InferenceMode inference;
+  const at::Tensor logits = m.Forward(at::tensor(all, at::kLong).view({1, -1}))[0];  // [len, vocab]
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    EXPECT_EQ(logits[prompt.size() - 1 + t].argmax().item<int64_t>(), tokens[t]) << "token " << t;
+  }
+}
+
 TEST(GeneratorTest, CachedChunksMatchTheFullForwardPass) {
   const LlamaConfig c = SmallConfig();
   const LlamaModel m = LlamaModel::RandomInit(c, 7);
@@ -59,14 +71,7 @@ TEST(GeneratorTest, CachedStepsHonourASlidingWindow) {
   const std::vector<int32_t> prompt = {9, 8, 7, 6, 5, 4};
   auto g = Generate(m, prompt, options);
   ASSERT_TRUE(g.ok()) << g.status();
-  std::vector<int64_t> all(prompt.begin(), prompt.end());
-  all.insert(all.end(), g->tokens.begin(), g->tokens.end());
-  c10::InferenceMode inference;
-  const at::Tensor logits = m.Forward(at::tensor(all, at::kLong).view({1, -1}))[0];
-  for (size_t t = 0; t < g->tokens.size(); ++t) {
-    EXPECT_EQ(logits[prompt.size() - 1 + t].argmax().item<int64_t>(), g->tokens[t])
-        << "token " << t;
-  }
+  ExpectFullPassArgmax(m, prompt, g->tokens);
 }
 
 TEST(GeneratorTest, GreedyTokensAreTheFullPassesArgmax) {
@@ -79,15 +84,7 @@ TEST(GeneratorTest, GreedyTokensAreTheFullPassesArgmax) {
   ASSERT_TRUE(g.ok()) << g.status();
   ASSERT_EQ(g->tokens.size(), 12u);
   EXPECT_EQ(g->stop_reason, "max_new_tokens");
-  // Every new token is the argmax of the full forward pass over everything before it.
-  std::vector<int64_t> all(prompt.begin(), prompt.end());
-  all.insert(all.end(), g->tokens.begin(), g->tokens.end());
-  c10::InferenceMode inference;
-  const at::Tensor logits = m.Forward(at::tensor(all, at::kLong).view({1, -1}))[0];  // [len, vocab]
-  for (size_t t = 0; t < g->tokens.size(); ++t) {
-    EXPECT_EQ(logits[prompt.size() - 1 + t].argmax().item<int64_t>(), g->tokens[t])
-        << "token " << t;
-  }
+  ExpectFullPassArgmax(m, prompt, g->tokens);
 }
 
 TEST(GeneratorTest, StopsAtAStopTokenAndSamplingIsRepeatableBySeed) {
