@@ -100,4 +100,22 @@ absl::StatusOr<Generation> Generate(const LlamaModel& model, const std::vector<i
   return out;
 }
 
+absl::StatusOr<TextGeneration> GenerateText(const LlamaModel& model, const Tokenizer& tokenizer,
+                                            const std::string& prompt, GenerationOptions options) {
+  std::vector<int32_t> ids;
+  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  const std::vector<int32_t> text = tokenizer.Encode(prompt);
+  ids.insert(ids.end(), text.begin(), text.end());
+  if (tokenizer.eos_id() >= 0) options.stop_ids.push_back(tokenizer.eos_id());
+  auto generated = Generate(model, ids, options);
+  if (!generated.ok()) return generated.status();
+  TextGeneration out;
+  out.prompt_tokens = static_cast<int64_t>(ids.size());
+  std::vector<int32_t> shown = generated->tokens;
+  if (generated->stop_reason == "stop token") shown.pop_back();  // the eos is not text
+  out.completion = tokenizer.Decode(shown);
+  out.generation = *std::move(generated);
+  return out;
+}
+
 }  // namespace squeeze

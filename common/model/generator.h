@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/llama_model.h"
+#include "common/model/tokenizer.h"
 
 namespace squeeze {
 
@@ -31,6 +32,16 @@ struct Generation {
 // InvalidArgument for an empty prompt, ids outside the vocabulary, or options out of range.
 absl::StatusOr<Generation> Generate(const LlamaModel& model, const std::vector<int32_t>& prompt,
                                     const GenerationOptions& options);
+
+// `prompt` as text through `tokenizer` (bos first when it has one, stopping at its eos): the
+// completion's text without the eos, and the generation behind it.
+struct TextGeneration {
+  std::string completion;
+  int64_t prompt_tokens = 0;
+  Generation generation;
+};
+absl::StatusOr<TextGeneration> GenerateText(const LlamaModel& model, const Tokenizer& tokenizer,
+                                            const std::string& prompt, GenerationOptions options);
 
 // The index of the token to emit from `logits` [vocab] (any dtype, any device): argmax when
 // `temperature` is 0, else a draw from the top-p nucleus of softmax(logits / temperature) using

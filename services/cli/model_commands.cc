@@ -245,23 +245,17 @@ int RunGenerate(const Args& args) {
   if (!model.ok()) return Fail(model.status());
   auto tokenizer = LoadTokenizer(model_dir, model->config());
   if (!tokenizer.ok()) return Fail(tokenizer.status());
-  std::vector<int32_t> ids;
-  if ((*tokenizer)->bos_id() >= 0) ids.push_back((*tokenizer)->bos_id());
-  const std::vector<int32_t> text = (*tokenizer)->Encode(prompt);
-  ids.insert(ids.end(), text.begin(), text.end());
-  if ((*tokenizer)->eos_id() >= 0) options.stop_ids.push_back((*tokenizer)->eos_id());
-  auto generated = Generate(*model, ids, options);
-  if (!generated.ok()) {
+  auto text = GenerateText(*model, **tokenizer, prompt, options);
+  if (!text.ok()) {
     // The options' names as the flags spell them.
     return Fail(absl::Status(
-        generated.status().code(),
-        absl::StrReplaceAll(generated.status().message(), {{"max_new_tokens:", "--max-new-tokens:"},
-                                                           {"temperature:", "--temperature:"},
-                                                           {"top_p:", "--top-p:"}})));
+        text.status().code(),
+        absl::StrReplaceAll(text.status().message(), {{"max_new_tokens:", "--max-new-tokens:"},
+                                                      {"temperature:", "--temperature:"},
+                                                      {"top_p:", "--top-p:"}})));
   }
-  std::vector<int32_t> shown = generated->tokens;
-  if (generated->stop_reason == "stop token") shown.pop_back();  // the eos is not text
-  const std::string completion = (*tokenizer)->Decode(shown);
+  const Generation* generated = &text->generation;
+  const std::string& completion = text->completion;
   const int64_t decoded = std::max<int64_t>(0, static_cast<int64_t>(generated->tokens.size()) - 1);
   const double tokens_per_second =
       generated->decode_seconds > 0 ? decoded / generated->decode_seconds : 0.0;
@@ -269,7 +263,7 @@ int RunGenerate(const Args& args) {
     nlohmann::json out = {{"model", model_dir},
                           {"prompt", prompt},
                           {"completion", completion},
-                          {"prompt_tokens", ids.size()},
+                          {"prompt_tokens", text->prompt_tokens},
                           {"new_tokens", generated->tokens},
                           {"stop_reason", generated->stop_reason},
                           {"prefill_seconds", generated->prefill_seconds},

@@ -168,23 +168,17 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     SQ_ASSIGN_OR_RETURN(auto tokenizer, LoadTokenizer(*model_dir, model->config()));
     GenerationOptions generation;
     generation.max_new_tokens = spec.samples().max_new_tokens();
-    if (tokenizer->eos_id() >= 0) generation.stop_ids.push_back(tokenizer->eos_id());
     for (int i = 0; i < spec.samples().prompts_size(); ++i) {
       SQ_RETURN_IF_ERROR(ctx.CheckStep());
       const std::string& prompt = spec.samples().prompts(i);
-      std::vector<int32_t> ids;
-      if (tokenizer->bos_id() >= 0) ids.push_back(tokenizer->bos_id());
-      const std::vector<int32_t> text = tokenizer->Encode(prompt);
-      ids.insert(ids.end(), text.begin(), text.end());
-      auto generated = Generate(*model, ids, generation);
+      auto generated = GenerateText(*model, *tokenizer, prompt, generation);
       if (!generated.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("evaluate.samples.prompts[", i, "]: ", generated.status().message()));
       }
-      if (generated->stop_reason == "stop token") generated->tokens.pop_back();
       v1::GeneratedText& sample = *result.add_samples();
       sample.set_prompt(prompt);
-      sample.set_completion(tokenizer->Decode(generated->tokens));
+      sample.set_completion(generated->completion);
       ctx.SetProgress(i + 1, spec.samples().prompts_size(), "samples generated");
     }
   }

@@ -42,6 +42,9 @@ expect 2 'bits: must be one of 2, 3, 4, 8' -- compress --model "$work/model" --d
 expect 2 'config.json: cannot open' -- inspect "$work/nomodel"
 expect 0 'perplexity' -- eval --model "$work/model" --data "$work/good.jsonl"
 expect 0 '"categories"' -- eval --model "$work/model" --data "$work/good.jsonl" --json
+expect 2 '--top-p: must be in \(0, 1\]' -- generate --model "$work/model" --prompt "a" --top-p 0
+expect 2 '--prompt is required' -- generate --model "$work/model"
+expect 0 '"stop_reason"' -- generate --model "$work/model" --prompt "The " --max-new-tokens 8 --json
 expect 0 'model.layers.0.self_attn.q_proj.weight' -- inspect "$work/model"
 expect 0 'retention' -- compress --model "$work/model" --data "$work/good.jsonl" --bits 4 --group-size 32 --out "$work/q"
 [ -f "$work/q/squeeze_report.json" ] || { echo "FAIL: compress wrote no report"; failures=$((failures + 1)); }
