@@ -1,8 +1,8 @@
 #include "common/model/llama_config.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <tuple>
@@ -254,6 +254,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes
   std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
       {"model.embed_tokens.weight", {c.vocab_size, h}}, {"model.norm.weight", {h}}};
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  const std::vector<FusedLinear> fused = FusedLinears(c);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string layer = absl::StrCat("model.layers.", i, ".");
     out.push_back({layer + "input_layernorm.weight", {h}});
@@ -262,24 +263,21 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes
       out.push_back({layer + "self_attn.q_norm.weight", {c.head_dim}});
       out.push_back({layer + "self_attn.k_norm.weight", {c.head_dim}});
     }
-    const std::vector<FusedLinear> fused = FusedLinears(c);
-    const std::vector<LinearShape> shapes = DecoderLinearShapes(c);
-    for (const LinearShape& l : shapes) {
-      const FusedLinear* group = nullptr;
-      for (const FusedLinear& f : fused) {
-        if (std::find_if(f.parts.begin(), f.parts.end(),
-                         [&](const char* p) { return std::string(p) == l.name; }) != f.parts.end())
-          group = &f;
-      }
-      if (group == nullptr) {
+    // A fused linear is listed where its first part would be; later parts add their rows.
+    std::map<std::string, const char*> fused_name;  // part -> its fused linear
+    for (const FusedLinear& f : fused)
+      for (const char* part : f.parts) fused_name[part] = f.name;
+    std::map<std::string, size_t> fused_entry;  // fused linear -> its index in `out`
+    for (const LinearShape& l : DecoderLinearShapes(c)) {
+      auto group = fused_name.find(l.name);
+      if (group == fused_name.end()) {
         out.push_back({absl::StrCat(layer, l.name, ".weight"), {l.out, l.in}});
         if (l.bias) out.push_back({absl::StrCat(layer, l.name, ".bias"), {l.out}});
-      } else if (std::string(group->parts[0]) == l.name) {
-        int64_t rows = 0;  // the fused tensor, listed where its first part would be
-        for (const LinearShape& p : shapes) {
-          for (const char* part : group->parts) rows += std::string(part) == p.name ? p.out : 0;
-        }
-        out.push_back({absl::StrCat(layer, group->name, ".weight"), {rows, l.in}});
+      } else if (auto it = fused_entry.find(group->second); it != fused_entry.end()) {
+        out[it->second].second[0] += l.out;
+      } else {
+        fused_entry[group->second] = out.size();
+        out.push_back({absl::StrCat(layer, group->second, ".weight"), {l.out, l.in}});
       }
     }
   }

@@ -337,10 +337,13 @@ at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x
     // Query i (absolute position past + i) sees keys 0..past + i, and within a sliding window
     // only the last `sliding_window` of them: keys past + i - window < j <= past + i.
     at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) * scale;
-    at::Tensor ones = at::ones({s, past + s}, q.options().dtype(at::kBool));
-    at::Tensor hidden = ones.triu(past + 1);
-    if (windowed) hidden = hidden.logical_or(ones.tril(past - c.sliding_window));
-    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+    // One new position inside the window (a decoding step) sees every key: no mask to build.
+    if (s > 1 || windowed) {
+      at::Tensor ones = at::ones({s, past + s}, q.options().dtype(at::kBool));
+      at::Tensor hidden = ones.triu(past + 1);
+      if (windowed) hidden = hidden.logical_or(ones.tril(past - c.sliding_window));
+      scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+    }
     attn = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
   }
   return attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
