@@ -19,13 +19,13 @@ targets=(recipe llama_config safetensors_header jsonl manifest s3_list)
 sanitized_tests=(recipe_test llama_config_test safetensors_test text_dataset_test file_util_test
                  sha256_test sigv4_test file_artifact_store_test input_policy_test tokenizer_test
                  job_scheduler_test state_transitions_test blob_digest_test prune_schedule_test data_files_test
-                 choice_tasks_test)
+                 choice_tasks_test job_table_test lease_table_test job_finalizer_test)
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]/%/_fuzz}" "${sanitized_tests[@]}" \
   squeezectl squeeze-coordinator
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The unit tests of the torch-free libraries, under the sanitizers.
 (cd "$build" && ctest --output-on-failure -j"$(nproc)" \
-  -R "^(RecipeTest|LlamaConfigTest|SafetensorsTest|TextDatasetTest|FileUtilTest|Sha256Test|SigV4Test|FileArtifactStoreTest|InputPolicyTest|ByteTokenizerTest|JobSchedulerTest|StateTransitionsTest|BlobDigestTest|PruneScheduleTest|DataFilesTest|ChoiceTasksTest)\.")
+  -R "^(RecipeTest|LlamaConfigTest|SafetensorsTest|TextDatasetTest|FileUtilTest|Sha256Test|SigV4Test|FileArtifactStoreTest|InputPolicyTest|ByteTokenizerTest|JobSchedulerTest|StateTransitionsTest|BlobDigestTest|PruneScheduleTest|DataFilesTest|ChoiceTasksTest|JobTableTest|LeaseTableTest|JobFinalizerTest)\.")
 # The client-only squeezectl (no libtorch) against a coordinator of the same build.
 bash "$root/tests/services/cli/client_only_test.sh" "$build" "$root"
 mkdir -p "$build/crashes"

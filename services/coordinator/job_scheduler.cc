@@ -1,14 +1,8 @@
 #include "services/coordinator/job_scheduler.h"
-#include "services/coordinator/job_planner.h"
-#include "services/coordinator/state_transitions.h"
 
 #include <algorithm>
 #include <chrono>
-#include <iostream>
-#include <nlohmann/json.hpp>
 #include <random>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -16,13 +10,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/base/log.h"
-#include "common/recipe/message_json.h"
-#include "services/coordinator/report_page.h"
+#include "services/coordinator/job_planner.h"
+#include "services/coordinator/state_transitions.h"
 
 namespace squeeze::coordinator {
 namespace {
-
-using json = nlohmann::json;
 
 class RealClock : public Clock {
  public:
@@ -40,8 +32,19 @@ std::string RandomId(const char* prefix) {
   return absl::StrCat(prefix, buf);
 }
 
-bool IsFinished(v1::JobState s) {
-  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+bool AllTasksSucceeded(const v1::JobRecord& r) {
+  for (const v1::TaskRecord& t : r.tasks()) {
+    if (t.task().state() != v1::TASK_SUCCEEDED) return false;
+  }
+  return r.tasks_size() > 0;
+}
+
+absl::Status JobNotFound(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+}
+
+absl::Status TaskNotFound(const std::string& task_id) {
+  return absl::NotFoundError(absl::StrCat("task \"", task_id, "\" not found"));
 }
 
 }  // namespace
@@ -53,41 +56,34 @@ Clock* SystemClock() {
 
 JobScheduler::JobScheduler(StateStore* state, ArtifactStore* artifacts, Clock* clock,
                            SchedulerOptions options)
-    : state_(state), artifacts_(artifacts), clock_(clock), options_(std::move(options)) {}
+    : clock_(clock),
+      options_(std::move(options)),
+      finalizer_(artifacts, options_.store_root),
+      jobs_(state),
+      leases_(options_.tenant_gpu_limit) {}
 
 absl::Status JobScheduler::Recover() {
-  auto jobs = state_->LoadJobs();
-  if (!jobs.ok()) return jobs.status();
-  auto events = state_->LoadEvents();
-  if (!events.ok()) return events.status();
   absl::MutexLock lock(&mu_);
+  auto loaded = jobs_.LoadStored();
+  if (!loaded.ok()) return loaded.status();
   const int64_t now = Now();
-  for (v1::JobRecord& r : *jobs) {
-    auto record = std::make_unique<v1::JobRecord>(std::move(r));
+  std::vector<std::string> unfinished;
+  for (v1::JobRecord& stored : *loaded) {
+    auto record = std::make_unique<v1::JobRecord>(std::move(stored));
     PlanOlderRecord(*record);
-    const v1::Job& job = record->job();
-    next_sequence_ = std::max(next_sequence_, record->sequence() + 1);
-    if (!job.request_id().empty()) by_request_[{job.tenant(), job.request_id()}] = job.id();
-    for (int i = 0; i < record->tasks_size(); ++i) {
-      v1::TaskRecord& t = *record->mutable_tasks(i);
-      task_index_[t.task().id()] = {job.id(), i};
+    v1::JobRecord& r = jobs_.Insert(std::move(record));
+    for (v1::TaskRecord& t : *r.mutable_tasks()) {
       // Leases survive the restart; their workers get a full timeout to heartbeat again.
       if (t.task().state() == v1::TASK_RUNNING) {
         t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
-        running_tasks_.insert(t.task().id());
+        leases_.Adopt(t.task().id());
       }
     }
-    if (!IsFinished(job.state())) active_.insert({-job.priority(), record->sequence(), job.id()});
-    if ((job.state() == v1::FAILED || job.state() == v1::CANCELLED) &&
-        !record->checkpoints_released()) {
-      unreleased_checkpoints_.insert(job.id());
+    const v1::JobState state = r.job().state();
+    if ((state == v1::FAILED || state == v1::CANCELLED) && !r.checkpoints_released()) {
+      unreleased_checkpoints_.insert(r.job().id());
     }
-    jobs_[job.id()] = std::move(record);
-  }
-  for (StoredEvent& e : *events) events_[e.job_id].push_back(std::move(e.event));
-  std::vector<std::string> unfinished;
-  for (const auto& [id, r] : jobs_) {
-    if (!IsFinished(r->job().state()) && AllTasksSucceeded(*r)) unfinished.push_back(id);
+    if (!IsFinished(state) && AllTasksSucceeded(r)) unfinished.push_back(r.job().id());
   }
   for (const std::string& id : unfinished) FinalizeJob(id);
   return absl::OkStatus();
@@ -121,19 +117,8 @@ v1::Job JobScheduler::PublicView(const v1::JobRecord& r) const {
   return job;
 }
 
-std::optional<JobScheduler::TaskRef> JobScheduler::FindTask(const std::string& task_id) {
-  auto it = task_index_.find(task_id);
-  if (it == task_index_.end()) return std::nullopt;
-  v1::JobRecord* r = jobs_.at(it->second.first).get();
-  return TaskRef{r, r->mutable_tasks(it->second.second)};
-}
-
 void JobScheduler::AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable) {
-  event.set_sequence(r.next_event_sequence());
-  event.set_unix_ms(Now());
-  r.set_next_event_sequence(r.next_event_sequence() + 1);
-  if (durable) pending_events_.push_back({r.job().id(), event});
-  events_[r.job().id()].push_back(std::move(event));
+  jobs_.AddEvent(r, std::move(event), Now(), durable);
   events_cv_.SignalAll();
 }
 
@@ -182,17 +167,11 @@ void JobScheduler::SetJobState(v1::JobRecord& r, v1::JobState state) {
   if (IsFinished(state)) {
     r.mutable_job()->set_finished_unix_ms(Now());
     if (observer_) observer_->OnJobFinished(state, (Now() - r.job().created_unix_ms()) / 1000.0);
-    active_.erase({-r.job().priority(), r.sequence(), r.job().id()});
+    jobs_.Deactivate(r);
   }
   v1::JobEvent e;
   e.set_state(state);
   AddEvent(r, std::move(e), /*durable=*/true);
-}
-
-absl::Status JobScheduler::CommitJob(v1::JobRecord& r) {
-  std::vector<StoredEvent> events;
-  events.swap(pending_events_);
-  return state_->Commit({&r}, events);
 }
 
 absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRequest& request,
@@ -201,9 +180,8 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   const std::string tenant = request.tenant().empty() ? "default" : request.tenant();
   v1::SubmitJobResponse response;
   if (!request.request_id().empty()) {
-    auto it = by_request_.find({tenant, request.request_id()});
-    if (it != by_request_.end()) {
-      *response.mutable_job() = PublicView(*jobs_.at(it->second));
+    if (const v1::JobRecord* earlier = jobs_.FindByRequest(tenant, request.request_id())) {
+      *response.mutable_job() = PublicView(*earlier);
       response.set_created(false);
       return response;
     }
@@ -217,26 +195,16 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   job->set_recipe_yaml(request.recipe_yaml());
   job->set_created_unix_ms(Now());
   job->set_request_id(request.request_id());
-  record->set_sequence(next_sequence_++);
+  record->set_sequence(jobs_.NextSequence());
   for (v1::TaskRecord& t : PlanJob(recipe, job->id(), options_.store_root))
     *record->add_tasks() = std::move(t);
-  v1::JobRecord& r = *record;
-  const std::string id = job->id();
-  for (int i = 0; i < r.tasks_size(); ++i) task_index_[r.tasks(i).task().id()] = {id, i};
-  jobs_[id] = std::move(record);
-  active_.insert({-r.job().priority(), r.sequence(), id});
-  if (!request.request_id().empty()) by_request_[{tenant, request.request_id()}] = id;
+  v1::JobRecord& r = jobs_.Insert(std::move(record));
   v1::JobEvent e;
   e.set_state(v1::QUEUED);
   AddEvent(r, std::move(e), true);
   MakeRunnable(r, 0);
-  if (auto s = CommitJob(r); !s.ok()) {
-    // Not durable, so not accepted: forget it entirely.
-    active_.erase({-r.job().priority(), r.sequence(), id});
-    by_request_.erase({tenant, request.request_id()});
-    for (int i = 0; i < r.tasks_size(); ++i) task_index_.erase(r.tasks(i).task().id());
-    events_.erase(id);
-    jobs_.erase(id);
+  if (auto s = jobs_.Commit(r); !s.ok()) {
+    jobs_.Erase(r.job().id());  // not durable, so not accepted: forget it entirely
     return s;
   }
   *response.mutable_job() = PublicView(r);
@@ -264,9 +232,9 @@ void JobScheduler::MakeRunnable(v1::JobRecord& r, int index) {
 
 absl::StatusOr<v1::Job> JobScheduler::Get(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
-  return PublicView(*it->second);
+  const v1::JobRecord* r = jobs_.Find(job_id);
+  if (r == nullptr) return JobNotFound(job_id);
+  return PublicView(*r);
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsRequest& request) {
@@ -277,7 +245,7 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
     return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
   }
   std::vector<const v1::JobRecord*> matching;
-  for (const auto& [id, r] : jobs_) {
+  for (const auto& [id, r] : jobs_.jobs()) {
     if (r->sequence() <= after) continue;
     if (request.state() != v1::JOB_STATE_UNSPECIFIED && r->job().state() != request.state())
       continue;
@@ -304,9 +272,9 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
 
 absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
-  v1::JobRecord& r = *it->second;
+  v1::JobRecord* found = jobs_.Find(job_id);
+  if (found == nullptr) return JobNotFound(job_id);
+  v1::JobRecord& r = *found;
   if (IsFinished(r.job().state()) || AllTasksSucceeded(r))
     return PublicView(r);  // nothing left to cancel
   r.mutable_job()->set_cancel_requested(true);
@@ -320,16 +288,16 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
     e.set_log("cancel requested; the running stage stops at its next step boundary");
     AddEvent(r, std::move(e), true);
   }
-  if (auto s = CommitJob(r); !s.ok()) return s;
+  if (auto s = jobs_.Commit(r); !s.ok()) return s;
   return PublicView(r);
 }
 
 absl::StatusOr<v1::ListArtifactsResponse> JobScheduler::Artifacts(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
+  const v1::JobRecord* r = jobs_.Find(job_id);
+  if (r == nullptr) return JobNotFound(job_id);
   v1::ListArtifactsResponse response;
-  for (const v1::Artifact& a : it->second->artifacts()) *response.add_artifacts() = a;
+  for (const v1::Artifact& a : r->artifacts()) *response.add_artifacts() = a;
   return response;
 }
 
@@ -337,28 +305,19 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobScheduler::Events(const std::string
                                                                int64_t after_sequence,
                                                                int64_t wait_ms, bool* done) {
   absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job \"", job_id, "\" not found"));
-  const v1::JobRecord* r = it->second.get();
-  auto collect = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::vector<v1::JobEvent> out;
-    for (const v1::JobEvent& e : events_[job_id]) {
-      if (e.sequence() > after_sequence) out.push_back(e);
-    }
-    return out;
-  };
-  std::vector<v1::JobEvent> out = collect();
+  const v1::JobRecord* r = jobs_.Find(job_id);
+  if (r == nullptr) return JobNotFound(job_id);
+  std::vector<v1::JobEvent> out = jobs_.EventsAfter(job_id, after_sequence);
   if (out.empty() && !IsFinished(r->job().state())) {
     const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
     while (!(shutdown_ || IsFinished(r->job().state()) ||
-             (!events_[job_id].empty() && events_[job_id].back().sequence() > after_sequence))) {
+             jobs_.LastEventSequence(job_id) > after_sequence)) {
       if (events_cv_.WaitWithDeadline(&mu_, deadline)) break;  // timed out
     }
-    out = collect();
+    out = jobs_.EventsAfter(job_id, after_sequence);
   }
   const int64_t last = out.empty() ? after_sequence : out.back().sequence();
-  *done = IsFinished(r->job().state()) &&
-          (events_[job_id].empty() || events_[job_id].back().sequence() <= last);
+  *done = IsFinished(r->job().state()) && jobs_.LastEventSequence(job_id) <= last;
   return out;
 }
 
@@ -366,21 +325,7 @@ v1::RegisterWorkerResponse JobScheduler::Register(const v1::RegisterWorkerReques
   absl::MutexLock lock(&mu_);
   std::string id = request.worker_id();
   if (id.empty()) id = absl::StrCat("worker-", request.node(), "-", RandomId(""));
-  WorkerInfo& w = workers_[id];
-  w.registration = request;
-  w.gpus = 0;
-  for (const v1::Device& d : request.devices()) w.gpus += d.name().rfind("cuda", 0) == 0 ? 1 : 0;
-  w.capabilities = {request.capabilities().begin(), request.capabilities().end()};
-  w.last_seen_ms = Now();
-  // A re-registering worker may still hold a lease from before a coordinator restart.
-  for (const auto& [job_id, r] : jobs_) {
-    for (const v1::TaskRecord& t : r->tasks()) {
-      if (t.task().state() != v1::TASK_RUNNING) continue;
-      for (const std::string& lw : t.lease_workers()) {
-        if (lw == id) w.current_task = t.task().id();
-      }
-    }
-  }
+  leases_.Register(id, request, jobs_, Now());
   v1::RegisterWorkerResponse response;
   response.set_worker_id(id);
   response.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
@@ -388,108 +333,43 @@ v1::RegisterWorkerResponse JobScheduler::Register(const v1::RegisterWorkerReques
   return response;
 }
 
-int JobScheduler::TenantGpusInUse(const std::string& tenant) {
-  int used = 0;
-  for (const auto& key : active_) {
-    const v1::JobRecord& r = *jobs_.at(std::get<2>(key));
-    if (r.job().tenant() != tenant) continue;
-    for (const v1::TaskRecord& t : r.tasks()) {
-      if (t.task().state() == v1::TASK_RUNNING) used += t.gpus() * t.world_size();
-    }
-  }
-  return used;
-}
-
-v1::TaskLease JobScheduler::MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t,
-                                      int rank) const {
-  v1::TaskLease lease;
-  lease.set_job_id(r.job().id());
-  lease.set_task_id(t.task().id());
-  lease.set_attempt(t.task().attempts());
-  lease.set_kind(t.task().kind());
-  *lease.mutable_stage() = t.stage();
-  *lease.mutable_data() = t.data();
-  // Later stages compare against the job's first evaluation: hand them its result.
-  if (t.baseline_task() >= 0) {
-    const v1::TaskRecord& base = r.tasks(t.baseline_task());
-    if (base.task().result().has_evaluate()) {
-      *lease.mutable_baseline() = base.task().result().evaluate();
-    } else if (!base.result_json().empty()) {
-      // Finished before results were typed: its JSON has the same field names.
-      google::protobuf::util::JsonParseOptions lenient;
-      lenient.ignore_unknown_fields = true;
-      if (!google::protobuf::util::JsonStringToMessage(base.result_json(), lease.mutable_baseline(),
-                                                       lenient)
-               .ok())
-        lease.clear_baseline();
-    }
-  }
-  for (const auto& [k, v] : t.inputs()) (*lease.mutable_inputs())[k] = v;
-  lease.set_output_uri(t.output_uri());
-  lease.set_checkpoint_uri(t.checkpoint_uri());
-  lease.set_rank(rank);
-  lease.set_world_size(t.world_size());
-  if (t.world_size() > 1) {
-    const auto& w = workers_.at(t.lease_workers(0));
-    lease.set_rendezvous_address(w.registration.rendezvous_address());
-  }
-  lease.set_lease_deadline_unix_ms(t.lease_deadline_unix_ms());
-  lease.set_timeout_ms(t.timeout_ms());
-  return lease;
-}
-
 std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id) {
-  WorkerInfo& me = workers_.at(worker_id);
   const int64_t now = Now();
-  for (const auto& key : active_) {
-    v1::JobRecord& r = *jobs_.at(std::get<2>(key));
+  for (v1::JobRecord* job : jobs_.ActiveInOrder()) {
+    v1::JobRecord& r = *job;
     if (r.job().cancel_requested()) continue;
     for (v1::TaskRecord& t : *r.mutable_tasks()) {
       if (t.task().state() != v1::TASK_QUEUED) continue;
+      // Tasks of a job run in order: the first queued one is the only candidate.
       if (t.not_before_unix_ms() > now) break;
-      auto eligible = [&](const WorkerInfo& w) {
-        return w.current_task.empty() && w.gpus >= t.gpus() &&
-               w.capabilities.count(t.task().kind());
-      };
-      if (!eligible(me)) break;
-      if (options_.tenant_gpu_limit > 0 && t.gpus() > 0 &&
-          TenantGpusInUse(r.job().tenant()) + t.gpus() * t.world_size() >
-              options_.tenant_gpu_limit) {
-        break;
-      }
-      // A gang is leased to all its ranks at once or not at all: only workers waiting right now.
-      std::vector<std::string> ranks = {worker_id};
-      for (auto& [id, w] : workers_) {
-        if (static_cast<int>(ranks.size()) >= t.world_size()) break;
-        if (id != worker_id && w.waiting && !w.assigned && eligible(w)) ranks.push_back(id);
-      }
-      if (static_cast<int>(ranks.size()) < t.world_size()) break;
+      if (!leases_.WithinTenantLimit(r.job().tenant(), t, jobs_)) break;
+      std::optional<std::vector<std::string>> ranks = leases_.PickGang(worker_id, t);
+      if (!ranks) break;
 
       MoveTaskOrCount(*t.mutable_task(), v1::TASK_RUNNING);
-      attempt_started_ms_[t.task().id()] = Now();
       t.mutable_task()->set_attempts(t.task().attempts() + 1);
       t.mutable_task()->set_worker_id(worker_id);
       t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
       t.clear_lease_workers();
-      for (const std::string& id : ranks) t.add_lease_workers(id);
+      for (const std::string& id : *ranks) t.add_lease_workers(id);
       SetJobState(r, v1::RUNNING);
       AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " leased to ", worker_id),
                    true);
-      if (auto s = CommitJob(r); !s.ok()) {
+      if (auto s = jobs_.Commit(r); !s.ok()) {
         // Not durable: undo, so that nobody runs what the store does not know about.
         MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
         t.mutable_task()->set_attempts(t.task().attempts() - 1);
         t.clear_lease_workers();
         return std::nullopt;
       }
-      for (size_t rank = 0; rank < ranks.size(); ++rank) {
-        WorkerInfo& w = workers_.at(ranks[rank]);
-        w.current_task = t.task().id();
-        if (rank > 0) w.assigned = MakeLease(r, t, static_cast<int>(rank));
-      }
-      running_tasks_.insert(t.task().id());
-      if (ranks.size() > 1) work_cv_.SignalAll();
-      return MakeLease(r, t, 0);
+      // Every rank meets rank 0 at its rendezvous address.
+      const std::string rendezvous = leases_.Find(worker_id)->registration.rendezvous_address();
+      std::vector<v1::TaskLease> later_ranks;
+      for (size_t rank = 1; rank < ranks->size(); ++rank)
+        later_ranks.push_back(BuildTaskLease(r, t, static_cast<int>(rank), rendezvous));
+      leases_.Hold(t, *ranks, std::move(later_ranks), now);
+      if (ranks->size() > 1) work_cv_.SignalAll();
+      return BuildTaskLease(r, t, 0, rendezvous);
     }
   }
   return std::nullopt;
@@ -498,31 +378,30 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
 absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::string& worker_id,
                                                                  int64_t wait_ms) {
   absl::MutexLock lock(&mu_);
-  auto it = workers_.find(worker_id);
-  if (it == workers_.end()) {
+  if (leases_.Find(worker_id) == nullptr) {
     return absl::NotFoundError(absl::StrCat("worker \"", worker_id, "\" is not registered"));
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   while (true) {
-    WorkerInfo& w = workers_.at(worker_id);
-    w.last_seen_ms = Now();
-    if (w.assigned) {
-      std::optional<v1::TaskLease> lease = std::move(w.assigned);
-      w.assigned.reset();
-      w.waiting = false;
+    WorkerInfo* w = leases_.Find(worker_id);
+    w->last_seen_ms = Now();
+    if (w->assigned) {
+      std::optional<v1::TaskLease> lease = std::move(w->assigned);
+      w->assigned.reset();
+      w->waiting = false;
       return lease;
     }
-    if (w.current_task.empty()) {
+    if (w->current_task.empty()) {
       if (auto lease = TryLease(worker_id)) {
-        w.waiting = false;
+        leases_.Find(worker_id)->waiting = false;
         return lease;
       }
     }
     if (shutdown_ || std::chrono::steady_clock::now() >= deadline) {
-      w.waiting = false;
+      w->waiting = false;
       return std::optional<v1::TaskLease>();
     }
-    w.waiting = true;
+    w->waiting = true;
     // Backoff deadlines pass without any event, so wake up now and then to look again.
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
@@ -533,8 +412,8 @@ absl::StatusOr<std::optional<v1::TaskLease>> JobScheduler::Lease(const std::stri
 absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::HeartbeatRequest& request) {
   absl::MutexLock lock(&mu_);
   v1::HeartbeatResponse response;
-  auto ref = FindTask(request.task_id());
-  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  auto ref = jobs_.FindTask(request.task_id());
+  if (!ref) return TaskNotFound(request.task_id());
   v1::TaskRecord& t = *ref->task;
   const bool current =
       t.task().state() == v1::TASK_RUNNING && t.task().attempts() == request.attempt() &&
@@ -544,10 +423,10 @@ absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::Heartbea
     response.set_cancel(true);  // this attempt was given up on; stop working on it
     return response;
   }
-  if (auto w = workers_.find(request.worker_id()); w != workers_.end()) {
-    w->second.last_seen_ms = Now();
+  if (WorkerInfo* w = leases_.Find(request.worker_id())) {
+    w->last_seen_ms = Now();
     auto tps = request.metrics().find("tokens_per_second");
-    if (tps != request.metrics().end()) w->second.tokens_per_second = tps->second;
+    if (tps != request.metrics().end()) w->tokens_per_second = tps->second;
   }
   t.set_lease_deadline_unix_ms(Now() + options_.lease_timeout_ms);
   if (request.has_progress() && request.worker_id() == t.lease_workers(0)) {
@@ -566,21 +445,14 @@ absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::Heartbea
 }
 
 void JobScheduler::ReleaseWorkers(const v1::TaskRecord& t) {
-  for (const std::string& id : t.lease_workers()) {
-    auto it = workers_.find(id);
-    if (it != workers_.end() && it->second.current_task == t.task().id()) {
-      it->second.current_task.clear();
-      it->second.assigned.reset();
-    }
-  }
-  running_tasks_.erase(t.task().id());
+  leases_.Release(t);
   work_cv_.SignalAll();
 }
 
 absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
   absl::MutexLock lock(&mu_);
-  auto ref = FindTask(request.task_id());
-  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  auto ref = jobs_.FindTask(request.task_id());
+  if (!ref) return TaskNotFound(request.task_id());
   v1::JobRecord& r = *ref->job;
   v1::TaskRecord& t = *ref->task;
   if (t.task().state() != v1::TASK_RUNNING || t.task().attempts() != request.attempt()) {
@@ -605,7 +477,7 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
   }
   AddTaskEvent(r, t, "succeeded", true);
   const bool last = AdvanceJob(r);
-  if (auto s = CommitJob(r); !s.ok()) return s;
+  if (auto s = jobs_.Commit(r); !s.ok()) return s;
   if (last) FinalizeJob(r.job().id());
   return absl::OkStatus();
 }
@@ -624,82 +496,28 @@ bool JobScheduler::AdvanceJob(v1::JobRecord& r) {
   return true;  // every stage succeeded: the job is finalized next
 }
 
-bool JobScheduler::AllTasksSucceeded(const v1::JobRecord& r) const {
-  for (const v1::TaskRecord& t : r.tasks()) {
-    if (t.task().state() != v1::TASK_SUCCEEDED) return false;
-  }
-  return r.tasks_size() > 0;
-}
-
-namespace {
-
-// A task's result as report.json shows it: the fields of its stage's result message (or the JSON
-// of a record written before results were typed).
-json ResultJson(const v1::TaskRecord& t) {
-  const v1::StageResult& result = t.task().result();
-  const auto* reflection = result.GetReflection();
-  if (const auto* member = reflection->GetOneofFieldDescriptor(
-          result, result.GetDescriptor()->FindOneofByName("result"))) {
-    return MessageToJsonValue(reflection->GetMessage(result, member));
-  }
-  return json::parse(t.result_json().empty() ? "{}" : t.result_json(), nullptr, false);
-}
-
-}  // namespace
-
-std::string JobScheduler::BuildReport(const v1::JobRecord& r) {
-  json stages = json::array();
-  std::string final_model = r.tasks_size() > 0 ? r.tasks(0).inputs().at("model") : "";
-  for (const v1::TaskRecord& t : r.tasks()) {
-    stages.push_back({{"index", t.task().index()},
-                      {"kind", t.task().kind()},
-                      {"attempts", t.task().attempts()},
-                      {"result", ResultJson(t)}});
-    if (t.outputs().count("model")) final_model = t.outputs().at("model");
-  }
-  json report = {{"job", r.job().id()},
-                 {"tenant", r.job().tenant()},
-                 {"stages", stages},
-                 {"model", final_model},
-                 {"created_unix_ms", r.job().created_unix_ms()}};
-  return report.dump(2) + "\n";
-}
-
 void JobScheduler::FinalizeJob(const std::string& job_id) {
-  // The report is written without holding the scheduler lock (it is disk I/O), while the job is
+  // The report is written without holding the scheduler lock (it is store I/O), while the job is
   // still RUNNING with every stage done; only then does the job become SUCCEEDED. A crash in
   // between is finished by Recover, so SUCCEEDED always comes with its report.
   if (finalizing_.count(job_id)) return;
   finalizing_.insert(job_id);
-  const std::string report = BuildReport(*jobs_.at(job_id));
-  const std::string uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.json");
-  const std::string page_uri = absl::StrCat(options_.store_root, "/jobs/", job_id, "/report.html");
+  const std::string report = BuildJobReport(*jobs_.Find(job_id));
   mu_.Unlock();
-  absl::Status written = artifacts_->PutFile(page_uri, RenderReportPage(report));
-  if (written.ok()) written = artifacts_->PutFile(uri, report);
+  absl::StatusOr<std::vector<v1::Artifact>> written = finalizer_.WriteReport(job_id, report);
   mu_.Lock();
   finalizing_.erase(job_id);
-  v1::JobRecord& r = *jobs_.at(job_id);
+  v1::JobRecord& r = *jobs_.Find(job_id);
   if (IsFinished(r.job().state())) return;
   if (written.ok()) {
-    v1::Artifact* a = r.add_artifacts();
-    a->set_name("report");
-    a->set_uri(uri);
-    a->set_task_index(-1);
-    a->set_kind("report");
-    a->set_size_bytes(static_cast<int64_t>(report.size()));
-    v1::Artifact* page = r.add_artifacts();
-    page->set_name("report_html");
-    page->set_uri(page_uri);
-    page->set_task_index(-1);
-    page->set_kind("report");
+    for (v1::Artifact& a : *written) *r.add_artifacts() = std::move(a);
   } else {
     v1::JobEvent e;
-    e.set_log(absl::StrCat("could not write the report: ", written.message()));
+    e.set_log(absl::StrCat("could not write the report: ", written.status().message()));
     AddEvent(r, std::move(e), true);
   }
   FinishJob(r, v1::SUCCEEDED, "");
-  CommitJob(r).IgnoreError();  // on failure, Recover finalizes again from the stored record
+  jobs_.Commit(r).IgnoreError();  // on failure, Recover finalizes again from the stored record
 }
 
 void JobScheduler::FinishJob(v1::JobRecord& r, v1::JobState state, const std::string& error) {
@@ -720,26 +538,18 @@ int JobScheduler::ReleaseCheckpoints() {
   std::vector<std::pair<std::string, std::vector<std::string>>> work;
   {
     absl::MutexLock lock(&mu_);
-    for (const std::string& id : unreleased_checkpoints_) {
-      std::vector<std::string> uris;
-      for (const v1::TaskRecord& t : jobs_.at(id)->tasks()) {
-        if (!t.checkpoint_uri().empty()) uris.push_back(t.checkpoint_uri());
-      }
-      work.emplace_back(id, std::move(uris));
-    }
+    for (const std::string& id : unreleased_checkpoints_)
+      work.emplace_back(id, CheckpointUris(*jobs_.Find(id)));
   }
   int released = 0;
   for (const auto& [id, uris] : work) {
-    absl::Status deleted;
-    for (const std::string& uri : uris) {
-      if (auto s = artifacts_->Delete(uri); !s.ok() && !absl::IsNotFound(s)) deleted = s;
-    }
-    absl::MutexLock lock(&mu_);
-    v1::JobRecord& r = *jobs_.at(id);
+    const absl::Status deleted = finalizer_.DeleteCheckpoints(uris);
     if (!deleted.ok()) continue;  // kept for the next round; the store may be unreachable
+    absl::MutexLock lock(&mu_);
+    v1::JobRecord& r = *jobs_.Find(id);
     unreleased_checkpoints_.erase(id);
     r.set_checkpoints_released(true);
-    CommitJob(r).IgnoreError();  // if lost, a restart releases again (deleting is idempotent)
+    jobs_.Commit(r).IgnoreError();  // if lost, a restart releases again (deleting is idempotent)
     ++released;
   }
   return released;
@@ -781,8 +591,8 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
 
 absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
   absl::MutexLock lock(&mu_);
-  auto ref = FindTask(request.task_id());
-  if (!ref) return absl::NotFoundError(absl::StrCat("task \"", request.task_id(), "\" not found"));
+  auto ref = jobs_.FindTask(request.task_id());
+  if (!ref) return TaskNotFound(request.task_id());
   v1::TaskRecord& t = *ref->task;
   if (t.task().state() != v1::TASK_RUNNING || t.task().attempts() != request.attempt()) {
     return absl::FailedPreconditionError(absl::StrCat("task \"", request.task_id(), "\" attempt ",
@@ -792,31 +602,23 @@ absl::Status JobScheduler::Fail(const v1::FailTaskRequest& request) {
   EndAttempt(*ref->job, t, request.error(),
              request.code() != 0 ? request.code() : static_cast<int>(absl::StatusCode::kUnknown),
              request.retryable(), request.cancelled());
-  return CommitJob(*ref->job);
+  return jobs_.Commit(*ref->job);
 }
 
 int JobScheduler::ExpireLeases() {
   absl::MutexLock lock(&mu_);
-  const int64_t now = Now();
   int expired = 0;
-  const std::vector<std::string> running(running_tasks_.begin(), running_tasks_.end());
-  for (const std::string& id : running) {
-    auto ref = FindTask(id);
-    if (!ref || ref->task->task().state() != v1::TASK_RUNNING) {
-      running_tasks_.erase(id);
-      continue;
-    }
-    if (ref->task->lease_deadline_unix_ms() > now) continue;
+  for (const JobTable::TaskRef& ref : leases_.Expired(jobs_, Now())) {
     ++expired;
     if (observer_) observer_->OnLeaseExpired();
-    EndAttempt(*ref->job, *ref->task,
-               absl::StrCat("lease expired: worker ", ref->task->task().worker_id(),
+    EndAttempt(*ref.job, *ref.task,
+               absl::StrCat("lease expired: worker ", ref.task->task().worker_id(),
                             " stopped heartbeating"),
                static_cast<int>(absl::StatusCode::kUnavailable), /*retryable=*/true,
                /*cancelled=*/false);
     // A failed commit leaves memory ahead of the store; the job's next successful commit writes
     // the whole record and catches up.
-    CommitJob(*ref->job).IgnoreError();
+    jobs_.Commit(*ref.job).IgnoreError();
   }
   return expired;
 }
@@ -829,16 +631,14 @@ void JobScheduler::Shutdown() {
 }
 
 void JobScheduler::NoteAttemptFinished(const v1::TaskRecord& t, const std::string& result) {
-  auto it = attempt_started_ms_.find(t.task().id());
-  const double seconds = it == attempt_started_ms_.end() ? 0.0 : (Now() - it->second) / 1000.0;
-  if (it != attempt_started_ms_.end()) attempt_started_ms_.erase(it);
+  const double seconds = leases_.EndAttempt(t.task().id(), Now());
   if (observer_) observer_->OnAttemptFinished(t.task().kind(), result, seconds);
 }
 
 JobScheduler::Stats JobScheduler::GetStats() {
   absl::MutexLock lock(&mu_);
   Stats s;
-  for (const auto& [id, r] : jobs_) {
+  for (const auto& [id, r] : jobs_.jobs()) {
     s.jobs_by_state[r->job().state()]++;
     if (IsFinished(r->job().state())) continue;
     for (const v1::TaskRecord& t : r->tasks()) {
@@ -850,15 +650,15 @@ JobScheduler::Stats JobScheduler::GetStats() {
       const v1::Progress& p = t.task().progress();
       if (p.total() > 0) running.progress = static_cast<double>(p.completed()) / p.total();
       if (t.lease_workers_size() > 0) {
-        auto w = workers_.find(t.lease_workers(0));
-        if (w != workers_.end()) running.tokens_per_second = w->second.tokens_per_second;
+        if (const WorkerInfo* w = leases_.Find(t.lease_workers(0)))
+          running.tokens_per_second = w->tokens_per_second;
       }
       s.running.push_back(std::move(running));
     }
   }
   const int64_t now = Now();
-  s.workers = static_cast<int64_t>(workers_.size());
-  for (const auto& [id, w] : workers_) {
+  s.workers = static_cast<int64_t>(leases_.workers().size());
+  for (const auto& [id, w] : leases_.workers()) {
     s.gpus += w.gpus;
     if (!w.current_task.empty()) {
       s.max_heartbeat_age_seconds =

@@ -1,7 +1,10 @@
-// The coordinator's core: jobs planned as tasks, leased to workers, retried, cancelled. All state
-// is held in memory behind one mutex and every change is committed to the StateStore before the
-// call returns, so a coordinator killed at any point restarts (Recover) with nothing lost and
-// nothing acknowledged twice. gRPC handlers are thin wrappers over these methods.
+// The coordinator's core: jobs planned as tasks, leased to workers, retried, cancelled. It runs the
+// planner's task graph with no branch on stage kind and keeps its state in three parts behind one
+// mutex: the JobTable (records, events, durable commits), the LeaseTable (workers, gangs, expiry,
+// tenant limits) and the JobFinalizer (reports, checkpoint release). Every state change passes the
+// transition table (state_transitions.h) and is committed to the StateStore before the call
+// returns, so a coordinator killed at any point restarts (Recover) with nothing lost and nothing
+// acknowledged twice. gRPC handlers are thin wrappers over these methods.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +21,9 @@
 #include "absl/synchronization/mutex.h"
 #include "common/recipe/recipe.h"
 #include "common/store/artifact_store.h"
+#include "services/coordinator/job_finalizer.h"
+#include "services/coordinator/job_table.h"
+#include "services/coordinator/lease_table.h"
 #include "services/coordinator/state_store.h"
 #include "squeeze/v1/jobs.pb.h"
 #include "squeeze/v1/worker.pb.h"
@@ -116,26 +122,10 @@ class JobScheduler {
   int64_t illegal_moves() const;
 
  private:
-  struct WorkerInfo {
-    v1::RegisterWorkerRequest registration;
-    int gpus = 0;
-    std::set<std::string> capabilities;
-    std::string current_task;  // task id while leased
-    bool waiting = false;
-    std::optional<v1::TaskLease> assigned;  // a gang rank handed over while it waits
-    int64_t last_seen_ms = 0;
-    double tokens_per_second = 0.0;  // from the current task's last heartbeat
-  };
-  struct TaskRef {
-    v1::JobRecord* job;
-    v1::TaskRecord* task;
-  };
-
   int64_t Now() { return clock_->NowMs(); }
   void PlanOlderRecord(v1::JobRecord& r) const;
-  v1::Job PublicView(const v1::JobRecord& r) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::optional<TaskRef> FindTask(const std::string& task_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends an event to the pending commit and to the in-memory log.
+  v1::Job PublicView(const v1::JobRecord& r) const;
+  // Appends an event to the job's log (and, when durable, to the next commit); wakes watchers.
   void AddEvent(v1::JobRecord& r, v1::JobEvent event, bool durable)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t, const std::string& message,
@@ -145,13 +135,10 @@ class JobScheduler {
   // logged, and the state stays as it was. True when the move was made.
   bool MoveTaskOrCount(v1::Task& task, v1::TaskState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool MoveJobOrCount(v1::Job& job, v1::JobState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CommitJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes task `index` runnable: resolves its inputs from earlier tasks' outputs.
   void MakeRunnable(v1::JobRecord& r, int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Task finished well: starts the next one; true when none is left (finalize the job).
   bool AdvanceJob(v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool AllTasksSucceeded(const v1::JobRecord& r) const;
-  std::string BuildReport(const v1::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the report (unlocking around the I/O) and marks the job SUCCEEDED.
   void FinalizeJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the current attempt of `t` unsuccessfully: retry with backoff, fail, or cancel.
@@ -166,14 +153,10 @@ class JobScheduler {
   // Tries to lease a task to `worker_id` (and, for gangs, to other waiting workers).
   std::optional<v1::TaskLease> TryLease(const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::TaskLease MakeLease(const v1::JobRecord& r, const v1::TaskRecord& t, int rank) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int TenantGpusInUse(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  StateStore* const state_;
-  ArtifactStore* const artifacts_;
   Clock* const clock_;
   const SchedulerOptions options_;
+  const JobFinalizer finalizer_;
   SchedulerObserver* observer_ = nullptr;
 
   mutable absl::Mutex mu_;
@@ -183,20 +166,10 @@ class JobScheduler {
   absl::CondVar work_cv_;
   absl::CondVar events_cv_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  std::map<std::string, std::unique_ptr<v1::JobRecord>> jobs_ ABSL_GUARDED_BY(mu_);
-  // Jobs that are not finished, in scheduling order: (-priority, sequence).
-  std::set<std::tuple<int, int64_t, std::string>> active_ ABSL_GUARDED_BY(mu_);
-  std::map<std::pair<std::string, std::string>, std::string> by_request_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::pair<std::string, int>> task_index_
-      ABSL_GUARDED_BY(mu_);  // task -> job, index
-  std::map<std::string, std::vector<v1::JobEvent>> events_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> running_tasks_ ABSL_GUARDED_BY(mu_);  // leased now: what may expire
-  std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);     // writing their report now
-  std::vector<StoredEvent> pending_events_ ABSL_GUARDED_BY(mu_);
+  JobTable jobs_ ABSL_GUARDED_BY(mu_);
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> finalizing_ ABSL_GUARDED_BY(mu_);              // writing their report now
   std::set<std::string> unreleased_checkpoints_ ABSL_GUARDED_BY(mu_);  // job ids
-  std::map<std::string, WorkerInfo> workers_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> attempt_started_ms_ ABSL_GUARDED_BY(mu_);  // by task id
-  int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t illegal_moves_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
