@@ -174,11 +174,12 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     acc.Add(x);
     clock.Charge("hessian");
   };
-  const double eps = c.rms_norm_eps;
+  // The layer's pieces in Forward's order (DecoderLayer::AttentionInput ... MlpResidual), each
+  // group quantized before the next reads its output.
   // q/k/v read the normalized inputs.
   HessianAccumulator h_qkv(c.hidden_size, device);
   for (int64_t b = 0; b < n; b += batch)
-    accumulate(h_qkv, RmsNorm(windows(hidden, b), layer.input_layernorm, eps));
+    accumulate(h_qkv, layer.AttentionInput(c, windows(hidden, b)));
   auto h = global(h_qkv);
   if (!h.ok()) return h.status();
   if (auto s = quantize_group(groups[0], *h); !s.ok()) return s;
@@ -187,7 +188,7 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
   std::vector<at::Tensor> attention;
   for (int64_t b = 0; b < n; b += batch) {
     attention.push_back(
-        layer.AttentionCore(c, RmsNorm(windows(hidden, b), layer.input_layernorm, eps), rope));
+        layer.AttentionCore(c, index, layer.AttentionInput(c, windows(hidden, b)), rope));
     accumulate(h_o, attention.back());
   }
   h = global(h_o);
@@ -197,9 +198,10 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
   HessianAccumulator h_mlp(c.hidden_size, device);
   std::vector<at::Tensor> residual;
   for (int64_t b = 0, k = 0; b < n; b += batch, ++k) {
-    residual.push_back(windows(hidden, b) + layer.o_proj.Forward(attention[k]));
+    residual.push_back(
+        layer.AttentionResidual(c, windows(hidden, b), layer.o_proj.Forward(attention[k])));
     attention[k] = at::Tensor();
-    accumulate(h_mlp, RmsNorm(residual.back(), layer.post_attention_layernorm, eps));
+    accumulate(h_mlp, layer.MlpInput(c, residual.back()));
   }
   h = global(h_mlp);
   if (!h.ok()) return h.status();
@@ -207,15 +209,15 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
   // down_proj reads the activation of the quantized gate/up.
   HessianAccumulator h_down(c.intermediate_size, device);
   for (const at::Tensor& r : residual)
-    accumulate(h_down, layer.MlpActivation(RmsNorm(r, layer.post_attention_layernorm, eps)));
+    accumulate(h_down, layer.MlpActivation(c, layer.MlpInput(c, r)));
   h = global(h_down);
   if (!h.ok()) return h.status();
   if (auto s = quantize_group(groups[3], *h); !s.ok()) return s;
   // The quantized layer's output is the next layer's input.
   for (int64_t b = 0, k = 0; b < n; b += batch, ++k) {
     const at::Tensor& r = residual[k];
-    windows(hidden, b).copy_(r + layer.down_proj.Forward(layer.MlpActivation(
-                                     RmsNorm(r, layer.post_attention_layernorm, eps))));
+    windows(hidden, b).copy_(layer.MlpResidual(
+        c, r, layer.down_proj.Forward(layer.MlpActivation(c, layer.MlpInput(c, r)))));
     residual[k] = at::Tensor();
   }
   clock.Charge("reforward");

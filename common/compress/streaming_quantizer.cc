@@ -1,6 +1,7 @@
 #include "common/compress/streaming_quantizer.h"
 
 #include <c10/core/GradMode.h>
+#include <set>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -155,12 +156,14 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
     const std::vector<QuantizedLinear>& quantized, bool packed, GptqFormat format) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   const std::string prefix = LayerPrefix(index);
-  out.emplace_back(prefix + "input_layernorm.weight", layer.input_layernorm.to(at::kHalf));
-  out.emplace_back(prefix + "post_attention_layernorm.weight",
-                   layer.post_attention_layernorm.to(at::kHalf));
-  if (layer.q_norm.defined()) {
-    out.emplace_back(prefix + "self_attn.q_norm.weight", layer.q_norm.to(at::kHalf));
-    out.emplace_back(prefix + "self_attn.k_norm.weight", layer.k_norm.to(at::kHalf));
+  // Every tensor that is not a linear's: the norms, whichever the architecture has.
+  std::set<std::string> linear_tensors;
+  for (const auto& [name, linear] : layer.Linears()) {
+    linear_tensors.insert(name + ".weight");
+    linear_tensors.insert(name + ".bias");
+  }
+  for (const auto& [name, t] : layer.Tensors()) {
+    if (!linear_tensors.count(name)) out.emplace_back(prefix + name, t->to(at::kHalf));
   }
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;

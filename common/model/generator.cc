@@ -69,7 +69,7 @@ absl::StatusOr<Generation> Generate(const LlamaModel& model, const std::vector<i
     at::Tensor x =
         at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, n}).to(device);
     at::Tensor h = model.Embed(x);
-    const RotaryTables rows{rope.cos.narrow(0, pos, n), rope.sin.narrow(0, pos, n)};
+    const RotaryTables rows = rope.Rows(pos, n);
     for (int64_t i = 0; i < model.num_layers(); ++i)
       h = model.layer(i).Forward(c, h, rows, i, nullptr, &cache[i]);
     return model.Head(h.narrow(1, n - 1, 1)).view({-1});

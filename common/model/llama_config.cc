@@ -1,5 +1,6 @@
 #include "common/model/llama_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -61,6 +62,57 @@ constexpr const char* kKnownFields[] = {"model_type",
                                         "torch_dtype",
                                         "squeeze_byte_tokenizer"};
 
+// One rotary parameter object ({rope_type, factor, ...}) into `c`'s scaling; `field` names it in
+// errors.
+absl::Status ParseRopeScaling(const json& j, const std::string& field, absl::string_view source,
+                              LlamaConfig& c) {
+  const std::string src = absl::StrCat(source, ": ", field);
+  RopeScaling r;
+  std::string type = "default";
+  if (j.contains("rope_type") && j["rope_type"].is_string()) {
+    type = j["rope_type"].get<std::string>();
+  } else if (j.contains("type") && j["type"].is_string()) {
+    type = j["type"].get<std::string>();
+  }
+  if (type == "default") return absl::OkStatus();  // the same as no scaling
+  if (type == "linear") {
+    r.rope_type = "linear";
+    if (auto s = Read(j, "factor", r.factor, src, true); !s.ok()) return s;
+    if (r.factor <= 0) return FieldError(source, field + ".factor", "must be positive");
+    c.rope_scaling = r;
+    return absl::OkStatus();
+  }
+  if (type != "llama3") {
+    return FieldError(
+        source, field + ".rope_type",
+        absl::StrCat("\"", type, "\" is not supported (expected llama3, linear or default)"));
+  }
+  if (auto s = Read(j, "factor", r.factor, src, true); !s.ok()) return s;
+  if (auto s = Read(j, "low_freq_factor", r.low_freq_factor, src, true); !s.ok()) return s;
+  if (auto s = Read(j, "high_freq_factor", r.high_freq_factor, src, true); !s.ok()) return s;
+  if (auto s = Read(j, "original_max_position_embeddings", r.original_max_position_embeddings, src,
+                    true);
+      !s.ok()) {
+    return s;
+  }
+  if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor ||
+      r.original_max_position_embeddings <= 0) {
+    return FieldError(source, field,
+                      "need factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                      "original_max_position_embeddings > 0");
+  }
+  c.rope_scaling = r;
+  return absl::OkStatus();
+}
+
+// Gemma-3's alternating attention: five sliding layers, then one full, and so on.
+std::vector<std::string> GemmaLayerTypes(int64_t layers, int64_t pattern) {
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < layers; ++i)
+    out.push_back((i + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::string_view source) {
@@ -103,13 +155,87 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   if (auto s = Read(j, "squeeze_byte_tokenizer", c.byte_tokenizer, source, false); !s.ok())
     return s;
 
-  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
-      c.model_type != "qwen3" && c.model_type != "phi3") {
-    return FieldError(
-        source, "model_type",
-        absl::StrCat("\"", c.model_type,
-                     "\" is not supported (expected llama, mistral, qwen2, qwen3 or phi3)"));
+  if (c.model_type == "gemma3") {
+    return FieldError(source, "model_type",
+                      "\"gemma3\" (text and vision) is not supported; the text model "
+                      "(gemma3_text, Gemma3ForCausalLM) is");
   }
+  if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2" &&
+      c.model_type != "qwen3" && c.model_type != "phi3" && c.model_type != "gemma3_text") {
+    return FieldError(source, "model_type",
+                      absl::StrCat("\"", c.model_type,
+                                   "\" is not supported (expected llama, mistral, qwen2, qwen3, "
+                                   "phi3 or gemma3_text)"));
+  }
+  if (c.gemma()) {
+    // Gemma-3's own defaults (Gemma3TextConfig), where a field is absent.
+    if (!j.contains("tie_word_embeddings")) c.tie_word_embeddings = true;
+    if (!j.contains("rope_theta")) c.rope_theta = 1e6;
+    c.hidden_activation = "gelu_pytorch_tanh";
+    c.query_pre_attn_scalar = 256;
+    c.rope_local_theta = 1e4;
+    c.sliding_window = 4096;
+    if (auto s = Read(j, "query_pre_attn_scalar", c.query_pre_attn_scalar, source, false); !s.ok())
+      return s;
+    if (c.query_pre_attn_scalar <= 0)
+      return FieldError(source, "query_pre_attn_scalar", "must be positive");
+    if (auto s = Read(j, "rope_local_base_freq", c.rope_local_theta, source, false); !s.ok())
+      return s;
+    if (c.rope_local_theta <= 0)
+      return FieldError(source, "rope_local_base_freq", "must be positive");
+    if (auto it = j.find("sliding_window"); it != j.end() && !it->is_null()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 1)
+        return FieldError(source, "sliding_window", "expected a positive integer");
+      c.sliding_window = it->get<int64_t>();
+    }
+    int64_t pattern = 6;
+    if (auto s = Read(j, "sliding_window_pattern", pattern, source, false); !s.ok()) return s;
+    if (pattern < 1) return FieldError(source, "sliding_window_pattern", "must be positive");
+    if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+      if (!it->is_array())
+        return FieldError(source, "layer_types", "expected a list of attention kinds");
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& kind = (*it)[i];
+        if (!kind.is_string() || (kind != "sliding_attention" && kind != "full_attention")) {
+          return FieldError(source, absl::StrCat("layer_types[", i, "]"),
+                            "expected \"sliding_attention\" or \"full_attention\"");
+        }
+        c.layer_types.push_back(kind.get<std::string>());
+      }
+      if (static_cast<int64_t>(c.layer_types.size()) != c.num_hidden_layers) {
+        return FieldError(source, "layer_types",
+                          absl::StrCat(c.layer_types.size(), " entries for ", c.num_hidden_layers,
+                                       " layers (num_hidden_layers)"));
+      }
+    } else {
+      c.layer_types = GemmaLayerTypes(c.num_hidden_layers, pattern);
+    }
+    if (auto s = Read(j, "final_logit_softcapping", c.final_logit_softcapping, source, false);
+        !s.ok())
+      return s;
+    if (c.final_logit_softcapping < 0)
+      return FieldError(source, "final_logit_softcapping", "must be positive or null");
+  }
+  // The MLP's activation: every Llama-family model uses SiLU; Gemma uses tanh-approximated GELU.
+  for (const char* field : {"hidden_activation", "hidden_act"}) {
+    auto it = j.find(field);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_string()) return FieldError(source, field, "expected a string");
+    std::string act = it->get<std::string>();
+    if (act == "gelu_tanh" || act == "gelu_new") act = "gelu_pytorch_tanh";
+    if (act != "silu" && act != "gelu_pytorch_tanh") {
+      return FieldError(source, field,
+                        absl::StrCat("\"", act,
+                                     "\" is not supported (expected silu or "
+                                     "gelu_pytorch_tanh)"));
+    }
+    c.hidden_activation = act;
+    break;
+  }
+  // Soft-capped attention scores need the scores materialized in every kernel; no supported
+  // model uses them.
+  if (auto it = j.find("attn_logit_softcapping"); it != j.end() && !it->is_null())
+    return FieldError(source, "attn_logit_softcapping", "is not supported (expected null)");
   if (c.model_type == "phi3") {
     // Phi-3 rotates the whole head (Phi-4-mini's partial rotation is another model) and has no
     // biases in its fused projections.
@@ -177,46 +303,41 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   }
   if (c.rms_norm_eps <= 0) return FieldError(source, "rms_norm_eps", "must be positive");
   // Rotary parameters come as top-level rope_theta + rope_scaling (transformers 4.x) or as one
-  // rope_parameters object holding rope_theta too (transformers 5.x); accept both.
-  const char* rope_field = j.contains("rope_parameters") && j["rope_parameters"].is_object()
-                               ? "rope_parameters"
-                               : "rope_scaling";
+  // rope_parameters object holding rope_theta too (transformers 5.x); accept both. A model with
+  // several attention kinds (Gemma-3) has one object per kind there.
+  const bool nested = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  const char* rope_field = nested ? "rope_parameters" : "rope_scaling";
   if (auto it = j.find(rope_field); it != j.end() && !it->is_null()) {
     if (!it->is_object()) return FieldError(source, rope_field, "expected an object or null");
-    const std::string src = absl::StrCat(source, ": ", rope_field);
-    if (std::string(rope_field) == "rope_parameters") {
-      if (auto s = Read(*it, "rope_theta", c.rope_theta, src, false); !s.ok()) return s;
+    std::string field = rope_field;
+    const json* global = &*it;
+    if (nested && it->contains("full_attention")) {
+      field = "rope_parameters.full_attention";
+      global = &(*it)["full_attention"];
+      if (!global->is_object()) return FieldError(source, field, "expected an object");
+      if (it->contains("sliding_attention")) {
+        const json& local = (*it)["sliding_attention"];
+        const std::string local_field = "rope_parameters.sliding_attention";
+        if (!local.is_object()) return FieldError(source, local_field, "expected an object");
+        LlamaConfig scaled;
+        if (auto s = ParseRopeScaling(local, local_field, source, scaled); !s.ok()) return s;
+        if (scaled.rope_scaling)
+          return FieldError(source, local_field + ".rope_type", "only default is supported");
+        if (auto s = Read(local, "rope_theta", c.rope_local_theta,
+                          absl::StrCat(source, ": ", local_field), false);
+            !s.ok())
+          return s;
+        if (c.rope_local_theta <= 0)
+          return FieldError(source, local_field + ".rope_theta", "must be positive");
+      }
     }
-    RopeScaling r;
-    std::string type = "default";
-    if (it->contains("rope_type") && (*it)["rope_type"].is_string()) {
-      type = (*it)["rope_type"].get<std::string>();
-    } else if (it->contains("type") && (*it)["type"].is_string()) {
-      type = (*it)["type"].get<std::string>();
-    }
-    if (type == "default") {
-      // Same as no scaling.
-    } else if (type != "llama3") {
-      return FieldError(
-          source, absl::StrCat(rope_field, ".rope_type"),
-          absl::StrCat("\"", type, "\" is not supported (expected llama3 or default)"));
-    } else {
-      if (auto s = Read(*it, "factor", r.factor, src, true); !s.ok()) return s;
-      if (auto s = Read(*it, "low_freq_factor", r.low_freq_factor, src, true); !s.ok()) return s;
-      if (auto s = Read(*it, "high_freq_factor", r.high_freq_factor, src, true); !s.ok()) return s;
-      if (auto s = Read(*it, "original_max_position_embeddings", r.original_max_position_embeddings,
-                        src, true);
-          !s.ok()) {
+    if (nested) {
+      if (auto s =
+              Read(*global, "rope_theta", c.rope_theta, absl::StrCat(source, ": ", field), false);
+          !s.ok())
         return s;
-      }
-      if (r.factor <= 0 || r.low_freq_factor <= 0 || r.high_freq_factor <= r.low_freq_factor ||
-          r.original_max_position_embeddings <= 0) {
-        return FieldError(source, rope_field,
-                          "need factor > 0, 0 < low_freq_factor < high_freq_factor and "
-                          "original_max_position_embeddings > 0");
-      }
-      c.rope_scaling = r;
     }
+    if (auto s = ParseRopeScaling(*global, field, source, c); !s.ok()) return s;
   }
   if (c.rope_theta <= 0) return FieldError(source, "rope_theta", "must be positive");
 
@@ -224,6 +345,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view text, absl::strin
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool known = false;
     for (const char* k : kKnownFields) known = known || it.key() == k;
+    // Gemma's layer_types is rewritten from the parsed list (a student keeps fewer layers).
+    known = known || (c.gemma() && it.key() == "layer_types");
     if (!known) extra[it.key()] = *it;
   }
   c.extra_json = extra.dump();
@@ -240,6 +363,49 @@ std::vector<LinearShape> DecoderLinearShapes(const LlamaConfig& c) {
           {"mlp.gate_proj", f, h, c.mlp_bias},
           {"mlp.up_proj", f, h, c.mlp_bias},
           {"mlp.down_proj", h, f, c.mlp_bias}};
+}
+
+double LlamaConfig::embed_scale() const {
+  return gemma() ? std::sqrt(static_cast<double>(hidden_size)) : 1.0;
+}
+
+int64_t LlamaConfig::LayerWindow(int64_t layer) const {
+  if (sliding_window <= 0) return 0;
+  if (layer_types.empty()) return sliding_window;
+  return layer < static_cast<int64_t>(layer_types.size()) &&
+                 layer_types[layer] == "sliding_attention"
+             ? sliding_window
+             : 0;
+}
+
+bool LlamaConfig::LayerLocalRope(int64_t layer) const {
+  return rope_local_theta > 0 && LayerWindow(layer) > 0;
+}
+
+double LlamaConfig::attention_scale() const {
+  return 1.0 / std::sqrt(query_pre_attn_scalar > 0 ? query_pre_attn_scalar
+                                                   : static_cast<double>(head_dim));
+}
+
+LlamaConfig KeepLayers(const LlamaConfig& config, const std::vector<int64_t>& kept) {
+  LlamaConfig out = config;
+  out.num_hidden_layers = static_cast<int64_t>(kept.size());
+  if (!config.layer_types.empty()) {
+    out.layer_types.clear();
+    for (int64_t l : kept) {
+      out.layer_types.push_back(l >= 0 && l < static_cast<int64_t>(config.layer_types.size())
+                                    ? config.layer_types[l]
+                                    : "full_attention");
+    }
+  }
+  return out;
+}
+
+LlamaConfig WithLayerCount(const LlamaConfig& config, int64_t layers) {
+  LlamaConfig out = config;
+  out.num_hidden_layers = layers;
+  if (!config.layer_types.empty()) out.layer_types = GemmaLayerTypes(layers, 6);
+  return out;
 }
 
 std::vector<FusedLinear> FusedLinears(const LlamaConfig& c) {
@@ -259,6 +425,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> CheckpointTensorShapes
     const std::string layer = absl::StrCat("model.layers.", i, ".");
     out.push_back({layer + "input_layernorm.weight", {h}});
     out.push_back({layer + "post_attention_layernorm.weight", {h}});
+    if (c.sandwich_norms()) {
+      out.push_back({layer + "pre_feedforward_layernorm.weight", {h}});
+      out.push_back({layer + "post_feedforward_layernorm.weight", {h}});
+    }
     if (c.qk_norm()) {
       out.push_back({layer + "self_attn.q_norm.weight", {c.head_dim}});
       out.push_back({layer + "self_attn.k_norm.weight", {c.head_dim}});
@@ -305,7 +475,9 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   j["head_dim"] = c.head_dim;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["rope_theta"] = c.rope_theta;
-  if (c.rope_scaling) {
+  if (c.rope_scaling && c.rope_scaling->rope_type == "linear") {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling->factor}};
+  } else if (c.rope_scaling) {
     j["rope_scaling"] = {
         {"rope_type", c.rope_scaling->rope_type},
         {"factor", c.rope_scaling->factor},
@@ -323,8 +495,21 @@ std::string LlamaConfigToJson(const LlamaConfig& c) {
   if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
   j["torch_dtype"] = c.torch_dtype;
   if (c.byte_tokenizer) j["squeeze_byte_tokenizer"] = true;
+  if (!c.layer_types.empty()) j["layer_types"] = c.layer_types;
+  // Written in the 4.x form, which transformers 5 reads too: a 5.x rope_parameters object was
+  // parsed into rope_theta, rope_scaling and this.
+  if (c.rope_local_theta > 0) j["rope_local_base_freq"] = c.rope_local_theta;
+  if (c.gemma()) {
+    j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+    j["final_logit_softcapping"] =
+        c.final_logit_softcapping > 0 ? json(c.final_logit_softcapping) : json(nullptr);
+    j["hidden_activation"] = c.hidden_activation;
+  } else if (c.hidden_activation != "silu") {
+    j["hidden_act"] = c.hidden_activation;
+  }
   if (!j.contains("architectures")) {
-    j["architectures"] = {c.model_type == "phi3"      ? "Phi3ForCausalLM"
+    j["architectures"] = {c.gemma()                   ? "Gemma3ForCausalLM"
+                          : c.model_type == "phi3"    ? "Phi3ForCausalLM"
                           : c.model_type == "qwen3"   ? "Qwen3ForCausalLM"
                           : c.model_type == "qwen2"   ? "Qwen2ForCausalLM"
                           : c.model_type == "mistral" ? "MistralForCausalLM"

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include "absl/strings/str_cat.h"
@@ -73,6 +74,16 @@ absl::Status LoadLayerTensors(
                     layer.post_attention_layernorm);
       !s.ok()) {
     return s;
+  }
+  if (c.sandwich_norms()) {
+    if (auto s = load(LayerName(i, "pre_feedforward_layernorm.weight"), {h},
+                      layer.pre_feedforward_layernorm);
+        !s.ok())
+      return s;
+    if (auto s = load(LayerName(i, "post_feedforward_layernorm.weight"), {h},
+                      layer.post_feedforward_layernorm);
+        !s.ok())
+      return s;
   }
   if (c.qk_norm()) {
     if (auto s = load(LayerName(i, "self_attn.q_norm.weight"), {c.head_dim}, layer.q_norm); !s.ok())
@@ -282,11 +293,26 @@ at::Tensor SwiGluComposite(const at::Tensor& gate, const at::Tensor& up) {
   return at::silu(gate) * up;
 }
 
-at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
+at::Tensor ModelRmsNorm(const LlamaConfig& config, const at::Tensor& x, const at::Tensor& weight) {
+  if (!config.norm_plus_one()) return RmsNorm(x, weight, config.rms_norm_eps);
+  at::Tensor xf = x.to(at::kFloat);
+  xf = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config.rms_norm_eps);
+  return (xf * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
+}
+
+at::Tensor GatedActivation(const LlamaConfig& config, const at::Tensor& gate,
+                           const at::Tensor& up) {
+  if (config.hidden_activation == "gelu_pytorch_tanh") return at::gelu(gate, "tanh") * up;
+  return SwiGlu(gate, up);
+}
+
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& config, bool local) {
   const int64_t dim = config.head_dim;
   at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
-  at::Tensor inv_freq = 1.0 / at::pow(config.rope_theta, exponents);
-  if (!config.rope_scaling) return inv_freq;
+  at::Tensor inv_freq =
+      1.0 / at::pow(local ? config.rope_local_theta : config.rope_theta, exponents);
+  if (local || !config.rope_scaling) return inv_freq;
+  if (config.rope_scaling->rope_type == "linear") return inv_freq / config.rope_scaling->factor;
 
   // llama3: keep high frequencies, divide low ones by `factor`, blend the band between.
   const RopeScaling& r = *config.rope_scaling;
@@ -302,19 +328,24 @@ at::Tensor RotaryInverseFrequencies(const LlamaConfig& config) {
   return at::where(medium, smoothed, scaled);
 }
 
-at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x,
-                                       const RotaryTables& rope, LayerKvCache* cache) const {
+at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, int64_t layer_index,
+                                       const at::Tensor& x, const RotaryTables& rope,
+                                       LayerKvCache* cache) const {
   const int64_t b = x.size(0), s = x.size(1);
   at::Tensor q = SplitHeads(q_proj.Forward(x), c.num_attention_heads, c.head_dim);
   at::Tensor k = SplitHeads(k_proj.Forward(x), c.num_key_value_heads, c.head_dim);
   at::Tensor v = SplitHeads(v_proj.Forward(x), c.num_key_value_heads, c.head_dim);
   if (q_norm.defined()) {
-    q = RmsNorm(q, q_norm, c.rms_norm_eps);
-    k = RmsNorm(k, k_norm, c.rms_norm_eps);
+    q = ModelRmsNorm(c, q, q_norm);
+    k = ModelRmsNorm(c, k, k_norm);
   }
-  q = ApplyRotary(q, rope);
-  k = ApplyRotary(k, rope);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const bool local = c.LayerLocalRope(layer_index) && rope.local_cos.defined();
+  const RotaryTables layer_rope{local ? rope.local_cos : rope.cos,
+                                local ? rope.local_sin : rope.sin};
+  q = ApplyRotary(q, layer_rope);
+  k = ApplyRotary(k, layer_rope);
+  const double scale = c.attention_scale();
+  const int64_t window = c.LayerWindow(layer_index);
   int64_t past = 0;
   if (cache != nullptr) {
     past = cache->length;
@@ -329,7 +360,7 @@ at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x
     k = k.repeat_interleave(c.num_kv_groups(), 1);
     v = v.repeat_interleave(c.num_kv_groups(), 1);
   }
-  const bool windowed = c.sliding_window > 0 && past + s > c.sliding_window;
+  const bool windowed = window > 0 && past + s > window;
   at::Tensor attn;
   if (past == 0 && !windowed) {
     attn = compat::CausalAttention(q, k, v, scale);
@@ -341,7 +372,7 @@ at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x
     if (s > 1 || windowed) {
       at::Tensor ones = at::ones({s, past + s}, q.options().dtype(at::kBool));
       at::Tensor hidden = ones.triu(past + 1);
-      if (windowed) hidden = hidden.logical_or(ones.tril(past - c.sliding_window));
+      if (windowed) hidden = hidden.logical_or(ones.tril(past - window));
       scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
     }
     attn = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
@@ -349,8 +380,29 @@ at::Tensor DecoderLayer::AttentionCore(const LlamaConfig& c, const at::Tensor& x
   return attn.transpose(1, 2).reshape({b, s, c.num_attention_heads * c.head_dim});
 }
 
-at::Tensor DecoderLayer::MlpActivation(const at::Tensor& x) const {
-  return SwiGlu(gate_proj.Forward(x), up_proj.Forward(x));
+at::Tensor DecoderLayer::AttentionInput(const LlamaConfig& c, const at::Tensor& hidden) const {
+  return ModelRmsNorm(c, hidden, input_layernorm);
+}
+
+at::Tensor DecoderLayer::AttentionResidual(const LlamaConfig& c, const at::Tensor& hidden,
+                                           const at::Tensor& attention_out) const {
+  if (c.sandwich_norms()) return hidden + ModelRmsNorm(c, attention_out, post_attention_layernorm);
+  return hidden + attention_out;
+}
+
+at::Tensor DecoderLayer::MlpInput(const LlamaConfig& c, const at::Tensor& residual) const {
+  return ModelRmsNorm(c, residual,
+                      c.sandwich_norms() ? pre_feedforward_layernorm : post_attention_layernorm);
+}
+
+at::Tensor DecoderLayer::MlpActivation(const LlamaConfig& c, const at::Tensor& x) const {
+  return GatedActivation(c, gate_proj.Forward(x), up_proj.Forward(x));
+}
+
+at::Tensor DecoderLayer::MlpResidual(const LlamaConfig& c, const at::Tensor& residual,
+                                     const at::Tensor& mlp_out) const {
+  if (c.sandwich_norms()) return residual + ModelRmsNorm(c, mlp_out, post_feedforward_layernorm);
+  return residual + mlp_out;
 }
 
 at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
@@ -359,19 +411,19 @@ at::Tensor DecoderLayer::Forward(const LlamaConfig& c, const at::Tensor& hidden,
   auto observe = [&](absl::string_view name, const at::Tensor& input) {
     if (observer != nullptr) observer->OnLinearInput(layer_index, name, input);
   };
-  at::Tensor x = RmsNorm(hidden, input_layernorm, c.rms_norm_eps);
+  at::Tensor x = AttentionInput(c, hidden);
   observe("self_attn.q_proj", x);
   observe("self_attn.k_proj", x);
   observe("self_attn.v_proj", x);
-  const at::Tensor attn = AttentionCore(c, x, rope, cache);
+  const at::Tensor attn = AttentionCore(c, layer_index, x, rope, cache);
   observe("self_attn.o_proj", attn);
-  const at::Tensor h = hidden + o_proj.Forward(attn);
-  x = RmsNorm(h, post_attention_layernorm, c.rms_norm_eps);
+  const at::Tensor h = AttentionResidual(c, hidden, o_proj.Forward(attn));
+  x = MlpInput(c, h);
   observe("mlp.gate_proj", x);
   observe("mlp.up_proj", x);
-  const at::Tensor act = MlpActivation(x);
+  const at::Tensor act = MlpActivation(c, x);
   observe("mlp.down_proj", act);
-  return h + down_proj.Forward(act);
+  return MlpResidual(c, h, down_proj.Forward(act));
 }
 
 std::vector<std::pair<std::string, Linear*>> DecoderLayer::Linears() {
@@ -392,6 +444,10 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
   std::vector<std::pair<std::string, at::Tensor*>> out = {
       {"input_layernorm.weight", &input_layernorm},
       {"post_attention_layernorm.weight", &post_attention_layernorm}};
+  if (pre_feedforward_layernorm.defined()) {
+    out.emplace_back("pre_feedforward_layernorm.weight", &pre_feedforward_layernorm);
+    out.emplace_back("post_feedforward_layernorm.weight", &post_feedforward_layernorm);
+  }
   if (q_norm.defined()) {
     out.emplace_back("self_attn.q_norm.weight", &q_norm);
     out.emplace_back("self_attn.k_norm.weight", &k_norm);
@@ -433,6 +489,7 @@ absl::StatusOr<LlamaModel> LlamaModel::FromTensors(
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
+  if (c.rope_local_theta > 0) m.local_inv_freq_ = RotaryInverseFrequencies(c, /*local=*/true);
   const TensorSource split = SplitFusedSource(c, source);
   const auto load = ShapeCheckedLoader(split, dtype, device, where);
   const int64_t h = c.hidden_size;
@@ -464,21 +521,28 @@ LlamaModel LlamaModel::RandomInit(const LlamaConfig& c, uint64_t seed, at::Scala
   auto zeros = [&](int64_t n) {
     return at::zeros({n}, at::TensorOptions().dtype(dtype).device(device));
   };
+  // A unit norm: weight 1, or offset 0 where the norm scales by (1 + weight).
+  auto unit_norm = [&](int64_t n) { return c.norm_plus_one() ? zeros(n) : ones(n); };
   LlamaModel m;
   m.config_ = c;
   m.inv_freq_ = RotaryInverseFrequencies(c);
+  if (c.rope_local_theta > 0) m.local_inv_freq_ = RotaryInverseFrequencies(c, /*local=*/true);
   const int64_t h = c.hidden_size, q_out = c.num_attention_heads * c.head_dim,
                 kv_out = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
   m.embed_tokens_ = normal({c.vocab_size, h});
-  m.norm_ = ones(h);
+  m.norm_ = unit_norm(h);
   m.lm_head_ = c.tie_word_embeddings ? m.embed_tokens_ : normal({c.vocab_size, h});
   m.layers_.resize(c.num_hidden_layers);
   for (DecoderLayer& layer : m.layers_) {
-    layer.input_layernorm = ones(h);
-    layer.post_attention_layernorm = ones(h);
+    layer.input_layernorm = unit_norm(h);
+    layer.post_attention_layernorm = unit_norm(h);
+    if (c.sandwich_norms()) {
+      layer.pre_feedforward_layernorm = unit_norm(h);
+      layer.post_feedforward_layernorm = unit_norm(h);
+    }
     if (c.qk_norm()) {
-      layer.q_norm = ones(c.head_dim);
-      layer.k_norm = ones(c.head_dim);
+      layer.q_norm = unit_norm(c.head_dim);
+      layer.k_norm = unit_norm(c.head_dim);
     }
     layer.q_proj.weight = normal({q_out, h});
     layer.k_proj.weight = normal({kv_out, h});
@@ -541,30 +605,56 @@ absl::Status LlamaModel::CopyWeightsFrom(const CheckpointReader& weights) {
 }
 
 at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
-  return at::embedding(embed_tokens_, ids);
+  at::Tensor h = at::embedding(embed_tokens_, ids);
+  if (config_.embed_scale() == 1.0) return h;
+  // The scale is rounded to the model's dtype first, as the reference does.
+  return h * at::scalar_tensor(config_.embed_scale(), at::kFloat).to(h.scalar_type());
 }
 
 namespace {
-RotaryTables RotaryFrom(const at::Tensor& inv_freq, int64_t seq_len, at::Device device,
-                        at::ScalarType dtype) {
+RotaryTables RotaryFrom(const at::Tensor& inv_freq, const at::Tensor& local_inv_freq,
+                        int64_t seq_len, at::Device device, at::ScalarType dtype) {
   at::Tensor positions = at::arange(seq_len, at::kLong).to(at::kFloat);
-  at::Tensor freqs = at::outer(positions, inv_freq);  // [seq, head_dim / 2], float32
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  return {emb.cos().to(device, dtype), emb.sin().to(device, dtype)};
+  auto tables = [&](const at::Tensor& f) {
+    at::Tensor freqs = at::outer(positions, f);  // [seq, head_dim / 2], float32
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    return std::pair{emb.cos().to(device, dtype), emb.sin().to(device, dtype)};
+  };
+  RotaryTables out;
+  std::tie(out.cos, out.sin) = tables(inv_freq);
+  if (local_inv_freq.defined()) std::tie(out.local_cos, out.local_sin) = tables(local_inv_freq);
+  return out;
 }
 }  // namespace
 
+RotaryTables RotaryTables::Rows(int64_t start, int64_t n) const {
+  RotaryTables out{cos.narrow(0, start, n), sin.narrow(0, start, n)};
+  if (local_cos.defined()) {
+    out.local_cos = local_cos.narrow(0, start, n);
+    out.local_sin = local_sin.narrow(0, start, n);
+  }
+  return out;
+}
+
 RotaryTables LlamaModel::Rotary(int64_t seq_len, at::Device device, at::ScalarType dtype) const {
-  return RotaryFrom(inv_freq_, seq_len, device, dtype);
+  return RotaryFrom(inv_freq_, local_inv_freq_, seq_len, device, dtype);
 }
 
 RotaryTables MakeRotaryTables(const LlamaConfig& config, int64_t seq_len, at::Device device,
                               at::ScalarType dtype) {
-  return RotaryFrom(RotaryInverseFrequencies(config), seq_len, device, dtype);
+  return RotaryFrom(
+      RotaryInverseFrequencies(config),
+      config.rope_local_theta > 0 ? RotaryInverseFrequencies(config, true) : at::Tensor(), seq_len,
+      device, dtype);
 }
 
 at::Tensor LlamaModel::Head(const at::Tensor& hidden) const {
-  return at::linear(RmsNorm(hidden, norm_, config_.rms_norm_eps), lm_head_);
+  at::Tensor logits = at::linear(ModelRmsNorm(config_, hidden, norm_), lm_head_);
+  if (config_.final_logit_softcapping > 0) {
+    const double cap = config_.final_logit_softcapping;
+    logits = at::tanh(logits / cap) * cap;
+  }
+  return logits;
 }
 
 at::Tensor LlamaModel::Forward(const at::Tensor& ids) const { return Forward(ids, nullptr); }

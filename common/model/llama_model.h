@@ -37,9 +37,14 @@ struct Linear {
 };
 
 // The rotary position tables for one sequence length: [seq, head_dim] each, in the model dtype.
+// Models whose sliding layers rotate with another base (Gemma-3) carry their tables too.
 struct RotaryTables {
   at::Tensor cos;
   at::Tensor sin;
+  at::Tensor local_cos;  // undefined when every layer uses cos/sin
+  at::Tensor local_sin;
+  // Rows [start, start + n): the positions of a decoding step.
+  RotaryTables Rows(int64_t start, int64_t n) const;
 };
 
 // One layer's keys and values of the positions seen so far, for incremental decoding:
@@ -52,11 +57,14 @@ struct LayerKvCache {
 
 class DecoderLayer {
  public:
-  at::Tensor input_layernorm;           // [hidden]
-  at::Tensor post_attention_layernorm;  // [hidden]
+  at::Tensor input_layernorm;  // [hidden]
+  // [hidden]: the MLP's input norm; with sandwich norms (Gemma) the attention output's norm.
+  at::Tensor post_attention_layernorm;
+  // [hidden], with sandwich norms only: the MLP's input and output norms.
+  at::Tensor pre_feedforward_layernorm, post_feedforward_layernorm;
   Linear q_proj, k_proj, v_proj, o_proj;
   Linear gate_proj, up_proj, down_proj;
-  at::Tensor q_norm, k_norm;  // [head_dim], Qwen3 only (undefined otherwise)
+  at::Tensor q_norm, k_norm;  // [head_dim], Qwen3 and Gemma-3 only (undefined otherwise)
 
   // [batch, seq, hidden] -> [batch, seq, hidden].
   // With `cache`, `hidden` holds the positions after the cached ones (`rope` has their rows only):
@@ -65,11 +73,23 @@ class DecoderLayer {
                      int64_t layer_index = 0, LinearObserver* observer = nullptr,
                      LayerKvCache* cache = nullptr) const;
   // The pieces Forward is made of, for callers that run a layer in stages (GPTQ's sequential
-  // order): the attention from normalized inputs up to o_proj's input [batch, seq, heads *
-  // head_dim], and the MLP's activation silu(gate(x)) * up(x), down_proj's input.
-  at::Tensor AttentionCore(const LlamaConfig& config, const at::Tensor& normed,
+  // order). Forward is exactly:
+  //   x = AttentionInput(hidden)                      q/k/v's input
+  //   a = AttentionCore(x)                            o_proj's input [batch, seq, heads * head_dim]
+  //   r = AttentionResidual(hidden, o_proj(a))
+  //   y = MlpInput(r)                                 gate/up's input
+  //   m = MlpActivation(y)                            down_proj's input, act(gate(y)) * up(y)
+  //   out = MlpResidual(r, down_proj(m))
+  at::Tensor AttentionInput(const LlamaConfig& config, const at::Tensor& hidden) const;
+  // `layer_index` picks the layer's attention kind (window, rotary tables).
+  at::Tensor AttentionCore(const LlamaConfig& config, int64_t layer_index, const at::Tensor& normed,
                            const RotaryTables& rope, LayerKvCache* cache = nullptr) const;
-  at::Tensor MlpActivation(const at::Tensor& normed) const;
+  at::Tensor AttentionResidual(const LlamaConfig& config, const at::Tensor& hidden,
+                               const at::Tensor& attention_out) const;
+  at::Tensor MlpInput(const LlamaConfig& config, const at::Tensor& residual) const;
+  at::Tensor MlpActivation(const LlamaConfig& config, const at::Tensor& normed) const;
+  at::Tensor MlpResidual(const LlamaConfig& config, const at::Tensor& residual,
+                         const at::Tensor& mlp_out) const;
 
   // The linear layers by their names inside the layer, in "true sequential" order.
   std::vector<std::pair<std::string, Linear*>> Linears();
@@ -145,9 +165,10 @@ class LlamaModel {
   LlamaConfig config_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<DecoderLayer> layers_;
-  at::Tensor norm_;      // [hidden]
-  at::Tensor lm_head_;   // [vocab, hidden]; the same tensor as embed_tokens_ when tied
-  at::Tensor inv_freq_;  // [head_dim / 2], float32, on CPU
+  at::Tensor norm_;            // [hidden]
+  at::Tensor lm_head_;         // [vocab, hidden]; the same tensor as embed_tokens_ when tied
+  at::Tensor inv_freq_;        // [head_dim / 2], float32, on CPU
+  at::Tensor local_inv_freq_;  // the same for sliding layers with their own base, or undefined
 };
 
 // Decoder layer `index` of a checkpoint alone (what streams one layer at a time), in `dtype` on
@@ -179,8 +200,16 @@ at::Tensor RmsNormComposite(const at::Tensor& x, const at::Tensor& weight, doubl
 at::Tensor SwiGlu(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor SwiGluComposite(const at::Tensor& gate, const at::Tensor& up);
 
-// Inverse rotary frequencies (float32), including llama3 scaling when configured.
-at::Tensor RotaryInverseFrequencies(const LlamaConfig& config);
+// The model's RMSNorm: RmsNorm, or for Gemma x * rsqrt(mean(x^2) + eps) * (1 + weight), all in
+// float32 before the cast back.
+at::Tensor ModelRmsNorm(const LlamaConfig& config, const at::Tensor& x, const at::Tensor& weight);
+
+// The MLP's gated activation: SwiGlu, or for Gemma gelu_tanh(gate) * up.
+at::Tensor GatedActivation(const LlamaConfig& config, const at::Tensor& gate, const at::Tensor& up);
+
+// Inverse rotary frequencies (float32), including llama3 or linear scaling when configured.
+// `local`: those of sliding layers with their own base (rope_local_theta), never scaled.
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& config, bool local = false);
 // The rotary tables of `config` for `seq_len` positions (LlamaModel::Rotary without a model).
 RotaryTables MakeRotaryTables(const LlamaConfig& config, int64_t seq_len, at::Device device,
                               at::ScalarType dtype);

@@ -916,11 +916,13 @@ LlamaConfig DistillStudentConfig(const v1::StudentSpec& student, const LlamaConf
   switch (student.kind_case()) {
     case v1::StudentSpec::kKeepEvery: {
       const int64_t k = std::max<int64_t>(1, student.keep_every());
-      out.num_hidden_layers = (teacher.num_hidden_layers + k - 1) / k;
+      std::vector<int64_t> kept;
+      for (int64_t i = 0; i < teacher.num_hidden_layers; i += k) kept.push_back(i);
+      out = KeepLayers(teacher, kept);
       break;
     }
     case v1::StudentSpec::kLayers:
-      out.num_hidden_layers = student.layers().index_size();
+      out = KeepLayers(teacher, {student.layers().index().begin(), student.layers().index().end()});
       break;
     case v1::StudentSpec::kConfig: {
       const v1::StudentSpec::Config& c = student.config();
@@ -928,8 +930,8 @@ LlamaConfig DistillStudentConfig(const v1::StudentSpec& student, const LlamaConf
       out.hidden_size = c.has_hidden_size() ? c.hidden_size() : teacher.hidden_size;
       out.intermediate_size =
           c.has_intermediate_size() ? c.intermediate_size() : teacher.intermediate_size;
-      out.num_hidden_layers =
-          c.has_num_hidden_layers() ? c.num_hidden_layers() : teacher.num_hidden_layers;
+      out = WithLayerCount(
+          out, c.has_num_hidden_layers() ? c.num_hidden_layers() : teacher.num_hidden_layers);
       out.num_attention_heads =
           c.has_num_attention_heads() ? c.num_attention_heads() : teacher.num_attention_heads;
       out.num_key_value_heads =

@@ -142,8 +142,7 @@ std::vector<int64_t> EveryKthLayer(int64_t num_layers, int64_t k) {
 absl::StatusOr<LlamaModel> StudentFromTeacherLayers(const LlamaModel& teacher,
                                                     const std::vector<int64_t>& layers) {
   if (layers.empty()) return absl::InvalidArgumentError("student.layers: at least one layer");
-  LlamaConfig config = teacher.config();
-  config.num_hidden_layers = static_cast<int64_t>(layers.size());
+  const LlamaConfig config = KeepLayers(teacher.config(), layers);
   for (int64_t l : layers) {
     if (l < 0 || l >= teacher.num_layers()) {
       return absl::InvalidArgumentError(absl::StrCat("student.layers: teacher layer ", l,

@@ -48,7 +48,7 @@ TEST(GeneratorTest, CachedChunksMatchTheFullForwardPass) {
   int64_t pos = 0;
   for (int64_t n : {4, 3, 1, 1}) {
     at::Tensor h = m.Embed(ids.narrow(1, pos, n));
-    const RotaryTables rows{rope.cos.narrow(0, pos, n), rope.sin.narrow(0, pos, n)};
+    const RotaryTables rows = rope.Rows(pos, n);
     for (int64_t i = 0; i < m.num_layers(); ++i)
       h = m.layer(i).Forward(c, h, rows, i, nullptr, &cache[i]);
     pieces.push_back(m.Head(h));
@@ -58,6 +58,26 @@ TEST(GeneratorTest, CachedChunksMatchTheFullForwardPass) {
   const at::Tensor cached = at::cat(pieces, 1);
   EXPECT_TRUE(at::allclose(cached, full, 1e-5, 1e-5))
       << "max difference " << (cached - full).abs().max().item<float>();
+}
+
+// Gemma-3: sliding and full layers with their own rotary tables, each read right when the rows
+// of a decoding step are cut from them.
+TEST(GeneratorTest, CachedStepsMatchTheFullPassForGemma3) {
+  LlamaConfig c = SmallConfig();
+  c.model_type = "gemma3_text";
+  c.tie_word_embeddings = true;
+  c.hidden_activation = "gelu_pytorch_tanh";
+  c.query_pre_attn_scalar = 8;
+  c.sliding_window = 4;
+  c.layer_types = {"sliding_attention", "full_attention"};
+  c.rope_local_theta = 100.0;
+  const LlamaModel m = LlamaModel::RandomInit(c, 13);
+  GenerationOptions options;
+  options.max_new_tokens = 10;
+  const std::vector<int32_t> prompt = {9, 8, 7, 6, 5, 4};
+  auto g = Generate(m, prompt, options);
+  ASSERT_TRUE(g.ok()) << g.status();
+  ExpectFullPassArgmax(m, prompt, g->tokens);
 }
 
 // With a sliding window shorter than the text, cached steps still match the full pass.

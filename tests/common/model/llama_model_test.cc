@@ -58,13 +58,27 @@ class TempDir {
 
 // A straightforward, loop-per-head version of one decoder layer, written independently of the
 // model code (no shared helpers), to check the batched implementation against.
-at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Tensor& x) {
+// Gemma-3 (model_type gemma3_text) differs in: norms scaling by (1 + w), every sliding layer's own
+// rotary base, linear rope scaling of full layers, the score scale, the norms around attention
+// and MLP outputs, and GELU (tanh) gating.
+at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Tensor& x,
+                      int64_t layer = 0) {
+  const bool gemma = c.model_type == "gemma3_text";
   auto norm = [&](const at::Tensor& h, const at::Tensor& w) {
-    return w * (h / at::sqrt(h.pow(2).mean(-1, true) + c.rms_norm_eps));
+    return (gemma ? w + 1 : w) * (h / at::sqrt(h.pow(2).mean(-1, true) + c.rms_norm_eps));
   };
   const int64_t s = x.size(1), d = c.head_dim;
+  const bool sliding = c.sliding_window > 0 &&
+                       (c.layer_types.empty() || c.layer_types[layer] == "sliding_attention");
+  const int64_t window = sliding ? c.sliding_window : 0;
+  const bool local = gemma && sliding;
+  double theta = local ? c.rope_local_theta : c.rope_theta, stretch = 1.0;
+  if (!local && c.rope_scaling && c.rope_scaling->rope_type == "linear")
+    stretch = c.rope_scaling->factor;
+  const double scale = 1.0 / std::sqrt(gemma ? c.query_pre_attn_scalar : static_cast<double>(d));
   std::vector<double> inv_freq;
-  for (int64_t i = 0; i < d / 2; ++i) inv_freq.push_back(1.0 / std::pow(c.rope_theta, 2.0 * i / d));
+  for (int64_t i = 0; i < d / 2; ++i)
+    inv_freq.push_back(1.0 / std::pow(theta, 2.0 * i / d) / stretch);
   auto rope = [&](const at::Tensor& v, int64_t pos) {  // v: [d], half-split pairs (i, i + d/2)
     at::Tensor out = v.clone();
     for (int64_t i = 0; i < d / 2; ++i) {
@@ -89,12 +103,11 @@ at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Ten
       };
       at::Tensor qt = rope(head_norm(q[t].slice(0, head * d, (head + 1) * d), l.q_norm), t);
       // Mistral's sliding window: the last `sliding_window` positions, t itself included.
-      const int64_t first =
-          c.sliding_window > 0 ? std::max<int64_t>(0, t - c.sliding_window + 1) : 0;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
       std::vector<double> scores;
       for (int64_t u = first; u <= t; ++u) {
         at::Tensor ku = rope(head_norm(k[u].slice(0, kv * d, (kv + 1) * d), l.k_norm), u);
-        scores.push_back(at::dot(qt, ku).item<double>() / std::sqrt(static_cast<double>(d)));
+        scores.push_back(at::dot(qt, ku).item<double>() * scale);
       }
       double mx = *std::max_element(scores.begin(), scores.end()), z = 0;
       for (double& sc : scores) z += (sc = std::exp(sc - mx));
@@ -104,11 +117,16 @@ at::Tensor NaiveLayer(const LlamaConfig& c, const DecoderLayer& l, const at::Ten
       attn[t].slice(0, head * d, (head + 1) * d) = out;
     }
   }
-  at::Tensor h2 = x[0] + at::matmul(attn, l.o_proj.weight.t());
-  at::Tensor m = norm(h2, l.post_attention_layernorm);
+  at::Tensor o = at::matmul(attn, l.o_proj.weight.t());
+  at::Tensor h2 = x[0] + (gemma ? norm(o, l.post_attention_layernorm) : o);
+  at::Tensor m = norm(h2, gemma ? l.pre_feedforward_layernorm : l.post_attention_layernorm);
   at::Tensor gate = at::matmul(m, l.gate_proj.weight.t());
-  at::Tensor act = gate * at::sigmoid(gate) * at::matmul(m, l.up_proj.weight.t());
-  return (h2 + at::matmul(act, l.down_proj.weight.t())).unsqueeze(0);
+  at::Tensor g =
+      gemma ? 0.5 * gate * (1 + at::tanh(std::sqrt(2.0 / M_PI) * (gate + 0.044715 * gate.pow(3))))
+            : gate * at::sigmoid(gate);
+  at::Tensor act = g * at::matmul(m, l.up_proj.weight.t());
+  at::Tensor down = at::matmul(act, l.down_proj.weight.t());
+  return (h2 + (gemma ? norm(down, l.post_feedforward_layernorm) : down)).unsqueeze(0);
 }
 
 TEST(LlamaModelTest, LayerMatchesANaivePerHeadImplementation) {
@@ -185,6 +203,102 @@ TEST(LlamaModelTest, SlidingWindowLayerMatchesTheNaiveWindowedLayer) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->sliding_window, 3);
   RemoveTree(dir).IgnoreError();
+}
+
+LlamaConfig SmallGemmaConfig() {
+  LlamaConfig c = SmallConfig(/*kv_heads=*/2, /*tied=*/true);
+  c.model_type = "gemma3_text";
+  c.head_dim = 16;
+  c.hidden_activation = "gelu_pytorch_tanh";
+  c.query_pre_attn_scalar = 12;  // not head_dim: the scale must come from it
+  c.sliding_window = 3;
+  c.layer_types = {"sliding_attention", "full_attention"};
+  c.rope_theta = 1e6;
+  c.rope_local_theta = 1e4;
+  c.rope_scaling = RopeScaling{"linear", 4.0};
+  c.final_logit_softcapping = 2.0;
+  return c;
+}
+
+// Gemma-3: both layer kinds against the naive layer, then the whole model (scaled embeddings,
+// (1 + w) final norm, tied head, soft-capped logits) against the naive layers in sequence.
+TEST(LlamaModelTest, Gemma3LayersAndModelMatchTheNaiveImplementation) {
+  const LlamaConfig c = SmallGemmaConfig();
+  LlamaModel m = LlamaModel::RandomInit(c, 12);
+  at::manual_seed(5);
+  // Norm offsets away from 0 (a unit norm), so that every norm is exercised.
+  for (auto& [name, t] : m.NamedParameters()) {
+    if (name.find("norm") != std::string::npos) t->uniform_(-0.5, 0.5);
+  }
+  at::Tensor x = at::randn({1, 7, c.hidden_size});
+  const RotaryTables rope = m.Rotary(7, at::kCPU, at::kFloat);
+  ASSERT_TRUE(rope.local_cos.defined());
+  for (int64_t layer : {0, 1}) {
+    at::Tensor got = m.layer(layer).Forward(c, x, rope, layer);
+    EXPECT_LT(MaxAbsDiff(got, NaiveLayer(c, m.layer(layer), x, layer)), 1e-5) << layer;
+  }
+  // The layers differ in kind: the same weights in the other position give another output.
+  EXPECT_GT(MaxAbsDiff(m.layer(0).Forward(c, x, rope, 0), m.layer(0).Forward(c, x, rope, 1)), 1e-4);
+
+  at::Tensor ids = Ids(1, 6, c.vocab_size, 6);
+  const at::Tensor embed = *m.NamedParameters()[0].second;
+  at::Tensor h = at::embedding(embed, ids) * std::sqrt(static_cast<double>(c.hidden_size));
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer)
+    h = NaiveLayer(c, m.layer(layer), h, layer);
+  at::Tensor final_norm;
+  for (auto& [name, t] : m.NamedParameters())
+    if (name == "model.norm.weight") final_norm = *t;
+  h = (final_norm + 1) * (h / at::sqrt(h.pow(2).mean(-1, true) + c.rms_norm_eps));
+  at::Tensor want = at::tanh(at::matmul(h, embed.t()) / 2.0) * 2.0;
+  const at::Tensor got = m.Forward(ids);
+  EXPECT_LT(MaxAbsDiff(got, want), 1e-5);
+  EXPECT_LE(got.abs().max().item<double>(), 2.0);  // capped
+
+  // Saved under transformers' names with its fields, and loaded back the same.
+  const std::string dir = ::testing::TempDir() + "/gemma3_" + std::to_string(::getpid());
+  ASSERT_TRUE(m.Save(dir, at::kFloat).ok());
+  auto reader = CheckpointReader::Open(dir);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->Contains("model.layers.1.pre_feedforward_layernorm.weight"));
+  EXPECT_TRUE((*reader)->Contains("model.layers.1.post_feedforward_layernorm.weight"));
+  EXPECT_TRUE((*reader)->Contains("model.layers.0.self_attn.q_norm.weight"));
+  EXPECT_FALSE((*reader)->Contains("lm_head.weight"));  // tied
+  auto config = LoadLlamaConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->layer_types, c.layer_types);
+  EXPECT_EQ(config->rope_local_theta, 1e4);
+  EXPECT_EQ(config->query_pre_attn_scalar, 12);
+  EXPECT_EQ(config->final_logit_softcapping, 2.0);
+  ASSERT_TRUE(config->rope_scaling.has_value());
+  EXPECT_EQ(config->rope_scaling->rope_type, "linear");
+  EXPECT_TRUE(config->tie_word_embeddings);
+  auto loaded = LlamaModel::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_LT(MaxAbsDiff(loaded->Forward(ids), got), 1e-6);
+  size_t names = 0;
+  for (const auto& [name, shape] : CheckpointTensorShapes(c))
+    names += (*reader)->Contains(name) ? 1 : 0;
+  EXPECT_EQ(names, CheckpointTensorShapes(c).size());
+  EXPECT_EQ(names, (*reader)->names().size());
+  RemoveTree(dir).IgnoreError();
+}
+
+// A student cut from a Gemma-3 teacher keeps each kept layer's attention kind.
+TEST(LlamaModelTest, KeptLayersKeepTheirAttentionKinds) {
+  LlamaConfig c = SmallGemmaConfig();
+  c.num_hidden_layers = 6;
+  c.layer_types = {"sliding_attention", "sliding_attention", "full_attention",
+                   "sliding_attention", "sliding_attention", "full_attention"};
+  const LlamaConfig kept = KeepLayers(c, {0, 2, 5});
+  EXPECT_EQ(kept.num_hidden_layers, 3);
+  EXPECT_EQ(kept.layer_types,
+            (std::vector<std::string>{"sliding_attention", "full_attention", "full_attention"}));
+  EXPECT_EQ(kept.LayerWindow(0), 3);
+  EXPECT_EQ(kept.LayerWindow(1), 0);
+  EXPECT_EQ(WithLayerCount(c, 7).layer_types.size(), 7u);
+  EXPECT_EQ(WithLayerCount(c, 7).layer_types[5], "full_attention");
+  // Models without per-layer kinds have none to keep.
+  EXPECT_TRUE(KeepLayers(SmallConfig(), {0}).layer_types.empty());
 }
 
 // Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj: saved fused, under the

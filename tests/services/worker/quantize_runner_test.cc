@@ -149,6 +149,44 @@ TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
   EXPECT_LT((a - b).abs().max().item<float>() / a.abs().max().item<float>(), 0.05);
 }
 
+// Gemma-3 through GPTQ: the sequential order runs its sandwich norms and GELU gating, and the
+// packed artifact keeps all four norms of each layer and the tied embeddings.
+TEST_F(QuantizeRunnerTest, Gemma3KeepsItsNormsAndAttentionPatternThroughGptq) {
+  LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/128);
+  c.model_type = "gemma3_text";
+  c.tie_word_embeddings = true;
+  c.hidden_activation = "gelu_pytorch_tanh";
+  c.query_pre_attn_scalar = 32;
+  c.sliding_window = 8;
+  c.layer_types = {"sliding_attention", "full_attention"};
+  c.rope_local_theta = 1e4;
+  LlamaModel original = LlamaModel::RandomInit(c, 9);
+  at::manual_seed(2);
+  for (int64_t i = 0; i < original.num_layers(); ++i)
+    original.layer(i).post_feedforward_layernorm.uniform_(-0.5, 0.5);
+  RemoveTree((dir_ / "model").string()).IgnoreError();
+  ASSERT_TRUE(original.Save((dir_ / "model").string(), at::kFloat).ok());
+  auto out = Run(Lease(Quantize(v1::QuantizeStage::GPTQ, 8)));
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->result.quantize().linears_size(), 14);
+  for (const v1::LinearQuantization& l : out->result.quantize().linears())
+    EXPECT_TRUE(std::isfinite(l.loss()) && l.loss() >= 0.0) << l.ShortDebugString();
+  auto dir = store_->LocalDirectory(out->outputs.at("model"), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->config().layer_types, c.layer_types);
+  EXPECT_LT(
+      (loaded->layer(1).post_feedforward_layernorm - original.layer(1).post_feedforward_layernorm)
+          .abs()
+          .max()
+          .item<float>(),
+      1e-3);
+  at::Tensor ids = at::randint(0, c.vocab_size, {1, 20}, at::kLong);  // past the window
+  const at::Tensor a = original.Forward(ids), b = loaded->Forward(ids);
+  EXPECT_LT((a - b).abs().max().item<float>() / a.abs().max().item<float>(), 0.05);
+}
+
 // Phi-3 through GPTQ: the packed checkpoint holds qkv_proj and gate_up_proj as single GPTQ linears
 // (the layout vLLM and transformers load), and reads back close to the original.
 TEST_F(QuantizeRunnerTest, Phi3IsWrittenWithFusedPackedProjections) {
