@@ -25,4 +25,18 @@ inline LlamaConfig TinyLlamaConfig(int64_t layers = 2, int64_t hidden = 32,
   return c;
 }
 
+// TinyLlamaConfig as Gemma-3 text: two layers, the first sliding (window `window`, its own rotary
+// base), the second full; GELU gating and a score scale unequal to head_dim.
+inline LlamaConfig TinyGemmaConfig(int64_t hidden = 32, int64_t vocab = ByteTokenizer::kMinVocab,
+                                   int64_t window = 4) {
+  LlamaConfig c = TinyLlamaConfig(/*layers=*/2, hidden, vocab);
+  c.model_type = "gemma3_text";
+  c.hidden_activation = "gelu_pytorch_tanh";
+  c.query_pre_attn_scalar = static_cast<double>(c.head_dim) / 2;
+  c.sliding_window = window;
+  c.layer_types = {"sliding_attention", "full_attention"};
+  c.rope_local_theta = 100.0;
+  return c;
+}
+
 }  // namespace squeeze

@@ -152,14 +152,7 @@ TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
 // Gemma-3 through GPTQ: the sequential order runs its sandwich norms and GELU gating, and the
 // packed artifact keeps all four norms of each layer and the tied embeddings.
 TEST_F(QuantizeRunnerTest, Gemma3KeepsItsNormsAndAttentionPatternThroughGptq) {
-  LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/128);
-  c.model_type = "gemma3_text";
-  c.tie_word_embeddings = true;
-  c.hidden_activation = "gelu_pytorch_tanh";
-  c.query_pre_attn_scalar = 32;
-  c.sliding_window = 8;
-  c.layer_types = {"sliding_attention", "full_attention"};
-  c.rope_local_theta = 1e4;
+  const LlamaConfig c = TinyGemmaConfig(/*hidden=*/128, ByteTokenizer::kMinVocab, /*window=*/8);
   LlamaModel original = LlamaModel::RandomInit(c, 9);
   at::manual_seed(2);
   for (int64_t i = 0; i < original.num_layers(); ++i)
