@@ -27,6 +27,9 @@ struct AwqOptions {
   double max_shrink = 0.5;    // the smallest range tried is (1 - max_shrink) of the original
   int64_t clip_tokens = 512;  // tokens of x the clip search reads (its cost is out x tokens)
   int64_t clip_rows = 256;    // output rows per step of the clip search (bounds its memory)
+  // Calibration windows the layer-level scale search evaluates its blocks on (evenly spaced); the
+  // search costs grid x (one forward of the block) on them.
+  int64_t search_windows = 32;
 };
 
 // The group's output for candidate weights (each [out_i, in], float32, on x's device), compared in

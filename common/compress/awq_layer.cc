@@ -2,6 +2,7 @@
 
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <map>
 
 namespace squeeze {
@@ -31,24 +32,39 @@ void ScaleOutputs(Linear& linear, const at::Tensor& s) {
 
 at::Tensor Flat(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}).to(at::kFloat); }
 
+// The layer's output, a few windows at a time (the MLP's activations of every window at once
+// would be the largest tensor of the whole run).
+at::Tensor RunLayer(const LlamaConfig& c, const DecoderLayer& layer, const at::Tensor& h,
+                    const RotaryTables& rope, int64_t index) {
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < h.size(0); b += 16)
+    parts.push_back(layer.Forward(c, h.slice(0, b, b + 16), rope, index));
+  return at::cat(parts, 0);
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig& c,
-                                                               DecoderLayer& layer,
-                                                               at::Tensor& hidden,
-                                                               const RotaryTables& rope,
-                                                               int64_t index, const AwqOptions& o) {
+// The work of AwqQuantizeDecoderLayer on a float32 layer and float32 rotary tables.
+static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
+    const LlamaConfig& c, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
+    int64_t index, const AwqOptions& o) {
   c10::NoGradGuard no_grad;
-  const at::Tensor h = hidden.to(layer.q_proj.weight.device(), at::kFloat);
-  // The float layer's inputs of each group and its output.
+  const at::Tensor full = hidden.to(layer.q_proj.weight.device(), at::kFloat);
+  // The next layer's inputs: the float layer's output over every window.
+  const at::Tensor output = RunLayer(c, layer, full, rope, index);
+  // The searches run on evenly spaced windows, at most search_windows of them: each evaluates
+  // the group's block once per alpha, which dominates AWQ's cost.
+  const int64_t windows = full.size(0);
+  const int64_t step = std::max<int64_t>(1, windows / std::max<int64_t>(1, o.search_windows));
+  const at::Tensor h = full.slice(0, 0, windows, step).slice(0, 0, o.search_windows);
+  // The float layer's inputs of each group.
   const at::Tensor x_qkv = layer.AttentionInput(c, h);
   const at::Tensor attention = layer.AttentionCore(c, index, x_qkv, rope);
   const at::Tensor residual = layer.AttentionResidual(c, h, layer.o_proj.Forward(attention));
   const at::Tensor x_mlp = layer.MlpInput(c, residual);
   const at::Tensor activation = layer.MlpActivation(c, x_mlp);
-  const at::Tensor output = layer.MlpResidual(c, residual, layer.down_proj.Forward(activation));
 
-  std::map<std::string, double> alpha;
+  std::map<std::string, double> alpha, error;
   std::map<std::string, at::Tensor> inputs;  // each linear's input, after the folded scales
   // q/k/v: the attention is the block.
   {
@@ -66,6 +82,7 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
     for (Linear* l : {&layer.q_proj, &layer.k_proj, &layer.v_proj}) ScaleInputs(*l, s->scales);
     for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}) {
       alpha[n] = s->alpha;
+      error[n] = s->error;
       inputs[n] = Flat(x_qkv) / s->scales;
     }
   }
@@ -77,6 +94,7 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
     ScaleOutputs(layer.v_proj, s->scales);
     ScaleInputs(layer.o_proj, s->scales);
     alpha["self_attn.o_proj"] = s->alpha;
+    error["self_attn.o_proj"] = s->error;
     inputs["self_attn.o_proj"] = Flat(attention) / s->scales;
   }
   // gate/up: the MLP is the block.
@@ -93,6 +111,7 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
     for (Linear* l : {&layer.gate_proj, &layer.up_proj}) ScaleInputs(*l, s->scales);
     for (const char* n : {"mlp.gate_proj", "mlp.up_proj"}) {
       alpha[n] = s->alpha;
+      error[n] = s->error;
       inputs[n] = Flat(x_mlp) / s->scales;
     }
   }
@@ -103,6 +122,7 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
     ScaleOutputs(layer.up_proj, s->scales);
     ScaleInputs(layer.down_proj, s->scales);
     alpha["mlp.down_proj"] = s->alpha;
+    error["mlp.down_proj"] = s->error;
     inputs["mlp.down_proj"] = Flat(activation) / s->scales;
   }
 
@@ -117,9 +137,29 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
     auto q = QuantizeRtn(w, o.quant);
     if (!q.ok()) return q.status();
     linear->weight = q->Dequantize().to(linear->weight.device(), linear->weight.scalar_type());
-    out.push_back({name, *std::move(q), alpha.count(name) ? alpha.at(name) : 0.0});
+    out.push_back({name, *std::move(q), alpha.count(name) ? alpha.at(name) : 0.0,
+                   error.count(name) ? error.at(name) : 0.0});
   }
   hidden = output.to(hidden.device(), hidden.scalar_type());
+  return out;
+}
+
+absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig& c,
+                                                               DecoderLayer& layer,
+                                                               at::Tensor& hidden,
+                                                               const RotaryTables& rope,
+                                                               int64_t index, const AwqOptions& o) {
+  // The searches compare small output errors: they run in float32 whatever the layer computes
+  // in, and the layer gets its results back in its own dtype.
+  const at::ScalarType dtype = layer.q_proj.weight.scalar_type();
+  const at::Device device = layer.q_proj.weight.device();
+  auto as_float = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; };
+  const RotaryTables rope_f{as_float(rope.cos), as_float(rope.sin), as_float(rope.local_cos),
+                            as_float(rope.local_sin)};
+  DecoderLayer work = layer.To(device, at::kFloat);
+  auto out = AwqQuantizeFloatLayer(c, work, hidden, rope_f, index, o);
+  if (!out.ok()) return out;
+  layer = work.To(device, dtype);
   return out;
 }
 

@@ -22,6 +22,8 @@ struct AwqLinear {
   std::string name;  // "self_attn.q_proj"
   QuantizedWeight weight;
   double alpha = 0.0;  // the scale exponent of its group (0: unscaled)
+  // Its group's mean squared output error at that alpha (o_proj without its own search: 0).
+  double error = 0.0;
 };
 
 // `hidden` [N, L, hidden] float32 holds the layer's inputs for the calibration windows; it becomes

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/compress/awq.h"
 #include "common/compress/gptq.h"
 #include "common/data/text_dataset.h"
 #include "common/dist/collectives.h"
@@ -55,8 +56,9 @@ class PhaseClock {
 };
 
 struct SequentialOptions {
-  enum class Method { kRtn, kGptq } method = Method::kGptq;
-  GptqOptions gptq;  // gptq.quant is used by RTN too
+  enum class Method { kRtn, kGptq, kAwq } method = Method::kGptq;
+  GptqOptions gptq;  // gptq.quant is used by RTN and AWQ too
+  AwqOptions awq;    // AWQ's searches (its quant is gptq.quant)
   at::Device device = at::kCPU;
   int64_t batch_size = 16;  // calibration windows per forward pass
   // The MLP activations of all calibration windows are kept between down_proj's Hessian and the

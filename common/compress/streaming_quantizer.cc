@@ -5,6 +5,7 @@
 
 #include <sys/mman.h>
 #include <unistd.h>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/compress/awq_layer.h"
 #include "common/compress/copy_stream_cuda.h"
 #include "common/tensor/torch_tensor.h"
 
@@ -258,6 +260,29 @@ absl::StatusOr<int64_t> WriteShard(const std::string& dir, const std::string& na
   return static_cast<int64_t>(fs::file_size(path, ec));
 }
 
+// AWQ over one layer (awq_layer.h), its linears reported as the sequential quantizer's are: the
+// loss is the group's output error at the chosen scales.
+absl::StatusOr<std::vector<QuantizedLinear>> AwqLayer(const LlamaConfig& c, DecoderLayer& layer,
+                                                      at::Tensor& hidden, const RotaryTables& rope,
+                                                      int64_t index, const SequentialOptions& seq,
+                                                      PhaseClock& clock) {
+  AwqOptions options = seq.awq;
+  options.quant = seq.gptq.quant;
+  const auto start = std::chrono::steady_clock::now();
+  auto linears = AwqQuantizeDecoderLayer(c, layer, hidden, rope, index, options);
+  if (!linears.ok()) return linears.status();
+  clock.Charge("solve");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::vector<QuantizedLinear> out;
+  for (AwqLinear& l : *linears) {
+    QuantizedLinear q{l.name, std::move(l.weight), {index, l.name, l.error, 0.0}};
+    q.report.seconds = seconds / static_cast<double>(linears->size());
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
@@ -266,6 +291,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   c10::NoGradGuard no_grad;
   const SequentialOptions& seq = o.sequential;
   const bool gptq = seq.method == SequentialOptions::Method::kGptq;
+  const bool awq = seq.method == SequentialOptions::Method::kAwq;
+  const bool calibrated = gptq || awq;  // runs the calibration windows through the layers
   const at::Device device = seq.device;
   const bool cuda = device.is_cuda();
   PhaseClock clock(cuda);
@@ -306,9 +333,10 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // The calibration windows' embeddings, gathered on the host from the mapped table.
   at::Tensor hidden;
   RotaryTables rope;
-  if (gptq) {
+  if (calibrated) {
     if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0)
-      return absl::InvalidArgumentError("calibration: GPTQ needs calibration windows [N, L]");
+      return absl::InvalidArgumentError(absl::StrCat("calibration: ", gptq ? "GPTQ" : "AWQ",
+                                                     " needs calibration windows [N, L]"));
     if (calibration.max().item<int64_t>() >= c.vocab_size || calibration.min().item<int64_t>() < 0)
       return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
     auto embed = Borrow(weights, "model.embed_tokens.weight");
@@ -433,6 +461,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       // Finished before a restart: its shard holds the codes; rebuild the layer from them and
       // only run it forward.
       if (!o.finished_shard) return absl::InternalError("resume without finished shards");
+      // AWQ's next inputs are the float layer's outputs: run it before its codes replace it.
+      if (awq) {
+        hidden = RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, nullptr);
+        clock.Charge("reforward");
+      }
       auto path = o.finished_shard(i);
       if (!path.ok()) return path.status();
       std::vector<std::pair<std::string, int64_t>> names;
@@ -448,7 +481,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       }
       continue;
     }
-    auto quantized = QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
+    auto quantized = awq ? AwqLayer(c, layer, hidden, rope, i, seq, clock)
+                         : QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
     if (!quantized.ok()) return quantized.status();
     for (const QuantizedLinear& q : *quantized) result.reports.push_back(q.report);
     if (writes) {

@@ -346,7 +346,7 @@ absl::Status ParseCalibrationSample(MapReader& r, const std::string& samples_key
 
 absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   std::string method = "rtn";
-  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq"}));
+  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq", "awq"}));
   int64_t bits = 4, group_size = 128;
   bool sym = false;
   if (YAML::Node b = r.Get("bits")) {
@@ -361,7 +361,9 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   SQ_RETURN_IF_ERROR(r.Int("group_size", group_size, -1, 1 << 20));
   if (group_size == 0) return FieldError(r.Path("group_size"), "must be -1 or positive");
   SQ_RETURN_IF_ERROR(r.Bool("sym", sym));
-  out.set_method(method == "gptq" ? v1::QuantizeStage::GPTQ : v1::QuantizeStage::RTN);
+  out.set_method(method == "gptq"  ? v1::QuantizeStage::GPTQ
+                 : method == "awq" ? v1::QuantizeStage::AWQ
+                                   : v1::QuantizeStage::RTN);
   out.set_bits(static_cast<int32_t>(bits));
   out.set_group_size(group_size);
   out.set_sym(sym);
@@ -380,6 +382,25 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
     SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
                                               *out.mutable_calibration()));
   }
+  // AWQ's searches; like GPTQ's fields they are filled for every method.
+  int64_t grid = 20;
+  bool clip = true;
+  double max_shrink = 0.5;
+  if (method == "awq") {
+    // AWQ keeps the input order: its groups are runs of input columns.
+    for (const char* gptq_only : {"act_order", "static_groups", "damp", "block_size"}) {
+      if (r.Get(gptq_only))
+        return FieldError(r.Path(gptq_only), "is a gptq setting; method awq does not take it");
+    }
+    SQ_RETURN_IF_ERROR(r.Int("grid", grid, 1, 1000));
+    SQ_RETURN_IF_ERROR(r.Bool("clip", clip));
+    SQ_RETURN_IF_ERROR(r.Double("max_shrink", max_shrink, 0.0, 0.99));
+    SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
+                                              *out.mutable_calibration()));
+  }
+  out.mutable_awq()->set_grid(static_cast<int32_t>(grid));
+  out.mutable_awq()->set_clip(clip);
+  out.mutable_awq()->set_max_shrink(max_shrink);
   out.set_act_order(act_order);
   out.set_static_groups(static_groups);
   out.set_damp(damp);
@@ -721,9 +742,12 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
       }
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, *options.mutable_quantize()));
-      if (options.quantize().method() == v1::QuantizeStage::GPTQ && recipe.calibration.empty()) {
+      const v1::QuantizeStage::Method method = options.quantize().method();
+      if ((method == v1::QuantizeStage::GPTQ || method == v1::QuantizeStage::AWQ) &&
+          recipe.calibration.empty()) {
         return FieldError("data.calibration",
-                          absl::StrCat("required by ", path, ".quantize (method gptq)"));
+                          absl::StrCat("required by ", path, ".quantize (method ",
+                                       method == v1::QuantizeStage::GPTQ ? "gptq" : "awq", ")"));
       }
     } else if (stage.kind == "calibrate") {
       SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "samples", "seq_len",

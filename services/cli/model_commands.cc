@@ -315,9 +315,11 @@ int RunCompress(const Args& args) {
       return Fail(absl::InvalidArgumentError(absl::StrCat("--", required, " is required")));
   }
   const std::string method = *flags.Get("method");
-  const bool gptq = method == "gptq";
-  if (gptq && !flags.Has("calibration"))
-    return Fail(absl::InvalidArgumentError("--calibration is required with --method gptq"));
+  const bool gptq = method == "gptq", awq = method == "awq";
+  if ((gptq || awq) && !flags.Has("calibration")) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--calibration is required with --method ", method)));
+  }
 
   // The recipe, from the flags; its parser checks every value and names the flag's field.
   const std::string evaluate =
@@ -333,10 +335,14 @@ int RunCompress(const Args& args) {
                     ", static_groups: ", flags.GetBool("static-groups") ? "true" : "false",
                     ", calibration_samples: ", *flags.Get("samples"),
                     ", calibration_seq_len: ", *flags.Get("seq-len"));
+  } else if (awq) {
+    absl::StrAppend(&quantize, ", calibration_samples: ", *flags.Get("samples"),
+                    ", calibration_seq_len: ", *flags.Get("seq-len"));
   }
   quantize += "}";
   std::string data = absl::StrCat("{evaluation: [\"", Absolute(*flags.Get("data")), "\"]");
-  if (gptq) absl::StrAppend(&data, ", calibration: \"", Absolute(*flags.Get("calibration")), "\"");
+  if (gptq || awq)
+    absl::StrAppend(&data, ", calibration: \"", Absolute(*flags.Get("calibration")), "\"");
   data += "}";
   const std::string recipe_yaml =
       absl::StrCat("model: \"", Absolute(*flags.Get("model")), "\"\ndata: ", data,

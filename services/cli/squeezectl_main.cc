@@ -17,7 +17,7 @@ commands:
        [--device cpu|cuda] [--dtype float32|bfloat16]
                                        perplexity (overall and per category), size, parameters,
                                        tokens/s
-  compress --model DIR --data FILE [--method rtn|gptq --calibration FILE] [--out DIR]
+  compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
            [--bits N] [--group-size N] [--sym] [--state-dir DIR] [--device D] [--json]
                                        quantization as a job (evaluate, quantize, evaluate) on
                                        the embedded service, with a before/after table

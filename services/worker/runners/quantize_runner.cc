@@ -1,4 +1,4 @@
-// quantize: RTN or GPTQ through the streaming quantizer, a checkpoint per layer.
+// quantize: RTN, GPTQ or AWQ through the streaming quantizer, a checkpoint per layer.
 #include "services/worker/runners/runners.h"
 #include "services/worker/runners/stage_io.h"
 
@@ -33,6 +33,13 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       seq.method = SequentialOptions::Method::kGptq;
       method = "gptq";
       break;
+    case v1::QuantizeStage::AWQ:
+      seq.method = SequentialOptions::Method::kAwq;
+      method = "awq";
+      seq.awq.grid = spec.awq().grid();
+      seq.awq.clip = spec.awq().clip();
+      seq.awq.max_shrink = spec.awq().max_shrink();
+      break;
     default:  // never a silent fallback to another method
       return absl::InvalidArgumentError(
           absl::StrCat("quantize method ", spec.method(), " is not one this worker knows"));
@@ -50,7 +57,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   auto config = LoadLlamaConfig(*model_dir);
   if (!config.ok()) return config.status();
   at::Tensor calibration;
-  if (seq.method == SequentialOptions::Method::kGptq) {
+  if (seq.method != SequentialOptions::Method::kRtn) {
     auto windows = CalibrationWindows(ctx, *model_dir, *config, spec.calibration());
     if (!windows.ok()) return windows.status();
     calibration = *windows;

@@ -41,6 +41,8 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   EXPECT_EQ(q.method(), v1::QuantizeStage::RTN);  // default filled in
   EXPECT_EQ(q.damp(), 0.01) << "GPTQ's settings are filled for every method";
   EXPECT_EQ(q.block_size(), 128);
+  EXPECT_EQ(q.awq().grid(), 20) << "AWQ's settings are filled for every method";
+  EXPECT_TRUE(q.awq().clip());
   ASSERT_TRUE(r->stages[2].options.has_evaluate());
   const v1::EvaluateStage& e = r->stages[2].options.evaluate();
   EXPECT_EQ(e.gate().min_retention(), 0.9);
@@ -141,8 +143,20 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {head + "stages:\n  - evaluate: {}\n  - quantize: {bitz: 4}\n",
        "stages[1].quantize.bitz: unknown field"},
       {head + "stages:\n  - compress: {}\n", "stages[0]: unknown stage \"compress\""},
+      {head + "stages:\n  - quantize: {method: hqq}\n",
+       "stages[0].quantize.method: must be one of rtn, gptq, awq"},
       {head + "stages:\n  - quantize: {method: awq}\n",
-       "stages[0].quantize.method: must be one of rtn, gptq"},
+       "data.calibration: required by stages[0].quantize (method awq)"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, act_order: "
+       "true}\n",
+       "stages[0].quantize.act_order: is a gptq setting; method awq does not take it"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, grid: 0}\n",
+       "stages[0].quantize.grid"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, max_shrink: "
+       "1.5}\n",
+       "stages[0].quantize.max_shrink"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: rtn, grid: 10}\n",
+       "stages[0].quantize.grid: unknown field"},
       {head + "stages:\n  - quantize: {method: gptq}\n",
        "data.calibration: required by stages[0].quantize (method gptq)"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, static_groups: "
@@ -431,6 +445,24 @@ TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
   EXPECT_EQ(r->model, "/recipes/models/t");
   EXPECT_EQ(r->evaluation, (std::vector<std::string>{"/recipes/x/e.jsonl", "/abs.jsonl"}));
   EXPECT_EQ(r->calibration, "/recipes/x/c.jsonl");
+}
+
+TEST(RecipeTest, AwqTakesItsSearchSettingsAndACalibrationSample) {
+  auto r = ParseRecipe(R"(
+model: /m
+data: {calibration: /c}
+stages:
+  - quantize: {method: awq, bits: 4, group_size: 64, grid: 10, clip: false, max_shrink: 0.3,
+               calibration_samples: 16, calibration_seq_len: 128}
+)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const v1::QuantizeStage& q = r->stages[0].options.quantize();
+  EXPECT_EQ(q.method(), v1::QuantizeStage::AWQ);
+  EXPECT_EQ(q.awq().grid(), 10);
+  EXPECT_FALSE(q.awq().clip());
+  EXPECT_DOUBLE_EQ(q.awq().max_shrink(), 0.3);
+  EXPECT_EQ(q.calibration().samples(), 16);
+  EXPECT_EQ(q.calibration().seq_len(), 128);
 }
 
 }  // namespace

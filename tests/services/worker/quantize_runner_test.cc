@@ -122,6 +122,50 @@ TEST_F(QuantizeRunnerTest, GptqSamplesTheJobsCalibrationFile) {
   }
 }
 
+// AWQ as a job stage: every linear searched and rounded, the folded norms in the checkpoint, and
+// the model read back close to the original.
+TEST_F(QuantizeRunnerTest, AwqWritesAPackedModelWithFoldedNorms) {
+  v1::StageOptions awq = Quantize(v1::QuantizeStage::AWQ, 4);
+  awq.mutable_quantize()->set_sym(false);
+  awq.mutable_quantize()->mutable_awq()->set_grid(10);
+  awq.mutable_quantize()->mutable_awq()->set_clip(true);
+  awq.mutable_quantize()->mutable_awq()->set_max_shrink(0.5);
+  auto out = Run(Lease(awq));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const v1::QuantizeResult& result = out->result.quantize();
+  EXPECT_EQ(result.method(), "awq");
+  EXPECT_EQ(result.format(), "gptq");  // the codes are stored in the GPTQ layout
+  ASSERT_EQ(result.linears_size(), 14);
+  for (const v1::LinearQuantization& l : result.linears())
+    EXPECT_TRUE(std::isfinite(l.loss()) && l.loss() >= 0.0) << l.ShortDebugString();
+  auto dir = store_->LocalDirectory(out->outputs.at("model"), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto original = LlamaModel::Load((dir_ / "model").string());
+  ASSERT_TRUE(original.ok());
+  // Scales were folded into the input norm (it is not all ones any more).
+  EXPECT_GT((loaded->layer(0).input_layernorm - 1.0).abs().max().item<float>(), 1e-3);
+  // As close to the original as round-to-nearest of the same grid gets (a wrongly folded scale
+  // would be far off); random weights have no outlier channels for AWQ to win on.
+  v1::TaskLease rtn_lease = Lease(Quantize(v1::QuantizeStage::RTN, 4));
+  rtn_lease.mutable_stage()->mutable_quantize()->set_sym(false);
+  rtn_lease.set_output_uri(store_root() + "/jobs/job-1/rtn");
+  rtn_lease.set_checkpoint_uri(rtn_lease.output_uri() + ".checkpoint");
+  auto rtn_out = Run(rtn_lease);
+  ASSERT_TRUE(rtn_out.ok()) << rtn_out.status();
+  auto rtn_dir = store_->LocalDirectory(rtn_out->outputs.at("model"), (dir_ / "rtn").string());
+  ASSERT_TRUE(rtn_dir.ok());
+  auto rtn = LoadModel(*rtn_dir);
+  ASSERT_TRUE(rtn.ok()) << rtn.status();
+  at::manual_seed(3);
+  at::Tensor ids = at::randint(0, loaded->config().vocab_size, {4, 32}, at::kLong);
+  const at::Tensor a = original->Forward(ids);
+  const double awq_error = (loaded->Forward(ids) - a).norm().item<double>();
+  const double rtn_error = (rtn->Forward(ids) - a).norm().item<double>();
+  EXPECT_LT(awq_error, 1.1 * rtn_error) << "AWQ " << awq_error << ", RTN " << rtn_error;
+}
+
 // A Qwen3 model (per-head q/k norms, head_dim unequal to hidden / heads) through GPTQ: the packed
 // artifact keeps the norms and loads back close to the original.
 TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
