@@ -66,6 +66,26 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
 
   std::map<std::string, double> alpha, error;
   std::map<std::string, at::Tensor> inputs;  // each linear's input, after the folded scales
+  // The group of `names` reads `x` (flat) and took the scales `s`.
+  auto record = [&](std::initializer_list<const char*> names, const at::Tensor& x,
+                    const AwqScales& s) {
+    const at::Tensor scaled = x / s.scales;
+    for (const char* n : names) {
+      alpha[n] = s.alpha;
+      error[n] = s.error;
+      inputs[n] = scaled;
+    }
+  };
+  // A single linear whose input is `producer`'s output: the scales divide producer's rows.
+  auto scale_after_linear = [&](Linear& producer, Linear& consumer, const char* name,
+                                const at::Tensor& x) -> absl::Status {
+    auto s = SearchAwqScales(x, {consumer.weight}, o);
+    if (!s.ok()) return s.status();
+    ScaleOutputs(producer, s->scales);
+    ScaleInputs(consumer, s->scales);
+    record({name}, x, *s);
+    return absl::OkStatus();
+  };
   // q/k/v: the attention is the block.
   {
     auto s = SearchAwqScales(Flat(x_qkv),
@@ -80,22 +100,15 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
     if (!s.ok()) return s.status();
     FoldIntoNorm(c, layer.input_layernorm, s->scales);
     for (Linear* l : {&layer.q_proj, &layer.k_proj, &layer.v_proj}) ScaleInputs(*l, s->scales);
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}) {
-      alpha[n] = s->alpha;
-      error[n] = s->error;
-      inputs[n] = Flat(x_qkv) / s->scales;
-    }
+    record({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, Flat(x_qkv), *s);
   }
   // o_proj: only when v_proj's rows are its inputs one to one.
   inputs["self_attn.o_proj"] = Flat(attention);
   if (c.num_key_value_heads == c.num_attention_heads) {
-    auto s = SearchAwqScales(Flat(attention), {layer.o_proj.weight}, o);
-    if (!s.ok()) return s.status();
-    ScaleOutputs(layer.v_proj, s->scales);
-    ScaleInputs(layer.o_proj, s->scales);
-    alpha["self_attn.o_proj"] = s->alpha;
-    error["self_attn.o_proj"] = s->error;
-    inputs["self_attn.o_proj"] = Flat(attention) / s->scales;
+    if (auto s =
+            scale_after_linear(layer.v_proj, layer.o_proj, "self_attn.o_proj", Flat(attention));
+        !s.ok())
+      return s;
   }
   // gate/up: the MLP is the block.
   {
@@ -109,22 +122,13 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
         c, c.sandwich_norms() ? layer.pre_feedforward_layernorm : layer.post_attention_layernorm,
         s->scales);
     for (Linear* l : {&layer.gate_proj, &layer.up_proj}) ScaleInputs(*l, s->scales);
-    for (const char* n : {"mlp.gate_proj", "mlp.up_proj"}) {
-      alpha[n] = s->alpha;
-      error[n] = s->error;
-      inputs[n] = Flat(x_mlp) / s->scales;
-    }
+    record({"mlp.gate_proj", "mlp.up_proj"}, Flat(x_mlp), *s);
   }
   // down_proj, its scale folded into up_proj's rows (the activation is linear in up's output).
-  {
-    auto s = SearchAwqScales(Flat(activation), {layer.down_proj.weight}, o);
-    if (!s.ok()) return s.status();
-    ScaleOutputs(layer.up_proj, s->scales);
-    ScaleInputs(layer.down_proj, s->scales);
-    alpha["mlp.down_proj"] = s->alpha;
-    error["mlp.down_proj"] = s->error;
-    inputs["mlp.down_proj"] = Flat(activation) / s->scales;
-  }
+  if (auto s =
+          scale_after_linear(layer.up_proj, layer.down_proj, "mlp.down_proj", Flat(activation));
+      !s.ok())
+    return s;
 
   std::vector<AwqLinear> out;
   for (auto& [name, linear] : layer.Linears()) {

@@ -1,7 +1,6 @@
 #include "common/compress/streaming_quantizer.h"
 
 #include <c10/core/GradMode.h>
-#include <set>
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
