@@ -5,13 +5,24 @@
 # layer shapes, ours against the plain PyTorch per-column reference on the same weights and
 # Hessians. Prints a table last.
 #
-# usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32]
+# With --method awq the same job runs AWQ (4-bit g128, AutoAWQ's gemm layout) instead, and the
+# solver comparison is skipped (it is GPTQ's).
+#
+# usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32] [--method gptq|awq]
 set -euo pipefail
 build=${1:?build directory}
 work=${2:?work directory (needs about 25 GB)}
 shift 2
 layers=32
-[ "${1:-}" = "--layers" ] && layers=$2
+method=gptq
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --layers) layers=$2; shift 2 ;;
+    --method) method=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case "$method" in gptq|awq) ;; *) echo "--method: expected gptq or awq, got $method" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 rm -rf "$work/state"
@@ -25,7 +36,7 @@ cat > "$work/recipe.yaml" <<YAML
 model: $work/model
 data: {calibration: $work/calibration.jsonl}
 stages:
-  - quantize: {method: gptq, bits: 4, group_size: 128, calibration_samples: 128,
+  - quantize: {method: $method, bits: 4, group_size: 128, calibration_samples: 128,
                calibration_seq_len: 2048}
 YAML
 sync
@@ -34,17 +45,20 @@ start=$(date +%s.%N)
   --json > "$work/report.json" 2> "$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
 end=$(date +%s.%N)
 store_bytes=$(du -sb "$work/state/store" | cut -f1)
-"$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"
-python3 "$here/gptq_reference.py" "$work/cases.safetensors" > "$work/reference.jsonl"
+rm -f "$work/ours.jsonl" "$work/reference.jsonl"
+if [ "$method" = gptq ]; then
+  "$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"
+  python3 "$here/gptq_reference.py" "$work/cases.safetensors" > "$work/reference.jsonl"
+fi
 python3 - "$gen" "$work" "$start" "$end" "$store_bytes" <<'PY'
-import glob, json, sys
+import glob, json, os, sys
 gen, work, start, end, store_bytes = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 report = json.load(open(glob.glob(work + "/state/store/jobs/*/report.json")[0]))
 stage = [s for s in report["stages"] if s["kind"] == "quantize"][0]["result"]
-ours = [json.loads(l) for l in open(work + "/ours.jsonl")]
-ref = {r["case"]: r for r in map(json.loads, open(work + "/reference.jsonl"))}
+ours = [json.loads(l) for l in open(work + "/ours.jsonl")] if os.path.exists(work + "/ours.jsonl") else []
+ref = {r["case"]: r for r in map(json.loads, open(work + "/reference.jsonl"))} if ours else {}
 gib = 2**30
-print("\n== GPTQ 4-bit g128, %d layers, 128 x 2048 calibration tokens ==" % stage["layers"])
+print("\n== %s 4-bit g128 (%s layout), %d layers, 128 x 2048 calibration tokens ==" % (stage["method"].upper(), stage["format"], stage["layers"]))
 print("%-44s %10.1f s" % ("wall, squeezectl run (submit to report)", end - start))
 print("%-44s %10.1f s" % ("quantize task", stage["seconds"]))
 for phase, s in sorted(stage["phase_seconds"].items(), key=lambda kv: -kv[1]):
@@ -61,6 +75,8 @@ for l in stage["linears"]:
 print("per-linear loss (mean over layers / max):")
 for name, losses in by_linear.items():
     print("  %-20s %12.4g %12.4g" % (name, sum(losses) / len(losses), max(losses)))
+if not ours:
+    sys.exit(0)
 print("\n== solve alone, same weights and Hessian (bf16 inputs, fp32 accumulation) ==")
 print("%-18s %-12s %10s %10s %8s %12s %12s %9s" % ("linear", "shape", "ours s", "ref s", "ratio", "ours loss", "ref loss", "loss diff"))
 for o in ours:

@@ -33,9 +33,16 @@ absl::StatusOr<AwqGemmLinear> PackAwqGemm(const QuantizedWeight& q) {
   if (q.spec.bits != 4)
     return absl::InvalidArgumentError(
         absl::StrCat("awq gemm layout: bits must be 4, got ", q.spec.bits));
-  if (q.g_idx.defined())
-    return absl::InvalidArgumentError("awq gemm layout: act_order (g_idx) cannot be stored");
-  const int64_t out = q.codes.size(0);
+  const int64_t out = q.codes.size(0), in = q.codes.size(1);
+  // A g_idx that only spells out runs of input columns (what the sequential quantizer records
+  // without act_order) is the layout's own order; any other order cannot be stored.
+  if (q.g_idx.defined()) {
+    const int64_t group = q.spec.group_size == -1 ? in : q.spec.group_size;
+    const at::Tensor runs =
+        at::div(at::arange(in, q.g_idx.options().dtype(at::kLong)), group, "floor");
+    if (!at::equal(q.g_idx.to(at::kLong), runs))
+      return absl::InvalidArgumentError("awq gemm layout: act_order (g_idx) cannot be stored");
+  }
   if (out % 8 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("awq gemm layout: out_features must be a multiple of 8, got ", out));

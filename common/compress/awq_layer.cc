@@ -1,5 +1,6 @@
 #include "common/compress/awq_layer.h"
 
+#include <ATen/Context.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -30,6 +31,24 @@ void ScaleOutputs(Linear& linear, const at::Tensor& s) {
     linear.bias = (linear.bias.to(at::kFloat) / sd).to(linear.bias.scalar_type());
 }
 
+// Lets cuBLAS run float32 matmuls on TF32 tensor cores while alive, and restores the setting.
+// The searches rank candidates by 4-bit rounding errors (a few percent of the output); TF32's
+// 10-bit mantissa is far below that, and the MLP block's three matmuls per alpha ran 8x slower in
+// full float32 (Llama-3-8B shapes on an H200: 18 s a layer). The setting is the process's; a
+// worker process runs one task.
+class Tf32Matmuls {
+ public:
+  explicit Tf32Matmuls(bool enable) : saved_(at::globalContext().allowTF32CuBLAS()) {
+    if (enable) at::globalContext().setAllowTF32CuBLAS(true);
+  }
+  ~Tf32Matmuls() { at::globalContext().setAllowTF32CuBLAS(saved_); }
+  Tf32Matmuls(const Tf32Matmuls&) = delete;
+  Tf32Matmuls& operator=(const Tf32Matmuls&) = delete;
+
+ private:
+  const bool saved_;
+};
+
 at::Tensor Flat(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}).to(at::kFloat); }
 
 // The layer's output, a few windows at a time (the MLP's activations of every window at once
@@ -39,6 +58,17 @@ at::Tensor RunLayer(const LlamaConfig& c, const DecoderLayer& layer, const at::T
   std::vector<at::Tensor> parts;
   for (int64_t b = 0; b < h.size(0); b += 16)
     parts.push_back(layer.Forward(c, h.slice(0, b, b + 16), rope, index));
+  return at::cat(parts, 0);
+}
+
+// fn over slices of `x`'s windows (dim 0), concatenated: a block's intermediate activations
+// (the MLP's are 3.5x wider than its output) exist for a few windows at a time.
+template <typename Fn>
+at::Tensor OverWindows(const at::Tensor& x, Fn fn) {
+  constexpr int64_t kWindows = 8;
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < x.size(0); b += kWindows)
+    parts.push_back(fn(x.slice(0, b, b + kWindows)));
   return at::cat(parts, 0);
 }
 
@@ -88,15 +118,16 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
   };
   // q/k/v: the attention is the block.
   {
-    auto s = SearchAwqScales(Flat(x_qkv),
-                             {layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight}, o,
-                             [&](const std::vector<at::Tensor>& w) {
-                               DecoderLayer trial = layer;
-                               trial.q_proj.weight = w[0];
-                               trial.k_proj.weight = w[1];
-                               trial.v_proj.weight = w[2];
-                               return trial.AttentionCore(c, index, x_qkv, rope);
-                             });
+    auto s = SearchAwqScales(
+        Flat(x_qkv), {layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight}, o,
+        [&](const std::vector<at::Tensor>& w) {
+          DecoderLayer trial = layer;
+          trial.q_proj.weight = w[0];
+          trial.k_proj.weight = w[1];
+          trial.v_proj.weight = w[2];
+          return OverWindows(
+              x_qkv, [&](const at::Tensor& x) { return trial.AttentionCore(c, index, x, rope); });
+        });
     if (!s.ok()) return s.status();
     FoldIntoNorm(c, layer.input_layernorm, s->scales);
     for (Linear* l : {&layer.q_proj, &layer.k_proj, &layer.v_proj}) ScaleInputs(*l, s->scales);
@@ -114,8 +145,10 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
   {
     auto s = SearchAwqScales(Flat(x_mlp), {layer.gate_proj.weight, layer.up_proj.weight}, o,
                              [&](const std::vector<at::Tensor>& w) {
-                               return layer.down_proj.Forward(GatedActivation(
-                                   c, at::matmul(x_mlp, w[0].t()), at::matmul(x_mlp, w[1].t())));
+                               return OverWindows(x_mlp, [&](const at::Tensor& x) {
+                                 return layer.down_proj.Forward(GatedActivation(
+                                     c, at::matmul(x, w[0].t()), at::matmul(x, w[1].t())));
+                               });
                              });
     if (!s.ok()) return s.status();
     FoldIntoNorm(
@@ -161,6 +194,7 @@ absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(const LlamaConfig
   const RotaryTables rope_f{as_float(rope.cos), as_float(rope.sin), as_float(rope.local_cos),
                             as_float(rope.local_sin)};
   DecoderLayer work = layer.To(device, at::kFloat);
+  const Tf32Matmuls tf32(device.is_cuda());
   auto out = AwqQuantizeFloatLayer(c, work, hidden, rope_f, index, o);
   if (!out.ok()) return out;
   layer = work.To(device, dtype);

@@ -2,18 +2,12 @@
 
 #include <c10/core/GradMode.h>
 
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
 namespace {
-
-using json = nlohmann::json;
 
 // Packs the rows of `values` ([n, m] small non-negative ints) along dim 0 into int32 words:
 // value (i, j) occupies bits [i * bits, (i + 1) * bits) of column j's bit stream.
@@ -117,117 +111,6 @@ absl::StatusOr<QuantizedWeight> UnpackGptqLinear(const PackedLinear& p, int bits
     return absl::InvalidArgumentError("g_idx: names a group outside scales");
   }
   return q;
-}
-
-absl::Status WriteGptqCheckpoint(const std::string& dir, const LlamaModel& model,
-                                 const std::map<std::string, QuantizedWeight>& quantized,
-                                 const GptqExportOptions& o) {
-  if (!FusedLinears(model.config()).empty()) {
-    return absl::UnimplementedError(
-        absl::StrCat("WriteGptqCheckpoint: ", model.config().model_type,
-                     " stores fused linears; the streaming quantizer writes that layout"));
-  }
-  SafetensorsWriter writer;
-  writer.SetMetadata("format", "pt");
-  LlamaModel& m = const_cast<LlamaModel&>(model);  // NamedParameters only hands out pointers
-  for (auto& [name, t] : m.NamedParameters()) {
-    const std::string suffix = ".weight";
-    const std::string prefix =
-        name.size() > suffix.size() ? name.substr(0, name.size() - suffix.size()) : "";
-    auto it = quantized.find(prefix);
-    if (it == quantized.end()) {
-      if (auto s = AddTensor(writer, name, t->to(at::kHalf)); !s.ok()) return s;
-      continue;
-    }
-    auto packed = PackGptqLinear(it->second, o.format);
-    if (!packed.ok())
-      return absl::InvalidArgumentError(absl::StrCat(prefix, ": ", packed.status().message()));
-    for (auto [field, tensor] :
-         {std::pair{".qweight", packed->qweight}, std::pair{".qzeros", packed->qzeros},
-          std::pair{".scales", packed->scales}, std::pair{".g_idx", packed->g_idx}}) {
-      if (auto s = AddTensor(writer, prefix + field, tensor); !s.ok()) return s;
-    }
-  }
-  if (auto s = WriteCheckpoint(dir, writer); !s.ok()) return s;
-  return WriteGptqConfig(dir, model.config(), o);
-}
-
-absl::Status WriteGptqConfig(const std::string& dir, const LlamaConfig& config,
-                             const GptqExportOptions& o) {
-  LlamaConfig c = config;
-  json extra = json::parse(c.extra_json, nullptr, false);
-  if (extra.is_discarded()) extra = json::object();
-  extra["quantization_config"] = {
-      {"quant_method", "gptq"},
-      {"bits", o.gptq.quant.bits},
-      {"group_size", o.gptq.quant.group_size},
-      {"desc_act", o.gptq.act_order},
-      {"static_groups", o.gptq.static_groups},
-      {"sym", o.gptq.quant.symmetric},
-      {"damp_percent", o.gptq.damp},
-      {"true_sequential", true},
-      {"checkpoint_format", o.format == GptqFormat::kV1 ? "gptq" : "gptq_v2"}};
-  c.extra_json = extra.dump();
-  c.torch_dtype = "float16";
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ofstream out(path, std::ios::trunc);
-  out << LlamaConfigToJson(c);
-  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
-                                     at::Device device) {
-  auto config = LoadLlamaConfig(dir);
-  if (!config.ok()) return config.status();
-  json extra = json::parse(config->extra_json, nullptr, false);
-  if (extra.is_discarded() || !extra.contains("quantization_config"))
-    return LlamaModel::Load(dir, dtype, device);
-  const json& qc = extra["quantization_config"];
-  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
-  if (qc.value("quant_method", "") != "gptq") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(config_path, ": quantization_config.quant_method: only gptq is supported"));
-  }
-  const int bits = qc.value("bits", 4);
-  const int64_t group_size = qc.value("group_size", int64_t{128});
-  const std::string fmt = qc.value("checkpoint_format", "gptq");
-  if (fmt != "gptq" && fmt != "gptq_v2") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        config_path, ": quantization_config.checkpoint_format: expected gptq or gptq_v2, got \"",
-        fmt, "\""));
-  }
-  const GptqFormat format = fmt == "gptq" ? GptqFormat::kV1 : GptqFormat::kV2;
-  auto reader = CheckpointReader::Open(dir);
-  if (!reader.ok()) return reader.status();
-  const CheckpointReader& weights = **reader;
-  // Linear weights come from their packed form; everything else is stored as it is.
-  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    const std::string suffix = ".weight";
-    const std::string prefix = name.substr(0, name.size() - suffix.size());
-    if (!weights.Contains(prefix + ".qweight")) {
-      auto view = weights.Get(name);
-      if (!view.ok()) return view.status();
-      return ToTorch(*view);
-    }
-    PackedLinear p;
-    for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
-                              std::pair{".scales", &p.scales}, std::pair{".g_idx", &p.g_idx}}) {
-      auto view = weights.Get(prefix + field);
-      if (!view.ok()) return view.status();
-      auto t = ToTorch(*view);
-      if (!t.ok()) return t.status();
-      *out = *t;
-    }
-    auto q = UnpackGptqLinear(p, bits, group_size, format);
-    if (!q.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(weights.FileOf(prefix + ".qweight"), ": ",
-                                                     prefix, ": ", q.status().message()));
-    }
-    return q->Dequantize();
-  };
-  return LlamaModel::FromTensors(*config, source, dtype, device,
-                                 [&](const std::string& name) { return weights.FileOf(name); });
 }
 
 }  // namespace squeeze

@@ -145,17 +145,19 @@ DecoderLayer ToDevice(const DecoderLayer& host, at::Device device, at::ScalarTyp
   return layer;
 }
 
-bool Packs(const LlamaConfig& c, int bits) {
+// Whether every linear of the model can be stored in `format`; the reason when not.
+absl::Status Packs(const LlamaConfig& c, const GptqOptions& options, QuantizedFormat format) {
   for (const LinearShape& l : DecoderLinearShapes(c)) {
-    if ((l.in * bits) % 32 != 0 || (l.out * bits) % 32 != 0) return false;
+    if (auto s = CheckPackable(format, options, l.in, l.out); !s.ok())
+      return absl::InvalidArgumentError(absl::StrCat(l.name, ": ", s.message()));
   }
-  return true;
+  return absl::OkStatus();
 }
 
 // The tensors of one quantized decoder layer as they are stored, on the host.
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensors(
     const LlamaConfig& config, DecoderLayer& layer, int64_t index,
-    const std::vector<QuantizedLinear>& quantized, bool packed, GptqFormat format) {
+    const std::vector<QuantizedLinear>& quantized, bool packed, QuantizedFormat format) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   const std::string prefix = LayerPrefix(index);
   // Every tensor that is not a linear's: the norms, whichever the architecture has.
@@ -170,13 +172,9 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;
     if (packed) {
-      auto p = PackGptqLinear(q.weight, format);
-      if (!p.ok())
-        return absl::Status(p.status().code(), absl::StrCat(base, ": ", p.status().message()));
-      out.emplace_back(base + ".qweight", p->qweight);
-      out.emplace_back(base + ".qzeros", p->qzeros);
-      out.emplace_back(base + ".scales", p->scales);
-      out.emplace_back(base + ".g_idx", p->g_idx);
+      auto p = PackLinearTensors(base, q.weight, format);
+      if (!p.ok()) return p.status();
+      for (auto& t : *p) out.push_back(std::move(t));
     } else {
       out.emplace_back(base + ".weight", q.weight.Dequantize().to(at::kHalf));
     }
@@ -194,7 +192,7 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
 // Sets the linear weights of `layer` from its finished shard (resume).
 absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_t index,
                           const std::string& path, bool packed,
-                          const GptqExportOptions& export_options,
+                          const QuantizedExportOptions& export_options,
                           std::vector<std::pair<std::string, int64_t>>* names) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
@@ -210,17 +208,9 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
   auto dense = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string base = name.substr(0, name.size() - std::string(".weight").size());
     if (!packed) return get(name);
-    PackedLinear p;
-    for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
-                              std::pair{".scales", &p.scales}, std::pair{".g_idx", &p.g_idx}}) {
-      auto t = get(base + field);
-      if (!t.ok()) return t.status();
-      *out = *t;
-    }
-    auto q = UnpackGptqLinear(p, export_options.gptq.quant.bits,
-                              export_options.gptq.quant.group_size, export_options.format);
-    if (!q.ok())
-      return absl::DataLossError(absl::StrCat(path, ": ", base, ": ", q.status().message()));
+    auto q = UnpackLinearTensors(base, get, export_options.format, export_options.gptq.quant.bits,
+                                 export_options.gptq.quant.group_size);
+    if (!q.ok()) return absl::DataLossError(absl::StrCat(path, ": ", q.status().message()));
     return q->Dequantize();
   };
   const LlamaModel::TensorSource source = SplitFusedSource(config, dense);
@@ -311,13 +301,18 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
   const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
-  const bool packed = Packs(c, seq.gptq.quant.bits);
-  GptqExportOptions export_options;
+  const absl::Status packable = Packs(c, seq.gptq, o.format);
+  // The GPTQ layout falls back to dense weights for shapes that do not fill 32-bit words; the AWQ
+  // layout was asked for by name (only vLLM's and transformers' AWQ kernels read it), so a shape
+  // it cannot hold is an error before any work.
+  if (!packable.ok() && o.format == QuantizedFormat::kAwqGemm) return packable;
+  const bool packed = packable.ok();
+  QuantizedExportOptions export_options;
   export_options.gptq = seq.gptq;
   export_options.format = o.format;
 
   StreamingQuantizeResult result;
-  result.format = packed ? "gptq" : "dense";
+  result.format = packed ? QuantizedFormatName(o.format) : "dense";
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec)
@@ -505,7 +500,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     const std::string path = (fs::path(out_dir) / "model.safetensors.index.json").string();
     std::ofstream(path) << index.dump(2) << "\n";
     if (packed) {
-      if (auto s = WriteGptqConfig(out_dir, c, export_options); !s.ok()) return s;
+      if (auto s = WriteQuantizedConfig(out_dir, c, export_options); !s.ok()) return s;
     } else {
       LlamaConfig dense = c;
       dense.torch_dtype = "float16";

@@ -5,10 +5,11 @@
 // writer thread while the next layer computes. Host memory stays at about two layers plus the
 // mapped pages; device memory at one layer, its Hessians and the activations.
 //
-// The output is a Hugging Face sharded checkpoint in the GPTQ layout (gptq_checkpoint.h):
+// The output is a Hugging Face sharded checkpoint in a packed layout (quantized_checkpoint.h):
 // model-000{i+1}-of-000{N+1}.safetensors holds decoder layer i, the last shard the embeddings,
-// final norm and head (float16), with model.safetensors.index.json and config.json. Layers whose
-// shapes do not pack into 32-bit words are written dequantized (format "dense").
+// final norm and head (float16), with model.safetensors.index.json and config.json. In the GPTQ
+// layout, layers whose shapes do not pack into 32-bit words are written dequantized (format
+// "dense"); the AWQ layout refuses such shapes.
 #pragma once
 
 #include <functional>
@@ -17,7 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
 
 namespace squeeze {
@@ -27,7 +28,7 @@ struct StreamingQuantizeOptions {
   // every rank calls this with the same calibration, takes its share of it, and only rank 0
   // writes files.
   SequentialOptions sequential;
-  GptqFormat format = GptqFormat::kV1;
+  QuantizedFormat format = QuantizedFormat::kGptq;
   // Layers before it are finished: their shards exist (resume). `finished_shard(i)` gives the
   // local path of layer i's shard, read back to rebuild the layer's quantized weights.
   int64_t start_layer = 0;
@@ -46,7 +47,7 @@ struct StreamingQuantizeOptions {
 struct StreamingQuantizeResult {
   std::vector<LinearReport> reports;
   std::map<std::string, double> phase_seconds;  // load, embed, forward, hessian, solve, ...
-  std::string format;                           // "gptq" or "dense"
+  std::string format;                           // QuantizedFormatName, or "dense"
   int64_t bytes_written = 0;                    // every output file, once
   QuantizedSize quantized;
   int64_t parameters = 0;

@@ -398,6 +398,20 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
     SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
                                               *out.mutable_calibration()));
   }
+  // The layout: AWQ's own for 4-bit AWQ (what AutoAWQ users load), GPTQ's otherwise.
+  std::string format = method == "awq" && bits == 4 ? "awq_gemm" : "gptq";
+  SQ_RETURN_IF_ERROR(r.Choice("format", format, {"gptq", "awq_gemm"}));
+  if (format == "awq_gemm") {
+    if (method != "awq")
+      return FieldError(
+          r.Path("format"),
+          absl::StrCat("awq_gemm labels the codes as AWQ's; method ", method, " writes gptq"));
+    if (bits != 4)
+      return FieldError(r.Path("format"), absl::StrCat("awq_gemm holds 4-bit codes only, got bits ",
+                                                       bits, " (use format: gptq)"));
+  }
+  out.set_format(format == "awq_gemm" ? v1::QuantizeStage::FORMAT_AWQ_GEMM
+                                      : v1::QuantizeStage::FORMAT_GPTQ);
   out.mutable_awq()->set_grid(static_cast<int32_t>(grid));
   out.mutable_awq()->set_clip(clip);
   out.mutable_awq()->set_max_shrink(max_shrink);

@@ -18,8 +18,8 @@
 #include "common/base/file_util.h"
 #include "common/base/flags.h"
 #include "common/base/status_macros.h"
-#include "common/compress/gptq_checkpoint.h"
 #include "common/compress/perplexity.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/compress/rtn.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/data/text_dataset.h"
@@ -304,6 +304,7 @@ int RunCompress(const Args& args) {
       .Value("damp", "0.01")
       .Value("max-examples", "0")
       .Value("state-dir")
+      .Value("format")
       .Bool("act-order")
       .Bool("static-groups")
       .Bool("sym")
@@ -339,6 +340,7 @@ int RunCompress(const Args& args) {
     absl::StrAppend(&quantize, ", calibration_samples: ", *flags.Get("samples"),
                     ", calibration_seq_len: ", *flags.Get("seq-len"));
   }
+  if (flags.Has("format")) absl::StrAppend(&quantize, ", format: \"", *flags.Get("format"), "\"");
   quantize += "}";
   std::string data = absl::StrCat("{evaluation: [\"", Absolute(*flags.Get("data")), "\"]");
   if (gptq || awq)

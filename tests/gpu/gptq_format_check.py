@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from checkpoint_io import compare_with_our_loader, load_all_tensors
 
 
 def unpack_rows(packed, bits, n):
@@ -72,7 +72,7 @@ def main():
         subprocess.run(cmd, check=True, capture_output=True)
         config = json.load(open(os.path.join(out, "config.json")))
         qc = config["quantization_config"]
-        tensors = load_file(os.path.join(out, "model.safetensors"))
+        tensors = load_all_tensors(out)
         dense = {}
         for name, t in tensors.items():
             if name.endswith(".qweight"):
@@ -80,22 +80,8 @@ def main():
                 dense[prefix + ".weight"] = dequantize(tensors, prefix, qc["bits"], qc["checkpoint_format"])
             elif not name.endswith((".qzeros", ".scales", ".g_idx")):
                 dense[name] = t.float()
-        hf_config = {k: v for k, v in config.items() if k != "quantization_config"}
-        model = LlamaForCausalLM(LlamaConfig(**hf_config)).eval().float()
-        model.config._attn_implementation = "eager"
-        missing, unexpected = model.load_state_dict(dense, strict=False)
-        missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
-        assert not missing and not unexpected, (missing, unexpected)
-        model.tie_weights()
-        ids = torch.randint(0, 256, (2, 96))
-        with torch.no_grad():
-            logits = model(ids).logits.float()
-        ref = os.path.join(out, "hf.reference.safetensors")
-        save_file({"input_ids": ids, "logits_float32": logits.contiguous(),
-                   "logits_bfloat16": logits.clone()}, ref)
-        proc = subprocess.run([args.binary, out, ref, "cpu"], capture_output=True, text=True)
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append((bits, act, qc["checkpoint_format"], r["rel_err_float32"]))
+        err = compare_with_our_loader(out, dense, args.binary)
+        rows.append((bits, act, qc["checkpoint_format"], err))
     print(f"{'bits':>4} {'act_order':>9} {'format':>7} {'ours vs independent unpack (rel err)':>38}")
     ok = True
     for bits, act, fmt, err in rows:

@@ -10,7 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/model/llama_model.h"
 #include "common/tensor/torch_tensor.h"
 

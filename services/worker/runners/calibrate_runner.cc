@@ -8,7 +8,7 @@
 #include "common/base/file_util.h"
 #include "common/base/sha256.h"
 #include "common/base/status_macros.h"
-#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
 #include "common/data/text_dataset.h"

@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/base/status_macros.h"
-#include "common/compress/gptq_checkpoint.h"
 #include "common/compress/prune.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/model/llama_model.h"
 
 namespace squeeze::worker {

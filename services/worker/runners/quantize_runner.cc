@@ -44,6 +44,18 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       return absl::InvalidArgumentError(
           absl::StrCat("quantize method ", spec.method(), " is not one this worker knows"));
   }
+  switch (spec.format()) {
+    case v1::QuantizeStage::FORMAT_UNSPECIFIED:  // planned before the field existed
+    case v1::QuantizeStage::FORMAT_GPTQ:
+      options.format = QuantizedFormat::kGptq;
+      break;
+    case v1::QuantizeStage::FORMAT_AWQ_GEMM:
+      options.format = QuantizedFormat::kAwqGemm;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("quantize format ", spec.format(), " is not one this worker knows"));
+  }
   seq.gptq.quant = {spec.bits(), spec.group_size(), spec.sym()};
   seq.gptq.act_order = spec.act_order();
   seq.gptq.static_groups = spec.static_groups();

@@ -53,6 +53,11 @@ TEST(AwqFormatTest, RefusesWhatTheLayoutCannotHold) {
   auto q = QuantizeRtn(at::randn({16, 64}), spec);
   auto p = PackAwqGemm(*q);
   EXPECT_FALSE(UnpackAwqGemm(*p, 48).ok());
+  // A g_idx in input order is the layout's own; a permuted one (act_order) is refused.
+  q->g_idx = at::div(at::arange(64, at::kLong), 32, "floor").to(at::kInt);
+  EXPECT_TRUE(PackAwqGemm(*q).ok());
+  q->g_idx = q->g_idx.flip(0).contiguous();
+  EXPECT_NE(PackAwqGemm(*q).status().message().find("act_order"), std::string::npos);
 }
 
 }  // namespace

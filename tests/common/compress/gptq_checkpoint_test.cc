@@ -1,12 +1,5 @@
 #include "common/compress/gptq_checkpoint.h"
 
-#include <unistd.h>
-
-#include <filesystem>
-#include <nlohmann/json.hpp>
-
-#include "common/base/file_util.h"
-#include "common/compress/sequential_quantizer.h"
 #include "gtest/gtest.h"
 
 namespace squeeze {
@@ -87,63 +80,6 @@ TEST(GptqCheckpointTest, UnpackableShapesAreRejected) {
   auto p = PackGptqLinear(q, GptqFormat::kV1);
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("32-bit words"), std::string::npos);
-}
-
-TEST(GptqCheckpointTest, ExportedModelLoadsBackToTheQuantizedWeights) {
-  LlamaConfig c;
-  c.vocab_size = 96;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  LlamaModel model = LlamaModel::RandomInit(c, 7);
-  SequentialOptions seq;
-  seq.method = SequentialOptions::Method::kGptq;
-  seq.gptq.quant = {4, 32, true};
-  seq.gptq.act_order = true;
-  seq.batch_size = 4;
-  std::map<std::string, QuantizedWeight> quantized;
-  seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
-    QuantizedWeight copy = q;
-    copy.scales = q.scales.to(at::kHalf).to(at::kFloat);  // what the checkpoint can hold
-    quantized["model.layers." + std::to_string(layer) + "." + name] = copy;
-  };
-  at::Tensor calibration = at::randint(0, 96, {8, 24}, at::kLong);
-  ASSERT_TRUE(QuantizeSequential(model, calibration, seq).ok());
-  EXPECT_EQ(quantized.size(), 14u);
-
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("gptq_export_" + std::to_string(::getpid())))
-          .string();
-  GptqExportOptions options;
-  options.gptq = seq.gptq;
-  ASSERT_TRUE(WriteGptqCheckpoint(dir, model, quantized, options).ok());
-  auto config = LoadLlamaConfig(dir);
-  ASSERT_TRUE(config.ok());
-  auto qc = nlohmann::json::parse(config->extra_json)["quantization_config"];
-  EXPECT_EQ(qc["quant_method"], "gptq");
-  EXPECT_EQ(qc["checkpoint_format"], "gptq");
-  EXPECT_EQ(qc["desc_act"], true);
-  EXPECT_EQ(qc["bits"], 4);
-  auto reader = CheckpointReader::Open(dir);
-  ASSERT_TRUE(reader.ok());
-  EXPECT_TRUE((*reader)->Contains("model.layers.1.mlp.down_proj.qweight"));
-  EXPECT_FALSE((*reader)->Contains("model.layers.1.mlp.down_proj.weight"));
-
-  auto loaded = LoadModel(dir);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  for (const auto& [prefix, q] : quantized) {
-    const int64_t layer = std::stoi(prefix.substr(13));
-    const std::string name = prefix.substr(prefix.find('.', 13) + 1);
-    for (auto& [n, linear] : loaded->layer(layer).Linears()) {
-      if (n == name) {
-        EXPECT_TRUE(at::equal(linear->weight, q.Dequantize())) << prefix;
-      }
-    }
-  }
-  RemoveTree(dir).IgnoreError();
 }
 
 }  // namespace

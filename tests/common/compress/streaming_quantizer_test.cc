@@ -95,23 +95,21 @@ TEST_F(StreamingQuantizerTest, ShardsLoadAsTheModelQuantizeSequentialMakes) {
   EXPECT_EQ(map["lm_head.weight"], "model-00004-of-00004.safetensors");
 }
 
-TEST_F(StreamingQuantizerTest, ResumeFromFinishedShardsWritesTheSameShards) {
-  const std::string in = Save(TinyConfig());
-  StreamingQuantizeOptions o;
-  o.sequential.gptq.quant = {4, 64, false};
-  o.sequential.gptq.act_order = true;
-  ASSERT_TRUE(QuantizeCheckpointStreaming(in, calibration_, (dir_ / "first").string(), o).ok());
+// Resume rebuilds finished layers from their shards, in each layout: GPTQ with act_order (g_idx
+// in the shard) and AWQ's gemm layout (whose layer is searched on the float layer's inputs).
+void ResumeWritesTheSameShards(const std::string& in, const fs::path& dir,
+                               const at::Tensor& calibration, StreamingQuantizeOptions o) {
+  ASSERT_TRUE(QuantizeCheckpointStreaming(in, calibration, (dir / "first").string(), o).ok());
   o.start_layer = 2;
   o.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
-    return (dir_ / "first" / absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1))
-        .string();
+    return (dir / "first" / absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1)).string();
   };
   std::vector<int64_t> layers;
   o.on_file = [&](int64_t layer, const std::string&, const std::string&) {
     layers.push_back(layer);
     return absl::OkStatus();
   };
-  auto resumed = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "second").string(), o);
+  auto resumed = QuantizeCheckpointStreaming(in, calibration, (dir / "second").string(), o);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(layers, (std::vector<int64_t>{-1, 2, -1, -1})) << "only layer 2 is quantized again";
   auto read = [](const fs::path& p) {
@@ -119,10 +117,52 @@ TEST_F(StreamingQuantizerTest, ResumeFromFinishedShardsWritesTheSameShards) {
     return std::string((std::istreambuf_iterator<char>(f)), {});
   };
   const std::string shard = "model-00003-of-00004.safetensors";
-  EXPECT_EQ(read(dir_ / "first" / shard), read(dir_ / "second" / shard))
+  EXPECT_EQ(read(dir / "first" / shard), read(dir / "second" / shard))
       << "layers rebuilt from their shards are exactly the quantized layers";
-  EXPECT_EQ(read(dir_ / "first" / "model.safetensors.index.json"),
-            read(dir_ / "second" / "model.safetensors.index.json"));
+  EXPECT_EQ(read(dir / "first" / "model.safetensors.index.json"),
+            read(dir / "second" / "model.safetensors.index.json"));
+}
+
+TEST_F(StreamingQuantizerTest, ResumeFromFinishedShardsWritesTheSameShards) {
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.gptq.act_order = true;
+  ResumeWritesTheSameShards(Save(TinyConfig()), dir_, calibration_, o);
+}
+
+TEST_F(StreamingQuantizerTest, AwqGemmResumesFromItsShardsAndLoads) {
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kAwq;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.awq.grid = 4;
+  o.sequential.awq.clip_grid = 4;
+  o.format = QuantizedFormat::kAwqGemm;
+  const std::string in = Save(TinyConfig());
+  ResumeWritesTheSameShards(in, dir_, calibration_, o);
+  // The first run wrote every shard (the second only the layer it resumed at).
+  std::ifstream config(dir_ / "first" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["quant_method"], "awq");
+  auto loaded = LoadModel((dir_ / "first").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto original = LlamaModel::Load(in);
+  ASSERT_TRUE(original.ok());
+  const at::Tensor ids = calibration_.slice(0, 0, 2);
+  const at::Tensor reference = original->Forward(ids);
+  const double error =
+      ((loaded->Forward(ids) - reference).norm() / reference.norm()).item<double>();
+  EXPECT_LT(error, 0.2) << "4-bit codes of a random model read back near the original";
+}
+
+TEST_F(StreamingQuantizerTest, AwqGemmRefusesShapesItCannotHoldBeforeAnyWork) {
+  LlamaConfig c = TinyConfig();
+  c.intermediate_size = 100;  // neither a multiple of 8 outputs nor of the 64-column group
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kAwq;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.format = QuantizedFormat::kAwqGemm;
+  auto result = QuantizeCheckpointStreaming(Save(c), calibration_, (dir_ / "out").string(), o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("awq gemm"), std::string::npos) << result.status();
 }
 
 TEST_F(StreamingQuantizerTest, ShapesThatDoNotPackAreWrittenDense) {

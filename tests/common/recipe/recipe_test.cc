@@ -43,6 +43,7 @@ TEST(RecipeTest, ParsesStagesWithDefaults) {
   EXPECT_EQ(q.block_size(), 128);
   EXPECT_EQ(q.awq().grid(), 20) << "AWQ's settings are filled for every method";
   EXPECT_TRUE(q.awq().clip());
+  EXPECT_EQ(q.format(), v1::QuantizeStage::FORMAT_GPTQ);
   ASSERT_TRUE(r->stages[2].options.has_evaluate());
   const v1::EvaluateStage& e = r->stages[2].options.evaluate();
   EXPECT_EQ(e.gate().min_retention(), 0.9);
@@ -155,6 +156,13 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, max_shrink: "
        "1.5}\n",
        "stages[0].quantize.max_shrink"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, bits: 3, format: "
+       "awq_gemm}\n",
+       "stages[0].quantize.format: awq_gemm holds 4-bit codes only, got bits 3"},
+      {head + "stages:\n  - quantize: {method: gptq, format: awq_gemm}\n",
+       "stages[0].quantize.format: awq_gemm labels the codes as AWQ's; method gptq writes gptq"},
+      {head + "stages:\n  - quantize: {format: marlin}\n",
+       "stages[0].quantize.format: must be one of gptq, awq_gemm"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: rtn, grid: 10}\n",
        "stages[0].quantize.grid: unknown field"},
       {head + "stages:\n  - quantize: {method: gptq}\n",
@@ -463,6 +471,15 @@ stages:
   EXPECT_DOUBLE_EQ(q.awq().max_shrink(), 0.3);
   EXPECT_EQ(q.calibration().samples(), 16);
   EXPECT_EQ(q.calibration().seq_len(), 128);
+  EXPECT_EQ(q.format(), v1::QuantizeStage::FORMAT_AWQ_GEMM) << "4-bit AWQ defaults to its layout";
+  auto three = ParseRecipe(
+      "model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, bits: 3}\n");
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(three->stages[0].options.quantize().format(), v1::QuantizeStage::FORMAT_GPTQ);
+  auto as_gptq = ParseRecipe(
+      "model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, format: gptq}\n");
+  ASSERT_TRUE(as_gptq.ok()) << as_gptq.status();
+  EXPECT_EQ(as_gptq->stages[0].options.quantize().format(), v1::QuantizeStage::FORMAT_GPTQ);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/base/file_util.h"
-#include "common/compress/gptq_checkpoint.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/model/llama_model.h"
 #include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
@@ -130,11 +130,16 @@ TEST_F(QuantizeRunnerTest, AwqWritesAPackedModelWithFoldedNorms) {
   awq.mutable_quantize()->mutable_awq()->set_grid(10);
   awq.mutable_quantize()->mutable_awq()->set_clip(true);
   awq.mutable_quantize()->mutable_awq()->set_max_shrink(0.5);
+  awq.mutable_quantize()->set_format(v1::QuantizeStage::FORMAT_AWQ_GEMM);
   auto out = Run(Lease(awq));
   ASSERT_TRUE(out.ok()) << out.status();
   const v1::QuantizeResult& result = out->result.quantize();
   EXPECT_EQ(result.method(), "awq");
-  EXPECT_EQ(result.format(), "gptq");  // the codes are stored in the GPTQ layout
+  EXPECT_EQ(result.format(), "awq_gemm");
+  auto config = nlohmann::json::parse(
+      *store_->ReadArtifactRange(out->outputs.at("model"), "config.json", 0, -1, nullptr));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "awq");
+  EXPECT_EQ(config["quantization_config"]["version"], "gemm");
   ASSERT_EQ(result.linears_size(), 14);
   for (const v1::LinearQuantization& l : result.linears())
     EXPECT_TRUE(std::isfinite(l.loss()) && l.loss() >= 0.0) << l.ShortDebugString();

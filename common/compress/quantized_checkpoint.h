@@ -1,0 +1,66 @@
+// The packed checkpoint layouts the quantize stage writes and every stage reads back: one place
+// that maps a format to its tensors per linear (".qweight", ...) and to config.json's
+// quantization_config, so that the writer, the resume path and the loader cannot disagree.
+//   kGptq     GPTQ layout, v1 zero points (gptq_checkpoint.h): what every GPTQ loader expects.
+//   kGptqV2   GPTQ layout, true zero points (checkpoint_format "gptq_v2").
+//   kAwqGemm  AutoAWQ's gemm layout (awq_format.h): 4-bit, groups in input order, no g_idx.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/compress/gptq.h"
+#include "common/model/llama_model.h"
+
+namespace squeeze {
+
+enum class QuantizedFormat { kGptq, kGptqV2, kAwqGemm };
+
+// "gptq", "gptq_v2", "awq_gemm".
+std::string QuantizedFormatName(QuantizedFormat format);
+
+struct QuantizedExportOptions {
+  GptqOptions gptq;  // bits, group size, act_order (desc_act), sym, damp
+  QuantizedFormat format = QuantizedFormat::kGptq;
+};
+
+// OK when a linear of `in` inputs and `out` outputs can be stored in `format` with `options`;
+// otherwise InvalidArgument saying why (the caller names the layer).
+absl::Status CheckPackable(QuantizedFormat format, const GptqOptions& options, int64_t in,
+                           int64_t out);
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// The stored tensors of one quantized linear, named `base` + ".qweight" and so on.
+absl::StatusOr<NamedTensors> PackLinearTensors(const std::string& base,
+                                               const QuantizedWeight& weight,
+                                               QuantizedFormat format);
+
+// The inverse, reading tensors through `get` (full names).
+using TensorGetter = std::function<absl::StatusOr<at::Tensor>(const std::string& name)>;
+absl::StatusOr<QuantizedWeight> UnpackLinearTensors(const std::string& base,
+                                                    const TensorGetter& get, QuantizedFormat format,
+                                                    int bits, int64_t group_size);
+
+// Writes `model` (whose non-quantized tensors are taken as they are, in float16) with the linear
+// layers in `quantized` (keyed "model.layers.N.self_attn.q_proj") packed, plus config.json.
+absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& model,
+                                      const std::map<std::string, QuantizedWeight>& quantized,
+                                      const QuantizedExportOptions& options);
+
+// Writes dir/config.json: `config` with quantization_config for `options` and torch_dtype
+// float16.
+absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& config,
+                                  const QuantizedExportOptions& options);
+
+// Loads a model directory, dequantizing packed linear layers when config.json has a
+// quantization_config this file writes (gptq v1 or v2, awq gemm); otherwise the same as
+// LlamaModel::Load.
+absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype = at::kFloat,
+                                     at::Device device = at::kCPU);
+
+}  // namespace squeeze

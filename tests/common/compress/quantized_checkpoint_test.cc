@@ -1,0 +1,192 @@
+#include "common/compress/quantized_checkpoint.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/base/file_util.h"
+#include "common/compress/sequential_quantizer.h"
+#include "gtest/gtest.h"
+
+namespace squeeze {
+namespace {
+
+LlamaConfig SmallConfig() {
+  LlamaConfig c;
+  c.vocab_size = 96;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  return c;
+}
+
+class QuantizedCheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("quantized_checkpoint_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+  }
+  void TearDown() override { RemoveTree(dir_).IgnoreError(); }
+
+  // Quantizes a random model layer by layer and returns the quantized linears by name, with
+  // scales rounded to what a checkpoint holds.
+  std::map<std::string, QuantizedWeight> Quantize(LlamaModel& model, SequentialOptions seq) {
+    std::map<std::string, QuantizedWeight> quantized;
+    seq.on_linear = [&](int64_t layer, const std::string& name, const QuantizedWeight& q) {
+      QuantizedWeight copy = q;
+      copy.scales = q.scales.to(at::kHalf).to(at::kFloat);
+      quantized["model.layers." + std::to_string(layer) + "." + name] = copy;
+    };
+    at::Tensor calibration = at::randint(0, 96, {8, 24}, at::kLong);
+    EXPECT_TRUE(QuantizeSequential(model, calibration, seq).ok());
+    return quantized;
+  }
+
+  // Every quantized linear of `loaded` holds exactly the dequantized codes.
+  void ExpectWeights(LlamaModel& loaded, const std::map<std::string, QuantizedWeight>& quantized) {
+    for (const auto& [prefix, q] : quantized) {
+      const int64_t layer = std::stoi(prefix.substr(13));
+      const std::string name = prefix.substr(prefix.find('.', 13) + 1);
+      bool found = false;
+      for (auto& [n, linear] : loaded.layer(layer).Linears()) {
+        if (n != name) continue;
+        found = true;
+        EXPECT_TRUE(at::equal(linear->weight, q.Dequantize())) << prefix;
+      }
+      EXPECT_TRUE(found) << prefix;
+    }
+  }
+
+  nlohmann::json QuantizationConfig() {
+    auto config = LoadLlamaConfig(dir_);
+    EXPECT_TRUE(config.ok()) << config.status();
+    return nlohmann::json::parse(config->extra_json)["quantization_config"];
+  }
+
+  // Rewrites one field of config.json's quantization_config.
+  void EditQuantizationConfig(const std::string& field, const nlohmann::json& value) {
+    const std::string path = dir_ + "/config.json";
+    std::ifstream in(path);
+    nlohmann::json config = nlohmann::json::parse(in);
+    config["quantization_config"][field] = value;
+    std::ofstream(path, std::ios::trunc) << config.dump();
+  }
+
+  std::string dir_;
+};
+
+TEST_F(QuantizedCheckpointTest, GptqExportLoadsBackToTheQuantizedWeights) {
+  LlamaModel model = LlamaModel::RandomInit(SmallConfig(), 7);
+  SequentialOptions seq;
+  seq.method = SequentialOptions::Method::kGptq;
+  seq.gptq.quant = {4, 32, true};
+  seq.gptq.act_order = true;
+  seq.batch_size = 4;
+  const auto quantized = Quantize(model, seq);
+  EXPECT_EQ(quantized.size(), 14u);
+
+  QuantizedExportOptions options;
+  options.gptq = seq.gptq;
+  const absl::Status written = WriteQuantizedCheckpoint(dir_, model, quantized, options);
+  ASSERT_TRUE(written.ok()) << written;
+  const nlohmann::json qc = QuantizationConfig();
+  EXPECT_EQ(qc["quant_method"], "gptq");
+  EXPECT_EQ(qc["checkpoint_format"], "gptq");
+  EXPECT_EQ(qc["desc_act"], true);
+  EXPECT_EQ(qc["bits"], 4);
+  auto reader = CheckpointReader::Open(dir_);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_TRUE((*reader)->Contains("model.layers.1.mlp.down_proj.qweight"));
+  EXPECT_TRUE((*reader)->Contains("model.layers.1.mlp.down_proj.g_idx"));
+  EXPECT_FALSE((*reader)->Contains("model.layers.1.mlp.down_proj.weight"));
+
+  auto loaded = LoadModel(dir_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectWeights(*loaded, quantized);
+}
+
+TEST_F(QuantizedCheckpointTest, AwqGemmExportLoadsBackWithTheConfigLoadersRead) {
+  LlamaModel model = LlamaModel::RandomInit(SmallConfig(), 8);
+  SequentialOptions seq;
+  seq.method = SequentialOptions::Method::kRtn;
+  seq.gptq.quant = {4, 32, false};
+  const auto quantized = Quantize(model, seq);
+
+  QuantizedExportOptions options;
+  options.gptq = seq.gptq;
+  options.format = QuantizedFormat::kAwqGemm;
+  const absl::Status written = WriteQuantizedCheckpoint(dir_, model, quantized, options);
+  ASSERT_TRUE(written.ok()) << written;
+  const nlohmann::json qc = QuantizationConfig();
+  EXPECT_EQ(qc["quant_method"], "awq");
+  EXPECT_EQ(qc["version"], "gemm");
+  EXPECT_EQ(qc["zero_point"], true);
+  EXPECT_EQ(qc["bits"], 4);
+  EXPECT_EQ(qc["group_size"], 32);
+  auto reader = CheckpointReader::Open(dir_);
+  ASSERT_TRUE(reader.ok());
+  // AutoAWQ's shapes: qweight [in, out / 8], qzeros [in / group, out / 8], scales [in / group,
+  // out]; no g_idx.
+  auto qweight = (*reader)->Get("model.layers.0.mlp.down_proj.qweight");
+  auto qzeros = (*reader)->Get("model.layers.0.mlp.down_proj.qzeros");
+  auto scales = (*reader)->Get("model.layers.0.mlp.down_proj.scales");
+  ASSERT_TRUE(qweight.ok() && qzeros.ok() && scales.ok());
+  EXPECT_EQ(qweight->info->shape, (std::vector<int64_t>{128, 8}));
+  EXPECT_EQ(qzeros->info->shape, (std::vector<int64_t>{4, 8}));
+  EXPECT_EQ(scales->info->shape, (std::vector<int64_t>{4, 64}));
+  EXPECT_FALSE((*reader)->Contains("model.layers.0.mlp.down_proj.g_idx"));
+
+  auto loaded = LoadModel(dir_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectWeights(*loaded, quantized);
+
+  // A different label on the same tensors is refused by name, never misread.
+  EditQuantizationConfig("version", "gemv");
+  auto gemv = LoadModel(dir_);
+  ASSERT_FALSE(gemv.ok());
+  EXPECT_NE(gemv.status().message().find("quantization_config.version"), std::string::npos)
+      << gemv.status();
+  EditQuantizationConfig("version", "GEMM");  // AutoAWQ's enum spelling reads the same
+  EXPECT_TRUE(LoadModel(dir_).ok());
+  EditQuantizationConfig("zero_point", false);
+  auto no_zeros = LoadModel(dir_);
+  ASSERT_FALSE(no_zeros.ok());
+  EXPECT_NE(no_zeros.status().message().find("zero_point"), std::string::npos);
+  EditQuantizationConfig("zero_point", true);
+  EditQuantizationConfig("quant_method", "exl2");
+  auto other = LoadModel(dir_);
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().message().find("quantization_config.quant_method"), std::string::npos);
+}
+
+TEST_F(QuantizedCheckpointTest, AwqGemmRefusesWhatItCannotHold) {
+  GptqOptions options;
+  options.quant = {3, 128, false};
+  EXPECT_NE(CheckPackable(QuantizedFormat::kAwqGemm, options, 256, 256).message().find("4-bit"),
+            std::string::npos);
+  options.quant.bits = 4;
+  EXPECT_TRUE(CheckPackable(QuantizedFormat::kAwqGemm, options, 256, 256).ok());
+  EXPECT_NE(
+      CheckPackable(QuantizedFormat::kAwqGemm, options, 256, 252).message().find("multiple of 8"),
+      std::string::npos);
+  EXPECT_NE(
+      CheckPackable(QuantizedFormat::kAwqGemm, options, 200, 256).message().find("group_size"),
+      std::string::npos);
+  options.act_order = true;
+  EXPECT_FALSE(CheckPackable(QuantizedFormat::kAwqGemm, options, 256, 256).ok());
+  // The GPTQ layout holds 3-bit codes where 32-bit words fill.
+  options = GptqOptions();
+  options.quant = {3, 128, false};
+  EXPECT_TRUE(CheckPackable(QuantizedFormat::kGptq, options, 256, 256).ok());
+  EXPECT_FALSE(CheckPackable(QuantizedFormat::kGptq, options, 256, 30).ok());
+}
+
+}  // namespace
+}  // namespace squeeze

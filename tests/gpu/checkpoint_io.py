@@ -1,0 +1,44 @@
+"""Shared by the format checks: reading every safetensors shard of a checkpoint, and comparing a
+transformers model built from independently dequantized weights with our own loader."""
+import glob
+import json
+import os
+import subprocess
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def load_all_tensors(directory):
+    """Every tensor of every .safetensors file in `directory` (one file or an index's shards)."""
+    tensors = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.safetensors"))):
+        if path.endswith(".reference.safetensors"):
+            continue
+        tensors.update(load_file(path))
+    return tensors
+
+
+def compare_with_our_loader(directory, dense, binary):
+    """Loads `dense` (name -> float tensor) into transformers' LlamaForCausalLM built from the
+    directory's config, and returns reference_logits' relative error of our loader against it."""
+    config = json.load(open(os.path.join(directory, "config.json")))
+    hf_config = {k: v for k, v in config.items() if k != "quantization_config"}
+    model = LlamaForCausalLM(LlamaConfig(**hf_config)).eval().float()
+    model.config._attn_implementation = "eager"
+    missing, unexpected = model.load_state_dict(dense, strict=False)
+    missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
+    assert not missing and not unexpected, (missing, unexpected)
+    model.tie_weights()
+    ids = torch.randint(0, 256, (2, 96))
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    ref = os.path.join(directory, "hf.reference.safetensors")
+    save_file({"input_ids": ids, "logits_float32": logits.contiguous(),
+               "logits_bfloat16": logits.clone()}, ref)
+    proc = subprocess.run([binary, directory, ref, "cpu"], capture_output=True, text=True)
+    os.remove(ref)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference_logits failed: {proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["rel_err_float32"]
