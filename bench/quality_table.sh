@@ -1,12 +1,23 @@
 #!/bin/bash
-# RTN, GPTQ and AWQ on the example teacher, evaluation split; prints one line per config.
+# RTN, GPTQ, AWQ and W8A8 on the example teacher, evaluation split; prints one line per config.
+# DEVICE=cuda runs the jobs on a GPU. W8A8_ONLY=1 prints only the W8A8 rows.
 cd "$(dirname "$0")/.."
 ctl=${SQUEEZECTL:-build/services/cli/squeezectl}
 m=deploy/models/fortunes-teacher; d=deploy/data/fortunes/evaluation.jsonl; c=deploy/data/fortunes/calibration.jsonl
-for bits in 8 4 3; do
+[ -n "${W8A8_ONLY:-}" ] || for bits in 8 4 3; do
   for cfg in "rtn" "gptq" "gptq --act-order" "awq"; do
     extra=""; [ "${cfg%% *}" != rtn ] && extra="--calibration $c"
-    $ctl compress --model $m --data $d --method $cfg $extra --bits $bits --group-size 128 --json 2>/dev/null \
+    $ctl compress --model $m --data $d --method $cfg $extra --bits $bits --group-size 128 --device ${DEVICE:-cpu} --json 2>/dev/null \
       | python3 -c "import json,sys; r=json.load(sys.stdin); print('%-28s %8.4f %8.4f %7.4f' % (r['method'], r['baseline']['perplexity'], r['compressed']['perplexity'], r['retention']))"
   done
+done
+# W8A8: int8 weights per channel with int8 inputs (dynamic per token, or static per tensor),
+# with and without SmoothQuant; W8A16 (the same weights, float inputs) for reference.
+for cfg in "rtn --format compressed_tensors --bits 8 --group-size -1 --sym" \
+           "rtn --activations dynamic" "rtn --activations static --calibration $c" \
+           "rtn --activations dynamic --smoothquant-alpha 0.5 --calibration $c" \
+           "gptq --activations dynamic --calibration $c" \
+           "gptq --activations static --smoothquant-alpha 0.5 --calibration $c"; do
+  $ctl compress --model $m --data $d --method $cfg --device ${DEVICE:-cpu} --json 2>/dev/null \
+    | python3 -c "import json,sys; r=json.load(sys.stdin); print('%-28s %8.4f %8.4f %7.4f' % (r['method'], r['baseline']['perplexity'], r['compressed']['perplexity'], r['retention']))"
 done

@@ -6,30 +6,10 @@
 #include <algorithm>
 #include <map>
 
+#include "common/compress/scale_folding.h"
+
 namespace squeeze {
 namespace {
-
-// Divides a norm's effective scale by `s`: w / s, or for (1 + w) norms (1 + w) / s - 1.
-void FoldIntoNorm(const LlamaConfig& c, at::Tensor& norm, const at::Tensor& s) {
-  const at::Tensor sd = s.to(norm.device(), at::kFloat);
-  at::Tensor w = norm.to(at::kFloat);
-  w = c.norm_plus_one() ? (w + 1.0) / sd - 1.0 : w / sd;
-  norm = w.to(norm.scalar_type());
-}
-
-// Multiplies the input columns of `linear` by `s`.
-void ScaleInputs(Linear& linear, const at::Tensor& s) {
-  linear.weight =
-      (linear.weight.to(at::kFloat) * s.to(linear.weight.device())).to(linear.weight.scalar_type());
-}
-
-// Divides the output rows (and bias) of `linear` by `s`.
-void ScaleOutputs(Linear& linear, const at::Tensor& s) {
-  const at::Tensor sd = s.to(linear.weight.device());
-  linear.weight = (linear.weight.to(at::kFloat) / sd.unsqueeze(1)).to(linear.weight.scalar_type());
-  if (linear.bias.defined())
-    linear.bias = (linear.bias.to(at::kFloat) / sd).to(linear.bias.scalar_type());
-}
 
 // Lets cuBLAS run float32 matmuls on TF32 tensor cores while alive, and restores the setting.
 // The searches rank candidates by 4-bit rounding errors (a few percent of the output); TF32's
@@ -151,9 +131,7 @@ static absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeFloatLayer(
                                });
                              });
     if (!s.ok()) return s.status();
-    FoldIntoNorm(
-        c, c.sandwich_norms() ? layer.pre_feedforward_layernorm : layer.post_attention_layernorm,
-        s->scales);
+    FoldIntoNorm(c, MlpInputNorm(c, layer), s->scales);
     for (Linear* l : {&layer.gate_proj, &layer.up_proj}) ScaleInputs(*l, s->scales);
     record({"mlp.gate_proj", "mlp.up_proj"}, Flat(x_mlp), *s);
   }

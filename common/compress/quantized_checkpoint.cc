@@ -25,7 +25,52 @@ struct StoredLayout {
   QuantizedFormat format;
   int bits;
   int64_t group_size;
+  ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
 };
+
+// compressed-tensors: the one config group we write (and read): int8 weights per output channel,
+// symmetric, and optionally int8 inputs per token (dynamic) or per tensor (static).
+absl::StatusOr<StoredLayout> ParseCompressedTensors(const json& qc,
+                                                    const std::string& config_path) {
+  auto field_error = [&](const std::string& field, const std::string& message) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": quantization_config.", field, ": ", message));
+  };
+  if (qc.value("format", "") != "int-quantized")
+    return field_error("format", absl::StrCat("only int-quantized is supported, got ",
+                                              qc.value("format", json("")).dump()));
+  if (!qc.contains("config_groups") || !qc["config_groups"].is_object() ||
+      qc["config_groups"].size() != 1)
+    return field_error("config_groups", "expected exactly one group");
+  const json& group = qc["config_groups"].begin().value();
+  const std::string g = absl::StrCat("config_groups.", qc["config_groups"].begin().key());
+  const json w = group.value("weights", json());
+  if (!w.is_object() || w.value("num_bits", 0) != 8 || w.value("type", "") != "int" ||
+      !w.value("symmetric", false) || w.value("strategy", "") != "channel")
+    return field_error(absl::StrCat(g, ".weights"),
+                       "only 8-bit symmetric int weights per channel are supported");
+  StoredLayout layout{QuantizedFormat::kCompressedTensorsInt8, 8, -1};
+  const json a = group.value("input_activations", json());
+  if (!a.is_null()) {
+    if (!a.is_object() || a.value("num_bits", 0) != 8 || a.value("type", "") != "int" ||
+        !a.value("symmetric", false))
+      return field_error(absl::StrCat(g, ".input_activations"),
+                         "only 8-bit symmetric int activations are supported");
+    const std::string strategy = a.value("strategy", "");
+    const bool dynamic = a.value("dynamic", false);
+    if (strategy == "token" && dynamic) {
+      layout.activations = ActivationQuant::Kind::kDynamicPerToken;
+    } else if (strategy == "tensor" && !dynamic) {
+      layout.activations = ActivationQuant::Kind::kStaticPerTensor;
+    } else {
+      return field_error(absl::StrCat(g, ".input_activations"),
+                         absl::StrCat("expected strategy token with dynamic true, or tensor with "
+                                      "dynamic false; got ",
+                                      strategy, " with dynamic ", dynamic ? "true" : "false"));
+    }
+  }
+  return layout;
+}
 
 absl::StatusOr<StoredLayout> ParseQuantizationConfig(const json& qc,
                                                      const std::string& config_path) {
@@ -34,6 +79,7 @@ absl::StatusOr<StoredLayout> ParseQuantizationConfig(const json& qc,
         absl::StrCat(config_path, ": quantization_config.", field, ": ", message));
   };
   const std::string method = qc.value("quant_method", "");
+  if (method == "compressed-tensors") return ParseCompressedTensors(qc, config_path);
   StoredLayout layout;
   if (!qc.value("bits", json(4)).is_number_integer())
     return field_error("bits", "expected an integer");
@@ -68,6 +114,36 @@ absl::StatusOr<StoredLayout> ParseQuantizationConfig(const json& qc,
 
 json QuantizationConfig(const QuantizedExportOptions& o) {
   const GptqOptions& g = o.gptq;
+  if (o.format == QuantizedFormat::kCompressedTensorsInt8) {
+    auto args = [](const char* strategy, bool dynamic, const char* observer) {
+      return json{{"num_bits", 8},
+                  {"type", "int"},
+                  {"symmetric", true},
+                  {"strategy", strategy},
+                  {"dynamic", dynamic},
+                  {"group_size", nullptr},
+                  {"actorder", nullptr},
+                  {"block_structure", nullptr},
+                  {"observer", observer ? json(observer) : json(nullptr)},
+                  {"observer_kwargs", json::object()}};
+    };
+    json inputs = nullptr;
+    if (o.activations == ActivationQuant::Kind::kDynamicPerToken)
+      inputs = args("token", true, nullptr);
+    else if (o.activations == ActivationQuant::Kind::kStaticPerTensor)
+      inputs = args("tensor", false, "minmax");
+    return {{"quant_method", "compressed-tensors"},
+            {"format", "int-quantized"},
+            {"quantization_status", "compressed"},
+            {"config_groups",
+             {{"group_0",
+               {{"targets", {"Linear"}},
+                {"weights", args("channel", false, "minmax")},
+                {"input_activations", inputs},
+                {"output_activations", nullptr}}}}},
+            {"ignore", {"lm_head"}},
+            {"kv_cache_scheme", nullptr}};
+  }
   if (o.format == QuantizedFormat::kAwqGemm) {
     // The fields transformers' AwqConfig and vLLM's AWQConfig read. Zero points are always
     // stored (a symmetric grid stores 8), so zero_point is true either way.
@@ -95,6 +171,8 @@ std::string QuantizedFormatName(QuantizedFormat format) {
       return "gptq_v2";
     case QuantizedFormat::kAwqGemm:
       return "awq_gemm";
+    case QuantizedFormat::kCompressedTensorsInt8:
+      return "compressed_tensors";
   }
   return "unknown";
 }
@@ -102,6 +180,13 @@ std::string QuantizedFormatName(QuantizedFormat format) {
 absl::Status CheckPackable(QuantizedFormat format, const GptqOptions& options, int64_t in,
                            int64_t out) {
   const int bits = options.quant.bits;
+  if (format == QuantizedFormat::kCompressedTensorsInt8) {
+    if (bits != 8 || !options.quant.symmetric || options.quant.group_size != -1)
+      return absl::InvalidArgumentError(
+          "the compressed-tensors int8 layout holds symmetric 8-bit weights per output channel "
+          "(bits 8, sym, group_size -1)");
+    return absl::OkStatus();
+  }
   if (format == QuantizedFormat::kAwqGemm) {
     if (bits != 4)
       return absl::InvalidArgumentError(
@@ -127,10 +212,27 @@ absl::Status CheckPackable(QuantizedFormat format, const GptqOptions& options, i
 
 absl::StatusOr<NamedTensors> PackLinearTensors(const std::string& base,
                                                const QuantizedWeight& weight,
-                                               QuantizedFormat format) {
+                                               QuantizedFormat format,
+                                               const ActivationQuant& input_quant) {
   auto named = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(base, ": ", s.message()));
   };
+  if (format == QuantizedFormat::kCompressedTensorsInt8) {
+    const QuantSpec& spec = weight.spec;
+    if (spec.bits != 8 || weight.scales.size(1) != 1 || !(weight.zeros == 128).all().item<bool>())
+      return named(absl::InvalidArgumentError(
+          "compressed-tensors int8: needs symmetric 8-bit codes with one group per row"));
+    NamedTensors out = {
+        {base + ".weight", (weight.codes.to(at::kShort) - 128).to(at::kChar).contiguous()},
+        {base + ".weight_scale", weight.scales.to(at::kFloat).contiguous()}};
+    if (input_quant.kind == ActivationQuant::Kind::kStaticPerTensor) {
+      if (!input_quant.scale.defined())
+        return named(absl::InvalidArgumentError("a static input scale is missing"));
+      out.emplace_back(base + ".input_scale",
+                       input_quant.scale.to(at::kCPU, at::kFloat).reshape({1}).contiguous());
+    }
+    return out;
+  }
   if (format == QuantizedFormat::kAwqGemm) {
     auto p = PackAwqGemm(weight);
     if (!p.ok()) return named(p.status());
@@ -156,6 +258,20 @@ absl::StatusOr<QuantizedWeight> UnpackLinearTensors(const std::string& base,
     return absl::OkStatus();
   };
   absl::StatusOr<QuantizedWeight> q;
+  if (format == QuantizedFormat::kCompressedTensorsInt8) {
+    at::Tensor w, scale;
+    if (auto s = read(".weight", w); !s.ok()) return s;
+    if (auto s = read(".weight_scale", scale); !s.ok()) return s;
+    if (w.scalar_type() != at::kChar || w.dim() != 2 || scale.numel() != w.size(0))
+      return absl::InvalidArgumentError(absl::StrCat(
+          base, ": compressed-tensors int8 needs weight int8 [out, in] and weight_scale [out, 1]"));
+    QuantizedWeight out;
+    out.spec = {8, -1, true};
+    out.codes = (w.to(at::kShort) + 128).to(at::kByte).contiguous();
+    out.scales = scale.to(at::kFloat).reshape({w.size(0), 1}).contiguous();
+    out.zeros = at::full({w.size(0), 1}, 128.0, out.scales.options());
+    return out;
+  }
   if (format == QuantizedFormat::kAwqGemm) {
     AwqGemmLinear p;
     for (auto [field, out] : {std::pair{".qweight", &p.qweight}, std::pair{".qzeros", &p.qzeros},
@@ -196,7 +312,13 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
       if (auto s = AddTensor(writer, name, t->to(at::kHalf)); !s.ok()) return s;
       continue;
     }
-    auto packed = PackLinearTensors(prefix, it->second, o.format);
+    const Linear* linear = nullptr;
+    for (int64_t i = 0; i < model.num_layers() && linear == nullptr; ++i) {
+      for (const auto& [n, l] : model.layer(i).Linears())
+        if (absl::StrCat("model.layers.", i, ".", n) == prefix) linear = l;
+    }
+    auto packed = PackLinearTensors(prefix, it->second, o.format,
+                                    linear ? linear->input_quant : ActivationQuant());
     if (!packed.ok()) return packed.status();
     for (const auto& [field_name, tensor] : *packed) {
       if (auto s = AddTensor(writer, field_name, tensor); !s.ok()) return s;
@@ -221,6 +343,20 @@ absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& con
   return absl::OkStatus();
 }
 
+absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const TensorGetter& get,
+                                               ActivationQuant::Kind kind) {
+  ActivationQuant quant;
+  quant.kind = kind;
+  if (kind != ActivationQuant::Kind::kStaticPerTensor) return quant;
+  auto scale = get(base + ".input_scale");
+  if (!scale.ok()) return scale.status();
+  if (scale->numel() != 1 || !(scale->to(at::kFloat) > 0).all().item<bool>())
+    return absl::InvalidArgumentError(
+        absl::StrCat(base, ".input_scale: expected one positive value"));
+  quant.scale = scale->to(at::kFloat).reshape({1});
+  return quant;
+}
+
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
                                      at::Device device) {
   auto config = LoadLlamaConfig(dir);
@@ -243,16 +379,36 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
   auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string suffix = ".weight";
     const std::string prefix = name.substr(0, name.size() - suffix.size());
-    if (!weights.Contains(prefix + ".qweight")) return get(name);
+    // compressed-tensors keeps the name `weight` (int8) and adds `weight_scale`.
+    const bool ct = layout->format == QuantizedFormat::kCompressedTensorsInt8;
+    const std::string packed_name = ct ? ".weight" : ".qweight";
+    if (!weights.Contains(prefix + (ct ? ".weight_scale" : ".qweight"))) return get(name);
     auto q = UnpackLinearTensors(prefix, get, layout->format, layout->bits, layout->group_size);
     if (!q.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(weights.FileOf(prefix + ".qweight"), ": ", q.status().message()));
+          absl::StrCat(weights.FileOf(prefix + (packed_name == ".weight" ? ".weight" : ".qweight")),
+                       ": ", q.status().message()));
     }
     return q->Dequantize();
   };
-  return LlamaModel::FromTensors(*config, source, dtype, device,
-                                 [&](const std::string& name) { return weights.FileOf(name); });
+  if (layout->format == QuantizedFormat::kCompressedTensorsInt8 && !FusedLinears(*config).empty())
+    return absl::UnimplementedError(
+        absl::StrCat(config_path, ": compressed-tensors checkpoints of ", config->model_type,
+                     " (fused projections) are not supported yet"));
+  auto model =
+      LlamaModel::FromTensors(*config, source, dtype, device,
+                              [&](const std::string& name) { return weights.FileOf(name); });
+  if (!model.ok() || layout->activations == ActivationQuant::Kind::kNone) return model;
+  for (int64_t i = 0; i < model->num_layers(); ++i) {
+    for (auto& [n, linear] : model->layer(i).Linears()) {
+      const std::string base = absl::StrCat("model.layers.", i, ".", n);
+      auto quant = ReadInputQuant(base, get, layout->activations);
+      if (!quant.ok())
+        return absl::InvalidArgumentError(absl::StrCat(dir, ": ", quant.status().message()));
+      linear->input_quant = *quant;
+    }
+  }
+  return model;
 }
 
 }  // namespace squeeze

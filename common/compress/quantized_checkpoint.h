@@ -4,6 +4,16 @@
 //   kGptq     GPTQ layout, v1 zero points (gptq_checkpoint.h): what every GPTQ loader expects.
 //   kGptqV2   GPTQ layout, true zero points (checkpoint_format "gptq_v2").
 //   kAwqGemm  AutoAWQ's gemm layout (awq_format.h): 4-bit, groups in input order, no g_idx.
+//   kCompressedTensorsInt8  llm-compressor's compressed-tensors "int-quantized" layout (W8A8 and
+//             W8A16): per linear `weight` int8 [out, in] (symmetric, code - 128), `weight_scale`
+//             float32 [out, 1], and `input_scale` float32 [1] when activations use a static
+//             per-tensor scale; quantization_config {quant_method: "compressed-tensors", format:
+//             "int-quantized", config_groups.group_0 {targets: [Linear], weights {num_bits 8,
+//             type int, symmetric, strategy channel}, input_activations {num_bits 8, type int,
+//             symmetric, strategy token + dynamic, or tensor + static}}, ignore: [lm_head]}.
+//             Sources: compressed-tensors' QuantizationConfig/QuantizationArgs and vLLM's
+//             compressed_tensors W8A8 int8 scheme (weight_scale per channel, input_scale per
+//             tensor when static).
 #pragma once
 
 #include <functional>
@@ -18,14 +28,16 @@
 
 namespace squeeze {
 
-enum class QuantizedFormat { kGptq, kGptqV2, kAwqGemm };
+enum class QuantizedFormat { kGptq, kGptqV2, kAwqGemm, kCompressedTensorsInt8 };
 
-// "gptq", "gptq_v2", "awq_gemm".
+// "gptq", "gptq_v2", "awq_gemm", "compressed_tensors".
 std::string QuantizedFormatName(QuantizedFormat format);
 
 struct QuantizedExportOptions {
   GptqOptions gptq;  // bits, group size, act_order (desc_act), sym, damp
   QuantizedFormat format = QuantizedFormat::kGptq;
+  // How inputs are quantized (compressed-tensors only; other layouts are weight-only).
+  ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
 };
 
 // OK when a linear of `in` inputs and `out` outputs can be stored in `format` with `options`;
@@ -35,10 +47,12 @@ absl::Status CheckPackable(QuantizedFormat format, const GptqOptions& options, i
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-// The stored tensors of one quantized linear, named `base` + ".qweight" and so on.
+// The stored tensors of one quantized linear, named `base` + ".qweight" and so on; with a static
+// input scale (`input_quant`, compressed-tensors only) also `base` + ".input_scale".
 absl::StatusOr<NamedTensors> PackLinearTensors(const std::string& base,
                                                const QuantizedWeight& weight,
-                                               QuantizedFormat format);
+                                               QuantizedFormat format,
+                                               const ActivationQuant& input_quant = {});
 
 // The inverse, reading tensors through `get` (full names).
 using TensorGetter = std::function<absl::StatusOr<at::Tensor>(const std::string& name)>;
@@ -57,9 +71,14 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
 absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& config,
                                   const QuantizedExportOptions& options);
 
+// The input quantization of `base` in a stored layout: the kind, and for static scales the
+// `.input_scale` read through `get`.
+absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const TensorGetter& get,
+                                               ActivationQuant::Kind kind);
+
 // Loads a model directory, dequantizing packed linear layers when config.json has a
-// quantization_config this file writes (gptq v1 or v2, awq gemm); otherwise the same as
-// LlamaModel::Load.
+// quantization_config this file writes (gptq v1 or v2, awq gemm, compressed-tensors int8, whose
+// linears also quantize their inputs as the config says); otherwise the same as LlamaModel::Load.
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                      at::Device device = at::kCPU);
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "common/compress/awq_layer.h"
 #include "common/compress/copy_stream_cuda.h"
+#include "common/compress/smoothquant.h"
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -169,10 +170,12 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
   for (const auto& [name, t] : layer.Tensors()) {
     if (!linear_tensors.count(name)) out.emplace_back(prefix + name, t->to(at::kHalf));
   }
+  std::map<std::string, const Linear*> linears;
+  for (const auto& [name, linear] : layer.Linears()) linears[name] = linear;
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;
     if (packed) {
-      auto p = PackLinearTensors(base, q.weight, format);
+      auto p = PackLinearTensors(base, q.weight, format, linears.at(q.name)->input_quant);
       if (!p.ok()) return p.status();
       for (auto& t : *p) out.push_back(std::move(t));
     } else {
@@ -190,9 +193,11 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
 }
 
 // Sets the linear weights of `layer` from its finished shard (resume).
+// With `norms`, the layer's other tensors too (norms that SmoothQuant rescaled); input scales
+// when the export quantizes activations.
 absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_t index,
                           const std::string& path, bool packed,
-                          const QuantizedExportOptions& export_options,
+                          const QuantizedExportOptions& export_options, bool norms,
                           std::vector<std::pair<std::string, int64_t>>* names) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
@@ -219,8 +224,46 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
     auto weight = source(prefix + name + ".weight");
     if (!weight.ok()) return weight.status();
     linear->weight = weight->to(linear->weight.device(), linear->weight.scalar_type());
+    if (packed && export_options.activations != ActivationQuant::Kind::kNone) {
+      auto quant = ReadInputQuant(prefix + name, get, export_options.activations);
+      if (!quant.ok())
+        return absl::DataLossError(absl::StrCat(path, ": ", quant.status().message()));
+      linear->input_quant = *quant;
+    }
+  }
+  if (norms) {
+    std::set<std::string> linear_tensors;
+    for (const auto& [name, linear] : layer.Linears()) {
+      linear_tensors.insert(name + ".weight");
+      linear_tensors.insert(name + ".bias");
+    }
+    for (auto& [name, t] : layer.Tensors()) {
+      if (linear_tensors.count(name)) continue;
+      auto stored = get(prefix + name);
+      if (!stored.ok()) return stored.status();
+      *t = stored->to(t->device(), t->scalar_type());
+    }
   }
   return absl::OkStatus();
+}
+
+// Sets every linear's input quantization after its weights are quantized: dynamic per token, or
+// static with each linear's input absmax / 127 over `inputs` run through the layer.
+void SetInputQuant(const LlamaConfig& c, DecoderLayer& layer, const at::Tensor& inputs,
+                   const RotaryTables& rope, int64_t index, int64_t batch,
+                   ActivationQuant::Kind kind) {
+  std::map<std::string, at::Tensor> absmax;
+  if (kind == ActivationQuant::Kind::kStaticPerTensor) {
+    InputAbsMaxObserver observer;
+    RunLayerBatched(c, layer, inputs, rope, index, batch, &observer);
+    absmax = observer.absmax();
+  }
+  for (auto& [name, linear] : layer.Linears()) {
+    linear->input_quant.kind = kind;
+    linear->input_quant.bits = 8;
+    if (kind == ActivationQuant::Kind::kStaticPerTensor)
+      linear->input_quant.scale = (absmax.at(name).max() / 127.0).clamp_min(1e-8).reshape({1});
+  }
 }
 
 TensorInfo InfoOf(const std::string& name, const at::Tensor& t) {
@@ -282,7 +325,10 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   const SequentialOptions& seq = o.sequential;
   const bool gptq = seq.method == SequentialOptions::Method::kGptq;
   const bool awq = seq.method == SequentialOptions::Method::kAwq;
-  const bool calibrated = gptq || awq;  // runs the calibration windows through the layers
+  const bool smooth = o.smoothquant_alpha >= 0.0;
+  const bool act_static = o.activations == ActivationQuant::Kind::kStaticPerTensor;
+  // Runs the calibration windows through the layers.
+  const bool calibrated = gptq || awq || smooth || act_static;
   const at::Device device = seq.device;
   const bool cuda = device.is_cuda();
   PhaseClock clock(cuda);
@@ -305,11 +351,22 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // The GPTQ layout falls back to dense weights for shapes that do not fill 32-bit words; the AWQ
   // layout was asked for by name (only vLLM's and transformers' AWQ kernels read it), so a shape
   // it cannot hold is an error before any work.
-  if (!packable.ok() && o.format == QuantizedFormat::kAwqGemm) return packable;
+  if (!packable.ok() && o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2)
+    return packable;
+  if ((o.activations != ActivationQuant::Kind::kNone || smooth) &&
+      o.format != QuantizedFormat::kCompressedTensorsInt8)
+    return absl::InvalidArgumentError(
+        "activation quantization and SmoothQuant are written in the compressed-tensors layout "
+        "only");
+  if (o.format == QuantizedFormat::kCompressedTensorsInt8 && !FusedLinears(c).empty())
+    return absl::UnimplementedError(
+        absl::StrCat("the compressed-tensors layout is not written for ", c.model_type,
+                     " (fused projections) yet"));
   const bool packed = packable.ok();
   QuantizedExportOptions export_options;
   export_options.gptq = seq.gptq;
   export_options.format = o.format;
+  export_options.activations = o.activations;
 
   StreamingQuantizeResult result;
   result.format = packed ? QuantizedFormatName(o.format) : "dense";
@@ -330,7 +387,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   RotaryTables rope;
   if (calibrated) {
     if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0)
-      return absl::InvalidArgumentError(absl::StrCat("calibration: ", gptq ? "GPTQ" : "AWQ",
+      return absl::InvalidArgumentError(absl::StrCat("calibration: ",
+                                                     gptq     ? "GPTQ"
+                                                     : awq    ? "AWQ"
+                                                     : smooth ? "SmoothQuant"
+                                                              : "static input scales",
                                                      " needs calibration windows [N, L]"));
     if (calibration.max().item<int64_t>() >= c.vocab_size || calibration.min().item<int64_t>() < 0)
       return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
@@ -464,21 +525,46 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       auto path = o.finished_shard(i);
       if (!path.ok()) return path.status();
       std::vector<std::pair<std::string, int64_t>> names;
-      if (auto s = RestoreLayer(c, layer, i, *path, packed, export_options, &names); !s.ok())
+      if (auto s = RestoreLayer(c, layer, i, *path, packed, export_options, smooth, &names);
+          !s.ok())
         return s;
       for (const auto& [n, bytes] : names) {
         weight_map[n] = ShardName(i, shards);
         total_size += bytes;
       }
-      if (gptq) {
+      if (calibrated && !awq) {
         hidden = RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, nullptr);
         clock.Charge("reforward");
       }
       continue;
     }
+    if (smooth) {
+      InputAbsMaxObserver observer;
+      RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, &observer);
+      if (auto s = SmoothDecoderLayer(c, layer, observer.absmax(), o.smoothquant_alpha); !s.ok())
+        return s;
+      // The rescaled norms as the shard stores them (float16), so that the next layers see what a
+      // loader (or a resumed run) computes.
+      for (auto& [name, t] : layer.Tensors()) {
+        if (name.find("norm") != std::string::npos) *t = t->to(at::kHalf).to(t->scalar_type());
+      }
+      clock.Charge("smooth");
+    }
+    // GPTQ overwrites `hidden` with the layer's outputs in place; W8A8 reads the inputs again.
+    const bool reads_inputs_again = o.activations != ActivationQuant::Kind::kNone || smooth;
+    const at::Tensor layer_inputs = gptq && reads_inputs_again ? hidden.clone() : hidden;
     auto quantized = awq ? AwqLayer(c, layer, hidden, rope, i, seq, clock)
                          : QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
     if (!quantized.ok()) return quantized.status();
+    if (o.activations != ActivationQuant::Kind::kNone) {
+      SetInputQuant(c, layer, layer_inputs, rope, i, seq.batch_size, o.activations);
+      // The next layer sees this one as it will run: weights and inputs quantized.
+      if (calibrated)
+        hidden = RunLayerBatched(c, layer, layer_inputs, rope, i, seq.batch_size, nullptr);
+      clock.Charge("activation scales");
+    } else if (smooth && !gptq) {
+      hidden = RunLayerBatched(c, layer, layer_inputs, rope, i, seq.batch_size, nullptr);
+    }
     for (const QuantizedLinear& q : *quantized) result.reports.push_back(q.report);
     if (writes) {
       auto tensors = LayerShardTensors(c, layer, i, *quantized, packed, o.format);

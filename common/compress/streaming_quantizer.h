@@ -29,6 +29,12 @@ struct StreamingQuantizeOptions {
   // writes files.
   SequentialOptions sequential;
   QuantizedFormat format = QuantizedFormat::kGptq;
+  // W8A8 (format kCompressedTensorsInt8): how every linear's inputs are quantized, and
+  // SmoothQuant's migration strength (negative: off). Static scales are each linear's input
+  // absmax / 127 over the calibration windows, on the layer with its quantized weights and the
+  // outputs of the quantized layers before it; they and SmoothQuant need calibration windows.
+  ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
+  double smoothquant_alpha = -1.0;
   // Layers before it are finished: their shards exist (resume). `finished_shard(i)` gives the
   // local path of layer i's shard, read back to rebuild the layer's quantized weights.
   int64_t start_layer = 0;
@@ -54,7 +60,7 @@ struct StreamingQuantizeResult {
 };
 
 // Quantizes the model in `model_dir` into files handed to `on_file`, written under `out_dir`
-// first. `calibration` [N, L] token ids (GPTQ only).
+// first. `calibration` [N, L] token ids (GPTQ, AWQ, static activation scales, SmoothQuant).
 absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     const std::string& model_dir, const at::Tensor& calibration, const std::string& out_dir,
     const StreamingQuantizeOptions& options);

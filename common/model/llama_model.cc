@@ -266,7 +266,24 @@ absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t
   return layer;
 }
 
-at::Tensor Linear::Forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+at::Tensor QuantizeActivations(const at::Tensor& x, const ActivationQuant& quant) {
+  if (quant.kind == ActivationQuant::Kind::kNone) return x;
+  const double qmax = static_cast<double>((1 << (quant.bits - 1)) - 1);  // 127
+  const at::Tensor xf = x.to(at::kFloat);
+  at::Tensor scale;
+  if (quant.kind == ActivationQuant::Kind::kDynamicPerToken) {
+    scale = xf.abs().amax(-1, /*keepdim=*/true).clamp_min(1e-8) / qmax;
+  } else {
+    scale = quant.scale.to(x.device(), at::kFloat).clamp_min(1e-8);
+  }
+  // Static scales can be exceeded at run time: values clip to the grid's ends, as INT8 kernels'
+  // saturating conversion does.
+  return (xf / scale).round().clamp(-qmax - 1, qmax).mul(scale).to(x.scalar_type());
+}
+
+at::Tensor Linear::Forward(const at::Tensor& x) const {
+  return at::linear(QuantizeActivations(x, input_quant), weight, bias);
+}
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 #ifdef SQUEEZE_HAS_CUDA_KERNELS

@@ -30,9 +30,24 @@ class LinearObserver {
   virtual void OnLinearInput(int64_t layer, absl::string_view name, const at::Tensor& input) = 0;
 };
 
+// Symmetric integer quantization of a linear's inputs (W8A8 models): per token, with the scale
+// computed at run time from each row's absmax, or per tensor, with a scale calibrated beforehand.
+// Forward rounds the inputs to that grid and multiplies in floating point: what an integer kernel
+// computes up to its accumulator, so evaluation measures the activations' rounding.
+struct ActivationQuant {
+  enum class Kind { kNone, kDynamicPerToken, kStaticPerTensor };
+  Kind kind = Kind::kNone;
+  int bits = 8;
+  at::Tensor scale;  // [1] float32, static only
+};
+
+// `x` rounded to `quant`'s grid (returned as it is for kNone), in x's dtype.
+at::Tensor QuantizeActivations(const at::Tensor& x, const ActivationQuant& quant);
+
 struct Linear {
   at::Tensor weight;  // [out, in]
   at::Tensor bias;    // [out] or undefined
+  ActivationQuant input_quant;
   at::Tensor Forward(const at::Tensor& x) const;
 };
 

@@ -347,8 +347,16 @@ absl::Status ParseCalibrationSample(MapReader& r, const std::string& samples_key
 absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   std::string method = "rtn";
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq", "awq"}));
-  int64_t bits = 4, group_size = 128;
-  bool sym = false;
+  // W8A8: int8 inputs too. Its weights are 8-bit, symmetric, per output channel (what INT8 GEMM
+  // kernels take), so those are its defaults and other values are refused.
+  std::string activations = "none";
+  SQ_RETURN_IF_ERROR(r.Choice("activations", activations, {"none", "dynamic", "static"}));
+  const bool w8a8 = activations != "none";
+  if (w8a8 && method == "awq")
+    return FieldError(r.Path("activations"),
+                      "method awq quantizes weights only; use rtn or gptq for W8A8");
+  int64_t bits = w8a8 ? 8 : 4, group_size = w8a8 ? -1 : 128;
+  bool sym = w8a8;
   if (YAML::Node b = r.Get("bits")) {
     int64_t v;
     if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) ||
@@ -361,6 +369,21 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   SQ_RETURN_IF_ERROR(r.Int("group_size", group_size, -1, 1 << 20));
   if (group_size == 0) return FieldError(r.Path("group_size"), "must be -1 or positive");
   SQ_RETURN_IF_ERROR(r.Bool("sym", sym));
+  if (w8a8) {
+    const std::string why = absl::StrCat("activations ", activations, " needs ");
+    if (bits != 8) return FieldError(r.Path("bits"), why + "8-bit weights");
+    if (group_size != -1)
+      return FieldError(r.Path("group_size"), why + "one scale per output channel (-1)");
+    if (!sym) return FieldError(r.Path("sym"), why + "symmetric weights");
+  }
+  double smoothquant_alpha = -1.0;
+  if (r.Get("smoothquant_alpha")) {
+    if (!w8a8)
+      return FieldError(r.Path("smoothquant_alpha"),
+                        "smooths activations for their quantization; set activations: dynamic or "
+                        "static");
+    SQ_RETURN_IF_ERROR(r.Double("smoothquant_alpha", smoothquant_alpha, 0.0, 1.0));
+  }
   out.set_method(method == "gptq"  ? v1::QuantizeStage::GPTQ
                  : method == "awq" ? v1::QuantizeStage::AWQ
                                    : v1::QuantizeStage::RTN);
@@ -372,6 +395,9 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   bool act_order = false, static_groups = false;
   double damp = 0.01;
   int64_t block_size = 128;
+  // Static input scales and SmoothQuant read calibration windows whatever the weights' method.
+  const bool needs_calibration =
+      method != "rtn" || activations == "static" || smoothquant_alpha >= 0.0;
   if (method == "gptq") {
     SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
     SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
@@ -395,12 +421,26 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
     SQ_RETURN_IF_ERROR(r.Int("grid", grid, 1, 1000));
     SQ_RETURN_IF_ERROR(r.Bool("clip", clip));
     SQ_RETURN_IF_ERROR(r.Double("max_shrink", max_shrink, 0.0, 0.99));
+  }
+  if (needs_calibration && method != "gptq") {
     SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
                                               *out.mutable_calibration()));
   }
-  // The layout: AWQ's own for 4-bit AWQ (what AutoAWQ users load), GPTQ's otherwise.
-  std::string format = method == "awq" && bits == 4 ? "awq_gemm" : "gptq";
-  SQ_RETURN_IF_ERROR(r.Choice("format", format, {"gptq", "awq_gemm"}));
+  // The layout: AWQ's own for 4-bit AWQ (what AutoAWQ users load), compressed-tensors for W8A8
+  // (what llm-compressor users load), GPTQ's otherwise.
+  std::string format = w8a8                           ? "compressed_tensors"
+                       : method == "awq" && bits == 4 ? "awq_gemm"
+                                                      : "gptq";
+  SQ_RETURN_IF_ERROR(r.Choice("format", format, {"gptq", "awq_gemm", "compressed_tensors"}));
+  if (w8a8 && format != "compressed_tensors")
+    return FieldError(r.Path("format"),
+                      absl::StrCat(format,
+                                   " stores no activation quantization; W8A8 is written as "
+                                   "compressed_tensors"));
+  if (format == "compressed_tensors" && (bits != 8 || group_size != -1 || !sym))
+    return FieldError(r.Path("format"),
+                      "compressed_tensors holds symmetric 8-bit weights per output channel (bits: "
+                      "8, group_size: -1, sym: true)");
   if (format == "awq_gemm") {
     if (method != "awq")
       return FieldError(
@@ -410,8 +450,14 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
       return FieldError(r.Path("format"), absl::StrCat("awq_gemm holds 4-bit codes only, got bits ",
                                                        bits, " (use format: gptq)"));
   }
-  out.set_format(format == "awq_gemm" ? v1::QuantizeStage::FORMAT_AWQ_GEMM
-                                      : v1::QuantizeStage::FORMAT_GPTQ);
+  out.set_format(format == "awq_gemm"             ? v1::QuantizeStage::FORMAT_AWQ_GEMM
+                 : format == "compressed_tensors" ? v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS
+                                                  : v1::QuantizeStage::FORMAT_GPTQ);
+  v1::ActivationQuantization& act = *out.mutable_activations();
+  act.set_mode(activations == "dynamic"  ? v1::ActivationQuantization::DYNAMIC_PER_TOKEN
+               : activations == "static" ? v1::ActivationQuantization::STATIC_PER_TENSOR
+                                         : v1::ActivationQuantization::NONE);
+  if (smoothquant_alpha >= 0.0) act.set_smoothquant_alpha(smoothquant_alpha);
   out.mutable_awq()->set_grid(static_cast<int32_t>(grid));
   out.mutable_awq()->set_clip(clip);
   out.mutable_awq()->set_max_shrink(max_shrink);
@@ -756,12 +802,24 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
       }
     } else if (stage.kind == "quantize") {
       SQ_RETURN_IF_ERROR(ParseQuantize(r, *options.mutable_quantize()));
-      const v1::QuantizeStage::Method method = options.quantize().method();
+      const v1::QuantizeStage& q = options.quantize();
+      const v1::QuantizeStage::Method method = q.method();
       if ((method == v1::QuantizeStage::GPTQ || method == v1::QuantizeStage::AWQ) &&
           recipe.calibration.empty()) {
         return FieldError("data.calibration",
                           absl::StrCat("required by ", path, ".quantize (method ",
                                        method == v1::QuantizeStage::GPTQ ? "gptq" : "awq", ")"));
+      }
+      if (recipe.calibration.empty() &&
+          q.activations().mode() == v1::ActivationQuantization::STATIC_PER_TENSOR) {
+        return FieldError("data.calibration",
+                          absl::StrCat("required by ", path,
+                                       ".quantize (activations static: the input scales are "
+                                       "calibrated)"));
+      }
+      if (recipe.calibration.empty() && q.activations().has_smoothquant_alpha()) {
+        return FieldError("data.calibration",
+                          absl::StrCat("required by ", path, ".quantize (smoothquant_alpha)"));
       }
     } else if (stage.kind == "calibrate") {
       SQ_RETURN_IF_ERROR(ParseCalibrationSample(r, "samples", "seq_len",

@@ -294,8 +294,8 @@ int RunCompress(const Args& args) {
   flags.Value("model")
       .Value("data")
       .Value("out")
-      .Value("bits", "4")
-      .Value("group-size", "128")
+      .Value("bits")
+      .Value("group-size")
       .Value("device", "cpu")
       .Value("method", "rtn")
       .Value("calibration")
@@ -305,6 +305,8 @@ int RunCompress(const Args& args) {
       .Value("max-examples", "0")
       .Value("state-dir")
       .Value("format")
+      .Value("activations")
+      .Value("smoothquant-alpha")
       .Bool("act-order")
       .Bool("static-groups")
       .Bool("sym")
@@ -327,9 +329,12 @@ int RunCompress(const Args& args) {
       absl::StrCat("{window: ", *flags.Get("window"), ", stride: ", *flags.Get("stride"),
                    ", batch_size: ", *flags.Get("batch-size"),
                    ", max_examples: ", *flags.Get("max-examples"), "}");
-  std::string quantize = absl::StrCat("{method: \"", method, "\", bits: ", *flags.Get("bits"),
-                                      ", group_size: ", *flags.Get("group-size"),
-                                      ", sym: ", flags.GetBool("sym") ? "true" : "false");
+  // Unset widths take the recipe's defaults (4 bits, group 128; W8A8: 8 bits per channel).
+  std::string quantize = absl::StrCat("{method: \"", method, "\"");
+  if (flags.Has("bits")) absl::StrAppend(&quantize, ", bits: ", *flags.Get("bits"));
+  if (flags.Has("group-size"))
+    absl::StrAppend(&quantize, ", group_size: ", *flags.Get("group-size"));
+  if (flags.GetBool("sym")) absl::StrAppend(&quantize, ", sym: true");
   if (gptq) {
     absl::StrAppend(&quantize, ", damp: ", *flags.Get("damp"),
                     ", act_order: ", flags.GetBool("act-order") ? "true" : "false",
@@ -341,9 +346,23 @@ int RunCompress(const Args& args) {
                     ", calibration_seq_len: ", *flags.Get("seq-len"));
   }
   if (flags.Has("format")) absl::StrAppend(&quantize, ", format: \"", *flags.Get("format"), "\"");
+  if (flags.Has("activations"))
+    absl::StrAppend(&quantize, ", activations: \"", *flags.Get("activations"), "\"");
+  if (flags.Has("smoothquant-alpha"))
+    absl::StrAppend(&quantize, ", smoothquant_alpha: ", *flags.Get("smoothquant-alpha"));
+  // Static input scales and SmoothQuant are calibrated like GPTQ.
+  const bool calibrated = gptq || awq || flags.Has("smoothquant-alpha") ||
+                          (flags.Has("activations") && *flags.Get("activations") == "static");
+  if (calibrated && !gptq && !awq) {
+    if (!flags.Has("calibration"))
+      return Fail(absl::InvalidArgumentError(
+          "--calibration is required with --activations static or --smoothquant-alpha"));
+    absl::StrAppend(&quantize, ", calibration_samples: ", *flags.Get("samples"),
+                    ", calibration_seq_len: ", *flags.Get("seq-len"));
+  }
   quantize += "}";
   std::string data = absl::StrCat("{evaluation: [\"", Absolute(*flags.Get("data")), "\"]");
-  if (gptq || awq)
+  if (calibrated)
     absl::StrAppend(&data, ", calibration: \"", Absolute(*flags.Get("calibration")), "\"");
   data += "}";
   const std::string recipe_yaml =
@@ -380,9 +399,15 @@ int RunCompress(const Args& args) {
   const double params = ResultNumber(report, 0, "parameters");
   const double retention = ResultNumber(report, 2, "retention");
   const double bits_per_weight = ResultNumber(report, 1, "bits_per_quantized_weight");
+  const nlohmann::json quantized = stages[1].value("result", nlohmann::json::object());
+  const std::string activations = quantized.value("activations", "none");
   const std::string label = absl::StrFormat(
-      "%s w%s g%s %s%s", method, *flags.Get("bits"), *flags.Get("group-size"),
-      flags.GetBool("sym") ? "sym" : "asym", flags.GetBool("act-order") ? " act" : "");
+      "%s w%d%s g%d %s%s", method, quantized.value("bits", 0),
+      activations == "none"
+          ? ""
+          : absl::StrCat("a8-", activations, quantized.contains("smoothquant_alpha") ? "+sq" : ""),
+      quantized.value("group_size", int64_t{0}), quantized.value("sym", false) ? "sym" : "asym",
+      flags.GetBool("act-order") ? " act" : "");
   nlohmann::json summary = {{"job", job->id()},
                             {"method", label},
                             {"baseline", before},

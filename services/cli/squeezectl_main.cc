@@ -18,7 +18,8 @@ commands:
                                        perplexity (overall and per category), size, parameters,
                                        tokens/s
   compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
-           [--bits N] [--group-size N] [--sym] [--format gptq|awq_gemm] [--state-dir DIR]
+           [--bits N] [--group-size N] [--sym] [--format gptq|awq_gemm|compressed_tensors]
+           [--activations none|dynamic|static] [--smoothquant-alpha A] [--state-dir DIR]
            [--device D] [--json]
                                        quantization as a job (evaluate, quantize, evaluate) on
                                        the embedded service, with a before/after table

@@ -20,9 +20,10 @@ def load_all_tensors(directory):
     return tensors
 
 
-def compare_with_our_loader(directory, dense, binary):
+def compare_with_our_loader(directory, dense, binary, prepare=None):
     """Loads `dense` (name -> float tensor) into transformers' LlamaForCausalLM built from the
-    directory's config, and returns reference_logits' relative error of our loader against it."""
+    directory's config (then `prepare(model)`, when given, e.g. to install input quantization),
+    and returns reference_logits' relative error of our loader against it."""
     config = json.load(open(os.path.join(directory, "config.json")))
     hf_config = {k: v for k, v in config.items() if k != "quantization_config"}
     model = LlamaForCausalLM(LlamaConfig(**hf_config)).eval().float()
@@ -31,6 +32,8 @@ def compare_with_our_loader(directory, dense, binary):
     missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embeddings
     assert not missing and not unexpected, (missing, unexpected)
     model.tie_weights()
+    if prepare is not None:
+        prepare(model)
     ids = torch.randint(0, 256, (2, 96))
     with torch.no_grad():
         logits = model(ids).logits.float()
@@ -39,6 +42,9 @@ def compare_with_our_loader(directory, dense, binary):
                "logits_bfloat16": logits.clone()}, ref)
     proc = subprocess.run([binary, directory, ref, "cpu"], capture_output=True, text=True)
     os.remove(ref)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference_logits failed: {proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["rel_err_float32"]
+    # reference_logits exits 1 when its own (tighter, unquantized) bounds fail; the caller judges
+    # the error against its own bound, so only a missing result is a failure here.
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"reference_logits failed ({proc.returncode}): {proc.stderr}")
+    return json.loads(lines[-1])["rel_err_float32"]

@@ -52,10 +52,31 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     case v1::QuantizeStage::FORMAT_AWQ_GEMM:
       options.format = QuantizedFormat::kAwqGemm;
       break;
+    case v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS:
+      options.format = QuantizedFormat::kCompressedTensorsInt8;
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("quantize format ", spec.format(), " is not one this worker knows"));
   }
+  switch (spec.activations().mode()) {
+    case v1::ActivationQuantization::MODE_UNSPECIFIED:
+    case v1::ActivationQuantization::NONE:
+      options.activations = ActivationQuant::Kind::kNone;
+      break;
+    case v1::ActivationQuantization::DYNAMIC_PER_TOKEN:
+      options.activations = ActivationQuant::Kind::kDynamicPerToken;
+      break;
+    case v1::ActivationQuantization::STATIC_PER_TENSOR:
+      options.activations = ActivationQuant::Kind::kStaticPerTensor;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("activation quantization mode ",
+                                                     spec.activations().mode(),
+                                                     " is not one this worker knows"));
+  }
+  if (spec.activations().has_smoothquant_alpha())
+    options.smoothquant_alpha = spec.activations().smoothquant_alpha();
   seq.gptq.quant = {spec.bits(), spec.group_size(), spec.sym()};
   seq.gptq.act_order = spec.act_order();
   seq.gptq.static_groups = spec.static_groups();
@@ -69,7 +90,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   auto config = LoadLlamaConfig(*model_dir);
   if (!config.ok()) return config.status();
   at::Tensor calibration;
-  if (seq.method != SequentialOptions::Method::kRtn) {
+  if (seq.method != SequentialOptions::Method::kRtn ||
+      options.activations == ActivationQuant::Kind::kStaticPerTensor ||
+      options.smoothquant_alpha >= 0.0) {
     auto windows = CalibrationWindows(ctx, *model_dir, *config, spec.calibration());
     if (!windows.ok()) return windows.status();
     calibration = *windows;
@@ -177,6 +200,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   result.set_sym(seq.gptq.quant.symmetric);
   result.set_act_order(seq.gptq.act_order);
   result.set_format(quantized->format);
+  result.set_activations(options.activations == ActivationQuant::Kind::kDynamicPerToken ? "dynamic"
+                         : options.activations == ActivationQuant::Kind::kStaticPerTensor ? "static"
+                                                                                          : "none");
+  if (options.smoothquant_alpha >= 0.0) result.set_smoothquant_alpha(options.smoothquant_alpha);
   result.set_layers(config->num_hidden_layers);
   result.set_resumed_from_layer(options.start_layer);
   result.set_quantized_weights(q.weights);

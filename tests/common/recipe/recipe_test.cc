@@ -162,7 +162,29 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
       {head + "stages:\n  - quantize: {method: gptq, format: awq_gemm}\n",
        "stages[0].quantize.format: awq_gemm labels the codes as AWQ's; method gptq writes gptq"},
       {head + "stages:\n  - quantize: {format: marlin}\n",
-       "stages[0].quantize.format: must be one of gptq, awq_gemm"},
+       "stages[0].quantize.format: must be one of gptq, awq_gemm, compressed_tensors"},
+      {head + "stages:\n  - quantize: {activations: static}\n",
+       "data.calibration: required by stages[0].quantize (activations static"},
+      {head + "stages:\n  - quantize: {activations: dynamic, smoothquant_alpha: 0.5}\n",
+       "data.calibration: required by stages[0].quantize (smoothquant_alpha)"},
+      {head + "stages:\n  - quantize: {activations: dynamic, bits: 4}\n",
+       "stages[0].quantize.bits: activations dynamic needs 8-bit weights"},
+      {head + "stages:\n  - quantize: {activations: dynamic, group_size: 128}\n",
+       "stages[0].quantize.group_size: activations dynamic needs one scale per output channel"},
+      {head + "stages:\n  - quantize: {activations: dynamic, sym: false}\n",
+       "stages[0].quantize.sym: activations dynamic needs symmetric weights"},
+      {head + "stages:\n  - quantize: {activations: dynamic, format: gptq}\n",
+       "stages[0].quantize.format: gptq stores no activation quantization"},
+      {head + "stages:\n  - quantize: {smoothquant_alpha: 0.5}\n",
+       "stages[0].quantize.smoothquant_alpha: smooths activations"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {activations: dynamic, "
+       "smoothquant_alpha: 1.5}\n",
+       "stages[0].quantize.smoothquant_alpha"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, activations: "
+       "dynamic}\n",
+       "stages[0].quantize.activations: method awq quantizes weights only"},
+      {head + "stages:\n  - quantize: {activations: int4}\n",
+       "stages[0].quantize.activations: must be one of none, dynamic, static"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: rtn, grid: 10}\n",
        "stages[0].quantize.grid: unknown field"},
       {head + "stages:\n  - quantize: {method: gptq}\n",
@@ -453,6 +475,37 @@ TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
   EXPECT_EQ(r->model, "/recipes/models/t");
   EXPECT_EQ(r->evaluation, (std::vector<std::string>{"/recipes/x/e.jsonl", "/abs.jsonl"}));
   EXPECT_EQ(r->calibration, "/recipes/x/c.jsonl");
+}
+
+TEST(RecipeTest, W8A8DefaultsToInt8PerChannelInCompressedTensors) {
+  auto r = ParseRecipe(R"(
+model: /m
+data: {calibration: /c}
+stages:
+  - quantize: {activations: static, smoothquant_alpha: 0.8, calibration_samples: 32}
+  - quantize: {method: gptq, activations: dynamic}
+)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const v1::QuantizeStage& a = r->stages[0].options.quantize();
+  EXPECT_EQ(a.method(), v1::QuantizeStage::RTN);
+  EXPECT_EQ(a.bits(), 8);
+  EXPECT_EQ(a.group_size(), -1);
+  EXPECT_TRUE(a.sym());
+  EXPECT_EQ(a.format(), v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS);
+  EXPECT_EQ(a.activations().mode(), v1::ActivationQuantization::STATIC_PER_TENSOR);
+  EXPECT_DOUBLE_EQ(a.activations().smoothquant_alpha(), 0.8);
+  EXPECT_EQ(a.calibration().samples(), 32) << "static scales sample calibration windows";
+  const v1::QuantizeStage& b = r->stages[1].options.quantize();
+  EXPECT_EQ(b.method(), v1::QuantizeStage::GPTQ);
+  EXPECT_EQ(b.activations().mode(), v1::ActivationQuantization::DYNAMIC_PER_TOKEN);
+  EXPECT_FALSE(b.activations().has_smoothquant_alpha());
+  // Weight-only int8 in the same layout, when asked for.
+  auto w8 = ParseRecipe(
+      "model: /m\nstages:\n  - quantize: {bits: 8, group_size: -1, sym: true, format: "
+      "compressed_tensors}\n");
+  ASSERT_TRUE(w8.ok()) << w8.status();
+  EXPECT_EQ(w8->stages[0].options.quantize().activations().mode(),
+            v1::ActivationQuantization::NONE);
 }
 
 TEST(RecipeTest, AwqTakesItsSearchSettingsAndACalibrationSample) {

@@ -171,6 +171,42 @@ TEST_F(QuantizeRunnerTest, AwqWritesAPackedModelWithFoldedNorms) {
   EXPECT_LT(awq_error, 1.1 * rtn_error) << "AWQ " << awq_error << ", RTN " << rtn_error;
 }
 
+// W8A8 as a job stage: static input scales calibrated on the job's calibration file, written in
+// the compressed-tensors layout, and read back into linears that quantize their inputs.
+TEST_F(QuantizeRunnerTest, W8A8WritesCompressedTensorsWithStaticInputScales) {
+  v1::StageOptions w8a8 = Quantize(v1::QuantizeStage::RTN, 8);
+  v1::QuantizeStage& q = *w8a8.mutable_quantize();
+  q.set_group_size(-1);
+  q.set_format(v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS);
+  q.mutable_activations()->set_mode(v1::ActivationQuantization::STATIC_PER_TENSOR);
+  q.mutable_activations()->set_smoothquant_alpha(0.5);
+  auto out = Run(Lease(w8a8));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const v1::QuantizeResult& result = out->result.quantize();
+  EXPECT_EQ(result.format(), "compressed_tensors");
+  EXPECT_EQ(result.activations(), "static");
+  EXPECT_DOUBLE_EQ(result.smoothquant_alpha(), 0.5);
+  auto config = nlohmann::json::parse(
+      *store_->ReadArtifactRange(out->outputs.at("model"), "config.json", 0, -1, nullptr));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "compressed-tensors");
+  auto dir = store_->LocalDirectory(out->outputs.at("model"), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (auto& [name, linear] : loaded->layer(1).Linears()) {
+    EXPECT_EQ(linear->input_quant.kind, ActivationQuant::Kind::kStaticPerTensor) << name;
+    EXPECT_GT(linear->input_quant.scale.item<float>(), 0.0f) << name;
+  }
+  // Without calibration data the stage fails by name instead of guessing scales.
+  v1::TaskLease no_data = Lease(w8a8);
+  no_data.mutable_data()->clear_calibration();
+  no_data.set_output_uri(store_root() + "/jobs/job-1/nodata");
+  no_data.set_checkpoint_uri(no_data.output_uri() + ".checkpoint");
+  auto refused = Run(no_data);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("calibration"), std::string::npos) << refused.status();
+}
+
 // A Qwen3 model (per-head q/k norms, head_dim unequal to hidden / heads) through GPTQ: the packed
 // artifact keeps the norms and loads back close to the original.
 TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
