@@ -247,16 +247,38 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
   return absl::OkStatus();
 }
 
+// Per-linear input absmax over `inputs` run through the layer; in a gang, over every rank's share
+// of the calibration windows (each rank's maxima broadcast in turn: the collectives have no max),
+// so that all ranks smooth and scale alike.
+absl::StatusOr<std::map<std::string, at::Tensor>> LayerInputAbsMax(
+    const LlamaConfig& c, const DecoderLayer& layer, const at::Tensor& inputs,
+    const RotaryTables& rope, int64_t index, int64_t batch, RankCollectives* ranks) {
+  InputAbsMaxObserver observer;
+  RunLayerBatched(c, layer, inputs, rope, index, batch, &observer);
+  std::map<std::string, at::Tensor> absmax = observer.absmax();
+  if (ranks == nullptr || ranks->world_size() <= 1) return absmax;
+  for (auto& [name, mine] : absmax) {
+    at::Tensor all = mine.clone();
+    for (int r = 0; r < ranks->world_size(); ++r) {
+      at::Tensor theirs = r == ranks->rank() ? mine.clone() : at::empty_like(mine);
+      if (auto s = ranks->Broadcast({theirs}, r); !s.ok()) return s;
+      all = at::maximum(all, theirs);
+    }
+    mine = all;
+  }
+  return absmax;
+}
+
 // Sets every linear's input quantization after its weights are quantized: dynamic per token, or
 // static with each linear's input absmax / 127 over `inputs` run through the layer.
-void SetInputQuant(const LlamaConfig& c, DecoderLayer& layer, const at::Tensor& inputs,
-                   const RotaryTables& rope, int64_t index, int64_t batch,
-                   ActivationQuant::Kind kind) {
+absl::Status SetInputQuant(const LlamaConfig& c, DecoderLayer& layer, const at::Tensor& inputs,
+                           const RotaryTables& rope, int64_t index, int64_t batch,
+                           ActivationQuant::Kind kind, RankCollectives* ranks) {
   std::map<std::string, at::Tensor> absmax;
   if (kind == ActivationQuant::Kind::kStaticPerTensor) {
-    InputAbsMaxObserver observer;
-    RunLayerBatched(c, layer, inputs, rope, index, batch, &observer);
-    absmax = observer.absmax();
+    auto observed = LayerInputAbsMax(c, layer, inputs, rope, index, batch, ranks);
+    if (!observed.ok()) return observed.status();
+    absmax = *std::move(observed);
   }
   for (auto& [name, linear] : layer.Linears()) {
     linear->input_quant.kind = kind;
@@ -264,6 +286,7 @@ void SetInputQuant(const LlamaConfig& c, DecoderLayer& layer, const at::Tensor& 
     if (kind == ActivationQuant::Kind::kStaticPerTensor)
       linear->input_quant.scale = (absmax.at(name).max() / 127.0).clamp_min(1e-8).reshape({1});
   }
+  return absl::OkStatus();
 }
 
 TensorInfo InfoOf(const std::string& name, const at::Tensor& t) {
@@ -539,10 +562,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       continue;
     }
     if (smooth) {
-      InputAbsMaxObserver observer;
-      RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, &observer);
-      if (auto s = SmoothDecoderLayer(c, layer, observer.absmax(), o.smoothquant_alpha); !s.ok())
-        return s;
+      auto absmax = LayerInputAbsMax(c, layer, hidden, rope, i, seq.batch_size, seq.ranks);
+      if (!absmax.ok()) return absmax.status();
+      if (auto s = SmoothDecoderLayer(c, layer, *absmax, o.smoothquant_alpha); !s.ok()) return s;
       // The rescaled norms as the shard stores them (float16), so that the next layers see what a
       // loader (or a resumed run) computes.
       for (auto& [name, t] : layer.Tensors()) {
@@ -557,7 +579,10 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
                          : QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
     if (!quantized.ok()) return quantized.status();
     if (o.activations != ActivationQuant::Kind::kNone) {
-      SetInputQuant(c, layer, layer_inputs, rope, i, seq.batch_size, o.activations);
+      if (auto s = SetInputQuant(c, layer, layer_inputs, rope, i, seq.batch_size, o.activations,
+                                 seq.ranks);
+          !s.ok())
+        return s;
       // The next layer sees this one as it will run: weights and inputs quantized.
       if (calibrated)
         hidden = RunLayerBatched(c, layer, layer_inputs, rope, i, seq.batch_size, nullptr);

@@ -13,6 +13,12 @@ config says (a forward pre-hook: per token, scale = absmax / 127, or the stored 
 round half to even, clamp to [-128, 127]), and compares logits with our loader's
 (reference_logits), which runs its own activation quantization.
 
+The bound is 2e-2 relative (the bf16 bound of reference_check.py), not float32's 1e-4: rounding
+inputs to an int8 grid turns the ~1e-7 differences between two float32 implementations into an
+occasional one-step flip of a code, which the following layers carry on. A misread layout (a
+scale per tensor instead of per channel, codes offset by 128, a wrong zero point) moves logits by
+far more than that.
+
   w8a8_format_check.py --squeezectl build/services/cli/squeezectl \\
       --binary build/tests/gpu/reference_logits --out DIR [--device cuda]
 """
@@ -87,7 +93,7 @@ def main():
         err = compare_with_our_loader(out, dense, args.binary, prepare=install_hooks)
         ppl = json.load(open(os.path.join(out, "squeeze_report.json")))["compressed"]["perplexity"]
         rows.append((name, strategy, err, ppl))
-        ok = ok and err < 1e-3
+        ok = ok and err < 2e-2
     print(f"{'config':>10} {'inputs':>7} {'ours vs independent reading (rel err)':>38} {'perplexity':>10}")
     for name, strategy, err, ppl in rows:
         print(f"{name:>10} {strategy:>7} {err:>38.3e} {ppl:>10.4f}")

@@ -266,3 +266,56 @@ TEST_F(StreamingQuantizerTest, BadInputsAreClearErrors) {
 
 }  // namespace
 }  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+// W8A8 in a gang: SmoothQuant's channel maxima and the static input scales are maxima over every
+// rank's share of the windows, so two ranks write what one writes (RTN, so exactly).
+TEST_F(StreamingQuantizerTest, TwoGlooRanksCalibrateW8A8AsOneRankDoes) {
+  if (!DataParallel::HasGloo()) GTEST_SKIP() << "this libtorch build has no Gloo headers";
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kRtn;
+  o.sequential.gptq.quant = {8, -1, true};
+  o.format = QuantizedFormat::kCompressedTensorsInt8;
+  o.activations = ActivationQuant::Kind::kStaticPerTensor;
+  o.smoothquant_alpha = 0.5;
+  ASSERT_TRUE(QuantizeCheckpointStreaming(in, calibration_, (dir_ / "single").string(), o).ok());
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  std::vector<absl::Status> results(2, absl::UnknownError("not run"));
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
+      if (!group.ok()) {
+        results[rank] = group.status();
+        return;
+      }
+      StreamingQuantizeOptions ro = o;
+      ro.sequential.ranks = group->get();
+      results[rank] = QuantizeCheckpointStreaming(
+                          in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro)
+                          .status();
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  ASSERT_TRUE(results[0].ok()) << results[0];
+  ASSERT_TRUE(results[1].ok()) << results[1];
+  for (int layer = 0; layer < 3; ++layer) {
+    const std::string shard = absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1);
+    auto a = SafetensorsFile::Open((dir_ / "single" / shard).string());
+    auto b = SafetensorsFile::Open((dir_ / "rank0" / shard).string());
+    ASSERT_TRUE(a.ok() && b.ok());
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+    for (const std::string& name :
+         {prefix + "input_layernorm.weight", prefix + "self_attn.q_proj.input_scale",
+          prefix + "mlp.down_proj.input_scale", prefix + "mlp.gate_proj.weight"}) {
+      auto ta = ToTorch(*(*a)->Get(name)), tb = ToTorch(*(*b)->Get(name));
+      EXPECT_TRUE(at::allclose(*ta, *tb, 1e-5, 1e-7)) << name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace squeeze
