@@ -17,15 +17,13 @@ come from the config, as a loader would take them.
   awq_format_check.py --squeezectl build/services/cli/squeezectl \
       --binary build/tests/gpu/reference_logits --out DIR [--device cuda]
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
 
-from checkpoint_io import compare_with_our_loader, load_all_tensors
+from checkpoint_io import compare_with_our_loader, compress_teacher, load_all_tensors, parse_check_args
 
 # Where output column 8p + j sits inside word p: the nibble index of column j.
 NIBBLE_OF_COLUMN = {column: nibble for nibble, column in enumerate([0, 2, 4, 6, 1, 3, 5, 7])}
@@ -53,27 +51,13 @@ def dequantize(tensors, prefix, group):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--squeezectl", required=True)
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    teacher = os.path.join(root, "deploy/models/fortunes-teacher")
-    data = os.path.join(root, "deploy/data/fortunes")
+    args, teacher, data = parse_check_args()
     rows = []
     ok = True
     for group, sym in [(128, False), (64, True), (-1, False)]:
         out = os.path.join(args.out, f"awq-g{group}{'-sym' if sym else ''}")
-        cmd = [args.squeezectl, "compress", "--model", teacher, "--data", f"{data}/evaluation.jsonl",
-               "--method", "awq", "--calibration", f"{data}/calibration.jsonl", "--samples", "32",
-               "--bits", "4", "--group-size", str(group), "--out", out, "--json", "--window", "128",
-               "--stride", "64", "--device", args.device]
-        if sym:
-            cmd.append("--sym")
-        subprocess.run(cmd, check=True, capture_output=True)
-        qc = json.load(open(os.path.join(out, "config.json")))["quantization_config"]
+        extra = ["--bits", "4", "--group-size", str(group)] + (["--sym"] if sym else [])
+        qc = compress_teacher(args, teacher, data, out, "awq", extra)
         assert qc["quant_method"] == "awq" and qc["version"] == "gemm" and qc["bits"] == 4, qc
         assert qc["zero_point"] is True, qc
         tensors = load_all_tensors(out)

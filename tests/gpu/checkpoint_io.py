@@ -1,5 +1,6 @@
 """Shared by the format checks: reading every safetensors shard of a checkpoint, and comparing a
 transformers model built from independently dequantized weights with our own loader."""
+import argparse
 import glob
 import json
 import os
@@ -48,3 +49,27 @@ def compare_with_our_loader(directory, dense, binary, prepare=None):
     if not lines:
         raise RuntimeError(f"reference_logits failed ({proc.returncode}): {proc.stderr}")
     return json.loads(lines[-1])["rel_err_float32"]
+
+
+def parse_check_args():
+    """The format checks' command line; returns it with the example teacher's and data's paths."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--squeezectl", required=True)
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return (args, os.path.join(root, "deploy/models/fortunes-teacher"),
+            os.path.join(root, "deploy/data/fortunes"))
+
+
+def compress_teacher(args, teacher, data, out, method, extra):
+    """`squeezectl compress` of the teacher into `out` (32 calibration windows, evaluation on
+    128-byte windows); returns the output's quantization_config."""
+    cmd = [args.squeezectl, "compress", "--model", teacher, "--data", f"{data}/evaluation.jsonl",
+           "--method", method, "--calibration", f"{data}/calibration.jsonl", "--samples", "32",
+           "--out", out, "--json", "--window", "128", "--stride", "64",
+           "--device", args.device] + extra
+    subprocess.run(cmd, check=True, capture_output=True)
+    return json.load(open(os.path.join(out, "config.json")))["quantization_config"]

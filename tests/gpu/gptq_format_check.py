@@ -11,15 +11,12 @@ logits of our own loader (reference_logits). Both readings of the checkpoint mus
   gptq_format_check.py --squeezectl build/services/cli/squeezectl \
       --binary build/tests/gpu/reference_logits --out DIR
 """
-import argparse
-import json
 import os
-import subprocess
 import sys
 
 import torch
 
-from checkpoint_io import compare_with_our_loader, load_all_tensors
+from checkpoint_io import compare_with_our_loader, compress_teacher, load_all_tensors, parse_check_args
 
 
 def unpack_rows(packed, bits, n):
@@ -52,26 +49,12 @@ def dequantize(tensors, prefix, bits, fmt):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--squeezectl", required=True)
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    teacher = os.path.join(root, "deploy/models/fortunes-teacher")
-    data = os.path.join(root, "deploy/data/fortunes")
+    args, teacher, data = parse_check_args()
     rows = []
     for bits, act in [(4, False), (4, True), (3, True), (8, False), (2, False)]:
         out = os.path.join(args.out, f"w{bits}{'-act' if act else ''}")
-        cmd = [args.squeezectl, "compress", "--model", teacher, "--data", f"{data}/evaluation.jsonl",
-               "--method", "gptq", "--calibration", f"{data}/calibration.jsonl", "--samples", "32",
-               "--bits", str(bits), "--group-size", "128", "--out", out, "--json", "--window", "128",
-               "--stride", "64"]
-        if act:
-            cmd.append("--act-order")
-        subprocess.run(cmd, check=True, capture_output=True)
-        config = json.load(open(os.path.join(out, "config.json")))
-        qc = config["quantization_config"]
+        extra = ["--bits", str(bits), "--group-size", "128"] + (["--act-order"] if act else [])
+        qc = compress_teacher(args, teacher, data, out, "gptq", extra)
         tensors = load_all_tensors(out)
         dense = {}
         for name, t in tensors.items():

@@ -22,15 +22,13 @@ far more than that.
   w8a8_format_check.py --squeezectl build/services/cli/squeezectl \\
       --binary build/tests/gpu/reference_logits --out DIR [--device cuda]
 """
-import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
 
-from checkpoint_io import compare_with_our_loader, load_all_tensors
+from checkpoint_io import compare_with_our_loader, compress_teacher, load_all_tensors, parse_check_args
 
 
 def quantize_inputs(x, strategy, scale):
@@ -43,25 +41,12 @@ def quantize_inputs(x, strategy, scale):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--squeezectl", required=True)
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    teacher = os.path.join(root, "deploy/models/fortunes-teacher")
-    data = os.path.join(root, "deploy/data/fortunes")
+    args, teacher, data = parse_check_args()
     rows, ok = [], True
     for name, extra in [("dynamic", ["--activations", "dynamic"]),
                         ("static+sq", ["--activations", "static", "--smoothquant-alpha", "0.5"])]:
         out = os.path.join(args.out, name)
-        cmd = [args.squeezectl, "compress", "--model", teacher, "--data", f"{data}/evaluation.jsonl",
-               "--method", "gptq", "--calibration", f"{data}/calibration.jsonl", "--samples", "32",
-               "--out", out, "--json", "--window", "128", "--stride", "64",
-               "--device", args.device] + extra
-        subprocess.run(cmd, check=True, capture_output=True)
-        qc = json.load(open(os.path.join(out, "config.json")))["quantization_config"]
+        qc = compress_teacher(args, teacher, data, out, "gptq", extra)
         assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "int-quantized", qc
         group = qc["config_groups"]["group_0"]
         w_args, a_args = group["weights"], group["input_activations"]
