@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <regex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -26,7 +27,52 @@ struct StoredLayout {
   int bits;
   int64_t group_size;
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
+  std::vector<DynamicOverride> overrides;  // GPTQ only
 };
+
+std::string EscapeRegex(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (std::string("\\.^$|()[]{}*+?").find(ch) != std::string::npos) out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+// GPTQModel's `dynamic`: per module, its width when it is not the default. Modules of a layer's
+// q/k/v (gate/up) at one width share a key that also matches vLLM's fused module name.
+json DynamicConfig(const std::map<std::string, int>& bits_by_module) {
+  json dynamic = json::object();
+  std::map<std::string, std::map<std::string, int>> by_layer;  // "model.layers.3." -> name -> bits
+  for (const auto& [module, bits] : bits_by_module) {
+    const size_t cut = module.find('.', std::string("model.layers.").size());
+    by_layer[module.substr(0, cut + 1)][module.substr(cut + 1)] = bits;
+  }
+  for (const auto& [layer, modules] : by_layer) {
+    std::map<std::string, int> rest = modules;
+    const std::vector<std::pair<std::vector<std::string>, std::string>> fused = {
+        {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, "self_attn.qkv_proj"},
+        {{"mlp.gate_proj", "mlp.up_proj"}, "mlp.gate_up_proj"}};
+    for (const auto& [parts, fused_name] : fused) {
+      bool same = true;
+      for (const std::string& p : parts)
+        same = same && rest.count(p) && rest.at(p) == rest.at(parts[0]);
+      if (!same) continue;
+      std::string alternatives;
+      for (const std::string& p : parts) {
+        alternatives += EscapeRegex(p.substr(p.find('.') + 1)) + "|";
+      }
+      alternatives += EscapeRegex(fused_name.substr(fused_name.find('.') + 1));
+      const std::string block = parts[0].substr(0, parts[0].find('.'));
+      dynamic[absl::StrCat("+:", EscapeRegex(layer + block + "."), "(", alternatives, ")$")] = {
+          {"bits", rest.at(parts[0])}};
+      for (const std::string& p : parts) rest.erase(p);
+    }
+    for (const auto& [name, bits] : rest)
+      dynamic[absl::StrCat("+:", EscapeRegex(layer + name), "$")] = {{"bits", bits}};
+  }
+  return dynamic;
+}
 
 // compressed-tensors: the one config group we write (and read): int8 weights per output channel,
 // symmetric, and optionally int8 inputs per token (dynamic) or per tensor (static).
@@ -106,6 +152,14 @@ absl::StatusOr<StoredLayout> ParseQuantizationConfig(const json& qc,
   }
   if (layout.bits != 2 && layout.bits != 3 && layout.bits != 4 && layout.bits != 8)
     return field_error("bits", absl::StrCat("expected 2, 3, 4 or 8, got ", layout.bits));
+  if (qc.contains("dynamic") && !qc["dynamic"].is_null()) {
+    if (layout.format == QuantizedFormat::kAwqGemm)
+      return field_error("dynamic", "per-module overrides are read for gptq only");
+    auto overrides = ParseDynamicOverrides(
+        qc["dynamic"].dump(), absl::StrCat(config_path, ": quantization_config.dynamic"));
+    if (!overrides.ok()) return overrides.status();
+    layout.overrides = *std::move(overrides);
+  }
   if (layout.group_size == 0 || layout.group_size < -1)
     return field_error("group_size",
                        absl::StrCat("expected -1 or positive, got ", layout.group_size));
@@ -150,15 +204,17 @@ json QuantizationConfig(const QuantizedExportOptions& o) {
     return {{"quant_method", "awq"}, {"bits", g.quant.bits}, {"group_size", g.quant.group_size},
             {"zero_point", true},    {"version", "gemm"},    {"modules_to_not_convert", nullptr}};
   }
-  return {{"quant_method", "gptq"},
-          {"bits", g.quant.bits},
-          {"group_size", g.quant.group_size},
-          {"desc_act", g.act_order},
-          {"static_groups", g.static_groups},
-          {"sym", g.quant.symmetric},
-          {"damp_percent", g.damp},
-          {"true_sequential", true},
-          {"checkpoint_format", o.format == QuantizedFormat::kGptq ? "gptq" : "gptq_v2"}};
+  json gptq = {{"quant_method", "gptq"},
+               {"bits", g.quant.bits},
+               {"group_size", g.quant.group_size},
+               {"desc_act", g.act_order},
+               {"static_groups", g.static_groups},
+               {"sym", g.quant.symmetric},
+               {"damp_percent", g.damp},
+               {"true_sequential", true},
+               {"checkpoint_format", o.format == QuantizedFormat::kGptq ? "gptq" : "gptq_v2"}};
+  if (!o.bits_by_module.empty()) gptq["dynamic"] = DynamicConfig(o.bits_by_module);
+  return gptq;
 }
 
 }  // namespace
@@ -343,6 +399,60 @@ absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& con
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<DynamicOverride>> ParseDynamicOverrides(const std::string& dynamic_json,
+                                                                   const std::string& field) {
+  const json dynamic = json::parse(dynamic_json, nullptr, false);
+  if (!dynamic.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(field, ": expected an object of overrides"));
+  std::vector<DynamicOverride> out;
+  // Keys come in the parsed object's (sorted) order; the overrides this project writes never
+  // overlap, so for them the order cannot matter.
+  for (const auto& [key, value] : dynamic.items()) {
+    DynamicOverride o;
+    std::string pattern = key;
+    if (pattern.rfind("-:", 0) == 0) {
+      o.skip = true;
+      pattern = pattern.substr(2);
+    } else if (pattern.rfind("+:", 0) == 0) {
+      pattern = pattern.substr(2);
+    }
+    try {
+      std::regex check(pattern);
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[\"", key, "\"]: not a regular expression: ", e.what()));
+    }
+    o.pattern = pattern;
+    if (!value.is_object())
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[\"", key, "\"]: expected an object of overrides"));
+    if (value.contains("bits")) {
+      if (!value["bits"].is_number_integer() ||
+          (value["bits"] != 2 && value["bits"] != 3 && value["bits"] != 4 && value["bits"] != 8))
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, "[\"", key, "\"].bits: expected 2, 3, 4 or 8"));
+      o.bits = value["bits"].get<int>();
+    }
+    if (value.contains("group_size")) {
+      if (!value["group_size"].is_number_integer())
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, "[\"", key, "\"].group_size: expected an integer"));
+      o.group_size = value["group_size"].get<int64_t>();
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+const DynamicOverride* FindOverride(const std::vector<DynamicOverride>& overrides,
+                                    const std::string& module) {
+  for (const DynamicOverride& o : overrides) {
+    if (std::regex_search(module, std::regex(o.pattern), std::regex_constants::match_continuous))
+      return &o;
+  }
+  return nullptr;
+}
+
 absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const TensorGetter& get,
                                                ActivationQuant::Kind kind) {
   ActivationQuant quant;
@@ -383,7 +493,13 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
     const bool ct = layout->format == QuantizedFormat::kCompressedTensorsInt8;
     const std::string packed_name = ct ? ".weight" : ".qweight";
     if (!weights.Contains(prefix + (ct ? ".weight_scale" : ".qweight"))) return get(name);
-    auto q = UnpackLinearTensors(prefix, get, layout->format, layout->bits, layout->group_size);
+    int bits = layout->bits;
+    int64_t group_size = layout->group_size;
+    if (const DynamicOverride* o = FindOverride(layout->overrides, prefix); o && !o->skip) {
+      bits = o->bits.value_or(bits);
+      group_size = o->group_size.value_or(group_size);
+    }
+    auto q = UnpackLinearTensors(prefix, get, layout->format, bits, group_size);
     if (!q.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(weights.FileOf(prefix + (packed_name == ".weight" ? ".weight" : ".qweight")),

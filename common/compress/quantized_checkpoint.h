@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,6 +37,11 @@ std::string QuantizedFormatName(QuantizedFormat format);
 struct QuantizedExportOptions {
   GptqOptions gptq;  // bits, group size, act_order (desc_act), sym, damp
   QuantizedFormat format = QuantizedFormat::kGptq;
+  // Mixed precision (GPTQ layouts): widths other than gptq.quant.bits, by module
+  // ("model.layers.3.mlp.down_proj"). Written as GPTQModel's `dynamic` overrides, one regex per
+  // module, anchored at both ends; q/k/v (and gate/up) of a layer at one width also match vLLM's
+  // fused qkv_proj (gate_up_proj), which must share a width.
+  std::map<std::string, int> bits_by_module;
   // How inputs are quantized (compressed-tensors only; other layouts are weight-only).
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
 };
@@ -70,6 +76,22 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
 // float16.
 absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& config,
                                   const QuantizedExportOptions& options);
+
+// GPTQModel's `dynamic` overrides as config.json stores them: keys "+:regex" (a module matching
+// it, from its start, takes the value's bits / group_size) or "-:regex" (left unquantized).
+struct DynamicOverride {
+  bool skip = false;
+  std::string pattern;  // without the "+:" / "-:" prefix
+  std::optional<int> bits;
+  std::optional<int64_t> group_size;
+};
+// The overrides of `dynamic` (a JSON object as text), in order; `field` names it in errors.
+absl::StatusOr<std::vector<DynamicOverride>> ParseDynamicOverrides(const std::string& dynamic_json,
+                                                                   const std::string& field);
+// The first override whose pattern matches `module` from its start (as Python's re.match), or
+// nullptr.
+const DynamicOverride* FindOverride(const std::vector<DynamicOverride>& overrides,
+                                    const std::string& module);
 
 // The input quantization of `base` in a stored layout: the kind, and for static scales the
 // `.input_scale` read through `get`.

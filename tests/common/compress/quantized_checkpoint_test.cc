@@ -223,6 +223,66 @@ TEST_F(QuantizedCheckpointTest, CompressedTensorsInt8LoadsBackWithItsInputQuanti
             std::string::npos);
 }
 
+// Mixed precision: GPTQModel's `dynamic` overrides name each module's width; the loader unpacks
+// each module at its own width.
+TEST_F(QuantizedCheckpointTest, PerModuleWidthsAreWrittenAsDynamicOverridesAndReadBack) {
+  LlamaModel model = LlamaModel::RandomInit(SmallConfig(), 10);
+  std::map<std::string, QuantizedWeight> quantized;
+  std::map<std::string, int> widths;
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    for (auto& [n, linear] : model.layer(i).Linears()) {
+      const std::string module = "model.layers." + std::to_string(i) + "." + n;
+      int bits = 4;
+      if (i == 0 && n == "mlp.down_proj") bits = 8;
+      if (i == 1 && n.rfind("self_attn.", 0) == 0 && n != "self_attn.o_proj") bits = 3;
+      if (bits != 4) widths[module] = bits;
+      auto q = QuantizeRtn(linear->weight, QuantSpec{bits, 32, false});
+      ASSERT_TRUE(q.ok());
+      q->scales = q->scales.to(at::kHalf).to(at::kFloat);
+      quantized[module] = *q;
+    }
+  }
+  QuantizedExportOptions options;
+  options.gptq.quant = {4, 32, false};
+  options.bits_by_module = widths;
+  const absl::Status written = WriteQuantizedCheckpoint(dir_, model, quantized, options);
+  ASSERT_TRUE(written.ok()) << written;
+  const nlohmann::json qc = QuantizationConfig();
+  ASSERT_TRUE(qc.contains("dynamic")) << qc.dump();
+  EXPECT_EQ(qc["dynamic"].size(), 2u) << qc["dynamic"].dump();
+  auto overrides = ParseDynamicOverrides(qc["dynamic"].dump(), "dynamic");
+  ASSERT_TRUE(overrides.ok()) << overrides.status();
+  auto width = [&](const std::string& module) {
+    const DynamicOverride* o = FindOverride(*overrides, module);
+    return o ? o->bits.value_or(4) : 4;
+  };
+  EXPECT_EQ(width("model.layers.0.mlp.down_proj"), 8);
+  EXPECT_EQ(width("model.layers.1.self_attn.k_proj"), 3);
+  EXPECT_EQ(width("model.layers.1.self_attn.qkv_proj"), 3) << "vLLM's fused name matches too";
+  EXPECT_EQ(width("model.layers.1.self_attn.o_proj"), 4);
+  EXPECT_EQ(width("model.layers.10.mlp.down_proj"), 4) << "anchored: layer 1 is not layer 10";
+  auto loaded = LoadModel(dir_);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ExpectWeights(*loaded, quantized);
+
+  // A skip pattern leaves a module unquantized; bad patterns and widths are refused by key.
+  auto skip = ParseDynamicOverrides(R"({"-:.*lm_head": {}, "+:.*down_proj$": {"bits": 8}})", "d");
+  ASSERT_TRUE(skip.ok()) << skip.status();
+  ASSERT_NE(FindOverride(*skip, "lm_head"), nullptr);
+  EXPECT_TRUE(FindOverride(*skip, "lm_head")->skip);
+  EXPECT_EQ(FindOverride(*skip, "model.layers.0.mlp.up_proj"), nullptr);
+  EXPECT_NE(ParseDynamicOverrides(R"({"+:(": {"bits": 8}})", "d")
+                .status()
+                .message()
+                .find("not a regular expression"),
+            std::string::npos);
+  EXPECT_NE(ParseDynamicOverrides(R"({"+:x": {"bits": 5}})", "d")
+                .status()
+                .message()
+                .find("d[\"+:x\"].bits"),
+            std::string::npos);
+}
+
 TEST_F(QuantizedCheckpointTest, AwqGemmRefusesWhatItCannotHold) {
   GptqOptions options;
   options.quant = {3, 128, false};
