@@ -359,6 +359,11 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
   SafetensorsWriter writer;
   writer.SetMetadata("format", "pt");
   LlamaModel& m = const_cast<LlamaModel&>(model);  // NamedParameters only hands out pointers
+  std::map<std::string, const Linear*> linears;    // by module name, for input scales
+  for (int64_t i = 0; i < model.num_layers(); ++i) {
+    for (const auto& [n, l] : model.layer(i).Linears())
+      linears[absl::StrCat("model.layers.", i, ".", n)] = l;
+  }
   for (auto& [name, t] : m.NamedParameters()) {
     const std::string suffix = ".weight";
     const std::string prefix =
@@ -368,13 +373,10 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
       if (auto s = AddTensor(writer, name, t->to(at::kHalf)); !s.ok()) return s;
       continue;
     }
-    const Linear* linear = nullptr;
-    for (int64_t i = 0; i < model.num_layers() && linear == nullptr; ++i) {
-      for (const auto& [n, l] : model.layer(i).Linears())
-        if (absl::StrCat("model.layers.", i, ".", n) == prefix) linear = l;
-    }
-    auto packed = PackLinearTensors(prefix, it->second, o.format,
-                                    linear ? linear->input_quant : ActivationQuant());
+    const auto linear = linears.find(prefix);
+    auto packed = PackLinearTensors(
+        prefix, it->second, o.format,
+        linear != linears.end() ? linear->second->input_quant : ActivationQuant());
     if (!packed.ok()) return packed.status();
     for (const auto& [field_name, tensor] : *packed) {
       if (auto s = AddTensor(writer, field_name, tensor); !s.ok()) return s;
@@ -502,8 +504,7 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
     auto q = UnpackLinearTensors(prefix, get, layout->format, bits, group_size);
     if (!q.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(weights.FileOf(prefix + (packed_name == ".weight" ? ".weight" : ".qweight")),
-                       ": ", q.status().message()));
+          absl::StrCat(weights.FileOf(prefix + packed_name), ": ", q.status().message()));
     }
     return q->Dequantize();
   };

@@ -155,6 +155,20 @@ absl::Status Packs(const LlamaConfig& c, const GptqOptions& options, QuantizedFo
   return absl::OkStatus();
 }
 
+// The layer's tensors that belong to no linear (its norms), by their names inside the layer.
+std::vector<std::pair<std::string, at::Tensor*>> NonLinearTensors(DecoderLayer& layer) {
+  std::set<std::string> linear_tensors;
+  for (const auto& [name, linear] : layer.Linears()) {
+    linear_tensors.insert(name + ".weight");
+    linear_tensors.insert(name + ".bias");
+  }
+  std::vector<std::pair<std::string, at::Tensor*>> out;
+  for (auto& [name, t] : layer.Tensors()) {
+    if (!linear_tensors.count(name)) out.emplace_back(name, t);
+  }
+  return out;
+}
+
 // The tensors of one quantized decoder layer as they are stored, on the host.
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensors(
     const LlamaConfig& config, DecoderLayer& layer, int64_t index,
@@ -162,14 +176,8 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
   std::vector<std::pair<std::string, at::Tensor>> out;
   const std::string prefix = LayerPrefix(index);
   // Every tensor that is not a linear's: the norms, whichever the architecture has.
-  std::set<std::string> linear_tensors;
-  for (const auto& [name, linear] : layer.Linears()) {
-    linear_tensors.insert(name + ".weight");
-    linear_tensors.insert(name + ".bias");
-  }
-  for (const auto& [name, t] : layer.Tensors()) {
-    if (!linear_tensors.count(name)) out.emplace_back(prefix + name, t->to(at::kHalf));
-  }
+  for (const auto& [name, t] : NonLinearTensors(layer))
+    out.emplace_back(prefix + name, t->to(at::kHalf));
   std::map<std::string, const Linear*> linears;
   for (const auto& [name, linear] : layer.Linears()) linears[name] = linear;
   for (const QuantizedLinear& q : quantized) {
@@ -232,13 +240,7 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
     }
   }
   if (norms) {
-    std::set<std::string> linear_tensors;
-    for (const auto& [name, linear] : layer.Linears()) {
-      linear_tensors.insert(name + ".weight");
-      linear_tensors.insert(name + ".bias");
-    }
-    for (auto& [name, t] : layer.Tensors()) {
-      if (linear_tensors.count(name)) continue;
+    for (auto& [name, t] : NonLinearTensors(layer)) {
       auto stored = get(prefix + name);
       if (!stored.ok()) return stored.status();
       *t = stored->to(t->device(), t->scalar_type());

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -44,6 +45,33 @@ class StreamingQuantizerTest : public ::testing::Test {
     const std::string in = (dir_ / "in").string();
     EXPECT_TRUE(LlamaModel::RandomInit(c, 7).Save(in, at::kFloat).ok());
     return in;
+  }
+
+  // Runs the streaming quantizer with `o` on two Gloo ranks (threads of this process, a real TCP
+  // rendezvous on loopback), rank r writing under dir_/rank<r>; `per_rank` adjusts each rank's
+  // options.
+  std::vector<absl::StatusOr<StreamingQuantizeResult>> RunOnTwoRanks(
+      const std::string& in, const StreamingQuantizeOptions& o,
+      const std::function<void(int rank, StreamingQuantizeOptions&)>& per_rank = nullptr) {
+    const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+    std::vector<absl::StatusOr<StreamingQuantizeResult>> results(2, absl::UnknownError("not run"));
+    std::vector<std::thread> ranks;
+    for (int rank = 0; rank < 2; ++rank) {
+      ranks.emplace_back([&, rank] {
+        auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
+        if (!group.ok()) {
+          results[rank] = group.status();
+          return;
+        }
+        StreamingQuantizeOptions ro = o;
+        ro.sequential.ranks = group->get();
+        if (per_rank) per_rank(rank, ro);
+        results[rank] = QuantizeCheckpointStreaming(
+            in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro);
+      });
+    }
+    for (std::thread& t : ranks) t.join();
+    return results;
   }
 
   fs::path dir_;
@@ -196,28 +224,13 @@ TEST_F(StreamingQuantizerTest, TwoGlooRanksWriteWhatOneRankWrites) {
   auto single = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "single").string(), o);
   ASSERT_TRUE(single.ok()) << single.status();
 
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
-  std::vector<absl::StatusOr<StreamingQuantizeResult>> results(2, absl::UnknownError("not run"));
   std::vector<int> files(2, 0);
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
-      if (!group.ok()) {
-        results[rank] = group.status();
-        return;
-      }
-      StreamingQuantizeOptions ro = o;
-      ro.sequential.ranks = group->get();
-      ro.on_file = [&files, rank](int64_t, const std::string&, const std::string&) {
-        ++files[rank];
-        return absl::OkStatus();
-      };
-      results[rank] = QuantizeCheckpointStreaming(
-          in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro);
-    });
-  }
-  for (std::thread& t : ranks) t.join();
+  auto results = RunOnTwoRanks(in, o, [&files](int rank, StreamingQuantizeOptions& ro) {
+    ro.on_file = [&files, rank](int64_t, const std::string&, const std::string&) {
+      ++files[rank];
+      return absl::OkStatus();
+    };
+  });
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   EXPECT_EQ(files[0], 6) << "rank 0 writes every file";
@@ -282,26 +295,9 @@ TEST_F(StreamingQuantizerTest, TwoGlooRanksCalibrateW8A8AsOneRankDoes) {
   o.activations = ActivationQuant::Kind::kStaticPerTensor;
   o.smoothquant_alpha = 0.5;
   ASSERT_TRUE(QuantizeCheckpointStreaming(in, calibration_, (dir_ / "single").string(), o).ok());
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
-  std::vector<absl::Status> results(2, absl::UnknownError("not run"));
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
-      if (!group.ok()) {
-        results[rank] = group.status();
-        return;
-      }
-      StreamingQuantizeOptions ro = o;
-      ro.sequential.ranks = group->get();
-      results[rank] = QuantizeCheckpointStreaming(
-                          in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro)
-                          .status();
-    });
-  }
-  for (std::thread& t : ranks) t.join();
-  ASSERT_TRUE(results[0].ok()) << results[0];
-  ASSERT_TRUE(results[1].ok()) << results[1];
+  auto results = RunOnTwoRanks(in, o);
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
   for (int layer = 0; layer < 3; ++layer) {
     const std::string shard = absl::StrFormat("model-%05d-of-00004.safetensors", layer + 1);
     auto a = SafetensorsFile::Open((dir_ / "single" / shard).string());
