@@ -8,17 +8,24 @@
 # With --method awq the same job runs AWQ (4-bit g128, AutoAWQ's gemm layout) instead, and the
 # solver comparison is skipped (it is GPTQ's).
 #
+# With --activations static|dynamic (and --smoothquant ALPHA) it runs W8A8 instead: GPTQ 8-bit
+# per channel with int8 inputs, written as compressed-tensors.
+#
 # usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32] [--method gptq|awq]
+#            [--activations static|dynamic] [--smoothquant ALPHA]
 set -euo pipefail
 build=${1:?build directory}
 work=${2:?work directory (needs about 25 GB)}
 shift 2
 layers=32
 method=gptq
+w8a8=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --layers) layers=$2; shift 2 ;;
     --method) method=$2; shift 2 ;;
+    --activations) w8a8="$w8a8, activations: $2"; shift 2 ;;
+    --smoothquant) w8a8="$w8a8, smoothquant_alpha: $2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +43,7 @@ cat > "$work/recipe.yaml" <<YAML
 model: $work/model
 data: {calibration: $work/calibration.jsonl}
 stages:
-  - quantize: {method: $method, bits: 4, group_size: 128, calibration_samples: 128,
+  - quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8, calibration_samples: 128,
                calibration_seq_len: 2048}
 YAML
 sync
@@ -46,7 +53,7 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 store_bytes=$(du -sb "$work/state/store" | cut -f1)
 rm -f "$work/ours.jsonl" "$work/reference.jsonl"
-if [ "$method" = gptq ]; then
+if [ "$method" = gptq ] && [ -z "$w8a8" ]; then
   "$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"
   python3 "$here/gptq_reference.py" "$work/cases.safetensors" > "$work/reference.jsonl"
 fi
@@ -58,7 +65,7 @@ stage = [s for s in report["stages"] if s["kind"] == "quantize"][0]["result"]
 ours = [json.loads(l) for l in open(work + "/ours.jsonl")] if os.path.exists(work + "/ours.jsonl") else []
 ref = {r["case"]: r for r in map(json.loads, open(work + "/reference.jsonl"))} if ours else {}
 gib = 2**30
-print("\n== %s 4-bit g128 (%s layout), %d layers, 128 x 2048 calibration tokens ==" % (stage["method"].upper(), stage["format"], stage["layers"]))
+print("\n== %s %d-bit g%d, inputs %s (%s layout), %d layers, 128 x 2048 calibration tokens ==" % (stage["method"].upper(), stage["bits"], stage["group_size"], stage.get("activations", "none"), stage["format"], stage["layers"]))
 print("%-44s %10.1f s" % ("wall, squeezectl run (submit to report)", end - start))
 print("%-44s %10.1f s" % ("quantize task", stage["seconds"]))
 for phase, s in sorted(stage["phase_seconds"].items(), key=lambda kv: -kv[1]):
