@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,7 +25,25 @@ absl::StatusOr<BitAllocation> AllocateBits(const std::vector<LinearCandidates>& 
                                                    "candidate widths allow (",
                                                    cheapest_total / 8, " bytes)"));
   }
-  const double unit = budget_bits / static_cast<double>(resolution);
+  // Costs that are whole numbers of bits share a unit, their greatest common divisor (for code
+  // bits, the gcd of the layers' sizes: 8M bits for Llama-3-8B, ~2,900 units at 3.5 bits). When
+  // the budget holds few enough of them the program runs on that unit and is exact.
+  int64_t common = 0;
+  bool whole = true;
+  for (const LinearCandidates& l : linears) {
+    for (const BitChoice& c : l.choices) {
+      if (c.cost_bits < 0 || c.cost_bits > 9e15 || c.cost_bits != std::floor(c.cost_bits)) {
+        whole = false;
+      } else {
+        common = std::gcd(common, static_cast<int64_t>(c.cost_bits));
+      }
+    }
+  }
+  double unit = budget_bits / static_cast<double>(resolution);
+  if (whole && common > 0 && budget_bits / static_cast<double>(common) <= kExactUnits) {
+    unit = static_cast<double>(common);
+    resolution = static_cast<int64_t>(std::floor(budget_bits / unit));
+  }
   const double inf = std::numeric_limits<double>::infinity();
   // best[u]: the least sensitivity of the linears so far at a total cost of exactly u units.
   std::vector<double> best(resolution + 1, inf), next(resolution + 1);

@@ -90,8 +90,14 @@ absl::StatusOr<GptqSolver> GptqSolver::Prepare(const at::Tensor& hessian, const 
 }
 
 absl::StatusOr<GptqResult> GptqSolver::Solve(const at::Tensor& weight) const {
+  return Solve(weight, options_.quant.bits);
+}
+
+absl::StatusOr<GptqResult> GptqSolver::Solve(const at::Tensor& weight, int bits) const {
   c10::NoGradGuard no_grad;
-  const GptqOptions& o = options_;
+  GptqOptions o = options_;
+  o.quant.bits = bits;
+  if (auto s = ValidateGptqOptions(o, hinv_.size(0)); !s.ok()) return s;
   if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
   const int64_t rows = weight.size(0), cols = weight.size(1);
   if (hinv_.size(0) != cols) {

@@ -40,6 +40,8 @@ class GptqSolver {
   // `weight` [out, in] on the Hessian's device. Columns of dead inputs are zeroed. On CUDA with
   // block_size 128 each block of columns is one fused kernel; elsewhere ATen column by column.
   absl::StatusOr<GptqResult> Solve(const at::Tensor& weight) const;
+  // The same at another width (mixed precision): the factorization does not depend on it.
+  absl::StatusOr<GptqResult> Solve(const at::Tensor& weight, int bits) const;
   double damp_used() const { return damp_used_; }
 
  private:

@@ -45,6 +45,12 @@ void PhaseClock::Charge(const std::string& phase) {
   last_ = now;
 }
 
+int LinearBits(const SequentialOptions& o, int64_t layer, const std::string& name) {
+  if (o.bits_by_module.empty()) return o.gptq.quant.bits;
+  auto it = o.bits_by_module.find(absl::StrCat("model.layers.", layer, ".", name));
+  return it == o.bits_by_module.end() ? o.gptq.quant.bits : it->second;
+}
+
 absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     const LlamaConfig& c, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
     int64_t index, const SequentialOptions& o) {
@@ -92,9 +98,12 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
       const auto start = std::chrono::steady_clock::now();
       Linear& linear = LinearByName(layer, name);
       QuantizedLinear q{name, {}, {index, name, 0.0, 0.0}};
+      QuantSpec spec = o.gptq.quant;
+      spec.bits = LinearBits(o, index, name);
+      q.report.bits = spec.bits;
       if (owner[j] == me) {
         if (gptq) {
-          auto r = solver->Solve(linear.weight);
+          auto r = solver->Solve(linear.weight, spec.bits);
           if (!r.ok()) {
             return absl::Status(r.status().code(), absl::StrCat("model.layers.", index, ".", name,
                                                                 ": ", r.status().message()));
@@ -102,7 +111,7 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
           q.weight = std::move(r->weight);
           q.report.loss = r->loss;
         } else {
-          auto r = QuantizeRtn(linear.weight.to(at::kFloat), o.gptq.quant);
+          auto r = QuantizeRtn(linear.weight.to(at::kFloat), spec);
           if (!r.ok()) return r.status();
           q.weight = *std::move(r);
           if (!q.weight.g_idx.defined()) {
@@ -120,7 +129,7 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
         const int64_t groups = o.gptq.quant.group_size == -1 ? 1 : cols / o.gptq.quant.group_size;
         const auto on = linear.weight.options();
         if (owner[j] != me) {
-          q.weight.spec = o.gptq.quant;
+          q.weight.spec = spec;
           q.weight.codes = at::empty({rows, cols}, on.dtype(at::kByte));
           q.weight.scales = at::empty({rows, groups}, on.dtype(at::kFloat));
           q.weight.zeros = at::empty({rows, groups}, on.dtype(at::kFloat));
@@ -149,17 +158,10 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     clock.Charge("solve");
     return absl::OkStatus();
   };
-  // The Hessian over every rank's windows: the sum of each rank's n x H over the total n.
   auto global = [&](HessianAccumulator& acc) -> absl::StatusOr<at::Tensor> {
-    if (world == 1) return acc.hessian();
-    at::Tensor sum = acc.hessian() * static_cast<double>(acc.samples());
-    at::Tensor n =
-        at::full({1}, static_cast<double>(acc.samples()), sum.options().dtype(at::kDouble));
-    if (auto s = ranks->AllReduceSum(sum); !s.ok()) return s;
-    if (auto s = ranks->AllReduceSum(n); !s.ok()) return s;
-    const double total = n.item<double>();
-    clock.Charge("hessian");
-    return total > 0 ? sum / total : sum;
+    auto h = GangHessian(acc, ranks);
+    if (world > 1) clock.Charge("hessian");
+    return h;
   };
   const auto& groups = SequentialGroups();
   if (!gptq) {
@@ -222,6 +224,17 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
   }
   clock.Charge("reforward");
   return out;
+}
+
+absl::StatusOr<at::Tensor> GangHessian(const HessianAccumulator& acc, RankCollectives* ranks) {
+  if (ranks == nullptr || ranks->world_size() <= 1) return acc.hessian();
+  at::Tensor sum = acc.hessian() * static_cast<double>(acc.samples());
+  at::Tensor n =
+      at::full({1}, static_cast<double>(acc.samples()), sum.options().dtype(at::kDouble));
+  if (auto s = ranks->AllReduceSum(sum); !s.ok()) return s;
+  if (auto s = ranks->AllReduceSum(n); !s.ok()) return s;
+  const double total = n.item<double>();
+  return total > 0 ? sum / total : sum;
 }
 
 at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,

@@ -37,6 +37,7 @@ struct LinearReport {
   std::string name;
   double loss = 0.0;  // GPTQ's reconstruction loss (0 for RTN)
   double seconds = 0.0;
+  int bits = 0;  // the width it was quantized at
 };
 
 // Wall time by phase ("forward", "hessian", "solve", "reforward", ...), summed over layers. On
@@ -66,6 +67,9 @@ struct SequentialOptions {
   // model), and computed again otherwise.
   int64_t keep_activation_bytes = int64_t{8} << 30;
   int64_t start_layer = 0;  // layers before it are already quantized (resume)
+  // Mixed precision: the width of each linear named here ("model.layers.3.mlp.down_proj");
+  // the others take gptq.quant.bits.
+  std::map<std::string, int> bits_by_module;
   // Called with each linear layer's codes, scales and zero points (for packed export).
   std::function<void(int64_t layer, const std::string& name, const QuantizedWeight&)> on_linear;
   // Called after each layer with its reports; an error stops the run (cancellation).
@@ -77,6 +81,9 @@ struct SequentialOptions {
   // first, each to the least loaded rank) and its codes broadcast to all.
   RankCollectives* ranks = nullptr;
 };
+
+// The width linear `name` ("self_attn.q_proj") of layer `layer` is quantized at.
+int LinearBits(const SequentialOptions& options, int64_t layer, const std::string& name);
 
 // One linear layer's result in QuantizeDecoderLayer.
 struct QuantizedLinear {
@@ -95,6 +102,10 @@ struct QuantizedLinear {
 absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     const LlamaConfig& config, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
     int64_t index, const SequentialOptions& options);
+
+// The Hessian over every rank's windows (the sum of each rank's n x H over the total n); `acc`'s
+// own without a gang.
+absl::StatusOr<at::Tensor> GangHessian(const HessianAccumulator& acc, RankCollectives* ranks);
 
 // Embeddings of calibration windows [N, L], computed in batches, as float32 on `device`.
 at::Tensor EmbedWindows(const LlamaModel& model, const at::Tensor& windows, at::Device device,

@@ -12,6 +12,7 @@
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -134,6 +135,56 @@ absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const Checkpoi
   return layer;
 }
 
+// This rank's share of the calibration windows [N, L] embedded on the device (each rank of a
+// gang takes its slice), gathered from the mapped table. `who` names what needs them in errors.
+absl::StatusOr<at::Tensor> EmbedCalibration(const LlamaConfig& c, const CheckpointReader& weights,
+                                            const at::Tensor& calibration,
+                                            const SequentialOptions& seq, at::ScalarType compute,
+                                            const std::string& who) {
+  if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration: ", who, " needs calibration windows [N, L]"));
+  if (calibration.max().item<int64_t>() >= c.vocab_size || calibration.min().item<int64_t>() < 0)
+    return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
+  auto embed = Borrow(weights, "model.embed_tokens.weight");
+  if (!embed.ok()) return embed.status();
+  at::Tensor share = calibration.to(at::kLong);
+  if (seq.ranks != nullptr && seq.ranks->world_size() > 1) {
+    const int64_t n = share.size(0), world = seq.ranks->world_size(), r = seq.ranks->rank();
+    share = share.slice(0, n * r / world, n * (r + 1) / world);
+  }
+  at::Tensor hidden = at::embedding(*embed, share).to(seq.device, compute);
+  ReleasePages(weights, "model.embed_tokens.weight");
+  return hidden;
+}
+
+// Accumulates the Hessian of each distinct input of a decoder layer's linears: q/k/v read one
+// (kept under q_proj), gate/up one (under gate_proj).
+class LayerHessianObserver : public LinearObserver {
+ public:
+  LayerHessianObserver(const LlamaConfig& c, at::Device device) {
+    hessians_.emplace("self_attn.q_proj", HessianAccumulator(c.hidden_size, device));
+    hessians_.emplace("self_attn.o_proj",
+                      HessianAccumulator(c.num_attention_heads * c.head_dim, device));
+    hessians_.emplace("mlp.gate_proj", HessianAccumulator(c.hidden_size, device));
+    hessians_.emplace("mlp.down_proj", HessianAccumulator(c.intermediate_size, device));
+  }
+  void OnLinearInput(int64_t, absl::string_view name, const at::Tensor& input) override {
+    auto it = hessians_.find(std::string(name));
+    if (it != hessians_.end()) it->second.Add(input);
+  }
+  // The accumulator of the input `linear` reads.
+  const HessianAccumulator& For(const std::string& linear) const {
+    if (linear == "self_attn.k_proj" || linear == "self_attn.v_proj")
+      return hessians_.at("self_attn.q_proj");
+    if (linear == "mlp.up_proj") return hessians_.at("mlp.gate_proj");
+    return hessians_.at(linear);
+  }
+
+ private:
+  std::map<std::string, HessianAccumulator> hessians_;
+};
+
 // A layer read on the host, and on a GPU its copy to the device already under way.
 struct PrefetchedLayer {
   DecoderLayer layer;
@@ -146,11 +197,19 @@ DecoderLayer ToDevice(const DecoderLayer& host, at::Device device, at::ScalarTyp
   return layer;
 }
 
-// Whether every linear of the model can be stored in `format`; the reason when not.
-absl::Status Packs(const LlamaConfig& c, const GptqOptions& options, QuantizedFormat format) {
-  for (const LinearShape& l : DecoderLinearShapes(c)) {
-    if (auto s = CheckPackable(format, options, l.in, l.out); !s.ok())
-      return absl::InvalidArgumentError(absl::StrCat(l.name, ": ", s.message()));
+// Whether every linear of the model can be stored in `format` at each width it takes; the reason
+// when not.
+absl::Status Packs(const LlamaConfig& c, const SequentialOptions& seq, QuantizedFormat format) {
+  std::set<int> widths = {seq.gptq.quant.bits};
+  for (const auto& [module, bits] : seq.bits_by_module) widths.insert(bits);
+  for (int bits : widths) {
+    GptqOptions options = seq.gptq;
+    options.quant.bits = bits;
+    for (const LinearShape& l : DecoderLinearShapes(c)) {
+      if (auto s = CheckPackable(format, options, l.in, l.out); !s.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(l.name, " at ", bits, " bits: ", s.message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -221,7 +280,10 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
   auto dense = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string base = name.substr(0, name.size() - std::string(".weight").size());
     if (!packed) return get(name);
-    auto q = UnpackLinearTensors(base, get, export_options.format, export_options.gptq.quant.bits,
+    auto width = export_options.bits_by_module.find(base);
+    const int bits = width == export_options.bits_by_module.end() ? export_options.gptq.quant.bits
+                                                                  : width->second;
+    auto q = UnpackLinearTensors(base, get, export_options.format, bits,
                                  export_options.gptq.quant.group_size);
     if (!q.ok()) return absl::DataLossError(absl::StrCat(path, ": ", q.status().message()));
     return q->Dequantize();
@@ -334,7 +396,8 @@ absl::StatusOr<std::vector<QuantizedLinear>> AwqLayer(const LlamaConfig& c, Deco
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::vector<QuantizedLinear> out;
   for (AwqLinear& l : *linears) {
-    QuantizedLinear q{l.name, std::move(l.weight), {index, l.name, l.error, 0.0}};
+    QuantizedLinear q{
+        l.name, std::move(l.weight), {index, l.name, l.error, 0.0, seq.gptq.quant.bits}};
     q.report.seconds = seconds / static_cast<double>(linears->size());
     out.push_back(std::move(q));
   }
@@ -372,7 +435,16 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
   const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
-  const absl::Status packable = Packs(c, seq.gptq, o.format);
+  const absl::Status packable = Packs(c, seq, o.format);
+  if (!seq.bits_by_module.empty()) {
+    if (awq || (o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2))
+      return absl::InvalidArgumentError(
+          "mixed precision is written in the GPTQ layout, by RTN or GPTQ only");
+    if (!packable.ok()) return packable;  // GPTQModel's `dynamic` needs every layer packed
+    if (!FusedLinears(c).empty())
+      return absl::UnimplementedError(absl::StrCat("mixed precision is not written for ",
+                                                   c.model_type, " (fused projections) yet"));
+  }
   // The GPTQ layout falls back to dense weights for shapes that do not fill 32-bit words; the AWQ
   // layout was asked for by name (only vLLM's and transformers' AWQ kernels read it), so a shape
   // it cannot hold is an error before any work.
@@ -392,6 +464,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   export_options.gptq = seq.gptq;
   export_options.format = o.format;
   export_options.activations = o.activations;
+  export_options.bits_by_module = seq.bits_by_module;
 
   StreamingQuantizeResult result;
   result.format = packed ? QuantizedFormatName(o.format) : "dense";
@@ -411,25 +484,13 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   at::Tensor hidden;
   RotaryTables rope;
   if (calibrated) {
-    if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0)
-      return absl::InvalidArgumentError(absl::StrCat("calibration: ",
-                                                     gptq     ? "GPTQ"
-                                                     : awq    ? "AWQ"
-                                                     : smooth ? "SmoothQuant"
-                                                              : "static input scales",
-                                                     " needs calibration windows [N, L]"));
-    if (calibration.max().item<int64_t>() >= c.vocab_size || calibration.min().item<int64_t>() < 0)
-      return absl::InvalidArgumentError("calibration: token ids outside the model's vocabulary");
-    auto embed = Borrow(weights, "model.embed_tokens.weight");
-    if (!embed.ok()) return embed.status();
-    // In a gang each rank takes its share of the windows.
-    at::Tensor share = calibration.to(at::kLong);
-    if (seq.ranks != nullptr && seq.ranks->world_size() > 1) {
-      const int64_t n = share.size(0), world = seq.ranks->world_size(), r = seq.ranks->rank();
-      share = share.slice(0, n * r / world, n * (r + 1) / world);
-    }
-    hidden = at::embedding(*embed, share).to(device, compute);
-    ReleasePages(weights, "model.embed_tokens.weight");
+    auto embedded = EmbedCalibration(c, weights, calibration, seq, compute,
+                                     gptq     ? "GPTQ"
+                                     : awq    ? "AWQ"
+                                     : smooth ? "SmoothQuant"
+                                              : "static input scales");
+    if (!embedded.ok()) return embedded.status();
+    hidden = *std::move(embedded);
     rope = MakeRotaryTables(c, calibration.size(1), device, compute);
     clock.Charge("embed");
   }
@@ -635,9 +696,13 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   result.phase_seconds["write (writer thread, overlapped)"] = writer.busy_seconds();
   result.bytes_written = bytes_written;
   // Sizes from the config's shapes.
-  for (const LinearShape& l : DecoderLinearShapes(c)) {
-    result.quantized.weights += layers * l.out * l.in;
-    result.quantized.bits += layers * l.out * l.in * BitsPerWeight(seq.gptq.quant, l.in);
+  for (int64_t i = 0; i < layers; ++i) {
+    for (const LinearShape& l : DecoderLinearShapes(c)) {
+      QuantSpec spec = seq.gptq.quant;
+      spec.bits = LinearBits(seq, i, l.name);
+      result.quantized.weights += l.out * l.in;
+      result.quantized.bits += l.out * l.in * BitsPerWeight(spec, l.in);
+    }
   }
   for (const auto& [name, shape] : CheckpointTensorShapes(c)) {
     int64_t n = 1;
@@ -645,6 +710,110 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     result.parameters += n;
   }
   return result;
+}
+
+absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
+    const std::string& model_dir, const at::Tensor& calibration, const StreamingQuantizeOptions& o,
+    const std::vector<int>& bits) {
+  c10::NoGradGuard no_grad;
+  const SequentialOptions& seq = o.sequential;
+  const bool gptq = seq.method == SequentialOptions::Method::kGptq;
+  if (!gptq && seq.method != SequentialOptions::Method::kRtn)
+    return absl::InvalidArgumentError("mixed precision: method must be rtn or gptq");
+  auto config = LoadLlamaConfig(model_dir);
+  if (!config.ok()) return config.status();
+  const LlamaConfig& c = *config;
+  if (!FusedLinears(c).empty())
+    return absl::UnimplementedError(absl::StrCat("mixed precision is not measured for ",
+                                                 c.model_type, " (fused projections) yet"));
+  auto reader = CheckpointReader::Open(model_dir);
+  if (!reader.ok()) return reader.status();
+  const CheckpointReader& weights = **reader;
+  const at::Device device = seq.device;
+  const at::ScalarType compute = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  for (const LinearShape& l : DecoderLinearShapes(c)) {
+    for (int b : bits) {
+      GptqOptions options = seq.gptq;
+      options.quant.bits = b;
+      if (auto s = ValidateGptqOptions(options, l.in); !s.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(l.name, " (", l.in, " inputs) at ", b, " bits: ", s.message()));
+    }
+  }
+  auto embedded = EmbedCalibration(c, weights, calibration, seq, compute, "mixed precision");
+  if (!embedded.ok()) return embedded.status();
+  at::Tensor hidden = *std::move(embedded);
+  const RotaryTables rope = MakeRotaryTables(c, calibration.size(1), device, compute);
+
+  std::vector<LinearSensitivity> out;
+  const int64_t layers = c.num_hidden_layers;
+  for (int64_t i = 0; i < layers; ++i) {
+    auto host = ReadLayer(c, weights, i, compute, /*pin=*/false);
+    if (!host.ok()) return host.status();
+    DecoderLayer layer = ToDevice(*host, device, compute);
+    LayerHessianObserver observer(c, device);
+    hidden = RunLayerBatched(c, layer, hidden, rope, i, seq.batch_size, &observer);
+    // One Hessian (and for GPTQ one factorization) per distinct input, in the layer's order.
+    const HessianAccumulator* prepared_for = nullptr;
+    at::Tensor h;
+    std::optional<GptqSolver> solver;
+    for (auto& [name, linear] : layer.Linears()) {
+      const HessianAccumulator& acc = observer.For(name);
+      if (&acc != prepared_for) {
+        auto global = GangHessian(acc, seq.ranks);
+        if (!global.ok()) return global.status();
+        h = *std::move(global);
+        if (gptq) {
+          auto s = GptqSolver::Prepare(h, seq.gptq);
+          if (!s.ok())
+            return absl::Status(s.status().code(),
+                                absl::StrCat(LayerPrefix(i), name, ": ", s.status().message()));
+          solver = *std::move(s);
+        }
+        prepared_for = &acc;
+      }
+      const at::Tensor w = linear->weight.to(at::kFloat);
+      LinearSensitivity l{LayerPrefix(i) + name, w.size(0), w.size(1), {}};
+      for (int b : bits) {
+        at::Tensor dequantized;
+        if (gptq) {
+          auto r = solver->Solve(w, b);
+          if (!r.ok()) return r.status();
+          dequantized = r->weight.Dequantize();
+        } else {
+          QuantSpec spec = seq.gptq.quant;
+          spec.bits = b;
+          auto r = QuantizeRtn(w, spec);
+          if (!r.ok()) return r.status();
+          dequantized = r->Dequantize();
+        }
+        // tr(dW H dW^T): the squared output error over the calibration inputs, times 2/n.
+        const at::Tensor dw = w - dequantized.to(w.device());
+        l.error_by_bits[b] = at::sum(at::matmul(dw, h) * dw).item<double>();
+      }
+      out.push_back(std::move(l));
+    }
+    if (o.on_progress) {
+      if (auto s = o.on_progress(i + 1, layers, "sensitivity"); !s.ok()) return s;
+    }
+  }
+  // In a gang every rank measured the same (its Hessians are the gang's); rank 0's figures are
+  // taken by all, so that every rank plans alike whatever the last bits of each device's sums.
+  if (seq.ranks != nullptr && seq.ranks->world_size() > 1) {
+    at::Tensor errors =
+        at::empty({static_cast<int64_t>(out.size()), static_cast<int64_t>(bits.size())},
+                  at::TensorOptions().dtype(at::kDouble).device(device));
+    at::Tensor host = errors.to(at::kCPU);
+    for (size_t k = 0; k < out.size(); ++k)
+      for (size_t j = 0; j < bits.size(); ++j) host[k][j] = out[k].error_by_bits.at(bits[j]);
+    errors.copy_(host);
+    if (auto s = seq.ranks->Broadcast({errors}, 0); !s.ok()) return s;
+    host = errors.to(at::kCPU);
+    for (size_t k = 0; k < out.size(); ++k)
+      for (size_t j = 0; j < bits.size(); ++j)
+        out[k].error_by_bits[bits[j]] = host[k][j].item<double>();
+  }
+  return out;
 }
 
 }  // namespace squeeze

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/compress/mixed_precision.h"
 #include "common/compress/quantized_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
 
@@ -64,5 +65,15 @@ struct StreamingQuantizeResult {
 absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     const std::string& model_dir, const at::Tensor& calibration, const std::string& out_dir,
     const StreamingQuantizeOptions& options);
+
+// Mixed precision's measurement: each decoder linear's output error tr(dW H dW^T) when it alone
+// is quantized at each width in `bits`, with H = 2 X^T X / n from the calibration inputs of the
+// unquantized model (each layer sees the float outputs of the layers before it). dW is what the
+// stage's method leaves: GPTQ's solution (one factorization per input, solved at every width) or
+// RTN's. Layers stream as in QuantizeCheckpointStreaming; progress goes to options.on_progress
+// as "sensitivity". In a gang the Hessians are the gang's and every rank gets rank 0's figures.
+absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
+    const std::string& model_dir, const at::Tensor& calibration,
+    const StreamingQuantizeOptions& options, const std::vector<int>& bits);
 
 }  // namespace squeeze

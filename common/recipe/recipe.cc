@@ -4,6 +4,7 @@
 #include <yaml.h>
 
 #include <unistd.h>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "common/base/file_util.h"
 #include "common/base/status_macros.h"
+#include "common/compress/mixed_precision.h"
 #include "common/model/hf_tokenizer.h"
 #include "common/model/llama_config.h"
 #include "common/store/artifact_store.h"
@@ -344,6 +346,57 @@ absl::Status ParseCalibrationSample(MapReader& r, const std::string& samples_key
   return absl::OkStatus();
 }
 
+// quantize.mixed_precision: {bits: [2, 3, 4, 8], average_bits: 3.5 | max_size_bytes: N}.
+absl::Status ParseMixedPrecision(MapReader& r, const std::string& method, bool w8a8,
+                                 v1::MixedPrecision& out) {
+  const std::string path = r.Path("mixed_precision");
+  if (method == "awq")
+    return FieldError(path,
+                      "is chosen for method rtn or gptq; AWQ's scales are searched at one "
+                      "width");
+  if (w8a8) return FieldError(path, "W8A8 keeps every linear at 8 bits");
+  MapReader m(r.Get("mixed_precision"), path);
+  SQ_RETURN_IF_ERROR(m.CheckIsMap());
+  std::vector<int> widths = {2, 3, 4, 8};
+  if (YAML::Node b = m.Get("bits")) {
+    if (!b.IsSequence() || b.size() == 0)
+      return FieldError(m.Path("bits"), "expected a list of widths such as [2, 3, 4, 8]");
+    widths.clear();
+    for (size_t i = 0; i < b.size(); ++i) {
+      int64_t v = 0;
+      if (!b[i].IsScalar() || !YAML::convert<int64_t>::decode(b[i], v) ||
+          (v != 2 && v != 3 && v != 4 && v != 8))
+        return FieldError(absl::StrCat(m.Path("bits"), "[", i, "]"),
+                          absl::StrCat("must be one of 2, 3, 4, 8, got ",
+                                       b[i].IsScalar() ? b[i].Scalar() : "a non-scalar"));
+      if (std::find(widths.begin(), widths.end(), v) != widths.end())
+        return FieldError(absl::StrCat(m.Path("bits"), "[", i, "]"),
+                          absl::StrCat(v, " is listed twice"));
+      widths.push_back(static_cast<int>(v));
+    }
+  }
+  std::sort(widths.begin(), widths.end());
+  for (int w : widths) out.add_bits(w);
+  const bool average = static_cast<bool>(m.Get("average_bits"));
+  const bool size = static_cast<bool>(m.Get("max_size_bytes"));
+  if (average == size)
+    return FieldError(path, "needs exactly one budget: average_bits or max_size_bytes");
+  if (average) {
+    double v = 0;
+    SQ_RETURN_IF_ERROR(m.Double("average_bits", v, 0.0, 64.0));
+    if (v < widths.front())
+      return FieldError(m.Path("average_bits"),
+                        absl::StrCat(v, " is below the smallest width in bits (", widths.front(),
+                                     "): no choice fits"));
+    out.set_average_bits(v);
+  } else {
+    int64_t v = 0;
+    SQ_RETURN_IF_ERROR(m.Int("max_size_bytes", v, 1, INT64_MAX));
+    out.set_max_size_bytes(v);
+  }
+  return m.NoUnknownFields();
+}
+
 absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   std::string method = "rtn";
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq", "awq"}));
@@ -376,6 +429,12 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
       return FieldError(r.Path("group_size"), why + "one scale per output channel (-1)");
     if (!sym) return FieldError(r.Path("sym"), why + "symmetric weights");
   }
+  // Mixed precision: a width per linear from `bits`, by sensitivity, within one budget.
+  v1::MixedPrecision mixed;
+  const bool has_mixed = static_cast<bool>(r.Get("mixed_precision"));
+  if (has_mixed) {
+    SQ_RETURN_IF_ERROR(ParseMixedPrecision(r, method, w8a8, mixed));
+  }
   double smoothquant_alpha = -1.0;
   if (r.Get("smoothquant_alpha")) {
     if (!w8a8)
@@ -396,8 +455,9 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   double damp = 0.01;
   int64_t block_size = 128;
   // Static input scales and SmoothQuant read calibration windows whatever the weights' method.
+  // Mixed precision measures each linear against its inputs' Hessian.
   const bool needs_calibration =
-      method != "rtn" || activations == "static" || smoothquant_alpha >= 0.0;
+      method != "rtn" || activations == "static" || smoothquant_alpha >= 0.0 || has_mixed;
   if (method == "gptq") {
     SQ_RETURN_IF_ERROR(r.Bool("act_order", act_order));
     SQ_RETURN_IF_ERROR(r.Bool("static_groups", static_groups));
@@ -450,6 +510,12 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
       return FieldError(r.Path("format"), absl::StrCat("awq_gemm holds 4-bit codes only, got bits ",
                                                        bits, " (use format: gptq)"));
   }
+  if (has_mixed && format != "gptq")
+    return FieldError(r.Path("format"),
+                      absl::StrCat(format,
+                                   " holds one width; mixed precision is written as gptq "
+                                   "with per-module overrides"));
+  if (has_mixed) *out.mutable_mixed_precision() = mixed;
   out.set_format(format == "awq_gemm"             ? v1::QuantizeStage::FORMAT_AWQ_GEMM
                  : format == "compressed_tensors" ? v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS
                                                   : v1::QuantizeStage::FORMAT_GPTQ);
@@ -817,6 +883,12 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
                                        ".quantize (activations static: the input scales are "
                                        "calibrated)"));
       }
+      if (recipe.calibration.empty() && q.has_mixed_precision()) {
+        return FieldError("data.calibration",
+                          absl::StrCat("required by ", path,
+                                       ".quantize (mixed_precision: sensitivities are measured on "
+                                       "the calibration inputs)"));
+      }
       if (recipe.calibration.empty() && q.activations().has_smoothquant_alpha()) {
         return FieldError("data.calibration",
                           absl::StrCat("required by ", path, ".quantize (smoothquant_alpha)"));
@@ -1171,8 +1243,19 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
     }
     if (!options.has_quantize()) continue;
     const int64_t group = options.quantize().group_size();
-    if (group == -1) continue;
     const LlamaConfig& c = *config;
+    if (const v1::MixedPrecision& mixed = options.quantize().mixed_precision();
+        options.quantize().has_mixed_precision() && mixed.has_max_size_bytes() &&
+        mixed.bits_size() > 0) {
+      const int narrowest = *std::min_element(mixed.bits().begin(), mixed.bits().end());
+      const int64_t smallest = QuantizedCheckpointBytes(c, narrowest, group);
+      if (mixed.max_size_bytes() < smallest)
+        return FieldError(
+            absl::StrCat("stages[", i, "].quantize.mixed_precision.max_size_bytes"),
+            absl::StrCat(mixed.max_size_bytes(), " is below the smallest this model is stored in (",
+                         smallest, " bytes, every linear at ", narrowest, " bits)"));
+    }
+    if (group == -1) continue;
     for (auto [what, in] :
          {std::pair{"hidden_size", c.hidden_size},
           std::pair{"num_attention_heads * head_dim", c.num_attention_heads * c.head_dim},

@@ -4,18 +4,80 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
 #include "common/base/status_macros.h"
+#include "common/compress/mixed_precision.h"
 #include "common/compress/sequential_quantizer.h"
 #include "common/compress/streaming_quantizer.h"
 
 namespace squeeze::worker {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Mixed precision's widths: read back from the task's checkpoint when an earlier attempt chose
+// them, measured and chosen otherwise and kept there at once (rank 0). The plan's JSON is left
+// at scratch_dir/plan_name either way.
+absl::StatusOr<MixedPrecisionPlan> PlanWidths(TaskContext& ctx, const std::string& model_dir,
+                                              const LlamaConfig& config,
+                                              const at::Tensor& calibration,
+                                              const StreamingQuantizeOptions& options,
+                                              const MixedPrecisionBudget& budget,
+                                              const std::string& ckpt, const std::string& plan_name,
+                                              std::optional<StoredFile>& plan_file) {
+  const std::string path = ctx.scratch_dir() + "/" + plan_name;
+  if (plan_file) {
+    if (auto s = ctx.store().FetchFile(ckpt, plan_name, path); !s.ok()) return s;
+    auto text = ReadFileToString(path);
+    if (!text.ok()) return text.status();
+    ctx.Log("mixed precision: widths from the checkpoint's plan");
+    return ParseMixedPrecisionPlan(*text, ckpt + "/" + plan_name);
+  }
+  StreamingQuantizeOptions measure = options;
+  measure.on_progress = [&](int64_t completed, int64_t total,
+                            const std::string& unit) -> absl::Status {
+    ctx.SetProgress(completed, total, unit);
+    return ctx.CheckStep();
+  };
+  const auto started = std::chrono::steady_clock::now();
+  auto sensitivity = MeasureLinearSensitivity(model_dir, calibration, measure, budget.bits);
+  if (!sensitivity.ok()) return sensitivity.status();
+  auto plan = PlanMixedPrecision(config, options.sequential.gptq.quant.group_size, budget,
+                                 *std::move(sensitivity));
+  if (!plan.ok()) return plan.status();
+  std::map<int, int> modules_at;
+  for (const auto& [module, bits] : plan->bits_by_module) ++modules_at[bits];
+  std::string widths;
+  for (const auto& [bits, n] : modules_at) absl::StrAppend(&widths, " ", n, " at ", bits, " bits;");
+  ctx.Log(absl::StrFormat(
+      "mixed precision: measured in %.1f s; average %.3f bits, %d bytes;%s",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+      plan->average_bits, plan->checkpoint_bytes, widths));
+  {
+    std::ofstream file(path, std::ios::trunc);
+    file << MixedPrecisionPlanJson(*plan, budget);
+    if (!file.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  }
+  if (ctx.lease().rank() == 0) {
+    auto stored = ctx.store().PutFileBlob(ckpt, plan_name, path, /*consume=*/false);
+    if (!stored.ok()) return stored.status();
+    plan_file = *stored;
+    ArtifactProvenance provenance = ctx.provenance();
+    provenance.stage = "quantize-checkpoint";
+    if (auto s = ctx.store().PutManifest(ckpt, {*stored}, provenance); !s.ok()) return s;
+  }
+  return plan;
+}
+
+}  // namespace
 
 absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kQuantize));
@@ -77,6 +139,14 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   }
   if (spec.activations().has_smoothquant_alpha())
     options.smoothquant_alpha = spec.activations().smoothquant_alpha();
+  std::optional<MixedPrecisionBudget> mixed;
+  if (spec.has_mixed_precision()) {
+    mixed.emplace();
+    mixed->bits.assign(spec.mixed_precision().bits().begin(), spec.mixed_precision().bits().end());
+    if (mixed->bits.empty()) mixed->bits = {2, 3, 4, 8};
+    mixed->average_bits = spec.mixed_precision().average_bits();
+    mixed->max_size_bytes = spec.mixed_precision().max_size_bytes();
+  }
   seq.gptq.quant = {spec.bits(), spec.group_size(), spec.sym()};
   seq.gptq.act_order = spec.act_order();
   seq.gptq.static_groups = spec.static_groups();
@@ -92,7 +162,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   at::Tensor calibration;
   if (seq.method != SequentialOptions::Method::kRtn ||
       options.activations == ActivationQuant::Kind::kStaticPerTensor ||
-      options.smoothquant_alpha >= 0.0) {
+      options.smoothquant_alpha >= 0.0 || mixed) {
     auto windows = CalibrationWindows(ctx, *model_dir, *config, spec.calibration());
     if (!windows.ok()) return windows.status();
     calibration = *windows;
@@ -105,8 +175,13 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const std::string output = ctx.lease().output_uri();
   std::map<int64_t, StoredFile> layer_shards;
   std::vector<StoredFile> other_files;
+  // Mixed precision's plan, kept with the checkpoint from the start so that a resumed task
+  // quantizes at the widths its finished layers have.
+  const std::string plan_name = "mixed_precision.json";
+  std::optional<StoredFile> plan_file;
   if (auto done = ctx.store().Files(ckpt); done.ok()) {
     for (const StoredFile& f : *done) {
+      if (f.name == plan_name) plan_file = f;
       // model-000{i+1}-of-...: layer i.
       int64_t number = 0;
       if (f.name.rfind("model-", 0) != 0 || !absl::SimpleAtoi(f.name.substr(6, 5), &number))
@@ -142,6 +217,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       }
       layer_shards[layer] = *stored;
       for (const auto& [i, f] : layer_shards) done.push_back(f);
+      if (plan_file) done.push_back(*plan_file);
     }
     // The checkpoint names every finished shard, which also keeps them from garbage collection.
     ArtifactProvenance provenance = ctx.provenance();
@@ -161,6 +237,22 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (!gang.ok()) return gang.status();
   seq.ranks = gang->get();
   if (auto s = ctx.CheckStep(); !s.ok()) return s;
+  std::optional<MixedPrecisionPlan> plan;
+  if (mixed) {
+    auto planned = PlanWidths(ctx, *model_dir, *config, calibration, options, *mixed, ckpt,
+                              plan_name, plan_file);
+    if (!planned.ok()) return planned.status();
+    plan = *std::move(planned);
+    seq.gptq.quant.bits = plan->base_bits;
+    for (const auto& [module, bits] : plan->bits_by_module) {
+      if (bits != plan->base_bits) seq.bits_by_module[module] = bits;
+    }
+    // The plan is part of the output: what each module took and why.
+    auto stored = ctx.store().PutFileBlob(output, plan_name, ctx.scratch_dir() + "/" + plan_name,
+                                          /*consume=*/false);
+    if (!stored.ok()) return stored.status();
+    if (lease.rank() == 0) other_files.push_back(*stored);
+  }
   const std::string out_dir = ctx.scratch_dir() + "/model";
   RemoveTree(out_dir).IgnoreError();
   auto quantized = QuantizeCheckpointStreaming(*model_dir, calibration, out_dir, options);
@@ -223,6 +315,14 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     l.set_linear(r.name);
     l.set_loss(r.loss);
     l.set_seconds(r.seconds);
+    l.set_bits(r.bits);
+  }
+  if (plan) {
+    result.mutable_bits_by_module()->insert(plan->bits_by_module.begin(),
+                                            plan->bits_by_module.end());
+    result.set_average_bits(plan->average_bits);
+  } else {
+    result.set_average_bits(seq.gptq.quant.bits);
   }
   return out;
 }

@@ -313,5 +313,155 @@ TEST_F(StreamingQuantizerTest, TwoGlooRanksCalibrateW8A8AsOneRankDoes) {
   }
 }
 
+// Mixed precision: linears at the widths asked for, read back through GPTQModel's `dynamic`
+// overrides as the in-memory pipeline quantizes them, and resumed at those widths.
+std::map<std::string, int> SomeWidths() {
+  return {{"model.layers.0.self_attn.q_proj", 8}, {"model.layers.0.self_attn.k_proj", 8},
+          {"model.layers.0.self_attn.v_proj", 8}, {"model.layers.1.mlp.down_proj", 2},
+          {"model.layers.2.mlp.gate_proj", 3},    {"model.layers.2.mlp.up_proj", 3}};
+}
+
+TEST_F(StreamingQuantizerTest, MixedWidthsLoadAsTheModelQuantizedAtThoseWidths) {
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.bits_by_module = SomeWidths();
+  auto result = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "out").string(), o);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->format, "gptq");
+  for (const LinearReport& r : result->reports) {
+    auto it = SomeWidths().find("model.layers." + std::to_string(r.layer) + "." + r.name);
+    EXPECT_EQ(r.bits, it == SomeWidths().end() ? 4 : it->second) << r.layer << " " << r.name;
+  }
+  // Packed at each width: qweight holds in * bits / 32 rows.
+  auto shard0 = SafetensorsFile::Open((dir_ / "out" / "model-00001-of-00004.safetensors").string());
+  auto shard1 = SafetensorsFile::Open((dir_ / "out" / "model-00002-of-00004.safetensors").string());
+  ASSERT_TRUE(shard0.ok() && shard1.ok());
+  EXPECT_EQ((*shard0)->Get("model.layers.0.self_attn.q_proj.qweight")->info->shape[0],
+            128 * 8 / 32);
+  EXPECT_EQ((*shard0)->Get("model.layers.0.mlp.down_proj.qweight")->info->shape[0], 256 * 4 / 32);
+  EXPECT_EQ((*shard1)->Get("model.layers.1.mlp.down_proj.qweight")->info->shape[0], 256 * 2 / 32);
+  std::ifstream config(dir_ / "out" / "config.json");
+  const auto qc = nlohmann::json::parse(config)["quantization_config"];
+  EXPECT_EQ(qc["bits"], 4);
+  ASSERT_TRUE(qc.contains("dynamic"));
+  EXPECT_EQ(qc["dynamic"].size(), 3u) << "q/k/v and gate/up each under one fused key";
+
+  LlamaModel expected = *LlamaModel::Load(in);
+  ASSERT_TRUE(QuantizeSequential(expected, calibration_, o.sequential).ok());
+  auto loaded = LoadModel((dir_ / "out").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const at::Tensor ids = calibration_.slice(0, 0, 2);
+  EXPECT_TRUE(at::allclose(loaded->Forward(ids), expected.Forward(ids), 1e-2, 1e-2));
+  // The 2-bit down_proj really is coarser: at most 4 distinct values per row and group.
+  const at::Tensor down = loaded->layer(1).down_proj.weight.slice(1, 0, 64)[0];
+  EXPECT_LE(std::get<0>(at::_unique(down)).numel(), 4);
+}
+
+TEST_F(StreamingQuantizerTest, MixedWidthsResumeFromTheirShards) {
+  StreamingQuantizeOptions o;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.bits_by_module = SomeWidths();
+  ResumeWritesTheSameShards(Save(TinyConfig()), dir_, calibration_, o);
+}
+
+TEST_F(StreamingQuantizerTest, MixedWidthsAreRefusedWhereTheLayoutHoldsOne) {
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kAwq;
+  o.sequential.gptq.quant = {4, 64, false};
+  o.sequential.bits_by_module = SomeWidths();
+  o.format = QuantizedFormat::kAwqGemm;
+  auto awq = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "o1").string(), o);
+  ASSERT_FALSE(awq.ok());
+  EXPECT_NE(awq.status().message().find("mixed precision"), std::string::npos) << awq.status();
+}
+
+// Each linear's measured error is tr(dW H dW^T) with H from its inputs in the float model: for
+// layer 0's q_proj (inputs: the normalized embeddings) and RTN, computed here directly.
+TEST_F(StreamingQuantizerTest, SensitivityIsTheOutputErrorOfEachLinearAtEachWidth) {
+  const LlamaConfig c = TinyConfig();
+  const std::string in = Save(c);
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kRtn;
+  o.sequential.gptq.quant = {4, 64, false};
+  std::vector<std::string> phases;
+  o.on_progress = [&](int64_t, int64_t total, const std::string& phase) {
+    EXPECT_EQ(total, 3);
+    phases.push_back(phase);
+    return absl::OkStatus();
+  };
+  auto rtn = MeasureLinearSensitivity(in, calibration_, o, {2, 3, 4, 8});
+  ASSERT_TRUE(rtn.ok()) << rtn.status();
+  ASSERT_EQ(rtn->size(), 21u);
+  EXPECT_EQ(phases, (std::vector<std::string>{"sensitivity", "sensitivity", "sensitivity"}));
+  for (const LinearSensitivity& l : *rtn) {
+    EXPECT_GT(l.error_by_bits.at(2), l.error_by_bits.at(3)) << l.module;
+    EXPECT_GT(l.error_by_bits.at(3), l.error_by_bits.at(4)) << l.module;
+    EXPECT_GT(l.error_by_bits.at(4), l.error_by_bits.at(8)) << l.module;
+  }
+  EXPECT_EQ((*rtn)[0].module, "model.layers.0.self_attn.q_proj");
+  LlamaModel model = *LlamaModel::Load(in);
+  const at::Tensor x =
+      model.layer(0).AttentionInput(c, model.Embed(calibration_)).reshape({-1, c.hidden_size});
+  const at::Tensor h = 2.0 * x.t().matmul(x) / static_cast<double>(x.size(0));
+  const at::Tensor w = model.layer(0).q_proj.weight;
+  for (int b : {2, 4}) {
+    const at::Tensor dw = w - QuantizeRtn(w, {b, 64, false})->Dequantize();
+    const double direct = (dw.matmul(h) * dw).sum().item<double>();
+    EXPECT_NEAR((*rtn)[0].error_by_bits.at(b), direct, 1e-4 * direct) << b << " bits";
+  }
+  // GPTQ's error at each width is what it leaves, less than RTN's in all.
+  o.sequential.method = SequentialOptions::Method::kGptq;
+  auto gptq = MeasureLinearSensitivity(in, calibration_, o, {2, 4});
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  for (int b : {2, 4}) {
+    double total_gptq = 0, total_rtn = 0;
+    for (size_t k = 0; k < gptq->size(); ++k) {
+      total_gptq += (*gptq)[k].error_by_bits.at(b);
+      total_rtn += (*rtn)[k].error_by_bits.at(b);
+    }
+    EXPECT_LT(total_gptq, total_rtn) << b << " bits";
+  }
+  EXPECT_FALSE(MeasureLinearSensitivity(in, at::Tensor(), o, {2, 4}).ok())
+      << "no calibration windows";
+}
+
+// In a gang the Hessians are summed over the ranks' windows: the figures one rank measures.
+TEST_F(StreamingQuantizerTest, TwoGlooRanksMeasureWhatOneRankMeasures) {
+  if (!DataParallel::HasGloo()) GTEST_SKIP() << "this libtorch build has no Gloo headers";
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kRtn;
+  o.sequential.gptq.quant = {4, 64, false};
+  auto single = MeasureLinearSensitivity(in, calibration_, o, {2, 4});
+  ASSERT_TRUE(single.ok()) << single.status();
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  std::vector<absl::StatusOr<std::vector<LinearSensitivity>>> results(2, absl::UnknownError(""));
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
+      if (!group.ok()) {
+        results[rank] = group.status();
+        return;
+      }
+      StreamingQuantizeOptions ro = o;
+      ro.sequential.ranks = group->get();
+      results[rank] = MeasureLinearSensitivity(in, calibration_, ro, {2, 4});
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  ASSERT_TRUE(results[1].ok()) << results[1].status();
+  for (size_t k = 0; k < single->size(); ++k) {
+    for (int b : {2, 4}) {
+      const double want = (*single)[k].error_by_bits.at(b);
+      EXPECT_NEAR((*results[0])[k].error_by_bits.at(b), want, 1e-4 * want) << (*single)[k].module;
+      EXPECT_EQ((*results[1])[k].error_by_bits.at(b), (*results[0])[k].error_by_bits.at(b));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace squeeze
