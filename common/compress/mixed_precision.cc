@@ -195,6 +195,23 @@ absl::StatusOr<MixedPrecisionPlan> ParseMixedPrecisionPlan(const std::string& te
   } catch (const std::exception& e) {
     return bad(e.what());
   }
+  // The widths are what counts: the average and the most common width follow from them.
+  std::map<int, double> weights_at;
+  double weights = 0, code_bits = 0;
+  for (const LinearSensitivity& l : plan.linears) {
+    const int b = plan.bits_by_module.at(l.module);
+    const double n = static_cast<double>(l.out) * static_cast<double>(l.in);
+    weights_at[b] += n;
+    weights += n;
+    code_bits += n * b;
+  }
+  if (weights > 0) {
+    plan.average_bits = code_bits / weights;
+    plan.base_bits =
+        std::max_element(weights_at.begin(), weights_at.end(), [](const auto& a, const auto& b) {
+          return a.second < b.second;
+        })->first;
+  }
   return plan;
 }
 

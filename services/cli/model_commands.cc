@@ -307,6 +307,9 @@ int RunCompress(const Args& args) {
       .Value("format")
       .Value("activations")
       .Value("smoothquant-alpha")
+      .Value("average-bits")
+      .Value("max-size-bytes")
+      .Value("mixed-bits")
       .Bool("act-order")
       .Bool("static-groups")
       .Bool("sym")
@@ -350,13 +353,30 @@ int RunCompress(const Args& args) {
     absl::StrAppend(&quantize, ", activations: \"", *flags.Get("activations"), "\"");
   if (flags.Has("smoothquant-alpha"))
     absl::StrAppend(&quantize, ", smoothquant_alpha: ", *flags.Get("smoothquant-alpha"));
-  // Static input scales and SmoothQuant are calibrated like GPTQ.
-  const bool calibrated = gptq || awq || flags.Has("smoothquant-alpha") ||
+  // Mixed precision: widths from --mixed-bits (a comma list) within one budget.
+  const bool mixed = flags.Has("average-bits") || flags.Has("max-size-bytes");
+  if (flags.Has("mixed-bits") && !mixed)
+    return Fail(absl::InvalidArgumentError(
+        "--mixed-bits needs a budget: --average-bits or --max-size-bytes"));
+  if (mixed) {
+    absl::StrAppend(&quantize, ", mixed_precision: {");
+    if (flags.Has("mixed-bits"))
+      absl::StrAppend(&quantize, "bits: [", *flags.Get("mixed-bits"), "], ");
+    if (flags.Has("average-bits"))
+      absl::StrAppend(&quantize, "average_bits: ", *flags.Get("average-bits"));
+    if (flags.Has("average-bits") && flags.Has("max-size-bytes")) absl::StrAppend(&quantize, ", ");
+    if (flags.Has("max-size-bytes"))
+      absl::StrAppend(&quantize, "max_size_bytes: ", *flags.Get("max-size-bytes"));
+    absl::StrAppend(&quantize, "}");
+  }
+  // Static input scales, SmoothQuant and mixed precision are calibrated like GPTQ.
+  const bool calibrated = gptq || awq || flags.Has("smoothquant-alpha") || mixed ||
                           (flags.Has("activations") && *flags.Get("activations") == "static");
   if (calibrated && !gptq && !awq) {
     if (!flags.Has("calibration"))
       return Fail(absl::InvalidArgumentError(
-          "--calibration is required with --activations static or --smoothquant-alpha"));
+          "--calibration is required with --activations static, --smoothquant-alpha, "
+          "--average-bits or --max-size-bytes"));
     absl::StrAppend(&quantize, ", calibration_samples: ", *flags.Get("samples"),
                     ", calibration_seq_len: ", *flags.Get("seq-len"));
   }
@@ -401,8 +421,10 @@ int RunCompress(const Args& args) {
   const double bits_per_weight = ResultNumber(report, 1, "bits_per_quantized_weight");
   const nlohmann::json quantized = stages[1].value("result", nlohmann::json::object());
   const std::string activations = quantized.value("activations", "none");
+  const std::string width = mixed ? absl::StrFormat("%.2f", quantized.value("average_bits", 0.0))
+                                  : absl::StrCat(quantized.value("bits", 0));
   const std::string label = absl::StrFormat(
-      "%s w%d%s g%d %s%s", method, quantized.value("bits", 0),
+      "%s w%s%s g%d %s%s", method, width,
       activations == "none"
           ? ""
           : absl::StrCat("a8-", activations, quantized.contains("smoothquant_alpha") ? "+sq" : ""),

@@ -19,7 +19,8 @@ commands:
                                        tokens/s
   compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
            [--bits N] [--group-size N] [--sym] [--format gptq|awq_gemm|compressed_tensors]
-           [--activations none|dynamic|static] [--smoothquant-alpha A] [--state-dir DIR]
+           [--activations none|dynamic|static] [--smoothquant-alpha A]
+           [--average-bits B | --max-size-bytes N] [--mixed-bits 2,3,4,8] [--state-dir DIR]
            [--device D] [--json]
                                        quantization as a job (evaluate, quantize, evaluate) on
                                        the embedded service, with a before/after table

@@ -189,6 +189,43 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].quantize.grid: unknown field"},
       {head + "stages:\n  - quantize: {method: gptq}\n",
        "data.calibration: required by stages[0].quantize (method gptq)"},
+      {head + "stages:\n  - quantize: {mixed_precision: {average_bits: 3.5}}\n",
+       "data.calibration: required by stages[0].quantize (mixed_precision"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: "
+       "{average_bits: 1.5}}\n",
+       "stages[0].quantize.mixed_precision.average_bits: 1.5 is below the smallest width in bits "
+       "(2)"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: {bits: [3, "
+       "4], average_bits: 2.5}}\n",
+       "stages[0].quantize.mixed_precision.average_bits: 2.5 is below the smallest width in bits "
+       "(3)"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: {bits: [3, "
+       "5], average_bits: 3.5}}\n",
+       "stages[0].quantize.mixed_precision.bits[1]: must be one of 2, 3, 4, 8, got 5"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: {bits: [3, "
+       "3], average_bits: 3.5}}\n",
+       "stages[0].quantize.mixed_precision.bits[1]: 3 is listed twice"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: {bits: [3, "
+       "4]}}\n",
+       "stages[0].quantize.mixed_precision: needs exactly one budget"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: "
+       "{average_bits: 3, max_size_bytes: 100}}\n",
+       "stages[0].quantize.mixed_precision: needs exactly one budget"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: "
+       "{max_size_bytes: 0}}\n",
+       "stages[0].quantize.mixed_precision.max_size_bytes: must be between 1"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {mixed_precision: "
+       "{average_bits: 3, budget: 2}}\n",
+       "stages[0].quantize.mixed_precision.budget: unknown field"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, "
+       "mixed_precision: {average_bits: 3.5}}\n",
+       "stages[0].quantize.mixed_precision: is chosen for method rtn or gptq"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {activations: dynamic, "
+       "mixed_precision: {average_bits: 3.5}}\n",
+       "stages[0].quantize.mixed_precision: W8A8 keeps every linear at 8 bits"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {bits: 8, group_size: -1, "
+       "sym: true, format: compressed_tensors, mixed_precision: {average_bits: 3.5}}\n",
+       "stages[0].quantize.format: compressed_tensors holds one width"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, static_groups: "
        "true}\n",
        "stages[0].quantize.static_groups: needs act_order: true"},
@@ -319,6 +356,43 @@ TEST(RecipeTest, GroupSizeMustFitTheModel) {
   r = ParseRecipe(std::string("model: ") + src +
                   "/deploy/models/fortunes-teacher\nstages:\n  - quantize: {}\n");
   EXPECT_TRUE(CheckRecipeInputs(*r).ok());
+}
+
+TEST(RecipeTest, MixedPrecisionTakesWidthsAndOneBudget) {
+  auto r = ParseRecipe(R"(
+model: /m
+data: {calibration: /c}
+stages:
+  - quantize: {method: gptq, mixed_precision: {bits: [4, 2, 8], average_bits: 3.5}}
+  - quantize: {mixed_precision: {max_size_bytes: 4000000}}
+)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const v1::QuantizeStage& a = r->stages[0].options.quantize();
+  ASSERT_TRUE(a.has_mixed_precision());
+  EXPECT_EQ(std::vector<int>(a.mixed_precision().bits().begin(), a.mixed_precision().bits().end()),
+            (std::vector<int>{2, 4, 8}));
+  EXPECT_DOUBLE_EQ(a.mixed_precision().average_bits(), 3.5);
+  EXPECT_EQ(a.format(), v1::QuantizeStage::FORMAT_GPTQ);
+  const v1::QuantizeStage& b = r->stages[1].options.quantize();
+  EXPECT_EQ(b.mixed_precision().bits_size(), 4) << "2, 3, 4 and 8 by default";
+  EXPECT_EQ(b.mixed_precision().max_size_bytes(), 4000000);
+  EXPECT_EQ(b.calibration().samples(), 128) << "RTN's sensitivities need calibration windows";
+}
+
+// A size budget below the model at its narrowest width is refused at submit, from its config.
+TEST(RecipeTest, MixedPrecisionSizeBudgetMustFitTheModel) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const std::string head = std::string("model: ") + src +
+                           "/deploy/models/fortunes-teacher\ndata: {calibration: /c}\nstages:\n";
+  auto r = ParseRecipe(head + "  - quantize: {mixed_precision: {max_size_bytes: 1000}}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto s = CheckRecipeInputs(*r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("stages[0].quantize.mixed_precision.max_size_bytes: 1000 is below "
+                             "the smallest this model is stored in"),
+            absl::string_view::npos)
+      << s.message();
 }
 
 // Task files and the accuracy gate: parsed into the recipe, and the gate needs tasks.

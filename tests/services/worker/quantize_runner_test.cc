@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/base/file_util.h"
 #include "common/compress/quantized_checkpoint.h"
@@ -205,6 +206,58 @@ TEST_F(QuantizeRunnerTest, W8A8WritesCompressedTensorsWithStaticInputScales) {
   auto refused = Run(no_data);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("calibration"), std::string::npos) << refused.status();
+}
+
+// Mixed precision as a job stage: widths measured and chosen within the budget, each linear
+// quantized at its width, the plan in the artifact; a retried task takes the widths its checkpoint
+// recorded instead of measuring again.
+TEST_F(QuantizeRunnerTest, MixedPrecisionChoosesWidthsAndResumesWithTheRecordedOnes) {
+  v1::StageOptions mixed = Quantize(v1::QuantizeStage::GPTQ, 4);
+  mixed.mutable_quantize()->mutable_mixed_precision()->add_bits(2);
+  mixed.mutable_quantize()->mutable_mixed_precision()->add_bits(4);
+  mixed.mutable_quantize()->mutable_mixed_precision()->set_average_bits(3.0);
+  auto out = Run(Lease(mixed));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const v1::QuantizeResult& result = out->result.quantize();
+  ASSERT_EQ(result.bits_by_module_size(), 14);
+  EXPECT_LE(result.average_bits(), 3.0);
+  EXPECT_GT(result.average_bits(), 2.0) << "the budget is spent";
+  std::set<int> widths;
+  for (const v1::LinearQuantization& l : result.linears()) {
+    const std::string module = "model.layers." + std::to_string(l.layer()) + "." + l.linear();
+    EXPECT_EQ(l.bits(), result.bits_by_module().at(module)) << module;
+    widths.insert(l.bits());
+  }
+  EXPECT_EQ(widths, (std::set<int>{2, 4}));
+  const std::string model = out->outputs.at("model");
+  auto plan = nlohmann::json::parse(
+      *store_->ReadArtifactRange(model, "mixed_precision.json", 0, -1, nullptr));
+  EXPECT_EQ(plan["modules"].size(), 14u);
+  EXPECT_EQ(plan["budget"]["average_bits"], 3.0);
+  auto config =
+      nlohmann::json::parse(*store_->ReadArtifactRange(model, "config.json", 0, -1, nullptr));
+  EXPECT_TRUE(config["quantization_config"].contains("dynamic"));
+  auto dir = store_->LocalDirectory(model, (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  ASSERT_TRUE(LoadModel(*dir).ok());
+
+  // A retry whose checkpoint holds a plan (here: every linear at 4 bits) quantizes at its widths.
+  for (auto& [module, entry] : plan["modules"].items()) entry["bits"] = 4;
+  plan["base_bits"] = 4;
+  const std::string plan_path = (dir_ / "plan.json").string();
+  std::ofstream(plan_path) << plan.dump();
+  v1::TaskLease retry = Lease(mixed);
+  retry.set_output_uri(store_root() + "/jobs/job-1/retry");
+  retry.set_checkpoint_uri(store_root() + "/jobs/job-1/retry.checkpoint");
+  const std::string ckpt = retry.checkpoint_uri() + "/shards";
+  auto stored = store_->PutFileBlob(ckpt, "mixed_precision.json", plan_path, false);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_TRUE(store_->PutManifest(ckpt, {*stored}, {}).ok());
+  auto resumed = Run(retry);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  for (const auto& [module, bits] : resumed->result.quantize().bits_by_module())
+    EXPECT_EQ(bits, 4) << module;
+  EXPECT_DOUBLE_EQ(resumed->result.quantize().average_bits(), 4.0);
 }
 
 // A Qwen3 model (per-head q/k norms, head_dim unequal to hidden / heads) through GPTQ: the packed
