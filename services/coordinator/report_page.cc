@@ -1,6 +1,7 @@
 #include "services/coordinator/report_page.h"
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -40,6 +41,68 @@ std::string Number(const nlohmann::json& r, const char* key, const absl::FormatS
                                                : "&ndash;";
 }
 
+// Mixed precision's widths as a heat map: a row per decoder layer, a column per linear, each
+// cell coloured by its width (narrower is warmer) and labelled with it.
+std::string BitsHeatMap(int stage, const nlohmann::json& bits_by_module) {
+  const std::vector<std::string> linears = {
+      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+      "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+  std::map<int, std::map<std::string, int>> by_layer;
+  const std::string prefix = "model.layers.";
+  for (const auto& [module, bits] : bits_by_module.items()) {
+    if (module.rfind(prefix, 0) != 0 || !bits.is_number_integer()) continue;
+    const size_t dot = module.find('.', prefix.size());
+    if (dot == std::string::npos) continue;
+    int layer = 0;
+    try {
+      layer = std::stoi(module.substr(prefix.size(), dot - prefix.size()));
+    } catch (const std::exception&) {
+      continue;
+    }
+    by_layer[layer][module.substr(dot + 1)] = bits.get<int>();
+  }
+  if (by_layer.empty()) return "";
+  auto colour = [](int bits) {
+    switch (bits) {
+      case 2:
+        return "#d73027";
+      case 3:
+        return "#fc8d59";
+      case 4:
+        return "#fee08b";
+      case 8:
+        return "#91bfdb";
+      default:
+        return "#dddddd";
+    }
+  };
+  std::string html =
+      absl::StrCat("<h2>Bits per linear (stage ", stage,
+                   ", mixed precision)</h2>\n<table class='heat'><tr><th>layer</th>");
+  for (const std::string& l : linears) absl::StrAppend(&html, "<th>", Escape(l), "</th>");
+  html += "</tr>\n";
+  for (const auto& [layer, modules] : by_layer) {
+    absl::StrAppend(&html, "<tr><td>", layer, "</td>");
+    for (const std::string& l : linears) {
+      auto it = modules.find(l);
+      if (it == modules.end()) {
+        html += "<td>&ndash;</td>";
+        continue;
+      }
+      absl::StrAppend(&html, "<td style='background:", colour(it->second),
+                      ";text-align:center' title='layer ", layer, " ", Escape(l), ": ", it->second,
+                      " bits'>", it->second, "</td>");
+    }
+    html += "</tr>\n";
+  }
+  html += "</table>\n<p>";
+  for (int bits : {2, 3, 4, 8})
+    absl::StrAppend(&html, "<span style='background:", colour(bits), ";padding:2px 8px'>", bits,
+                    " bits</span> ");
+  html += "</p>\n";
+  return html;
+}
+
 }  // namespace
 
 std::string RenderReportPage(const std::string& report_json) {
@@ -54,6 +117,7 @@ std::string RenderReportPage(const std::string& report_json) {
   std::vector<Point> points;
   // Generated samples by prompt: (stage, completion) in stage order, the baseline first.
   std::vector<std::pair<std::string, std::vector<std::pair<int, std::string>>>> samples;
+  std::string heat_maps;
   for (const auto& s : report["stages"]) {
     const auto& r = s["result"];
     const int index = s.value("index", 0);
@@ -68,9 +132,15 @@ std::string RenderReportPage(const std::string& report_json) {
     }
     std::string notes;
     if (s.value("kind", "") == "quantize") {
-      notes = absl::StrFormat("%s, %d bits, group %d%s", r.value("method", "?"), r.value("bits", 0),
+      const bool mixed = r.contains("bits_by_module") && r["bits_by_module"].is_object() &&
+                         !r["bits_by_module"].empty();
+      const std::string width =
+          mixed ? absl::StrFormat("mixed, %.2f bits on average", r.value("average_bits", 0.0))
+                : absl::StrCat(r.value("bits", 0), " bits");
+      notes = absl::StrFormat("%s, %s, group %d%s", r.value("method", "?"), width,
                               r.value("group_size", 0),
                               r.value("act_order", false) ? ", act_order" : "");
+      if (mixed) heat_maps += BitsHeatMap(index, r["bits_by_module"]);
     }
     absl::StrAppend(&rows, "<tr><td>", index, "</td><td>", Escape(s.value("kind", "")), "</td><td>",
                     Number(r, "perplexity", "%.4f"), "</td><td>",
@@ -135,7 +205,7 @@ std::string RenderReportPage(const std::string& report_json) {
       "<table><tr><th>stage</th><th>kind</th><th>perplexity</th><th>size "
       "(MiB)</th><th>retention</th>"
       "<th>tokens/s</th><th>notes</th></tr>\n",
-      rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n", samples_html,
+      rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n", heat_maps, samples_html,
       "</body></html>\n");
 }
 

@@ -395,6 +395,27 @@ TEST(RecipeTest, MixedPrecisionSizeBudgetMustFitTheModel) {
       << s.message();
 }
 
+// Every example recipe in deploy/recipes parses and passes the submit-time checks against the
+// example teacher and data it names.
+TEST(RecipeTest, ExampleRecipesAreValid) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const std::filesystem::path dir = std::filesystem::path(src) / "deploy/recipes";
+  int checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".yaml") continue;
+    std::ifstream file(e.path());
+    const std::string yaml((std::istreambuf_iterator<char>(file)), {});
+    auto resolved = ResolveRecipePaths(yaml, dir.string());
+    ASSERT_TRUE(resolved.ok()) << e.path() << ": " << resolved.status();
+    auto r = ParseRecipe(*resolved);
+    ASSERT_TRUE(r.ok()) << e.path() << ": " << r.status();
+    EXPECT_TRUE(CheckRecipeInputs(*r).ok()) << e.path() << ": " << CheckRecipeInputs(*r);
+    ++checked;
+  }
+  EXPECT_GE(checked, 8);
+}
+
 // Task files and the accuracy gate: parsed into the recipe, and the gate needs tasks.
 TEST(RecipeTest, TaskFilesAndTheAccuracyGate) {
   auto r = ParseRecipe(

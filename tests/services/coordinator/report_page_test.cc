@@ -46,5 +46,28 @@ TEST(ReportPageTest, ShowsEachPromptsSamplesBesideTheBaselines) {
   EXPECT_NE(page.find(" int main", page.find("Code:")), std::string::npos);
 }
 
+TEST(ReportPageTest, MixedPrecisionWidthsAreAHeatMapOfLayersByLinears) {
+  const std::string report = R"({"job": "job-3", "model": "m", "stages": [
+    {"index": 0, "kind": "quantize", "result": {"method": "gptq", "bits": 3, "group_size": 128,
+      "average_bits": 3.5, "bits_by_module": {
+        "model.layers.0.self_attn.q_proj": 3, "model.layers.0.mlp.down_proj": 8,
+        "model.layers.1.self_attn.q_proj": 2, "model.layers.1.mlp.down_proj": 4,
+        "not.a.layer": 9}}}]})";
+  const std::string page = RenderReportPage(report);
+  EXPECT_NE(page.find("gptq, mixed, 3.50 bits on average, group 128"), std::string::npos);
+  EXPECT_NE(page.find("Bits per linear (stage 0, mixed precision)"), std::string::npos);
+  EXPECT_NE(page.find("title='layer 0 mlp.down_proj: 8 bits'>8</td>"), std::string::npos);
+  EXPECT_NE(page.find("title='layer 1 self_attn.q_proj: 2 bits'>2</td>"), std::string::npos);
+  // Layer 1's row comes after layer 0's; linears it lacks show a dash.
+  EXPECT_LT(page.find("layer 0 mlp.down_proj"), page.find("layer 1 self_attn.q_proj"));
+  EXPECT_NE(page.find("<td>&ndash;</td>"), std::string::npos);
+  EXPECT_EQ(page.find("not.a.layer"), std::string::npos);
+  // A uniform quantization has no heat map.
+  EXPECT_EQ(
+      RenderReportPage(R"({"stages": [{"index": 0, "kind": "quantize", "result": {"bits": 4}}]})")
+          .find("Bits per linear"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace squeeze::coordinator
