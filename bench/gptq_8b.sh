@@ -11,8 +11,11 @@
 # With --activations static|dynamic (and --smoothquant ALPHA) it runs W8A8 instead: GPTQ 8-bit
 # per channel with int8 inputs, written as compressed-tensors.
 #
+# With --average-bits B it runs mixed precision: every linear's GPTQ error measured at 2, 3, 4 and
+# 8 bits, and the widths averaging B bits with the least error (group 128).
+#
 # usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32] [--method gptq|awq]
-#            [--activations static|dynamic] [--smoothquant ALPHA]
+#            [--activations static|dynamic] [--smoothquant ALPHA] [--average-bits B]
 set -euo pipefail
 build=${1:?build directory}
 work=${2:?work directory (needs about 25 GB)}
@@ -20,12 +23,14 @@ shift 2
 layers=32
 method=gptq
 w8a8=""
+mixed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --layers) layers=$2; shift 2 ;;
     --method) method=$2; shift 2 ;;
     --activations) w8a8="$w8a8, activations: $2"; shift 2 ;;
     --smoothquant) w8a8="$w8a8, smoothquant_alpha: $2"; shift 2 ;;
+    --average-bits) mixed=", mixed_precision: {average_bits: $2}"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +48,7 @@ cat > "$work/recipe.yaml" <<YAML
 model: $work/model
 data: {calibration: $work/calibration.jsonl}
 stages:
-  - quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8, calibration_samples: 128,
+  - quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8$mixed, calibration_samples: 128,
                calibration_seq_len: 2048}
 YAML
 sync
@@ -53,7 +58,7 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 store_bytes=$(du -sb "$work/state/store" | cut -f1)
 rm -f "$work/ours.jsonl" "$work/reference.jsonl"
-if [ "$method" = gptq ] && [ -z "$w8a8" ]; then
+if [ "$method" = gptq ] && [ -z "$w8a8" ] && [ -z "$mixed" ]; then
   "$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"
   python3 "$here/gptq_reference.py" "$work/cases.safetensors" > "$work/reference.jsonl"
 fi
@@ -68,6 +73,10 @@ gib = 2**30
 print("\n== %s %d-bit g%d, inputs %s (%s layout), %d layers, 128 x 2048 calibration tokens ==" % (stage["method"].upper(), stage["bits"], stage["group_size"], stage.get("activations", "none"), stage["format"], stage["layers"]))
 print("%-44s %10.1f s" % ("wall, squeezectl run (submit to report)", end - start))
 print("%-44s %10.1f s" % ("quantize task", stage["seconds"]))
+if stage.get("bits_by_module"):
+    counts = {}
+    for b in stage["bits_by_module"].values(): counts[b] = counts.get(b, 0) + 1
+    print("%-44s %10.3f bits (%s)" % ("mixed precision: average", stage["average_bits"], ", ".join("%d at %d bits" % (n, b) for b, n in sorted(counts.items()))))
 for phase, s in sorted(stage["phase_seconds"].items(), key=lambda kv: -kv[1]):
     print("  %-42s %10.2f s" % (phase, s))
 print("%-44s %10.2f GiB" % ("peak GPU memory", stage["peak_device_memory_bytes"] / gib))

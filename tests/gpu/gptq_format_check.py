@@ -8,10 +8,15 @@ column; qzeros: the same along the outputs, v1 storing zero - 1; scales fp16 [gr
 loads the dequantized weights into transformers' LlamaForCausalLM, and compares its logits with the
 logits of our own loader (reference_logits). Both readings of the checkpoint must agree.
 
+The last case is mixed precision (--average-bits 3.5): each module's width comes from GPTQModel's
+`dynamic` overrides, read here with Python's re.match as GPTQModel and vLLM do (the first key whose
+pattern matches the module's name from its start; "+:" sets its fields, "-:" leaves it dense).
+
   gptq_format_check.py --squeezectl build/services/cli/squeezectl \
       --binary build/tests/gpu/reference_logits --out DIR
 """
 import os
+import re
 import sys
 
 import torch
@@ -48,28 +53,44 @@ def dequantize(tensors, prefix, bits, fmt):
     return w.t().contiguous()
 
 
+def module_bits(qc, module):
+    """The width of `module` under quantization_config `qc`: its `dynamic` override, if any."""
+    for key, fields in qc.get("dynamic", {}).items():
+        sign, pattern = (key[0], key[2:]) if key[:2] in ("+:", "-:") else ("+", key)
+        if re.match(pattern, module):
+            if sign == "-":
+                raise AssertionError(f"{module}: excluded by {key}, but packed")
+            return fields.get("bits", qc["bits"])
+    return qc["bits"]
+
+
 def main():
     args, teacher, data = parse_check_args()
     rows = []
-    for bits, act in [(4, False), (4, True), (3, True), (8, False), (2, False)]:
-        out = os.path.join(args.out, f"w{bits}{'-act' if act else ''}")
-        extra = ["--bits", str(bits), "--group-size", "128"] + (["--act-order"] if act else [])
-        qc = compress_teacher(args, teacher, data, out, "gptq", extra)
+    cases = [(f"{b}", ["--bits", str(b)]) for b in (4, 8, 2)]
+    cases += [(f"{b} act", ["--bits", str(b), "--act-order"]) for b in (4, 3)]
+    cases += [("mixed 3.5", ["--average-bits", "3.5"])]
+    for label, extra in cases:
+        out = os.path.join(args.out, label.replace(" ", "-"))
+        qc = compress_teacher(args, teacher, data, out, "gptq", extra + ["--group-size", "128"])
         tensors = load_all_tensors(out)
-        dense = {}
+        dense, widths = {}, set()
         for name, t in tensors.items():
             if name.endswith(".qweight"):
                 prefix = name[: -len(".qweight")]
-                dense[prefix + ".weight"] = dequantize(tensors, prefix, qc["bits"], qc["checkpoint_format"])
+                bits = module_bits(qc, prefix)
+                widths.add(bits)
+                dense[prefix + ".weight"] = dequantize(tensors, prefix, bits, qc["checkpoint_format"])
             elif not name.endswith((".qzeros", ".scales", ".g_idx")):
                 dense[name] = t.float()
         err = compare_with_our_loader(out, dense, args.binary)
-        rows.append((bits, act, qc["checkpoint_format"], err))
-    print(f"{'bits':>4} {'act_order':>9} {'format':>7} {'ours vs independent unpack (rel err)':>38}")
+        rows.append((label, ",".join(map(str, sorted(widths))), qc["checkpoint_format"], err))
+    print(f"{'case':>10} {'widths':>8} {'format':>7} {'ours vs independent unpack (rel err)':>38}")
     ok = True
-    for bits, act, fmt, err in rows:
-        print(f"{bits:>4} {str(act):>9} {fmt:>7} {err:>38.3e}")
+    for label, widths, fmt, err in rows:
+        print(f"{label:>10} {widths:>8} {fmt:>7} {err:>38.3e}")
         ok = ok and err < 1e-4
+    ok = ok and len(rows[-1][1].split(",")) > 1  # the mixed case really mixes widths
     sys.exit(0 if ok else 1)
 
 

@@ -26,13 +26,11 @@ namespace {
 // Mixed precision's widths: read back from the task's checkpoint when an earlier attempt chose
 // them, measured and chosen otherwise and kept there at once (rank 0). The plan's JSON is left
 // at scratch_dir/plan_name either way.
-absl::StatusOr<MixedPrecisionPlan> PlanWidths(TaskContext& ctx, const std::string& model_dir,
-                                              const LlamaConfig& config,
-                                              const at::Tensor& calibration,
-                                              const StreamingQuantizeOptions& options,
-                                              const MixedPrecisionBudget& budget,
-                                              const std::string& ckpt, const std::string& plan_name,
-                                              std::optional<StoredFile>& plan_file) {
+absl::StatusOr<MixedPrecisionPlan> PlanWidths(
+    TaskContext& ctx, const std::string& model_dir, const LlamaConfig& config,
+    const at::Tensor& calibration, const StreamingQuantizeOptions& options,
+    const MixedPrecisionBudget& budget, const std::string& ckpt, const std::string& plan_name,
+    std::optional<StoredFile>& plan_file, double& seconds) {
   const std::string path = ctx.scratch_dir() + "/" + plan_name;
   if (plan_file) {
     if (auto s = ctx.store().FetchFile(ckpt, plan_name, path); !s.ok()) return s;
@@ -57,10 +55,9 @@ absl::StatusOr<MixedPrecisionPlan> PlanWidths(TaskContext& ctx, const std::strin
   for (const auto& [module, bits] : plan->bits_by_module) ++modules_at[bits];
   std::string widths;
   for (const auto& [bits, n] : modules_at) absl::StrAppend(&widths, " ", n, " at ", bits, " bits;");
-  ctx.Log(absl::StrFormat(
-      "mixed precision: measured in %.1f s; average %.3f bits, %d bytes;%s",
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
-      plan->average_bits, plan->checkpoint_bytes, widths));
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ctx.Log(absl::StrFormat("mixed precision: measured in %.1f s; average %.3f bits, %d bytes;%s",
+                          seconds, plan->average_bits, plan->checkpoint_bytes, widths));
   {
     std::ofstream file(path, std::ios::trunc);
     file << MixedPrecisionPlanJson(*plan, budget);
@@ -238,9 +235,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   seq.ranks = gang->get();
   if (auto s = ctx.CheckStep(); !s.ok()) return s;
   std::optional<MixedPrecisionPlan> plan;
+  double sensitivity_seconds = 0.0;
   if (mixed) {
     auto planned = PlanWidths(ctx, *model_dir, *config, calibration, options, *mixed, ckpt,
-                              plan_name, plan_file);
+                              plan_name, plan_file, sensitivity_seconds);
     if (!planned.ok()) return planned.status();
     plan = *std::move(planned);
     seq.gptq.quant.bits = plan->base_bits;
@@ -306,6 +304,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   result.set_seconds(seconds);
   result.mutable_phase_seconds()->insert(quantized->phase_seconds.begin(),
                                          quantized->phase_seconds.end());
+  if (plan)
+    (*result.mutable_phase_seconds())["sensitivity (mixed precision)"] = sensitivity_seconds;
   result.set_peak_host_memory_bytes(PeakHostMemoryBytes());
   if (device_is_cuda(ctx.device()))
     result.set_peak_device_memory_bytes(PeakDeviceMemoryBytes(ctx.device()));
