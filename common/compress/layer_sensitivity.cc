@@ -6,8 +6,26 @@
 
 namespace squeeze {
 
+double OutputError(const at::Tensor& weight, const at::Tensor& quantized,
+                   const at::Tensor& hessian) {
+  c10::NoGradGuard no_grad;
+  const at::Tensor w = weight.to(at::kFloat);
+  const at::Tensor dw = w - quantized.to(w.device(), at::kFloat);
+  return at::sum(at::matmul(dw, hessian.to(w.device(), at::kFloat)) * dw).item<double>();
+}
+
 absl::StatusOr<double> QuantizationSensitivity(const at::Tensor& weight, const at::Tensor& hessian,
                                                const QuantSpec& spec) {
+  auto errors = ErrorByWidth(weight, hessian, {spec.bits}, spec);
+  if (!errors.ok()) return errors.status();
+  return errors->at(spec.bits);
+}
+
+absl::StatusOr<std::map<int, double>> ErrorByWidth(const at::Tensor& weight,
+                                                   const at::Tensor& hessian,
+                                                   const std::vector<int>& bits,
+                                                   const QuantSpec& base,
+                                                   const GptqSolver* solver) {
   c10::NoGradGuard no_grad;
   if (weight.dim() != 2 || hessian.dim() != 2 || hessian.size(0) != weight.size(1) ||
       hessian.size(1) != weight.size(1)) {
@@ -17,25 +35,22 @@ absl::StatusOr<double> QuantizationSensitivity(const at::Tensor& weight, const a
                      "2-D [", hessian.size(0), ", ", hessian.dim() > 1 ? hessian.size(1) : 0, "]"));
   }
   const at::Tensor w = weight.to(at::kFloat);
-  auto q = QuantizeRtn(w, spec);
-  if (!q.ok()) return q.status();
-  const at::Tensor dw = w - q->Dequantize().to(w.device());
   const at::Tensor h = hessian.to(w.device(), at::kFloat);
-  return at::sum(at::matmul(dw, h) * dw).item<double>();
-}
-
-absl::StatusOr<std::vector<BitChoice>> WidthCandidates(const at::Tensor& weight,
-                                                       const at::Tensor& hessian,
-                                                       const std::vector<int>& bits,
-                                                       const QuantSpec& base) {
-  std::vector<BitChoice> out;
+  std::map<int, double> out;
   for (int b : bits) {
-    QuantSpec spec = base;
-    spec.bits = b;
-    auto sensitivity = QuantizationSensitivity(weight, hessian, spec);
-    if (!sensitivity.ok()) return sensitivity.status();
-    out.push_back({b, BitsPerWeight(spec, weight.size(1)) * static_cast<double>(weight.numel()),
-                   *sensitivity});
+    at::Tensor quantized;
+    if (solver != nullptr) {
+      auto r = solver->Solve(w, b);
+      if (!r.ok()) return r.status();
+      quantized = r->weight.Dequantize();
+    } else {
+      QuantSpec spec = base;
+      spec.bits = b;
+      auto r = QuantizeRtn(w, spec);
+      if (!r.ok()) return r.status();
+      quantized = r->Dequantize();
+    }
+    out[b] = OutputError(w, quantized, h);
   }
   return out;
 }

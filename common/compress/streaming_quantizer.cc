@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "common/compress/awq_layer.h"
 #include "common/compress/copy_stream_cuda.h"
+#include "common/compress/layer_sensitivity.h"
 #include "common/compress/smoothquant.h"
 #include "common/tensor/torch_tensor.h"
 
@@ -773,24 +774,11 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
         prepared_for = &acc;
       }
       const at::Tensor w = linear->weight.to(at::kFloat);
-      LinearSensitivity l{LayerPrefix(i) + name, w.size(0), w.size(1), {}};
-      for (int b : bits) {
-        at::Tensor dequantized;
-        if (gptq) {
-          auto r = solver->Solve(w, b);
-          if (!r.ok()) return r.status();
-          dequantized = r->weight.Dequantize();
-        } else {
-          QuantSpec spec = seq.gptq.quant;
-          spec.bits = b;
-          auto r = QuantizeRtn(w, spec);
-          if (!r.ok()) return r.status();
-          dequantized = r->Dequantize();
-        }
-        // tr(dW H dW^T): the squared output error over the calibration inputs, times 2/n.
-        const at::Tensor dw = w - dequantized.to(w.device());
-        l.error_by_bits[b] = at::sum(at::matmul(dw, h) * dw).item<double>();
-      }
+      auto errors = ErrorByWidth(w, h, bits, seq.gptq.quant, gptq ? &*solver : nullptr);
+      if (!errors.ok())
+        return absl::Status(errors.status().code(),
+                            absl::StrCat(LayerPrefix(i), name, ": ", errors.status().message()));
+      LinearSensitivity l{LayerPrefix(i) + name, w.size(0), w.size(1), *std::move(errors)};
       out.push_back(std::move(l));
     }
     if (o.on_progress) {

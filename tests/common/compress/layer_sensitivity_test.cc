@@ -29,23 +29,38 @@ TEST(LayerSensitivityTest, IsTheScaledSquaredOutputErrorOnTheInputs) {
   }
 }
 
-TEST(LayerSensitivityTest, CandidatesFallWithWidthAndCostWhatIsStored) {
+TEST(LayerSensitivityTest, FallsWithWidthAndGptqLeavesLessThanRounding) {
   at::manual_seed(4);
   const at::Tensor w = at::randn({16, 128});
-  const at::Tensor x = at::randn({100, 128});
-  const at::Tensor h = 2.0 * at::matmul(x.t(), x) / 100.0;
+  // Correlated inputs, where GPTQ's error feedback has something to work with.
+  const at::Tensor x =
+      at::matmul(at::randn({400, 128}), at::randn({128, 128}) * 0.3 + at::eye(128));
+  const at::Tensor h = 2.0 * at::matmul(x.t(), x) / 400.0;
   QuantSpec base;
   base.group_size = 64;
-  auto c = WidthCandidates(w, h, {2, 3, 4, 8}, base);
-  ASSERT_TRUE(c.ok()) << c.status();
-  ASSERT_EQ(c->size(), 4u);
-  for (size_t i = 1; i < c->size(); ++i) {
-    EXPECT_LT((*c)[i].sensitivity, (*c)[i - 1].sensitivity) << "wider rounds finer";
-    EXPECT_GT((*c)[i].cost_bits, (*c)[i - 1].cost_bits);
+  auto rtn = ErrorByWidth(w, h, {2, 3, 4, 8}, base);
+  ASSERT_TRUE(rtn.ok()) << rtn.status();
+  ASSERT_EQ(rtn->size(), 4u);
+  EXPECT_GT(rtn->at(2), rtn->at(3));
+  EXPECT_GT(rtn->at(3), rtn->at(4));
+  EXPECT_GT(rtn->at(4), rtn->at(8));
+  QuantSpec three = base;
+  three.bits = 3;
+  EXPECT_DOUBLE_EQ(rtn->at(3), *QuantizationSensitivity(w, h, three));
+  GptqOptions options;
+  options.quant = base;
+  auto solver = GptqSolver::Prepare(h, options);
+  ASSERT_TRUE(solver.ok()) << solver.status();
+  auto gptq = ErrorByWidth(w, h, {2, 3, 4}, base, &*solver);
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  for (int b : {2, 3, 4}) {
+    EXPECT_LT(gptq->at(b), rtn->at(b)) << b << " bits";
+    // The same as solving at that width directly and measuring it here.
+    GptqOptions at_b = options;
+    at_b.quant.bits = b;
+    const at::Tensor q = QuantizeGptq(w, h, at_b)->weight.Dequantize();
+    EXPECT_NEAR(gptq->at(b), OutputError(w, q, h), 1e-6 * gptq->at(b)) << b << " bits";
   }
-  QuantSpec four = base;
-  four.bits = 4;
-  EXPECT_DOUBLE_EQ((*c)[2].cost_bits, BitsPerWeight(four, 128) * 16 * 128);
   EXPECT_FALSE(QuantizationSensitivity(w, at::eye(64), base).ok()) << "Hessian of the wrong size";
 }
 
