@@ -29,6 +29,26 @@ struct GptqResult {
 
 absl::Status ValidateGptqOptions(const GptqOptions& options, int64_t in_features);
 
+// Which weights SparseGPT zeros (Frantar & Alistarh, 2023): the least OBS saliency w^2 / [H^-1]_jj
+// first ([H^-1]_jj of the inputs not yet eliminated: the Cholesky factor's diagonal squared),
+// either `sparsity` of every block of columns (unstructured; the mask of a block is chosen when the
+// block starts, after the updates of the blocks before it) or `n` of every `m` consecutive inputs
+// of a row (n:m; 2:4 zeros 2 of 4). A defined `keep` instead fixes the mask (bool [out, in]): a
+// GPTQ pass that keeps an already pruned model's zeros.
+struct SparsityRule {
+  double sparsity = 0.0;
+  int n = 0, m = 0;
+  at::Tensor keep;
+  bool active() const { return sparsity > 0.0 || n > 0 || keep.defined(); }
+};
+
+struct SparseSolveResult {
+  at::Tensor weight;  // [out, in] float32: pruned (and dequantized when quantized), exact zeros
+  at::Tensor keep;    // [out, in] bool
+  QuantizedWeight quantized;  // codes when quantized (pruned weights hold the zero point)
+  double loss = 0.0;          // sum of (w - q)^2 / [H^-1]_jj^2 / 2, as GPTQ's
+};
+
 // What GPTQ derives from one Hessian alone: the inputs that never fire, the column order
 // (act_order), the damping and the upper Cholesky factor of the damped inverse. Linear layers
 // that read the same inputs (q/k/v, gate/up) share one, so the factorization is done once.
@@ -42,6 +62,12 @@ class GptqSolver {
   absl::StatusOr<GptqResult> Solve(const at::Tensor& weight) const;
   // The same at another width (mixed precision): the factorization does not depend on it.
   absl::StatusOr<GptqResult> Solve(const at::Tensor& weight, int bits) const;
+  // SparseGPT: prunes by `rule` while spreading each column's error over the columns after it
+  // through the same factor (the OBS update), and with `quantize` also rounds the kept weights
+  // (at `bits`) in the same pass: joint sparsity and quantization. Not with act_order. ATen
+  // column by column on every device (sparsegpt.cc).
+  absl::StatusOr<SparseSolveResult> SolveSparse(const at::Tensor& weight, const SparsityRule& rule,
+                                                bool quantize, int bits) const;
   double damp_used() const { return damp_used_; }
 
  private:
