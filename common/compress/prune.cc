@@ -72,17 +72,19 @@ absl::StatusOr<LlamaModel> Rebuild(
 absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name) {
   if (name == "magnitude") return PruneMethod::kMagnitude;
   if (name == "wanda") return PruneMethod::kWanda;
+  if (name == "sparsegpt") return PruneMethod::kSparseGpt;
   return absl::InvalidArgumentError(
-      absl::StrCat("prune.method: \"", name, "\" is not one of magnitude, wanda"));
+      absl::StrCat("prune.method: \"", name, "\" is not one of magnitude, wanda, sparsegpt"));
 }
 
 absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name) {
   if (name == "unstructured") return PrunePattern::kUnstructured;
   if (name == "2:4") return PrunePattern::k2of4;
+  if (name == "4:8") return PrunePattern::k4of8;
   if (name == "channels") return PrunePattern::kMlpChannels;
   if (name == "heads") return PrunePattern::kAttentionHeads;
   return absl::InvalidArgumentError(absl::StrCat(
-      "prune.pattern: \"", name, "\" is not one of unstructured, 2:4, channels, heads"));
+      "prune.pattern: \"", name, "\" is not one of unstructured, 2:4, 4:8, channels, heads"));
 }
 
 at::Tensor PruneScores(PruneMethod method, const at::Tensor& weight,
@@ -160,6 +162,10 @@ SparsityMasks SparsityMasks::FromZeros(LlamaModel& model) {
 absl::Status SparsityMasks::Prune(LlamaModel& model, PruneMethod method, PrunePattern pattern,
                                   double sparsity, const std::vector<at::Tensor>& batches) {
   c10::NoGradGuard no_grad;
+  if (method == PruneMethod::kSparseGpt || pattern == PrunePattern::k4of8)
+    return absl::InvalidArgumentError(
+        "sparsegpt prunes layer by layer in a prune stage; masks here are magnitude or wanda, "
+        "unstructured or 2:4");
   std::map<std::string, at::Tensor> norms;
   if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
   std::map<std::string, at::Tensor> previous;

@@ -26,10 +26,14 @@
 
 namespace squeeze {
 
-enum class PruneMethod { kMagnitude, kWanda };
+// kSparseGpt chooses masks and updates the kept weights layer by layer on calibration Hessians
+// (SequentialOptions::Method::kSparseGpt), so it is not a score: PruneScores and SparsityMasks
+// refuse it.
+enum class PruneMethod { kMagnitude, kWanda, kSparseGpt };
 // kMlpChannels and kAttentionHeads remove whole MLP channels or attention head groups rather than
 // masking weights (PruneMlpChannels, PruneAttentionHeads).
-enum class PrunePattern { kUnstructured, k2of4, kMlpChannels, kAttentionHeads };
+// k4of8 is SparseGPT's only.
+enum class PrunePattern { kUnstructured, k2of4, kMlpChannels, kAttentionHeads, k4of8 };
 
 absl::StatusOr<PruneMethod> ParsePruneMethod(absl::string_view name);
 absl::StatusOr<PrunePattern> ParsePrunePattern(absl::string_view name);

@@ -55,7 +55,9 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
     const LlamaConfig& c, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
     int64_t index, const SequentialOptions& o) {
   c10::NoGradGuard no_grad;
-  const bool gptq = o.method == SequentialOptions::Method::kGptq;
+  // SparseGPT runs on GPTQ's Hessians and factorization.
+  const bool prune_only = o.method == SequentialOptions::Method::kSparseGpt;
+  const bool gptq = o.method == SequentialOptions::Method::kGptq || prune_only;
   PhaseClock scratch_clock;
   PhaseClock& clock = o.clock ? *o.clock : scratch_clock;
   const int64_t n = gptq ? hidden.size(0) : 0, batch = o.batch_size;
@@ -101,13 +103,29 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
       QuantSpec spec = o.gptq.quant;
       spec.bits = LinearBits(o, index, name);
       q.report.bits = spec.bits;
+      auto failed = [&](const absl::Status& s) {
+        return absl::Status(s.code(),
+                            absl::StrCat("model.layers.", index, ".", name, ": ", s.message()));
+      };
+      at::Tensor pruned;  // prune-only: the pruned floating-point weight
       if (owner[j] == me) {
-        if (gptq) {
-          auto r = solver->Solve(linear.weight, spec.bits);
-          if (!r.ok()) {
-            return absl::Status(r.status().code(), absl::StrCat("model.layers.", index, ".", name,
-                                                                ": ", r.status().message()));
+        SparsityRule rule = o.sparsity;
+        if (gptq && !prune_only && !rule.active() && o.keep_zeros && !o.gptq.act_order) {
+          at::Tensor keep = linear.weight != 0;
+          if (!keep.all().item<bool>()) rule.keep = keep;
+        }
+        if (gptq && rule.active()) {
+          auto r = solver->SolveSparse(linear.weight, rule, !prune_only, spec.bits);
+          if (!r.ok()) return failed(r.status());
+          if (prune_only) {
+            pruned = r->weight;
+          } else {
+            q.weight = std::move(r->quantized);
           }
+          q.report.loss = r->loss;
+        } else if (gptq) {
+          auto r = solver->Solve(linear.weight, spec.bits);
+          if (!r.ok()) return failed(r.status());
           q.weight = std::move(r->weight);
           q.report.loss = r->loss;
         } else {
@@ -123,7 +141,14 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
           }
         }
       }
-      if (world > 1) {
+      if (world > 1 && prune_only) {
+        if (owner[j] != me)
+          pruned = at::empty(linear.weight.sizes(), linear.weight.options().dtype(at::kFloat));
+        at::Tensor loss = at::full({1}, q.report.loss, linear.weight.options().dtype(at::kDouble));
+        pruned = pruned.contiguous();
+        if (auto s = ranks->Broadcast({pruned, loss}, owner[j]); !s.ok()) return s;
+        q.report.loss = loss.item<double>();
+      } else if (world > 1) {
         // Every rank needs the result to run the layer on; the owner sends it.
         const int64_t rows = linear.weight.size(0), cols = linear.weight.size(1);
         const int64_t groups = o.gptq.quant.group_size == -1 ? 1 : cols / o.gptq.quant.group_size;
@@ -146,13 +171,13 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
           return s;
         q.report.loss = loss.item<double>();
       }
-      linear.weight = q.weight.Dequantize().to(linear.weight.scalar_type());
+      linear.weight = (prune_only ? pruned : q.weight.Dequantize()).to(linear.weight.scalar_type());
 #ifdef SQUEEZE_HAS_CUDA
       if (device.is_cuda()) c10::cuda::device_synchronize();  // a true time per linear
 #endif
       q.report.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (o.on_linear) o.on_linear(index, name, q.weight);
+      if (o.on_linear && !prune_only) o.on_linear(index, name, q.weight);
       out.push_back(std::move(q));
     }
     clock.Charge("solve");
@@ -318,7 +343,8 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
                                                              const SequentialOptions& options) {
   c10::NoGradGuard no_grad;
   const LlamaConfig& config = model.config();
-  const bool gptq = options.method == SequentialOptions::Method::kGptq;
+  const bool gptq = options.method == SequentialOptions::Method::kGptq ||
+                    options.method == SequentialOptions::Method::kSparseGpt;
   for (int64_t i = 0; i < model.num_layers(); ++i) {
     for (auto& [name, linear] : model.layer(i).Linears()) {
       if (auto s = ValidateGptqOptions(options.gptq, linear->weight.size(1)); !s.ok()) {
@@ -331,7 +357,8 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
   RotaryTables rope;
   if (gptq) {
     if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) == 0) {
-      return absl::InvalidArgumentError("calibration: GPTQ needs calibration windows [N, L]");
+      return absl::InvalidArgumentError(
+          "calibration: GPTQ and SparseGPT need calibration windows [N, L]");
     }
     if (calibration.max().item<int64_t>() >= config.vocab_size ||
         calibration.min().item<int64_t>() < 0) {

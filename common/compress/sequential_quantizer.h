@@ -57,9 +57,16 @@ class PhaseClock {
 };
 
 struct SequentialOptions {
-  enum class Method { kRtn, kGptq, kAwq } method = Method::kGptq;
-  GptqOptions gptq;  // gptq.quant is used by RTN and AWQ too
-  AwqOptions awq;    // AWQ's searches (its quant is gptq.quant)
+  // kSparseGpt prunes only (the weights stay floating point); kGptq with `sparsity` set prunes
+  // and quantizes in one pass.
+  enum class Method { kRtn, kGptq, kAwq, kSparseGpt } method = Method::kGptq;
+  GptqOptions gptq;  // gptq.quant is used by RTN and AWQ too; damp and block_size by SparseGPT
+  // SparseGPT's target (gptq.h), for kSparseGpt and optionally kGptq.
+  SparsityRule sparsity;
+  // GPTQ keeps the exact zeros a linear already holds (a pruned model): they are its fixed mask.
+  // Not with act_order (SparseGPT's update keeps the column order).
+  bool keep_zeros = true;
+  AwqOptions awq;  // AWQ's searches (its quant is gptq.quant)
   at::Device device = at::kCPU;
   int64_t batch_size = 16;  // calibration windows per forward pass
   // The MLP activations of all calibration windows are kept between down_proj's Hessian and the

@@ -436,6 +436,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
   const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
+  if (seq.method == SequentialOptions::Method::kSparseGpt)
+    return absl::InvalidArgumentError(
+        "SparseGPT alone writes a dense model (the prune stage); here it prunes with method gptq");
+  if (seq.sparsity.active() && !gptq)
+    return absl::InvalidArgumentError("pruning in the quantize pass needs method gptq");
   const absl::Status packable = Packs(c, seq, o.format);
   if (!seq.bits_by_module.empty()) {
     if (awq || (o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2))

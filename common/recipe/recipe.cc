@@ -429,6 +429,35 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
       return FieldError(r.Path("group_size"), why + "one scale per output channel (-1)");
     if (!sym) return FieldError(r.Path("sym"), why + "symmetric weights");
   }
+  // Joint sparsity and quantization: SparseGPT prunes in GPTQ's pass.
+  v1::PruneTarget joint_prune;
+  const bool has_prune = static_cast<bool>(r.Get("prune"));
+  if (has_prune) {
+    const std::string path = r.Path("prune");
+    if (method != "gptq")
+      return FieldError(
+          path, absl::StrCat("prunes in GPTQ's pass (SparseGPT); method ", method, " has none"));
+    if (w8a8) return FieldError(path, "is not combined with activations yet");
+    MapReader pr(r.Get("prune"), path);
+    SQ_RETURN_IF_ERROR(pr.CheckIsMap());
+    std::string prune_method = "sparsegpt", pattern = "unstructured";
+    double sparsity = 0.5;
+    SQ_RETURN_IF_ERROR(pr.Choice("method", prune_method, {"sparsegpt"}));
+    SQ_RETURN_IF_ERROR(pr.Choice("pattern", pattern, {"unstructured", "2:4", "4:8"}));
+    SQ_RETURN_IF_ERROR(pr.Double("sparsity", sparsity, 0.0, 1.0));
+    if (!(sparsity > 0 && sparsity < 1))
+      return FieldError(pr.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
+    if (pattern != "unstructured" && sparsity != 0.5)
+      return FieldError(pr.Path("sparsity"), absl::StrCat("the ", pattern,
+                                                          " pattern is 0.5 sparse; set 0.5 or "
+                                                          "omit it"));
+    SQ_RETURN_IF_ERROR(pr.NoUnknownFields());
+    joint_prune.set_method(v1::PruneTarget::SPARSEGPT);
+    joint_prune.set_pattern(pattern == "2:4"   ? v1::PruneTarget::TWO_FOUR
+                            : pattern == "4:8" ? v1::PruneTarget::FOUR_EIGHT
+                                               : v1::PruneTarget::UNSTRUCTURED);
+    joint_prune.set_sparsity(sparsity);
+  }
   // Mixed precision: a width per linear from `bits`, by sensitivity, within one budget.
   v1::MixedPrecision mixed;
   const bool has_mixed = static_cast<bool>(r.Get("mixed_precision"));
@@ -510,6 +539,14 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
       return FieldError(r.Path("format"), absl::StrCat("awq_gemm holds 4-bit codes only, got bits ",
                                                        bits, " (use format: gptq)"));
   }
+  if (has_prune && act_order)
+    return FieldError(r.Path("act_order"),
+                      "SparseGPT keeps the columns in their order; prune and act_order do not mix");
+  if (has_prune && has_mixed)
+    return FieldError(r.Path("prune"), "is not combined with mixed_precision yet");
+  if (has_prune && format != "gptq")
+    return FieldError(r.Path("format"), "pruned and quantized models are written as gptq");
+  if (has_prune) *out.mutable_prune() = joint_prune;
   if (has_mixed && format != "gptq")
     return FieldError(r.Path("format"),
                       absl::StrCat(format,
@@ -540,8 +577,18 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
 absl::Status ParsePruneTarget(MapReader& r, v1::PruneTarget& out, bool allow_structured) {
   std::string method = "wanda", pattern = "unstructured";
   double sparsity = 0.5;
-  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda"}));
-  SQ_RETURN_IF_ERROR(r.Choice("pattern", pattern, {"unstructured", "2:4", "channels", "heads"}));
+  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda", "sparsegpt"}));
+  SQ_RETURN_IF_ERROR(
+      r.Choice("pattern", pattern, {"unstructured", "2:4", "4:8", "channels", "heads"}));
+  if (method == "sparsegpt" && !allow_structured)
+    return FieldError(r.Path("method"),
+                      "sparsegpt prunes layer by layer on calibration Hessians, which training "
+                      "does not keep; use a prune stage with method sparsegpt before the distill "
+                      "stage");
+  if (method == "sparsegpt" && (pattern == "channels" || pattern == "heads"))
+    return FieldError(
+        r.Path("pattern"),
+        absl::StrCat("sparsegpt zeros single weights (unstructured, 2:4, 4:8), not ", pattern));
   if ((pattern == "channels" || pattern == "heads") && !allow_structured)
     return FieldError(r.Path("pattern"),
                       absl::StrCat(pattern,
@@ -551,10 +598,16 @@ absl::Status ParsePruneTarget(MapReader& r, v1::PruneTarget& out, bool allow_str
   SQ_RETURN_IF_ERROR(r.Double("sparsity", sparsity, 0.0, 1.0));
   if (!(sparsity > 0 && sparsity < 1))
     return FieldError(r.Path("sparsity"), absl::StrCat("must be in (0, 1), got ", sparsity));
-  if (pattern == "2:4" && sparsity != 0.5)
-    return FieldError(r.Path("sparsity"), "the 2:4 pattern is 0.5 sparse; set 0.5 or omit it");
-  out.set_method(method == "magnitude" ? v1::PruneTarget::MAGNITUDE : v1::PruneTarget::WANDA);
+  if ((pattern == "2:4" || pattern == "4:8") && sparsity != 0.5)
+    return FieldError(r.Path("sparsity"),
+                      absl::StrCat("the ", pattern, " pattern is 0.5 sparse; set 0.5 or omit it"));
+  if (pattern == "4:8" && method != "sparsegpt")
+    return FieldError(r.Path("pattern"), "4:8 is pruned by method sparsegpt only");
+  out.set_method(method == "magnitude"   ? v1::PruneTarget::MAGNITUDE
+                 : method == "sparsegpt" ? v1::PruneTarget::SPARSEGPT
+                                         : v1::PruneTarget::WANDA);
   out.set_pattern(pattern == "2:4"        ? v1::PruneTarget::TWO_FOUR
+                  : pattern == "4:8"      ? v1::PruneTarget::FOUR_EIGHT
                   : pattern == "channels" ? v1::PruneTarget::CHANNELS
                   : pattern == "heads"    ? v1::PruneTarget::HEADS
                                           : v1::PruneTarget::UNSTRUCTURED);
@@ -565,6 +618,14 @@ absl::Status ParsePruneTarget(MapReader& r, v1::PruneTarget& out, bool allow_str
 // A one-shot prune stage: its target and (Wanda) the calibration sample.
 absl::Status ParsePrune(MapReader& r, v1::PruneStage& out) {
   SQ_RETURN_IF_ERROR(ParsePruneTarget(r, *out.mutable_target(), /*allow_structured=*/true));
+  double damp = 0.01;
+  int64_t block_size = 128;
+  if (out.target().method() == v1::PruneTarget::SPARSEGPT) {
+    SQ_RETURN_IF_ERROR(r.Double("damp", damp, 1e-6, 0.999));
+    SQ_RETURN_IF_ERROR(r.Int("block_size", block_size, 1, 1 << 16));
+  }
+  out.set_damp(damp);
+  out.set_block_size(block_size);
   return ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
                                 *out.mutable_calibration());
 }
@@ -910,10 +971,13 @@ absl::StatusOr<Recipe> ParseRecipe(absl::string_view text, const RecipeLimits& l
       }
     } else if (stage.kind == "prune") {
       SQ_RETURN_IF_ERROR(ParsePrune(r, *options.mutable_prune()));
-      if (options.prune().target().method() == v1::PruneTarget::WANDA &&
+      const v1::PruneTarget::Method method = options.prune().target().method();
+      if ((method == v1::PruneTarget::WANDA || method == v1::PruneTarget::SPARSEGPT) &&
           recipe.calibration.empty()) {
-        return FieldError("data.calibration",
-                          absl::StrCat("required by ", path, ".prune (method wanda)"));
+        return FieldError(
+            "data.calibration",
+            absl::StrCat("required by ", path, ".prune (method ",
+                         method == v1::PruneTarget::WANDA ? "wanda" : "sparsegpt", ")"));
       }
     } else {
       return FieldError(

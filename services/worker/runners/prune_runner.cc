@@ -10,6 +10,7 @@
 #include "common/base/status_macros.h"
 #include "common/compress/prune.h"
 #include "common/compress/quantized_checkpoint.h"
+#include "common/compress/sequential_quantizer.h"
 #include "common/model/llama_model.h"
 
 namespace squeeze::worker {
@@ -27,10 +28,12 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   const double sparsity = spec.target().sparsity();
 
   std::vector<at::Tensor> batches;
+  at::Tensor calibration;
   int64_t windows_used = 0;
-  if (choice.method == PruneMethod::kWanda) {
+  if (choice.method == PruneMethod::kWanda || choice.method == PruneMethod::kSparseGpt) {
     auto windows = CalibrationWindows(ctx, *model_dir, model->config(), spec.calibration());
     if (!windows.ok()) return windows.status();
+    calibration = *windows;
     windows_used = windows->size(0);
     for (int64_t i = 0; i < windows_used; i += 8)
       batches.push_back(windows->slice(0, i, std::min<int64_t>(windows_used, i + 8)));
@@ -42,7 +45,25 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   const int64_t kv_heads_before = model->config().num_key_value_heads;
   double achieved = 0;
   size_t pruned_matrices = 0;
-  if (choice.pattern == PrunePattern::kMlpChannels) {
+  if (choice.method == PruneMethod::kSparseGpt) {
+    // Layer by layer in the true sequential order, each layer's kept weights updated on the
+    // Hessians of its inputs from the pruned layers before it (as GPTQ quantizes).
+    SequentialOptions seq;
+    seq.method = SequentialOptions::Method::kSparseGpt;
+    seq.device = ctx.device();
+    seq.gptq.damp = spec.damp() > 0 ? spec.damp() : 0.01;
+    seq.gptq.block_size = spec.block_size() > 0 ? spec.block_size() : 128;
+    seq.gptq.quant.group_size = -1;  // unused: nothing is quantized
+    SQ_ASSIGN_OR_RETURN(seq.sparsity, SparsityRuleOf(choice.pattern, sparsity));
+    seq.on_layer_done = [&](int64_t layer, const std::vector<LinearReport>&) -> absl::Status {
+      ctx.SetProgress(layer + 1, model->num_layers(), "layers");
+      return ctx.CheckStep();
+    };
+    auto reports = QuantizeSequential(*model, calibration, seq);
+    if (!reports.ok()) return reports.status();
+    achieved = LinearSparsity(*model);
+    pruned_matrices = reports->size();
+  } else if (choice.pattern == PrunePattern::kMlpChannels) {
     // Structured: the model comes back narrower; what was removed is the achieved sparsity.
     auto narrow = PruneMlpChannels(*model, choice.method, sparsity, batches);
     if (!narrow.ok()) return narrow.status();

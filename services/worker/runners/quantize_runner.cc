@@ -144,6 +144,14 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     mixed->average_bits = spec.mixed_precision().average_bits();
     mixed->max_size_bytes = spec.mixed_precision().max_size_bytes();
   }
+  std::string prune_pattern;
+  if (spec.has_prune()) {
+    SQ_ASSIGN_OR_RETURN(const PruneChoice prune, PruneChoiceOf(spec.prune()));
+    if (prune.method != PruneMethod::kSparseGpt)
+      return absl::InvalidArgumentError("quantize.prune: a quantize stage prunes with sparsegpt");
+    SQ_ASSIGN_OR_RETURN(seq.sparsity, SparsityRuleOf(prune.pattern, spec.prune().sparsity()));
+    prune_pattern = prune.pattern_name;
+  }
   seq.gptq.quant = {spec.bits(), spec.group_size(), spec.sym()};
   seq.gptq.act_order = spec.act_order();
   seq.gptq.static_groups = spec.static_groups();
@@ -316,6 +324,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     l.set_loss(r.loss);
     l.set_seconds(r.seconds);
     l.set_bits(r.bits);
+  }
+  if (!prune_pattern.empty()) {
+    result.set_prune_pattern(prune_pattern);
+    result.set_prune_sparsity(prune_pattern == "unstructured" ? spec.prune().sparsity() : 0.5);
   }
   if (plan) {
     result.mutable_bits_by_module()->insert(plan->bits_by_module.begin(),

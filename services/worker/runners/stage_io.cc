@@ -185,6 +185,10 @@ absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target) {
       c.method = PruneMethod::kWanda;
       c.method_name = "wanda";
       break;
+    case v1::PruneTarget::SPARSEGPT:
+      c.method = PruneMethod::kSparseGpt;
+      c.method_name = "sparsegpt";
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("prune method ", target.method(), " is not one this worker knows"));
@@ -197,6 +201,10 @@ absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target) {
     case v1::PruneTarget::TWO_FOUR:
       c.pattern = PrunePattern::k2of4;
       c.pattern_name = "2:4";
+      break;
+    case v1::PruneTarget::FOUR_EIGHT:
+      c.pattern = PrunePattern::k4of8;
+      c.pattern_name = "4:8";
       break;
     case v1::PruneTarget::CHANNELS:
       c.pattern = PrunePattern::kMlpChannels;
@@ -211,6 +219,25 @@ absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target) {
           absl::StrCat("prune pattern ", target.pattern(), " is not one this worker knows"));
   }
   return c;
+}
+
+absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity) {
+  SparsityRule rule;
+  switch (pattern) {
+    case PrunePattern::kUnstructured:
+      rule.sparsity = sparsity;
+      return rule;
+    case PrunePattern::k2of4:
+      rule.n = 2;
+      rule.m = 4;
+      return rule;
+    case PrunePattern::k4of8:
+      rule.n = 4;
+      rule.m = 8;
+      return rule;
+    default:
+      return absl::InvalidArgumentError("sparsegpt zeros single weights: unstructured, 2:4 or 4:8");
+  }
 }
 
 }  // namespace squeeze::worker

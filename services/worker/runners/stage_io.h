@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/compress/gptq.h"
 #include "common/compress/prune.h"
 #include "common/model/llama_config.h"
 #include "common/model/llama_model.h"
@@ -50,6 +51,9 @@ struct PruneChoice {
   std::string pattern_name;  // "unstructured", "2:4", "channels", "heads"
 };
 absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target);
+
+// SparseGPT's rule for a pattern: `sparsity` of each block (unstructured), 2 of 4 or 4 of 8.
+absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity);
 
 // Writes `files` (name -> contents) into a fresh scratch directory and stores it at `uri`.
 absl::Status PutFiles(TaskContext& ctx, const std::string& name,

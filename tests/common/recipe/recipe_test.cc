@@ -233,6 +233,31 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].quantize.damp"},
       {head + "stages:\n  - prune: {}\n",
        "data.calibration: required by stages[0].prune (method wanda)"},
+      {head + "stages:\n  - prune: {method: sparsegpt}\n",
+       "data.calibration: required by stages[0].prune (method sparsegpt)"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: sparsegpt, pattern: "
+       "channels}\n",
+       "stages[0].prune.pattern: sparsegpt zeros single weights"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: wanda, pattern: "
+       "\"4:8\"}\n",
+       "stages[0].prune.pattern: 4:8 is pruned by method sparsegpt only"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: sparsegpt, pattern: "
+       "\"4:8\", sparsity: 0.6}\n",
+       "stages[0].prune.sparsity: the 4:8 pattern is 0.5 sparse"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: wanda, damp: 0.1}\n",
+       "stages[0].prune.damp: unknown field"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: rtn, prune: "
+       "{sparsity: 0.5}}\n",
+       "stages[0].quantize.prune: prunes in GPTQ's pass (SparseGPT); method rtn has none"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, prune: "
+       "{method: wanda}}\n",
+       "stages[0].quantize.prune.method: must be one of sparsegpt"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, act_order: "
+       "true, prune: {sparsity: 0.5}}\n",
+       "stages[0].quantize.act_order: SparseGPT keeps the columns in their order"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: gptq, prune: "
+       "{sparsity: 1.0}}\n",
+       "stages[0].quantize.prune.sparsity: must be in (0, 1)"},
       {head + "stages:\n  - prune: {method: magnitude, sparsity: 0}\n",
        "stages[0].prune.sparsity: must be in (0, 1), got 0"},
       {head + "stages:\n  - prune: {method: magnitude, pattern: \"2:4\", sparsity: 0.7}\n",
@@ -285,7 +310,7 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].distill.prune.rounds: the 2:4 pattern is reached in one round"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
        "{method: sparsegpt}}\n",
-       "stages[0].distill.prune.method: must be one of magnitude, wanda"},
+       "stages[0].distill.prune.method: sparsegpt prunes layer by layer"},
       {head + "stages:\n  - calibrate: {samples: 0}\n", "stages[0].calibrate.samples"},
       {"model: /m\nstages:\n  - calibrate: {}\n",
        "data.calibration: required by stages[0].calibrate"},
@@ -393,6 +418,35 @@ TEST(RecipeTest, MixedPrecisionSizeBudgetMustFitTheModel) {
                              "the smallest this model is stored in"),
             absl::string_view::npos)
       << s.message();
+}
+
+TEST(RecipeTest, SparseGptPrunesAloneOrInGptqsPass) {
+  auto r = ParseRecipe(R"(
+model: /m
+data: {calibration: /c}
+stages:
+  - prune: {method: sparsegpt, pattern: "2:4", damp: 0.05, block_size: 64}
+  - quantize: {method: gptq, prune: {pattern: "4:8"}}
+)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const v1::PruneStage& p = r->stages[0].options.prune();
+  EXPECT_EQ(p.target().method(), v1::PruneTarget::SPARSEGPT);
+  EXPECT_EQ(p.target().pattern(), v1::PruneTarget::TWO_FOUR);
+  EXPECT_DOUBLE_EQ(p.damp(), 0.05);
+  EXPECT_EQ(p.block_size(), 64);
+  const v1::QuantizeStage& q = r->stages[1].options.quantize();
+  ASSERT_TRUE(q.has_prune());
+  EXPECT_EQ(q.prune().method(), v1::PruneTarget::SPARSEGPT);
+  EXPECT_EQ(q.prune().pattern(), v1::PruneTarget::FOUR_EIGHT);
+  EXPECT_DOUBLE_EQ(q.prune().sparsity(), 0.5);
+  // The distill schedule keeps to score-based masks.
+  auto d = ParseRecipe(
+      "model: /m\ndata: {train: /t, calibration: /c}\nstages:\n  - distill: {student: "
+      "{keep_every: 1}, prune: {method: sparsegpt}}\n");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("prune.method: sparsegpt prunes layer by layer"),
+            std::string::npos)
+      << d.status();
 }
 
 // Every example recipe in deploy/recipes parses and passes the submit-time checks against the

@@ -260,6 +260,59 @@ TEST_F(QuantizeRunnerTest, MixedPrecisionChoosesWidthsAndResumesWithTheRecordedO
   EXPECT_DOUBLE_EQ(resumed->result.quantize().average_bits(), 4.0);
 }
 
+// Joint sparsity and quantization: SparseGPT prunes half of every linear in GPTQ's pass and the
+// packed model holds those weights as exact zeros. A GPTQ stage on an already pruned model keeps
+// its zeros (mask-aware GPTQ).
+TEST_F(QuantizeRunnerTest, GptqPrunesInItsPassAndKeepsAPrunedModelsZeros) {
+  v1::StageOptions joint = Quantize(v1::QuantizeStage::GPTQ, 4);
+  joint.mutable_quantize()->mutable_prune()->set_method(v1::PruneTarget::SPARSEGPT);
+  joint.mutable_quantize()->mutable_prune()->set_pattern(v1::PruneTarget::TWO_FOUR);
+  joint.mutable_quantize()->mutable_prune()->set_sparsity(0.5);
+  auto out = Run(Lease(joint));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->result.quantize().prune_pattern(), "2:4");
+  EXPECT_DOUBLE_EQ(out->result.quantize().prune_sparsity(), 0.5);
+  auto dir = store_->LocalDirectory(out->outputs.at("model"), (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (int64_t l = 0; l < 2; ++l) {
+    for (auto& [name, linear] : loaded->layer(l).Linears()) {
+      const at::Tensor zeros = (linear->weight == 0).reshape({linear->weight.size(0), -1, 4});
+      EXPECT_TRUE(zeros.sum(-1).ge(2).all().item<bool>()) << l << " " << name;
+    }
+  }
+
+  // A model with half its weights at zero, quantized by plain GPTQ: the zeros stay zeros.
+  auto model = LlamaModel::Load((dir_ / "model").string());
+  ASSERT_TRUE(model.ok());
+  at::manual_seed(11);
+  for (int64_t l = 0; l < 2; ++l) {
+    for (auto& [name, linear] : model->layer(l).Linears())
+      linear->weight.mul_(at::rand(linear->weight.sizes()) > 0.5);
+  }
+  ASSERT_TRUE(model->Save((dir_ / "sparse").string(), at::kFloat).ok());
+  v1::TaskLease lease = Lease(Quantize(v1::QuantizeStage::GPTQ, 4));
+  (*lease.mutable_inputs())["model"] = (dir_ / "sparse").string();
+  lease.set_output_uri(store_root() + "/jobs/job-1/sparse");
+  lease.set_checkpoint_uri(lease.output_uri() + ".checkpoint");
+  auto kept = Run(lease);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  auto kept_dir = store_->LocalDirectory(lease.output_uri(), (dir_ / "read-sparse").string());
+  ASSERT_TRUE(kept_dir.ok());
+  auto quantized = LoadModel(*kept_dir);
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  for (int64_t l = 0; l < 2; ++l) {
+    auto before = model->layer(l).Linears();
+    auto after = quantized->layer(l).Linears();
+    for (size_t k = 0; k < before.size(); ++k) {
+      const at::Tensor pruned = before[k].second->weight == 0;
+      EXPECT_TRUE((after[k].second->weight.masked_select(pruned) == 0).all().item<bool>())
+          << l << " " << before[k].first;
+    }
+  }
+}
+
 // A Qwen3 model (per-head q/k norms, head_dim unequal to hidden / heads) through GPTQ: the packed
 // artifact keeps the norms and loads back close to the original.
 TEST_F(QuantizeRunnerTest, Qwen3ModelsKeepTheirHeadNormsThroughGptq) {
