@@ -14,8 +14,12 @@
 # With --average-bits B it runs mixed precision: every linear's GPTQ error measured at 2, 3, 4 and
 # 8 bits, and the widths averaging B bits with the least error (group 128).
 #
+# With --prune 0.5 (or --prune 2:4) SparseGPT prunes in the same GPTQ pass (joint sparsity and
+# quantization).
+#
 # usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32] [--method gptq|awq]
 #            [--activations static|dynamic] [--smoothquant ALPHA] [--average-bits B]
+#            [--prune SPARSITY|2:4]
 set -euo pipefail
 build=${1:?build directory}
 work=${2:?work directory (needs about 25 GB)}
@@ -31,6 +35,8 @@ while [ $# -gt 0 ]; do
     --activations) w8a8="$w8a8, activations: $2"; shift 2 ;;
     --smoothquant) w8a8="$w8a8, smoothquant_alpha: $2"; shift 2 ;;
     --average-bits) mixed=", mixed_precision: {average_bits: $2}"; shift 2 ;;
+    --prune) case "$2" in *:*) mixed="$mixed, prune: {pattern: \"$2\"}" ;;
+               *) mixed="$mixed, prune: {sparsity: $2}" ;; esac; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
