@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/compress/awq_format.h"
 #include "common/compress/gptq_checkpoint.h"
+#include "common/compress/sparse24_checkpoint.h"
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -28,6 +29,7 @@ struct StoredLayout {
   int64_t group_size;
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
   std::vector<DynamicOverride> overrides;  // GPTQ only
+  bool sparse24 = false;                   // compressed-tensors sparse-24-bitmask, not quantized
 };
 
 std::string EscapeRegex(const std::string& s) {
@@ -82,6 +84,20 @@ absl::StatusOr<StoredLayout> ParseCompressedTensors(const json& qc,
     return absl::InvalidArgumentError(
         absl::StrCat(config_path, ": quantization_config.", field, ": ", message));
   };
+  // Sparsity alone: every linear in sparse-24-bitmask, nothing quantized.
+  const json sparsity = qc.value("sparsity_config", json());
+  const json groups = qc.value("config_groups", json::object());
+  if (sparsity.is_object() && (!groups.is_object() || groups.empty())) {
+    if (sparsity.value("format", "") != "sparse-24-bitmask")
+      return field_error("sparsity_config.format",
+                         absl::StrCat("only sparse-24-bitmask is supported, got ",
+                                      sparsity.value("format", json("")).dump()));
+    StoredLayout layout{QuantizedFormat::kCompressedTensorsInt8, 16, -1};
+    layout.sparse24 = true;
+    return layout;
+  }
+  if (sparsity.is_object())
+    return field_error("sparsity_config", "sparsity with quantization is not supported yet");
   if (qc.value("format", "") != "int-quantized")
     return field_error("format", absl::StrCat("only int-quantized is supported, got ",
                                               qc.value("format", json("")).dump()));
@@ -491,6 +507,13 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
   auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string suffix = ".weight";
     const std::string prefix = name.substr(0, name.size() - suffix.size());
+    if (layout->sparse24 && weights.Contains(prefix + ".bitmask")) {
+      auto dense = UnpackSparse24(prefix, get);
+      if (!dense.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(weights.FileOf(prefix + ".bitmask"), ": ", dense.status().message()));
+      return dense;
+    }
     // compressed-tensors keeps the name `weight` (int8) and adds `weight_scale`.
     const bool ct = layout->format == QuantizedFormat::kCompressedTensorsInt8;
     const std::string packed_name = ct ? ".weight" : ".qweight";

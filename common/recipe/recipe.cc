@@ -626,6 +626,13 @@ absl::Status ParsePrune(MapReader& r, v1::PruneStage& out) {
   }
   out.set_damp(damp);
   out.set_block_size(block_size);
+  std::string format = "dense";
+  SQ_RETURN_IF_ERROR(r.Choice("format", format, {"dense", "sparse_24_bitmask"}));
+  if (format == "sparse_24_bitmask" && out.target().pattern() != v1::PruneTarget::TWO_FOUR)
+    return FieldError(r.Path("format"),
+                      "sparse_24_bitmask holds 2:4 sparsity only (pattern: \"2:4\")");
+  out.set_format(format == "sparse_24_bitmask" ? v1::PruneStage::SPARSE_24_BITMASK
+                                               : v1::PruneStage::DENSE);
   return ParseCalibrationSample(r, "calibration_samples", "calibration_seq_len",
                                 *out.mutable_calibration());
 }

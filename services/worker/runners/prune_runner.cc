@@ -11,6 +11,7 @@
 #include "common/compress/prune.h"
 #include "common/compress/quantized_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
+#include "common/compress/sparse24_checkpoint.h"
 #include "common/model/llama_model.h"
 
 namespace squeeze::worker {
@@ -91,7 +92,18 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
 
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "pruned";
   RemoveTree(out_dir).IgnoreError();
-  if (auto s = SaveModelLike(*model, *model_dir, out_dir.string()); !s.ok()) return s;
+  if (spec.format() == v1::PruneStage::SPARSE_24_BITMASK) {
+    if (choice.pattern != PrunePattern::k2of4)
+      return absl::InvalidArgumentError("prune.format: sparse_24_bitmask holds 2:4 sparsity only");
+    auto source = LoadLlamaConfig(*model_dir);
+    const at::ScalarType dtype =
+        source.ok() && source->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kHalf;
+    if (auto s = WriteSparse24Checkpoint(out_dir.string(), *model, dtype, achieved); !s.ok())
+      return s;
+    if (auto s = CopyTokenizerFiles(*model_dir, out_dir.string()); !s.ok()) return s;
+  } else if (auto s = SaveModelLike(*model, *model_dir, out_dir.string()); !s.ok()) {
+    return s;
+  }
   if (auto s =
           ctx.store().PutDirectory(out_dir.string(), ctx.lease().output_uri(), ctx.provenance());
       !s.ok())
@@ -111,6 +123,8 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   result.set_num_key_value_heads(model->config().num_key_value_heads);
   result.set_calibration_windows(windows_used);
   result.set_seconds(seconds);
+  result.set_format(spec.format() == v1::PruneStage::SPARSE_24_BITMASK ? "sparse_24_bitmask"
+                                                                       : "dense");
   return out;
 }
 

@@ -122,12 +122,7 @@ absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx) {
   return group;
 }
 
-absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
-                           const std::string& out_dir) {
-  auto source_config = LoadLlamaConfig(source_dir);
-  const at::ScalarType save_dtype =
-      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  if (auto s = model.Save(out_dir, save_dtype); !s.ok()) return s;
+absl::Status CopyTokenizerFiles(const std::string& source_dir, const std::string& out_dir) {
   const fs::path tokenizer = fs::path(source_dir) / "tokenizer.model";
   std::error_code ec;
   if (fs::exists(tokenizer))
@@ -137,6 +132,15 @@ absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_di
     return absl::UnavailableError(
         absl::StrCat("cannot copy ", tokenizer.string(), " to ", out_dir, ": ", ec.message()));
   return absl::OkStatus();
+}
+
+absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,
+                           const std::string& out_dir) {
+  auto source_config = LoadLlamaConfig(source_dir);
+  const at::ScalarType save_dtype =
+      source_config.ok() && source_config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  if (auto s = model.Save(out_dir, save_dtype); !s.ok()) return s;
+  return CopyTokenizerFiles(source_dir, out_dir);
 }
 
 // Digest of a model directory's content: config.json and every weight file, in name order.

@@ -62,6 +62,9 @@ absl::Status PutFiles(TaskContext& ctx, const std::string& name,
 // The task's gang (its lease's rank, world size and rendezvous), joined; nullptr for one rank.
 absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx);
 
+// Copies the source model's tokenizer into `out_dir`.
+absl::Status CopyTokenizerFiles(const std::string& source_dir, const std::string& out_dir);
+
 // Writes `model` to `out_dir` as a Hugging Face directory in the dtype of `source_dir`'s config
 // (bfloat16 or float32), with the source's tokenizer beside it.
 absl::Status SaveModelLike(const LlamaModel& model, const std::string& source_dir,

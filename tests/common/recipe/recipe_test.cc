@@ -246,6 +246,9 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].prune.sparsity: the 4:8 pattern is 0.5 sparse"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: wanda, damp: 0.1}\n",
        "stages[0].prune.damp: unknown field"},
+      {"model: /m\ndata: {calibration: /c}\nstages:\n  - prune: {method: sparsegpt, format: "
+       "sparse_24_bitmask}\n",
+       "stages[0].prune.format: sparse_24_bitmask holds 2:4 sparsity only"},
       {"model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: rtn, prune: "
        "{sparsity: 0.5}}\n",
        "stages[0].quantize.prune: prunes in GPTQ's pass (SparseGPT); method rtn has none"},

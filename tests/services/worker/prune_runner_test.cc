@@ -6,6 +6,7 @@
 
 #include "common/base/file_util.h"
 #include "common/compress/prune.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/model/llama_model.h"
 #include "common/store/artifact_store.h"
 #include "gtest/gtest.h"
@@ -36,12 +37,14 @@ class PruneRunnerTest : public ::testing::Test {
   std::string root() const { return "file://" + (dir_ / "store").string(); }
   std::string output() const { return root() + "/jobs/j/0-prune"; }
 
-  absl::StatusOr<TaskOutput> Run(v1::PruneTarget target, const std::string& out = "") {
+  absl::StatusOr<TaskOutput> Run(v1::PruneTarget target, const std::string& out = "",
+                                 v1::PruneStage::Format format = v1::PruneStage::DENSE) {
     v1::TaskLease lease;
     lease.set_job_id("j");
     lease.set_task_id("j-t0");
     lease.set_kind("prune");
     *lease.mutable_stage()->mutable_prune()->mutable_target() = target;
+    lease.mutable_stage()->mutable_prune()->set_format(format);
     v1::CalibrationSample& sample = *lease.mutable_stage()->mutable_prune()->mutable_calibration();
     sample.set_samples(8);
     sample.set_seq_len(32);
@@ -153,6 +156,40 @@ TEST_F(PruneRunnerTest, SparseGptPrunesToItsPatternAndBeatsMagnitude) {
   const double magnitude = error(v1::PruneTarget::MAGNITUDE, "magnitude");
   EXPECT_LT(sparsegpt, 0.8 * magnitude)
       << "relative logit error: sparsegpt " << sparsegpt << ", magnitude " << magnitude;
+}
+
+// 2:4 written in compressed-tensors' sparse-24-bitmask layout: the project's loader reads back the
+// model the dense output holds.
+TEST_F(PruneRunnerTest, TwoFourIsWrittenInTheSparseBitmaskLayout) {
+  v1::PruneTarget target;
+  target.set_method(v1::PruneTarget::SPARSEGPT);
+  target.set_pattern(v1::PruneTarget::TWO_FOUR);
+  target.set_sparsity(0.5);
+  auto dense = Run(target, root() + "/jobs/j/dense");
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  auto sparse = Run(target, root() + "/jobs/j/sparse", v1::PruneStage::SPARSE_24_BITMASK);
+  ASSERT_TRUE(sparse.ok()) << sparse.status();
+  EXPECT_EQ(sparse->result.prune().format(), "sparse_24_bitmask");
+  auto dense_dir = store_->LocalDirectory(root() + "/jobs/j/dense", (dir_ / "d").string());
+  auto sparse_dir = store_->LocalDirectory(root() + "/jobs/j/sparse", (dir_ / "s").string());
+  ASSERT_TRUE(dense_dir.ok() && sparse_dir.ok());
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(*sparse_dir) / "model.safetensors"));
+  auto a = LoadModel(*dense_dir);
+  auto b = LoadModel(*sparse_dir);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  for (int64_t l = 0; l < 2; ++l) {
+    auto la = a->layer(l).Linears(), lb = b->layer(l).Linears();
+    for (size_t k = 0; k < la.size(); ++k) {
+      // The same zeros; values as float16 stores them.
+      EXPECT_TRUE(at::equal(la[k].second->weight == 0, lb[k].second->weight == 0)) << la[k].first;
+      EXPECT_TRUE(at::allclose(la[k].second->weight, lb[k].second->weight, 1e-3, 1e-3));
+    }
+  }
+  // Only 2:4 fits the layout.
+  target.set_pattern(v1::PruneTarget::UNSTRUCTURED);
+  auto refused = Run(target, root() + "/jobs/j/refused", v1::PruneStage::SPARSE_24_BITMASK);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("sparse_24_bitmask holds 2:4"), std::string::npos);
 }
 
 }  // namespace
