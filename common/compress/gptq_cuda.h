@@ -15,10 +15,21 @@ constexpr int64_t kGptqCudaBlock = 128;
 // Hessian rows in shared memory. Writes codes[:, i1 + i] (uint8), err[:, i] (float32 [rows,
 // kGptqCudaBlock], the scaled errors for the update of the columns after the block) and adds
 // each row's loss to losses[rows]. Column c uses scales[:, group_of[c]] and zeros[:, group_of[c]].
+//
+// SparseGPT in the same kernel (`sparse`): weights marked in `pruned` ([rows, cols] bool,
+// contiguous) become 0 (their code the zero point) and spread their whole value as error; with m
+// set (4 or 8) the kernel itself marks the n least salient (w^2 / d^2) of every m columns as it
+// reaches them, writing `pruned`; without `quantize` the kept weights are not rounded (no codes).
+// In this mode the block's final weights (0 where pruned) are written back into `w`.
+struct SparseBlockOptions {
+  at::Tensor pruned;
+  int n = 0, m = 0;
+  bool quantize = true;
+};
 void GptqSolveBlockCuda(const at::Tensor& w, const at::Tensor& hinv, int64_t i1, int64_t count,
                         const at::Tensor& scales, const at::Tensor& zeros,
                         const at::Tensor& group_of, double maxq, at::Tensor& codes, at::Tensor& err,
-                        at::Tensor& losses);
+                        at::Tensor& losses, const SparseBlockOptions& sparse = {});
 
 // h = beta * h + alpha * x^T x for x [m, n] (bfloat16 or float16, contiguous) and h [n, n]
 // float32: one cuBLAS GEMM with 16-bit inputs and float32 accumulation and output.

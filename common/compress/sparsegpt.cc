@@ -7,6 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/compress/gptq.h"
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+#include "common/compress/gptq_cuda.h"
+#endif
 
 namespace squeeze {
 
@@ -51,6 +54,19 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
   at::Tensor zeros = at::zeros({rows, groups}, w.options());
   at::Tensor losses = at::zeros({rows}, w.options());
   const at::Tensor diag = hinv_.diagonal();
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+  // On CUDA with GPTQ's block of 128, each block is one launch of GPTQ's fused kernel, which
+  // also chooses n:m masks (m of 4 or 8) as it reaches them; unstructured and fixed masks are
+  // chosen here before the block starts.
+  const bool fused = w.is_cuda() && o.block_size == kGptqCudaBlock &&
+                     (rule.keep.defined() || rule.n == 0 || rule.m == 4 || rule.m == 8);
+  const at::Tensor group_of_dev =
+      fused
+          ? at::tensor(group_of_, at::TensorOptions().dtype(at::kLong)).to(at::kInt).to(w.device())
+          : at::Tensor();
+  at::Tensor err_block = fused ? at::empty({rows, kGptqCudaBlock}, w.options()) : at::Tensor();
+  at::Tensor codes_arg = quantize ? codes : at::Tensor();
+#endif
 
   for (int64_t i1 = 0; i1 < cols; i1 += o.block_size) {
     const int64_t i2 = std::min(i1 + o.block_size, cols), count = i2 - i1;
@@ -80,6 +96,21 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
         zeros.select(1, col / group).copy_(zero);
       }
     }
+#ifdef SQUEEZE_HAS_CUDA_KERNELS
+    if (fused) {
+      SparseBlockOptions sparse;
+      sparse.pruned = pruned;
+      sparse.n = rule.keep.defined() ? 0 : rule.n;
+      sparse.m = rule.keep.defined() ? 0 : rule.m;
+      sparse.quantize = quantize;
+      GptqSolveBlockCuda(w, hinv_, i1, count, scales, zeros, group_of_dev, maxq, codes_arg,
+                         err_block, losses, sparse);
+      if (i2 < cols)
+        w.slice(1, i2).sub_(
+            err_block.slice(1, 0, count).matmul(hinv_.slice(0, i1, i2).slice(1, i2)));
+      continue;
+    }
+#endif
     for (int64_t i = 0; i < count; ++i) {
       const int64_t col = i1 + i;
       if (!rule.keep.defined() && rule.n > 0 && i % rule.m == 0) {

@@ -150,6 +150,56 @@ TEST_F(CompressCudaTest, FusedBlockSolveMatchesTheColumnLoop) {
   }
 }
 
+// SparseGPT through GPTQ's fused block kernel (masks chosen in the kernel for n:m) against the
+// column loop on the host: the same masks almost everywhere, the same losses, exact zeros.
+TEST_F(CompressCudaTest, FusedSparseGptMatchesTheColumnLoop) {
+  struct Variant {
+    double sparsity;
+    int n, m;
+    bool quantize, fixed;
+  };
+  const Variant variants[] = {{0.5, 0, 0, false, false}, {0.0, 2, 4, false, false},
+                              {0.0, 4, 8, false, false}, {0.5, 0, 0, true, false},
+                              {0.0, 2, 4, true, false},  {0.0, 0, 0, true, true}};
+  for (const Variant& v : variants) {
+    at::Tensor x = CorrelatedInputs(2048, 384);
+    at::Tensor w = at::randn({200, 384}) * 0.05;
+    HessianAccumulator acc(384, at::kCPU);
+    acc.Add(x);
+    GptqOptions o;
+    o.quant = {4, 128, false};
+    SparsityRule rule;
+    rule.sparsity = v.sparsity;
+    rule.n = v.n;
+    rule.m = v.m;
+    if (v.fixed) rule.keep = at::rand({200, 384}) > 0.5;
+    auto host_solver = GptqSolver::Prepare(acc.hessian(), o);
+    auto cuda_solver = GptqSolver::Prepare(acc.hessian().cuda(), o);
+    ASSERT_TRUE(host_solver.ok() && cuda_solver.ok());
+    auto host = host_solver->SolveSparse(w, rule, v.quantize, 4);
+    SparsityRule cuda_rule = rule;
+    if (v.fixed) cuda_rule.keep = rule.keep.cuda();
+    auto fused = cuda_solver->SolveSparse(w.cuda(), cuda_rule, v.quantize, 4);
+    ASSERT_TRUE(host.ok() && fused.ok()) << host.status() << fused.status();
+    const std::string what = "sparsity " + std::to_string(v.sparsity) + " n:m " +
+                             std::to_string(v.n) + ":" + std::to_string(v.m) + " quantize " +
+                             std::to_string(v.quantize);
+    EXPECT_GT(host->keep.eq(fused->keep.cpu()).to(at::kFloat).mean().item<double>(), 0.99) << what;
+    EXPECT_NEAR(fused->loss / host->loss, 1.0, 0.02) << what;
+    const at::Tensor fw = fused->weight.cpu();
+    EXPECT_TRUE((fw.masked_select(fused->keep.cpu().logical_not()) == 0).all().item<bool>())
+        << what;
+    if (v.m > 0) {
+      EXPECT_TRUE(fused->keep.cpu().view({200, -1, v.m}).sum(-1).eq(v.m - v.n).all().item<bool>())
+          << what;
+    }
+    if (v.quantize) {
+      EXPECT_TRUE(at::allclose(fused->quantized.Dequantize().cpu(), fw, 1e-5, 1e-6)) << what;
+    }
+    EXPECT_LT((fw - host->weight).abs().max().item<double>(), 0.05) << what;
+  }
+}
+
 // Hessians from bfloat16 inputs: one GEMM with float32 accumulation, equal to the float32 product
 // of the same (bf16-rounded) inputs.
 TEST_F(CompressCudaTest, HessianFromBfloat16InputsAccumulatesInFloat32) {
