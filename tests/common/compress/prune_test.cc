@@ -74,9 +74,18 @@ TEST(PruneTest, BadInputIsNamed) {
             std::string::npos);
   EXPECT_NE(PruneMask(scores, 0.3, PrunePattern::k2of4, {}, "w").status().message().find("0.5"),
             std::string::npos);
-  EXPECT_NE(ParsePruneMethod("sparsegpt").status().message().find("magnitude, wanda"),
+  EXPECT_NE(ParsePruneMethod("obs").status().message().find("magnitude, wanda, sparsegpt"),
             std::string::npos);
-  EXPECT_NE(ParsePrunePattern("4:8").status().message().find("unstructured, 2:4"),
+  EXPECT_NE(ParsePrunePattern("8:16").status().message().find("unstructured, 2:4, 4:8"),
+            std::string::npos);
+  EXPECT_TRUE(ParsePruneMethod("sparsegpt").ok());
+  EXPECT_TRUE(ParsePrunePattern("4:8").ok());
+  // SparseGPT is not a score: masks from scores refuse it.
+  LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(1, 32, 64), 2);
+  SparsityMasks masks;
+  EXPECT_NE(masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::kUnstructured, 0.5, {})
+                .message()
+                .find("sparsegpt prunes layer by layer in a prune stage"),
             std::string::npos);
 }
 
