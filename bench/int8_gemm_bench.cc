@@ -7,28 +7,15 @@
 //
 //   int8_gemm_bench [--iterations 200]
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAFunctions.h>
 
-#include <chrono>
 #include <cstdio>
-#include <functional>
 #include <iostream>
 
+#include "bench/cuda_timing.h"
 #include "common/base/flags.h"
 
 namespace squeeze {
 namespace {
-
-// Seconds per call of `fn`, averaged over `iterations` after a warm-up.
-double Time(const std::function<void()>& fn, int iterations) {
-  for (int i = 0; i < 10; ++i) fn();
-  c10::cuda::device_synchronize();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iterations; ++i) fn();
-  c10::cuda::device_synchronize();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-         iterations;
-}
 
 struct Shape {
   const char* name;
@@ -69,9 +56,9 @@ int Main(int argc, char** argv) {
       const at::Tensor x_padded = at::randn({m, s.in}, w.options());
       const at::Tensor x_i8 = at::randint(-127, 127, {m, s.in}, w.options().dtype(at::kChar));
       Row r{s.name, tokens, m, 0, 0, 0};
-      r.bf16 = Time([&] { at::matmul(x, w.t()); }, iterations);
-      r.int8_gemm = Time([&] { at::_int_mm(x_i8, w_i8_t); }, iterations);
-      r.int8_linear = Time(
+      r.bf16 = TimeCudaCalls([&] { at::matmul(x, w.t()); }, iterations);
+      r.int8_gemm = TimeCudaCalls([&] { at::_int_mm(x_i8, w_i8_t); }, iterations);
+      r.int8_linear = TimeCudaCalls(
           [&] {
             const at::Tensor xf = x_padded.to(at::kFloat);
             const at::Tensor x_scale = xf.abs().amax(1, true).clamp_min(1e-8) / 127.0;

@@ -7,28 +7,16 @@
 //
 //   sparse24_gemm_bench [--iterations 200]
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAFunctions.h>
 
-#include <chrono>
 #include <cstdio>
 #include <exception>
-#include <functional>
 #include <iostream>
 
+#include "bench/cuda_timing.h"
 #include "common/base/flags.h"
 
 namespace squeeze {
 namespace {
-
-double Time(const std::function<void()>& fn, int iterations) {
-  for (int i = 0; i < 10; ++i) fn();
-  c10::cuda::device_synchronize();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iterations; ++i) fn();
-  c10::cuda::device_synchronize();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
-         iterations;
-}
 
 // Keeps the 2 largest magnitudes of every 4 consecutive inputs of each row.
 at::Tensor TwoOfFour(const at::Tensor& w) {
@@ -84,8 +72,8 @@ int Main(int argc, char** argv) {
           return 1;
         }
         Row r{s.name, tokens, 0, 0};
-        r.dense = Time([&] { at::matmul(w, xt); }, iterations);
-        r.sparse = Time([&] { at::_cslt_sparse_mm(compressed, xt); }, iterations);
+        r.dense = TimeCudaCalls([&] { at::matmul(w, xt); }, iterations);
+        r.sparse = TimeCudaCalls([&] { at::_cslt_sparse_mm(compressed, xt); }, iterations);
         std::printf(
             "{\"linear\": \"%s\", \"out\": %ld, \"in\": %ld, \"tokens\": %ld, \"dense_us\": %.2f, "
             "\"sparse24_us\": %.2f, \"max_rel_diff\": %.2e}\n",

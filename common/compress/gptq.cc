@@ -89,6 +89,23 @@ absl::StatusOr<GptqSolver> GptqSolver::Prepare(const at::Tensor& hessian, const 
   return solver;
 }
 
+absl::Status GptqSolver::CheckWeight(const at::Tensor& weight) const {
+  if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
+  if (hinv_.size(0) != weight.size(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weight: ", weight.size(1), " inputs, but the Hessian is for ", hinv_.size(0)));
+  }
+  if (!at::isfinite(weight).all().item<bool>())
+    return absl::InvalidArgumentError("weight: holds NaN or Inf");
+  return absl::OkStatus();
+}
+
+at::Tensor GptqSolver::WorkingCopy(const at::Tensor& weight) const {
+  at::Tensor w = weight.to(hinv_.device(), at::kFloat).clone();
+  w.masked_fill_(dead_.unsqueeze(0), 0.0);
+  return w;
+}
+
 absl::StatusOr<GptqResult> GptqSolver::Solve(const at::Tensor& weight) const {
   return Solve(weight, options_.quant.bits);
 }
@@ -98,20 +115,13 @@ absl::StatusOr<GptqResult> GptqSolver::Solve(const at::Tensor& weight, int bits)
   GptqOptions o = options_;
   o.quant.bits = bits;
   if (auto s = ValidateGptqOptions(o, hinv_.size(0)); !s.ok()) return s;
-  if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
+  if (auto s = CheckWeight(weight); !s.ok()) return s;
   const int64_t rows = weight.size(0), cols = weight.size(1);
-  if (hinv_.size(0) != cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight: ", cols, " inputs, but the Hessian is for ", hinv_.size(0)));
-  }
-  if (!at::isfinite(weight).all().item<bool>())
-    return absl::InvalidArgumentError("weight: holds NaN or Inf");
   const double maxq = static_cast<double>((1 << o.quant.bits) - 1);
   const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
   const int64_t groups = cols / group;
 
-  at::Tensor w = weight.to(hinv_.device(), at::kFloat).clone();
-  w.masked_fill_(dead_.unsqueeze(0), 0.0);
+  at::Tensor w = WorkingCopy(weight);
   at::Tensor scales = at::zeros({rows, groups}, w.options());
   at::Tensor zeros = at::zeros({rows, groups}, w.options());
   // Static groups: parameters from the unpermuted weight, one set per group of original columns.

@@ -71,6 +71,11 @@ class GptqSolver {
   double damp_used() const { return damp_used_; }
 
  private:
+  // OK when `weight` is a finite [out, in] matrix for this Hessian; InvalidArgument naming it.
+  absl::Status CheckWeight(const at::Tensor& weight) const;
+  // The weight in float32 on the Hessian's device, with the columns of dead inputs zeroed.
+  at::Tensor WorkingCopy(const at::Tensor& weight) const;
+
   GptqOptions options_;
   at::Tensor hinv_;                // upper Cholesky factor of the damped H^-1, in column order
   at::Tensor dead_;                // [in] bool

@@ -21,12 +21,8 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
   o.quant.bits = bits;
   if (o.act_order)
     return absl::InvalidArgumentError("act_order: SparseGPT keeps the columns in their order");
-  if (weight.dim() != 2) return absl::InvalidArgumentError("weight: expected [out, in]");
+  if (auto s = CheckWeight(weight); !s.ok()) return s;
   const int64_t rows = weight.size(0), cols = weight.size(1);
-  if (hinv_.size(0) != cols) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("weight: ", cols, " inputs, but the Hessian is for ", hinv_.size(0)));
-  }
   if (quantize) {
     if (auto s = ValidateGptqOptions(o, cols); !s.ok()) return s;
   }
@@ -37,14 +33,11 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
         "pattern ", rule.n, ":", rule.m, ": needs n < m and inputs (", cols, ") a multiple of m"));
   if (rule.keep.defined() && rule.keep.sizes() != weight.sizes())
     return absl::InvalidArgumentError("keep: must have the weight's shape");
-  if (!at::isfinite(weight).all().item<bool>())
-    return absl::InvalidArgumentError("weight: holds NaN or Inf");
   const double maxq = static_cast<double>((1 << o.quant.bits) - 1);
   const int64_t group = o.quant.group_size == -1 ? cols : o.quant.group_size;
   const int64_t groups = cols / group;
 
-  at::Tensor w = weight.to(hinv_.device(), at::kFloat).clone();
-  w.masked_fill_(dead_.unsqueeze(0), 0.0);
+  at::Tensor w = WorkingCopy(weight);
   // pruned[i][j]: weight (i, j) is zero in the result.
   at::Tensor pruned = rule.keep.defined() ? rule.keep.to(w.device()).logical_not()
                                           : at::zeros({rows, cols}, w.options().dtype(at::kBool));

@@ -47,14 +47,14 @@ class StreamingQuantizerTest : public ::testing::Test {
     return in;
   }
 
-  // Runs the streaming quantizer with `o` on two Gloo ranks (threads of this process, a real TCP
-  // rendezvous on loopback), rank r writing under dir_/rank<r>; `per_rank` adjusts each rank's
-  // options.
-  std::vector<absl::StatusOr<StreamingQuantizeResult>> RunOnTwoRanks(
-      const std::string& in, const StreamingQuantizeOptions& o,
-      const std::function<void(int rank, StreamingQuantizeOptions&)>& per_rank = nullptr) {
+  // Runs `fn(rank, options with the rank's collectives)` on two Gloo ranks (threads of this
+  // process, a real TCP rendezvous on loopback).
+  template <typename T>
+  std::vector<absl::StatusOr<T>> OnTwoRanks(
+      const StreamingQuantizeOptions& o,
+      const std::function<absl::StatusOr<T>(int rank, StreamingQuantizeOptions&)>& fn) {
     const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
-    std::vector<absl::StatusOr<StreamingQuantizeResult>> results(2, absl::UnknownError("not run"));
+    std::vector<absl::StatusOr<T>> results(2, absl::UnknownError("not run"));
     std::vector<std::thread> ranks;
     for (int rank = 0; rank < 2; ++rank) {
       ranks.emplace_back([&, rank] {
@@ -65,13 +65,23 @@ class StreamingQuantizerTest : public ::testing::Test {
         }
         StreamingQuantizeOptions ro = o;
         ro.sequential.ranks = group->get();
-        if (per_rank) per_rank(rank, ro);
-        results[rank] = QuantizeCheckpointStreaming(
-            in, calibration_, (dir_ / ("rank" + std::to_string(rank))).string(), ro);
+        results[rank] = fn(rank, ro);
       });
     }
     for (std::thread& t : ranks) t.join();
     return results;
+  }
+
+  // The streaming quantizer with `o` on two ranks, rank r writing under dir_/rank<r>; `per_rank`
+  // adjusts each rank's options.
+  std::vector<absl::StatusOr<StreamingQuantizeResult>> RunOnTwoRanks(
+      const std::string& in, const StreamingQuantizeOptions& o,
+      const std::function<void(int rank, StreamingQuantizeOptions&)>& per_rank = nullptr) {
+    return OnTwoRanks<StreamingQuantizeResult>(o, [&](int rank, StreamingQuantizeOptions& ro) {
+      if (per_rank) per_rank(rank, ro);
+      return QuantizeCheckpointStreaming(in, calibration_,
+                                         (dir_ / ("rank" + std::to_string(rank))).string(), ro);
+    });
   }
 
   fs::path dir_;
@@ -436,22 +446,10 @@ TEST_F(StreamingQuantizerTest, TwoGlooRanksMeasureWhatOneRankMeasures) {
   o.sequential.gptq.quant = {4, 64, false};
   auto single = MeasureLinearSensitivity(in, calibration_, o, {2, 4});
   ASSERT_TRUE(single.ok()) << single.status();
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
-  std::vector<absl::StatusOr<std::vector<LinearSensitivity>>> results(2, absl::UnknownError(""));
-  std::vector<std::thread> ranks;
-  for (int rank = 0; rank < 2; ++rank) {
-    ranks.emplace_back([&, rank] {
-      auto group = DataParallel::Connect(rendezvous, rank, 2, at::kCPU, std::chrono::seconds(30));
-      if (!group.ok()) {
-        results[rank] = group.status();
-        return;
-      }
-      StreamingQuantizeOptions ro = o;
-      ro.sequential.ranks = group->get();
-      results[rank] = MeasureLinearSensitivity(in, calibration_, ro, {2, 4});
-    });
-  }
-  for (std::thread& t : ranks) t.join();
+  auto results =
+      OnTwoRanks<std::vector<LinearSensitivity>>(o, [&](int, StreamingQuantizeOptions& ro) {
+        return MeasureLinearSensitivity(in, calibration_, ro, {2, 4});
+      });
   ASSERT_TRUE(results[0].ok()) << results[0].status();
   ASSERT_TRUE(results[1].ok()) << results[1].status();
   for (size_t k = 0; k < single->size(); ++k) {
