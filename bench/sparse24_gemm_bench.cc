@@ -13,7 +13,6 @@
 #include <iostream>
 
 #include "bench/cuda_timing.h"
-#include "common/base/flags.h"
 
 namespace squeeze {
 namespace {
@@ -27,24 +26,10 @@ at::Tensor TwoOfFour(const at::Tensor& w) {
   return (groups * keep).reshape(w.sizes());
 }
 
-struct Shape {
-  const char* name;
-  int64_t out, in;
-};
-
 int Main(int argc, char** argv) {
-  Flags flags;
-  flags.Value("iterations", "200");
-  if (auto s = flags.Parse(std::vector<std::string>(argv + 1, argv + argc)); !s.ok()) {
-    std::cerr << s << "\n";
-    return 2;
-  }
-  const int iterations = static_cast<int>(*flags.GetInt("iterations"));
+  const int iterations = ParseIterations(argc, argv);
+  if (iterations < 0) return 2;
   const at::Device cuda(at::kCUDA);
-  const Shape shapes[] = {{"qkv_proj", 6144, 4096},
-                          {"o_proj", 4096, 4096},
-                          {"gate_up_proj", 28672, 4096},
-                          {"down_proj", 4096, 14336}};
   struct Row {
     std::string name;
     int64_t tokens;
@@ -52,7 +37,7 @@ int Main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   try {
-    for (const Shape& s : shapes) {
+    for (const LinearShape8B& s : Llama8BFusedLinears()) {
       at::manual_seed(0);
       const at::Tensor w =
           TwoOfFour(at::randn({s.out, s.in}, at::TensorOptions(cuda).dtype(at::kBFloat16)));

@@ -66,6 +66,8 @@ absl::StatusOr<MixedPrecisionPlan> PlanWidths(
   if (ctx.lease().rank() == 0) {
     auto stored = ctx.store().PutFileBlob(ckpt, plan_name, path, /*consume=*/false);
     if (!stored.ok()) return stored.status();
+    // Listed in the checkpoint's manifest from now on (on_file keeps it there); released with the
+    // checkpoint, which the task deletes once its output is committed.
     plan_file = *stored;
     ArtifactProvenance provenance = ctx.provenance();
     provenance.stage = "quantize-checkpoint";
@@ -253,11 +255,13 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     for (const auto& [module, bits] : plan->bits_by_module) {
       if (bits != plan->base_bits) seq.bits_by_module[module] = bits;
     }
-    // The plan is part of the output: what each module took and why.
-    auto stored = ctx.store().PutFileBlob(output, plan_name, ctx.scratch_dir() + "/" + plan_name,
-                                          /*consume=*/false);
-    if (!stored.ok()) return stored.status();
-    if (lease.rank() == 0) other_files.push_back(*stored);
+    // The plan is part of the output (rank 0 writes it): what each module took and why.
+    if (lease.rank() == 0) {
+      auto stored = ctx.store().PutFileBlob(output, plan_name, ctx.scratch_dir() + "/" + plan_name,
+                                            /*consume=*/false);
+      if (!stored.ok()) return stored.status();
+      other_files.push_back(*stored);
+    }
   }
   const std::string out_dir = ctx.scratch_dir() + "/model";
   RemoveTree(out_dir).IgnoreError();
