@@ -33,8 +33,10 @@ absl::Status ValidateGptqOptions(const GptqOptions& options, int64_t in_features
 // first ([H^-1]_jj of the inputs not yet eliminated: the Cholesky factor's diagonal squared),
 // either `sparsity` of every block of columns (unstructured; the mask of a block is chosen when the
 // block starts, after the updates of the blocks before it) or `n` of every `m` consecutive inputs
-// of a row (n:m; 2:4 zeros 2 of 4). A defined `keep` instead fixes the mask (bool [out, in]): a
-// GPTQ pass that keeps an already pruned model's zeros.
+// of a row (n:m; 2:4 zeros 2 of 4). A defined `keep` (bool [out, in]) fixes zeros that stay:
+// alone it is the whole mask (a GPTQ pass that keeps an already pruned model's zeros); with a
+// sparsity or n:m they are chosen first and the rule adds to them (pruning a pruned model further,
+// as an iterative schedule does).
 struct SparsityRule {
   double sparsity = 0.0;
   int n = 0, m = 0;

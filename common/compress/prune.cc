@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "common/compress/sequential_quantizer.h"
 
 namespace squeeze {
 namespace {
@@ -147,6 +148,25 @@ std::map<std::string, at::Tensor> LinearInputNorms(const LlamaModel& model,
   return sums.Norms();
 }
 
+absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity) {
+  SparsityRule rule;
+  switch (pattern) {
+    case PrunePattern::kUnstructured:
+      rule.sparsity = sparsity;
+      return rule;
+    case PrunePattern::k2of4:
+      rule.n = 2;
+      rule.m = 4;
+      return rule;
+    case PrunePattern::k4of8:
+      rule.n = 4;
+      rule.m = 8;
+      return rule;
+    default:
+      return absl::InvalidArgumentError("sparsegpt zeros single weights: unstructured, 2:4 or 4:8");
+  }
+}
+
 SparsityMasks SparsityMasks::FromZeros(LlamaModel& model) {
   SparsityMasks out;
   for (int64_t i = 0; i < model.num_layers(); ++i) {
@@ -162,10 +182,27 @@ SparsityMasks SparsityMasks::FromZeros(LlamaModel& model) {
 absl::Status SparsityMasks::Prune(LlamaModel& model, PruneMethod method, PrunePattern pattern,
                                   double sparsity, const std::vector<at::Tensor>& batches) {
   c10::NoGradGuard no_grad;
-  if (method == PruneMethod::kSparseGpt || pattern == PrunePattern::k4of8)
-    return absl::InvalidArgumentError(
-        "sparsegpt prunes layer by layer in a prune stage; masks here are magnitude or wanda, "
-        "unstructured or 2:4");
+  if (method == PruneMethod::kSparseGpt) {
+    // Layer by layer on the Hessians of the batches (sequential_quantizer.h), the kept weights
+    // updated; the zeros the masks hold stay zeros and count toward `sparsity`.
+    if (batches.empty()) return absl::InvalidArgumentError("sparsegpt needs calibration batches");
+    Apply();
+    SequentialOptions seq;
+    seq.method = SequentialOptions::Method::kSparseGpt;
+    seq.device = model.layer(0).q_proj.weight.device();
+    seq.gptq.quant.group_size = -1;  // nothing is quantized
+    auto rule = SparsityRuleOf(pattern, sparsity);
+    if (!rule.ok()) return rule.status();
+    seq.sparsity = *rule;
+    std::vector<at::Tensor> windows;
+    for (const at::Tensor& b : batches) windows.push_back(b.to(at::kCPU, at::kLong));
+    auto pruned = QuantizeSequential(model, at::cat(windows, 0), seq);
+    if (!pruned.ok()) return pruned.status();
+    *this = FromZeros(model);
+    return absl::OkStatus();
+  }
+  if (pattern == PrunePattern::k4of8)
+    return absl::InvalidArgumentError("4:8 masks are chosen by sparsegpt only");
   std::map<std::string, at::Tensor> norms;
   if (method == PruneMethod::kWanda) norms = LinearInputNorms(model, batches);
   std::map<std::string, at::Tensor> previous;

@@ -21,14 +21,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/compress/gptq.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_model.h"
 
 namespace squeeze {
 
 // kSparseGpt chooses masks and updates the kept weights layer by layer on calibration Hessians
-// (SequentialOptions::Method::kSparseGpt), so it is not a score: PruneScores and SparsityMasks
-// refuse it.
+// (SequentialOptions::Method::kSparseGpt), so it is not a score: PruneScores refuses it, and
+// SparsityMasks::Prune runs the sequential pass for it.
 enum class PruneMethod { kMagnitude, kWanda, kSparseGpt };
 // kMlpChannels and kAttentionHeads remove whole MLP channels or attention head groups rather than
 // masking weights (PruneMlpChannels, PruneAttentionHeads).
@@ -54,6 +55,10 @@ absl::StatusOr<at::Tensor> PruneMask(const at::Tensor& scores, double sparsity,
 std::map<std::string, at::Tensor> LinearInputNorms(const LlamaModel& model,
                                                    const std::vector<at::Tensor>& batches);
 
+// SparseGPT's rule for a pattern: `sparsity` of each block (unstructured), 2 of 4 or 4 of 8;
+// InvalidArgument for the structured patterns.
+absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity);
+
 // The fixed zeros of a model's linear layers: masks the optimizer's updates are multiplied by.
 class SparsityMasks {
  public:
@@ -61,7 +66,9 @@ class SparsityMasks {
   static SparsityMasks FromZeros(LlamaModel& model);
 
   // Prunes every linear layer of `model` to `sparsity` (cumulatively with the current masks) and
-  // zeros the pruned weights. `batches` feed Wanda's input norms (unused by magnitude).
+  // zeros the pruned weights. `batches` ([B, L] token ids) feed Wanda's input norms and
+  // SparseGPT's Hessians (unused by magnitude). SparseGPT also updates the kept weights, in
+  // place: the model's tensors stay the ones an optimizer holds.
   absl::Status Prune(LlamaModel& model, PruneMethod method, PrunePattern pattern, double sparsity,
                      const std::vector<at::Tensor>& batches);
 

@@ -110,7 +110,9 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
       at::Tensor pruned;  // prune-only: the pruned floating-point weight
       if (owner[j] == me) {
         SparsityRule rule = o.sparsity;
-        if (gptq && !prune_only && !rule.active() && o.keep_zeros && !o.gptq.act_order) {
+        // The zeros a pruned input holds stay zeros: GPTQ's fixed mask, or where SparseGPT
+        // starts from.
+        if (gptq && o.keep_zeros && !o.gptq.act_order && (prune_only || !rule.active())) {
           at::Tensor keep = linear.weight != 0;
           if (!keep.all().item<bool>()) rule.keep = keep;
         }
@@ -171,6 +173,9 @@ absl::StatusOr<std::vector<QuantizedLinear>> QuantizeDecoderLayer(
           return s;
         q.report.loss = loss.item<double>();
       }
+      if (prune_only && o.pruned_dtype != at::kFloat)
+        pruned = pruned.to(o.pruned_dtype).to(at::kFloat);
+      if (prune_only) q.pruned = pruned;
       linear.weight = (prune_only ? pruned : q.weight.Dequantize()).to(linear.weight.scalar_type());
 #ifdef SQUEEZE_HAS_CUDA
       if (device.is_cuda()) c10::cuda::device_synchronize();  // a true time per linear
@@ -383,8 +388,10 @@ absl::StatusOr<std::vector<LinearReport>> QuantizeSequential(LlamaModel& model,
     // Back to the host model, in its dtype.
     auto dst = model.layer(i).Tensors();
     auto src = layer.Tensors();
+    // In place: the model's tensors may be a trainer's parameters (a distill stage's prune
+    // rounds), which must stay the tensors its optimizer holds.
     for (size_t k = 0; k < dst.size(); ++k) {
-      *dst[k].second = src[k].second->to(dst[k].second->device(), dst[k].second->scalar_type());
+      if (!dst[k].second->is_same(*src[k].second)) dst[k].second->copy_(*src[k].second);
     }
     reports.insert(reports.end(), layer_reports.begin(), layer_reports.end());
     if (options.on_layer_done) {

@@ -63,9 +63,14 @@ struct SequentialOptions {
   GptqOptions gptq;  // gptq.quant is used by RTN and AWQ too; damp and block_size by SparseGPT
   // SparseGPT's target (gptq.h), for kSparseGpt and optionally kGptq.
   SparsityRule sparsity;
-  // GPTQ keeps the exact zeros a linear already holds (a pruned model): they are its fixed mask.
-  // Not with act_order (SparseGPT's update keeps the column order).
+  // The exact zeros a linear already holds (a pruned model) stay zeros: GPTQ's fixed mask, and
+  // where SparseGPT starts from (its sparsity then counts them). Not with act_order (SparseGPT's
+  // update keeps the column order).
   bool keep_zeros = true;
+  // kSparseGpt: the dtype the pruned weights are stored in. The layer runs on them rounded to it,
+  // so that later sublayers and layers see what a loader computes (and a resumed run, which
+  // reads them back, sees the same).
+  at::ScalarType pruned_dtype = at::kFloat;
   AwqOptions awq;  // AWQ's searches (its quant is gptq.quant)
   at::Device device = at::kCPU;
   int64_t batch_size = 16;  // calibration windows per forward pass
@@ -94,9 +99,10 @@ int LinearBits(const SequentialOptions& options, int64_t layer, const std::strin
 
 // One linear layer's result in QuantizeDecoderLayer.
 struct QuantizedLinear {
-  std::string name;  // "self_attn.q_proj"
-  QuantizedWeight weight;
+  std::string name;        // "self_attn.q_proj"
+  QuantizedWeight weight;  // empty for Method::kSparseGpt
   LinearReport report;
+  at::Tensor pruned;  // Method::kSparseGpt: the pruned weight, float32, exact zeros
 };
 
 // Quantizes decoder layer `index` (on the device, in the dtype it computes in) in the true

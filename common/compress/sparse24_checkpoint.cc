@@ -96,7 +96,12 @@ absl::Status WriteSparse24Checkpoint(const std::string& dir, const LlamaModel& m
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (auto s = WriteCheckpoint(dir, writer); !s.ok()) return s;
-  LlamaConfig c = model.config();
+  return WriteSparse24Config(dir, model.config(), dtype, sparsity);
+}
+
+absl::Status WriteSparse24Config(const std::string& dir, const LlamaConfig& config,
+                                 at::ScalarType dtype, double sparsity) {
+  LlamaConfig c = config;
   nlohmann::json extra = nlohmann::json::parse(c.extra_json, nullptr, false);
   if (extra.is_discarded()) extra = nlohmann::json::object();
   extra["quantization_config"] = {{"quant_method", "compressed-tensors"},

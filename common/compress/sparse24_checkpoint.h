@@ -33,5 +33,8 @@ absl::StatusOr<at::Tensor> UnpackSparse24(const std::string& base, const TensorG
 // bfloat16); `sparsity` is recorded as the config's global_sparsity.
 absl::Status WriteSparse24Checkpoint(const std::string& dir, const LlamaModel& model,
                                      at::ScalarType dtype, double sparsity);
+// Writes `dir`/config.json: `config` with the layout's quantization_config and `dtype`.
+absl::Status WriteSparse24Config(const std::string& dir, const LlamaConfig& config,
+                                 at::ScalarType dtype, double sparsity);
 
 }  // namespace squeeze

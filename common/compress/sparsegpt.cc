@@ -51,8 +51,9 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
   // On CUDA with GPTQ's block of 128, each block is one launch of GPTQ's fused kernel, which
   // also chooses n:m masks (m of 4 or 8) as it reaches them; unstructured and fixed masks are
   // chosen here before the block starts.
+  // n:m masks on top of fixed zeros are chosen by the host loop.
   const bool fused = w.is_cuda() && o.block_size == kGptqCudaBlock &&
-                     (rule.keep.defined() || rule.n == 0 || rule.m == 4 || rule.m == 8);
+                     (rule.n == 0 || (!rule.keep.defined() && (rule.m == 4 || rule.m == 8)));
   const at::Tensor group_of_dev =
       fused
           ? at::tensor(group_of_, at::TensorOptions().dtype(at::kLong)).to(at::kInt).to(w.device())
@@ -68,10 +69,15 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
     at::Tensor pruned1 = pruned.slice(1, i1, i2);
     const at::Tensor hinv1 = hinv_.slice(0, i1, i2).slice(1, i1, i2);
     const at::Tensor d1 = diag.slice(0, i1, i2);
-    if (!rule.keep.defined() && rule.n == 0 && rule.sparsity > 0.0) {
-      // The block's least salient weights, over all its rows.
-      const at::Tensor saliency = (w1.pow(2) / d1.pow(2).unsqueeze(0)).flatten();
-      const int64_t k = static_cast<int64_t>(static_cast<double>(saliency.numel()) * rule.sparsity);
+    if (rule.n == 0 && rule.sparsity > 0.0) {
+      // The block's least salient weights, over all its rows; weights `keep` already drops count
+      // first (they rank below every other), so the zeros only grow.
+      at::Tensor saliency = (w1.pow(2) / d1.pow(2).unsqueeze(0)).flatten();
+      const at::Tensor fixed = pruned1.flatten();
+      saliency.masked_fill_(fixed, -1.0);
+      const int64_t k =
+          std::max(static_cast<int64_t>(static_cast<double>(saliency.numel()) * rule.sparsity),
+                   fixed.sum().item<int64_t>());
       if (k > 0) {
         const at::Tensor chosen = std::get<1>(at::topk(saliency, k, 0, /*largest=*/false));
         at::Tensor flat = at::zeros({rows * count}, pruned.options());
@@ -93,8 +99,8 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
     if (fused) {
       SparseBlockOptions sparse;
       sparse.pruned = pruned;
-      sparse.n = rule.keep.defined() ? 0 : rule.n;
-      sparse.m = rule.keep.defined() ? 0 : rule.m;
+      sparse.n = rule.n;
+      sparse.m = rule.m;
       sparse.quantize = quantize;
       GptqSolveBlockCuda(w, hinv_, i1, count, scales, zeros, group_of_dev, maxq, codes_arg,
                          err_block, losses, sparse);
@@ -106,10 +112,11 @@ absl::StatusOr<SparseSolveResult> GptqSolver::SolveSparse(const at::Tensor& weig
 #endif
     for (int64_t i = 0; i < count; ++i) {
       const int64_t col = i1 + i;
-      if (!rule.keep.defined() && rule.n > 0 && i % rule.m == 0) {
-        // n of the next m inputs of each row, the least salient.
+      if (rule.n > 0 && i % rule.m == 0) {
+        // n of the next m inputs of each row, the least salient; fixed zeros first.
         const at::Tensor saliency =
-            w1.slice(1, i, i + rule.m).pow(2) / d1.slice(0, i, i + rule.m).pow(2).unsqueeze(0);
+            (w1.slice(1, i, i + rule.m).pow(2) / d1.slice(0, i, i + rule.m).pow(2).unsqueeze(0))
+                .masked_fill(pruned1.slice(1, i, i + rule.m), -1.0);
         const at::Tensor chosen = std::get<1>(at::topk(saliency, rule.n, 1, /*largest=*/false));
         pruned1.slice(1, i, i + rule.m).scatter_(1, chosen, true);
       }

@@ -22,6 +22,7 @@
 #include "common/compress/copy_stream_cuda.h"
 #include "common/compress/layer_sensitivity.h"
 #include "common/compress/smoothquant.h"
+#include "common/compress/sparse24_checkpoint.h"
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -229,30 +230,49 @@ std::vector<std::pair<std::string, at::Tensor*>> NonLinearTensors(DecoderLayer& 
   return out;
 }
 
-// The tensors of one quantized decoder layer as they are stored, on the host.
+// How a layer's linears are stored: packed codes, dequantized (`stored` dtype), or pruned in
+// floating point (dense or 2:4 bitmask).
+struct ShardLayout {
+  bool packed = false;
+  QuantizedFormat format = QuantizedFormat::kGptq;
+  bool pruned = false;
+  bool sparse24 = false;
+  at::ScalarType stored = at::kHalf;  // every floating-point tensor of the shard
+};
+
+// The tensors of one quantized (or pruned) decoder layer as they are stored, on the host.
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensors(
     const LlamaConfig& config, DecoderLayer& layer, int64_t index,
-    const std::vector<QuantizedLinear>& quantized, bool packed, QuantizedFormat format) {
+    const std::vector<QuantizedLinear>& quantized, const ShardLayout& shard) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   const std::string prefix = LayerPrefix(index);
   // Every tensor that is not a linear's: the norms, whichever the architecture has.
   for (const auto& [name, t] : NonLinearTensors(layer))
-    out.emplace_back(prefix + name, t->to(at::kHalf));
+    out.emplace_back(prefix + name, t->to(shard.stored));
   std::map<std::string, const Linear*> linears;
   for (const auto& [name, linear] : layer.Linears()) linears[name] = linear;
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;
-    if (packed) {
-      auto p = PackLinearTensors(base, q.weight, format, linears.at(q.name)->input_quant);
+    if (shard.pruned) {
+      const at::Tensor w = q.pruned.defined() ? q.pruned : linears.at(q.name)->weight;
+      if (shard.sparse24) {
+        auto p = PackSparse24(base, w.to(at::kCPU), shard.stored);
+        if (!p.ok()) return p.status();
+        for (auto& t : *p) out.push_back(std::move(t));
+      } else {
+        out.emplace_back(base + ".weight", w.to(shard.stored));
+      }
+    } else if (shard.packed) {
+      auto p = PackLinearTensors(base, q.weight, shard.format, linears.at(q.name)->input_quant);
       if (!p.ok()) return p.status();
       for (auto& t : *p) out.push_back(std::move(t));
     } else {
-      out.emplace_back(base + ".weight", q.weight.Dequantize().to(at::kHalf));
+      out.emplace_back(base + ".weight", q.weight.Dequantize().to(shard.stored));
     }
   }
   for (auto& [name, linear] : layer.Linears()) {
     if (linear->bias.defined())
-      out.emplace_back(prefix + name + ".bias", linear->bias.to(at::kHalf));
+      out.emplace_back(prefix + name + ".bias", linear->bias.to(shard.stored));
   }
   // Phi-3's fused projections are stored fused, as transformers and vLLM load them.
   if (auto s = FuseStoredTensors(config, out); !s.ok()) return s;
@@ -264,7 +284,7 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
 // With `norms`, the layer's other tensors too (norms that SmoothQuant rescaled); input scales
 // when the export quantizes activations.
 absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_t index,
-                          const std::string& path, bool packed,
+                          const std::string& path, const ShardLayout& shard,
                           const QuantizedExportOptions& export_options, bool norms,
                           std::vector<std::pair<std::string, int64_t>>* names) {
   auto file = SafetensorsFile::Open(path);
@@ -280,7 +300,12 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
   // are cut from it.
   auto dense = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string base = name.substr(0, name.size() - std::string(".weight").size());
-    if (!packed) return get(name);
+    if (shard.sparse24) {
+      auto w = UnpackSparse24(base, get);
+      if (!w.ok()) return absl::DataLossError(absl::StrCat(path, ": ", w.status().message()));
+      return w;
+    }
+    if (!shard.packed) return get(name);
     auto width = export_options.bits_by_module.find(base);
     const int bits = width == export_options.bits_by_module.end() ? export_options.gptq.quant.bits
                                                                   : width->second;
@@ -295,7 +320,7 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
     auto weight = source(prefix + name + ".weight");
     if (!weight.ok()) return weight.status();
     linear->weight = weight->to(linear->weight.device(), linear->weight.scalar_type());
-    if (packed && export_options.activations != ActivationQuant::Kind::kNone) {
+    if (shard.packed && export_options.activations != ActivationQuant::Kind::kNone) {
       auto quant = ReadInputQuant(prefix + name, get, export_options.activations);
       if (!quant.ok())
         return absl::DataLossError(absl::StrCat(path, ": ", quant.status().message()));
@@ -414,10 +439,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   const SequentialOptions& seq = o.sequential;
   const bool gptq = seq.method == SequentialOptions::Method::kGptq;
   const bool awq = seq.method == SequentialOptions::Method::kAwq;
+  const bool prune_only = seq.method == SequentialOptions::Method::kSparseGpt;
   const bool smooth = o.smoothquant_alpha >= 0.0;
   const bool act_static = o.activations == ActivationQuant::Kind::kStaticPerTensor;
   // Runs the calibration windows through the layers.
-  const bool calibrated = gptq || awq || smooth || act_static;
+  const bool calibrated = gptq || awq || prune_only || smooth || act_static;
   const at::Device device = seq.device;
   const bool cuda = device.is_cuda();
   PhaseClock clock(cuda);
@@ -436,12 +462,27 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
   const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
-  if (seq.method == SequentialOptions::Method::kSparseGpt)
-    return absl::InvalidArgumentError(
-        "SparseGPT alone writes a dense model (the prune stage); here it prunes with method gptq");
-  if (seq.sparsity.active() && !gptq)
+  const bool sparse24 =
+      prune_only && o.pruned_layout == StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;
+  if (prune_only) {
+    if (!seq.sparsity.active())
+      return absl::InvalidArgumentError("SparseGPT needs a sparsity or an n:m pattern");
+    if (sparse24 && !(seq.sparsity.n == 2 && seq.sparsity.m == 4))
+      return absl::InvalidArgumentError("the sparse-24-bitmask layout holds 2:4 sparsity only");
+    if (sparse24 && !FusedLinears(c).empty())
+      return absl::UnimplementedError(
+          absl::StrCat("the sparse-24-bitmask layout is not written for ", c.model_type,
+                       " (fused projections) yet"));
+    if (o.pruned_dtype != at::kFloat && o.pruned_dtype != at::kBFloat16 &&
+        o.pruned_dtype != at::kHalf)
+      return absl::InvalidArgumentError("a pruned model is stored in float32, bfloat16 or float16");
+    if (sparse24 && o.pruned_dtype == at::kFloat)
+      return absl::InvalidArgumentError(
+          "the sparse-24-bitmask layout is stored in bfloat16 or float16");
+  } else if (seq.sparsity.active() && !gptq) {
     return absl::InvalidArgumentError("pruning in the quantize pass needs method gptq");
-  const absl::Status packable = Packs(c, seq, o.format);
+  }
+  const absl::Status packable = prune_only ? absl::OkStatus() : Packs(c, seq, o.format);
   if (!seq.bits_by_module.empty()) {
     if (awq || (o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2))
       return absl::InvalidArgumentError(
@@ -465,7 +506,14 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     return absl::UnimplementedError(
         absl::StrCat("the compressed-tensors layout is not written for ", c.model_type,
                      " (fused projections) yet"));
-  const bool packed = packable.ok();
+  const bool packed = packable.ok() && !prune_only;
+  ShardLayout shard;
+  shard.packed = packed;
+  shard.format = o.format;
+  shard.pruned = prune_only;
+  shard.sparse24 = sparse24;
+  shard.stored = prune_only ? o.pruned_dtype : at::kHalf;
+  layer_options.pruned_dtype = shard.stored;
   QuantizedExportOptions export_options;
   export_options.gptq = seq.gptq;
   export_options.format = o.format;
@@ -473,7 +521,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   export_options.bits_by_module = seq.bits_by_module;
 
   StreamingQuantizeResult result;
-  result.format = packed ? QuantizedFormatName(o.format) : "dense";
+  result.format = sparse24 ? "sparse_24_bitmask" : packed ? QuantizedFormatName(o.format) : "dense";
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec)
@@ -491,10 +539,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   RotaryTables rope;
   if (calibrated) {
     auto embedded = EmbedCalibration(c, weights, calibration, seq, compute,
-                                     gptq     ? "GPTQ"
-                                     : awq    ? "AWQ"
-                                     : smooth ? "SmoothQuant"
-                                              : "static input scales");
+                                     gptq         ? "GPTQ"
+                                     : prune_only ? "SparseGPT"
+                                     : awq        ? "AWQ"
+                                     : smooth     ? "SmoothQuant"
+                                                  : "static input scales");
     if (!embedded.ok()) return embedded.status();
     hidden = *std::move(embedded);
     rope = MakeRotaryTables(c, calibration.size(1), device, compute);
@@ -529,9 +578,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     });
   };
 
-  // The last shard (embeddings, final norm and head in float16) does not depend on the
-  // quantization: the writer thread converts and writes it a tensor at a time from the mapped
-  // checkpoint while the layers compute.
+  // The last shard (embeddings, final norm and head in float16, or the pruned model's dtype)
+  // does not depend on the quantization: the writer thread converts and writes it a tensor at a
+  // time from the mapped checkpoint while the layers compute.
   {
     std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
     if (!c.tie_word_embeddings) names.push_back("lm_head.weight");
@@ -541,9 +590,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       if (!view.ok()) return view.status();
       TensorInfo info;
       info.name = name;
-      info.dtype = DType::kF16;
+      info.dtype = *FromScalarType(shard.stored);
       info.shape = view->info->shape;
-      info.nbytes = static_cast<uint64_t>(view->info->numel()) * 2;
+      info.nbytes = static_cast<uint64_t>(view->info->numel()) * c10::elementSize(shard.stored);
       infos.push_back(info);
       weight_map[name] = ShardName(layers, shards);
       total_size += static_cast<int64_t>(info.nbytes);
@@ -557,10 +606,10 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
               [&](size_t i, const std::function<absl::Status(absl::string_view)>& write) {
                 auto stored = Borrow(weights, names[i]);
                 if (!stored.ok()) return stored.status();
-                const at::Tensor half = stored->to(at::kHalf).contiguous();
+                const at::Tensor converted = stored->to(shard.stored).contiguous();
                 ReleasePages(weights, names[i]);
-                return write(
-                    absl::string_view(static_cast<const char*>(half.data_ptr()), half.nbytes()));
+                return write(absl::string_view(static_cast<const char*>(converted.data_ptr()),
+                                               converted.nbytes()));
               });
           if (!written.ok()) return written;
           {
@@ -590,6 +639,12 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       return out;
     });
   };
+  auto count_zeros = [&](DecoderLayer& layer) {
+    for (auto& [name, linear] : layer.Linears()) {
+      result.linear_weights += linear->weight.numel();
+      result.zero_weights += (linear->weight == 0).sum().item<int64_t>();
+    }
+  };
   std::future<absl::StatusOr<PrefetchedLayer>> next = prefetch(0);
   for (int64_t i = 0; i < layers; ++i) {
     auto fetched = next.get();
@@ -617,9 +672,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       auto path = o.finished_shard(i);
       if (!path.ok()) return path.status();
       std::vector<std::pair<std::string, int64_t>> names;
-      if (auto s = RestoreLayer(c, layer, i, *path, packed, export_options, smooth, &names);
-          !s.ok())
+      if (auto s = RestoreLayer(c, layer, i, *path, shard, export_options, smooth, &names); !s.ok())
         return s;
+      count_zeros(layer);
       for (const auto& [n, bytes] : names) {
         weight_map[n] = ShardName(i, shards);
         total_size += bytes;
@@ -660,8 +715,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       hidden = RunLayerBatched(c, layer, layer_inputs, rope, i, seq.batch_size, nullptr);
     }
     for (const QuantizedLinear& q : *quantized) result.reports.push_back(q.report);
+    count_zeros(layer);
     if (writes) {
-      auto tensors = LayerShardTensors(c, layer, i, *quantized, packed, o.format);
+      auto tensors = LayerShardTensors(c, layer, i, *quantized, shard);
       if (!tensors.ok()) return tensors.status();
       clock.Charge("pack");
       if (auto s = emit(i, ShardName(i, shards), *std::move(tensors)); !s.ok()) return s;
@@ -679,11 +735,17 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
     const std::string path = (fs::path(out_dir) / "model.safetensors.index.json").string();
     std::ofstream(path) << index.dump(2) << "\n";
-    if (packed) {
+    if (sparse24) {
+      const double sparsity = static_cast<double>(result.zero_weights) /
+                              static_cast<double>(std::max<int64_t>(result.linear_weights, 1));
+      if (auto s = WriteSparse24Config(out_dir, c, shard.stored, sparsity); !s.ok()) return s;
+    } else if (packed) {
       if (auto s = WriteQuantizedConfig(out_dir, c, export_options); !s.ok()) return s;
     } else {
       LlamaConfig dense = c;
-      dense.torch_dtype = "float16";
+      dense.torch_dtype = shard.stored == at::kBFloat16 ? "bfloat16"
+                          : shard.stored == at::kFloat  ? "float32"
+                                                        : "float16";
       std::ofstream(fs::path(out_dir) / "config.json") << LlamaConfigToJson(dense);
     }
     for (const char* name : {"model.safetensors.index.json", "config.json"}) {
@@ -702,7 +764,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   result.phase_seconds["write (writer thread, overlapped)"] = writer.busy_seconds();
   result.bytes_written = bytes_written;
   // Sizes from the config's shapes.
-  for (int64_t i = 0; i < layers; ++i) {
+  for (int64_t i = 0; i < layers && !prune_only; ++i) {
     for (const LinearShape& l : DecoderLinearShapes(c)) {
       QuantSpec spec = seq.gptq.quant;
       spec.bits = LinearBits(seq, i, l.name);

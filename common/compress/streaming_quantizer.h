@@ -10,6 +10,10 @@
 // final norm and head (float16), with model.safetensors.index.json and config.json. In the GPTQ
 // layout, layers whose shapes do not pack into 32-bit words are written dequantized (format
 // "dense"); the AWQ layout refuses such shapes.
+//
+// With Method::kSparseGpt (prune only) the same pass writes the pruned model in floating point:
+// every tensor in `pruned_dtype`, the linears dense or in compressed-tensors' sparse-24-bitmask
+// layout (sparse24_checkpoint.h), and resumes from its finished shards the same way.
 #pragma once
 
 #include <functional>
@@ -36,6 +40,9 @@ struct StreamingQuantizeOptions {
   // outputs of the quantized layers before it; they and SmoothQuant need calibration windows.
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
   double smoothquant_alpha = -1.0;
+  // Method::kSparseGpt: how the pruned linears are stored (`format` does not apply).
+  enum class PrunedLayout { kDense, kSparse24Bitmask } pruned_layout = PrunedLayout::kDense;
+  at::ScalarType pruned_dtype = at::kFloat;
   // Layers before it are finished: their shards exist (resume). `finished_shard(i)` gives the
   // local path of layer i's shard, read back to rebuild the layer's quantized weights.
   int64_t start_layer = 0;
@@ -58,6 +65,9 @@ struct StreamingQuantizeResult {
   int64_t bytes_written = 0;                    // every output file, once
   QuantizedSize quantized;
   int64_t parameters = 0;
+  // Over every decoder linear, resumed layers included: its weights, and those exactly zero.
+  int64_t linear_weights = 0;
+  int64_t zero_weights = 0;
 };
 
 // Quantizes the model in `model_dir` into files handed to `on_file`, written under `out_dir`

@@ -580,11 +580,6 @@ absl::Status ParsePruneTarget(MapReader& r, v1::PruneTarget& out, bool allow_str
   SQ_RETURN_IF_ERROR(r.Choice("method", method, {"magnitude", "wanda", "sparsegpt"}));
   SQ_RETURN_IF_ERROR(
       r.Choice("pattern", pattern, {"unstructured", "2:4", "4:8", "channels", "heads"}));
-  if (method == "sparsegpt" && !allow_structured)
-    return FieldError(r.Path("method"),
-                      "sparsegpt prunes layer by layer on calibration Hessians, which training "
-                      "does not keep; use a prune stage with method sparsegpt before the distill "
-                      "stage");
   if (method == "sparsegpt" && (pattern == "channels" || pattern == "heads"))
     return FieldError(
         r.Path("pattern"),
@@ -782,8 +777,10 @@ absl::Status ParseDistill(MapReader& r, v1::DistillStage& out, int workers) {
     SQ_RETURN_IF_ERROR(pr.Int("recover_steps", recover_steps, 1, 100000000));
     SQ_RETURN_IF_ERROR(pr.Int("calibration_batches", calibration_batches, 1, 1 << 16));
     SQ_RETURN_IF_ERROR(pr.NoUnknownFields());
-    if (schedule->target().pattern() == v1::PruneTarget::TWO_FOUR && rounds != 1)
-      return FieldError(pr.Path("rounds"), "the 2:4 pattern is reached in one round; set 1");
+    if ((schedule->target().pattern() == v1::PruneTarget::TWO_FOUR ||
+         schedule->target().pattern() == v1::PruneTarget::FOUR_EIGHT) &&
+        rounds != 1)
+      return FieldError(pr.Path("rounds"), "an n:m pattern is reached in one round; set 1");
     if (rounds * recover_steps > steps) {
       return FieldError(
           pr.Path("recover_steps"),

@@ -115,8 +115,9 @@ double SavedLinearSparsity(const std::string& dir) {
 
 // The iterative schedule as one stage: prune to 30%, recover, prune to 60%, recover. Pruning costs
 // perplexity, recovery wins some back, and the saved student holds the zeros.
-TEST(DistillJobTest, IterativePruneAndRecoverHoldsTheZeros) {
-  ServiceHarness h("distill_prune");
+// Two rounds of prune (to 30%, then 60%) and recover, by `method`; the report's prune section.
+nlohmann::json IterativePruneAndRecover(const std::string& name, const std::string& method) {
+  ServiceHarness h(name);
   h.StartCoordinator();
   h.StartWorker("w", {"--threads", "2"});
   const std::string root = SourceDir() + "/deploy";
@@ -126,30 +127,56 @@ TEST(DistillJobTest, IterativePruneAndRecoverHoldsTheZeros) {
       "/data/fortunes/evaluation.jsonl]\nstages:\n"
       "  - distill: {student: {keep_every: 1}, alpha: 0.7, steps: 16, batch_size: 4, seq_len: 64,\n"
       "              lr: 0.0002, warmup_steps: 1, log_every: 4, eval_examples: 16,\n"
-      "              prune: {method: wanda, sparsity: 0.6, rounds: 2, recover_steps: 8,\n"
+      "              prune: {method: " +
+      method +
+      ", sparsity: 0.6, rounds: 2, recover_steps: 8,\n"
       "                      calibration_batches: 2}}\n";
   v1::Job job = h.WaitFor(h.Submit(recipe).id(), Finished, 240000);
-  ASSERT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  if (job.state() != v1::SUCCEEDED) return nlohmann::json();
   const nlohmann::json report = h.Report(job);
   const nlohmann::json prune = report["stages"][0]["result"]["prune"];
-  ASSERT_TRUE(prune.is_object()) << report.dump(2);
+  EXPECT_TRUE(prune.is_object()) << report.dump(2);
+  if (!prune.is_object()) return prune;
+  EXPECT_EQ(prune["method"], method);
   EXPECT_NEAR(prune["sparsity"].get<double>(), 0.6, 0.01);
-  ASSERT_EQ(prune["rounds"].size(), 2u) << prune.dump(2);
+  EXPECT_EQ(prune["rounds"].size(), 2u) << prune.dump(2);
+  if (prune["rounds"].size() != 2u) return prune;
   EXPECT_NEAR(prune["rounds"][0]["sparsity"].get<double>(), 0.3, 0.01);
   EXPECT_EQ(prune["rounds"][1]["step"], 8);
-  for (const nlohmann::json& round : prune["rounds"]) {
-    SCOPED_TRACE(round.dump());
-    EXPECT_GT(round["perplexity_after_pruning"].get<double>(),
-              round["perplexity_before_pruning"].get<double>());
-  }
-  // At 30% the example model barely notices (within evaluation noise); at 60% pruning costs
-  // clearly and recovery wins part of it back.
+  // At 60% pruning costs clearly and recovery wins part of it back.
   const nlohmann::json& last = prune["rounds"][1];
+  EXPECT_GT(last["perplexity_after_pruning"].get<double>(),
+            last["perplexity_before_pruning"].get<double>());
   EXPECT_LT(last["perplexity_after_recovery"].get<double>(),
             last["perplexity_after_pruning"].get<double>())
       << last.dump();
   const std::string model = ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model");
-  EXPECT_NEAR(SavedLinearSparsity(model), 0.6, 0.01);
+  EXPECT_NEAR(SavedLinearSparsity(model), 0.6, 0.01) << "the zeros were held through training";
+  return prune;
+}
+
+TEST(DistillJobTest, IterativePruneAndRecoverHoldsTheZeros) {
+  const nlohmann::json prune = IterativePruneAndRecover("distill_prune", "wanda");
+  ASSERT_TRUE(prune.is_object());
+  // At 30% the example model barely notices (within evaluation noise), but Wanda's masks alone
+  // never help.
+  const nlohmann::json& first = prune["rounds"][0];
+  EXPECT_GT(first["perplexity_after_pruning"].get<double>(),
+            first["perplexity_before_pruning"].get<double>());
+}
+
+// SparseGPT's rounds prune on the Hessians of training windows and update the kept weights; each
+// round keeps the zeros of the one before. Measured on the example model, the 60% round costs
+// 5.5% perplexity (Wanda's: 12%), and the recovered student ends at 4.64 (Wanda's: 4.94).
+TEST(DistillJobTest, IterativeSparseGptPrunesAndRecovers) {
+  const nlohmann::json sparsegpt = IterativePruneAndRecover("distill_sparsegpt", "sparsegpt");
+  ASSERT_TRUE(sparsegpt.is_object());
+  const nlohmann::json& last = sparsegpt["rounds"][1];
+  EXPECT_LT(last["perplexity_after_pruning"].get<double>() /
+                last["perplexity_before_pruning"].get<double>(),
+            1.09)
+      << last.dump();
 }
 
 // Evaluate, prune with `prune_options`, evaluate, recover (the pruned model is the student, the

@@ -1,14 +1,13 @@
 // quantize: RTN, GPTQ or AWQ through the streaming quantizer, a checkpoint per layer.
+#include "services/worker/runners/layer_shard_output.h"
 #include "services/worker/runners/runners.h"
 #include "services/worker/runners/stage_io.h"
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <optional>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
@@ -26,18 +25,21 @@ namespace {
 // Mixed precision's widths: read back from the task's checkpoint when an earlier attempt chose
 // them, measured and chosen otherwise and kept there at once (rank 0). The plan's JSON is left
 // at scratch_dir/plan_name either way.
-absl::StatusOr<MixedPrecisionPlan> PlanWidths(
-    TaskContext& ctx, const std::string& model_dir, const LlamaConfig& config,
-    const at::Tensor& calibration, const StreamingQuantizeOptions& options,
-    const MixedPrecisionBudget& budget, const std::string& ckpt, const std::string& plan_name,
-    std::optional<StoredFile>& plan_file, double& seconds) {
+absl::StatusOr<MixedPrecisionPlan> PlanWidths(TaskContext& ctx, const std::string& model_dir,
+                                              const LlamaConfig& config,
+                                              const at::Tensor& calibration,
+                                              const StreamingQuantizeOptions& options,
+                                              const MixedPrecisionBudget& budget,
+                                              LayerShardOutput& shards,
+                                              const std::string& plan_name, double& seconds) {
   const std::string path = ctx.scratch_dir() + "/" + plan_name;
-  if (plan_file) {
-    if (auto s = ctx.store().FetchFile(ckpt, plan_name, path); !s.ok()) return s;
+  auto planned_before = shards.FetchCheckpointFile(plan_name, path);
+  if (!planned_before.ok()) return planned_before.status();
+  if (*planned_before) {
     auto text = ReadFileToString(path);
     if (!text.ok()) return text.status();
     ctx.Log("mixed precision: widths from the checkpoint's plan");
-    return ParseMixedPrecisionPlan(*text, ckpt + "/" + plan_name);
+    return ParseMixedPrecisionPlan(*text, "the task checkpoint's " + plan_name);
   }
   StreamingQuantizeOptions measure = options;
   measure.on_progress = [&](int64_t completed, int64_t total,
@@ -64,14 +66,9 @@ absl::StatusOr<MixedPrecisionPlan> PlanWidths(
     if (!file.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
   }
   if (ctx.lease().rank() == 0) {
-    auto stored = ctx.store().PutFileBlob(ckpt, plan_name, path, /*consume=*/false);
-    if (!stored.ok()) return stored.status();
-    // Listed in the checkpoint's manifest from now on (on_file keeps it there); released with the
-    // checkpoint, which the task deletes once its output is committed.
-    plan_file = *stored;
-    ArtifactProvenance provenance = ctx.provenance();
-    provenance.stage = "quantize-checkpoint";
-    if (auto s = ctx.store().PutManifest(ckpt, {*stored}, provenance); !s.ok()) return s;
+    // Released with the checkpoint, which the task deletes once its output is committed.
+    auto kept = shards.KeepInCheckpoint(plan_name, path);
+    if (!kept.ok()) return kept.status();
   }
   return plan;
 }
@@ -175,62 +172,11 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     calibration = *windows;
   }
 
-  // The output is written once: each layer's shard goes into the store as soon as it is written
-  // (moved, not copied, on the file backend), and the checkpoint is a manifest naming the shards
-  // done so far, so a retried task resumes after the last of them.
-  const std::string ckpt = ctx.lease().checkpoint_uri() + "/shards";
-  const std::string output = ctx.lease().output_uri();
-  std::map<int64_t, StoredFile> layer_shards;
-  std::vector<StoredFile> other_files;
+  LayerShardOutput shards(ctx, "quantize-checkpoint");
+  shards.Attach(config->num_hidden_layers, options);
   // Mixed precision's plan, kept with the checkpoint from the start so that a resumed task
   // quantizes at the widths its finished layers have.
   const std::string plan_name = "mixed_precision.json";
-  std::optional<StoredFile> plan_file;
-  if (auto done = ctx.store().Files(ckpt); done.ok()) {
-    for (const StoredFile& f : *done) {
-      if (f.name == plan_name) plan_file = f;
-      // model-000{i+1}-of-...: layer i.
-      int64_t number = 0;
-      if (f.name.rfind("model-", 0) != 0 || !absl::SimpleAtoi(f.name.substr(6, 5), &number))
-        continue;
-      if (number >= 1) layer_shards[number - 1] = f;
-    }
-  }
-  while (options.start_layer < config->num_hidden_layers && layer_shards.count(options.start_layer))
-    ++options.start_layer;
-  if (options.start_layer > 0) {
-    ctx.Log(absl::StrCat("resumed from checkpoint: ", options.start_layer,
-                         " layers already quantized"));
-  }
-  const std::string resume_dir = ctx.scratch_dir() + "/resume";
-  options.finished_shard = [&](int64_t layer) -> absl::StatusOr<std::string> {
-    const StoredFile& f = layer_shards.at(layer);
-    fs::create_directories(resume_dir);
-    const std::string path = resume_dir + "/" + f.name;
-    if (auto s = ctx.store().FetchFile(ckpt, f.name, path); !s.ok()) return s;
-    return path;
-  };
-  std::mutex files_mu;
-  options.on_file = [&](int64_t layer, const std::string& path,
-                        const std::string& name) -> absl::Status {
-    auto stored = ctx.store().PutFileBlob(output, name, path, /*consume=*/true);
-    if (!stored.ok()) return stored.status();
-    std::vector<StoredFile> done;
-    {
-      std::lock_guard<std::mutex> lock(files_mu);
-      if (layer < 0) {
-        other_files.push_back(*stored);
-        return absl::OkStatus();
-      }
-      layer_shards[layer] = *stored;
-      for (const auto& [i, f] : layer_shards) done.push_back(f);
-      if (plan_file) done.push_back(*plan_file);
-    }
-    // The checkpoint names every finished shard, which also keeps them from garbage collection.
-    ArtifactProvenance provenance = ctx.provenance();
-    provenance.stage = "quantize-checkpoint";
-    return ctx.store().PutManifest(ckpt, done, provenance);
-  };
   options.on_progress = [&](int64_t completed, int64_t total,
                             const std::string& unit) -> absl::Status {
     ctx.SetProgress(completed, total, unit);
@@ -247,8 +193,8 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   std::optional<MixedPrecisionPlan> plan;
   double sensitivity_seconds = 0.0;
   if (mixed) {
-    auto planned = PlanWidths(ctx, *model_dir, *config, calibration, options, *mixed, ckpt,
-                              plan_name, plan_file, sensitivity_seconds);
+    auto planned = PlanWidths(ctx, *model_dir, *config, calibration, options, *mixed, shards,
+                              plan_name, sensitivity_seconds);
     if (!planned.ok()) return planned.status();
     plan = *std::move(planned);
     seq.gptq.quant.bits = plan->base_bits;
@@ -257,10 +203,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     }
     // The plan is part of the output (rank 0 writes it): what each module took and why.
     if (lease.rank() == 0) {
-      auto stored = ctx.store().PutFileBlob(output, plan_name, ctx.scratch_dir() + "/" + plan_name,
-                                            /*consume=*/false);
-      if (!stored.ok()) return stored.status();
-      other_files.push_back(*stored);
+      if (auto s = shards.AddOutputFile(plan_name, ctx.scratch_dir() + "/" + plan_name,
+                                        /*consume=*/false);
+          !s.ok())
+        return s;
     }
   }
   const std::string out_dir = ctx.scratch_dir() + "/model";
@@ -273,25 +219,12 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
     return out;
   }
 
-  // The tokenizer travels with the model.
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                           "special_tokens_map.json", "generation_config.json"}) {
-    const fs::path source = fs::path(*model_dir) / name;
-    if (!fs::exists(source)) continue;
-    auto stored = ctx.store().PutFileBlob(output, name, source.string(), /*consume=*/false);
-    if (!stored.ok()) return stored.status();
-    other_files.push_back(*stored);
-  }
-  std::vector<StoredFile> files;
-  for (const auto& [i, f] : layer_shards) files.push_back(f);
-  files.insert(files.end(), other_files.begin(), other_files.end());
-  if (auto s = ctx.store().PutManifest(output, files, ctx.provenance()); !s.ok()) return s;
-  ctx.store().Delete(ctx.lease().checkpoint_uri()).IgnoreError();  // finished: served its purpose
-
+  auto files = shards.Commit(*model_dir);  // with the tokenizer
+  if (!files.ok()) return files.status();
   TaskOutput out;
-  out.outputs["model"] = output;
+  out.outputs["model"] = ctx.lease().output_uri();
   int64_t output_bytes = 0;
-  for (const StoredFile& f : files) output_bytes += f.size;
+  for (const StoredFile& f : *files) output_bytes += f.size;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const QuantizedSize& q = quantized->quantized;

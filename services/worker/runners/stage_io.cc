@@ -122,15 +122,29 @@ absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx) {
   return group;
 }
 
+const std::vector<std::string>& TokenizerFileNames() {
+  static const auto* const kNames = new std::vector<std::string>{"tokenizer.model",
+                                                                 "tokenizer.json",
+                                                                 "tokenizer_config.json",
+                                                                 "special_tokens_map.json",
+                                                                 "generation_config.json",
+                                                                 "added_tokens.json",
+                                                                 "vocab.json",
+                                                                 "merges.txt",
+                                                                 "chat_template.jinja"};
+  return *kNames;
+}
+
 absl::Status CopyTokenizerFiles(const std::string& source_dir, const std::string& out_dir) {
-  const fs::path tokenizer = fs::path(source_dir) / "tokenizer.model";
-  std::error_code ec;
-  if (fs::exists(tokenizer))
-    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model",
-                  fs::copy_options::overwrite_existing, ec);
-  if (ec)
-    return absl::UnavailableError(
-        absl::StrCat("cannot copy ", tokenizer.string(), " to ", out_dir, ": ", ec.message()));
+  for (const std::string& name : TokenizerFileNames()) {
+    const fs::path source = fs::path(source_dir) / name;
+    if (!fs::exists(source)) continue;
+    std::error_code ec;
+    fs::copy_file(source, fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec)
+      return absl::UnavailableError(
+          absl::StrCat("cannot copy ", source.string(), " to ", out_dir, ": ", ec.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -223,25 +237,6 @@ absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target) {
           absl::StrCat("prune pattern ", target.pattern(), " is not one this worker knows"));
   }
   return c;
-}
-
-absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity) {
-  SparsityRule rule;
-  switch (pattern) {
-    case PrunePattern::kUnstructured:
-      rule.sparsity = sparsity;
-      return rule;
-    case PrunePattern::k2of4:
-      rule.n = 2;
-      rule.m = 4;
-      return rule;
-    case PrunePattern::k4of8:
-      rule.n = 4;
-      rule.m = 8;
-      return rule;
-    default:
-      return absl::InvalidArgumentError("sparsegpt zeros single weights: unstructured, 2:4 or 4:8");
-  }
 }
 
 }  // namespace squeeze::worker

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/compress/gptq.h"
@@ -52,9 +53,6 @@ struct PruneChoice {
 };
 absl::StatusOr<PruneChoice> PruneChoiceOf(const v1::PruneTarget& target);
 
-// SparseGPT's rule for a pattern: `sparsity` of each block (unstructured), 2 of 4 or 4 of 8.
-absl::StatusOr<SparsityRule> SparsityRuleOf(PrunePattern pattern, double sparsity);
-
 // Writes `files` (name -> contents) into a fresh scratch directory and stores it at `uri`.
 absl::Status PutFiles(TaskContext& ctx, const std::string& name,
                       const std::map<std::string, std::string>& files, const std::string& uri);
@@ -62,7 +60,10 @@ absl::Status PutFiles(TaskContext& ctx, const std::string& name,
 // The task's gang (its lease's rank, world size and rendezvous), joined; nullptr for one rank.
 absl::StatusOr<std::unique_ptr<DataParallel>> JoinGang(TaskContext& ctx);
 
-// Copies the source model's tokenizer into `out_dir`.
+// The files of a Hugging Face model directory that are not its weights or config but travel
+// with them: the tokenizer's and the generation defaults.
+const std::vector<std::string>& TokenizerFileNames();
+// Copies those of the source model into `out_dir`.
 absl::Status CopyTokenizerFiles(const std::string& source_dir, const std::string& out_dir);
 
 // Writes `model` to `out_dir` as a Hugging Face directory in the dtype of `source_dir`'s config

@@ -80,13 +80,11 @@ TEST(PruneTest, BadInputIsNamed) {
             std::string::npos);
   EXPECT_TRUE(ParsePruneMethod("sparsegpt").ok());
   EXPECT_TRUE(ParsePrunePattern("4:8").ok());
-  // SparseGPT is not a score: masks from scores refuse it.
+  // 4:8 has no score-based masks.
   LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(1, 32, 64), 2);
   SparsityMasks masks;
-  EXPECT_NE(masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::kUnstructured, 0.5, {})
-                .message()
-                .find("sparsegpt prunes layer by layer in a prune stage"),
-            std::string::npos);
+  EXPECT_EQ(masks.Prune(model, PruneMethod::kWanda, PrunePattern::k4of8, 0.5, {}).message(),
+            "4:8 masks are chosen by sparsegpt only");
 }
 
 TEST(PruneTest, ModelMasksPruneEveryLinearAndSurviveUpdates) {
@@ -113,6 +111,55 @@ TEST(PruneTest, ModelMasksPruneEveryLinearAndSurviveUpdates) {
   SparsityMasks resumed = SparsityMasks::FromZeros(model);
   EXPECT_EQ(resumed.size(), masks.size());
   EXPECT_NEAR(resumed.Sparsity(), 0.5, 1e-6);
+}
+
+// SparseGPT in an iterative schedule: each round prunes on the Hessians of the batches, keeps
+// the zeros of the rounds before it, updates the kept weights in place (the tensors an optimizer
+// holds stay the model's), and leaves masks that hold the zeros through updates.
+TEST(PruneTest, SparseGptRoundsAreCumulativeAndPruneInPlace) {
+  LlamaModel model = LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 64), 4);
+  for (auto& [name, t] : model.NamedParameters()) t->set_requires_grad(true);
+  const LlamaModel original = LlamaModel::RandomInit(TinyLlamaConfig(2, 64, 64), 4);
+  const std::vector<at::Tensor> batches = {at::randint(0, 64, {4, 16}, at::kLong),
+                                           at::randint(0, 64, {4, 16}, at::kLong)};
+  std::vector<const void*> storage;
+  for (auto& [name, t] : model.NamedParameters()) storage.push_back(t->data_ptr());
+  SparsityMasks masks;
+  ASSERT_TRUE(
+      masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::kUnstructured, 0.3, batches).ok());
+  EXPECT_NEAR(LinearSparsity(model), 0.3, 0.01);
+  EXPECT_EQ(masks.size(), 2u * 7u);
+  const at::Tensor first_zeros = model.layer(1).down_proj.weight == 0;
+  // The kept weights moved (the OBS update), unlike a mask alone.
+  const at::Tensor kept = first_zeros.logical_not();
+  EXPECT_FALSE(at::allclose(model.layer(1).down_proj.weight.masked_select(kept),
+                            original.layer(1).down_proj.weight.masked_select(kept)));
+  ASSERT_TRUE(
+      masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::kUnstructured, 0.6, batches).ok());
+  EXPECT_NEAR(LinearSparsity(model), 0.6, 0.01);
+  EXPECT_TRUE((model.layer(1).down_proj.weight.masked_select(first_zeros) == 0).all().item<bool>())
+      << "a weight pruned in round 1 stays pruned";
+  size_t k = 0;
+  for (auto& [name, t] : model.NamedParameters()) {
+    EXPECT_EQ(t->data_ptr(), storage[k++]) << name << " was replaced, not updated in place";
+    EXPECT_TRUE(t->requires_grad()) << name;
+  }
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& [name, t] : model.NamedParameters()) t->add_(0.01);
+  }
+  masks.Apply();
+  EXPECT_NEAR(LinearSparsity(model), 0.6, 0.01);
+  // 4:8 on top of the zeros: every group of 8 has at least 4, and the earlier zeros stay.
+  const at::Tensor before = model.layer(0).q_proj.weight == 0;
+  ASSERT_TRUE(masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::k4of8, 0.5, batches).ok());
+  const at::Tensor w = model.layer(0).q_proj.weight;
+  EXPECT_TRUE((w == 0).view({w.size(0), -1, 8}).sum(-1).ge(4).all().item<bool>());
+  EXPECT_TRUE((w.masked_select(before) == 0).all().item<bool>());
+  // Without batches there are no Hessians.
+  EXPECT_EQ(
+      masks.Prune(model, PruneMethod::kSparseGpt, PrunePattern::kUnstructured, 0.7, {}).message(),
+      "sparsegpt needs calibration batches");
 }
 
 // The narrower model computes exactly what the original computes with the removed channels zeroed.

@@ -158,6 +158,24 @@ TEST(SparseGptTest, AFixedMaskKeepsAPrunedModelsZerosThroughGptq) {
   // Plain GPTQ fills the zeros in.
   const at::Tensor plain = solver->Solve(w)->weight.Dequantize();
   EXPECT_GT((plain.masked_select(keep.logical_not()) != 0).sum().item<int64_t>(), 0);
+  // With a sparsity, the fixed zeros are chosen first and the rule adds to them.
+  SparsityRule more;
+  more.keep = keep;
+  more.sparsity = 0.75;
+  auto further = solver->SolveSparse(w, more, /*quantize=*/false, 4);
+  ASSERT_TRUE(further.ok()) << further.status();
+  EXPECT_TRUE((further->weight.masked_select(keep.logical_not()) == 0).all().item<bool>());
+  // One block of 128 columns covers all 64: a quarter of it is kept.
+  EXPECT_EQ(further->keep.sum().item<int64_t>(), 16 * 64 / 4);
+  // And an n:m rule on top of them keeps at most n of every m.
+  SparsityRule pattern;
+  pattern.keep = keep;
+  pattern.n = 2;
+  pattern.m = 4;
+  auto nm = solver->SolveSparse(w, pattern, /*quantize=*/false, 4);
+  ASSERT_TRUE(nm.ok()) << nm.status();
+  EXPECT_TRUE((nm->weight.masked_select(keep.logical_not()) == 0).all().item<bool>());
+  EXPECT_TRUE((nm->weight == 0).view({16, 16, 4}).sum(-1).ge(2).all().item<bool>());
   // Bad rules are errors.
   SparsityRule bad;
   bad.n = 2;

@@ -463,3 +463,95 @@ TEST_F(StreamingQuantizerTest, TwoGlooRanksMeasureWhatOneRankMeasures) {
 
 }  // namespace
 }  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+StreamingQuantizeOptions SparseGptOptions(int n, int m, double sparsity) {
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kSparseGpt;
+  o.sequential.gptq.quant.group_size = -1;
+  o.sequential.sparsity.n = n;
+  o.sequential.sparsity.m = m;
+  o.sequential.sparsity.sparsity = sparsity;
+  return o;
+}
+
+// SparseGPT alone on the streaming pass: the pruned model in floating point, weight for weight
+// the one the in-memory pass makes, and resumable from its shards.
+TEST_F(StreamingQuantizerTest, SparseGptWritesThePrunedModelTheInMemoryPassMakes) {
+  const std::string in = Save(TinyConfig());
+  const StreamingQuantizeOptions o = SparseGptOptions(0, 0, 0.5);
+  auto result = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "out").string(), o);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->format, "dense");
+  EXPECT_EQ(result->reports.size(), 21u);
+  EXPECT_NEAR(static_cast<double>(result->zero_weights) / result->linear_weights, 0.5, 1e-3);
+
+  LlamaModel expected = *LlamaModel::Load(in);
+  SequentialOptions seq = o.sequential;
+  ASSERT_TRUE(QuantizeSequential(expected, calibration_, seq).ok());
+  auto loaded = LoadModel((dir_ / "out").string());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (int64_t i = 0; i < 3; ++i) {
+    auto want = expected.layer(i).Linears();
+    auto got = loaded->layer(i).Linears();
+    for (size_t k = 0; k < want.size(); ++k) {
+      SCOPED_TRACE(want[k].first);
+      EXPECT_TRUE(at::equal(got[k].second->weight == 0, want[k].second->weight == 0));
+      EXPECT_TRUE(at::allclose(got[k].second->weight, want[k].second->weight, 1e-5, 1e-6));
+    }
+  }
+  std::ifstream config(dir_ / "out" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(config)["torch_dtype"], "float32");
+
+  ResumeWritesTheSameShards(in, dir_, calibration_, o);
+}
+
+TEST_F(StreamingQuantizerTest, SparseGptTwoFourStreamsIntoTheBitmaskLayoutAndResumes) {
+  const std::string in = Save(TinyConfig());
+  StreamingQuantizeOptions o = SparseGptOptions(2, 4, 0.0);
+  o.pruned_dtype = at::kHalf;
+  auto dense = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "dense").string(), o);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  o.pruned_layout = StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;
+  auto sparse = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "sparse").string(), o);
+  ASSERT_TRUE(sparse.ok()) << sparse.status();
+  EXPECT_EQ(sparse->format, "sparse_24_bitmask");
+  EXPECT_EQ(sparse->zero_weights * 2, sparse->linear_weights);
+  std::ifstream index(dir_ / "sparse" / "model.safetensors.index.json");
+  const auto map = nlohmann::json::parse(index)["weight_map"];
+  EXPECT_EQ(map["model.layers.1.mlp.up_proj.bitmask"], "model-00002-of-00004.safetensors");
+  std::ifstream config(dir_ / "sparse" / "config.json");
+  const auto sparsity = nlohmann::json::parse(config)["quantization_config"]["sparsity_config"];
+  EXPECT_EQ(sparsity["format"], "sparse-24-bitmask");
+  EXPECT_DOUBLE_EQ(sparsity["global_sparsity"].get<double>(), 0.5);
+  // Both layouts load to the same model.
+  auto a = LoadModel((dir_ / "dense").string());
+  auto b = LoadModel((dir_ / "sparse").string());
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  const at::Tensor ids = calibration_.slice(0, 0, 2);
+  EXPECT_TRUE(at::equal(a->Forward(ids), b->Forward(ids)));
+
+  ResumeWritesTheSameShards(in, dir_, calibration_, o);
+}
+
+TEST_F(StreamingQuantizerTest, SparseGptBadOptionsAreRefusedBeforeAnyWork) {
+  const std::string in = Save(TinyConfig());
+  auto message = [&](const StreamingQuantizeOptions& o) {
+    auto r = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "bad").string(), o);
+    EXPECT_FALSE(r.ok());
+    EXPECT_FALSE(fs::exists(dir_ / "bad" / "model-00004-of-00004.safetensors"));
+    return std::string(r.status().message());
+  };
+  EXPECT_EQ(message(SparseGptOptions(0, 0, 0.0)), "SparseGPT needs a sparsity or an n:m pattern");
+  StreamingQuantizeOptions o = SparseGptOptions(0, 0, 0.5);
+  o.pruned_layout = StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;
+  EXPECT_EQ(message(o), "the sparse-24-bitmask layout holds 2:4 sparsity only");
+  o = SparseGptOptions(2, 4, 0.0);
+  o.pruned_layout = StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;
+  EXPECT_EQ(message(o), "the sparse-24-bitmask layout is stored in bfloat16 or float16");
+}
+
+}  // namespace
+}  // namespace squeeze

@@ -93,6 +93,15 @@ TEST(RecipeTest, DistillPruneScheduleDefaults) {
   EXPECT_EQ(p.rounds(), 3);
   EXPECT_EQ(p.recover_steps(), 30);  // the steps shared out over the rounds
   EXPECT_EQ(p.calibration_batches(), 4);
+
+  // SparseGPT joins the schedule: its rounds prune on the Hessians of the calibration batches.
+  auto sparsegpt = ParseRecipe(
+      "model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, steps: 90, "
+      "prune: {method: sparsegpt, sparsity: 0.5, rounds: 2}}\n");
+  ASSERT_TRUE(sparsegpt.ok()) << sparsegpt.status();
+  EXPECT_EQ(sparsegpt->stages[0].options.distill().prune().target().method(),
+            v1::PruneTarget::SPARSEGPT);
+  EXPECT_EQ(sparsegpt->stages[0].options.distill().prune().rounds(), 2);
 }
 
 TEST(RecipeTest, AliasesDuplicateKeysAndOversizedRecipesAreRefused) {
@@ -310,10 +319,13 @@ TEST(RecipeTest, ErrorsNameTheFieldPath) {
        "stages[0].distill.prune.sparsity: must be in (0, 1), got 1"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
        "{pattern: \"2:4\", rounds: 2}}\n",
-       "stages[0].distill.prune.rounds: the 2:4 pattern is reached in one round"},
+       "stages[0].distill.prune.rounds: an n:m pattern is reached in one round"},
       {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
-       "{method: sparsegpt}}\n",
-       "stages[0].distill.prune.method: sparsegpt prunes layer by layer"},
+       "{method: sparsegpt, pattern: \"4:8\", rounds: 3}}\n",
+       "stages[0].distill.prune.rounds: an n:m pattern is reached in one round"},
+      {"model: /m\ndata: {train: /t}\nstages:\n  - distill: {student: {keep_every: 1}, prune: "
+       "{method: sparsegpt, pattern: channels}}\n",
+       "stages[0].distill.prune.pattern: sparsegpt zeros single weights"},
       {head + "stages:\n  - calibrate: {samples: 0}\n", "stages[0].calibrate.samples"},
       {"model: /m\nstages:\n  - calibrate: {}\n",
        "data.calibration: required by stages[0].calibrate"},
@@ -442,14 +454,12 @@ stages:
   EXPECT_EQ(q.prune().method(), v1::PruneTarget::SPARSEGPT);
   EXPECT_EQ(q.prune().pattern(), v1::PruneTarget::FOUR_EIGHT);
   EXPECT_DOUBLE_EQ(q.prune().sparsity(), 0.5);
-  // The distill schedule keeps to score-based masks.
+  // The distill schedule prunes with it too (on the training windows).
   auto d = ParseRecipe(
       "model: /m\ndata: {train: /t, calibration: /c}\nstages:\n  - distill: {student: "
       "{keep_every: 1}, prune: {method: sparsegpt}}\n");
-  ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.status().message().find("prune.method: sparsegpt prunes layer by layer"),
-            std::string::npos)
-      << d.status();
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->stages[0].options.distill().prune().target().method(), v1::PruneTarget::SPARSEGPT);
 }
 
 // Every example recipe in deploy/recipes parses and passes the submit-time checks against the
