@@ -17,9 +17,12 @@
 # With --prune 0.5 (or --prune 2:4) SparseGPT prunes in the same GPTQ pass (joint sparsity and
 # quantization).
 #
+# With --method nf4 it runs NF4 (block 64, double quantization, bitsandbytes' layout; no
+# calibration).
+#
 # usage: bench/gptq_8b.sh BUILD_DIR WORK_DIR [--layers 32] [--method gptq|awq]
 #            [--activations static|dynamic] [--smoothquant ALPHA] [--average-bits B]
-#            [--prune SPARSITY|2:4]
+#            [--prune SPARSITY|2:4]   (--method nf4 takes none of the options after it)
 set -euo pipefail
 build=${1:?build directory}
 work=${2:?work directory (needs about 25 GB)}
@@ -40,7 +43,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-case "$method" in gptq|awq) ;; *) echo "--method: expected gptq or awq, got $method" >&2; exit 2 ;; esac
+case "$method" in gptq|awq|nf4) ;; *) echo "--method: expected gptq, awq or nf4, got $method" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 rm -rf "$work/state"
@@ -50,12 +53,16 @@ if [ ! -f "$work/gen.json" ] || ! grep -qs "\"num_hidden_layers\": $layers," "$w
   python3 "$here/make_llama_checkpoint.py" "$work/model" --layers "$layers" > "$work/gen.json"
 fi
 gen=$(cat "$work/gen.json")
+if [ "$method" = nf4 ]; then
+  stage="quantize: {method: nf4}"
+else
+  stage="quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8$mixed, calibration_samples: 128, calibration_seq_len: 2048}"
+fi
 cat > "$work/recipe.yaml" <<YAML
 model: $work/model
 data: {calibration: $work/calibration.jsonl}
 stages:
-  - quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8$mixed, calibration_samples: 128,
-               calibration_seq_len: 2048}
+  - $stage
 YAML
 sync
 start=$(date +%s.%N)

@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format git python3 python3-yaml
+  # independent readers of the formats we write (bitsandbytes 4-bit)
+  python3-numpy
   # libtorch (CPU) and an optimized BLAS behind Debian's libblas.so.3
   libtorch-dev libgloo-dev libopenblas0-pthread
   # common C++ libraries

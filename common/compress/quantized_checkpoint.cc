@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/compress/awq_format.h"
+#include "common/compress/float4.h"
 #include "common/compress/gptq_checkpoint.h"
 #include "common/compress/sparse24_checkpoint.h"
 #include "common/tensor/torch_tensor.h"
@@ -30,6 +31,7 @@ struct StoredLayout {
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
   std::vector<DynamicOverride> overrides;  // GPTQ only
   bool sparse24 = false;                   // compressed-tensors sparse-24-bitmask, not quantized
+  bool bnb4bit = false;                    // bitsandbytes 4-bit (float4.h)
 };
 
 std::string EscapeRegex(const std::string& s) {
@@ -142,6 +144,13 @@ absl::StatusOr<StoredLayout> ParseQuantizationConfig(const json& qc,
   };
   const std::string method = qc.value("quant_method", "");
   if (method == "compressed-tensors") return ParseCompressedTensors(qc, config_path);
+  if (method == "bitsandbytes") {
+    if (qc.value("load_in_4bit", false) != true)
+      return field_error("load_in_4bit", "only 4-bit bitsandbytes checkpoints are read");
+    StoredLayout layout{QuantizedFormat::kGptq, 4, -1};
+    layout.bnb4bit = true;
+    return layout;
+  }
   StoredLayout layout;
   if (!qc.value("bits", json(4)).is_number_integer())
     return field_error("bits", "expected an integer");
@@ -507,6 +516,14 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
   auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string suffix = ".weight";
     const std::string prefix = name.substr(0, name.size() - suffix.size());
+    if (layout->bnb4bit &&
+        HasBnb4bit(name, [&](const std::string& n) { return weights.Contains(n); })) {
+      auto w = UnpackBnb4bit(name, get);
+      if (!w.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat(weights.FileOf(name), ": ", w.status().message()));
+      return w->Dequantize();
+    }
     if (layout->sparse24 && weights.Contains(prefix + ".bitmask")) {
       auto dense = UnpackSparse24(prefix, get);
       if (!dense.ok())

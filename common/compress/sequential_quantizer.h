@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/compress/awq.h"
+#include "common/compress/float4.h"
 #include "common/compress/gptq.h"
 #include "common/data/text_dataset.h"
 #include "common/dist/collectives.h"
@@ -102,7 +103,8 @@ struct QuantizedLinear {
   std::string name;        // "self_attn.q_proj"
   QuantizedWeight weight;  // empty for Method::kSparseGpt
   LinearReport report;
-  at::Tensor pruned;  // Method::kSparseGpt: the pruned weight, float32, exact zeros
+  at::Tensor pruned;    // Method::kSparseGpt: the pruned weight, float32, exact zeros
+  Float4Weight float4;  // NF4 / FP4 (the streaming quantizer): the codes, when `packed` is set
 };
 
 // Quantizes decoder layer `index` (on the device, in the dtype it computes in) in the true

@@ -237,6 +237,7 @@ struct ShardLayout {
   QuantizedFormat format = QuantizedFormat::kGptq;
   bool pruned = false;
   bool sparse24 = false;
+  bool float4 = false;                // bitsandbytes' NF4 / FP4 layout
   at::ScalarType stored = at::kHalf;  // every floating-point tensor of the shard
 };
 
@@ -253,7 +254,11 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LayerShardTensor
   for (const auto& [name, linear] : layer.Linears()) linears[name] = linear;
   for (const QuantizedLinear& q : quantized) {
     const std::string base = prefix + q.name;
-    if (shard.pruned) {
+    if (shard.float4) {
+      auto p = PackBnb4bit(base + ".weight", q.float4, shard.stored);
+      if (!p.ok()) return p.status();
+      for (auto& t : *p) out.push_back(std::move(t));
+    } else if (shard.pruned) {
       const at::Tensor w = q.pruned.defined() ? q.pruned : linears.at(q.name)->weight;
       if (shard.sparse24) {
         auto p = PackSparse24(base, w.to(at::kCPU), shard.stored);
@@ -300,6 +305,11 @@ absl::Status RestoreLayer(const LlamaConfig& config, DecoderLayer& layer, int64_
   // are cut from it.
   auto dense = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string base = name.substr(0, name.size() - std::string(".weight").size());
+    if (shard.float4) {
+      auto w = UnpackBnb4bit(name, get);
+      if (!w.ok()) return absl::DataLossError(absl::StrCat(path, ": ", w.status().message()));
+      return w->Dequantize();
+    }
     if (shard.sparse24) {
       auto w = UnpackSparse24(base, get);
       if (!w.ok()) return absl::DataLossError(absl::StrCat(path, ": ", w.status().message()));
@@ -430,6 +440,30 @@ absl::StatusOr<std::vector<QuantizedLinear>> AwqLayer(const LlamaConfig& c, Deco
   return out;
 }
 
+// NF4 / FP4 over one layer: every linear alone, no calibration; its loss is the squared error.
+absl::StatusOr<std::vector<QuantizedLinear>> Float4Layer(DecoderLayer& layer, int64_t index,
+                                                         const Float4Options& options,
+                                                         PhaseClock& clock) {
+  std::vector<QuantizedLinear> out;
+  for (auto& [name, linear] : layer.Linears()) {
+    const auto start = std::chrono::steady_clock::now();
+    auto q = QuantizeFloat4(linear->weight, options);
+    if (!q.ok())
+      return absl::Status(q.status().code(),
+                          absl::StrCat(LayerPrefix(index), name, ": ", q.status().message()));
+    const at::Tensor w = q->Dequantize();
+    QuantizedLinear l{name, {}, {index, name, 0.0, 0.0, 4}};
+    l.report.loss = (w - linear->weight.to(at::kFloat)).pow(2).sum().item<double>();
+    linear->weight = w.to(linear->weight.device(), linear->weight.scalar_type());
+    l.report.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    l.float4 = *std::move(q);
+    out.push_back(std::move(l));
+  }
+  clock.Charge("solve");
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
@@ -464,6 +498,19 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   const at::ScalarType compute = cuda ? at::kBFloat16 : at::kFloat;
   const bool sparse24 =
       prune_only && o.pruned_layout == StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;
+  const bool float4 = o.float4.has_value();
+  if (float4) {
+    if (seq.method != SequentialOptions::Method::kRtn || seq.sparsity.active() ||
+        !seq.bits_by_module.empty() || smooth || o.activations != ActivationQuant::Kind::kNone)
+      return absl::InvalidArgumentError(
+          "nf4 and fp4 quantize every linear alone (no GPTQ, AWQ, pruning, mixed widths or "
+          "activation quantization)");
+    if (!FusedLinears(c).empty())
+      return absl::UnimplementedError(absl::StrCat("the bitsandbytes layout is not written for ",
+                                                   c.model_type, " (fused projections) yet"));
+    if (o.float_dtype != at::kFloat && o.float_dtype != at::kBFloat16 && o.float_dtype != at::kHalf)
+      return absl::InvalidArgumentError("nf4 models are stored in float32, bfloat16 or float16");
+  }
   if (prune_only) {
     if (!seq.sparsity.active())
       return absl::InvalidArgumentError("SparseGPT needs a sparsity or an n:m pattern");
@@ -473,16 +520,15 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       return absl::UnimplementedError(
           absl::StrCat("the sparse-24-bitmask layout is not written for ", c.model_type,
                        " (fused projections) yet"));
-    if (o.pruned_dtype != at::kFloat && o.pruned_dtype != at::kBFloat16 &&
-        o.pruned_dtype != at::kHalf)
+    if (o.float_dtype != at::kFloat && o.float_dtype != at::kBFloat16 && o.float_dtype != at::kHalf)
       return absl::InvalidArgumentError("a pruned model is stored in float32, bfloat16 or float16");
-    if (sparse24 && o.pruned_dtype == at::kFloat)
+    if (sparse24 && o.float_dtype == at::kFloat)
       return absl::InvalidArgumentError(
           "the sparse-24-bitmask layout is stored in bfloat16 or float16");
   } else if (seq.sparsity.active() && !gptq) {
     return absl::InvalidArgumentError("pruning in the quantize pass needs method gptq");
   }
-  const absl::Status packable = prune_only ? absl::OkStatus() : Packs(c, seq, o.format);
+  const absl::Status packable = prune_only || float4 ? absl::OkStatus() : Packs(c, seq, o.format);
   if (!seq.bits_by_module.empty()) {
     if (awq || (o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2))
       return absl::InvalidArgumentError(
@@ -506,13 +552,14 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     return absl::UnimplementedError(
         absl::StrCat("the compressed-tensors layout is not written for ", c.model_type,
                      " (fused projections) yet"));
-  const bool packed = packable.ok() && !prune_only;
+  const bool packed = packable.ok() && !prune_only && !float4;
   ShardLayout shard;
   shard.packed = packed;
   shard.format = o.format;
   shard.pruned = prune_only;
   shard.sparse24 = sparse24;
-  shard.stored = prune_only ? o.pruned_dtype : at::kHalf;
+  shard.float4 = float4;
+  shard.stored = prune_only || float4 ? o.float_dtype : at::kHalf;
   layer_options.pruned_dtype = shard.stored;
   QuantizedExportOptions export_options;
   export_options.gptq = seq.gptq;
@@ -521,14 +568,18 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   export_options.bits_by_module = seq.bits_by_module;
 
   StreamingQuantizeResult result;
-  result.format = sparse24 ? "sparse_24_bitmask" : packed ? QuantizedFormatName(o.format) : "dense";
+  result.format = sparse24 ? "sparse_24_bitmask"
+                  : float4 ? "bitsandbytes_" + Float4TypeName(o.float4->type)
+                  : packed ? QuantizedFormatName(o.format)
+                           : "dense";
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec)
     return absl::UnavailableError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
 
-  // Validate every linear's options against its shape before any work.
-  for (const LinearShape& l : DecoderLinearShapes(c)) {
+  // Validate every linear's options against its shape before any work (NF4's blocks run over
+  // the flattened weight: any shape).
+  for (const LinearShape& l : float4 ? std::vector<LinearShape>() : DecoderLinearShapes(c)) {
     if (auto s = ValidateGptqOptions(seq.gptq, l.in); !s.ok())
       return absl::InvalidArgumentError(
           absl::StrCat(l.name, " (", l.in, " inputs): ", s.message()));
@@ -699,8 +750,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     // GPTQ overwrites `hidden` with the layer's outputs in place; W8A8 reads the inputs again.
     const bool reads_inputs_again = o.activations != ActivationQuant::Kind::kNone || smooth;
     const at::Tensor layer_inputs = gptq && reads_inputs_again ? hidden.clone() : hidden;
-    auto quantized = awq ? AwqLayer(c, layer, hidden, rope, i, seq, clock)
-                         : QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
+    auto quantized = float4 ? Float4Layer(layer, i, *o.float4, clock)
+                     : awq  ? AwqLayer(c, layer, hidden, rope, i, seq, clock)
+                            : QuantizeDecoderLayer(c, layer, hidden, rope, i, layer_options);
     if (!quantized.ok()) return quantized.status();
     if (o.activations != ActivationQuant::Kind::kNone) {
       if (auto s = SetInputQuant(c, layer, layer_inputs, rope, i, seq.batch_size, o.activations,
@@ -735,7 +787,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
     const std::string path = (fs::path(out_dir) / "model.safetensors.index.json").string();
     std::ofstream(path) << index.dump(2) << "\n";
-    if (sparse24) {
+    if (float4) {
+      if (auto s = WriteBnb4bitConfig(out_dir, c, *o.float4, shard.stored); !s.ok()) return s;
+    } else if (sparse24) {
       const double sparsity = static_cast<double>(result.zero_weights) /
                               static_cast<double>(std::max<int64_t>(result.linear_weights, 1));
       if (auto s = WriteSparse24Config(out_dir, c, shard.stored, sparsity); !s.ok()) return s;
@@ -769,7 +823,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       QuantSpec spec = seq.gptq.quant;
       spec.bits = LinearBits(seq, i, l.name);
       result.quantized.weights += l.out * l.in;
-      result.quantized.bits += l.out * l.in * BitsPerWeight(spec, l.in);
+      result.quantized.bits +=
+          l.out * l.in * (float4 ? Float4BitsPerWeight(*o.float4) : BitsPerWeight(spec, l.in));
     }
   }
   for (const auto& [name, shape] : CheckpointTensorShapes(c)) {

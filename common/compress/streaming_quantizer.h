@@ -12,16 +12,22 @@
 // "dense"); the AWQ layout refuses such shapes.
 //
 // With Method::kSparseGpt (prune only) the same pass writes the pruned model in floating point:
-// every tensor in `pruned_dtype`, the linears dense or in compressed-tensors' sparse-24-bitmask
+// every tensor in `float_dtype`, the linears dense or in compressed-tensors' sparse-24-bitmask
 // layout (sparse24_checkpoint.h), and resumes from its finished shards the same way.
+//
+// With `float4` set (and Method::kRtn) every decoder linear is quantized to NF4 or FP4 blockwise
+// (float4.h) and written in bitsandbytes' 4-bit layout, the other tensors in `float_dtype`; no
+// calibration.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/compress/float4.h"
 #include "common/compress/mixed_precision.h"
 #include "common/compress/quantized_checkpoint.h"
 #include "common/compress/sequential_quantizer.h"
@@ -42,7 +48,10 @@ struct StreamingQuantizeOptions {
   double smoothquant_alpha = -1.0;
   // Method::kSparseGpt: how the pruned linears are stored (`format` does not apply).
   enum class PrunedLayout { kDense, kSparse24Bitmask } pruned_layout = PrunedLayout::kDense;
-  at::ScalarType pruned_dtype = at::kFloat;
+  // NF4 / FP4 in bitsandbytes' layout instead of `format` (method kRtn).
+  std::optional<Float4Options> float4;
+  // Pruned and NF4 outputs: the dtype of every floating-point tensor stored.
+  at::ScalarType float_dtype = at::kFloat;
   // Layers before it are finished: their shards exist (resume). `finished_shard(i)` gives the
   // local path of layer i's shard, read back to rebuild the layer's quantized weights.
   int64_t start_layer = 0;

@@ -397,9 +397,47 @@ absl::Status ParseMixedPrecision(MapReader& r, const std::string& method, bool w
   return m.NoUnknownFields();
 }
 
+// NF4 / FP4: a codebook per 4 bits, blockwise absmax, optional double quantization; nothing of
+// GPTQ's or AWQ's applies.
+absl::Status ParseFloat4Quantize(MapReader& r, const std::string& method, v1::QuantizeStage& out) {
+  for (const char* other : {"act_order", "static_groups", "damp", "block_size", "sym",
+                            "activations", "prune", "mixed_precision", "smoothquant_alpha", "grid",
+                            "clip", "max_shrink", "calibration_samples", "calibration_seq_len"}) {
+    if (r.Get(other))
+      return FieldError(r.Path(other), absl::StrCat("method ", method,
+                                                    " quantizes each weight to its codebook "
+                                                    "alone; it takes no ",
+                                                    other));
+  }
+  if (YAML::Node b = r.Get("bits")) {
+    int64_t v;
+    if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) || v != 4)
+      return FieldError(r.Path("bits"),
+                        absl::StrCat("method ", method, " is 4-bit; got ", b.Scalar()));
+  }
+  int64_t block = 64;
+  SQ_RETURN_IF_ERROR(r.Int("group_size", block, 32, 4096));
+  if ((block & (block - 1)) != 0)
+    return FieldError(
+        r.Path("group_size"),
+        absl::StrCat("the absmax block must be a power of two from 32 to 4096, got ", block));
+  bool double_quant = true;
+  SQ_RETURN_IF_ERROR(r.Bool("double_quant", double_quant));
+  std::string format = "bitsandbytes";
+  SQ_RETURN_IF_ERROR(r.Choice("format", format, {"bitsandbytes"}));
+  out.set_method(method == "nf4" ? v1::QuantizeStage::NF4 : v1::QuantizeStage::FP4);
+  out.set_bits(4);
+  out.set_group_size(block);
+  out.set_double_quant(double_quant);
+  out.set_format(v1::QuantizeStage::FORMAT_BITSANDBYTES);
+  return absl::OkStatus();
+}
+
 absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
   std::string method = "rtn";
-  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq", "awq"}));
+  SQ_RETURN_IF_ERROR(r.Choice("method", method, {"rtn", "gptq", "awq", "nf4", "fp4"}));
+  if (method == "nf4" || method == "fp4") return ParseFloat4Quantize(r, method, out);
+  if (r.Get("double_quant")) return FieldError(r.Path("double_quant"), "is an nf4 / fp4 setting");
   // W8A8: int8 inputs too. Its weights are 8-bit, symmetric, per output channel (what INT8 GEMM
   // kernels take), so those are its defaults and other values are refused.
   std::string activations = "none";

@@ -49,9 +49,9 @@ absl::StatusOr<TaskOutput> PruneSparseGpt(TaskContext& ctx, const v1::PruneStage
                                    : StreamingQuantizeOptions::PrunedLayout::kDense;
   // The source's dtype where it is bfloat16; otherwise float32, as the in-memory stages save
   // (the bitmask layout, which vLLM reads in 16 bits, float16).
-  options.pruned_dtype = config->torch_dtype == "bfloat16" ? at::kBFloat16
-                         : sparse24                        ? at::kHalf
-                                                           : at::kFloat;
+  options.float_dtype = config->torch_dtype == "bfloat16" ? at::kBFloat16
+                        : sparse24                        ? at::kHalf
+                                                          : at::kFloat;
   auto calibration = CalibrationWindows(ctx, *model_dir, *config, spec.calibration());
   if (!calibration.ok()) return calibration.status();
   if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());

@@ -98,6 +98,15 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       seq.awq.clip = spec.awq().clip();
       seq.awq.max_shrink = spec.awq().max_shrink();
       break;
+    case v1::QuantizeStage::NF4:
+    case v1::QuantizeStage::FP4:
+      // Every linear alone against its codebook: the RTN path, stored in bitsandbytes' layout.
+      seq.method = SequentialOptions::Method::kRtn;
+      method = spec.method() == v1::QuantizeStage::NF4 ? "nf4" : "fp4";
+      options.float4 = Float4Options{
+          spec.method() == v1::QuantizeStage::NF4 ? Float4Type::kNf4 : Float4Type::kFp4,
+          spec.group_size(), spec.double_quant()};
+      break;
     default:  // never a silent fallback to another method
       return absl::InvalidArgumentError(
           absl::StrCat("quantize method ", spec.method(), " is not one this worker knows"));
@@ -112,6 +121,10 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       break;
     case v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS:
       options.format = QuantizedFormat::kCompressedTensorsInt8;
+      break;
+    case v1::QuantizeStage::FORMAT_BITSANDBYTES:
+      if (!options.float4)
+        return absl::InvalidArgumentError("quantize format bitsandbytes holds nf4 or fp4 only");
       break;
     default:
       return absl::InvalidArgumentError(
@@ -163,6 +176,9 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   if (!model_dir.ok()) return model_dir.status();
   auto config = LoadLlamaConfig(*model_dir);
   if (!config.ok()) return config.status();
+  // bitsandbytes' compute dtype, which its unquantized tensors are stored in: the source's when
+  // it is bfloat16, float16 otherwise.
+  options.float_dtype = config->torch_dtype == "bfloat16" ? at::kBFloat16 : at::kHalf;
   at::Tensor calibration;
   if (seq.method != SequentialOptions::Method::kRtn ||
       options.activations == ActivationQuant::Kind::kStaticPerTensor ||

@@ -511,7 +511,7 @@ TEST_F(StreamingQuantizerTest, SparseGptWritesThePrunedModelTheInMemoryPassMakes
 TEST_F(StreamingQuantizerTest, SparseGptTwoFourStreamsIntoTheBitmaskLayoutAndResumes) {
   const std::string in = Save(TinyConfig());
   StreamingQuantizeOptions o = SparseGptOptions(2, 4, 0.0);
-  o.pruned_dtype = at::kHalf;
+  o.float_dtype = at::kHalf;
   auto dense = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "dense").string(), o);
   ASSERT_TRUE(dense.ok()) << dense.status();
   o.pruned_layout = StreamingQuantizeOptions::PrunedLayout::kSparse24Bitmask;

@@ -462,6 +462,39 @@ stages:
   EXPECT_EQ(d->stages[0].options.distill().prune().target().method(), v1::PruneTarget::SPARSEGPT);
 }
 
+TEST(RecipeTest, Nf4TakesItsBlockAndDoubleQuantizationAndNothingOfGptqs) {
+  auto r = ParseRecipe(
+      "model: /m\nstages:\n  - quantize: {method: nf4}\n  - quantize: {method: fp4, "
+      "group_size: 128, double_quant: false}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const v1::QuantizeStage& nf4 = r->stages[0].options.quantize();
+  EXPECT_EQ(nf4.method(), v1::QuantizeStage::NF4);
+  EXPECT_EQ(nf4.group_size(), 64);
+  EXPECT_TRUE(nf4.double_quant());
+  EXPECT_EQ(nf4.format(), v1::QuantizeStage::FORMAT_BITSANDBYTES);
+  const v1::QuantizeStage& fp4 = r->stages[1].options.quantize();
+  EXPECT_EQ(fp4.method(), v1::QuantizeStage::FP4);
+  EXPECT_EQ(fp4.group_size(), 128);
+  EXPECT_FALSE(fp4.double_quant());
+  auto message = [](const std::string& stage) {
+    auto bad = ParseRecipe("model: /m\nstages:\n  - quantize: " + stage + "\n");
+    return bad.ok() ? std::string("ok") : std::string(bad.status().message());
+  };
+  EXPECT_NE(message("{method: nf4, bits: 8}").find("stages[0].quantize.bits: method nf4 is 4-bit"),
+            std::string::npos);
+  EXPECT_NE(message("{method: nf4, group_size: 48}")
+                .find("stages[0].quantize.group_size: the absmax block must be a power of two"),
+            std::string::npos);
+  EXPECT_NE(message("{method: nf4, act_order: true}")
+                .find("stages[0].quantize.act_order: method nf4 quantizes each weight"),
+            std::string::npos);
+  EXPECT_NE(message("{method: gptq, double_quant: true}")
+                .find("stages[0].quantize.double_quant: is an nf4 / fp4 setting"),
+            std::string::npos);
+  EXPECT_NE(message("{method: nf4, format: gptq}").find("stages[0].quantize.format"),
+            std::string::npos);
+}
+
 // Every example recipe in deploy/recipes parses and passes the submit-time checks against the
 // example teacher and data it names.
 TEST(RecipeTest, ExampleRecipesAreValid) {

@@ -211,6 +211,44 @@ TEST_F(QuantizeRunnerTest, W8A8WritesCompressedTensorsWithStaticInputScales) {
 // Mixed precision as a job stage: widths measured and chosen within the budget, each linear
 // quantized at its width, the plan in the artifact; a retried task takes the widths its checkpoint
 // recorded instead of measuring again.
+// NF4 with double quantization: bitsandbytes' layout, its quantization_config, the tokenizer
+// beside it, and a model our loader reads.
+TEST_F(QuantizeRunnerTest, Nf4WritesTheBitsandbytesLayout) {
+  v1::StageOptions o;
+  v1::QuantizeStage* q = o.mutable_quantize();
+  q->set_method(v1::QuantizeStage::NF4);
+  q->set_bits(4);
+  q->set_group_size(64);
+  q->set_double_quant(true);
+  q->set_format(v1::QuantizeStage::FORMAT_BITSANDBYTES);
+  std::ofstream(dir_ / "model" / "tokenizer.json") << "{}";
+  auto out = Run(Lease(o));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const v1::QuantizeResult& result = out->result.quantize();
+  EXPECT_EQ(result.method(), "nf4");
+  EXPECT_EQ(result.format(), "bitsandbytes_nf4");
+  EXPECT_NEAR(result.bits_per_quantized_weight(), 4.127, 1e-3);
+  const std::string uri = out->outputs.at("model");
+  auto config =
+      nlohmann::json::parse(*store_->ReadArtifactRange(uri, "config.json", 0, -1, nullptr));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "bitsandbytes");
+  EXPECT_EQ(config["quantization_config"]["bnb_4bit_compute_dtype"], "float16");
+  auto index = nlohmann::json::parse(
+      *store_->ReadArtifactRange(uri, "model.safetensors.index.json", 0, -1, nullptr));
+  EXPECT_TRUE(index["weight_map"].contains(
+      "model.layers.1.mlp.down_proj.weight.quant_state.bitsandbytes__nf4"));
+  EXPECT_TRUE(index["weight_map"].contains("model.layers.1.mlp.down_proj.weight.nested_absmax"));
+  EXPECT_EQ(*store_->ReadArtifactRange(uri, "tokenizer.json", 0, -1, nullptr), "{}");
+  auto dir = store_->LocalDirectory(uri, (dir_ / "read").string());
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto loaded = LoadModel(*dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto original = LlamaModel::Load((dir_ / "model").string());
+  ASSERT_TRUE(original.ok());
+  const at::Tensor w = original->layer(0).q_proj.weight, got = loaded->layer(0).q_proj.weight;
+  EXPECT_LT(((got - w).norm() / w.norm()).item<double>(), 0.15) << "4 bits, close";
+}
+
 TEST_F(QuantizeRunnerTest, MixedPrecisionChoosesWidthsAndResumesWithTheRecordedOnes) {
   v1::StageOptions mixed = Quantize(v1::QuantizeStage::GPTQ, 4);
   mixed.mutable_quantize()->mutable_mixed_precision()->add_bits(2);
