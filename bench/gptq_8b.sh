@@ -45,31 +45,13 @@ while [ $# -gt 0 ]; do
 done
 case "$method" in gptq|awq|nf4) ;; *) echo "--method: expected gptq, awq or nf4, got $method" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$work"
-rm -rf "$work/state"
-# A checkpoint of the same depth from an earlier run on this machine is reused.
-if [ ! -f "$work/gen.json" ] || ! grep -qs "\"num_hidden_layers\": $layers," "$work/model/config.json"; then
-  rm -rf "$work/model"
-  python3 "$here/make_llama_checkpoint.py" "$work/model" --layers "$layers" > "$work/gen.json"
-fi
-gen=$(cat "$work/gen.json")
+source "$here/llama_8b_job.sh"
 if [ "$method" = nf4 ]; then
   stage="quantize: {method: nf4}"
 else
   stage="quantize: {method: $method$( [ -z "$w8a8" ] && echo ", bits: 4, group_size: 128" )$w8a8$mixed, calibration_samples: 128, calibration_seq_len: 2048}"
 fi
-cat > "$work/recipe.yaml" <<YAML
-model: $work/model
-data: {calibration: $work/calibration.jsonl}
-stages:
-  - $stage
-YAML
-sync
-start=$(date +%s.%N)
-"$build/services/cli/squeezectl" run "$work/recipe.yaml" --device cuda --state-dir "$work/state" \
-  --json > "$work/report.json" 2> "$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
-end=$(date +%s.%N)
-store_bytes=$(du -sb "$work/state/store" | cut -f1)
+run_8b_stage "$build" "$work" "$layers" "$stage"
 rm -f "$work/ours.jsonl" "$work/reference.jsonl"
 if [ "$method" = gptq ] && [ -z "$w8a8" ] && [ -z "$mixed" ]; then
   "$build/bench/gptq_solver_bench" --device cuda --out "$work/cases.safetensors" > "$work/ours.jsonl"

@@ -25,26 +25,9 @@ case "$pattern" in
   *) echo "--pattern: expected unstructured or 2:4, got $pattern" >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$work"
-rm -rf "$work/state"
-# A checkpoint of the same depth from an earlier run on this machine is reused.
-if [ ! -f "$work/gen.json" ] || ! grep -qs "\"num_hidden_layers\": $layers," "$work/model/config.json"; then
-  rm -rf "$work/model"
-  python3 "$here/make_llama_checkpoint.py" "$work/model" --layers "$layers" > "$work/gen.json"
-fi
-gen=$(cat "$work/gen.json")
-cat > "$work/recipe.yaml" <<YAML
-model: $work/model
-data: {calibration: $work/calibration.jsonl}
-stages:
-  - prune: {method: sparsegpt, $target, calibration_samples: 128, calibration_seq_len: 2048}
-YAML
-sync
-start=$(date +%s.%N)
-"$build/services/cli/squeezectl" run "$work/recipe.yaml" --device cuda --state-dir "$work/state" \
-  --json > "$work/report.json" 2> "$work/run.log" || { tail -20 "$work/run.log"; exit 1; }
-end=$(date +%s.%N)
-store_bytes=$(du -sb "$work/state/store" | cut -f1)
+source "$here/llama_8b_job.sh"
+run_8b_stage "$build" "$work" "$layers" \
+  "prune: {method: sparsegpt, $target, calibration_samples: 128, calibration_seq_len: 2048}"
 python3 - "$gen" "$work" "$start" "$end" "$store_bytes" "$layers" <<'PY'
 import glob, json, sys
 gen, work, start, end, store_bytes, layers = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])

@@ -3,8 +3,6 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -258,30 +256,21 @@ absl::StatusOr<Float4Weight> UnpackBnb4bit(const std::string& name, const Tensor
 
 absl::Status WriteBnb4bitConfig(const std::string& dir, const LlamaConfig& config,
                                 const Float4Options& options, at::ScalarType dtype) {
-  LlamaConfig c = config;
-  json extra = json::parse(c.extra_json, nullptr, false);
-  if (extra.is_discarded()) extra = json::object();
   // transformers' BitsAndBytesConfig.to_dict().
-  extra["quantization_config"] = {{"quant_method", "bitsandbytes"},
-                                  {"_load_in_4bit", true},
-                                  {"_load_in_8bit", false},
-                                  {"load_in_4bit", true},
-                                  {"load_in_8bit", false},
-                                  {"bnb_4bit_quant_type", Float4TypeName(options.type)},
-                                  {"bnb_4bit_use_double_quant", options.double_quant},
-                                  {"bnb_4bit_compute_dtype", DTypeName(dtype)},
-                                  {"bnb_4bit_quant_storage", "uint8"},
-                                  {"llm_int8_threshold", 6.0},
-                                  {"llm_int8_skip_modules", nullptr},
-                                  {"llm_int8_enable_fp32_cpu_offload", false},
-                                  {"llm_int8_has_fp16_weight", false}};
-  c.extra_json = extra.dump();
-  c.torch_dtype = DTypeName(dtype);
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ofstream out(path, std::ios::trunc);
-  out << LlamaConfigToJson(c);
-  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
+  const json quantization_config = {{"quant_method", "bitsandbytes"},
+                                    {"_load_in_4bit", true},
+                                    {"_load_in_8bit", false},
+                                    {"load_in_4bit", true},
+                                    {"load_in_8bit", false},
+                                    {"bnb_4bit_quant_type", Float4TypeName(options.type)},
+                                    {"bnb_4bit_use_double_quant", options.double_quant},
+                                    {"bnb_4bit_compute_dtype", DTypeName(dtype)},
+                                    {"bnb_4bit_quant_storage", "uint8"},
+                                    {"llm_int8_threshold", 6.0},
+                                    {"llm_int8_skip_modules", nullptr},
+                                    {"llm_int8_enable_fp32_cpu_offload", false},
+                                    {"llm_int8_has_fp16_weight", false}};
+  return WriteConfigWithQuantization(dir, config, quantization_config, DTypeName(dtype));
 }
 
 }  // namespace squeeze

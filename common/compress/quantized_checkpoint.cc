@@ -413,12 +413,18 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
 
 absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& config,
                                   const QuantizedExportOptions& o) {
+  return WriteConfigWithQuantization(dir, config, QuantizationConfig(o), "float16");
+}
+
+absl::Status WriteConfigWithQuantization(const std::string& dir, const LlamaConfig& config,
+                                         const json& quantization_config,
+                                         const std::string& torch_dtype) {
   LlamaConfig c = config;
   json extra = json::parse(c.extra_json, nullptr, false);
   if (extra.is_discarded()) extra = json::object();
-  extra["quantization_config"] = QuantizationConfig(o);
+  extra["quantization_config"] = quantization_config;
   c.extra_json = extra.dump();
-  c.torch_dtype = "float16";
+  c.torch_dtype = torch_dtype;
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   std::ofstream out(path, std::ios::trunc);
   out << LlamaConfigToJson(c);

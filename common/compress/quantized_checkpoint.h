@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "absl/status/statusor.h"
 #include "common/compress/gptq.h"
 #include "common/model/llama_model.h"
@@ -76,6 +78,11 @@ absl::Status WriteQuantizedCheckpoint(const std::string& dir, const LlamaModel& 
 // float16.
 absl::Status WriteQuantizedConfig(const std::string& dir, const LlamaConfig& config,
                                   const QuantizedExportOptions& options);
+// Writes `dir`/config.json: `config` with `quantization_config` among its fields and `torch_dtype`
+// (the layouts' writers share it).
+absl::Status WriteConfigWithQuantization(const std::string& dir, const LlamaConfig& config,
+                                         const nlohmann::json& quantization_config,
+                                         const std::string& torch_dtype);
 
 // GPTQModel's `dynamic` overrides as config.json stores them: keys "+:regex" (a module matching
 // it, from its start, takes the value's bits / group_size) or "-:regex" (left unquantized).

@@ -101,28 +101,20 @@ absl::Status WriteSparse24Checkpoint(const std::string& dir, const LlamaModel& m
 
 absl::Status WriteSparse24Config(const std::string& dir, const LlamaConfig& config,
                                  at::ScalarType dtype, double sparsity) {
-  LlamaConfig c = config;
-  nlohmann::json extra = nlohmann::json::parse(c.extra_json, nullptr, false);
-  if (extra.is_discarded()) extra = nlohmann::json::object();
-  extra["quantization_config"] = {{"quant_method", "compressed-tensors"},
-                                  {"format", "dense"},
-                                  {"quantization_status", "compressed"},
-                                  {"config_groups", nlohmann::json::object()},
-                                  {"ignore", {"lm_head"}},
-                                  {"sparsity_config",
-                                   {{"format", "sparse-24-bitmask"},
-                                    {"sparsity_structure", "2:4"},
-                                    {"global_sparsity", sparsity},
-                                    {"targets", {"Linear"}},
-                                    {"ignore", {"lm_head"}},
-                                    {"registry_requires_subclass", false}}}};
-  c.extra_json = extra.dump();
-  c.torch_dtype = dtype == at::kBFloat16 ? "bfloat16" : "float16";
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ofstream out(path, std::ios::trunc);
-  out << LlamaConfigToJson(c);
-  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
+  const nlohmann::json quantization_config = {{"quant_method", "compressed-tensors"},
+                                              {"format", "dense"},
+                                              {"quantization_status", "compressed"},
+                                              {"config_groups", nlohmann::json::object()},
+                                              {"ignore", {"lm_head"}},
+                                              {"sparsity_config",
+                                               {{"format", "sparse-24-bitmask"},
+                                                {"sparsity_structure", "2:4"},
+                                                {"global_sparsity", sparsity},
+                                                {"targets", {"Linear"}},
+                                                {"ignore", {"lm_head"}},
+                                                {"registry_requires_subclass", false}}}};
+  return WriteConfigWithQuantization(dir, config, quantization_config,
+                                     dtype == at::kBFloat16 ? "bfloat16" : "float16");
 }
 
 }  // namespace squeeze

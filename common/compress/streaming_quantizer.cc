@@ -508,9 +508,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     if (!FusedLinears(c).empty())
       return absl::UnimplementedError(absl::StrCat("the bitsandbytes layout is not written for ",
                                                    c.model_type, " (fused projections) yet"));
-    if (o.float_dtype != at::kFloat && o.float_dtype != at::kBFloat16 && o.float_dtype != at::kHalf)
-      return absl::InvalidArgumentError("nf4 models are stored in float32, bfloat16 or float16");
   }
+  if ((prune_only || float4) && o.float_dtype != at::kFloat && o.float_dtype != at::kBFloat16 &&
+      o.float_dtype != at::kHalf)
+    return absl::InvalidArgumentError(
+        "float_dtype: pruned and nf4 models are stored in float32, bfloat16 or float16");
   if (prune_only) {
     if (!seq.sparsity.active())
       return absl::InvalidArgumentError("SparseGPT needs a sparsity or an n:m pattern");
@@ -520,8 +522,6 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       return absl::UnimplementedError(
           absl::StrCat("the sparse-24-bitmask layout is not written for ", c.model_type,
                        " (fused projections) yet"));
-    if (o.float_dtype != at::kFloat && o.float_dtype != at::kBFloat16 && o.float_dtype != at::kHalf)
-      return absl::InvalidArgumentError("a pruned model is stored in float32, bfloat16 or float16");
     if (sparse24 && o.float_dtype == at::kFloat)
       return absl::InvalidArgumentError(
           "the sparse-24-bitmask layout is stored in bfloat16 or float16");
@@ -629,7 +629,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     });
   };
 
-  // The last shard (embeddings, final norm and head in float16, or the pruned model's dtype)
+  // The last shard (embeddings, final norm and head in float16; float_dtype for pruned and NF4)
   // does not depend on the quantization: the writer thread converts and writes it a tensor at a
   // time from the mapped checkpoint while the layers compute.
   {

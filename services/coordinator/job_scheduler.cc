@@ -4,8 +4,10 @@
 #include <chrono>
 #include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -37,6 +39,28 @@ bool AllTasksSucceeded(const v1::JobRecord& r) {
     if (t.task().state() != v1::TASK_SUCCEEDED) return false;
   }
   return r.tasks_size() > 0;
+}
+
+// ListJobs' page token (AIP-158): opaque to clients, and bound to the filter it was issued for,
+// so that a token is never read against another filter's results.
+std::string PageToken(int64_t after, const v1::ListJobsRequest& request) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(after, "\n", static_cast<int>(request.state()), "\n", request.tenant()));
+}
+
+absl::StatusOr<int64_t> ParsePageToken(const v1::ListJobsRequest& request) {
+  if (request.page_token().empty()) return 0;
+  std::string text;
+  int64_t after = 0;
+  if (!absl::WebSafeBase64Unescape(request.page_token(), &text))
+    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  const std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits('\n', 2));
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &after))
+    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
+  if (parts[1] != absl::StrCat(static_cast<int>(request.state())) || parts[2] != request.tenant())
+    return absl::InvalidArgumentError(
+        "page_token: issued for another filter (state, tenant); start again without it");
+  return after;
 }
 
 absl::Status JobNotFound(const std::string& job_id) {
@@ -181,6 +205,14 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   v1::SubmitJobResponse response;
   if (!request.request_id().empty()) {
     if (const v1::JobRecord* earlier = jobs_.FindByRequest(tenant, request.request_id())) {
+      // A retry of the same request gets its job; the same id on another request is a mistake
+      // that would otherwise lose the new request silently.
+      if (earlier->job().recipe_yaml() != request.recipe_yaml() ||
+          earlier->job().priority() != request.priority())
+        return absl::AlreadyExistsError(absl::StrCat(
+            "request_id \"", request.request_id(), "\" was used for job ", earlier->job().id(),
+            " with another recipe or priority; a retry sends the same request, a new job a new "
+            "request_id"));
       *response.mutable_job() = PublicView(*earlier);
       response.set_created(false);
       return response;
@@ -239,11 +271,13 @@ absl::StatusOr<v1::Job> JobScheduler::Get(const std::string& job_id) {
 
 absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsRequest& request) {
   absl::MutexLock lock(&mu_);
-  int page_size = request.page_size() <= 0 ? 50 : std::min(request.page_size(), 1000);
-  int64_t after = 0;
-  if (!request.page_token().empty() && !absl::SimpleAtoi(request.page_token(), &after)) {
-    return absl::InvalidArgumentError("page_token: not a token returned by ListJobs");
-  }
+  if (request.page_size() < 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_size: must be 0 (the default, 50) or positive, got ", request.page_size()));
+  const int page_size = request.page_size() == 0 ? 50 : std::min(request.page_size(), 1000);
+  auto token = ParsePageToken(request);
+  if (!token.ok()) return token.status();
+  const int64_t after = *token;
   std::vector<const v1::JobRecord*> matching;
   for (const auto& [id, r] : jobs_.jobs()) {
     if (r->sequence() <= after) continue;
@@ -266,7 +300,8 @@ absl::StatusOr<v1::ListJobsResponse> JobScheduler::List(const v1::ListJobsReques
     bytes += size;
     *response.add_jobs() = std::move(job);
   }
-  if (i < matching.size()) response.set_next_page_token(absl::StrCat(matching[i - 1]->sequence()));
+  if (i < matching.size())
+    response.set_next_page_token(PageToken(matching[i - 1]->sequence(), request));
   return response;
 }
 
@@ -275,8 +310,14 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
   v1::JobRecord* found = jobs_.Find(job_id);
   if (found == nullptr) return JobNotFound(job_id);
   v1::JobRecord& r = *found;
-  if (IsFinished(r.job().state()) || AllTasksSucceeded(r))
-    return PublicView(r);  // nothing left to cancel
+  // AIP-216: a job that has ended (or whose every stage has) cannot be cancelled.
+  if (IsFinished(r.job().state()))
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " already ended ",
+                                                      v1::JobState_Name(r.job().state()),
+                                                      ": nothing to cancel"));
+  if (AllTasksSucceeded(r))
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " has finished every stage: nothing to cancel"));
   r.mutable_job()->set_cancel_requested(true);
   bool running = false;
   for (const v1::TaskRecord& t : r.tasks())

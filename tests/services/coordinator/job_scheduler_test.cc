@@ -223,6 +223,15 @@ TEST_F(JobSchedulerTest, RepeatedRequestIdReturnsTheFirstJob) {
   v1::Job a = Submit(kThreeStages, "req-1");
   v1::Job b = Submit(kThreeStages, "req-1");
   EXPECT_EQ(a.id(), b.id());
+  // The same id with another request is refused, naming the job it belongs to.
+  const std::string other = std::string(kThreeStages) + "# another recipe\n";
+  v1::SubmitJobRequest reused;
+  reused.set_recipe_yaml(other);
+  reused.set_request_id("req-1");
+  auto refused = scheduler_->Submit(reused, *ParseRecipe(other));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(refused.status().message().find("was used for job " + a.id()), std::string::npos)
+      << refused.status();
   v1::Job other_tenant = Submit(kThreeStages, "req-1", "team-b");
   EXPECT_NE(a.id(), other_tenant.id());
   Restart();
@@ -250,6 +259,11 @@ TEST_F(JobSchedulerTest, CancelQueuedIsImmediateAndRunningStopsAtTheWorker) {
   for (const v1::Task& t : j.tasks()) EXPECT_EQ(t.state(), v1::TASK_CANCELLED);
   EXPECT_FALSE(Lease(w));
   EXPECT_EQ(scheduler_->Cancel("job-nope").status().code(), absl::StatusCode::kNotFound);
+  // AIP-216: an ended job cannot be cancelled.
+  auto again = scheduler_->Cancel(running.id());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(again.status().message(),
+            "job " + running.id() + " already ended CANCELLED: nothing to cancel");
 }
 
 TEST_F(JobSchedulerTest, ExpiredLeaseGoesToAnotherWorkerAfterBackoff) {
@@ -370,6 +384,33 @@ TEST_F(JobSchedulerTest, ListPagesStayUnderTheirByteBudget) {
   } while (!token.empty() && pages < 20);
   EXPECT_EQ(seen.size(), 10u);
   EXPECT_GE(pages, 4);
+}
+
+// AIP-158: sizes are validated, and tokens are opaque and bound to the filter they came from.
+TEST_F(JobSchedulerTest, ListValidatesPageSizeAndTokensBoundToTheirFilter) {
+  for (int i = 0; i < 3; ++i) Submit(kThreeStages, "", i < 2 ? "team-a" : "team-b");
+  v1::ListJobsRequest request;
+  request.set_page_size(-1);
+  EXPECT_EQ(scheduler_->List(request).status().message(),
+            "page_size: must be 0 (the default, 50) or positive, got -1");
+  request.set_page_size(1);
+  request.set_tenant("team-a");
+  auto first = scheduler_->List(request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->jobs_size(), 1);
+  ASSERT_FALSE(first->next_page_token().empty());
+  EXPECT_EQ(first->next_page_token().find_first_not_of("0123456789"), 0u) << "not a bare number";
+  request.set_page_token(first->next_page_token());
+  auto second = scheduler_->List(request);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->jobs_size(), 1);
+  EXPECT_NE(second->jobs(0).id(), first->jobs(0).id());
+  EXPECT_TRUE(second->next_page_token().empty()) << "team-a has two jobs";
+  request.set_tenant("team-b");
+  EXPECT_EQ(scheduler_->List(request).status().message(),
+            "page_token: issued for another filter (state, tenant); start again without it");
+  request.set_page_token("12");
+  EXPECT_EQ(scheduler_->List(request).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(JobSchedulerTest, RestartKeepsEveryJobAndLease) {

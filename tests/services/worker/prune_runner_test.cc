@@ -216,6 +216,9 @@ TEST_F(PruneRunnerTest, SparseGptResumesAfterItsFinishedLayers) {
   target.set_method(v1::PruneTarget::SPARSEGPT);
   target.set_pattern(v1::PruneTarget::UNSTRUCTURED);
   target.set_sparsity(0.6);
+  // The tokenizer and generation files travel with the pruned model.
+  std::ofstream(dir_ / "model" / "tokenizer_config.json") << "{\"chat_template\": \"x\"}";
+  std::ofstream(dir_ / "model" / "generation_config.json") << "{}";
   auto whole = Run(target, root() + "/jobs/j/whole");
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_EQ(whole->result.prune().resumed_from_layer(), 0);
@@ -252,13 +255,15 @@ TEST_F(PruneRunnerTest, SparseGptResumesAfterItsFinishedLayers) {
   auto a = store_->LocalDirectory(root() + "/jobs/j/whole", (dir_ / "a").string());
   auto b = store_->LocalDirectory(lease.output_uri(), (dir_ / "b").string());
   ASSERT_TRUE(a.ok() && b.ok());
-  for (const char* name :
-       {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-        "model-00003-of-00003.safetensors", "model.safetensors.index.json", "config.json"}) {
+  for (const char* name : {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                           "model-00003-of-00003.safetensors", "model.safetensors.index.json",
+                           "config.json", "tokenizer_config.json", "generation_config.json"}) {
     EXPECT_EQ(ReadFileToString((fs::path(*a) / name).string()).value_or("a"),
               ReadFileToString((fs::path(*b) / name).string()).value_or("b"))
         << name;
   }
+  EXPECT_EQ(ReadFileToString((fs::path(*b) / "tokenizer_config.json").string()).value_or(""),
+            "{\"chat_template\": \"x\"}");
 }
 
 }  // namespace
