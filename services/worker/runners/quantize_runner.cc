@@ -1,4 +1,4 @@
-// quantize: RTN, GPTQ or AWQ through the streaming quantizer, a checkpoint per layer.
+// quantize: RTN, GPTQ, AWQ, NF4 or FP4 through the streaming quantizer, a checkpoint per layer.
 #include "services/worker/runners/layer_shard_output.h"
 #include "services/worker/runners/runners.h"
 #include "services/worker/runners/stage_io.h"
