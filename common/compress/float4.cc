@@ -199,6 +199,11 @@ absl::StatusOr<Float4Weight> UnpackBnb4bit(const std::string& name, const Tensor
   if (!state_tensor.ok())
     return absl::InvalidArgumentError(
         absl::StrCat(name, ".quant_state.bitsandbytes__nf4 (or __fp4): missing"));
+  // A quant state is a few hundred bytes of JSON; a file's claim of more is not parsed.
+  constexpr int64_t kMaxStateBytes = 64 << 10;
+  if (state_tensor->numel() > kMaxStateBytes)
+    return absl::InvalidArgumentError(absl::StrCat(name, ".quant_state: ", state_tensor->numel(),
+                                                   " bytes, more than ", kMaxStateBytes));
   const at::Tensor bytes = state_tensor->to(at::kByte).contiguous();
   const std::string text(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel());
   const json state = json::parse(text, nullptr, false);
@@ -214,10 +219,13 @@ absl::StatusOr<Float4Weight> UnpackBnb4bit(const std::string& name, const Tensor
   w.block_size = state["blocksize"].get<int64_t>();
   int64_t n = 1;
   for (const json& d : state["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() <= 0)
+    // Each size and their product stay below 2^40, so the product cannot overflow.
+    if (!d.is_number_integer() || d.get<int64_t>() <= 0 || d.get<int64_t>() > (int64_t{1} << 40))
       return absl::InvalidArgumentError(where + "shape: expected positive sizes");
     w.shape.push_back(d.get<int64_t>());
     n *= w.shape.back();
+    if (n > (int64_t{1} << 40))
+      return absl::InvalidArgumentError(where + "shape: more than 2^40 weights");
   }
   if (w.block_size <= 0) return absl::InvalidArgumentError(where + "blocksize: must be positive");
   auto packed = get(name);

@@ -690,7 +690,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       return out;
     });
   };
+  // Pruning only: a count (a device sync per linear) no other method needs.
   auto count_zeros = [&](DecoderLayer& layer) {
+    if (!prune_only) return;
     for (auto& [name, linear] : layer.Linears()) {
       result.linear_weights += linear->weight.numel();
       result.zero_weights += (linear->weight == 0).sum().item<int64_t>();

@@ -74,7 +74,8 @@ struct StreamingQuantizeResult {
   int64_t bytes_written = 0;                    // every output file, once
   QuantizedSize quantized;
   int64_t parameters = 0;
-  // Over every decoder linear, resumed layers included: its weights, and those exactly zero.
+  // Method::kSparseGpt: over every decoder linear, resumed layers included, its weights and those
+  // exactly zero (0 for the other methods).
   int64_t linear_weights = 0;
   int64_t zero_weights = 0;
 };

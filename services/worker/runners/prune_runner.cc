@@ -119,12 +119,10 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   const double sparsity = spec.target().sparsity();
 
   std::vector<at::Tensor> batches;
-  at::Tensor calibration;
   int64_t windows_used = 0;
   if (choice.method == PruneMethod::kWanda) {
     auto windows = CalibrationWindows(ctx, *model_dir, model->config(), spec.calibration());
     if (!windows.ok()) return windows.status();
-    calibration = *windows;
     windows_used = windows->size(0);
     for (int64_t i = 0; i < windows_used; i += 8)
       batches.push_back(windows->slice(0, i, std::min<int64_t>(windows_used, i + 8)));

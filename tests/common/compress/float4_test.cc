@@ -113,6 +113,19 @@ TEST(Float4Test, TheBitsandbytesLayoutRoundTripsAndNamesWhatIsWrong) {
                 "m.weight.absmax: expected 3 values, got 1");
     }
   }
+  // A quant state from a file claiming an absurd shape is refused before anything is read.
+  {
+    const std::string text =
+        R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [4398046511104, 2]})";
+    at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+    std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
+    const TensorGetter get = [&](const std::string& n) -> absl::StatusOr<at::Tensor> {
+      if (n == "m.weight.quant_state.bitsandbytes__nf4") return bytes;
+      return absl::NotFoundError(n);
+    };
+    EXPECT_EQ(UnpackBnb4bit("m.weight", get).status().message(),
+              "m.weight.quant_state: shape: expected positive sizes");
+  }
   EXPECT_EQ(QuantizeFloat4(w, {Float4Type::kNf4, 48, true}).status().message(),
             "block_size: expected a power of two from 32 to 4096, got 48");
   EXPECT_FALSE(QuantizeFloat4(at::full({64}, NAN), {}).ok());
