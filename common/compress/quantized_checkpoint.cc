@@ -11,7 +11,9 @@
 #include "common/compress/awq_format.h"
 #include "common/compress/float4.h"
 #include "common/compress/gptq_checkpoint.h"
+#include "common/compress/packed_linear.h"
 #include "common/compress/sparse24_checkpoint.h"
+#include "common/model/lora.h"
 #include "common/tensor/torch_tensor.h"
 
 namespace squeeze {
@@ -500,8 +502,13 @@ absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const Te
   return quant;
 }
 
-absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
-                                     at::Device device) {
+namespace {
+
+// LoadModel's body. With `packed`, every linear stored bitsandbytes 4-bit or with integer codes
+// (GPTQ, AWQ) is also collected there in its packed form, by weight name.
+absl::StatusOr<LlamaModel> LoadModelFrom(
+    const std::string& dir, at::ScalarType dtype, at::Device device,
+    std::map<std::string, std::shared_ptr<const PackedLinearWeight>>* packed) {
   auto config = LoadLlamaConfig(dir);
   if (!config.ok()) return config.status();
   json extra = json::parse(config->extra_json, nullptr, false);
@@ -528,7 +535,9 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
       if (!w.ok())
         return absl::InvalidArgumentError(
             absl::StrCat(weights.FileOf(name), ": ", w.status().message()));
-      return w->Dequantize();
+      at::Tensor dense = w->Dequantize();
+      if (packed) (*packed)[name] = MakePackedLinear(*std::move(w));
+      return dense;
     }
     if (layout->sparse24 && weights.Contains(prefix + ".bitmask")) {
       auto dense = UnpackSparse24(prefix, get);
@@ -552,7 +561,10 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
       return absl::InvalidArgumentError(
           absl::StrCat(weights.FileOf(prefix + packed_name), ": ", q.status().message()));
     }
-    return q->Dequantize();
+    at::Tensor dense = q->Dequantize();
+    // compressed-tensors linears also quantize their inputs: they stay dense.
+    if (packed && !ct) (*packed)[name] = MakePackedLinear(*std::move(q));
+    return dense;
   };
   if (layout->format == QuantizedFormat::kCompressedTensorsInt8 && !FusedLinears(*config).empty())
     return absl::UnimplementedError(
@@ -572,6 +584,52 @@ absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtyp
     }
   }
   return model;
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
+                                     at::Device device) {
+  auto model = LoadModelFrom(dir, dtype, device, nullptr);
+  if (!model.ok() || !HasLoraAdapters(dir)) return model;
+  // A model written with adapters beside it (a distill stage's lora output) is the base with the
+  // adapters merged.
+  if (auto s = MergeLoraAdapters(dir, *model); !s.ok()) return s;
+  return model;
+}
+
+absl::StatusOr<LlamaModel> LoadModelWithPackedLinears(const std::string& dir, at::ScalarType dtype,
+                                                      at::Device device, PackedBaseInfo* info) {
+  if (HasLoraAdapters(dir)) {
+    // Adapters merge into dense weights only.
+    if (info) *info = PackedBaseInfo{"dense (adapters merged)", 0, 0};
+    return LoadModel(dir, dtype, device);
+  }
+  std::map<std::string, std::shared_ptr<const PackedLinearWeight>> packed;
+  // Built on the host: only the packed forms and the other tensors go to the device.
+  auto model = LoadModelFrom(dir, dtype, at::kCPU, &packed);
+  if (!model.ok()) return model.status();
+  PackedBaseInfo found{"dense", 0, 0};
+  auto config = LoadLlamaConfig(dir);
+  if (!config.ok()) return config.status();
+  const json extra = json::parse(config->extra_json, nullptr, false);
+  if (!packed.empty() && extra.is_object() && extra.contains("quantization_config")) {
+    const json& q = extra["quantization_config"];
+    found.format = q.value("quant_method", std::string("quantized"));
+    if (q.contains("bnb_4bit_quant_type")) found.format = q["bnb_4bit_quant_type"];
+  }
+  for (int64_t i = 0; i < model->num_layers(); ++i) {
+    for (auto& [n, linear] : model->layer(i).Linears()) {
+      auto it = packed.find(absl::StrCat("model.layers.", i, ".", n, ".weight"));
+      if (it == packed.end()) continue;
+      linear->packed = it->second->To(device);
+      linear->weight = at::Tensor();
+      ++found.linears;
+      found.bytes += linear->packed->StorageBytes();
+    }
+  }
+  if (info) *info = found;
+  return model->To(device, dtype);
 }
 
 }  // namespace squeeze

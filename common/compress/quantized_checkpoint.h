@@ -108,7 +108,21 @@ absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const Te
 // Loads a model directory, dequantizing packed linear layers when config.json has a
 // quantization_config this file writes (gptq v1 or v2, awq gemm, compressed-tensors int8, whose
 // linears also quantize their inputs as the config says); otherwise the same as LlamaModel::Load.
+// A directory with PEFT adapters beside the weights (lora.h) loads with the adapters merged.
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                      at::Device device = at::kCPU);
+
+// What LoadModelWithPackedLinears kept packed.
+struct PackedBaseInfo {
+  std::string format;   // "nf4", "fp4", "gptq", "awq", or "dense" when nothing is packed
+  int64_t linears = 0;  // linears held packed
+  int64_t bytes = 0;    // what their packed forms hold
+};
+// As LoadModel, but linears stored bitsandbytes 4-bit or with integer codes (GPTQ, AWQ) stay
+// packed on `device` and are expanded only while they run: the frozen base of adapter training,
+// resident at its stored size. Other tensors are in `dtype` on `device`. A directory with
+// adapters loads dense, with them merged.
+absl::StatusOr<LlamaModel> LoadModelWithPackedLinears(const std::string& dir, at::ScalarType dtype,
+                                                      at::Device device, PackedBaseInfo* info);
 
 }  // namespace squeeze

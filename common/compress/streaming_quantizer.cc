@@ -1,5 +1,7 @@
 #include "common/compress/streaming_quantizer.h"
 
+#include "common/model/lora.h"
+
 #include <c10/core/GradMode.h>
 
 #include <sys/mman.h>
@@ -126,10 +128,15 @@ void ReleasePages(const CheckpointReader& weights, const std::string& name) {
 
 // A decoder layer read on the host in its stored dtype (pinned when it will go to a GPU), so that
 // the copy to the device can overlap the work before it.
+// Adapters stored beside the checkpoint (a lora stage's output) are merged in.
 absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const CheckpointReader& weights,
-                                       int64_t index, at::ScalarType dtype, bool pin) {
+                                       int64_t index, at::ScalarType dtype, bool pin,
+                                       const StoredLoraAdapters* adapters) {
   auto layer = LoadDecoderLayer(config, index, weights, dtype, at::kCPU);
   if (!layer.ok()) return layer;
+  if (adapters) {
+    if (auto s = adapters->MergeInto(index, *layer); !s.ok()) return s;
+  }
   for (auto& [name, t] : layer->Tensors()) {
     if (pin) *t = t->pin_memory();
     ReleasePages(weights, LayerPrefix(index) + name);
@@ -492,6 +499,12 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
+  std::optional<StoredLoraAdapters> adapters;
+  if (HasLoraAdapters(model_dir)) {
+    auto opened = StoredLoraAdapters::Open(model_dir, c);
+    if (!opened.ok()) return opened.status();
+    adapters.emplace(*std::move(opened));
+  }
   const int64_t layers = c.num_hidden_layers, shards = layers + 1, total_steps = layers + 1;
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
@@ -677,7 +690,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // a copy stream while this layer computes.
   auto prefetch = [&](int64_t i) {
     return std::async(std::launch::async, [&, i]() -> absl::StatusOr<PrefetchedLayer> {
-      auto host = ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin);
+      auto host = ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin,
+                            adapters ? &*adapters : nullptr);
       if (!host.ok()) return host.status();
       PrefetchedLayer out{*std::move(host), nullptr};
 #if SQUEEZE_HAS_CUDA_KERNELS
@@ -854,6 +868,12 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
+  std::optional<StoredLoraAdapters> adapters;
+  if (HasLoraAdapters(model_dir)) {
+    auto opened = StoredLoraAdapters::Open(model_dir, c);
+    if (!opened.ok()) return opened.status();
+    adapters.emplace(*std::move(opened));
+  }
   const at::Device device = seq.device;
   const at::ScalarType compute = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   for (const LinearShape& l : DecoderLinearShapes(c)) {
@@ -873,7 +893,7 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
   std::vector<LinearSensitivity> out;
   const int64_t layers = c.num_hidden_layers;
   for (int64_t i = 0; i < layers; ++i) {
-    auto host = ReadLayer(c, weights, i, compute, /*pin=*/false);
+    auto host = ReadLayer(c, weights, i, compute, /*pin=*/false, adapters ? &*adapters : nullptr);
     if (!host.ok()) return host.status();
     DecoderLayer layer = ToDevice(*host, device, compute);
     LayerHessianObserver observer(c, device);

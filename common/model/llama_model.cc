@@ -1,5 +1,7 @@
 #include "common/model/llama_model.h"
 
+#include "common/model/layer_checkpoint.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -282,7 +284,17 @@ at::Tensor QuantizeActivations(const at::Tensor& x, const ActivationQuant& quant
 }
 
 at::Tensor Linear::Forward(const at::Tensor& x) const {
-  return at::linear(QuantizeActivations(x, input_quant), weight, bias);
+  const at::Tensor in = QuantizeActivations(x, input_quant);
+  // A packed weight is expanded for this product only; with gradient checkpointing it is expanded
+  // again in the backward pass instead of being kept.
+  at::Tensor y =
+      at::linear(in, weight.defined() ? weight : packed->Dequantize(in.scalar_type()), bias);
+  if (!lora.defined()) return y;
+  const at::Tensor d =
+      lora.dropout > 0 && at::GradMode::is_enabled() ? at::dropout(x, lora.dropout, true) : x;
+  // Float32 adapters meet bf16 activations: cast here (a no-op under autocast), differentiably.
+  const at::Tensor down = at::linear(d, lora.a.to(d.scalar_type()));
+  return y + at::linear(down, lora.b.to(d.scalar_type())) * lora.scale;
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -470,16 +482,30 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayer::Tensors() {
     out.emplace_back("self_attn.k_norm.weight", &k_norm);
   }
   for (auto& [name, linear] : Linears()) {
-    out.emplace_back(name + ".weight", &linear->weight);
+    if (linear->weight.defined()) out.emplace_back(name + ".weight", &linear->weight);
     if (linear->bias.defined()) out.emplace_back(name + ".bias", &linear->bias);
   }
   return out;
 }
 
+namespace {
+// Packed weights and adapters follow the layer to `device`; adapters stay float32.
+void MoveLinearExtras(DecoderLayer& layer, at::Device device) {
+  for (auto& [name, linear] : layer.Linears()) {
+    if (linear->packed) linear->packed = linear->packed->To(device);
+    if (linear->lora.defined()) {
+      linear->lora.a = linear->lora.a.detach().to(device, at::kFloat, false, /*copy=*/true);
+      linear->lora.b = linear->lora.b.detach().to(device, at::kFloat, false, /*copy=*/true);
+    }
+  }
+}
+}  // namespace
+
 DecoderLayer DecoderLayer::To(at::Device device, at::ScalarType dtype) const {
   DecoderLayer copy = *this;
   for (auto& [name, t] : copy.Tensors())
     *t = t->to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  MoveLinearExtras(copy, device);
   return copy;
 }
 
@@ -680,8 +706,20 @@ at::Tensor LlamaModel::Forward(const at::Tensor& ids,
                                std::vector<at::Tensor>* layer_outputs) const {
   at::Tensor h = Embed(ids);
   const RotaryTables rope = Rotary(ids.size(1), h.device(), h.scalar_type());
+  const bool checkpointed = gradient_checkpointing_ && at::GradMode::is_enabled();
   for (int64_t i = 0; i < num_layers(); ++i) {
-    h = layers_[i].Forward(config_, h, rope, i);
+    if (checkpointed) {
+      // The checkpoint node is reached in the backward pass only through an input that requires
+      // grad; a frozen embedding's output does not, so it becomes a leaf that does.
+      if (!h.requires_grad()) h = h.detach().requires_grad_(true);
+      const DecoderLayer* layer = &layers_[i];
+      const LlamaConfig* config = &config_;
+      h = CheckpointedCall([layer, config, rope,
+                            i](const at::Tensor& x) { return layer->Forward(*config, x, rope, i); },
+                           h);
+    } else {
+      h = layers_[i].Forward(config_, h, rope, i);
+    }
     if (layer_outputs) layer_outputs->push_back(h);
   }
   return Head(h);
@@ -724,6 +762,33 @@ std::vector<std::pair<std::string, at::Tensor*>> LlamaModel::NamedParameters() {
   return out;
 }
 
+bool LlamaModel::has_adapters() const {
+  for (const DecoderLayer& layer : layers_) {
+    for (const auto& [name, linear] : layer.Linears())
+      if (linear->lora.defined()) return true;
+  }
+  return false;
+}
+
+std::vector<std::pair<std::string, at::Tensor*>> LlamaModel::TrainableParameters() {
+  if (!has_adapters()) return NamedParameters();
+  std::vector<std::pair<std::string, at::Tensor*>> out;
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    for (auto& [name, linear] : layers_[i].Linears()) {
+      if (!linear->lora.defined()) continue;
+      const std::string base = "base_model.model." + LayerName(i, name);
+      out.emplace_back(base + ".lora_A.weight", &linear->lora.a);
+      out.emplace_back(base + ".lora_B.weight", &linear->lora.b);
+    }
+  }
+  return out;
+}
+
+void LlamaModel::SetTrainable(bool trainable) {
+  for (auto& [name, t] : TrainableParameters()) t->set_requires_grad(trainable);
+  if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
+}
+
 int64_t LlamaModel::NumParameters() const {
   int64_t n = 0;
   for (auto& [name, t] : const_cast<LlamaModel*>(this)->NamedParameters()) n += t->numel();
@@ -742,6 +807,7 @@ LlamaModel LlamaModel::To(at::Device device, at::ScalarType dtype) const {
     *t = t->detach().to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
   }
   if (config_.tie_word_embeddings) copy.lm_head_ = copy.embed_tokens_;
+  for (DecoderLayer& layer : copy.layers_) MoveLinearExtras(layer, device);
   return copy;
 }
 

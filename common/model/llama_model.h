@@ -10,6 +10,7 @@
 #include <c10/core/GradMode.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,11 +45,43 @@ struct ActivationQuant {
 // `x` rounded to `quant`'s grid (returned as it is for kNone), in x's dtype.
 at::Tensor QuantizeActivations(const at::Tensor& x, const ActivationQuant& quant);
 
+// A linear weight held in a compact stored form (the frozen 4-bit base under trained adapters) and
+// expanded only while its layer runs, so that a model's resident memory is its stored size.
+class PackedLinearWeight {
+ public:
+  virtual ~PackedLinearWeight() = default;
+  // The weight [out, in] in `dtype`, on the device the packed tensors are on.
+  virtual at::Tensor Dequantize(at::ScalarType dtype) const = 0;
+  virtual int64_t out_features() const = 0;
+  virtual int64_t in_features() const = 0;
+  // Bytes the packed form holds (codes and scales).
+  virtual int64_t StorageBytes() const = 0;
+  virtual std::shared_ptr<const PackedLinearWeight> To(at::Device device) const = 0;
+};
+
+// A low-rank adapter (LoRA, Hu et al. 2021) beside a frozen weight:
+//   y = W x + scale * B (A dropout(x)),  scale = alpha / rank,
+// with A [rank, in] and B [out, rank] trained in float32. Dropout applies while gradients are
+// recorded (training), never in evaluation.
+struct LoraAdapter {
+  at::Tensor a;  // [rank, in]
+  at::Tensor b;  // [out, rank]
+  double scale = 1.0;
+  double dropout = 0.0;
+  bool defined() const { return a.defined(); }
+};
+
 struct Linear {
-  at::Tensor weight;  // [out, in]
+  at::Tensor weight;  // [out, in]; undefined when `packed` holds it
   at::Tensor bias;    // [out] or undefined
   ActivationQuant input_quant;
+  std::shared_ptr<const PackedLinearWeight> packed;
+  LoraAdapter lora;
   at::Tensor Forward(const at::Tensor& x) const;
+  int64_t out_features() const {
+    return weight.defined() ? weight.size(0) : packed->out_features();
+  }
+  int64_t in_features() const { return weight.defined() ? weight.size(1) : packed->in_features(); }
 };
 
 // The rotary position tables for one sequence length: [seq, head_dim] each, in the model dtype.
@@ -170,8 +203,20 @@ class LlamaModel {
   absl::StatusOr<LlamaModel> Derive(const LlamaConfig& config,
                                     const LayerTensorSource& layer_tensor) const;
 
-  // Every trainable tensor once, under its Hugging Face name (a tied head is not repeated).
+  // Every tensor of the model once, under its Hugging Face name (a tied head is not repeated).
+  // Linears held packed are not listed (their weights are not tensors of the model).
   std::vector<std::pair<std::string, at::Tensor*>> NamedParameters();
+  // What training updates: the adapters' A and B under PEFT's names
+  // ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight") when any linear has one
+  // (the rest is frozen), otherwise NamedParameters().
+  std::vector<std::pair<std::string, at::Tensor*>> TrainableParameters();
+  bool has_adapters() const;
+  // Sets requires_grad on TrainableParameters() only.
+  void SetTrainable(bool trainable);
+  // Recompute each decoder layer's activations in the backward pass instead of keeping them
+  // (gradient checkpointing): activation memory of one layer instead of all of them, for one more
+  // forward pass. Applies while gradients are recorded.
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   int64_t NumParameters() const;
   void SetRequiresGrad(bool requires_grad);
   LlamaModel To(at::Device device, at::ScalarType dtype) const;
@@ -184,6 +229,7 @@ class LlamaModel {
   at::Tensor lm_head_;         // [vocab, hidden]; the same tensor as embed_tokens_ when tied
   at::Tensor inv_freq_;        // [head_dim / 2], float32, on CPU
   at::Tensor local_inv_freq_;  // the same for sliding layers with their own base, or undefined
+  bool gradient_checkpointing_ = false;
 };
 
 // Decoder layer `index` of a checkpoint alone (what streams one layer at a time), in `dtype` on

@@ -28,6 +28,16 @@ inline at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, cons
 #endif
 }
 
+// Whether CUDA autocast is on in this thread (a recomputation in the backward pass, which runs on
+// another thread, turns it back on to match the forward pass).
+inline bool CudaAutocastEnabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
+
 // bf16 autocast on CUDA for the guard's scope: matrix products run in bf16 while the weights
 // (and the optimizer) stay in float32. libtorch 2.4 moved the switches to per-device functions.
 class CudaBf16Autocast {

@@ -23,6 +23,7 @@
 #include "common/compress/mixed_precision.h"
 #include "common/model/hf_tokenizer.h"
 #include "common/model/llama_config.h"
+#include "common/model/lora_config.h"
 #include "common/store/artifact_store.h"
 #include "common/store/artifact_tensor_reader.h"
 #include "common/store/data_files.h"
@@ -723,8 +724,66 @@ absl::Status ParseStudent(MapReader& parent, v1::StudentSpec& out) {
   return absl::OkStatus();
 }
 
+// Adapters on a frozen base (QLoRA-style). Whether the targets exist and the rank fits the
+// model's linears is checked against the model (CheckRecipeInputs).
+absl::Status ParseLora(MapReader& parent, v1::LoraOptions& out) {
+  MapReader r(parent.Get("lora"), parent.Path("lora"));
+  SQ_RETURN_IF_ERROR(r.CheckIsMap());
+  YAML::Node targets = r.Get("targets");
+  if (!targets || !targets.IsSequence() || targets.size() == 0)
+    return FieldError(r.Path("targets"),
+                      "expected a non-empty list of linear names (q_proj, k_proj, v_proj, o_proj, "
+                      "gate_proj, up_proj, down_proj)");
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!targets[i].IsScalar() || targets[i].Scalar().empty())
+      return FieldError(absl::StrCat(r.Path("targets"), "[", i, "]"), "expected a linear's name");
+    out.add_targets(targets[i].Scalar());
+  }
+  int64_t rank = 8;
+  double alpha = 16.0, dropout = 0.05;
+  bool freeze_base = false, checkpointing = true;
+  std::string loss = "kd";
+  SQ_RETURN_IF_ERROR(r.Int("rank", rank, INT64_MIN, INT64_MAX));
+  if (rank <= 0) return FieldError(r.Path("rank"), absl::StrCat("must be positive, got ", rank));
+  SQ_RETURN_IF_ERROR(r.Double("alpha", alpha, -1e9, 1e9));
+  if (!(alpha > 0))
+    return FieldError(r.Path("alpha"), absl::StrCat("must be positive, got ", alpha));
+  SQ_RETURN_IF_ERROR(r.Double("dropout", dropout, 0.0, 0.999));
+  SQ_RETURN_IF_ERROR(r.Bool("freeze_base", freeze_base));
+  SQ_RETURN_IF_ERROR(r.Bool("gradient_checkpointing", checkpointing));
+  SQ_RETURN_IF_ERROR(r.Choice("loss", loss, {"kd", "ce"}));
+  SQ_RETURN_IF_ERROR(r.NoUnknownFields());
+  out.set_rank(rank);
+  out.set_alpha(alpha);
+  out.set_dropout(dropout);
+  out.set_freeze_base(freeze_base);
+  out.set_gradient_checkpointing(checkpointing);
+  out.set_loss(loss == "ce" ? v1::LoraOptions::CE : v1::LoraOptions::KD);
+  return absl::OkStatus();
+}
+
 absl::Status ParseDistill(MapReader& r, v1::DistillStage& out, int workers) {
-  SQ_RETURN_IF_ERROR(ParseStudent(r, *out.mutable_student()));
+  // With lora the stage's input model is what trains (through its adapters): there is no student
+  // to cut, and the teacher is the job's model.
+  const bool lora = static_cast<bool>(r.Get("lora"));
+  if (lora) {
+    if (r.Get("student"))
+      return FieldError(
+          r.Path("student"),
+          "a stage with lora trains adapters on its input model; it takes no student");
+    SQ_RETURN_IF_ERROR(ParseLora(r, *out.mutable_lora()));
+    for (const char* field : {"prune", "keep_sparsity", "hidden_loss"}) {
+      if (r.Get(field))
+        return FieldError(r.Path(field),
+                          "does not apply to a stage with lora (the base is frozen)");
+    }
+    if (r.Get("teacher_logits"))
+      return FieldError(r.Path("teacher_logits"),
+                        "cached teacher logits are not supported with lora yet (the teacher runs "
+                        "live)");
+  } else {
+    SQ_RETURN_IF_ERROR(ParseStudent(r, *out.mutable_student()));
+  }
   double temperature = 2.0, alpha = 0.5, lr = 1e-3, weight_decay = 0.1, grad_clip = 1.0;
   SQ_RETURN_IF_ERROR(r.Double("temperature", temperature, -1e9, 1e9));
   if (!(temperature > 0))
@@ -756,8 +815,12 @@ absl::Status ParseDistill(MapReader& r, v1::DistillStage& out, int workers) {
   SQ_RETURN_IF_ERROR(r.Bool("keep_sparsity", keep_sparsity));
   // input: the stage's input model teaches a student cut from it. original: the job's model
   // teaches a student cut from the stage's input (recovering a pruned model, say).
-  std::string teacher = "input";
+  std::string teacher = lora ? "original" : "input";
   SQ_RETURN_IF_ERROR(r.Choice("teacher", teacher, {"input", "original"}));
+  if (lora && teacher == "input" && out.lora().loss() == v1::LoraOptions::KD)
+    return FieldError(r.Path("teacher"),
+                      "with lora the input model is the frozen base; it cannot teach itself "
+                      "(use teacher: original, or lora.loss: ce)");
   out.set_teacher(teacher == "original" ? v1::DistillStage::ORIGINAL : v1::DistillStage::INPUT);
   int64_t patience = 0;
   double min_delta = 0.0;
@@ -1242,6 +1305,14 @@ namespace {
 // The student's config, or an error naming the field whose value cannot work with `teacher`.
 absl::StatusOr<LlamaConfig> CheckDistillStage(const v1::DistillStage& opts,
                                               const LlamaConfig& teacher, const std::string& path) {
+  if (opts.has_lora()) {
+    LoraOptions lora;
+    lora.targets.assign(opts.lora().targets().begin(), opts.lora().targets().end());
+    lora.rank = opts.lora().rank();
+    lora.alpha = opts.lora().alpha();
+    lora.dropout = opts.lora().dropout();
+    if (auto s = ValidateLoraOptions(lora, teacher, path + ".lora"); !s.ok()) return s;
+  }
   const v1::StudentSpec& student = opts.student();
   const LlamaConfig out = DistillStudentConfig(student, teacher);
   for (const int64_t l : student.layers().index()) {
@@ -1338,16 +1409,28 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
   }
   // Quantization and distillation settings that cannot fit the model's shapes are known now, not
   // in a worker later. A distill stage changes the model the later stages see.
+  // Whether the model a stage gets is quantized: adapters train on a frozen quantized base, or on a
+  // dense one only when asked (freeze_base).
+  bool quantized = config->extra_json.find("\"quantization_config\"") != std::string::npos;
   for (size_t i = 0; i < recipe.stages.size(); ++i) {
     const v1::StageOptions& options = recipe.stages[i].options;
     if (options.has_distill()) {
-      auto student =
-          CheckDistillStage(options.distill(), *config, absl::StrCat("stages[", i, "].distill"));
+      const std::string path = absl::StrCat("stages[", i, "].distill");
+      auto student = CheckDistillStage(options.distill(), *config, path);
       if (!student.ok()) return student.status();
+      if (options.distill().has_lora() && !quantized && !options.distill().lora().freeze_base())
+        return FieldError(
+            path + ".lora",
+            "the stage's input model is not quantized (no quantize stage before it, and the "
+            "model has no quantization_config): quantize it first (nf4, gptq), or set "
+            "freeze_base: true to train adapters on the dense model");
       config = *student;
+      quantized = options.distill().has_lora() && quantized;
       continue;
     }
+    if (options.has_prune()) quantized = false;
     if (!options.has_quantize()) continue;
+    quantized = true;
     const int64_t group = options.quantize().group_size();
     const LlamaConfig& c = *config;
     if (const v1::MixedPrecision& mixed = options.quantize().mixed_precision();

@@ -14,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file_util.h"
 #include "common/model/torch_compat.h"
+#include "common/tensor/safetensors.h"
+#include "common/tensor/torch_tensor.h"
 #include "common/train/data_parallel.h"
 
 namespace squeeze {
@@ -29,6 +31,7 @@ uint64_t SplitMix64(uint64_t x) {
 }
 
 constexpr char kCheckpointName[] = "checkpoint";
+constexpr char kAdaptersFile[] = "adapters.safetensors";
 
 // Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before,
 // as a device scalar. Nothing is read back to the host, so the device never waits for the host
@@ -224,7 +227,17 @@ absl::Status Trainer::SaveCheckpoint(const TrainingObjective& objective) {
   fs::create_directories(tmp, ec);
   if (ec)
     return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
-  if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) return s;
+  if (model_->has_adapters()) {
+    // The base is frozen: the trained adapters are the whole model state.
+    SafetensorsWriter writer;
+    for (auto& [name, t] : model_->TrainableParameters()) {
+      if (auto s = AddTensor(writer, name, t->detach().to(at::kCPU).contiguous()); !s.ok())
+        return s;
+    }
+    if (auto s = writer.WriteFile((tmp / kAdaptersFile).string()); !s.ok()) return s;
+  } else if (auto s = model_->Save(tmp.string(), at::kFloat); !s.ok()) {
+    return s;
+  }
   if (auto s = objective.SaveState(tmp.string()); !s.ok()) return s;
   try {
     torch::save(*optimizer_->adamw, (tmp / "optimizer.pt").string());
@@ -255,9 +268,25 @@ absl::Status Trainer::LoadCheckpoint(TrainingObjective& objective) {
   const fs::path live = fs::path(options_.checkpoint_dir) / kCheckpointName;
   auto step = CheckpointStep(options_.checkpoint_dir);
   if (!step) return absl::NotFoundError(absl::StrCat(live.string(), ": no trainer_state.json"));
-  auto weights = CheckpointReader::Open(live.string());
-  if (!weights.ok()) return weights.status();
-  if (auto s = model_->CopyWeightsFrom(**weights); !s.ok()) return s;
+  if (model_->has_adapters()) {
+    const std::string path = (live / kAdaptersFile).string();
+    auto file = SafetensorsFile::Open(path);
+    if (!file.ok()) return file.status();
+    c10::NoGradGuard no_grad;
+    for (auto& [name, t] : model_->TrainableParameters()) {
+      auto view = (*file)->Get(name);
+      if (!view.ok()) return view.status();
+      auto loaded = ToTorch(*view);
+      if (!loaded.ok()) return loaded.status();
+      if (loaded->sizes() != t->sizes())
+        return absl::DataLossError(absl::StrCat(path, ": tensor \"", name, "\" has another shape"));
+      t->copy_(*loaded);
+    }
+  } else {
+    auto weights = CheckpointReader::Open(live.string());
+    if (!weights.ok()) return weights.status();
+    if (auto s = model_->CopyWeightsFrom(**weights); !s.ok()) return s;
+  }
   if (auto s = objective.LoadState(live.string()); !s.ok()) return s;
   try {
     torch::load(*optimizer_->adamw, (live / "optimizer.pt").string());
@@ -278,9 +307,9 @@ absl::Status Trainer::LoadCheckpoint(TrainingObjective& objective) {
 absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objective,
                           const TrainerCallbacks& callbacks) {
   if (auto s = ValidateTrainerOptions(options_); !s.ok()) return s;
-  model_->SetRequiresGrad(true);
+  model_->SetTrainable(true);
   std::vector<at::Tensor> decay, no_decay;
-  for (auto& [name, t] : model_->NamedParameters())
+  for (auto& [name, t] : model_->TrainableParameters())
     (t->dim() >= 2 ? decay : no_decay).push_back(*t);
   for (at::Tensor& t : objective.Parameters()) (t.dim() >= 2 ? decay : no_decay).push_back(t);
   auto defaults = torch::optim::AdamWOptions(options_.lr)
@@ -326,12 +355,12 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
     bool stop = callbacks.should_stop && callbacks.should_stop();
     if (parallel_) stop = parallel_->AllReduceMax(stop ? 1.0 : 0.0) > 0;  // all ranks stop together
     if (stop) {
-      model_->SetRequiresGrad(false);
+      model_->SetTrainable(false);
       return absl::CancelledError(absl::StrCat("training stopped after step ", step_));
     }
     if (callbacks.before_step) {
       if (auto s = callbacks.before_step(step_); !s.ok()) {
-        model_->SetRequiresGrad(false);
+        model_->SetTrainable(false);
         return s;
       }
     }
@@ -346,6 +375,10 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       at::Tensor ids = sampler.Batch(step_, micro, rank_rows, rank * rank_rows).to(device);
       if (parallel_ && micro == options_.grad_accum - 1) parallel_->ArmForNextBackward();
       objective.BeginMicroBatch(step_, micro);
+      // Random draws inside the step (adapter dropout) depend on (seed, step, micro, rank) only,
+      // so a resumed run draws what the uninterrupted one did.
+      at::manual_seed(
+          SplitMix64(options_.seed ^ SplitMix64(step_ * 7919ull + micro * 31ull + rank)));
       at::Tensor loss;
       if (options_.autocast_bf16 && device.is_cuda()) {
         compat::CudaBf16Autocast autocast;
@@ -413,7 +446,7 @@ absl::Status Trainer::Run(const WindowSampler& sampler, TrainingObjective& objec
       break;
     }
   }
-  model_->SetRequiresGrad(false);
+  model_->SetTrainable(false);
   return absl::OkStatus();
 }
 

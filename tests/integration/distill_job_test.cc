@@ -259,5 +259,54 @@ TEST(DistillJobTest, HeadPrunedModelHasFewerHeadsAndRecovers) {
   EXPECT_EQ(c["head_dim"], 32);
 }
 
+// QLoRA-style: the teacher quantized to NF4, then adapters trained on the frozen NF4 base with the
+// original model teaching. The stage's output is the NF4 base unchanged with PEFT adapters beside
+// it, and the evaluate stage after it loads the two merged.
+TEST(DistillJobTest, LoraOnAnNf4BaseWritesPeftAdaptersThatLaterStagesMerge) {
+  ServiceHarness h("distill_lora");
+  h.StartCoordinator();
+  h.StartWorker("w", {"--threads", "2"});
+  const std::string root = SourceDir() + "/deploy";
+  const std::string recipe =
+      "model: " + root + "/models/fortunes-teacher\ndata:\n  train: " + root +
+      "/data/fortunes/train.jsonl\n  evaluation: [" + root +
+      "/data/fortunes/evaluation.jsonl]\nstages:\n"
+      "  - evaluate: {max_examples: 24}\n"
+      "  - quantize: {method: nf4}\n"
+      "  - evaluate: {max_examples: 24}\n"
+      "  - distill: {lora: {targets: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,\n"
+      "                              down_proj], rank: 8, alpha: 16, dropout: 0.05},\n"
+      "              alpha: 0.9, steps: 16, batch_size: 8, seq_len: 64, lr: 0.0005,\n"
+      "              warmup_steps: 2, checkpoint_every: 8, eval_examples: 24}\n"
+      "  - evaluate: {max_examples: 24}\n";
+  v1::Job job = h.WaitFor(h.Submit(recipe).id(), Finished, 240000);
+  ASSERT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  const nlohmann::json report = h.Report(job);
+  const nlohmann::json& stages = report["stages"];
+  const nlohmann::json& lora = stages[3]["result"]["lora"];
+  EXPECT_EQ(lora["rank"], 8);
+  EXPECT_EQ(lora["base_format"], "nf4");
+  EXPECT_GT(lora["base_bytes"].get<int64_t>(), 0);
+  // 4 layers x (q, k, v, o: 8 x (256 + 256) or 8 x (256 + 128); gate, up, down: 8 x (256 + 768)).
+  EXPECT_EQ(lora["adapter_parameters"], 4 * (8 * (512 + 384 + 384 + 512) + 3 * 8 * 1024));
+  EXPECT_EQ(stages[3]["result"]["teacher_model"], root + "/models/fortunes-teacher");
+  const double teacher = stages[0]["result"]["perplexity"], nf4 = stages[2]["result"]["perplexity"],
+               adapted = stages[4]["result"]["perplexity"];
+  EXPECT_GT(nf4, teacher);
+  EXPECT_LT(adapted, nf4) << "the adapters recover part of what NF4 cost";
+  EXPECT_NEAR(adapted, stages[3]["result"]["eval_perplexity"].get<double>(), 1e-3 * adapted)
+      << "the evaluate stage merges the adapters the distill stage trained";
+  const std::string out = ArtifactDir(report["model"].get<std::string>(), h.dir() + "/model");
+  for (const char* file : {"adapter_config.json", "adapter_model.safetensors", "config.json",
+                           "model.safetensors.index.json"})
+    EXPECT_TRUE(std::ifstream(out + "/" + file).good()) << file;
+  std::ifstream config(out + "/config.json");
+  EXPECT_EQ(nlohmann::json::parse(config)["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+  std::ifstream adapter(out + "/adapter_config.json");
+  const nlohmann::json a = nlohmann::json::parse(adapter);
+  EXPECT_EQ(a["peft_type"], "LORA");
+  EXPECT_EQ(a["r"], 8);
+}
+
 }  // namespace
 }  // namespace squeeze::testing

@@ -16,6 +16,7 @@
 #include "common/compress/quantized_checkpoint.h"
 #include "common/data/text_dataset.h"
 #include "common/model/llama_config.h"
+#include "common/model/lora.h"
 #include "common/recipe/recipe.h"
 #include "common/tensor/safetensors.h"
 #include "common/tensor/torch_tensor.h"
@@ -72,12 +73,281 @@ absl::StatusOr<DistillOptions> DistillOptionsOf(const v1::DistillStage& spec) {
   return o;
 }
 
+// The stage's training options; evaluation runs only when there is evaluation data.
+TrainerOptions TrainerOptionsOf(const v1::DistillStage& spec, bool has_eval, at::Device device) {
+  TrainerOptions to;
+  to.steps = spec.steps();
+  to.batch_size = spec.batch_size();
+  to.seq_len = spec.seq_len();
+  to.grad_accum = spec.grad_accum();
+  to.lr = spec.lr();
+  to.warmup_steps = spec.warmup_steps();
+  to.weight_decay = spec.weight_decay();
+  to.grad_clip = spec.grad_clip();
+  to.eval_every = has_eval ? spec.eval_every() : 0;
+  to.checkpoint_every = spec.checkpoint_every();
+  to.seed = spec.seed();
+  to.autocast_bf16 = device.is_cuda();  // bf16 compute, float32 master weights
+  to.early_stopping_patience = spec.early_stopping_patience();
+  to.early_stopping_min_delta = spec.early_stopping_min_delta();
+  return to;
+}
+
+// Prepares the trainer's checkpoint directory under the task's scratch and fills it from the
+// store's last checkpoint of this task, if any; returns the step that checkpoint was taken at.
+absl::StatusOr<int64_t> PlaceTrainCheckpoint(TaskContext& ctx, TrainerOptions& to) {
+  const fs::path ckpt_dir = fs::path(ctx.scratch_dir()) / "train";
+  RemoveTree(ckpt_dir).IgnoreError();
+  fs::create_directories(ckpt_dir);
+  to.checkpoint_dir = ckpt_dir.string();
+  const std::string& ckpt_uri = ctx.lease().checkpoint_uri();
+  if (auto exists = ctx.store().Exists(ckpt_uri); !exists.ok() || !*exists) return 0;
+  auto dir = ctx.store().LocalDirectory(ckpt_uri, (ckpt_dir / "checkpoint").string());
+  if (!dir.ok()) return dir.status();
+  const int64_t step = Trainer::CheckpointStep(ckpt_dir.string()).value_or(0);
+  ctx.Log(absl::StrCat("resuming from the checkpoint of step ", step));
+  return step;
+}
+
+// The evaluation data (data.evaluation[0]) in `model_dir`'s tokenizer; empty when the job has
+// none.
+absl::StatusOr<std::vector<TextExample>> EvaluationExamples(TaskContext& ctx,
+                                                            const std::string& model_dir,
+                                                            const LlamaConfig& config) {
+  const auto& eval_files = ctx.data().evaluation();
+  if (eval_files.empty()) return std::vector<TextExample>();
+  auto path = DataFile(ctx, eval_files[0], "data.evaluation[0]");
+  if (!path.ok()) return path.status();
+  return LoadTextDatasetForModel(model_dir, config, *path);
+}
+
+// Callbacks every distill run shares: cancellation, progress and metrics per step, the loss
+// curve every log_every steps, evaluations, and checkpoints uploaded to the store.
+// `parts` (may be empty) gives the loss's parts for the log.
+TrainerCallbacks CommonCallbacks(TaskContext& ctx, const TrainerOptions& to, int64_t log_every,
+                                 int64_t resumed_from, const LlamaModel& student,
+                                 const std::vector<TextExample>& eval,
+                                 const PerplexityOptions& eval_options,
+                                 std::function<DistillationObjective::Parts()> parts,
+                                 v1::DistillResult& result, absl::Status& stop_reason,
+                                 int64_t& tokens_seen) {
+  const auto start = std::chrono::steady_clock::now();
+  TrainerCallbacks callbacks;
+  callbacks.should_stop = [&ctx, &stop_reason] {
+    stop_reason = ctx.CheckStep();
+    return !stop_reason.ok();
+  };
+  callbacks.on_step = [&ctx, to, log_every, resumed_from, start, parts, &result,
+                       &tokens_seen](const TrainStepStats& s) {
+    tokens_seen += to.batch_size * to.seq_len;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double steps_per_second = (s.step - resumed_from) / std::max(elapsed, 1e-9);
+    ctx.SetProgress(s.step, to.steps, "steps");
+    ctx.SetMetric("loss", s.loss);
+    ctx.SetMetric("tokens_per_second", s.tokens_per_second);
+    ctx.SetMetric("learning_rate", s.lr);
+    ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
+    if (s.step % log_every == 0 || s.step == to.steps) {
+      const DistillationObjective::Parts p =
+          parts ? parts() : DistillationObjective::Parts{0, s.loss, 0};
+      v1::LossPoint& point = *result.add_loss_curve();
+      point.set_step(s.step);
+      point.set_loss(s.loss);
+      point.set_kd(p.kd);
+      point.set_ce(p.ce);
+      point.set_hidden(p.hidden);
+      point.set_lr(s.lr);
+      point.set_tokens_per_second(s.tokens_per_second);
+      ctx.Log(absl::StrCat("step ", s.step, "/", to.steps, " loss ", s.loss, " (kd ", p.kd, ", ce ",
+                           p.ce, "), ", static_cast<int64_t>(s.tokens_per_second), " tokens/s"));
+    }
+  };
+  callbacks.evaluate = [&student, &eval, eval_options](int64_t) {
+    auto ppl = EvaluatePerplexity(student, eval, eval_options);
+    return ppl.ok() ? std::log(ppl->total.perplexity()) : std::nan("");
+  };
+  callbacks.on_eval = [&ctx, &result](int64_t step, double eval_loss) {
+    v1::EvalPoint& point = *result.add_eval_curve();
+    point.set_step(step);
+    point.set_loss(eval_loss);
+    point.set_perplexity(std::exp(eval_loss));
+    ctx.SetMetric("eval_perplexity", std::exp(eval_loss));
+    ctx.Log(absl::StrCat("step ", step, ": evaluation perplexity ", std::exp(eval_loss)));
+  };
+  callbacks.on_checkpoint = [&ctx, to](int64_t step) -> absl::Status {
+    ArtifactProvenance provenance = ctx.provenance();
+    provenance.stage = "distill-checkpoint";
+    // Private blobs: each checkpoint frees the one it replaces, and deleting it frees it all.
+    return ctx.store().PutDirectory((fs::path(to.checkpoint_dir) / "checkpoint").string(),
+                                    ctx.lease().checkpoint_uri(), provenance,
+                                    CheckpointPutOptions());
+  };
+  return callbacks;
+}
+
+// The run's figures every distill result carries.
+void FillRunResult(TaskContext& ctx, const Trainer& trainer, int64_t resumed_from, double seconds,
+                   int64_t tokens_seen, v1::DistillResult& result) {
+  result.set_steps(trainer.step());
+  result.set_stopped_early(trainer.stopped_early());
+  result.set_resumed_from_step(resumed_from);
+  result.set_world_size(ctx.lease().world_size());
+  if (result.loss_curve_size() > 0) result.set_final_loss(result.loss_curve().rbegin()->loss());
+  result.set_tokens_per_second(seconds > 0 ? tokens_seen / seconds : 0.0);
+  result.set_peak_host_memory_bytes(PeakHostMemoryBytes());
+  if (device_is_cuda(ctx.device()))
+    result.set_peak_device_memory_bytes(PeakDeviceMemoryBytes(ctx.device()));
+}
+
+// distill with lora: adapters trained on the stage's input model, frozen (held packed when it is
+// quantized), against the job's model (kd) or the labels alone (ce). The output is the input
+// model's files as they were, with the adapters in PEFT's layout beside them.
+absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
+  const v1::DistillStage& spec = ctx.stage().distill();
+  const v1::LoraOptions& lo = spec.lora();
+  const v1::TaskLease& lease = ctx.lease();
+  const at::Device device = ctx.device();
+  const bool cuda = device_is_cuda(device);
+  if (cuda) ResetPeakDeviceMemory(device);
+  const std::string base_uri = lease.inputs().at("model");
+  auto base_dir = ctx.store().LocalDirectory(base_uri, ctx.scratch_dir() + "/base");
+  if (!base_dir.ok()) return base_dir.status();
+  if (HasLoraAdapters(*base_dir))
+    return absl::FailedPreconditionError(
+        "distill.lora: the input model already carries adapters (adapter_config.json); put a "
+        "quantize stage between the two lora stages, which merges them into the weights");
+  const at::ScalarType dtype = cuda ? at::kBFloat16 : at::kFloat;
+  PackedBaseInfo base;
+  auto student = LoadModelWithPackedLinears(*base_dir, dtype, device, &base);
+  if (!student.ok()) return student.status();
+  if (base.linears == 0 && !lo.freeze_base())
+    return absl::FailedPreconditionError(
+        "distill.lora: the input model has no quantized linears; quantize it first or set "
+        "freeze_base: true");
+  LoraOptions options;
+  options.targets.assign(lo.targets().begin(), lo.targets().end());
+  options.rank = lo.rank();
+  options.alpha = lo.alpha();
+  options.dropout = lo.dropout();
+  options.seed = spec.seed();
+  if (auto s = AttachLoraAdapters(*student, options); !s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("distill.", s.message()));
+  student->set_gradient_checkpointing(lo.gradient_checkpointing());
+  ctx.Log(absl::StrCat("training rank-", options.rank, " adapters (", LoraParameterCount(*student),
+                       " parameters) on a frozen ", base.format, " base (", base.linears,
+                       " packed linears, ", base.bytes, " bytes)"));
+
+  const bool kd = lo.loss() == v1::LoraOptions::KD;
+  std::optional<LlamaModel> teacher;
+  std::string teacher_uri;
+  DistillOptions distill_options;
+  if (kd) {
+    const auto it = lease.inputs().find("teacher");
+    teacher_uri = it != lease.inputs().end() ? it->second : base_uri;
+    auto dir = ctx.store().LocalDirectory(teacher_uri, ctx.scratch_dir() + "/teacher");
+    if (!dir.ok()) return dir.status();
+    auto loaded = LoadModel(*dir, dtype, device);
+    if (!loaded.ok()) return loaded.status();
+    teacher = *std::move(loaded);
+    SQ_ASSIGN_OR_RETURN(distill_options, DistillOptionsOf(spec));
+    if (auto s = ValidateDistillOptions(distill_options, teacher->config(), student->config());
+        !s.ok())
+      return s;
+  }
+  auto train_path = DataFile(ctx, ctx.data().train(), "data.train");
+  if (!train_path.ok()) return train_path.status();
+  auto train = LoadTextDatasetForModel(*base_dir, student->config(), *train_path);
+  if (!train.ok()) return train.status();
+  SQ_ASSIGN_OR_RETURN(const std::vector<TextExample> eval,
+                      EvaluationExamples(ctx, *base_dir, student->config()));
+
+  TrainerOptions to = TrainerOptionsOf(spec, !eval.empty(), device);
+  SQ_ASSIGN_OR_RETURN(const int64_t resumed_from, PlaceTrainCheckpoint(ctx, to));
+  SQ_ASSIGN_OR_RETURN(std::unique_ptr<DataParallel> parallel, JoinGang(ctx));
+
+  std::optional<DistillationObjective> distill;
+  CrossEntropyObjective cross_entropy;
+  if (kd) distill.emplace(&*teacher, distill_options, student->config(), device);
+  TrainingObjective& objective = kd ? static_cast<TrainingObjective&>(*distill) : cross_entropy;
+  PerplexityOptions eval_options = FitToModel({}, student->config());
+  eval_options.max_examples = spec.eval_examples();
+
+  v1::DistillResult result;
+  absl::Status stop_reason;
+  int64_t tokens_seen = 0;
+  std::function<DistillationObjective::Parts()> parts;
+  if (kd) parts = [&distill] { return distill->last_parts(); };
+  const TrainerCallbacks callbacks =
+      CommonCallbacks(ctx, to, spec.log_every(), resumed_from, *student, eval, eval_options, parts,
+                      result, stop_reason, tokens_seen);
+  const auto start = std::chrono::steady_clock::now();
+  Trainer trainer(&*student, to, parallel.get());
+  if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
+      !s.ok()) {
+    return stop_reason.ok() ? s : stop_reason;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  result.set_student_layers(student->num_layers());
+  result.set_student_hidden_size(student->config().hidden_size);
+  result.set_student_parameters(LoraParameterCount(*student));
+  if (teacher) result.set_teacher_parameters(teacher->NumParameters());
+  result.set_teacher_model(teacher_uri);
+  result.set_temperature(kd ? distill_options.temperature : 0.0);
+  result.set_alpha(kd ? distill_options.alpha : 0.0);
+  result.set_teacher_logits(kd ? "live" : "none (cross-entropy)");
+  if (!eval.empty()) {
+    c10::NoGradGuard no_grad;
+    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
+    if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
+  }
+  v1::LoraResult& lr = *result.mutable_lora();
+  lr.set_rank(options.rank);
+  lr.set_alpha(options.alpha);
+  for (const std::string& t : options.targets) lr.add_targets(t);
+  lr.set_adapter_parameters(LoraParameterCount(*student));
+  lr.set_base_format(base.format);
+  lr.set_base_bytes(base.bytes);
+  lr.set_gradient_checkpointing(lo.gradient_checkpointing());
+  FillRunResult(ctx, trainer, resumed_from, seconds, tokens_seen, result);
+  TaskOutput out;
+  *out.result.mutable_distill() = std::move(result);
+  if (lease.rank() != 0) return out;  // rank 0 writes the adapters and reports
+
+  // The base's files as they came (content-addressed: stored again without a copy), adapters
+  // beside them.
+  const fs::path out_dir = fs::path(ctx.scratch_dir()) / "adapter-out";
+  RemoveTree(out_dir).IgnoreError();
+  fs::create_directories(out_dir);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(*base_dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (name == kLoraConfigFile || name == kLoraWeightsFile) continue;  // replaced below
+    fs::copy_file(e.path(), out_dir / name, ec);
+    if (ec)
+      return absl::UnavailableError(
+          absl::StrCat("cannot copy ", e.path().string(), ": ", ec.message()));
+  }
+  if (auto s = SaveLoraAdapters(*student, options, base_uri, out_dir.string()); !s.ok()) return s;
+  if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
+      !s.ok())
+    return s;
+  ctx.store().Delete(lease.checkpoint_uri()).IgnoreError();
+  out.outputs["model"] = lease.output_uri();
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   SQ_RETURN_IF_ERROR(ExpectStage(ctx, v1::StageOptions::kDistill));
   const v1::DistillStage& spec = ctx.stage().distill();
+  if (spec.has_lora()) return TrainAdapters(ctx);
   const v1::TaskLease& lease = ctx.lease();
+  if (device_is_cuda(ctx.device())) ResetPeakDeviceMemory(ctx.device());
   // The teacher is the stage's input model, or with `teacher: original` the job's model, while
   // the student is then cut from the input (a pruned model from a prune stage, say).
   const auto teacher_input = lease.inputs().find("teacher");
@@ -111,46 +381,10 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   if (!train_path.ok()) return train_path.status();
   auto train = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *train_path);
   if (!train.ok()) return train.status();
-  std::vector<TextExample> eval;
-  const auto& eval_files = ctx.data().evaluation();
-  if (!eval_files.empty()) {
-    auto path = DataFile(ctx, eval_files[0], "data.evaluation[0]");
-    if (!path.ok()) return path.status();
-    auto data = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *path);
-    if (!data.ok()) return data.status();
-    eval = *std::move(data);
-  }
-
-  TrainerOptions to;
-  to.steps = spec.steps();
-  to.batch_size = spec.batch_size();
-  to.seq_len = spec.seq_len();
-  to.grad_accum = spec.grad_accum();
-  to.lr = spec.lr();
-  to.warmup_steps = spec.warmup_steps();
-  to.weight_decay = spec.weight_decay();
-  to.grad_clip = spec.grad_clip();
-  to.eval_every = eval.empty() ? 0 : spec.eval_every();
-  to.checkpoint_every = spec.checkpoint_every();
-  to.seed = seed;
-  to.autocast_bf16 = ctx.device().is_cuda();  // bf16 compute, float32 master weights
-  to.early_stopping_patience = spec.early_stopping_patience();
-  to.early_stopping_min_delta = spec.early_stopping_min_delta();
-  const int64_t log_every = spec.log_every();
-
-  // Resume: the store holds the last checkpoint; every rank starts from it.
-  const fs::path ckpt_dir = fs::path(ctx.scratch_dir()) / "train";
-  RemoveTree(ckpt_dir).IgnoreError();
-  fs::create_directories(ckpt_dir);
-  to.checkpoint_dir = ckpt_dir.string();
-  const std::string ckpt_uri = lease.checkpoint_uri();
-  int64_t resumed_from = 0;
-  if (auto exists = ctx.store().Exists(ckpt_uri); exists.ok() && *exists) {
-    auto dir = ctx.store().LocalDirectory(ckpt_uri, (ckpt_dir / "checkpoint").string());
-    if (!dir.ok()) return dir.status();
-    resumed_from = Trainer::CheckpointStep(ckpt_dir.string()).value_or(0);
-    ctx.Log(absl::StrCat("resuming from the checkpoint of step ", resumed_from));
-  }
+  SQ_ASSIGN_OR_RETURN(const std::vector<TextExample> eval,
+                      EvaluationExamples(ctx, *teacher_dir, teacher->config()));
+  TrainerOptions to = TrainerOptionsOf(spec, !eval.empty(), ctx.device());
+  SQ_ASSIGN_OR_RETURN(const int64_t resumed_from, PlaceTrainCheckpoint(ctx, to));
 
   auto gang = JoinGang(ctx);
   if (!gang.ok()) return gang.status();
@@ -222,48 +456,9 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
   absl::Status stop_reason;
-  TrainerCallbacks callbacks;
-  callbacks.should_stop = [&] {
-    stop_reason = ctx.CheckStep();
-    return !stop_reason.ok();
-  };
-  callbacks.on_step = [&](const TrainStepStats& s) {
-    tokens_seen += to.batch_size * to.seq_len;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double steps_per_second = (s.step - resumed_from) / std::max(elapsed, 1e-9);
-    ctx.SetProgress(s.step, to.steps, "steps");
-    ctx.SetMetric("loss", s.loss);
-    ctx.SetMetric("tokens_per_second", s.tokens_per_second);
-    ctx.SetMetric("learning_rate", s.lr);
-    ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
-    if (s.step % log_every == 0 || s.step == to.steps) {
-      const auto parts = objective.last_parts();
-      v1::LossPoint& point = *result.add_loss_curve();
-      point.set_step(s.step);
-      point.set_loss(s.loss);
-      point.set_kd(parts.kd);
-      point.set_ce(parts.ce);
-      point.set_hidden(parts.hidden);
-      point.set_lr(s.lr);
-      point.set_tokens_per_second(s.tokens_per_second);
-      ctx.Log(absl::StrCat("step ", s.step, "/", to.steps, " loss ", s.loss, " (kd ", parts.kd,
-                           ", ce ", parts.ce, "), ", static_cast<int64_t>(s.tokens_per_second),
-                           " tokens/s"));
-    }
-  };
-  callbacks.evaluate = [&](int64_t) {
-    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
-    return ppl.ok() ? std::log(ppl->total.perplexity()) : std::nan("");
-  };
-  callbacks.on_eval = [&](int64_t step, double eval_loss) {
-    v1::EvalPoint& point = *result.add_eval_curve();
-    point.set_step(step);
-    point.set_loss(eval_loss);
-    point.set_perplexity(std::exp(eval_loss));
-    ctx.SetMetric("eval_perplexity", std::exp(eval_loss));
-    ctx.Log(absl::StrCat("step ", step, ": evaluation perplexity ", std::exp(eval_loss)));
-  };
+  TrainerCallbacks callbacks = CommonCallbacks(
+      ctx, to, spec.log_every(), resumed_from, *student, eval, eval_options,
+      [&objective] { return objective.last_parts(); }, result, stop_reason, tokens_seen);
   google::protobuf::RepeatedPtrField<v1::PruneRoundResult> prune_rounds;
   auto eval_perplexity = [&]() -> double {
     if (eval.empty()) return std::nan("");
@@ -309,13 +504,6 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   callbacks.after_update = [&] {
     if (masks) masks->Apply();
   };
-  callbacks.on_checkpoint = [&](int64_t step) -> absl::Status {
-    ArtifactProvenance provenance = ctx.provenance();
-    provenance.stage = "distill-checkpoint";
-    // Private blobs: each checkpoint frees the one it replaces, and deleting it frees it all.
-    return ctx.store().PutDirectory((ckpt_dir / "checkpoint").string(), ckpt_uri, provenance,
-                                    CheckpointPutOptions());
-  };
   Trainer trainer(&*student, to, parallel.get());
   if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
       !s.ok()) {
@@ -330,12 +518,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   result.set_teacher_model(teacher_uri);
   result.set_temperature(options.temperature);
   result.set_alpha(options.alpha);
-  result.set_steps(trainer.step());
-  result.set_stopped_early(trainer.stopped_early());
-  result.set_resumed_from_step(resumed_from);
-  result.set_world_size(lease.world_size());
   result.set_teacher_logits(teacher_logits);
-  if (result.loss_curve_size() > 0) result.set_final_loss(result.loss_curve().rbegin()->loss());
   if (!eval.empty()) {
     auto ppl = EvaluatePerplexity(*student, eval, eval_options);
     if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
@@ -352,7 +535,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.set_tokens_per_second(seconds > 0 ? tokens_seen / seconds : 0.0);
+  FillRunResult(ctx, trainer, resumed_from, seconds, tokens_seen, result);
   *out.result.mutable_distill() = std::move(result);
   if (lease.rank() != 0) return out;  // rank 0 writes the model and reports
 
@@ -362,7 +545,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
       !s.ok())
     return s;
-  ctx.store().Delete(ckpt_uri).IgnoreError();
+  ctx.store().Delete(lease.checkpoint_uri()).IgnoreError();
   out.outputs["model"] = lease.output_uri();
   return out;
 }

@@ -659,6 +659,74 @@ TEST(RecipeTest, DistillStudentsMustFitTheTeacher) {
   EXPECT_TRUE(CheckRecipeInputs(*ok).ok()) << CheckRecipeInputs(*ok);
 }
 
+// lora: what the parser can tell alone is refused there; targets, rank and whether the base is
+// quantized are checked against the model at submit.
+TEST(RecipeTest, LoraAdaptersAreCheckedAgainstTheModelAtSubmit) {
+  const char* src = std::getenv("SQUEEZE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  const std::string head = std::string("model: ") + src +
+                           "/deploy/models/fortunes-teacher\ndata: {train: " + src +
+                           "/deploy/data/fortunes/train.jsonl}\nstages:\n";
+  const std::string nf4 = "  - quantize: {method: nf4}\n";
+  struct Case {
+    std::string stages, expect;
+  };
+  const Case parse_errors[] = {
+      {"  - distill: {lora: {targets: [q_proj], rank: 0}}\n",
+       "stages[0].distill.lora.rank: must be positive, got 0"},
+      {"  - distill: {lora: {targets: []}}\n",
+       "stages[0].distill.lora.targets: expected a non-empty list of linear names"},
+      {"  - distill: {student: {keep_every: 2}, lora: {targets: [q_proj]}}\n",
+       "stages[0].distill.student: a stage with lora trains adapters on its input model; it takes "
+       "no student"},
+      {"  - distill: {lora: {targets: [q_proj]}, teacher: input}\n",
+       "stages[0].distill.teacher: with lora the input model is the frozen base; it cannot teach "
+       "itself"},
+      {"  - distill: {lora: {targets: [q_proj]}, prune: {sparsity: 0.5}}\n",
+       "stages[0].distill.prune: does not apply to a stage with lora"},
+      {"  - distill: {lora: {targets: [q_proj], dropout: 1.5}}\n",
+       "stages[0].distill.lora.dropout"},
+      {"  - distill: {lora: {targets: [q_proj], rnk: 4}}\n", "stages[0].distill.lora.rnk"},
+  };
+  for (const Case& c : parse_errors) {
+    auto r = ParseRecipe(head + c.stages);
+    ASSERT_FALSE(r.ok()) << c.stages;
+    EXPECT_EQ(r.status().message().find(c.expect), 0u)
+        << "got: " << r.status().message() << "\nwant: " << c.expect;
+  }
+  const Case check_errors[] = {
+      {nf4 + "  - distill: {lora: {targets: [q_proj, qkv_proj]}}\n",
+       "stages[1].distill.lora.targets[1]: \"qkv_proj\" names no linear of a decoder layer of this "
+       "llama model"},
+      {nf4 + "  - distill: {lora: {targets: [q_proj, v_proj], rank: 200}}\n",
+       "stages[1].distill.lora.rank: 200 exceeds self_attn.v_proj's smaller dimension (128)"},
+      {"  - distill: {lora: {targets: [q_proj]}}\n",
+       "stages[0].distill.lora: the stage's input model is not quantized"},
+      {nf4 + "  - prune: {method: magnitude, sparsity: 0.5}\n  - distill: {lora: {targets: "
+             "[q_proj]}}\n",
+       "stages[2].distill.lora: the stage's input model is not quantized"},
+  };
+  for (const Case& c : check_errors) {
+    auto r = ParseRecipe(head + c.stages);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const absl::Status s = CheckRecipeInputs(*r);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.stages;
+    EXPECT_EQ(s.message().find(c.expect), 0u) << "got: " << s.message() << "\nwant: " << c.expect;
+  }
+  for (const std::string& ok :
+       {nf4 + "  - distill: {lora: {targets: [q_proj, v_proj], rank: 128}}\n",
+        std::string("  - distill: {lora: {targets: [down_proj], freeze_base: true}}\n")}) {
+    auto r = ParseRecipe(head + ok);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(CheckRecipeInputs(*r).ok()) << CheckRecipeInputs(*r);
+    const v1::DistillStage& d = r->stages.back().options.distill();
+    EXPECT_TRUE(d.has_lora());
+    EXPECT_EQ(d.teacher(), v1::DistillStage::ORIGINAL) << "the job's model teaches by default";
+    EXPECT_TRUE(d.lora().gradient_checkpointing());
+    EXPECT_EQ(d.lora().loss(), v1::LoraOptions::KD);
+  }
+}
+
 TEST(RecipeTest, RelativePathsResolveAgainstTheRecipeDirectory) {
   auto text = ResolveRecipePaths(
       "model: ../models/t\ndata: {evaluation: [e.jsonl, /abs.jsonl], calibration: c.jsonl}\n"

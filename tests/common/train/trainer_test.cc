@@ -6,6 +6,7 @@
 
 #include "common/base/file_util.h"
 #include "common/compress/perplexity.h"
+#include "common/model/lora.h"
 #include "gtest/gtest.h"
 #include "tests/common/model/tiny_llama_config.h"
 
@@ -104,6 +105,67 @@ TEST(TrainerTest, RunInterruptedAfterACheckpointResumesToTheSameWeights) {
   auto a = straight.NamedParameters();
   auto b = second.NamedParameters();
   for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(*a[i].second, *b[i].second, 1e-5, 1e-6)) << a[i].first;
+  }
+  RemoveTree(dir).IgnoreError();
+}
+
+// Adapters on a frozen base: only they train (the base's tensors are untouched), and a run resumed
+// from the adapters' checkpoint ends where an uninterrupted one does.
+TEST(TrainerTest, AdaptersTrainAloneAndResumeFromTheirCheckpoint) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("trainer_lora_test_" + std::to_string(::getpid()));
+  RemoveTree(dir).IgnoreError();
+  WindowSampler sampler(Corpus(), 32, 0);
+  CrossEntropyObjective objective;
+  TrainerOptions options = Options();
+  options.steps = 12;
+  options.checkpoint_every = 6;
+  LoraOptions lora;
+  lora.targets = {"q_proj", "v_proj", "down_proj"};
+  lora.rank = 4;
+  lora.dropout = 0.1;
+  auto adapted = [&](uint64_t adapter_seed) {
+    LlamaModel m = LlamaModel::RandomInit(TinyLlamaConfig(), 4);
+    LoraOptions o = lora;
+    o.seed = adapter_seed;
+    EXPECT_TRUE(AttachLoraAdapters(m, o).ok());
+    m.set_gradient_checkpointing(true);
+    return m;
+  };
+  const LlamaModel base = LlamaModel::RandomInit(TinyLlamaConfig(), 4);
+
+  TrainerOptions straight_options = options;
+  straight_options.checkpoint_dir = (dir / "straight").string();
+  LlamaModel straight = adapted(1);
+  std::vector<double> losses;
+  TrainerCallbacks record;
+  record.on_step = [&](const TrainStepStats& s) { losses.push_back(s.loss); };
+  ASSERT_TRUE(Trainer(&straight, straight_options).Run(sampler, objective, record).ok());
+  EXPECT_LT(losses.back(), losses.front() - 0.1) << "the adapters learn";
+  auto frozen = const_cast<LlamaModel&>(base).NamedParameters();
+  auto after = straight.NamedParameters();
+  ASSERT_EQ(frozen.size(), after.size());
+  for (size_t i = 0; i < after.size(); ++i)
+    EXPECT_TRUE(at::equal(*frozen[i].second, *after[i].second)) << after[i].first << " moved";
+  EXPECT_TRUE(fs::exists(dir / "straight" / "checkpoint" / "adapters.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "straight" / "checkpoint" / "model.safetensors"))
+      << "the frozen base is not checkpointed";
+
+  options.checkpoint_dir = (dir / "interrupted").string();
+  LlamaModel first = adapted(1);
+  Trainer interrupted(&first, options);
+  TrainerCallbacks stop;
+  stop.should_stop = [&] { return interrupted.step() >= 8; };
+  EXPECT_EQ(interrupted.Run(sampler, objective, stop).code(), absl::StatusCode::kCancelled);
+  LlamaModel second = adapted(77);  // other adapters: the checkpoint's replace them
+  ASSERT_TRUE(Trainer(&second, options).Run(sampler, objective).ok());
+  auto a = straight.TrainableParameters();
+  auto b = second.TrainableParameters();
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
     EXPECT_TRUE(at::allclose(*a[i].second, *b[i].second, 1e-5, 1e-6)) << a[i].first;
   }
   RemoveTree(dir).IgnoreError();
