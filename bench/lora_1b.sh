@@ -5,10 +5,13 @@
 # weights and AdamW state, bf16 autocast, the model teaching a copy of itself), is the reference
 # the others are read against. The LoRA rows quantize to NF4 first, then train rank-16 adapters on
 # all seven linears of every layer; "kd" runs the bf16 original as the teacher, "ce" no teacher.
+# tokens/s is the median of the logged training steps' (the stage's wall time also holds loading
+# and the final checkpoint, which for full distillation is the whole float32 optimizer state).
 #
-# usage: bench/lora_1b.sh BUILD_DIR WORK_DIR [STEPS]
+# usage: [BATCH=8] [SEQ=1024] bench/lora_1b.sh BUILD_DIR WORK_DIR [STEPS]
 set -euo pipefail
 build=$1 work=$2 steps=${3:-12}
+batch=${BATCH:-8} seq=${SEQ:-1024}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 if ! grep -qs '"hidden_size": 2048' "$work/model/config.json"; then
@@ -16,7 +19,7 @@ if ! grep -qs '"hidden_size": 2048' "$work/model/config.json"; then
   python3 "$here/make_llama_checkpoint.py" "$work/model" --shape 1b --samples 256 --seq-len 1024 \
     > "$work/gen.json"
 fi
-train="batch_size: 8, seq_len: 1024, steps: $steps, warmup_steps: 2, lr: 0.0002, log_every: 4,
+train="batch_size: $batch, seq_len: $seq, steps: $steps, warmup_steps: 2, lr: 0.0002, log_every: 2,
               checkpoint_every: 0"
 lora="targets: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj], rank: 16, alpha: 32"
 job() {
@@ -36,7 +39,8 @@ label, state, ref_path = sys.argv[1:]
 r = json.load(open(glob.glob(state + "/store/jobs/*/report.json")[0]))
 d = [s for s in r["stages"] if s["kind"] == "distill"][-1]["result"]
 gib = d.get("peak_device_memory_bytes", 0) / 2**30
-tps = d["tokens_per_second"]
+steps = sorted(p["tokens_per_second"] for p in d["loss_curve"][1:])
+tps = steps[len(steps) // 2]
 if not os.path.exists(ref_path):
     json.dump({"gib": gib, "tps": tps}, open(ref_path, "w"))
 ref = json.load(open(ref_path))
@@ -45,6 +49,7 @@ print("%-40s %7.2f GiB GPU (%5.3fx)  %8.0f tokens/s (%5.2fx)  loss %.3f" %
 PY
 }
 rm -f "$work/reference.json"
+echo "batch $batch x $seq tokens, $steps steps"
 job "full distillation, bf16 autocast" \
   "  - distill: {student: {keep_every: 1}, $train}"
 job "lora r16 on nf4, kd (bf16 teacher)" \

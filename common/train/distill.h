@@ -59,8 +59,10 @@ TopKLogits TeacherTopK(const LlamaModel& teacher, const at::Tensor& ids, int64_t
 
 class DistillationObjective : public TrainingObjective {
  public:
-  // `teacher` must outlive the objective. Projections, when asked for, start as the identity on
-  // the shared dimensions (zeros elsewhere), so they begin as a plain comparison.
+  // `teacher` must outlive the objective; it may be null when alpha is 0 and there is no hidden
+  // loss (cross-entropy alone, through the same chunked loss kernel). Projections, when asked
+  // for, start as the identity on the shared dimensions (zeros elsewhere), so they begin as a
+  // plain comparison.
   DistillationObjective(const LlamaModel* teacher, DistillOptions options,
                         const LlamaConfig& student, at::Device device);
 

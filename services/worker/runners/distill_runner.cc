@@ -123,7 +123,7 @@ absl::StatusOr<std::vector<TextExample>> EvaluationExamples(TaskContext& ctx,
 
 // Callbacks every distill run shares: cancellation, progress and metrics per step, the loss
 // curve every log_every steps, evaluations, and checkpoints uploaded to the store.
-// `parts` (may be empty) gives the loss's parts for the log.
+// `parts` gives the loss's parts for the log.
 TrainerCallbacks CommonCallbacks(TaskContext& ctx, const TrainerOptions& to, int64_t log_every,
                                  int64_t resumed_from, const LlamaModel& student,
                                  const std::vector<TextExample>& eval,
@@ -149,8 +149,7 @@ TrainerCallbacks CommonCallbacks(TaskContext& ctx, const TrainerOptions& to, int
     ctx.SetMetric("learning_rate", s.lr);
     ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
     if (s.step % log_every == 0 || s.step == to.steps) {
-      const DistillationObjective::Parts p =
-          parts ? parts() : DistillationObjective::Parts{0, s.loss, 0};
+      const DistillationObjective::Parts p = parts();
       v1::LossPoint& point = *result.add_loss_curve();
       point.set_step(s.step);
       point.set_loss(s.loss);
@@ -266,21 +265,20 @@ absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
   SQ_ASSIGN_OR_RETURN(const int64_t resumed_from, PlaceTrainCheckpoint(ctx, to));
   SQ_ASSIGN_OR_RETURN(std::unique_ptr<DataParallel> parallel, JoinGang(ctx));
 
-  std::optional<DistillationObjective> distill;
-  CrossEntropyObjective cross_entropy;
-  if (kd) distill.emplace(&*teacher, distill_options, student->config(), device);
-  TrainingObjective& objective = kd ? static_cast<TrainingObjective&>(*distill) : cross_entropy;
+  // Cross-entropy is the distill loss with alpha 0 and no teacher: the same chunked kernel, which
+  // never holds a float32 copy of the logits.
+  if (!kd) distill_options.alpha = 0.0;
+  DistillationObjective objective(kd ? &*teacher : nullptr, distill_options, student->config(),
+                                  device);
   PerplexityOptions eval_options = FitToModel({}, student->config());
   eval_options.max_examples = spec.eval_examples();
 
   v1::DistillResult result;
   absl::Status stop_reason;
   int64_t tokens_seen = 0;
-  std::function<DistillationObjective::Parts()> parts;
-  if (kd) parts = [&distill] { return distill->last_parts(); };
-  const TrainerCallbacks callbacks =
-      CommonCallbacks(ctx, to, spec.log_every(), resumed_from, *student, eval, eval_options, parts,
-                      result, stop_reason, tokens_seen);
+  const TrainerCallbacks callbacks = CommonCallbacks(
+      ctx, to, spec.log_every(), resumed_from, *student, eval, eval_options,
+      [&objective] { return objective.last_parts(); }, result, stop_reason, tokens_seen);
   const auto start = std::chrono::steady_clock::now();
   Trainer trainer(&*student, to, parallel.get());
   if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
