@@ -3,7 +3,8 @@
 # block's lines DATA (calibration, ...; evaluation is added) and the stages STAGES (YAML list
 # items, possibly none) followed by an evaluation on the first 200 evaluation examples, and
 # prints the label, the perplexity and, when a quantize stage ran, its bits per weight. With
-# TASKS=1 the evaluation also scores the example task file and the row prints its accuracy.
+# TASKS=1 the evaluation also scores the example task file and the row prints its accuracy (acc
+# and per-byte acc_norm).
 bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench_ctl=${SQUEEZECTL:-$bench_root/build/services/cli/squeezectl}
 bench_work=$(mktemp -d)
@@ -33,7 +34,8 @@ r = json.load(open(glob.glob(sys.argv[2] + "/store/jobs/*/report.json")[0]))
 ev = [s for s in r["stages"] if s["kind"] == "evaluate"][-1]["result"]
 q = [s for s in r["stages"] if s["kind"] == "quantize"]
 bits = " %8.3f bits/weight" % q[0]["result"]["bits_per_quantized_weight"] if q else ""
-acc = "  task acc %.3f" % ev["tasks"]["acc"] if "tasks" in ev else ""
+t = ev.get("tasks")
+acc = "  task acc %.3f, acc_norm %.3f" % (t["acc"], t["acc_norm"]) if t else ""
 print("%-44s %8.4f%s%s" % (sys.argv[1], ev["perplexity"], bits, acc))
 PY
 }

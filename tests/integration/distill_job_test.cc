@@ -260,12 +260,15 @@ TEST(DistillJobTest, HeadPrunedModelHasFewerHeadsAndRecovers) {
 }
 
 // QLoRA-style: the teacher quantized to NF4, then adapters trained on the frozen NF4 base with the
-// original model teaching. The stage's output is the NF4 base unchanged with PEFT adapters beside
-// it, and the evaluate stage after it loads the two merged.
+// original model teaching, data parallel over a gang of two workers. The stage's output is the NF4
+// base unchanged with PEFT adapters beside it, and the evaluate stage after it loads the two
+// merged.
 TEST(DistillJobTest, LoraOnAnNf4BaseWritesPeftAdaptersThatLaterStagesMerge) {
   ServiceHarness h("distill_lora");
   h.StartCoordinator();
-  h.StartWorker("w", {"--threads", "2"});
+  for (const char* name : {"a", "b"})
+    h.StartWorker(name,
+                  {"--threads", "1", "--rendezvous", "127.0.0.1:" + std::to_string(FreePort())});
   const std::string root = SourceDir() + "/deploy";
   const std::string recipe =
       "model: " + root + "/models/fortunes-teacher\ndata:\n  train: " + root +
@@ -274,8 +277,8 @@ TEST(DistillJobTest, LoraOnAnNf4BaseWritesPeftAdaptersThatLaterStagesMerge) {
       "  - evaluate: {max_examples: 24}\n"
       "  - quantize: {method: nf4}\n"
       "  - evaluate: {max_examples: 24}\n"
-      "  - distill: {lora: {targets: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,\n"
-      "                              down_proj], rank: 8, alpha: 16, dropout: 0.05},\n"
+      "  - distill: {workers: 2, lora: {targets: [q_proj, k_proj, v_proj, o_proj, gate_proj,\n"
+      "                              up_proj, down_proj], rank: 8, alpha: 16, dropout: 0.05},\n"
       "              alpha: 0.9, steps: 16, batch_size: 8, seq_len: 64, lr: 0.0005,\n"
       "              warmup_steps: 2, checkpoint_every: 8, eval_examples: 24}\n"
       "  - evaluate: {max_examples: 24}\n";
@@ -290,6 +293,7 @@ TEST(DistillJobTest, LoraOnAnNf4BaseWritesPeftAdaptersThatLaterStagesMerge) {
   // 4 layers x (q, k, v, o: 8 x (256 + 256) or 8 x (256 + 128); gate, up, down: 8 x (256 + 768)).
   EXPECT_EQ(lora["adapter_parameters"], 4 * (8 * (512 + 384 + 384 + 512) + 3 * 8 * 1024));
   EXPECT_EQ(stages[3]["result"]["teacher_model"], root + "/models/fortunes-teacher");
+  EXPECT_EQ(stages[3]["result"]["world_size"], 2);
   const double teacher = stages[0]["result"]["perplexity"], nf4 = stages[2]["result"]["perplexity"],
                adapted = stages[4]["result"]["perplexity"];
   EXPECT_GT(nf4, teacher);
