@@ -19,10 +19,7 @@ import sys
 
 import torch
 
-from checkpoint_io import compare_with_our_loader, load_all_tensors, parse_check_args
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from bnb4bit_reader import decode  # noqa: E402
+from checkpoint_io import compare_with_our_loader, decode_bnb4bit_checkpoint, parse_check_args
 
 
 def main():
@@ -37,18 +34,7 @@ def main():
     out = os.path.join(args.out, "model")
     qc = json.load(open(os.path.join(out, "config.json")))["quantization_config"]
     assert qc["quant_method"] == "bitsandbytes" and qc["bnb_4bit_quant_type"] == "nf4", qc
-    tensors = {k: v.numpy() if v.dtype != torch.bfloat16 else v.float().numpy()
-               for k, v in load_all_tensors(out).items()}
-    dense, linears = {}, 0
-    suffix = ".quant_state.bitsandbytes__nf4"
-    quantized = {k[: -len(suffix)] for k in tensors if k.endswith(suffix)}
-    for name, t in tensors.items():
-        if name in quantized:
-            state = json.loads(bytes(tensors[name + suffix]).decode("utf-8"))
-            dense[name] = torch.from_numpy(decode(tensors, name, state))
-            linears += 1
-        elif not any(name.startswith(q + ".") for q in quantized):
-            dense[name] = torch.from_numpy(t).float()
+    dense, linears = decode_bnb4bit_checkpoint(out)
     err = compare_with_our_loader(out, dense, args.binary)
     print(f"{linears} linears in NF4; ours vs the numpy reading (rel err): {err:.3e}")
     ok = linears > 0 and err < 1e-4

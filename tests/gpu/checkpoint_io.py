@@ -6,9 +6,14 @@ import json
 import os
 import subprocess
 
+import sys
+
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from bnb4bit_reader import decode  # noqa: E402
 
 
 def load_all_tensors(directory):
@@ -19,6 +24,24 @@ def load_all_tensors(directory):
             continue
         tensors.update(load_file(path))
     return tensors
+
+
+def decode_bnb4bit_checkpoint(directory, kind="nf4"):
+    """The model weights of a bitsandbytes 4-bit checkpoint as dense float32 tensors (by name),
+    decoded with the numpy reader (tests/formats/bnb4bit_reader.py); adapter tensors beside them
+    are left out. Returns (weights, number of 4-bit linears)."""
+    tensors = {k: v.numpy() if v.dtype != torch.bfloat16 else v.float().numpy()
+               for k, v in load_all_tensors(directory).items() if not k.startswith("base_model.")}
+    suffix = ".quant_state.bitsandbytes__" + kind
+    quantized = {k[: -len(suffix)] for k in tensors if k.endswith(suffix)}
+    dense = {}
+    for name, t in tensors.items():
+        if name in quantized:
+            state = json.loads(bytes(tensors[name + suffix]).decode("utf-8"))
+            dense[name] = torch.from_numpy(decode(tensors, name, state))
+        elif not any(name.startswith(q + ".") for q in quantized):
+            dense[name] = torch.from_numpy(t).float()
+    return dense, len(quantized)
 
 
 def compare_with_our_loader(directory, dense, binary, prepare=None):

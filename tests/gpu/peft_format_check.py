@@ -21,10 +21,7 @@ import torch
 from peft import PeftModel
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from checkpoint_io import compare_with_our_loader, load_all_tensors, parse_check_args
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from bnb4bit_reader import decode  # noqa: E402
+from checkpoint_io import compare_with_our_loader, decode_bnb4bit_checkpoint, parse_check_args
 
 
 def main():
@@ -40,17 +37,7 @@ def main():
                     "--state-dir", os.path.join(args.out, "state"), "--json"],
                    check=True, capture_output=True)
     out = os.path.join(args.out, "model")
-    tensors = {k: v.numpy() if v.dtype != torch.bfloat16 else v.float().numpy()
-               for k, v in load_all_tensors(out).items() if not k.startswith("base_model.")}
-    suffix = ".quant_state.bitsandbytes__nf4"
-    quantized = {k[: -len(suffix)] for k in tensors if k.endswith(suffix)}
-    dense = {}
-    for name, t in tensors.items():
-        if name in quantized:
-            state = json.loads(bytes(tensors[name + suffix]).decode("utf-8"))
-            dense[name] = torch.from_numpy(decode(tensors, name, state))
-        elif not any(name.startswith(q + ".") for q in quantized):
-            dense[name] = torch.from_numpy(t).float()
+    dense, _ = decode_bnb4bit_checkpoint(out)
     config = json.load(open(os.path.join(out, "config.json")))
     base = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items()
                                            if k != "quantization_config"})).eval().float()

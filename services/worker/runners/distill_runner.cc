@@ -109,16 +109,23 @@ absl::StatusOr<int64_t> PlaceTrainCheckpoint(TaskContext& ctx, TrainerOptions& t
   return step;
 }
 
-// The evaluation data (data.evaluation[0]) in `model_dir`'s tokenizer; empty when the job has
-// none.
-absl::StatusOr<std::vector<TextExample>> EvaluationExamples(TaskContext& ctx,
-                                                            const std::string& model_dir,
-                                                            const LlamaConfig& config) {
+// The stage's data in `model_dir`'s tokenizer: data.train, and data.evaluation[0] when the job has
+// evaluation data (empty otherwise).
+struct DistillData {
+  std::string train_path;  // local
+  std::vector<TextExample> train, eval;
+};
+absl::StatusOr<DistillData> LoadDistillData(TaskContext& ctx, const std::string& model_dir,
+                                            const LlamaConfig& config) {
+  DistillData out;
+  SQ_ASSIGN_OR_RETURN(out.train_path, DataFile(ctx, ctx.data().train(), "data.train"));
+  SQ_ASSIGN_OR_RETURN(out.train, LoadTextDatasetForModel(model_dir, config, out.train_path));
   const auto& eval_files = ctx.data().evaluation();
-  if (eval_files.empty()) return std::vector<TextExample>();
-  auto path = DataFile(ctx, eval_files[0], "data.evaluation[0]");
-  if (!path.ok()) return path.status();
-  return LoadTextDatasetForModel(model_dir, config, *path);
+  if (eval_files.empty()) return out;
+  SQ_ASSIGN_OR_RETURN(const std::string eval_path,
+                      DataFile(ctx, eval_files[0], "data.evaluation[0]"));
+  SQ_ASSIGN_OR_RETURN(out.eval, LoadTextDatasetForModel(model_dir, config, eval_path));
+  return out;
 }
 
 // Callbacks every distill run shares: cancellation, progress and metrics per step, the loss
@@ -254,12 +261,9 @@ absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
         !s.ok())
       return s;
   }
-  auto train_path = DataFile(ctx, ctx.data().train(), "data.train");
-  if (!train_path.ok()) return train_path.status();
-  auto train = LoadTextDatasetForModel(*base_dir, student->config(), *train_path);
-  if (!train.ok()) return train.status();
-  SQ_ASSIGN_OR_RETURN(const std::vector<TextExample> eval,
-                      EvaluationExamples(ctx, *base_dir, student->config()));
+  SQ_ASSIGN_OR_RETURN(const DistillData data, LoadDistillData(ctx, *base_dir, student->config()));
+  const std::vector<TextExample>& train = data.train;
+  const std::vector<TextExample>& eval = data.eval;
 
   TrainerOptions to = TrainerOptionsOf(spec, !eval.empty(), device);
   SQ_ASSIGN_OR_RETURN(const int64_t resumed_from, PlaceTrainCheckpoint(ctx, to));
@@ -281,7 +285,7 @@ absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
       [&objective] { return objective.last_parts(); }, result, stop_reason, tokens_seen);
   const auto start = std::chrono::steady_clock::now();
   Trainer trainer(&*student, to, parallel.get());
-  if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
+  if (auto s = trainer.Run(WindowSampler(train, to.seq_len, to.seed), objective, callbacks);
       !s.ok()) {
     return stop_reason.ok() ? s : stop_reason;
   }
@@ -375,12 +379,10 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   if (auto s = ValidateDistillOptions(options, teacher->config(), student->config()); !s.ok())
     return s;
 
-  auto train_path = DataFile(ctx, ctx.data().train(), "data.train");
-  if (!train_path.ok()) return train_path.status();
-  auto train = LoadTextDatasetForModel(*teacher_dir, teacher->config(), *train_path);
-  if (!train.ok()) return train.status();
-  SQ_ASSIGN_OR_RETURN(const std::vector<TextExample> eval,
-                      EvaluationExamples(ctx, *teacher_dir, teacher->config()));
+  SQ_ASSIGN_OR_RETURN(const DistillData data,
+                      LoadDistillData(ctx, *teacher_dir, teacher->config()));
+  const std::vector<TextExample>& train = data.train;
+  const std::vector<TextExample>& eval = data.eval;
   TrainerOptions to = TrainerOptionsOf(spec, !eval.empty(), ctx.device());
   SQ_ASSIGN_OR_RETURN(const int64_t resumed_from, PlaceTrainCheckpoint(ctx, to));
 
@@ -415,7 +417,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     plan.top_k = top_k;
     auto model_digest = ModelDigest(*teacher_dir);
     if (!model_digest.ok()) return model_digest.status();
-    auto data_digest = Sha256File(*train_path);
+    auto data_digest = Sha256File(data.train_path);
     if (!data_digest.ok()) return data_digest.status();
     const std::string cache_uri =
         absl::StrCat(ctx.data().store_root(), "/teacher-logits/",
@@ -428,12 +430,12 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     } else {
       ctx.Log(absl::StrCat("computing the teacher's top-", top_k, " logits for ", to.steps,
                            " steps (cached for later runs)"));
-      SQ_ASSIGN_OR_RETURN(cached, TeacherLogitsCache::Compute(
-                                      *teacher, WindowSampler(*train, to.seq_len, to.seed), plan,
-                                      [&](int64_t step) {
-                                        ctx.SetProgress(step, to.steps, "steps of teacher logits");
-                                        return ctx.CheckStep();
-                                      }));
+      SQ_ASSIGN_OR_RETURN(
+          cached, TeacherLogitsCache::Compute(
+                      *teacher, WindowSampler(train, to.seq_len, to.seed), plan, [&](int64_t step) {
+                        ctx.SetProgress(step, to.steps, "steps of teacher logits");
+                        return ctx.CheckStep();
+                      }));
       const fs::path dir = fs::path(ctx.scratch_dir()) / "teacher-topk";
       RemoveTree(dir).IgnoreError();
       fs::create_directories(dir);
@@ -477,7 +479,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     const int64_t round = due->round, rounds = schedule.rounds;
     const double target = due->sparsity;
     // The same calibration windows on every rank, so every rank prunes the same weights.
-    const WindowSampler sampler(*train, to.seq_len, to.seed ^ 0x7072756e65ull);
+    const WindowSampler sampler(train, to.seq_len, to.seed ^ 0x7072756e65ull);
     std::vector<at::Tensor> batches;
     for (int64_t i = 0; i < prune.calibration_batches(); ++i)
       batches.push_back(sampler.Batch(round, i, to.batch_size / to.grad_accum));
@@ -503,7 +505,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
     if (masks) masks->Apply();
   };
   Trainer trainer(&*student, to, parallel.get());
-  if (auto s = trainer.Run(WindowSampler(*train, to.seq_len, to.seed), objective, callbacks);
+  if (auto s = trainer.Run(WindowSampler(train, to.seq_len, to.seed), objective, callbacks);
       !s.ok()) {
     return stop_reason.ok() ? s : stop_reason;
   }
