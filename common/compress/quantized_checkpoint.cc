@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
 #include "common/compress/awq_format.h"
 #include "common/compress/float4.h"
 #include "common/compress/gptq_checkpoint.h"
@@ -504,30 +505,24 @@ absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const Te
 
 namespace {
 
-// LoadModel's body. With `packed`, every linear stored bitsandbytes 4-bit or with integer codes
-// (GPTQ, AWQ) is also collected there in its packed form, by weight name.
-absl::StatusOr<LlamaModel> LoadModelFrom(
-    const std::string& dir, at::ScalarType dtype, at::Device device,
-    std::map<std::string, std::shared_ptr<const PackedLinearWeight>>* packed) {
-  auto config = LoadLlamaConfig(dir);
-  if (!config.ok()) return config.status();
-  json extra = json::parse(config->extra_json, nullptr, false);
-  if (extra.is_discarded() || !extra.contains("quantization_config"))
-    return LlamaModel::Load(dir, dtype, device);
-  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
-  auto layout = ParseQuantizationConfig(extra["quantization_config"], config_path);
-  if (!layout.ok()) return layout.status();
-  auto reader = CheckpointReader::Open(dir);
-  if (!reader.ok()) return reader.status();
-  const CheckpointReader& weights = **reader;
-  const TensorGetter get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+using PackedLinears = std::map<std::string, std::shared_ptr<const PackedLinearWeight>>;
+
+// Tensors of `weights` by stored name, linears dequantized from `layout`'s packed form (float32);
+// everything else as stored. With `packed`, linears stored bitsandbytes 4-bit or with integer codes
+// (GPTQ, AWQ) are also collected there in their packed form, by weight name.
+LlamaModel::TensorSource DequantizingSource(std::shared_ptr<const StoredLayout> layout,
+                                            const CheckpointReader& weights,
+                                            PackedLinears* packed) {
+  const TensorGetter get = [&weights](const std::string& name) -> absl::StatusOr<at::Tensor> {
     auto view = weights.Get(name);
     if (!view.ok()) return view.status();
     return ToTorch(*view);
   };
-  // Linear weights come from their packed form; everything else is stored as it is.
-  auto source = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+  return [layout, &weights, get, packed](const std::string& name) -> absl::StatusOr<at::Tensor> {
     const std::string suffix = ".weight";
+    if (name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      return get(name);
     const std::string prefix = name.substr(0, name.size() - suffix.size());
     if (layout->bnb4bit &&
         HasBnb4bit(name, [&](const std::string& n) { return weights.Contains(n); })) {
@@ -566,14 +561,42 @@ absl::StatusOr<LlamaModel> LoadModelFrom(
     if (packed && !ct) (*packed)[name] = MakePackedLinear(*std::move(q));
     return dense;
   };
-  if (layout->format == QuantizedFormat::kCompressedTensorsInt8 && !FusedLinears(*config).empty())
+}
+
+// The stored layout `config` names (nullptr when it has no quantization_config).
+absl::StatusOr<std::shared_ptr<const StoredLayout>> LayoutOf(const std::string& dir,
+                                                             const LlamaConfig& config) {
+  json extra = json::parse(config.extra_json, nullptr, false);
+  if (extra.is_discarded() || !extra.contains("quantization_config")) return nullptr;
+  const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+  auto layout = ParseQuantizationConfig(extra["quantization_config"], config_path);
+  if (!layout.ok()) return layout.status();
+  if (layout->format == QuantizedFormat::kCompressedTensorsInt8 && !FusedLinears(config).empty())
     return absl::UnimplementedError(
-        absl::StrCat(config_path, ": compressed-tensors checkpoints of ", config->model_type,
+        absl::StrCat(config_path, ": compressed-tensors checkpoints of ", config.model_type,
                      " (fused projections) are not supported yet"));
+  return std::make_shared<const StoredLayout>(*std::move(layout));
+}
+
+// LoadModel's body; `packed` as DequantizingSource's.
+absl::StatusOr<LlamaModel> LoadModelFrom(const std::string& dir, at::ScalarType dtype,
+                                         at::Device device, PackedLinears* packed) {
+  auto config = LoadLlamaConfig(dir);
+  if (!config.ok()) return config.status();
+  SQ_ASSIGN_OR_RETURN(std::shared_ptr<const StoredLayout> layout, LayoutOf(dir, *config));
+  if (layout == nullptr) return LlamaModel::Load(dir, dtype, device);
+  auto reader = CheckpointReader::Open(dir);
+  if (!reader.ok()) return reader.status();
+  const CheckpointReader& weights = **reader;
   auto model =
-      LlamaModel::FromTensors(*config, source, dtype, device,
+      LlamaModel::FromTensors(*config, DequantizingSource(layout, weights, packed), dtype, device,
                               [&](const std::string& name) { return weights.FileOf(name); });
   if (!model.ok() || layout->activations == ActivationQuant::Kind::kNone) return model;
+  const TensorGetter get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    auto view = weights.Get(name);
+    if (!view.ok()) return view.status();
+    return ToTorch(*view);
+  };
   for (int64_t i = 0; i < model->num_layers(); ++i) {
     for (auto& [n, linear] : model->layer(i).Linears()) {
       const std::string base = absl::StrCat("model.layers.", i, ".", n);
@@ -587,6 +610,19 @@ absl::StatusOr<LlamaModel> LoadModelFrom(
 }
 
 }  // namespace
+
+absl::StatusOr<LlamaModel::TensorSource> DenseTensorSource(const std::string& dir,
+                                                           const LlamaConfig& config,
+                                                           const CheckpointReader& weights) {
+  SQ_ASSIGN_OR_RETURN(std::shared_ptr<const StoredLayout> layout, LayoutOf(dir, config));
+  if (layout == nullptr) return LlamaModel::TensorSource();
+  if (layout->activations != ActivationQuant::Kind::kNone)
+    return absl::UnimplementedError(
+        absl::StrCat(dir,
+                     ": a checkpoint whose linears quantize their inputs (W8A8) cannot be "
+                     "read as a dense model: its activation scales would be lost"));
+  return DequantizingSource(layout, weights, nullptr);
+}
 
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype,
                                      at::Device device) {
@@ -605,7 +641,7 @@ absl::StatusOr<LlamaModel> LoadModelWithPackedLinears(const std::string& dir, at
     if (info) *info = PackedBaseInfo{"dense (adapters merged)", 0, 0};
     return LoadModel(dir, dtype, device);
   }
-  std::map<std::string, std::shared_ptr<const PackedLinearWeight>> packed;
+  PackedLinears packed;
   // Built on the host: only the packed forms and the other tensors go to the device.
   auto model = LoadModelFrom(dir, dtype, at::kCPU, &packed);
   if (!model.ok()) return model.status();

@@ -112,6 +112,16 @@ absl::StatusOr<ActivationQuant> ReadInputQuant(const std::string& base, const Te
 absl::StatusOr<LlamaModel> LoadModel(const std::string& dir, at::ScalarType dtype = at::kFloat,
                                      at::Device device = at::kCPU);
 
+// The tensors of `dir`'s checkpoint (opened as `weights`, whose config is `config`) by stored name,
+// as a dense model holds them: linears stored packed (GPTQ, AWQ, bitsandbytes 4-bit, sparse-24)
+// come back dequantized in float32, everything else as stored. What the streaming passes read a
+// quantized input through; an empty function when the checkpoint is not quantized (read it as it
+// is). Unimplemented for W8A8 checkpoints (their input scales have no dense form). `weights` must
+// outlive the source.
+absl::StatusOr<LlamaModel::TensorSource> DenseTensorSource(const std::string& dir,
+                                                           const LlamaConfig& config,
+                                                           const CheckpointReader& weights);
+
 // What LoadModelWithPackedLinears kept packed.
 struct PackedBaseInfo {
   std::string format;   // "nf4", "fp4", "gptq", "awq", or "dense" when nothing is packed

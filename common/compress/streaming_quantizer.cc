@@ -20,9 +20,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/status_macros.h"
 #include "common/compress/awq_layer.h"
 #include "common/compress/copy_stream_cuda.h"
 #include "common/compress/layer_sensitivity.h"
+#include "common/compress/quantized_checkpoint.h"
 #include "common/compress/smoothquant.h"
 #include "common/compress/sparse24_checkpoint.h"
 #include "common/tensor/torch_tensor.h"
@@ -128,11 +130,17 @@ void ReleasePages(const CheckpointReader& weights, const std::string& name) {
 
 // A decoder layer read on the host in its stored dtype (pinned when it will go to a GPU), so that
 // the copy to the device can overlap the work before it.
-// Adapters stored beside the checkpoint (a lora stage's output) are merged in.
+// `dense`, when set, reads a quantized checkpoint's linears dequantized (DenseTensorSource);
+// adapters stored beside the checkpoint (a lora stage's output) are merged in.
 absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const CheckpointReader& weights,
                                        int64_t index, at::ScalarType dtype, bool pin,
+                                       const LlamaModel::TensorSource& dense,
                                        const StoredLoraAdapters* adapters) {
-  auto layer = LoadDecoderLayer(config, index, weights, dtype, at::kCPU);
+  auto layer =
+      dense ? LoadDecoderLayer(
+                  config, index, dense,
+                  [&](const std::string& name) { return weights.FileOf(name); }, dtype, at::kCPU)
+            : LoadDecoderLayer(config, index, weights, dtype, at::kCPU);
   if (!layer.ok()) return layer;
   if (adapters) {
     if (auto s = adapters->MergeInto(index, *layer); !s.ok()) return s;
@@ -499,6 +507,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
+  // A quantized input (NF4, GPTQ, ...) is read dequantized, layer by layer.
+  SQ_ASSIGN_OR_RETURN(const LlamaModel::TensorSource dense,
+                      DenseTensorSource(model_dir, c, weights));
   std::optional<StoredLoraAdapters> adapters;
   if (HasLoraAdapters(model_dir)) {
     auto opened = StoredLoraAdapters::Open(model_dir, c);
@@ -690,7 +701,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   // a copy stream while this layer computes.
   auto prefetch = [&](int64_t i) {
     return std::async(std::launch::async, [&, i]() -> absl::StatusOr<PrefetchedLayer> {
-      auto host = ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin,
+      auto host = ReadLayer(c, weights, i, cuda ? compute : at::kFloat, pin, dense,
                             adapters ? &*adapters : nullptr);
       if (!host.ok()) return host.status();
       PrefetchedLayer out{*std::move(host), nullptr};
@@ -812,11 +823,15 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
     } else if (packed) {
       if (auto s = WriteQuantizedConfig(out_dir, c, export_options); !s.ok()) return s;
     } else {
-      LlamaConfig dense = c;
-      dense.torch_dtype = shard.stored == at::kBFloat16 ? "bfloat16"
+      LlamaConfig plain = c;
+      plain.torch_dtype = shard.stored == at::kBFloat16 ? "bfloat16"
                           : shard.stored == at::kFloat  ? "float32"
                                                         : "float16";
-      std::ofstream(fs::path(out_dir) / "config.json") << LlamaConfigToJson(dense);
+      // A quantized input's quantization_config describes its layout, not this one.
+      json extra = json::parse(plain.extra_json, nullptr, false);
+      if (extra.is_object() && extra.erase("quantization_config") > 0)
+        plain.extra_json = extra.dump();
+      std::ofstream(fs::path(out_dir) / "config.json") << LlamaConfigToJson(plain);
     }
     for (const char* name : {"model.safetensors.index.json", "config.json"}) {
       const std::string file = (fs::path(out_dir) / name).string();
@@ -868,6 +883,9 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
+  // A quantized input (NF4, GPTQ, ...) is read dequantized, layer by layer.
+  SQ_ASSIGN_OR_RETURN(const LlamaModel::TensorSource dense,
+                      DenseTensorSource(model_dir, c, weights));
   std::optional<StoredLoraAdapters> adapters;
   if (HasLoraAdapters(model_dir)) {
     auto opened = StoredLoraAdapters::Open(model_dir, c);
@@ -893,7 +911,8 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
   std::vector<LinearSensitivity> out;
   const int64_t layers = c.num_hidden_layers;
   for (int64_t i = 0; i < layers; ++i) {
-    auto host = ReadLayer(c, weights, i, compute, /*pin=*/false, adapters ? &*adapters : nullptr);
+    auto host =
+        ReadLayer(c, weights, i, compute, /*pin=*/false, dense, adapters ? &*adapters : nullptr);
     if (!host.ok()) return host.status();
     DecoderLayer layer = ToDevice(*host, device, compute);
     LayerHessianObserver observer(c, device);

@@ -255,11 +255,16 @@ absl::Status FuseStoredTensors(const LlamaConfig& config,
 absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
                                               const CheckpointReader& weights, at::ScalarType dtype,
                                               at::Device device) {
-  const LlamaModel::TensorSource source = SplitFusedSource(
-      config, [&](const std::string& name) { return ReadFloatTensor(weights, name); });
-  const std::function<std::string(const std::string&)> where = [&](const std::string& name) {
-    return weights.FileOf(name);
-  };
+  return LoadDecoderLayer(
+      config, index, [&](const std::string& name) { return ReadFloatTensor(weights, name); },
+      [&](const std::string& name) { return weights.FileOf(name); }, dtype, device);
+}
+
+absl::StatusOr<DecoderLayer> LoadDecoderLayer(
+    const LlamaConfig& config, int64_t index, const LlamaModel::TensorSource& stored,
+    const std::function<std::string(const std::string&)>& where, at::ScalarType dtype,
+    at::Device device) {
+  const LlamaModel::TensorSource source = SplitFusedSource(config, stored);
   DecoderLayer layer;
   if (auto s =
           LoadLayerTensors(config, index, ShapeCheckedLoader(source, dtype, device, where), layer);

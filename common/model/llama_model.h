@@ -250,6 +250,12 @@ absl::Status FuseStoredTensors(const LlamaConfig& config,
 absl::StatusOr<DecoderLayer> LoadDecoderLayer(const LlamaConfig& config, int64_t index,
                                               const CheckpointReader& weights, at::ScalarType dtype,
                                               at::Device device);
+// The same from `stored`, tensors by their stored names (fused linears are split here); `where`
+// names a tensor's file in errors.
+absl::StatusOr<DecoderLayer> LoadDecoderLayer(
+    const LlamaConfig& config, int64_t index, const LlamaModel::TensorSource& stored,
+    const std::function<std::string(const std::string&)>& where, at::ScalarType dtype,
+    at::Device device);
 
 // Computes x * rsqrt(mean(x^2) + eps) in float32 and scales by `weight` in the input dtype, as the
 // reference implementation does. On CUDA (CUDA builds) one fused kernel with its own backward;

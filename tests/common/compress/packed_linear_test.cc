@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/base/file_util.h"
 #include "common/compress/quantized_checkpoint.h"
@@ -125,6 +126,54 @@ TEST(PackedLinearTest, AdaptersOnAPackedNf4BaseMergeOnLoadAndAnIndependentReader
     }
   }
   EXPECT_EQ(modules, 2 * 3);
+
+  // A later quantize stage reads the NF4 base dequantized with the adapters merged, layer by
+  // layer, and writes the merged model re-quantized (8-bit round to nearest, GPTQ layout).
+  StreamingQuantizeOptions requantize;
+  requantize.sequential.method = SequentialOptions::Method::kRtn;
+  requantize.sequential.gptq.quant.bits = 8;
+  requantize.sequential.gptq.quant.group_size = 32;
+  auto again =
+      QuantizeCheckpointStreaming(out.string(), at::Tensor(), (dir / "again").string(), requantize);
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto requantized = LoadModel((dir / "again").string());
+  ASSERT_TRUE(requantized.ok()) << requantized.status();
+  const at::Tensor merged_logits = merged->Forward(ids);
+  const double rel =
+      ((requantized->Forward(ids) - merged_logits).norm() / merged_logits.norm()).item<double>();
+  EXPECT_LT(rel, 2e-2) << "the merged model, re-quantized to 8 bits";
+  std::ifstream again_config(dir / "again" / "config.json");
+  std::stringstream again_text;
+  again_text << again_config.rdbuf();
+  EXPECT_EQ(again_text.str().find("bitsandbytes"), std::string::npos)
+      << "the output's quantization_config is its own";
+  RemoveTree(dir.string()).IgnoreError();
+}
+
+// A GPTQ-layout base holds its codes packed too, and computes what the dense load computes.
+TEST(PackedLinearTest, GptqBaseLoadsPackedToTheDenseFunction) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("packed_linear_gptq_" + std::to_string(::getpid()));
+  RemoveTree(dir.string()).IgnoreError();
+  const LlamaConfig c = TinyLlamaConfig(/*layers=*/2, /*hidden=*/64, /*vocab=*/96);
+  ASSERT_TRUE(LlamaModel::RandomInit(c, 6).Save((dir / "in").string(), at::kFloat).ok());
+  StreamingQuantizeOptions o;
+  o.sequential.method = SequentialOptions::Method::kRtn;
+  o.sequential.gptq.quant.bits = 4;
+  o.sequential.gptq.quant.group_size = 32;
+  const fs::path out = dir / "out";
+  ASSERT_TRUE(
+      QuantizeCheckpointStreaming((dir / "in").string(), at::Tensor(), out.string(), o).ok());
+  auto dense = LoadModel(out.string());
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  PackedBaseInfo info;
+  auto packed = LoadModelWithPackedLinears(out.string(), at::kFloat, at::kCPU, &info);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  EXPECT_EQ(info.format, "gptq");
+  EXPECT_EQ(info.linears, 2 * 7);
+  const at::Tensor ids = at::randint(96, {2, 10}, at::TensorOptions().dtype(at::kLong));
+  c10::NoGradGuard no_grad;
+  EXPECT_TRUE(at::allclose(packed->Forward(ids), dense->Forward(ids), 1e-5, 1e-6));
   RemoveTree(dir.string()).IgnoreError();
 }
 
