@@ -9,9 +9,11 @@ RUN ./scripts/install-deps.sh \
  && cmake --build /build --target squeeze-coordinator squeezectl
 
 FROM debian:12-slim
+# Every shared library the coordinator links (ldd against the Debian 12 build), by package.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libgrpc++1.51 libprotobuf32 \
-      libyaml-cpp0.7 libsqlite3-0 libcurl4 libssl3 libabsl20220623 \
+      libyaml-cpp0.7 libyaml-0-2 libsqlite3-0 libpq5 libcurl4 libssl3 libabsl20220623 \
+      libprometheus-cpp-core1.0 libpcre2-8-0 libutf8proc2 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin squeeze
 COPY --from=build /build/services/coordinator/squeeze-coordinator /build/services/cli/squeezectl \
