@@ -11,3 +11,6 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+{{- define "squeeze.serviceAccountName" -}}
+{{- if .Values.serviceAccount.name }}{{ .Values.serviceAccount.name }}{{ else }}{{ include "squeeze.name" . }}{{ end -}}
+{{- end -}}
