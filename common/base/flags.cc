@@ -1,9 +1,39 @@
 #include "common/base/flags.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace squeeze {
+
+std::string NearestName(const std::string& name, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (const std::string& c : candidates) {
+    // Edit distance counting a swap of neighbours as one edit (optimal string alignment).
+    const size_t n = name.size(), m = c.size();
+    std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+    for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+    for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+    for (size_t i = 1; i <= n; ++i) {
+      for (size_t j = 1; j <= m; ++j) {
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                            d[i - 1][j - 1] + (name[i - 1] == c[j - 1] ? 0 : 1)});
+        if (i > 1 && j > 1 && name[i - 1] == c[j - 2] && name[i - 2] == c[j - 1])
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+    const size_t distance = d[n][m];
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = c;
+    }
+  }
+  if (best_distance > 2 || 2 * best_distance >= name.size()) return "";
+  return best;
+}
 
 Flags& Flags::Value(const std::string& name, std::optional<std::string> default_value) {
   values_[name] = std::move(default_value);
@@ -47,8 +77,15 @@ absl::Status Flags::Parse(const std::vector<std::string>& args) {
       continue;
     }
     auto it = values_.find(name);
-    if (it == values_.end())
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (it == values_.end()) {
+      std::vector<std::string> known;
+      for (const auto& [n, v] : values_) known.push_back(n);
+      for (const auto& [n, v] : bools_) known.push_back(n);
+      const std::string near = NearestName(name, known);
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name,
+                       near.empty() ? "" : absl::StrCat(" (did you mean --", near, "?)")));
+    }
     if (!inline_value) {
       if (i + 1 >= args.size()) {
         return absl::InvalidArgumentError(absl::StrCat("--", name, ": expected a value"));

@@ -12,6 +12,11 @@
 
 namespace squeeze {
 
+// The candidate nearest to `name` by edit distance (a swap of neighbours is one edit) when it is
+// near enough to be a typo (at most two edits, and fewer than half of `name`'s characters); empty
+// otherwise.
+std::string NearestName(const std::string& name, const std::vector<std::string>& candidates);
+
 class Flags {
  public:
   // Declares a flag taking a value, with an optional default.

@@ -1,6 +1,10 @@
 // squeezectl: the command line of Squeeze.
 #include <cstring>
 #include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/base/flags.h"
 
 #include "services/cli/commands.h"
 #ifdef SQUEEZE_CLI_WITH_TORCH
@@ -9,61 +13,144 @@
 
 namespace {
 
-constexpr char kUsage[] = R"(usage: squeezectl COMMAND [flags]
-
-commands:
-  inspect DIR [--json]                 config and tensor table of a model directory
-  eval --model DIR --data FILE [--json] [--window N] [--stride N] [--batch-size N]
+// Each command's usage lines, as the overview lists them; `squeezectl COMMAND --help` prints one.
+struct CommandUsage {
+  const char* name;
+  bool service;  // listed under the service commands
+  const char* text;
+};
+constexpr CommandUsage kCommands[] = {
+    {"inspect", false,
+     R"(  inspect DIR [--json]                 config and tensor table of a model directory
+)"},
+    {"eval", false,
+     R"(  eval --model DIR --data FILE [--json] [--window N] [--stride N] [--batch-size N]
        [--device cpu|cuda] [--dtype float32|bfloat16]
                                        perplexity (overall and per category), size, parameters,
                                        tokens/s
-  compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
+)"},
+    {"compress", false,
+     R"(  compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
            [--bits N] [--group-size N] [--sym] [--format gptq|awq_gemm|compressed_tensors]
            [--activations none|dynamic|static] [--smoothquant-alpha A]
            [--average-bits B | --max-size-bytes N] [--mixed-bits 2,3,4,8] [--state-dir DIR]
            [--device D] [--json]
                                        quantization as a job (evaluate, quantize, evaluate) on
                                        the embedded service, with a before/after table
-  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]
+)"},
+    {"generate", false,
+     R"(  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-p P]
            [--seed S] [--device cpu|cuda] [--dtype float32|bfloat16] [--json]
                                        continues the prompt (greedy at temperature 0), with a
                                        key/value cache; dense and GPTQ models alike
-  train --data FILE --out DIR [--eval FILE] [--steps N] ...
+)"},
+    {"train", false,
+     R"(  train --data FILE --out DIR [--eval FILE] [--steps N] ...
                                        trains a byte-level example model (see README)
-
-service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR; credentials from
---token, --tls-ca, --tls-cert, --tls-key or SQUEEZE_TOKEN, SQUEEZE_TLS_CA, SQUEEZE_TLS_CERT,
-SQUEEZE_TLS_KEY):
-  run RECIPE [--output DIR] [--state-dir DIR] [--device cpu|cuda] [--json]
+)"},
+    {"run", true,
+     R"(  run RECIPE [--output DIR] [--state-dir DIR] [--device cpu|cuda] [--json]
                                        runs a job to the end with live progress and prints its
                                        report; without a coordinator, starts an embedded one
-  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--store ROOT] [--wait] [--json]
+)"},
+    {"submit", true,
+     R"(  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--store ROOT] [--wait] [--json]
                                        with --store (or SQUEEZE_STORE: the coordinator's store
                                        root), uploads the recipe's local data files there first
-  watch JOB [--json]                   live progress of a job until it finishes
-  get JOB [--json]
-  list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
-  cancel JOB [--json]
-  artifacts JOB [--download DIR] [--json]
-  store-put DIR URI [--store ROOT] [--json]
+)"},
+    {"watch", true,
+     R"(  watch JOB [--json]                   live progress of a job until it finishes
+)"},
+    {"get", true,
+     R"(  get JOB [--json]
+)"},
+    {"list", true,
+     R"(  list [--state S] [--tenant T] [--page-size N] [--page-token T] [--json]
+)"},
+    {"cancel", true,
+     R"(  cancel JOB [--json]
+)"},
+    {"artifacts", true,
+     R"(  artifacts JOB [--download DIR] [--json]
+)"},
+    {"store-put", true,
+     R"(  store-put DIR URI [--store ROOT] [--json]
                                        stores a model directory as an artifact (s3://bucket/path),
                                        usable as a recipe's model; blobs under ROOT/blobs
-  hash-token [--token-file F] < TOKEN  prints the digest of a bearer token (from stdin or a file)
-  store-gc --store URI [--grace-hours H] [--json]
+)"},
+    {"hash-token", true,
+     R"(  hash-token [--token-file F] < TOKEN  prints the digest of a bearer token (from stdin or a file)
+)"},
+    {"store-gc", true,
+     R"(  store-gc --store URI [--grace-hours H] [--json]
                                        deletes blobs no manifest references (older than H hours)
-  store-rm URI [--store ROOT] [--json] deletes an artifact (an uploaded data file, an old
+)"},
+    {"store-rm", true,
+     R"(  store-rm URI [--store ROOT] [--json] deletes an artifact (an uploaded data file, an old
                                        output); store-gc then frees its blobs
+)"},
+};
+
+constexpr char kServiceHeader[] =
+    R"(service (coordinator from --coordinator HOST:PORT or SQUEEZE_COORDINATOR; credentials from
+--token, --tls-ca, --tls-cert, --tls-key or SQUEEZE_TOKEN, SQUEEZE_TLS_CA, SQUEEZE_TLS_CERT,
+SQUEEZE_TLS_KEY):
 )";
+
+std::string Usage() {
+  std::string out =
+      "usage: squeezectl COMMAND [flags]   (squeezectl COMMAND --help: one command)\n\n";
+  out += "commands:\n";
+  for (const CommandUsage& c : kCommands)
+    if (!c.service) out += c.text;
+  out += "\n";
+  out += kServiceHeader;
+  for (const CommandUsage& c : kCommands)
+    if (c.service) out += c.text;
+  return out;
+}
+
+const CommandUsage* FindCommand(const std::string& name) {
+  for (const CommandUsage& c : kCommands)
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+// "unknown command", with the nearest command when the name looks like a typo of one.
+int UnknownCommand(const std::string& command) {
+  std::vector<std::string> names;
+  for (const CommandUsage& c : kCommands) names.emplace_back(c.name);
+  const std::string near = squeeze::NearestName(command, names);
+  std::cerr << "squeezectl: unknown command \"" << command << "\""
+            << (near.empty() ? "" : " (did you mean \"" + near + "\"?)")
+            << " (see squeezectl --help)\n";
+  return 2;
+}
+
+bool AsksForHelp(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  return false;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace squeeze::cli;
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "help") == 0) {
-    std::cout << kUsage;
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      (std::strcmp(argv[1], "help") == 0 && argc == 2)) {
+    std::cout << Usage();
     return argc < 2 ? 2 : 0;
   }
-  const std::string command = argv[1];
+  // `squeezectl help COMMAND` and `squeezectl COMMAND --help`: that command's usage.
+  const bool help = std::strcmp(argv[1], "help") == 0;
+  const std::string command = help ? argv[2] : argv[1];
+  if (help || AsksForHelp(argc, argv)) {
+    const CommandUsage* c = FindCommand(command);
+    if (c == nullptr) return UnknownCommand(command);
+    std::cout << "usage: squeezectl " << (c->text + 2);
+    return 0;
+  }
 #ifdef SQUEEZE_CLI_WITH_TORCH
   // The embedded worker of `squeezectl run` runs each task in a child process of this binary.
   if (command == "run-task") {
@@ -98,6 +185,5 @@ int main(int argc, char** argv) {
     return 2;
   }
 #endif
-  std::cerr << "squeezectl: unknown command \"" << command << "\" (see squeezectl --help)\n";
-  return 2;
+  return UnknownCommand(command);
 }

@@ -26,10 +26,24 @@ TEST(FlagsTest, DefaultsAndRequired) {
   EXPECT_EQ(model.status().message(), "--model is required");
 }
 
+TEST(FlagsTest, NearestNameSuggestsOnlyLikelyTypos) {
+  const std::vector<std::string> names = {"submit", "watch", "store-gc", "store-rm", "list"};
+  EXPECT_EQ(NearestName("sumbit", names), "submit");
+  EXPECT_EQ(NearestName("store-gx", names), "store-gc");
+  EXPECT_EQ(NearestName("lst", names), "list");
+  EXPECT_EQ(NearestName("frobnicate", names), "");
+  EXPECT_EQ(NearestName("ab", names), "") << "two edits of a two-letter word is not a typo";
+  EXPECT_EQ(NearestName("x", {}), "");
+}
+
 TEST(FlagsTest, ErrorsNameTheFlag) {
   Flags f;
   f.Value("bits").Value("lr").Bool("json");
   EXPECT_EQ(f.Parse({"--bogus", "1"}).message(), "unknown flag --bogus");
+  Flags typo;
+  typo.Value("bits").Value("lr").Bool("json");
+  EXPECT_EQ(typo.Parse({"--bist", "4"}).message(), "unknown flag --bist (did you mean --bits?)");
+  EXPECT_EQ(typo.Parse({"--jsn"}).message(), "unknown flag --jsn (did you mean --json?)");
   Flags g;
   g.Value("bits");
   EXPECT_EQ(g.Parse({"--bits"}).message(), "--bits: expected a value");

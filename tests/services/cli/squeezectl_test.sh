@@ -32,6 +32,10 @@ printf '{"text": "a fortune", "category": "x"}\n{"text": "another one"}\n' > "$w
 printf '{"text": "fine"}\n{"text": oops}\n' > "$work/bad.jsonl"
 
 expect 2 'unknown command "frobnicate"' -- frobnicate
+expect 2 'unknown command "sumbit" \(did you mean "submit"\?\)' -- sumbit
+expect 0 '^usage: squeezectl submit RECIPE \[--request-id ID\]' -- submit --help
+expect 0 '^usage: squeezectl eval --model DIR --data FILE' -- help eval
+expect 2 'unknown flag --modle \(did you mean --model\?\)' -- eval --modle "$work/model"
 expect 2 'unknown flag --bogus' -- eval --model "$work/model" --data "$work/good.jsonl" --bogus 1
 expect 2 '--model is required' -- eval --data "$work/good.jsonl"
 expect 2 'missing.jsonl: cannot open' -- eval --model "$work/model" --data "$work/missing.jsonl"
