@@ -130,6 +130,23 @@ void ReleasePages(const CheckpointReader& weights, const std::string& name) {
 
 // A decoder layer read on the host in its stored dtype (pinned when it will go to a GPU), so that
 // the copy to the device can overlap the work before it.
+// How the passes read an input's layers: a quantized input (NF4, GPTQ, ...) dequantized through
+// `dense`, and adapters stored beside it (a lora stage's output) merged in.
+struct InputLayers {
+  LlamaModel::TensorSource dense;  // empty: the checkpoint is dense
+  std::optional<StoredLoraAdapters> adapters;
+};
+absl::StatusOr<InputLayers> OpenInputLayers(const std::string& model_dir, const LlamaConfig& c,
+                                            const CheckpointReader& weights) {
+  InputLayers out;
+  SQ_ASSIGN_OR_RETURN(out.dense, DenseTensorSource(model_dir, c, weights));
+  if (HasLoraAdapters(model_dir)) {
+    SQ_ASSIGN_OR_RETURN(StoredLoraAdapters opened, StoredLoraAdapters::Open(model_dir, c));
+    out.adapters.emplace(std::move(opened));
+  }
+  return out;
+}
+
 // `dense`, when set, reads a quantized checkpoint's linears dequantized (DenseTensorSource);
 // adapters stored beside the checkpoint (a lora stage's output) are merged in.
 absl::StatusOr<DecoderLayer> ReadLayer(const LlamaConfig& config, const CheckpointReader& weights,
@@ -507,15 +524,9 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
-  // A quantized input (NF4, GPTQ, ...) is read dequantized, layer by layer.
-  SQ_ASSIGN_OR_RETURN(const LlamaModel::TensorSource dense,
-                      DenseTensorSource(model_dir, c, weights));
-  std::optional<StoredLoraAdapters> adapters;
-  if (HasLoraAdapters(model_dir)) {
-    auto opened = StoredLoraAdapters::Open(model_dir, c);
-    if (!opened.ok()) return opened.status();
-    adapters.emplace(*std::move(opened));
-  }
+  SQ_ASSIGN_OR_RETURN(const InputLayers input, OpenInputLayers(model_dir, c, weights));
+  const LlamaModel::TensorSource& dense = input.dense;
+  const std::optional<StoredLoraAdapters>& adapters = input.adapters;
   const int64_t layers = c.num_hidden_layers, shards = layers + 1, total_steps = layers + 1;
   // Layers compute in bfloat16 on a GPU (the dtype these models are trained and served in; the
   // Hessians still accumulate in float32), in float32 on the host.
@@ -883,15 +894,9 @@ absl::StatusOr<std::vector<LinearSensitivity>> MeasureLinearSensitivity(
   auto reader = CheckpointReader::Open(model_dir);
   if (!reader.ok()) return reader.status();
   const CheckpointReader& weights = **reader;
-  // A quantized input (NF4, GPTQ, ...) is read dequantized, layer by layer.
-  SQ_ASSIGN_OR_RETURN(const LlamaModel::TensorSource dense,
-                      DenseTensorSource(model_dir, c, weights));
-  std::optional<StoredLoraAdapters> adapters;
-  if (HasLoraAdapters(model_dir)) {
-    auto opened = StoredLoraAdapters::Open(model_dir, c);
-    if (!opened.ok()) return opened.status();
-    adapters.emplace(*std::move(opened));
-  }
+  SQ_ASSIGN_OR_RETURN(const InputLayers input, OpenInputLayers(model_dir, c, weights));
+  const LlamaModel::TensorSource& dense = input.dense;
+  const std::optional<StoredLoraAdapters>& adapters = input.adapters;
   const at::Device device = seq.device;
   const at::ScalarType compute = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   for (const LinearShape& l : DecoderLinearShapes(c)) {
