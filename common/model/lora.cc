@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/base/file_util.h"
 #include "common/tensor/safetensors.h"
 #include "common/tensor/torch_tensor.h"
 
@@ -98,11 +98,10 @@ bool HasLoraAdapters(const std::string& dir) {
 absl::StatusOr<StoredLoraAdapters> StoredLoraAdapters::Open(const std::string& dir,
                                                             const LlamaConfig& config) {
   const std::string config_path = (fs::path(dir) / kLoraConfigFile).string();
-  std::ifstream in(config_path);
-  if (!in) return absl::NotFoundError(absl::StrCat(config_path, ": cannot read"));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto options = ParseLoraAdapterConfig(text.str(), config_path);
+  // A PEFT config is a few hundred bytes; 1 MiB bounds a wrong or hostile file.
+  auto text = ReadFileToString(config_path, int64_t{1} << 20);
+  if (!text.ok()) return text.status();
+  auto options = ParseLoraAdapterConfig(*text, config_path);
   if (!options.ok()) return options.status();
   if (auto s = ValidateLoraOptions(*options, config, config_path); !s.ok()) return s;
   StoredLoraAdapters out;

@@ -734,6 +734,8 @@ absl::Status ParseLora(MapReader& parent, v1::LoraOptions& out) {
     return FieldError(r.Path("targets"),
                       "expected a non-empty list of linear names (q_proj, k_proj, v_proj, o_proj, "
                       "gate_proj, up_proj, down_proj)");
+  if (targets.size() > 64)
+    return FieldError(r.Path("targets"), absl::StrCat("at most 64 names, got ", targets.size()));
   for (size_t i = 0; i < targets.size(); ++i) {
     if (!targets[i].IsScalar() || targets[i].Scalar().empty())
       return FieldError(absl::StrCat(r.Path("targets"), "[", i, "]"), "expected a linear's name");

@@ -668,6 +668,8 @@ TEST(RecipeTest, LoraAdaptersAreCheckedAgainstTheModelAtSubmit) {
                            "/deploy/models/fortunes-teacher\ndata: {train: " + src +
                            "/deploy/data/fortunes/train.jsonl}\nstages:\n";
   const std::string nf4 = "  - quantize: {method: nf4}\n";
+  std::string many_targets = "q_proj";
+  for (int i = 1; i < 65; ++i) many_targets += ", q_proj";
   struct Case {
     std::string stages, expect;
   };
@@ -687,6 +689,8 @@ TEST(RecipeTest, LoraAdaptersAreCheckedAgainstTheModelAtSubmit) {
       {"  - distill: {lora: {targets: [q_proj], dropout: 1.5}}\n",
        "stages[0].distill.lora.dropout"},
       {"  - distill: {lora: {targets: [q_proj], rnk: 4}}\n", "stages[0].distill.lora.rnk"},
+      {"  - distill: {lora: {targets: [" + many_targets + "]}}\n",
+       "stages[0].distill.lora.targets: at most 64 names, got 65"},
   };
   for (const Case& c : parse_errors) {
     auto r = ParseRecipe(head + c.stages);
