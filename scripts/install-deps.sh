@@ -25,6 +25,11 @@ pkgs=(
   sentencepiece
   # the example corpus: the fortune cookie files, one category per file
   fortunes fortunes-min
+  # the Python client (clients/python): gRPC and protobuf runtimes for its tests
+  python3-grpcio python3-protobuf
+  # deployment checks: the chart rendered with Go's text/template and sprig (Helm's engine; Helm
+  # itself is not packaged), and the images built without a daemon from a debootstrap base
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev buildah debootstrap
 )
 
 missing=()

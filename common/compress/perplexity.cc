@@ -128,7 +128,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(const LlamaModel& model,
         result.by_category[category].tokens += scored;
       }
     }
-    if (options.progress) options.progress(first + count, total);
+    if (options.progress) options.progress(first + count, total, result.tokens_processed);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

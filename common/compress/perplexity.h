@@ -20,8 +20,8 @@ struct PerplexityOptions {
   // of context once the window slides.
   int64_t stride = 256;
   int64_t batch_size = 8;
-  // Called after each batch with (windows done, windows total).
-  std::function<void(int64_t, int64_t)> progress;
+  // Called after each batch with (windows done, windows total, tokens fed to the model so far).
+  std::function<void(int64_t, int64_t, int64_t)> progress;
   // Checked before each batch; true stops with Cancelled.
   std::function<bool()> should_stop;
   // Evaluate only the first N examples (0: all).

@@ -9,9 +9,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
+#include "common/base/version.h"
 #include "common/compress/awq_format.h"
 #include "common/compress/float4.h"
 #include "common/compress/gptq_checkpoint.h"
+#include "common/compress/pack_rules.h"
 #include "common/compress/packed_linear.h"
 #include "common/compress/sparse24_checkpoint.h"
 #include "common/model/lora.h"
@@ -232,15 +234,28 @@ json QuantizationConfig(const QuantizedExportOptions& o) {
     return {{"quant_method", "awq"}, {"bits", g.quant.bits}, {"group_size", g.quant.group_size},
             {"zero_point", true},    {"version", "gemm"},    {"modules_to_not_convert", nullptr}};
   }
+  // quant_method names the storage layout, which is what loaders dispatch on (vLLM's and
+  // transformers' GPTQ kernels read RTN codes as well); `meta` records what produced the codes,
+  // as GPTQModel does: the quantizer and its version, and here also the algorithm.
+  const bool rtn = o.method == "rtn";
+  json meta = {{"quantizer", json::array({absl::StrCat("squeeze:", CodeVersion())})},
+               {"method", rtn ? "rtn" : "gptq"}};
   json gptq = {{"quant_method", "gptq"},
                {"bits", g.quant.bits},
                {"group_size", g.quant.group_size},
                {"desc_act", g.act_order},
                {"static_groups", g.static_groups},
                {"sym", g.quant.symmetric},
-               {"damp_percent", g.damp},
-               {"true_sequential", true},
                {"checkpoint_format", o.format == QuantizedFormat::kGptq ? "gptq" : "gptq_v2"}};
+  if (!rtn) {
+    // GPTQ's solver settings; RTN has no Hessian to damp and no sequential pass.
+    gptq["damp_percent"] = g.damp;
+    gptq["true_sequential"] = true;
+    meta["damp_percent"] = g.damp;
+    meta["static_groups"] = g.static_groups;
+    meta["true_sequential"] = true;
+  }
+  gptq["meta"] = std::move(meta);
   if (!o.bits_by_module.empty()) gptq["dynamic"] = DynamicConfig(o.bits_by_module);
   return gptq;
 }
@@ -286,12 +301,7 @@ absl::Status CheckPackable(QuantizedFormat format, const GptqOptions& options, i
           "the awq gemm layout needs in_features a multiple of group_size ", group, ", got ", in));
     return absl::OkStatus();
   }
-  if ((in * bits) % 32 != 0 || (out * bits) % 32 != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("a ", out, "x", in, " layer does not pack into 32-bit words at ", bits,
-                     " bits (need in and out multiples of ", 32 / std::gcd(32, bits), ")"));
-  }
-  return absl::OkStatus();
+  return CheckGptqWordPacking(in, out, bits);
 }
 
 absl::StatusOr<NamedTensors> PackLinearTensors(const std::string& base,

@@ -46,6 +46,9 @@ struct QuantizedExportOptions {
   std::map<std::string, int> bits_by_module;
   // How inputs are quantized (compressed-tensors only; other layouts are weight-only).
   ActivationQuant::Kind activations = ActivationQuant::Kind::kNone;
+  // The algorithm that chose the codes, recorded in the GPTQ layouts' `meta`: "gptq", or "rtn"
+  // (round to nearest), whose config then carries none of GPTQ's solver settings.
+  std::string method = "gptq";
 };
 
 // OK when a linear of `in` inputs and `out` outputs can be stored in `format` with `options`;

@@ -573,11 +573,15 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       return absl::UnimplementedError(absl::StrCat("mixed precision is not written for ",
                                                    c.model_type, " (fused projections) yet"));
   }
-  // The GPTQ layout falls back to dense weights for shapes that do not fill 32-bit words; the AWQ
-  // layout was asked for by name (only vLLM's and transformers' AWQ kernels read it), so a shape
-  // it cannot hold is an error before any work.
-  if (!packable.ok() && o.format != QuantizedFormat::kGptq && o.format != QuantizedFormat::kGptqV2)
-    return packable;
+  // A shape the layout cannot hold is an error before any work; the GPTQ layout writes the model
+  // dense instead only when asked to (dense_fallback), never silently.
+  if (!packable.ok() && (!o.dense_fallback || (o.format != QuantizedFormat::kGptq &&
+                                               o.format != QuantizedFormat::kGptqV2)))
+    return absl::InvalidArgumentError(
+        absl::StrCat(packable.message(),
+                     o.format == QuantizedFormat::kGptq || o.format == QuantizedFormat::kGptqV2
+                         ? "; set dense_fallback: true to write the model dense"
+                         : ""));
   if ((o.activations != ActivationQuant::Kind::kNone || smooth) &&
       o.format != QuantizedFormat::kCompressedTensorsInt8)
     return absl::InvalidArgumentError(
@@ -601,6 +605,7 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   export_options.format = o.format;
   export_options.activations = o.activations;
   export_options.bits_by_module = seq.bits_by_module;
+  export_options.method = gptq ? "gptq" : "rtn";
 
   StreamingQuantizeResult result;
   result.format = sparse24 ? "sparse_24_bitmask"

@@ -40,6 +40,9 @@ struct StreamingQuantizeOptions {
   // writes files.
   SequentialOptions sequential;
   QuantizedFormat format = QuantizedFormat::kGptq;
+  // GPTQ layouts: a shape that does not fill 32-bit words makes the whole output dense (float16
+  // values of the codes) instead of an error. Only when asked for (the recipe's dense_fallback).
+  bool dense_fallback = false;
   // W8A8 (format kCompressedTensorsInt8): how every linear's inputs are quantized, and
   // SmoothQuant's migration strength (negative: off). Static scales are each linear's input
   // absmax / 127 over the calibration windows, on the layer with its quantized weights and the

@@ -53,51 +53,77 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+// The names and labels of the gRPC ecosystem's server metrics (go-grpc-prometheus, the
+// dashboards built on it): grpc_server_started_total, grpc_server_handled_total and
+// grpc_server_handling_seconds, labelled grpc_service, grpc_method, grpc_type and grpc_code.
 class Families {
  public:
   explicit Families(prometheus::Registry& registry)
-      : requests_(prometheus::BuildCounter()
-                      .Name("squeeze_grpc_server_requests_total")
-                      .Help("gRPC calls handled, by method and status code.")
-                      .Register(registry)),
-        duration_(prometheus::BuildHistogram()
-                      .Name("squeeze_grpc_server_request_duration_seconds")
+      : started_(prometheus::BuildCounter()
+                     .Name("grpc_server_started_total")
+                     .Help("gRPC calls started on the server.")
+                     .Register(registry)),
+        handled_(prometheus::BuildCounter()
+                     .Name("grpc_server_handled_total")
+                     .Help("gRPC calls completed on the server, whatever their status.")
+                     .Register(registry)),
+        handling_(prometheus::BuildHistogram()
+                      .Name("grpc_server_handling_seconds")
                       .Help("Time from receiving a gRPC call to sending its status.")
                       .Register(registry)) {}
 
-  void Record(const std::string& method, grpc::StatusCode code, double seconds) {
+  struct Method {
+    std::string service, method, type;
+  };
+
+  void Started(const Method& m) {
     std::lock_guard<std::mutex> lock(mu_);
-    requests_.Add({{"method", method}, {"code", CodeName(code)}}).Increment();
-    auto it = histograms_.find(method);
+    started_.Add(Labels(m)).Increment();
+  }
+
+  void Handled(const Method& m, grpc::StatusCode code, double seconds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto labels = Labels(m);
+    labels["grpc_code"] = CodeName(code);
+    handled_.Add(labels).Increment();
+    const std::string key = m.service + "/" + m.method;
+    auto it = histograms_.find(key);
     if (it == histograms_.end()) {
       // Long polls (LeaseTask, WatchJob) take seconds by design; the buckets reach minutes.
       it = histograms_
-               .emplace(method, &duration_.Add({{"method", method}},
-                                               prometheus::Histogram::BucketBoundaries{
-                                                   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                   0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}))
+               .emplace(key, &handling_.Add(Labels(m),
+                                            prometheus::Histogram::BucketBoundaries{
+                                                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5, 1, 2.5, 5, 10, 30, 60, 300}))
                .first;
     }
     it->second->Observe(seconds);
   }
 
  private:
+  static std::map<std::string, std::string> Labels(const Method& m) {
+    return {{"grpc_service", m.service}, {"grpc_method", m.method}, {"grpc_type", m.type}};
+  }
+
   std::mutex mu_;
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Counter>& started_;
+  prometheus::Family<prometheus::Counter>& handled_;
+  prometheus::Family<prometheus::Histogram>& handling_;
   std::map<std::string, prometheus::Histogram*> histograms_;
 };
 
 class MetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  MetricsInterceptor(Families* families, std::string method)
-      : families_(families), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+  MetricsInterceptor(Families* families, Families::Method method)
+      : families_(families), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {
+    families_->Started(method_);
+  }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status status = methods->GetSendStatus();
-      families_->Record(
+      families_->Handled(
           method_, status.error_code(),
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
     }
@@ -106,19 +132,40 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
 
  private:
   Families* families_;
-  std::string method_;
+  Families::Method method_;
   std::chrono::steady_clock::time_point start_;
 };
+
+const char* TypeName(grpc::experimental::ServerRpcInfo::Type type) {
+  using Type = grpc::experimental::ServerRpcInfo::Type;
+  switch (type) {
+    case Type::UNARY:
+      return "unary";
+    case Type::CLIENT_STREAMING:
+      return "client_stream";
+    case Type::SERVER_STREAMING:
+      return "server_stream";
+    case Type::BIDI_STREAMING:
+      return "bidi_stream";
+  }
+  return "unknown";
+}
 
 class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   explicit MetricsInterceptorFactory(prometheus::Registry& registry) : families_(registry) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    // "/squeeze.v1.JobService/SubmitJob" -> "squeeze.v1.JobService/SubmitJob": a bounded set.
-    std::string method = info->method() ? info->method() : "unknown";
-    if (!method.empty() && method[0] == '/') method.erase(0, 1);
-    return new MetricsInterceptor(&families_, std::move(method));
+    // "/squeeze.v1.JobService/SubmitJob": service "squeeze.v1.JobService", method "SubmitJob".
+    // Only registered methods reach here, so the label values are a bounded set.
+    std::string full = info->method() ? info->method() : "unknown";
+    if (!full.empty() && full[0] == '/') full.erase(0, 1);
+    const size_t slash = full.rfind('/');
+    Families::Method m;
+    m.service = slash == std::string::npos ? "unknown" : full.substr(0, slash);
+    m.method = slash == std::string::npos ? full : full.substr(slash + 1);
+    m.type = TypeName(info->type());
+    return new MetricsInterceptor(&families_, std::move(m));
   }
 
  private:

@@ -1,6 +1,8 @@
-// gRPC server metrics by method and status code, from a server interceptor:
-//   squeeze_grpc_server_requests_total{method, code}
-//   squeeze_grpc_server_request_duration_seconds{method} (histogram)
+// gRPC server metrics from a server interceptor, under the names and labels the gRPC ecosystem's
+// dashboards use:
+//   grpc_server_started_total{grpc_service, grpc_method, grpc_type}
+//   grpc_server_handled_total{grpc_service, grpc_method, grpc_type, grpc_code}
+//   grpc_server_handling_seconds{grpc_service, grpc_method, grpc_type} (histogram)
 #pragma once
 
 #include <grpcpp/support/server_interceptor.h>

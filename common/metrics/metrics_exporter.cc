@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/version.h"
+#include "common/metrics/process_metrics.h"
 
 namespace squeeze {
 namespace {
@@ -71,6 +72,8 @@ absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(
       .Register(*m->registry_)
       .Add({{"version", CodeVersion()}, {"component", component}})
       .Set(1);
+  m->process_ = std::make_shared<ProcessMetrics>();
+  m->RegisterCollectable(m->process_);
   m->server_ = std::thread([raw = m.get()] { raw->Serve(); });
   return m;
 }
@@ -107,6 +110,11 @@ std::string MetricsExporter::Scrape() {
   return prometheus::TextSerializer().Serialize(families);
 }
 
+void MetricsExporter::AddProbe(const std::string& path, std::function<absl::Status()> check) {
+  absl::MutexLock lock(&mu_);
+  probes_[path] = std::move(check);
+}
+
 void MetricsExporter::Serve() {
   while (!stopping_) {
     pollfd p{listen_fd_, POLLIN, 0};
@@ -140,8 +148,19 @@ void MetricsExporter::Answer(int connection) {
     const size_t a = line.find(' ') + 1, b = line.find(' ', a);
     std::string path = line.substr(a, b == std::string::npos ? std::string::npos : b - a);
     path = path.substr(0, path.find('?'));
+    std::function<absl::Status()> probe;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = probes_.find(path);
+      if (it != probes_.end()) probe = it->second;
+    }
     if (path == "/metrics") {
       body = Scrape();
+    } else if (probe) {
+      const absl::Status s = probe();
+      status = s.ok() ? "200 OK" : "503 Service Unavailable";
+      type = "text/plain; charset=utf-8";
+      body = s.ok() ? "ok\n" : absl::StrCat(s.message(), "\n");
     } else {
       status = "404 Not Found";
       body = "metrics are at /metrics\n";

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -41,6 +43,11 @@ class MetricsExporter {
   // The text exposition of every metric now (what a scrape returns).
   std::string Scrape();
 
+  // Probe endpoints on the same port: GET `path` ("/healthz", "/readyz") answers 200 with the
+  // check's text when it returns OK, 503 with the reason otherwise. For kubelet probes that
+  // must reflect the component's work loop, not merely that this thread answers.
+  void AddProbe(const std::string& path, std::function<absl::Status()> check);
+
  private:
   MetricsExporter() = default;
   void Serve();
@@ -49,6 +56,8 @@ class MetricsExporter {
   std::shared_ptr<prometheus::Registry> registry_;
   absl::Mutex mu_;
   std::vector<std::weak_ptr<prometheus::Collectable>> collectables_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::function<absl::Status()>> probes_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<prometheus::Collectable> process_;  // process_* metrics, on every exporter
   int listen_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread server_;

@@ -21,6 +21,7 @@
 #include "common/base/file_util.h"
 #include "common/base/status_macros.h"
 #include "common/compress/mixed_precision.h"
+#include "common/compress/pack_rules.h"
 #include "common/model/hf_tokenizer.h"
 #include "common/model/llama_config.h"
 #include "common/model/lora_config.h"
@@ -448,7 +449,9 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
     return FieldError(r.Path("activations"),
                       "method awq quantizes weights only; use rtn or gptq for W8A8");
   int64_t bits = w8a8 ? 8 : 4, group_size = w8a8 ? -1 : 128;
-  bool sym = w8a8;
+  // Symmetric by default in the GPTQ layout: vLLM's fastest GPTQ kernels (Marlin) take
+  // symmetric 4- and 8-bit codes only. AWQ keeps zero points, which its kernels take.
+  bool sym = w8a8 || method != "awq";
   if (YAML::Node b = r.Get("bits")) {
     int64_t v;
     if (!b.IsScalar() || !YAML::convert<int64_t>::decode(b, v) ||
@@ -592,6 +595,13 @@ absl::Status ParseQuantize(MapReader& r, v1::QuantizeStage& out) {
                                    " holds one width; mixed precision is written as gptq "
                                    "with per-module overrides"));
   if (has_mixed) *out.mutable_mixed_precision() = mixed;
+  bool dense_fallback = false;
+  SQ_RETURN_IF_ERROR(r.Bool("dense_fallback", dense_fallback));
+  if (dense_fallback && (format != "gptq" || has_mixed))
+    return FieldError(r.Path("dense_fallback"),
+                      "applies to the gptq layout with one width; other layouts refuse shapes "
+                      "they cannot hold");
+  out.set_dense_fallback(dense_fallback);
   out.set_format(format == "awq_gemm"             ? v1::QuantizeStage::FORMAT_AWQ_GEMM
                  : format == "compressed_tensors" ? v1::QuantizeStage::FORMAT_COMPRESSED_TENSORS
                                                   : v1::QuantizeStage::FORMAT_GPTQ);
@@ -1154,7 +1164,7 @@ absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view text,
 }
 
 absl::StatusOr<std::string> RewriteRecipeData(absl::string_view text, const DataRewrite& rewrite) {
-  return RewriteRecipeFields(text, /*model=*/false, rewrite);
+  return RewriteRecipeFields(text, /*model=*/true, rewrite);
 }
 
 namespace {
@@ -1445,6 +1455,22 @@ absl::Status CheckRecipeInputs(const Recipe& recipe) {
             absl::StrCat("stages[", i, "].quantize.mixed_precision.max_size_bytes"),
             absl::StrCat(mixed.max_size_bytes(), " is below the smallest this model is stored in (",
                          smallest, " bytes, every linear at ", narrowest, " bits)"));
+    }
+    // The GPTQ layout's words must be filled; a shape that is not is refused now rather than
+    // written dense without being asked (dense_fallback asks).
+    if (options.quantize().format() == v1::QuantizeStage::FORMAT_GPTQ &&
+        !options.quantize().dense_fallback()) {
+      std::set<int> widths = {options.quantize().bits()};
+      for (int b : options.quantize().mixed_precision().bits()) widths.insert(b);
+      for (int bits : widths) {
+        for (const LinearShape& l : DecoderLinearShapes(c)) {
+          if (auto s = CheckGptqWordPacking(l.in, l.out, bits); !s.ok())
+            return FieldError(absl::StrCat("stages[", i, "].quantize"),
+                              absl::StrCat(l.name, " at ", bits, " bits: ", s.message(),
+                                           "; set dense_fallback: true to write this model "
+                                           "dense, or pick a width that packs"));
+        }
+      }
     }
     if (group == -1) continue;
     for (auto [what, in] :

@@ -51,9 +51,9 @@ absl::StatusOr<std::string> LocalPathOf(absl::string_view uri, absl::string_view
 // so that a recipe can name files beside it. Other fields are untouched.
 absl::StatusOr<std::string> ResolveRecipePaths(absl::string_view yaml, const std::string& base_dir);
 
-// Rewrites the data file fields of the recipe (data.calibration, data.train, data.evaluation[i])
-// with `rewrite(field, value)`: how a client swaps its local files for their copies in the store.
-// The first error `rewrite` returns is returned.
+// Rewrites the model and the data file fields of the recipe (model, data.calibration, data.train,
+// data.evaluation[i], data.tasks[i]) with `rewrite(field, value)`: how a client swaps its local
+// files for their copies in the store. The first error `rewrite` returns is returned.
 using DataRewrite =
     std::function<absl::StatusOr<std::string>(const std::string& field, const std::string& value)>;
 absl::StatusOr<std::string> RewriteRecipeData(absl::string_view yaml, const DataRewrite& rewrite);

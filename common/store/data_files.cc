@@ -2,10 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/base/file_util.h"
 #include "common/base/parallel_for.h"
@@ -75,6 +78,38 @@ absl::StatusOr<std::string> UploadDataFile(ArtifactStore& store, const std::stri
   ArtifactProvenance provenance;
   provenance.stage = "upload";
   if (auto s = store.PutManifest(artifact, {*stored}, provenance); !s.ok())
+    return absl::Status(s.code(), absl::StrCat(field, ": uploading ", path, ": ", s.message()));
+  return uri;
+}
+
+absl::StatusOr<std::string> UploadModelDirectory(ArtifactStore& store,
+                                                 const std::string& store_root,
+                                                 const std::string& path,
+                                                 const std::string& field) {
+  const std::string dir = FilePathOfUri(path);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    return absl::NotFoundError(absl::StrCat(field, ": \"", path, "\" is not a directory"));
+  // What PutDirectory stores: the regular files not starting with '.'.
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file(ec) || name.empty() || name[0] == '.') continue;
+    const auto mtime = e.last_write_time(ec).time_since_epoch().count();
+    entries.push_back(absl::StrCat(name, "\n", e.file_size(ec), "\n", mtime, "\n"));
+  }
+  if (ec)
+    return absl::UnavailableError(absl::StrCat(field, ": cannot list ", path, ": ", ec.message()));
+  std::sort(entries.begin(), entries.end());
+  std::string root = store_root;
+  while (!root.empty() && root.back() == '/') root.pop_back();
+  const std::string uri = absl::StrCat(root, "/models/", fs::path(dir).filename().string(), "-",
+                                       Sha256Hex(absl::StrJoin(entries, "")).substr(0, 16));
+  if (auto exists = store.Exists(uri); exists.ok() && *exists) return uri;
+  ArtifactProvenance provenance;
+  provenance.stage = "upload";
+  provenance.sources["directory"] = "file://" + fs::absolute(dir).lexically_normal().string();
+  if (auto s = store.PutDirectory(dir, uri, provenance); !s.ok())
     return absl::Status(s.code(), absl::StrCat(field, ": uploading ", path, ": ", s.message()));
   return uri;
 }

@@ -16,6 +16,15 @@ namespace squeeze {
 absl::StatusOr<std::string> UploadDataFile(ArtifactStore& store, const std::string& store_root,
                                            const std::string& path, const std::string& field);
 
+// Stores the local model directory at `path` under `store_root` as the artifact
+// ROOT/models/<key> and returns its URI, for a recipe's `model`. The key is a digest of the
+// directory's file names, sizes and modification times, so an unchanged directory is found again
+// without reading it; its blobs are content addressed either way (nothing is stored twice).
+// NotFound naming `field` when it is not a directory.
+absl::StatusOr<std::string> UploadModelDirectory(ArtifactStore& store,
+                                                 const std::string& store_root,
+                                                 const std::string& path, const std::string& field);
+
 // A local path holding the data file `uri` names: a local file as it is (one machine, or a
 // shared filesystem), or a file of an artifact (`ARTIFACT/<name>`, on any backend) fetched into
 // `scratch_dir` and verified against its digest. Errors name `field`.

@@ -32,6 +32,7 @@ int RunGet(const Args& args);
 int RunList(const Args& args);
 int RunCancel(const Args& args);
 int RunArtifacts(const Args& args);
+int RunHealth(const Args& args);
 int RunStoreGc(const Args& args);
 int RunStorePut(const Args& args);
 int RunStoreRm(const Args& args);

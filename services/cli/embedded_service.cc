@@ -16,6 +16,10 @@ std::string DefaultStateDir() {
 
 absl::StatusOr<std::unique_ptr<EmbeddedService>> EmbeddedService::Start(
     const std::string& state_dir, const std::string& device) {
+  // The service's own log lines (leases, registrations) would interleave with the progress the
+  // command draws; only warnings and errors show, unless the user set a level. Set before the
+  // first line is logged (the level is read once) and inherited by the task processes.
+  ::setenv("SQUEEZE_LOG_LEVEL", "warning", /*overwrite=*/0);
   coordinator::CoordinatorOptions options;
   options.listen_address = "127.0.0.1:0";
   options.state_dir = state_dir;

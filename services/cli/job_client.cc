@@ -3,11 +3,13 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -37,13 +39,36 @@ std::string TaskStateName(v1::TaskState s) {
   return name.substr(5);  // drop "TASK_"
 }
 
+std::string UnitName(v1::ProgressUnit unit) {
+  if (unit == v1::PROGRESS_UNIT_UNSPECIFIED) return "";
+  return absl::AsciiStrToLower(v1::ProgressUnit_Name(unit).substr(strlen("PROGRESS_UNIT_")));
+}
+
 std::string Bar(const v1::Progress& p, int width) {
   const double frac =
       p.total() > 0 ? std::min(1.0, static_cast<double>(p.completed()) / p.total()) : 0.0;
   const int filled = static_cast<int>(frac * width);
   return absl::StrCat("[", std::string(filled, '#'), std::string(width - filled, '.'), "]",
                       absl::StrFormat(" %3d%% %d/%d %s", static_cast<int>(frac * 100),
-                                      p.completed(), p.total(), p.unit()));
+                                      p.completed(), p.total(), UnitName(p.unit())),
+                      p.phase().empty() ? "" : absl::StrCat(" (", p.phase(), ")"));
+}
+
+// "1h02m", "3m05s", "42s".
+std::string Clock(int64_t seconds) {
+  if (seconds >= 3600) return absl::StrFormat("%dh%02dm", seconds / 3600, seconds % 3600 / 60);
+  if (seconds >= 60) return absl::StrFormat("%dm%02ds", seconds / 60, seconds % 60);
+  return absl::StrFormat("%ds", seconds);
+}
+
+// Elapsed time, ETA and the live rates of a running stage, after its bar.
+std::string LiveFigures(const v1::TaskMetrics& m) {
+  std::string out = absl::StrCat(" ", Clock(m.elapsed().seconds()));
+  if (m.has_eta()) absl::StrAppend(&out, " eta ", Clock(m.eta().seconds()));
+  if (m.tokens_per_second() > 0)
+    absl::StrAppend(&out, absl::StrFormat(" %.0f tok/s", m.tokens_per_second()));
+  if (m.has_loss()) absl::StrAppend(&out, absl::StrFormat(" loss %.4f", m.loss()));
+  return out;
 }
 
 }  // namespace
@@ -74,7 +99,8 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream
         const std::string label = absl::StrFormat("stage %d %-9s", t.index(), t.kind());
         if (t.message().empty()) {  // a progress update
           if (tty) {
-            out << "\r" << label << " " << Bar(t.progress(), 30) << "\x1b[K" << std::flush;
+            out << "\r" << label << " " << Bar(t.progress(), 30) << LiveFigures(t.metrics())
+                << "\x1b[K" << std::flush;
             bar_open = true;
           } else {
             const int pct =
@@ -82,7 +108,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, std::ostream
                     ? static_cast<int>(100 * t.progress().completed() / t.progress().total())
                     : 0;
             if (pct / 25 != last_percent[t.index()] / 25 || pct == 100) {
-              out << label << " " << Bar(t.progress(), 20) << "\n";
+              out << label << " " << Bar(t.progress(), 20) << LiveFigures(t.metrics()) << "\n";
               last_percent[t.index()] = pct;
             }
           }
@@ -126,9 +152,10 @@ std::string DescribeJob(const v1::Job& job) {
   absl::StrAppend(&out, absl::StrFormat("\n%-6s %-10s %-10s %-9s %s\n", "stage", "kind", "state",
                                         "attempts", "progress"));
   for (const v1::Task& t : job.tasks()) {
-    absl::StrAppend(&out, absl::StrFormat("%-6d %-10s %-10s %d/%-7d %s\n", t.index(), t.kind(),
+    absl::StrAppend(&out, absl::StrFormat("%-6d %-10s %-10s %d/%-7d %s%s\n", t.index(), t.kind(),
                                           TaskStateName(t.state()), t.attempts(), t.max_attempts(),
-                                          t.progress().total() > 0 ? Bar(t.progress(), 20) : ""));
+                                          t.progress().total() > 0 ? Bar(t.progress(), 20) : "",
+                                          t.has_metrics() ? LiveFigures(t.metrics()) : ""));
     if (!t.error().empty()) absl::StrAppend(&out, "       last error: ", t.error(), "\n");
   }
   return out;

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
@@ -20,7 +22,9 @@
 #include "common/rpc/authenticator.h"
 #include "common/rpc/client_channel.h"
 #include "common/store/artifact_store.h"
+#include "common/store/blob_digest.h"
 #include "common/store/data_files.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "services/cli/commands.h"
 #include "services/cli/job_client.h"
 
@@ -54,35 +58,64 @@ absl::StatusOr<std::unique_ptr<JobClient>> ParseAndConnect(Flags& flags, const A
   return Connect(flags, *address);
 }
 
-// Copies an artifact (a file, or a directory artifact of any store) into `dir`.
-absl::Status Download(const std::string& uri, const std::string& dir) {
+// Downloads an artifact of `job_id` into `dir` through the API (DownloadArtifact), so the
+// client needs no access to the store. Each file is written beside its final name and renamed
+// once all its bytes have arrived and match the digest the service announced.
+absl::Status Download(JobClient& client, const std::string& job_id, const std::string& uri,
+                      const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  auto store = OpenArtifactStore("file://");  // reads file:// and s3:// URIs alike
-  if (!store.ok()) return store.status();
-  // A single object (a report) or, when there is none at `uri`, a directory artifact.
-  auto text = (*store)->ReadFile(uri);
-  if (text.ok()) {
-    std::ofstream out(fs::path(dir) / fs::path(uri).filename(), std::ios::binary);
-    out << *text;
-    if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write into ", dir));
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  grpc::ClientContext context;
+  v1::DownloadArtifactRequest request;
+  request.set_job_id(job_id);
+  request.set_uri(uri);
+  auto reader = client.stub().DownloadArtifact(&context, request);
+  v1::DownloadArtifactResponse piece;
+  v1::ArtifactFile current;
+  std::ofstream out;
+  fs::path partial;
+  auto finish_file = [&]() -> absl::Status {
+    if (current.name().empty()) return absl::OkStatus();
+    out.close();
+    if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", partial.string()));
+    auto digest = DigestFileLike(partial.string(), current.digest(), 2);
+    if (!digest.ok()) return digest.status();
+    if (*digest != current.digest()) {
+      fs::remove(partial, ec);
+      return absl::DataLossError(absl::StrCat(
+          uri, " file \"", current.name(), "\": downloaded bytes do not match ", current.digest()));
+    }
+    fs::rename(partial, fs::path(dir) / current.name(), ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot rename ", partial.string()));
+    current.Clear();
     return absl::OkStatus();
-  }
-  if (!absl::IsNotFound(text.status())) return text.status();
-  const std::string scratch = dir + ".download";
-  auto local = (*store)->LocalDirectory(uri, scratch);
-  if (!local.ok()) return local.status();
-  for (const auto& e : fs::directory_iterator(*local, ec)) {
-    if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
-      fs::copy_file(e.path(), fs::path(dir) / e.path().filename(),
-                    fs::copy_options::overwrite_existing, ec);
-      if (ec) break;
+  };
+  while (reader->Read(&piece)) {
+    if (piece.has_file()) {
+      if (auto s = finish_file(); !s.ok()) return s;
+      current = piece.file();
+      // The name comes from the service: a path separator or a leading dot would write
+      // outside `dir` or hide the file.
+      if (current.name().empty() || current.name().find('/') != std::string::npos ||
+          current.name()[0] == '.')
+        return absl::DataLossError(
+            absl::StrCat(uri, ": unsafe file name \"", current.name(), "\""));
+      partial = fs::path(dir) / ("." + current.name() + ".partial");
+      out.open(partial, std::ios::binary | std::ios::trunc);
+      if (!out.good())
+        return absl::UnavailableError(absl::StrCat("cannot write ", partial.string()));
+    } else if (!current.name().empty()) {
+      out.write(piece.data().data(), static_cast<std::streamsize>(piece.data().size()));
     }
   }
-  if (*local == scratch) RemoveTree(scratch).IgnoreError();
-  if (ec)
-    return absl::UnavailableError(absl::StrCat("copying ", uri, " into ", dir, ": ", ec.message()));
-  return absl::OkStatus();
+  if (auto s = reader->Finish(); !s.ok()) {
+    out.close();
+    if (!partial.empty()) fs::remove(partial, ec);
+    return absl::Status(FromGrpc(s).code(),
+                        absl::StrCat("downloading ", uri, ": ", s.error_message()));
+  }
+  return finish_file();
 }
 
 }  // namespace
@@ -109,7 +142,11 @@ std::string FlagOrEnv(const Flags& flags, const std::string& flag, const char* e
   return v ? v : "";
 }
 
-absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std::string& address) {
+namespace {
+
+// A channel to `address` with the credentials of the client flags (or their environment).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ChannelFromFlags(const Flags& flags,
+                                                                const std::string& address) {
   ClientChannelOptions options;
   auto token = TokenFromFileOrEnv(flags);
   if (!token.ok()) return token.status();
@@ -117,7 +154,13 @@ absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std
   options.tls_ca_file = FlagOrEnv(flags, "tls-ca", "SQUEEZE_TLS_CA");
   options.tls_cert_file = FlagOrEnv(flags, "tls-cert", "SQUEEZE_TLS_CERT");
   options.tls_key_file = FlagOrEnv(flags, "tls-key", "SQUEEZE_TLS_KEY");
-  auto channel = MakeClientChannel(address, options);
+  return MakeClientChannel(address, options);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobClient>> Connect(const Flags& flags, const std::string& address) {
+  auto channel = ChannelFromFlags(flags, address);
   if (!channel.ok()) return channel.status();
   return std::make_unique<JobClient>(*std::move(channel));
 }
@@ -140,6 +183,16 @@ absl::StatusOr<v1::Job> SubmitRecipe(JobClient& client, const std::string& recip
         *text,
         [&](const std::string& field, const std::string& value) -> absl::StatusOr<std::string> {
           if (value.rfind("s3://", 0) == 0) return value;  // already in a bucket
+          if (field == "model") {
+            // A local directory; an artifact already in a store (its manifest.json) is left as
+            // it is.
+            std::error_code ec;
+            const fs::path dir = FilePathOfUri(value);
+            if (!fs::is_directory(dir, ec) || fs::exists(dir / "manifest.json", ec)) return value;
+            auto uri = UploadModelDirectory(**store, data_store, value, field);
+            if (uri.ok()) std::cerr << "uploaded model to " << *uri << "\n";
+            return uri;
+          }
           auto uri = UploadDataFile(**store, data_store, value, field);
           if (uri.ok()) std::cerr << "uploaded " << field << " to " << *uri << "\n";
           return uri;
@@ -174,10 +227,11 @@ absl::Status CopyJobOutputs(const v1::Job& job, JobClient& client, const std::st
   for (const v1::Artifact& a : response.artifacts()) {
     if (a.name() == "model") model_uri = a.uri();  // the last model produced
     if (a.name() == "report" || a.name() == "report_html") {
-      if (auto s = Download(a.uri(), dir); !s.ok()) return s;
+      if (auto s = Download(client, job.id(), a.uri(), dir); !s.ok()) return s;
     }
   }
-  if (!model_uri.empty()) return Download(model_uri, (fs::path(dir) / "model").string());
+  if (!model_uri.empty())
+    return Download(client, job.id(), model_uri, (fs::path(dir) / "model").string());
   return absl::OkStatus();
 }
 
@@ -332,6 +386,40 @@ int RunCancel(const Args& args) {
       });
 }
 
+int RunHealth(const Args& args) {
+  Flags flags;
+  ClientFlags(flags).Value("service", "").Value("timeout-ms", "5000");
+  if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
+  auto address = CoordinatorAddress(flags);
+  if (!address.ok()) return Fail(address.status());
+  int64_t timeout_ms = 0;
+  if (!absl::SimpleAtoi(*flags.Get("timeout-ms"), &timeout_ms) || timeout_ms <= 0)
+    return Fail(absl::InvalidArgumentError("--timeout-ms: expected a positive integer"));
+  auto channel = ChannelFromFlags(flags, *address);
+  if (!channel.ok()) return Fail(channel.status());
+  std::unique_ptr<grpc::health::v1::Health::Stub> health =
+      grpc::health::v1::Health::NewStub(*channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(*flags.Get("service"));
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status s = health->Check(&context, request, &response);
+  if (!s.ok()) {
+    std::cerr << "squeezectl: health: " << s.error_message() << "\n";
+    return 1;
+  }
+  const std::string status =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  if (flags.GetBool("json")) {
+    std::cout << ToJson(response) << "\n";
+  } else {
+    std::cout << (request.service().empty() ? "server" : request.service()) << ": " << status
+              << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
 int RunArtifacts(const Args& args) {
   Flags flags;
   ClientFlags(flags).Value("download").Positional(1, 1);
@@ -351,18 +439,18 @@ int RunArtifacts(const Args& args) {
       const std::string dir =
           (a.task_index() >= 0 ? root / absl::StrCat(a.task_index(), "-", a.name()) : root)
               .string();
-      if (auto s = Download(a.uri(), dir); !s.ok()) return Fail(s);
+      if (auto s = Download(client, request.job_id(), a.uri(), dir); !s.ok()) return Fail(s);
     }
   }
   if (flags.GetBool("json")) {
     std::cout << ToJson(response) << "\n";
     return 0;
   }
-  std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n", "stage", "name", "kind", "uri");
+  std::cout << absl::StrFormat("%-6s %-12s %-10s %10s %s\n", "stage", "name", "kind", "MiB", "uri");
   for (const v1::Artifact& a : response.artifacts()) {
-    std::cout << absl::StrFormat("%-6s %-12s %-10s %s\n",
+    std::cout << absl::StrFormat("%-6s %-12s %-10s %10.2f %s\n",
                                  a.task_index() >= 0 ? std::to_string(a.task_index()) : "-",
-                                 a.name(), a.kind(), a.uri());
+                                 a.name(), a.kind(), a.size_bytes() / 1048576.0, a.uri());
   }
   return 0;
 }

@@ -289,6 +289,35 @@ double ResultNumber(const nlohmann::json& report, size_t stage, const char* key)
 // `compress` is a job of three stages (evaluate, quantize, evaluate) run on the embedded service:
 // the same recipe validation, runners and checkpoint format as a submitted job, so the offline
 // command cannot drift from the service.
+// `--out DIR` of compress: created now, so that a path that cannot be written fails before any
+// work, and never an existing directory that holds anything but an earlier compress output (it
+// is replaced at the end, and replacing someone's files would lose them).
+absl::Status CheckOutputDirectory(const std::string& out) {
+  std::error_code ec;
+  const fs::path dir(out);
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--out: ", out, " exists and is not a directory"));
+    const bool empty = fs::is_empty(dir, ec);
+    if (!empty && !fs::exists(dir / "squeeze_report.json", ec))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--out: ", out,
+                       " is a directory with other files in it; give a new or empty directory "
+                       "(an earlier compress output, with squeeze_report.json, is replaced)"));
+  }
+  fs::create_directories(dir, ec);
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--out: cannot create ", out, ": ", ec.message()));
+  const fs::path probe = dir / ".squeeze-write-probe";
+  std::ofstream(probe) << "";
+  if (!fs::exists(probe, ec))
+    return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is not writable"));
+  fs::remove(probe, ec);
+  return absl::OkStatus();
+}
+
 int RunCompress(const Args& args) {
   Flags flags;
   flags.Value("model")
@@ -313,6 +342,7 @@ int RunCompress(const Args& args) {
       .Bool("act-order")
       .Bool("static-groups")
       .Bool("sym")
+      .Bool("asym")
       .Bool("json");
   DeclarePerplexityFlags(flags);
   if (auto s = flags.Parse(args); !s.ok()) return Fail(s);
@@ -337,7 +367,10 @@ int RunCompress(const Args& args) {
   if (flags.Has("bits")) absl::StrAppend(&quantize, ", bits: ", *flags.Get("bits"));
   if (flags.Has("group-size"))
     absl::StrAppend(&quantize, ", group_size: ", *flags.Get("group-size"));
+  if (flags.GetBool("sym") && flags.GetBool("asym"))
+    return Fail(absl::InvalidArgumentError("--sym and --asym: choose one"));
   if (flags.GetBool("sym")) absl::StrAppend(&quantize, ", sym: true");
+  if (flags.GetBool("asym")) absl::StrAppend(&quantize, ", sym: false");
   if (gptq) {
     absl::StrAppend(&quantize, ", damp: ", *flags.Get("damp"),
                     ", act_order: ", flags.GetBool("act-order") ? "true" : "false",
@@ -389,7 +422,14 @@ int RunCompress(const Args& args) {
       absl::StrCat("model: \"", Absolute(*flags.Get("model")), "\"\ndata: ", data,
                    "\nstages:\n  - evaluate: ", evaluate, "\n  - quantize: ", quantize,
                    "\n  - evaluate: ", evaluate, "\n");
-  if (auto parsed = ParseRecipe(recipe_yaml); !parsed.ok()) return Fail(parsed.status());
+  auto parsed = ParseRecipe(recipe_yaml);
+  if (!parsed.ok()) return Fail(parsed.status());
+  // Everything the flags name is checked before the baseline evaluation spends its minutes:
+  // the model and data (as SubmitJob would), and where the result goes.
+  if (auto s = CheckRecipeInputs(*parsed); !s.ok()) return Fail(s);
+  if (flags.Has("out")) {
+    if (auto s = CheckOutputDirectory(*flags.Get("out")); !s.ok()) return Fail(s);
+  }
 
   const std::string state_dir =
       flags.Has("state-dir") ? *flags.Get("state-dir") : DefaultStateDir();

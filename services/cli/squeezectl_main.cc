@@ -31,7 +31,7 @@ constexpr CommandUsage kCommands[] = {
 )"},
     {"compress", false,
      R"(  compress --model DIR --data FILE [--method rtn|gptq|awq --calibration FILE] [--out DIR]
-           [--bits N] [--group-size N] [--sym] [--format gptq|awq_gemm|compressed_tensors]
+           [--bits N] [--group-size N] [--sym | --asym] [--format gptq|awq_gemm|compressed_tensors]
            [--activations none|dynamic|static] [--smoothquant-alpha A]
            [--average-bits B | --max-size-bytes N] [--mixed-bits 2,3,4,8] [--state-dir DIR]
            [--device D] [--json]
@@ -56,7 +56,8 @@ constexpr CommandUsage kCommands[] = {
     {"submit", true,
      R"(  submit RECIPE [--request-id ID] [--tenant T] [--priority N] [--store ROOT] [--wait] [--json]
                                        with --store (or SQUEEZE_STORE: the coordinator's store
-                                       root), uploads the recipe's local data files there first
+                                       root), uploads the recipe's local model directory and
+                                       data files there first (unchanged ones are found again)
 )"},
     {"watch", true,
      R"(  watch JOB [--json]                   live progress of a job until it finishes
@@ -72,6 +73,12 @@ constexpr CommandUsage kCommands[] = {
 )"},
     {"artifacts", true,
      R"(  artifacts JOB [--download DIR] [--json]
+)"},
+    {"health", true,
+     R"(  health [--service NAME] [--timeout-ms N] [--json]
+                                       the coordinator's gRPC health (the server, or one service:
+                                       squeeze.v1.JobService, squeeze.v1.WorkerService); exit 0
+                                       when SERVING, 1 otherwise: for probes and scripts
 )"},
     {"store-put", true,
      R"(  store-put DIR URI [--store ROOT] [--json]
@@ -165,6 +172,7 @@ int main(int argc, char** argv) {
   if (command == "list") return RunList(args);
   if (command == "cancel") return RunCancel(args);
   if (command == "artifacts") return RunArtifacts(args);
+  if (command == "health") return RunHealth(args);
   if (command == "store-gc") return RunStoreGc(args);
   if (command == "store-put") return RunStorePut(args);
   if (command == "store-rm") return RunStoreRm(args);

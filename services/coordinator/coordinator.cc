@@ -22,6 +22,9 @@
 #include "common/metrics/store_metrics.h"
 #include "common/recipe/recipe.h"
 #include "common/rpc/authenticator.h"
+#include "common/rpc/error_details.h"
+#include "common/rpc/reflection_service.h"
+#include "services/coordinator/artifact_access.h"
 #include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/leader_lease.h"
 #include "squeeze/v1/jobs.grpc.pb.h"
@@ -30,10 +33,8 @@
 namespace squeeze::coordinator {
 namespace {
 
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
+constexpr const char* kJobServiceName = "squeeze.v1.JobService";
+constexpr const char* kWorkerServiceName = "squeeze.v1.WorkerService";
 
 // Who is calling. Without an authenticator (the embedded default) everyone is an admin.
 absl::StatusOr<Principal> Caller(grpc::ServerContext* context, const Authenticator* auth,
@@ -68,9 +69,10 @@ absl::StatusOr<Principal> JobCaller(grpc::ServerContext* context, const Authenti
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobScheduler* scheduler, const Authenticator* auth, RecipeLimits recipe_limits,
-                 TenantInputPolicy inputs)
+  JobServiceImpl(JobScheduler* scheduler, ArtifactStore* artifacts, const Authenticator* auth,
+                 RecipeLimits recipe_limits, TenantInputPolicy inputs)
       : scheduler_(scheduler),
+        artifacts_(artifacts),
         auth_(auth),
         recipe_limits_(recipe_limits),
         inputs_(std::move(inputs)) {}
@@ -78,7 +80,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* original,
                          v1::SubmitJobResponse* response) override {
     auto who = JobCaller(context, auth_, "SubmitJob");
-    if (!who.ok()) return ToGrpc(who.status());
+    if (!who.ok()) return ToGrpcStatus(who.status());
     v1::SubmitJobRequest scoped = *original;
     if (who->role == Role::kUser) {
       if (!scoped.tenant().empty() && scoped.tenant() != who->tenant) {
@@ -91,21 +93,21 @@ class JobServiceImpl final : public v1::JobService::Service {
     // Everything knowable now is checked now: a job never fails later for a reason we could have
     // told the user at submit time.
     auto recipe = ParseRecipe(request->recipe_yaml(), recipe_limits_);
-    if (!recipe.ok()) return ToGrpc(recipe.status());
+    if (!recipe.ok()) return ToGrpcStatus(recipe.status(), "recipe_yaml");
     // Before anything is read: a user names only what the tenant may read.
     if (auth_ != nullptr && who->role == Role::kUser) {
       if (auto s = inputs_.Check(*recipe, who->tenant); !s.ok()) {
         SQ_LOG(WARNING) << "auth: SubmitJob from " << context->peer() << ": " << s.message();
-        return ToGrpc(s);
+        return ToGrpcStatus(s);
       }
     }
-    if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return ToGrpc(s);
+    if (auto s = CheckRecipeInputs(*recipe); !s.ok()) return ToGrpcStatus(s, "recipe_yaml");
     if (request->priority() < -1000 || request->priority() > 1000) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "priority: must be between -1000 and 1000");
     }
     auto result = scheduler_->Submit(*request, *recipe);
-    if (!result.ok()) return ToGrpc(result.status());
+    if (!result.ok()) return ToGrpcStatus(result.status());
     *response = *std::move(result);
     return grpc::Status::OK;
   }
@@ -113,7 +115,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                       v1::Job* response) override {
     auto job = Visible(context, "GetJob", request->job_id());
-    if (!job.ok()) return ToGrpc(job.status());
+    if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;
   }
@@ -121,11 +123,11 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* original,
                         v1::ListJobsResponse* response) override {
     auto who = JobCaller(context, auth_, "ListJobs");
-    if (!who.ok()) return ToGrpc(who.status());
+    if (!who.ok()) return ToGrpcStatus(who.status());
     v1::ListJobsRequest request = *original;
     if (who->role == Role::kUser) request.set_tenant(who->tenant);  // only their own
     auto jobs = scheduler_->List(request);
-    if (!jobs.ok()) return ToGrpc(jobs.status());
+    if (!jobs.ok()) return ToGrpcStatus(jobs.status());
     *response = *std::move(jobs);
     return grpc::Status::OK;
   }
@@ -133,9 +135,9 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                          v1::Job* response) override {
     if (auto visible = Visible(context, "CancelJob", request->job_id()); !visible.ok())
-      return ToGrpc(visible.status());
+      return ToGrpcStatus(visible.status());
     auto job = scheduler_->Cancel(request->job_id());
-    if (!job.ok()) return ToGrpc(job.status());
+    if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;
   }
@@ -143,12 +145,12 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     if (auto visible = Visible(context, "WatchJob", request->job_id()); !visible.ok())
-      return ToGrpc(visible.status());
+      return ToGrpcStatus(visible.status());
     int64_t after = request->after_sequence();
     bool done = false;
     while (!done && !context->IsCancelled()) {
       auto events = scheduler_->Events(request->job_id(), after, /*wait_ms=*/500, &done);
-      if (!events.ok()) return ToGrpc(events.status());
+      if (!events.ok()) return ToGrpcStatus(events.status());
       for (const v1::JobEvent& e : *events) {
         if (!writer->Write(e)) return grpc::Status::CANCELLED;
         after = e.sequence();
@@ -160,11 +162,41 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status ListArtifacts(grpc::ServerContext* context, const v1::ListArtifactsRequest* request,
                              v1::ListArtifactsResponse* response) override {
     if (auto visible = Visible(context, "ListArtifacts", request->job_id()); !visible.ok())
-      return ToGrpc(visible.status());
+      return ToGrpcStatus(visible.status());
     auto artifacts = scheduler_->Artifacts(request->job_id());
-    if (!artifacts.ok()) return ToGrpc(artifacts.status());
+    if (!artifacts.ok()) return ToGrpcStatus(artifacts.status());
     *response = *std::move(artifacts);
+    // Sizes come from the manifests, read here, outside the scheduler's lock. An artifact the
+    // store cannot describe now (deleted checkpoints, an unreachable bucket) is still listed.
+    for (v1::Artifact& a : *response->mutable_artifacts()) {
+      if (auto s = DescribeArtifact(*artifacts_, a); !s.ok()) {
+        SQ_LOG(WARNING) << "ListArtifacts " << request->job_id() << ": " << a.uri() << ": "
+                        << s.message();
+      }
+    }
     return grpc::Status::OK;
+  }
+
+  grpc::Status DownloadArtifact(grpc::ServerContext* context,
+                                const v1::DownloadArtifactRequest* request,
+                                grpc::ServerWriter<v1::DownloadArtifactResponse>* writer) override {
+    if (auto visible = Visible(context, "DownloadArtifact", request->job_id()); !visible.ok())
+      return ToGrpcStatus(visible.status());
+    auto artifacts = scheduler_->Artifacts(request->job_id());
+    if (!artifacts.ok()) return ToGrpcStatus(artifacts.status());
+    // Only the job's own artifacts: the URI is a name within the job, never a path to read.
+    const v1::Artifact* artifact = nullptr;
+    for (const v1::Artifact& a : artifacts->artifacts())
+      if (a.uri() == request->uri()) artifact = &a;
+    if (artifact == nullptr) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("uri: \"", request->uri(), "\" is not an artifact of job ",
+                       request->job_id(), " (ListArtifacts lists them)")));
+    }
+    return ToGrpcStatus(StreamArtifact(*artifacts_, *artifact, request->file(),
+                                       [&](const v1::DownloadArtifactResponse& piece) {
+                                         return !context->IsCancelled() && writer->Write(piece);
+                                       }));
   }
 
  private:
@@ -184,6 +216,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   }
 
   JobScheduler* scheduler_;
+  ArtifactStore* artifacts_;
   const Authenticator* auth_;
   const RecipeLimits recipe_limits_;
   const TenantInputPolicy inputs_;
@@ -197,17 +230,17 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   grpc::Status RegisterWorker(grpc::ServerContext* context,
                               const v1::RegisterWorkerRequest* request,
                               v1::RegisterWorkerResponse* response) override {
-    if (auto s = IsWorker(context, "RegisterWorker"); !s.ok()) return ToGrpc(s);
+    if (auto s = IsWorker(context, "RegisterWorker"); !s.ok()) return ToGrpcStatus(s);
     *response = scheduler_->Register(*request);
     return grpc::Status::OK;
   }
 
   grpc::Status LeaseTask(grpc::ServerContext* context, const v1::LeaseTaskRequest* request,
                          v1::LeaseTaskResponse* response) override {
-    if (auto s = IsWorker(context, "LeaseTask"); !s.ok()) return ToGrpc(s);
+    if (auto s = IsWorker(context, "LeaseTask"); !s.ok()) return ToGrpcStatus(s);
     const int64_t wait = std::clamp<int64_t>(request->wait_ms(), 0, 30000);
     auto lease = scheduler_->Lease(request->worker_id(), wait);
-    if (!lease.ok()) return ToGrpc(lease.status());
+    if (!lease.ok()) return ToGrpcStatus(lease.status());
     if (*lease) {
       *response->mutable_lease() = **lease;
     }
@@ -216,23 +249,23 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
   grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override {
-    if (auto s = IsWorker(context, "Heartbeat"); !s.ok()) return ToGrpc(s);
+    if (auto s = IsWorker(context, "Heartbeat"); !s.ok()) return ToGrpcStatus(s);
     auto r = scheduler_->Heartbeat(*request);
-    if (!r.ok()) return ToGrpc(r.status());
+    if (!r.ok()) return ToGrpcStatus(r.status());
     *response = *std::move(r);
     return grpc::Status::OK;
   }
 
   grpc::Status CompleteTask(grpc::ServerContext* context, const v1::CompleteTaskRequest* request,
                             v1::CompleteTaskResponse*) override {
-    if (auto s = IsWorker(context, "CompleteTask"); !s.ok()) return ToGrpc(s);
-    return ToGrpc(scheduler_->Complete(*request));
+    if (auto s = IsWorker(context, "CompleteTask"); !s.ok()) return ToGrpcStatus(s);
+    return ToGrpcStatus(scheduler_->Complete(*request));
   }
 
   grpc::Status FailTask(grpc::ServerContext* context, const v1::FailTaskRequest* request,
                         v1::FailTaskResponse*) override {
-    if (auto s = IsWorker(context, "FailTask"); !s.ok()) return ToGrpc(s);
-    return ToGrpc(scheduler_->Fail(*request));
+    if (auto s = IsWorker(context, "FailTask"); !s.ok()) return ToGrpcStatus(s);
+    return ToGrpcStatus(scheduler_->Fail(*request));
   }
 
  private:
@@ -314,9 +347,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
     if (!auth.ok()) return auth.status();
     c->auth_ = *std::move(auth);
   }
-  c->job_service_ =
-      std::make_unique<JobServiceImpl>(c->scheduler_.get(), c->auth_.get(), options.recipe_limits,
-                                       TenantInputPolicy(options.store_root, options.tenant_roots));
+  c->job_service_ = std::make_unique<JobServiceImpl>(
+      c->scheduler_.get(), c->artifacts_.get(), c->auth_.get(), options.recipe_limits,
+      TenantInputPolicy(options.store_root, options.tenant_roots));
   c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), c->auth_.get());
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {
@@ -348,6 +381,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(c->job_service_.get());
   builder.RegisterService(c->worker_service_.get());
+  c->reflection_v1_ = std::make_unique<ReflectionV1Service>(std::vector<std::string>{
+      kJobServiceName, kWorkerServiceName, "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"});
+  builder.RegisterService(c->reflection_v1_.get());
   if (c->metrics_) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
     creators.push_back(NewGrpcMetricsInterceptor(c->metrics_->registry()));
@@ -356,6 +393,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptio
   c->server_ = builder.BuildAndStart();
   if (!c->server_ || c->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  // Health per service, so a probe can ask for the API it needs ("" is the server as a whole).
+  if (auto* health = c->server_->GetHealthCheckService()) {
+    health->SetServingStatus(kJobServiceName, true);
+    health->SetServingStatus(kWorkerServiceName, true);
   }
   c->expiry_ = std::thread([raw = c.get()] {
     while (!raw->stopping_) {
@@ -437,6 +479,9 @@ void Coordinator::Wait() {
 
 void Coordinator::Shutdown() {
   if (stopping_.exchange(true)) return;
+  if (server_) {
+    if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+  }
   if (scheduler_) scheduler_->Shutdown();  // absent when stopped while standing by
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (expiry_.joinable()) expiry_.join();

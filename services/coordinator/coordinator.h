@@ -21,6 +21,7 @@ class Server;
 namespace squeeze {
 class Authenticator;
 class MetricsExporter;
+class ReflectionV1Service;
 }  // namespace squeeze
 
 namespace squeeze::coordinator {
@@ -80,6 +81,7 @@ class Coordinator {
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<class JobServiceImpl> job_service_;
   std::unique_ptr<class WorkerServiceImpl> worker_service_;
+  std::unique_ptr<ReflectionV1Service> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   std::thread expiry_;
   std::thread releaser_;  // deletes the checkpoints of failed and cancelled jobs

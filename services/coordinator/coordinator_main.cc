@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/base/flags.h"
+#include "common/base/log.h"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/input_policy.h"
 
@@ -109,11 +110,14 @@ int main(int argc, char** argv) {
     std::cerr << "squeeze-coordinator: " << coordinator.status().message() << "\n";
     return 1;
   }
-  std::cout << "squeeze-coordinator listening on " << (*coordinator)->address() << std::endl;
-  if (!options.metrics_listen.empty())
-    std::cout << "metrics on http://" << (*coordinator)->metrics_address() << "/metrics"
-              << std::endl;
+  SQ_LOG(INFO) << "listening on " << (*coordinator)->address() << "; state in "
+               << (options.postgres.empty() ? options.state_dir + "/state.db" : "PostgreSQL")
+               << "; store " << (*coordinator)->store_root();
+  if (!options.metrics_listen.empty()) {
+    SQ_LOG(INFO) << "metrics on http://" << (*coordinator)->metrics_address() << "/metrics";
+  }
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  SQ_LOG(INFO) << "shutting down";
   (*coordinator)->Shutdown();
   return 0;
 }

@@ -68,7 +68,12 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry, JobSchedu
                    .Name("squeeze_task_retries_total")
                    .Help("Task attempts that ended in a retry.")
                    .Register(registry)
-                   .Add({})) {
+                   .Add({})),
+      tokens_(prometheus::BuildCounter()
+                  .Name("squeeze_stage_tokens_total")
+                  .Help("Tokens processed by running stages, by stage kind, as their heartbeats "
+                        "report them; rate() of it is the throughput.")
+                  .Register(registry)) {
   for (const char* result : {"succeeded", "failed", "cancelled"})
     finished_.Add({{"result", result}});
 }
@@ -92,6 +97,10 @@ void CoordinatorMetrics::OnAttemptFinished(const std::string& kind, const std::s
 }
 
 void CoordinatorMetrics::OnLeaseExpired() { lease_expiries_.Increment(); }
+
+void CoordinatorMetrics::OnTokens(const std::string& kind, double tokens) {
+  tokens_.Add({{"kind", kind}}).Increment(tokens);
+}
 
 std::vector<prometheus::MetricFamily> CoordinatorMetrics::Collect() const {
   const JobScheduler::Stats s = scheduler_->GetStats();
@@ -118,25 +127,19 @@ std::vector<prometheus::MetricFamily> CoordinatorMetrics::Collect() const {
                          "The longest time since a busy worker's last heartbeat.");
   AddGaugeSample(age, s.max_heartbeat_age_seconds);
   out.push_back(std::move(age));
-  // Running stages, aggregated by kind: the least advanced one's progress, and tokens/s summed.
-  std::map<std::string, std::pair<double, double>> by_kind;
+  // Running stages, aggregated by kind: the least advanced one's progress. (Throughput is the
+  // squeeze_stage_tokens_total counter: rate() of it, not a gauge a scrape may miss.)
+  std::map<std::string, double> by_kind;
   for (const auto& r : s.running) {
-    auto [it, fresh] = by_kind.emplace(r.kind, std::pair{r.progress, 0.0});
-    if (!fresh) it->second.first = std::min(it->second.first, r.progress);
-    it->second.second += r.tokens_per_second;
+    auto [it, fresh] = by_kind.emplace(r.kind, r.progress);
+    if (!fresh) it->second = std::min(it->second, r.progress);
   }
   auto progress = GaugeFamily("squeeze_running_stage_progress_ratio",
                               "Progress (completed / total) of the least advanced running stage of "
                               "each kind.");
-  auto tokens = GaugeFamily("squeeze_running_stage_tokens_per_second",
-                            "Tokens per second of running stages, summed by kind.");
-  for (const auto& [kind, v] : by_kind) {
-    AddGaugeSample(progress, v.first, {{"kind", kind}});
-    AddGaugeSample(tokens, v.second, {{"kind", kind}});
-  }
-  // A family without samples would print a bare HELP/TYPE; leave those out.
+  for (const auto& [kind, v] : by_kind) AddGaugeSample(progress, v, {{"kind", kind}});
+  // A family without samples would print a bare HELP/TYPE; leave it out.
   if (!progress.metric.empty()) out.push_back(std::move(progress));
-  if (!tokens.metric.empty()) out.push_back(std::move(tokens));
   return out;
 }
 

@@ -24,6 +24,7 @@ class CoordinatorMetrics : public SchedulerObserver, public prometheus::Collecta
   void OnAttemptFinished(const std::string& kind, const std::string& result,
                          double seconds) override;
   void OnLeaseExpired() override;
+  void OnTokens(const std::string& kind, double tokens) override;
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -37,6 +38,7 @@ class CoordinatorMetrics : public SchedulerObserver, public prometheus::Collecta
   prometheus::Family<prometheus::Counter>& attempts_;
   prometheus::Counter& lease_expiries_;
   prometheus::Counter& retries_;
+  prometheus::Family<prometheus::Counter>& tokens_;
 };
 
 }  // namespace squeeze::coordinator

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include "absl/strings/escaping.h"
@@ -12,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/base/log.h"
+#include "google/protobuf/util/time_util.h"
 #include "services/coordinator/job_planner.h"
 #include "services/coordinator/state_transitions.h"
 
@@ -32,6 +34,39 @@ std::string RandomId(const char* prefix) {
   char buf[17];
   snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
   return absl::StrCat(prefix, buf);
+}
+
+using google::protobuf::util::TimeUtil;
+
+// A running task's live figures from a heartbeat. The ETA is the runner's own when it gives one
+// (training knows its step rate), otherwise the rate at which this attempt has moved progress.
+v1::TaskMetrics LiveMetrics(const v1::TaskRecord& t, const v1::HeartbeatRequest& request,
+                            int64_t now_ms) {
+  v1::TaskMetrics m;
+  auto metric = [&](const char* name) -> std::optional<double> {
+    auto it = request.metrics().find(name);
+    if (it == request.metrics().end()) return std::nullopt;
+    return it->second;
+  };
+  m.set_tokens_per_second(metric("tokens_per_second").value_or(0.0));
+  if (auto loss = metric("loss")) m.set_loss(*loss);
+  m.set_device_memory_bytes(static_cast<int64_t>(metric("device_memory_bytes").value_or(0.0)));
+  *m.mutable_update_time() = TimeUtil::MillisecondsToTimestamp(now_ms);
+  const int64_t elapsed_ms =
+      t.task().has_start_time()
+          ? std::max<int64_t>(0, now_ms - TimeUtil::TimestampToMilliseconds(t.task().start_time()))
+          : 0;
+  *m.mutable_elapsed() = TimeUtil::MillisecondsToDuration(elapsed_ms);
+  const v1::Progress& p = request.progress();
+  const int64_t moved = p.completed() - t.attempt_start_completed();
+  if (auto eta = metric("eta_seconds"); eta && *eta >= 0) {
+    *m.mutable_eta() = TimeUtil::MillisecondsToDuration(static_cast<int64_t>(*eta * 1000));
+  } else if (moved > 0 && p.total() >= p.completed()) {
+    const double per_unit = static_cast<double>(elapsed_ms) / moved;
+    *m.mutable_eta() = TimeUtil::MillisecondsToDuration(
+        static_cast<int64_t>(per_unit * static_cast<double>(p.total() - p.completed())));
+  }
+  return m;
 }
 
 bool AllTasksSucceeded(const v1::JobRecord& r) {
@@ -137,7 +172,23 @@ void JobScheduler::PlanOlderRecord(v1::JobRecord& r) const {
 
 v1::Job JobScheduler::PublicView(const v1::JobRecord& r) const {
   v1::Job job = r.job();
-  for (const v1::TaskRecord& t : r.tasks()) *job.add_tasks() = t.task();
+  int64_t finished = 0;
+  for (const v1::TaskRecord& t : r.tasks()) {
+    *job.add_tasks() = t.task();
+    finished += t.task().state() == v1::TASK_SUCCEEDED;
+  }
+  v1::Progress* progress = job.mutable_progress();
+  progress->set_completed(finished);
+  progress->set_total(r.tasks_size());
+  progress->set_unit(v1::PROGRESS_UNIT_STAGES);
+  // Records stored before Timestamps carry the times in milliseconds only.
+  auto fill = [](int64_t ms, google::protobuf::Timestamp* ts) {
+    if (ms > 0 && ts->seconds() == 0 && ts->nanos() == 0)
+      *ts = TimeUtil::MillisecondsToTimestamp(ms);
+  };
+  fill(job.created_unix_ms(), job.mutable_create_time());
+  if (job.started_unix_ms() > 0) fill(job.started_unix_ms(), job.mutable_start_time());
+  if (job.finished_unix_ms() > 0) fill(job.finished_unix_ms(), job.mutable_finish_time());
   return job;
 }
 
@@ -155,6 +206,8 @@ void JobScheduler::AddTaskEvent(v1::JobRecord& r, const v1::TaskRecord& t,
   u->set_state(t.task().state());
   *u->mutable_progress() = t.task().progress();
   u->set_message(message);
+  if (t.task().has_result()) *u->mutable_result() = t.task().result();
+  if (t.task().has_metrics()) *u->mutable_metrics() = t.task().metrics();
   AddEvent(r, std::move(e), durable);
 }
 
@@ -163,8 +216,20 @@ bool JobScheduler::MoveTaskOrCount(v1::Task& task, v1::TaskState to) {
   if (!moved.ok()) {
     ++illegal_moves_;
     SQ_LOG(ERROR) << "scheduler: " << moved.message();
+    return false;
   }
-  return moved.ok();
+  // What every move implies for the task's times and figures, kept here so no path forgets it.
+  if (to == v1::TASK_RUNNING) {
+    *task.mutable_start_time() = TimeUtil::MillisecondsToTimestamp(Now());
+    task.clear_finish_time();
+  } else if (task.has_start_time() && !task.has_finish_time()) {
+    *task.mutable_finish_time() = TimeUtil::MillisecondsToTimestamp(Now());
+  }
+  if (to != v1::TASK_RUNNING) task.clear_metrics();  // live figures only while it runs
+  // A finished stage has done all its work, whatever its last heartbeat said.
+  if (to == v1::TASK_SUCCEEDED && task.progress().total() > 0)
+    task.mutable_progress()->set_completed(task.progress().total());
+  return true;
 }
 
 bool JobScheduler::MoveJobOrCount(v1::Job& job, v1::JobState to) {
@@ -186,16 +251,23 @@ void JobScheduler::SetJobState(v1::JobRecord& r, v1::JobState state) {
   if (!MoveJobOrCount(*r.mutable_job(), state)) return;
   if (state == v1::RUNNING) {
     r.mutable_job()->set_started_unix_ms(Now());
+    *r.mutable_job()->mutable_start_time() = TimeUtil::MillisecondsToTimestamp(Now());
     if (observer_) observer_->OnJobStarted((Now() - r.job().created_unix_ms()) / 1000.0);
   }
   if (IsFinished(state)) {
     r.mutable_job()->set_finished_unix_ms(Now());
+    *r.mutable_job()->mutable_finish_time() = TimeUtil::MillisecondsToTimestamp(Now());
     if (observer_) observer_->OnJobFinished(state, (Now() - r.job().created_unix_ms()) / 1000.0);
     jobs_.Deactivate(r);
   }
   v1::JobEvent e;
   e.set_state(state);
   AddEvent(r, std::move(e), /*durable=*/true);
+  if (state == v1::FAILED) {
+    SQ_LOG_TASK(WARNING, r.job().id(), "") << "job FAILED: " << r.job().error();
+  } else {
+    SQ_LOG_TASK(INFO, r.job().id(), "") << "job " << v1::JobState_Name(state);
+  }
 }
 
 absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRequest& request,
@@ -226,6 +298,7 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   MoveJobOrCount(*job, v1::QUEUED);
   job->set_recipe_yaml(request.recipe_yaml());
   job->set_created_unix_ms(Now());
+  *job->mutable_create_time() = TimeUtil::MillisecondsToTimestamp(job->created_unix_ms());
   job->set_request_id(request.request_id());
   record->set_sequence(jobs_.NextSequence());
   for (v1::TaskRecord& t : PlanJob(recipe, job->id(), options_.store_root))
@@ -234,6 +307,8 @@ absl::StatusOr<v1::SubmitJobResponse> JobScheduler::Submit(const v1::SubmitJobRe
   v1::JobEvent e;
   e.set_state(v1::QUEUED);
   AddEvent(r, std::move(e), true);
+  SQ_LOG_TASK(INFO, job->id(), "") << "submitted by tenant " << tenant << ": " << r.tasks_size()
+                                   << " stages, priority " << request.priority();
   MakeRunnable(r, 0);
   if (auto s = jobs_.Commit(r); !s.ok()) {
     jobs_.Erase(r.job().id());  // not durable, so not accepted: forget it entirely
@@ -391,11 +466,19 @@ std::optional<v1::TaskLease> JobScheduler::TryLease(const std::string& worker_id
       t.mutable_task()->set_attempts(t.task().attempts() + 1);
       t.mutable_task()->set_worker_id(worker_id);
       t.set_lease_deadline_unix_ms(now + options_.lease_timeout_ms);
+      t.set_attempt_start_completed(t.task().progress().completed());
       t.clear_lease_workers();
-      for (const std::string& id : *ranks) t.add_lease_workers(id);
+      for (const std::string& id : *ranks) {
+        t.add_lease_workers(id);
+        leases_.Find(id)->tokens_reported = 0;  // the new attempt counts its tokens from 0
+      }
       SetJobState(r, v1::RUNNING);
       AddTaskEvent(r, t, absl::StrCat("attempt ", t.task().attempts(), " leased to ", worker_id),
                    true);
+      SQ_LOG_TASK(INFO, r.job().id(), t.task().id())
+          << "stages[" << t.task().index() << "] " << t.task().kind() << " attempt "
+          << t.task().attempts() << " leased to " << worker_id
+          << (ranks->size() > 1 ? absl::StrCat(" (a gang of ", ranks->size(), ")") : "");
       if (auto s = jobs_.Commit(r); !s.ok()) {
         // Not durable: undo, so that nobody runs what the store does not know about.
         MoveTaskOrCount(*t.mutable_task(), v1::TASK_QUEUED);
@@ -466,12 +549,17 @@ absl::StatusOr<v1::HeartbeatResponse> JobScheduler::Heartbeat(const v1::Heartbea
   }
   if (WorkerInfo* w = leases_.Find(request.worker_id())) {
     w->last_seen_ms = Now();
-    auto tps = request.metrics().find("tokens_per_second");
-    if (tps != request.metrics().end()) w->tokens_per_second = tps->second;
+    auto tokens = request.metrics().find("tokens");
+    if (tokens != request.metrics().end()) {
+      if (observer_ && tokens->second > w->tokens_reported)
+        observer_->OnTokens(t.task().kind(), tokens->second - w->tokens_reported);
+      w->tokens_reported = tokens->second;
+    }
   }
   t.set_lease_deadline_unix_ms(Now() + options_.lease_timeout_ms);
   if (request.has_progress() && request.worker_id() == t.lease_workers(0)) {
     *t.mutable_task()->mutable_progress() = request.progress();
+    *t.mutable_task()->mutable_metrics() = LiveMetrics(t, request, Now());
     // Progress is for watching; it need not survive a restart, so it is not written each time.
     AddTaskEvent(*ref->job, t, "", /*durable=*/false);
   }
@@ -517,6 +605,8 @@ absl::Status JobScheduler::Complete(const v1::CompleteTaskRequest& request) {
     a->set_kind(t.task().kind());
   }
   AddTaskEvent(r, t, "succeeded", true);
+  SQ_LOG_TASK(INFO, r.job().id(), t.task().id())
+      << "stages[" << t.task().index() << "] " << t.task().kind() << " succeeded";
   const bool last = AdvanceJob(r);
   if (auto s = jobs_.Commit(r); !s.ok()) return s;
   if (last) FinalizeJob(r.job().id());
@@ -601,6 +691,9 @@ void JobScheduler::EndAttempt(v1::JobRecord& r, v1::TaskRecord& t, const std::st
   ReleaseWorkers(t);
   t.mutable_task()->set_error(error);
   t.mutable_task()->set_error_code(code);
+  SQ_LOG_TASK(WARNING, r.job().id(), t.task().id())
+      << "stages[" << t.task().index() << "] " << t.task().kind() << " attempt "
+      << t.task().attempts() << " ended: " << error;
   if (cancelled || r.job().cancel_requested()) {
     NoteAttemptFinished(t, "cancelled");
     MoveTaskOrCount(*t.mutable_task(), v1::TASK_CANCELLED);
@@ -690,10 +783,6 @@ JobScheduler::Stats JobScheduler::GetStats() {
       running.kind = t.task().kind();
       const v1::Progress& p = t.task().progress();
       if (p.total() > 0) running.progress = static_cast<double>(p.completed()) / p.total();
-      if (t.lease_workers_size() > 0) {
-        if (const WorkerInfo* w = leases_.Find(t.lease_workers(0)))
-          running.tokens_per_second = w->tokens_per_second;
-      }
       s.running.push_back(std::move(running));
     }
   }

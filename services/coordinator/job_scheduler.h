@@ -59,6 +59,8 @@ class SchedulerObserver {
   virtual void OnAttemptFinished(const std::string& kind, const std::string& result,
                                  double seconds) = 0;
   virtual void OnLeaseExpired() = 0;
+  // A running stage reported `tokens` more tokens processed (its heartbeats' "tokens" counter).
+  virtual void OnTokens(const std::string& kind, double tokens) = 0;
 };
 
 class JobScheduler {
@@ -106,7 +108,6 @@ class JobScheduler {
   struct RunningTask {
     std::string kind;
     double progress = 0.0;  // completed / total, 0 when unknown
-    double tokens_per_second = 0.0;
   };
   struct Stats {
     int64_t jobs_by_state[6] = {};

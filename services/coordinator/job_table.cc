@@ -1,5 +1,7 @@
 #include "services/coordinator/job_table.h"
 
+#include "google/protobuf/util/time_util.h"
+
 #include <algorithm>
 
 namespace squeeze::coordinator {
@@ -68,6 +70,7 @@ void JobTable::AddEvent(v1::JobRecord& r, v1::JobEvent event, int64_t now_ms, bo
   const int64_t sequence = std::max<int64_t>(1, r.next_event_sequence());
   event.set_sequence(sequence);
   event.set_unix_ms(now_ms);
+  *event.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(now_ms);
   r.set_next_event_sequence(sequence + 1);
   if (durable) pending_events_.push_back({r.job().id(), event});
   events_[r.job().id()].push_back(std::move(event));

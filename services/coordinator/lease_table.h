@@ -24,7 +24,8 @@ struct WorkerInfo {
   bool waiting = false;                   // inside a Lease long poll now
   std::optional<v1::TaskLease> assigned;  // a gang rank handed over while it waits
   int64_t last_seen_ms = 0;
-  double tokens_per_second = 0.0;  // from the current task's last heartbeat
+  // The current attempt's "tokens" counter at its last heartbeat: metrics count what it grew by.
+  double tokens_reported = 0.0;
 };
 
 class LeaseTable {

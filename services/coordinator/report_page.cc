@@ -1,6 +1,7 @@
 #include "services/coordinator/report_page.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -103,17 +104,119 @@ std::string BitsHeatMap(int stage, const nlohmann::json& bits_by_module) {
   return html;
 }
 
+// Round tick values across [lo, hi]: 1, 2 or 5 times a power of ten, about `n` of them.
+std::vector<double> Ticks(double lo, double hi, int n) {
+  std::vector<double> out;
+  if (!(hi > lo)) return {lo};
+  const double raw = (hi - lo) / n;
+  const double power = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = power;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * power;
+    if (step >= raw) break;
+  }
+  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push_back(v);
+  return out;
+}
+
+struct Point {
+  double mib, ppl;
+  int stage;
+};
+
+// Size against perplexity. Size starts at 0, so compression reads as a ratio; perplexity spans
+// its own range (padded), since a few hundredths are what separates the stages and an axis
+// from 0 would flatten them. Labels stay inside the plot.
+std::string SizePerplexityPlot(const std::vector<Point>& points) {
+  const double w = 560, h = 320, left = 64, right = 24, top = 16, bottom = 48;
+  double max_x = 1e-9, lo_y = 1e300, hi_y = -1e300;
+  for (const Point& p : points) {
+    max_x = std::max(max_x, p.mib);
+    lo_y = std::min(lo_y, p.ppl);
+    hi_y = std::max(hi_y, p.ppl);
+  }
+  max_x *= 1.1;
+  const double pad = std::max((hi_y - lo_y) * 0.15, std::abs(hi_y) * 0.002 + 1e-9);
+  lo_y -= pad;
+  hi_y += pad;
+  auto px = [&](double mib) { return left + (w - left - right) * mib / max_x; };
+  auto py = [&](double ppl) {
+    return (h - bottom) - (h - bottom - top) * (ppl - lo_y) / (hi_y - lo_y);
+  };
+  std::string svg = absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' role='img' "
+      "aria-label='size against perplexity' font-size='12'>\n"
+      "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>"
+      "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n"
+      "<text x='%.0f' y='%.0f' text-anchor='middle'>size on disk (MiB)</text>\n"
+      "<text x='14' y='%.0f' transform='rotate(-90 14 %.0f)' text-anchor='middle'>perplexity"
+      "</text>\n",
+      w, h, left, h - bottom, w - right, h - bottom, left, top, left, h - bottom, (w + left) / 2,
+      h - 8, (h - bottom + top) / 2, (h - bottom + top) / 2);
+  for (double v : Ticks(0, max_x, 5)) {
+    absl::StrAppend(
+        &svg, absl::StrFormat("<line x1='%.1f' y1='%.0f' x2='%.1f' y2='%.0f' "
+                              "stroke='black'/><text x='%.1f' y='%.0f' "
+                              "text-anchor='middle'>%g</text>\n",
+                              px(v), h - bottom, px(v), h - bottom + 4, px(v), h - bottom + 18, v));
+  }
+  for (double v : Ticks(lo_y, hi_y, 5)) {
+    absl::StrAppend(&svg, absl::StrFormat("<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' "
+                                          "stroke='#ddd'/><text x='%.0f' y='%.1f' "
+                                          "text-anchor='end'>%g</text>\n",
+                                          left, py(v), w - right, py(v), left - 6, py(v) + 4, v));
+  }
+  for (const Point& p : points) {
+    const double x = px(p.mib), y = py(p.ppl);
+    // Right of the point, or left of it near the right edge.
+    const bool near_right = x > w - right - 140;
+    absl::StrAppend(&svg, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='5' fill='#1f77b4'/>"
+                                          "<text x='%.1f' y='%.1f' text-anchor='%s'>stage %d: "
+                                          "%.4f</text>\n",
+                                          x, y, near_right ? x - 8 : x + 8, y - 6,
+                                          near_right ? "end" : "start", p.stage, p.ppl));
+  }
+  return svg + "</svg>";
+}
+
+// Perplexity by example category, a column per evaluation: where the loss went.
+std::string CategoryTable(const nlohmann::json& stages) {
+  std::vector<std::pair<int, const nlohmann::json*>> evaluations;
+  std::map<std::string, std::map<int, double>> by_category;
+  for (const auto& s : stages) {
+    const auto& r = s["result"];
+    if (!r.contains("categories") || !r["categories"].is_object()) continue;
+    const int index = s.value("index", 0);
+    evaluations.emplace_back(index, &r);
+    for (const auto& [name, figure] : r["categories"].items()) {
+      if (figure.contains("perplexity") && figure["perplexity"].is_number())
+        by_category[name][index] = figure["perplexity"].get<double>();
+    }
+  }
+  if (by_category.empty()) return "";
+  std::string html = "<h2>Perplexity by category</h2>\n<table><tr><th>category</th>";
+  for (const auto& [index, r] : evaluations) absl::StrAppend(&html, "<th>stage ", index, "</th>");
+  html += "</tr>\n";
+  for (const auto& [name, values] : by_category) {
+    absl::StrAppend(&html, "<tr><td style='text-align:left'>", Escape(name), "</td>");
+    for (const auto& [index, r] : evaluations) {
+      auto it = values.find(index);
+      absl::StrAppend(&html, "<td>",
+                      it == values.end() ? "&ndash;" : absl::StrFormat("%.4f", it->second),
+                      "</td>");
+    }
+    html += "</tr>\n";
+  }
+  return html + "</table>\n";
+}
+
 }  // namespace
 
 std::string RenderReportPage(const std::string& report_json) {
   const auto report = nlohmann::json::parse(report_json, nullptr, false);
   if (report.is_discarded()) return "<!doctype html><p>report.json does not parse</p>";
   const std::string job = report.value("job", "");
-  std::string rows;
-  struct Point {
-    double mib, ppl;
-    int stage;
-  };
+  std::string rows, measures;
   std::vector<Point> points;
   // Generated samples by prompt: (stage, completion) in stage order, the baseline first.
   std::vector<std::pair<std::string, std::vector<std::pair<int, std::string>>>> samples;
@@ -121,6 +224,7 @@ std::string RenderReportPage(const std::string& report_json) {
   for (const auto& s : report["stages"]) {
     const auto& r = s["result"];
     const int index = s.value("index", 0);
+    const std::string kind = s.value("kind", "");
     if (r.contains("samples") && r["samples"].is_array()) {
       for (const auto& sample : r["samples"]) {
         const std::string prompt = sample.value("prompt", "");
@@ -131,7 +235,7 @@ std::string RenderReportPage(const std::string& report_json) {
       }
     }
     std::string notes;
-    if (s.value("kind", "") == "quantize") {
+    if (kind == "quantize") {
       const bool mixed = r.contains("bits_by_module") && r["bits_by_module"].is_object() &&
                          !r["bits_by_module"].empty();
       const std::string width =
@@ -142,44 +246,30 @@ std::string RenderReportPage(const std::string& report_json) {
                               r.value("act_order", false) ? ", act_order" : "");
       if (mixed) heat_maps += BitsHeatMap(index, r["bits_by_module"]);
     }
-    absl::StrAppend(&rows, "<tr><td>", index, "</td><td>", Escape(s.value("kind", "")), "</td><td>",
+    if (r.contains("tasks") && r["tasks"].is_object() && r["tasks"].contains("acc")) {
+      absl::StrAppend(&notes, notes.empty() ? "" : "; ",
+                      absl::StrFormat("task accuracy %.3f", r["tasks"].value("acc", 0.0)));
+    }
+    absl::StrAppend(&rows, "<tr><td>", index, "</td><td>", Escape(kind), "</td><td>",
                     Number(r, "perplexity", "%.4f"), "</td><td>",
                     Number(r, "size_bytes", "%.3f", 1.0 / 1048576), "</td><td>",
                     Number(r, "retention_percent", "%.2f%%"), "</td><td>",
-                    Number(r, "tokens_per_second", "%.0f"), "</td><td>", Escape(notes),
-                    "</td></tr>\n");
+                    Number(r, "tokens_per_second", "%.0f"), "</td><td style='text-align:left'>",
+                    Escape(notes), "</td></tr>\n");
+    if (kind == "evaluate") {
+      absl::StrAppend(&measures, "<tr><td>", index, "</td><td>",
+                      Number(r, "bits_per_weight", "%.3f"), "</td><td>",
+                      Number(r, "compression_ratio", "%.2fx"), "</td><td>",
+                      Number(r, "ms_per_token", "%.3f"), "</td><td>",
+                      Number(r, "peak_host_memory_bytes", "%.1f", 1.0 / 1048576), "</td><td>",
+                      Number(r, "peak_device_memory_bytes", "%.1f", 1.0 / 1048576), "</td><td>",
+                      Number(r, "nonzero_parameters", "%.0f"), "</td></tr>\n");
+    }
     if (r.contains("perplexity") && r.contains("size_bytes")) {
       points.push_back(
           {r["size_bytes"].get<double>() / 1048576, r["perplexity"].get<double>(), index});
     }
   }
-  // Plot: x = size (MiB), y = perplexity, both from 0 so that ratios read true.
-  const double w = 480, h = 300, margin = 50;
-  double max_x = 1e-9, max_y = 1e-9;
-  for (const Point& p : points) {
-    max_x = std::max(max_x, p.mib);
-    max_y = std::max(max_y, p.ppl);
-  }
-  max_x *= 1.15;
-  max_y *= 1.15;
-  std::string svg = absl::StrFormat(
-      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' role='img' "
-      "aria-label='size against perplexity'>\n"
-      "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>"
-      "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n"
-      "<text x='%.0f' y='%.0f' text-anchor='middle'>size on disk (MiB, 0 to %.2f)</text>\n"
-      "<text x='14' y='%.0f' transform='rotate(-90 14 %.0f)' text-anchor='middle'>perplexity (0 to "
-      "%.2f)</text>\n",
-      w, h, margin, h - margin, w - 10, h - margin, margin, 10.0, margin, h - margin, w / 2, h - 12,
-      max_x, h / 2, h / 2, max_y);
-  for (const Point& p : points) {
-    const double x = margin + (w - margin - 10) * p.mib / max_x;
-    const double y = (h - margin) - (h - margin - 10) * p.ppl / max_y;
-    absl::StrAppend(&svg, absl::StrFormat("<circle cx='%.1f' cy='%.1f' r='5' fill='#1f77b4'/>"
-                                          "<text x='%.1f' y='%.1f'>stage %d: %.3f</text>\n",
-                                          x, y, x + 8, y - 6, p.stage, p.ppl));
-  }
-  svg += "</svg>";
   std::string samples_html;
   if (!samples.empty()) {
     samples_html = "<h2>Samples (greedy)</h2>\n";
@@ -195,18 +285,29 @@ std::string RenderReportPage(const std::string& report_json) {
       samples_html += "</table>\n";
     }
   }
+  const std::string measures_html =
+      measures.empty()
+          ? ""
+          : absl::StrCat(
+                "<h2>Size, speed and memory</h2>\n<table><tr><th>stage</th><th>bits per "
+                "weight</th><th>compression</th><th>ms per token</th><th>peak host "
+                "(MiB)</th><th>peak device (MiB)</th><th>nonzero parameters</th></tr>\n",
+                measures, "</table>\n");
   return absl::StrCat(
       "<!doctype html>\n<html><head><meta charset='utf-8'><title>Squeeze report ", Escape(job),
-      "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-      "td,th{border:1px solid #ccc;padding:4px "
-      "8px;text-align:right}</style></head><body>\n<h1>Job ",
+      "</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+      "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+      "</style></head><body>\n<h1>Job ",
       Escape(job), "</h1>\n<p>Final model: <code>", Escape(report.value("model", "")),
       "</code></p>\n",
       "<table><tr><th>stage</th><th>kind</th><th>perplexity</th><th>size "
       "(MiB)</th><th>retention</th>"
       "<th>tokens/s</th><th>notes</th></tr>\n",
-      rows, "</table>\n<h2>Size and perplexity</h2>\n", svg, "\n", heat_maps, samples_html,
-      "</body></html>\n");
+      rows, "</table>\n", measures_html,
+      points.empty()
+          ? ""
+          : absl::StrCat("<h2>Size and perplexity</h2>\n", SizePerplexityPlot(points), "\n"),
+      CategoryTable(report["stages"]), heat_maps, samples_html, "</body></html>\n");
 }
 
 }  // namespace squeeze::coordinator

@@ -168,7 +168,7 @@ int RunTaskProcessMain(int request_fd, int event_fd) {
     result = runner->second->Run(ctx);
   } catch (const std::exception& e) {
     // The whole message goes to the worker's log; the job's error is its first line.
-    SQ_LOG(ERROR) << "task " << lease.task_id() << " threw: " << e.what();
+    SQ_LOG_TASK(ERROR, lease.job_id(), lease.task_id()) << lease.kind() << " threw: " << e.what();
     result = absl::InternalError(
         absl::StrCat(lease.kind(), " task ", lease.task_id(), " failed: ", FirstLine(e.what())));
   }

@@ -2,11 +2,13 @@
 
 namespace squeeze::worker {
 
-void TaskReport::SetProgress(int64_t completed, int64_t total, const std::string& unit) {
+void TaskReport::SetProgress(int64_t completed, int64_t total, v1::ProgressUnit unit,
+                             const std::string& phase) {
   absl::MutexLock lock(&mu_);
   progress_.set_completed(completed);
   progress_.set_total(total);
   progress_.set_unit(unit);
+  progress_.set_phase(phase);
 }
 
 void TaskReport::Log(std::string line) {
@@ -35,8 +37,6 @@ TaskReport::Snapshot TaskReport::snapshot() const {
   s.completed = progress_.completed();
   s.total = progress_.total();
   s.steps = steps_;
-  auto it = metrics_.find("tokens_per_second");
-  if (it != metrics_.end()) s.tokens_per_second = it->second;
   s.device_memory_bytes = device_memory_bytes_;
   return s;
 }
@@ -70,6 +70,8 @@ void TaskReport::FillHeartbeat(v1::HeartbeatRequest& request) {
   absl::MutexLock lock(&mu_);
   *request.mutable_progress() = progress_;
   for (const auto& [k, v] : metrics_) (*request.mutable_metrics())[k] = v;
+  if (device_memory_bytes_ > 0)
+    (*request.mutable_metrics())["device_memory_bytes"] = device_memory_bytes_;
   for (std::string& line : log_) request.add_log(std::move(line));
   log_.clear();
 }

@@ -18,7 +18,9 @@ namespace squeeze::worker {
 
 class TaskReport {
  public:
-  void SetProgress(int64_t completed, int64_t total, const std::string& unit);
+  // `phase` says, for people, what is being counted when a task counts in phases.
+  void SetProgress(int64_t completed, int64_t total, v1::ProgressUnit unit,
+                   const std::string& phase);
   void Log(std::string line);
   void SetMetric(const std::string& name, double value);
   void AddStep();
@@ -27,7 +29,6 @@ class TaskReport {
   struct Snapshot {
     int64_t completed = 0, total = 0;
     int64_t steps = 0;
-    double tokens_per_second = 0.0;
     double device_memory_bytes = 0.0;
   };
   Snapshot snapshot() const;

@@ -37,8 +37,14 @@ class TaskContext {
   const std::string& scratch_dir() const { return scratch_dir_; }
   at::Device device() const { return device_; }
 
-  void SetProgress(int64_t completed, int64_t total, const std::string& unit) {
-    report_.SetProgress(completed, total, unit);
+  void SetProgress(int64_t completed, int64_t total, v1::ProgressUnit unit,
+                   const std::string& phase = "") {
+    report_.SetProgress(completed, total, unit, phase);
+  }
+  // A layer-by-layer pass's progress: its unit is layers, and a pass other than the main one
+  // ("sensitivity") is the phase.
+  void SetLayerProgress(int64_t completed, int64_t total, const std::string& pass) {
+    report_.SetProgress(completed, total, v1::PROGRESS_UNIT_LAYERS, pass == "layers" ? "" : pass);
   }
   void Log(std::string line) { report_.Log(std::move(line)); }
   void SetMetric(const std::string& name, double value) { report_.SetMetric(name, value); }

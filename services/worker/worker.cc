@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/base/file_util.h"
 #include "common/base/log.h"
 
@@ -59,6 +60,14 @@ Worker::~Worker() { Stop(); }
 
 std::string Worker::metrics_address() const { return exporter_ ? exporter_->address() : ""; }
 
+int64_t Worker::NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void Worker::MarkAlive() { last_alive_ms_ = NowMs(); }
+
 absl::Status Worker::RegisterUntilReady() {
   v1::RegisterWorkerRequest request;
   request.set_node(options_.node);
@@ -75,6 +84,9 @@ absl::Status Worker::RegisterUntilReady() {
     if (s.ok()) {
       worker_id_ = response.worker_id();
       heartbeat_interval_ms_ = response.heartbeat_interval_ms();
+      registered_ = true;
+      SQ_LOG(INFO) << "registered as " << worker_id_ << " (node " << options_.node << ", device "
+                   << options_.device << ", " << capabilities_.size() << " task kinds)";
       return absl::OkStatus();
     }
     if (!Transient(s)) return absl::UnavailableError(absl::StrCat("register: ", s.error_message()));
@@ -91,6 +103,22 @@ absl::Status Worker::Run() {
     exporter_ = *std::move(exporter);
     metrics_ = std::make_shared<WorkerMetrics>(exporter_->registry(), options_.device);
     exporter_->RegisterCollectable(metrics_);
+    // Liveness follows the work loops (leasing, heartbeating a task, reporting its outcome),
+    // each of which marks itself alive at least every lease wait + RPC deadline; a wedged loop
+    // stops answering 200 and the kubelet restarts the pod. Readiness: registered.
+    const int64_t limit_ms = std::max<int64_t>(
+        60000, 2 * std::max<int64_t>(options_.lease_wait_ms + 5000, 4 * heartbeat_interval_ms_));
+    exporter_->AddProbe("/healthz", [this, limit_ms]() -> absl::Status {
+      const int64_t idle = NowMs() - last_alive_ms_.load();
+      if (idle > limit_ms)
+        return absl::UnavailableError(
+            absl::StrCat("the worker's loop has not run for ", idle / 1000, " s"));
+      return absl::OkStatus();
+    });
+    exporter_->AddProbe("/readyz", [this]() -> absl::Status {
+      return registered_ ? absl::OkStatus()
+                         : absl::UnavailableError("not registered with the coordinator yet");
+    });
   }
   if (auto s = RegisterUntilReady(); !s.ok()) return s;
   while (!stop_) {
@@ -102,15 +130,25 @@ absl::Status Worker::Run() {
     request.set_wait_ms(options_.lease_wait_ms);
     v1::LeaseTaskResponse response;
     grpc::Status s = stub_->LeaseTask(&context, request, &response);
+    MarkAlive();
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
       // The coordinator restarted and forgot us: register again under the same id.
       if (auto r = RegisterUntilReady(); !r.ok()) return r;
       continue;
     }
     if (!s.ok()) {
+      // Said once per outage, not on every retry.
+      if (!coordinator_unreachable_) {
+        SQ_LOG(WARNING) << "coordinator unreachable (" << s.error_message() << "); retrying";
+        coordinator_unreachable_ = true;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       continue;
     }
+    if (coordinator_unreachable_) {
+      SQ_LOG(INFO) << "coordinator reachable again";
+    }
+    coordinator_unreachable_ = false;
     if (response.has_lease()) RunTask(response.lease());
   }
   return absl::OkStatus();
@@ -159,6 +197,7 @@ TaskProcessResult Worker::Execute(const v1::TaskLease& lease, const std::string&
                                  [&] { return finished; })) {
       lock.unlock();
       send_heartbeat();
+      MarkAlive();
       lock.lock();
     }
   });
@@ -172,9 +211,6 @@ TaskProcessResult Worker::Execute(const v1::TaskLease& lease, const std::string&
       (*process)->Supervise(report, cancel, limits, [&](const v1::TaskProcessUpdate& update) {
         if (metrics_) metrics_->AddTaskCounters(update);
       });
-  if (!result.ok) {
-    SQ_LOG(WARNING) << "task " << lease.task_id() << ": " << result.error.message();
-  }
   if (metrics_) {
     metrics_->SetCurrent(nullptr, "");
     metrics_->TaskFinished(lease.kind(), result.ok ? "succeeded"
@@ -197,7 +233,26 @@ void Worker::RunTask(const v1::TaskLease& lease) {
   const std::string scratch =
       absl::StrCat(options_.scratch_dir, "/", lease.task_id(), "-", lease.attempt());
   fs::create_directories(scratch);
+  SQ_LOG_TASK(INFO, lease.job_id(), lease.task_id())
+      << lease.kind() << " attempt " << lease.attempt() << " started"
+      << (lease.world_size() > 1
+              ? absl::StrCat(" as rank ", lease.rank(), " of ", lease.world_size())
+              : "");
+  const auto started = std::chrono::steady_clock::now();
   const TaskProcessResult result = Execute(lease, scratch);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (result.ok) {
+    SQ_LOG_TASK(INFO, lease.job_id(), lease.task_id())
+        << lease.kind() << " attempt " << lease.attempt() << " succeeded in "
+        << absl::StrFormat("%.1f", seconds) << " s";
+  } else {
+    SQ_LOG_TASK(WARNING, lease.job_id(), lease.task_id())
+        << lease.kind() << " attempt " << lease.attempt() << " "
+        << (result.error.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed")
+        << " after " << absl::StrFormat("%.1f", seconds) << " s"
+        << (result.retryable ? " (retryable)" : "") << ": " << result.error.message();
+  }
 
   // Report the outcome, retrying while the coordinator is unreachable (it may be restarting).
   for (int attempt = 0; attempt < 600 && !stop_; ++attempt) {
@@ -225,6 +280,7 @@ void Worker::RunTask(const v1::TaskLease& lease) {
       v1::FailTaskResponse response;
       s = stub_->FailTask(&context, request, &response);
     }
+    MarkAlive();
     if (!Transient(s)) break;  // done, or refused for good (the attempt is no longer current)
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }

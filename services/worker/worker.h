@@ -58,6 +58,8 @@ class Worker {
   std::string metrics_address() const;
 
  private:
+  static int64_t NowMs();
+  void MarkAlive();
   absl::Status RegisterUntilReady();
   // Runs the lease's task with heartbeats beside it, then reports the outcome.
   void RunTask(const v1::TaskLease& lease);
@@ -71,6 +73,10 @@ class Worker {
   int64_t heartbeat_interval_ms_ = 1000;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> tasks_done_{0};
+  bool coordinator_unreachable_ = false;  // the lease loop's, to log an outage once
+  // For the probes: when a work loop last ran (steady clock, ms), and whether registered.
+  std::atomic<int64_t> last_alive_ms_{NowMs()};
+  std::atomic<bool> registered_{false};
   std::shared_ptr<class WorkerMetrics> metrics_;
   std::unique_ptr<MetricsExporter> exporter_;  // last: destroyed first
 };

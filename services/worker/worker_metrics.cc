@@ -9,6 +9,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry, std::string device)
                  .Name("squeeze_worker_tasks_total")
                  .Help("Task attempts this worker finished, by stage kind and result.")
                  .Register(registry)),
+      tokens_(prometheus::BuildCounter()
+                  .Name("squeeze_worker_tokens_total")
+                  .Help("Tokens this worker's tasks processed, by stage kind; rate() of it is "
+                        "the throughput.")
+                  .Register(registry)),
       store_(registry) {}
 
 void WorkerMetrics::SetCurrent(const TaskReport* report, const std::string& kind) {
@@ -16,6 +21,7 @@ void WorkerMetrics::SetCurrent(const TaskReport* report, const std::string& kind
   current_ = report;
   current_kind_ = kind;
   last_counters_.clear();  // a new task process counts from zero
+  last_tokens_ = 0.0;
 }
 
 void WorkerMetrics::AddTaskCounters(const v1::TaskProcessUpdate& update) {
@@ -28,6 +34,11 @@ void WorkerMetrics::AddTaskCounters(const v1::TaskProcessUpdate& update) {
     if (sample.value() > last)
       family->Add({{"operation", op->second}}).Increment(sample.value() - last);
     last = sample.value();
+  }
+  auto tokens = update.metrics().find("tokens");
+  if (tokens != update.metrics().end() && tokens->second > last_tokens_) {
+    tokens_.Add({{"kind", current_kind_}}).Increment(tokens->second - last_tokens_);
+    last_tokens_ = tokens->second;
   }
 }
 
@@ -47,9 +58,6 @@ std::vector<prometheus::MetricFamily> WorkerMetrics::Collect() const {
                            "Progress (completed / total) of the running task, by stage kind.",
                            s.total > 0 ? static_cast<double>(s.completed) / s.total : 0.0,
                            {{"kind", current_kind_}}));
-    out.push_back(OneGauge("squeeze_worker_tokens_per_second",
-                           "Tokens per second of the running task, by stage kind.",
-                           s.tokens_per_second, {{"kind", current_kind_}}));
     device_bytes = s.device_memory_bytes;
   }
   out.push_back(

@@ -1,7 +1,7 @@
-// A worker's Prometheus metrics: tasks finished by kind and result (counted), and, read at scrape
-// time, whether it is busy, the running task's progress and tokens/s (by kind) and the device
-// memory it holds. Its tasks run in processes of their own: their store counters are added here
-// as they report them.
+// A worker's Prometheus metrics: tasks finished by kind and result and tokens processed by kind
+// (counted), and, read at scrape time, whether it is busy, the running task's progress and the
+// device memory it holds. Its tasks run in processes of their own: their store counters are added
+// here as they report them.
 #pragma once
 
 #include <prometheus/collectable.h>
@@ -36,12 +36,14 @@ class WorkerMetrics : public prometheus::Collectable {
  private:
   const std::string device_;
   prometheus::Family<prometheus::Counter>& tasks_;
+  prometheus::Family<prometheus::Counter>& tokens_;
   StoreCounterFamilies store_;
   mutable absl::Mutex mu_;
   const TaskReport* current_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::string current_kind_ ABSL_GUARDED_BY(mu_);
   // The running task's counters as last reported, by (metric, operation).
   std::map<std::pair<std::string, std::string>, double> last_counters_ ABSL_GUARDED_BY(mu_);
+  double last_tokens_ ABSL_GUARDED_BY(mu_) = 0.0;  // its "tokens" metric as last reported
 };
 
 }  // namespace squeeze::worker

@@ -37,9 +37,11 @@ TEST(DataUploadTest, WorkersWithoutTheClientsFilesRunAJobFromUploadedData) {
   fs::create_directories(client);
   for (const char* f : {"calibration.jsonl", "evaluation.jsonl"})
     fs::copy_file(fs::path(SourceDir()) / "deploy/data/fortunes" / f, client / f);
+  // The model too is the client's own directory: submit uploads it.
+  fs::copy(fs::path(SourceDir()) / "deploy/models/fortunes-teacher", client / "teacher");
   {
     std::ofstream(client / "recipe.yaml")
-        << "model: s3://squeeze-data/models/teacher\n"
+        << "model: teacher\n"
            "data: {calibration: calibration.jsonl, evaluation: [evaluation.jsonl]}\n"
            "stages:\n"
            "  - evaluate: {max_examples: 16, window: 128, stride: 64}\n"
@@ -71,6 +73,7 @@ TEST(DataUploadTest, WorkersWithoutTheClientsFilesRunAJobFromUploadedData) {
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("uploaded data.calibration to " + store + "/data/sha256-"), std::string::npos)
       << out;
+  EXPECT_NE(out.find("uploaded model to " + store + "/models/teacher-"), std::string::npos) << out;
   // The job id is the last line (the upload notes go to stderr before it).
   std::string job_id = out;
   while (!job_id.empty() && (job_id.back() == '\n' || job_id.back() == ' ')) job_id.pop_back();
@@ -83,6 +86,8 @@ TEST(DataUploadTest, WorkersWithoutTheClientsFilesRunAJobFromUploadedData) {
   ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
   // The job names the uploaded copies, pinned by their digests.
   EXPECT_TRUE(absl::StrContains(done.recipe_yaml(), store + "/data/sha256-")) << done.recipe_yaml();
+  EXPECT_TRUE(absl::StrContains(done.recipe_yaml(), store + "/models/teacher-"))
+      << done.recipe_yaml();
   EXPECT_FALSE(absl::StrContains(done.recipe_yaml(), client.string())) << done.recipe_yaml();
   auto uploaded = s3.List("squeeze-data", "store/data/");
   ASSERT_TRUE(uploaded.ok());

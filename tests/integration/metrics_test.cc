@@ -46,6 +46,19 @@ TEST(MetricsTest, PrometheusScrapesTheJobAndEveryDashboardMetricExists) {
   h.StartWorker("w", {"--metrics-listen", "127.0.0.1:" + std::to_string(worker_metrics),
                       "--step-delay-ms", "400"});
 
+  // The worker's probes reflect its loop: alive, and ready once registered.
+  for (const char* probe : {"/healthz", "/readyz"}) {
+    std::pair<int, std::string> answer;
+    for (int i = 0; i < 50; ++i) {
+      answer =
+          RunCommand({"curl", "-sf", "http://127.0.0.1:" + std::to_string(worker_metrics) + probe});
+      if (answer.first == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(answer.first, 0) << probe << ": " << answer.second;
+    EXPECT_EQ(answer.second, "ok\n") << probe;
+  }
+
   // promtool accepts both scrapes.
   for (int port : {coordinator_metrics, worker_metrics}) {
     const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
@@ -108,12 +121,30 @@ TEST(MetricsTest, PrometheusScrapesTheJobAndEveryDashboardMetricExists) {
   }
   EXPECT_EQ(tasks, 2.0) << "both stages counted by the worker";
 
-  // Every squeeze_* metric named in the dashboard and the alert rules has series here: a renamed
-  // or misspelt metric fails this test, not a dashboard in production.
+  // Throughput is counted: both the coordinator's and the worker's token counters grew.
+  for (const char* counter : {"squeeze_stage_tokens_total", "squeeze_worker_tokens_total"}) {
+    double tokens = -1;
+    for (int i = 0; i < 100 && tokens <= 0; ++i) {
+      tokens = ScalarOf(PromApi(api, "/api/v1/query", "query",
+                                std::string("sum(") + counter + "{kind=\"evaluate\"})"));
+      if (tokens <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_GT(tokens, 1000) << counter;
+  }
+  // The gRPC ecosystem's metric names, with their labels.
+  EXPECT_GE(
+      ScalarOf(PromApi(api, "/api/v1/query", "query",
+                       "sum(grpc_server_handled_total{grpc_service=\"squeeze.v1.WorkerService\","
+                       "grpc_method=\"CompleteTask\",grpc_code=\"OK\",grpc_type=\"unary\"})")),
+      2.0);
+
+  // Every squeeze_*, grpc_server_* and process_* metric named in the dashboard and the alert
+  // rules has series here: a renamed or misspelt metric fails this test, not a dashboard in
+  // production.
   const std::string text = Slurp(SourceDir() + "/deploy/grafana/squeeze-dashboard.json") +
                            Slurp(SourceDir() + "/deploy/prometheus/alerts.yml");
   std::set<std::string> names;
-  const std::regex metric("squeeze_[a-z0-9_]+");
+  const std::regex metric("(squeeze|grpc_server|process)_[a-z0-9_]+");
   for (auto it = std::sregex_iterator(text.begin(), text.end(), metric);
        it != std::sregex_iterator(); ++it)
     names.insert(it->str());

@@ -7,13 +7,17 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
+#include "common/rpc/error_details.h"
 #include "common/store/artifact_store.h"
 #include "common/store/s3_client.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "tests/integration/health.grpc.pb.h"
+#include "tests/common/store/s3rver_server.h"
 #include "tests/integration/service_harness.h"
 
 namespace squeeze::testing {
@@ -80,6 +84,88 @@ TEST(ServiceTest, EndToEndWithTwoWorkersAndSqueezectl) {
   grpc::health::v1::HealthCheckResponse hr;
   ASSERT_TRUE(health->Check(&context, hc, &hr).ok());
   EXPECT_EQ(hr.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  for (const char* service : {"squeeze.v1.JobService", "squeeze.v1.WorkerService"}) {
+    grpc::ClientContext per_service;
+    hc.set_service(service);
+    ASSERT_TRUE(health->Check(&per_service, hc, &hr).ok()) << service;
+    EXPECT_EQ(hr.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+  // squeezectl health: what probes and scripts call.
+  auto [health_code, health_out] = RunCommand({Env("SQUEEZECTL_BIN"), "health", "--coordinator",
+                                               h.address(), "--service", "squeeze.v1.JobService"});
+  EXPECT_EQ(health_code, 0) << health_out;
+  EXPECT_NE(health_out.find("squeeze.v1.JobService: SERVING"), std::string::npos) << health_out;
+  auto [down_code, down_out] =
+      RunCommand({Env("SQUEEZECTL_BIN"), "health", "--coordinator",
+                  "127.0.0.1:" + std::to_string(FreePort()), "--timeout-ms", "500"});
+  EXPECT_EQ(down_code, 1) << down_out;
+  grpc::ClientContext unknown;
+  hc.set_service("squeeze.v1.NoSuchService");
+  EXPECT_EQ(health->Check(&unknown, hc, &hr).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Reflection v1 answers over the wire.
+  auto reflection = grpc::reflection::v1::ServerReflection::NewStub(
+      grpc::CreateChannel(h.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext reflect_context;
+  auto stream = reflection->ServerReflectionInfo(&reflect_context);
+  grpc::reflection::v1::ServerReflectionRequest ask;
+  ask.set_list_services("");
+  ASSERT_TRUE(stream->Write(ask));
+  grpc::reflection::v1::ServerReflectionResponse answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  std::set<std::string> services;
+  for (const auto& sr : answer.list_services_response().service()) services.insert(sr.name());
+  EXPECT_TRUE(services.count("squeeze.v1.JobService"));
+  ask.set_file_containing_symbol("squeeze.v1.JobService");
+  ASSERT_TRUE(stream->Write(ask));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_GT(answer.file_descriptor_response().file_descriptor_proto_size(), 1);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  // GetJob carries each stage's typed result and times; ListArtifacts the sizes.
+  ASSERT_EQ(job.tasks_size(), 3);
+  EXPECT_GT(job.tasks(0).result().evaluate().perplexity(), 1.0);
+  EXPECT_EQ(job.tasks(1).result().quantize().bits(), 4);
+  EXPECT_GT(job.tasks(2).result().evaluate().retention(), 0.5);
+  for (const v1::Task& t : job.tasks()) {
+    EXPECT_EQ(t.progress().completed(), t.progress().total()) << "stage " << t.index();
+    EXPECT_GT(t.progress().total(), 0) << "stage " << t.index();
+    EXPECT_GE(t.finish_time().seconds(), t.start_time().seconds());
+    EXPECT_FALSE(t.has_metrics());
+  }
+  EXPECT_EQ(job.progress().completed(), 3);
+  EXPECT_GT(job.finish_time().seconds(), 0);
+  grpc::ClientContext list_context;
+  v1::ListArtifactsRequest list;
+  list.set_job_id(id);
+  v1::ListArtifactsResponse artifacts;
+  ASSERT_TRUE(h.jobs().ListArtifacts(&list_context, list, &artifacts).ok());
+  for (const v1::Artifact& a : artifacts.artifacts()) {
+    EXPECT_GT(a.size_bytes(), 0) << a.name();
+    int64_t sum = 0;
+    for (const v1::ArtifactFile& f : a.files()) {
+      sum += f.size_bytes();
+      if (a.task_index() == 1 && a.name() == "model") {
+        EXPECT_EQ(f.size_bytes(),
+                  static_cast<int64_t>(fs::file_size(h.dir() + "/download/1-model/" + f.name())))
+            << f.name();
+      }
+    }
+    EXPECT_EQ(sum, a.size_bytes()) << a.name();
+  }
+  // A URI that is not one of the job's artifacts is refused, naming the field.
+  grpc::ClientContext download_context;
+  v1::DownloadArtifactRequest download;
+  download.set_job_id(id);
+  download.set_uri("file:///etc");
+  auto reader = h.jobs().DownloadArtifact(&download_context, download);
+  v1::DownloadArtifactResponse piece;
+  EXPECT_FALSE(reader->Read(&piece));
+  const grpc::Status refused = reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_EQ(FieldViolations(refused).size(), 1u);
+  EXPECT_EQ(FieldViolations(refused)[0].first, "uri");
 }
 
 TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
@@ -88,9 +174,11 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
                       "--retry-backoff-ms", "100"});
   const int slow = h.StartWorker("slow", {"--step-delay-ms", "1500"});
   v1::Job job = h.Submit(Recipe(3, "0.5", 4, "gptq"));
-  // Kill it once the quantize stage has finished at least one layer.
+  // Kill it once the quantize stage is past its second layer. Progress counts a layer when it
+  // is quantized; its checkpoint is stored by the writer thread a moment later, so waiting for
+  // two gives the first layer's checkpoint a whole step (1.5 s here) to land.
   h.WaitFor(job.id(), [](const v1::Job& j) {
-    return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 1;
+    return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 2;
   });
   h.KillWorker(slow);
   h.StartWorker("fast");
@@ -383,6 +471,49 @@ TEST(ServiceTest, JobRunsWithItsStoreInS3) {
   ::unsetenv("SQUEEZE_S3_ENDPOINT");
 }
 
+// A whole job with its store on s3rver, an S3 implementation independent of moto (and stricter
+// about signatures): the stages read and write through it, and the model downloads through the
+// API, verified.
+TEST(ServiceTest, JobRunsWithItsStoreOnS3rver) {
+  ::setenv("SQUEEZE_SOURCE_DIR", SourceDir().c_str(), 1);
+  ASSERT_TRUE(S3rverServer::Installed()) << "run scripts/install-test-peers.sh";
+  S3rverServer s3rver;
+  ASSERT_TRUE(s3rver.Ready("squeeze-s3rver")) << "s3rver did not start";
+  ServiceHarness h("s3rver");
+  ::setenv("SQUEEZE_S3_ENDPOINT", s3rver.endpoint().c_str(), 1);
+  ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+  h.StartCoordinator({"--store", "s3://squeeze-s3rver/store"});
+  h.StartWorker("w");
+  v1::Job done = h.WaitFor(h.Submit(Recipe()).id(), Finished);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_GT(done.tasks(2).result().evaluate().retention(), 0.5);
+
+  grpc::ClientContext context;
+  v1::ListArtifactsRequest request;
+  request.set_job_id(done.id());
+  v1::ListArtifactsResponse response;
+  ASSERT_TRUE(h.jobs().ListArtifacts(&context, request, &response).ok());
+  int64_t model_bytes = 0;
+  for (const v1::Artifact& a : response.artifacts()) {
+    EXPECT_EQ(a.uri().rfind("s3://squeeze-s3rver/store/", 0), 0u) << a.uri();
+    if (a.name() == "model") model_bytes = a.size_bytes();
+  }
+  EXPECT_GT(model_bytes, 1 << 20);
+  auto [code, out] = RunCommand({Env("SQUEEZECTL_BIN"), "artifacts", done.id(), "--coordinator",
+                                 h.address(), "--download", h.dir() + "/download"});
+  ASSERT_EQ(code, 0) << out;
+  int64_t downloaded = 0;
+  for (const auto& e : fs::directory_iterator(h.dir() + "/download/1-model"))
+    downloaded += static_cast<int64_t>(e.file_size());
+  EXPECT_EQ(downloaded, model_bytes);
+  S3Client s3(s3rver.Options());
+  auto blobs = s3.List("squeeze-s3rver", "store/blobs/sha256/");
+  ASSERT_TRUE(blobs.ok()) << blobs.status();
+  EXPECT_GE(blobs->size(), 3u);
+  ::unsetenv("SQUEEZE_S3_ENDPOINT");
+}
+
 TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
   ServiceHarness h("bad_input");
   h.StartCoordinator();
@@ -418,6 +549,23 @@ TEST(ServiceTest, BadInputIsRejectedAtSubmitWithTheField) {
   v1::ListJobsResponse response;
   ASSERT_TRUE(h.jobs().ListJobs(&context, request, &response).ok());
   EXPECT_EQ(response.jobs_size(), 0) << "no job was created from bad input";
+
+  // The same errors through the API carry a google.rpc.BadRequest naming the field.
+  grpc::ClientContext submit_context;
+  v1::SubmitJobRequest submit;
+  submit.set_recipe_yaml(cases[0].yaml);
+  v1::SubmitJobResponse submitted;
+  const grpc::Status bad = h.jobs().SubmitJob(&submit_context, submit, &submitted);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  auto violations = FieldViolations(bad);
+  ASSERT_EQ(violations.size(), 1u) << bad.error_message();
+  EXPECT_EQ(violations[0].first, "recipe_yaml.stages[0].quantize.bits");
+  grpc::ClientContext list_context;
+  request.set_page_size(-1);
+  const grpc::Status bad_page = h.jobs().ListJobs(&list_context, request, &response);
+  violations = FieldViolations(bad_page);
+  ASSERT_EQ(violations.size(), 1u) << bad_page.error_message();
+  EXPECT_EQ(violations[0].first, "page_size");
 }
 
 }  // namespace

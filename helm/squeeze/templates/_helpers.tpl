@@ -14,3 +14,13 @@ capabilities:
 {{- define "squeeze.serviceAccountName" -}}
 {{- if .Values.serviceAccount.name }}{{ .Values.serviceAccount.name }}{{ else }}{{ include "squeeze.name" . }}{{ end -}}
 {{- end -}}
+{{- /* An image reference from values: (dict "image" .Values.image.worker "root" .) */ -}}
+{{- define "squeeze.image" -}}
+{{- $registry := .root.Values.image.registry -}}
+{{- $ref := printf "%s%s" (ternary (printf "%s/" $registry) "" (ne $registry "")) .image.repository -}}
+{{- if .image.digest -}}
+{{ $ref }}@{{ .image.digest }}
+{{- else -}}
+{{ $ref }}:{{ .image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+{{- end -}}

@@ -127,7 +127,7 @@ absl::StatusOr<TaskOutput> CalibrateRunner::Run(TaskContext& ctx) {
     if (auto s = observer.Write(w); !s.ok()) return s;
     if (auto s = w.WriteFile((dir / absl::StrCat("layer-", i, ".safetensors")).string()); !s.ok())
       return s;
-    ctx.SetProgress(i + 1, model->num_layers(), "layers");
+    ctx.SetProgress(i + 1, model->num_layers(), v1::PROGRESS_UNIT_LAYERS);
   }
   if (auto s = ctx.store().PutDirectory(dir.string(), uri, ctx.provenance()); !s.ok()) return s;
   result.set_reused(false);

@@ -150,9 +150,10 @@ TrainerCallbacks CommonCallbacks(TaskContext& ctx, const TrainerOptions& to, int
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double steps_per_second = (s.step - resumed_from) / std::max(elapsed, 1e-9);
-    ctx.SetProgress(s.step, to.steps, "steps");
+    ctx.SetProgress(s.step, to.steps, v1::PROGRESS_UNIT_STEPS);
     ctx.SetMetric("loss", s.loss);
     ctx.SetMetric("tokens_per_second", s.tokens_per_second);
+    ctx.SetMetric("tokens", static_cast<double>(tokens_seen));
     ctx.SetMetric("learning_rate", s.lr);
     ctx.SetMetric("eta_seconds", (to.steps - s.step) / std::max(steps_per_second, 1e-9));
     if (s.step % log_every == 0 || s.step == to.steps) {
@@ -433,7 +434,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
       SQ_ASSIGN_OR_RETURN(
           cached, TeacherLogitsCache::Compute(
                       *teacher, WindowSampler(train, to.seq_len, to.seed), plan, [&](int64_t step) {
-                        ctx.SetProgress(step, to.steps, "steps of teacher logits");
+                        ctx.SetProgress(step, to.steps, v1::PROGRESS_UNIT_STEPS, "teacher logits");
                         return ctx.CheckStep();
                       }));
       const fs::path dir = fs::path(ctx.scratch_dir()) / "teacher-topk";

@@ -2,6 +2,7 @@
 #include "services/worker/runners/runners.h"
 #include "services/worker/runners/stage_io.h"
 
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -74,8 +75,15 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     if (!path.ok()) return path.status();
     auto data = LoadTextDatasetForModel(*model_dir, model->config(), *path);
     if (!data.ok()) return data.status();
-    options.progress = [&](int64_t done, int64_t n) {
-      ctx.SetProgress(done, n, absl::StrCat("windows of file ", f + 1, "/", files.size()));
+    const auto file_start = std::chrono::steady_clock::now();
+    options.progress = [&](int64_t done, int64_t n, int64_t tokens) {
+      ctx.SetProgress(done, n, v1::PROGRESS_UNIT_WINDOWS,
+                      files.size() > 1 ? absl::StrCat("file ", f + 1, "/", files.size()) : "");
+      // Live throughput while the file is scored, not only once it is done.
+      const double in_file =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - file_start).count();
+      ctx.SetMetric("tokens", static_cast<double>(processed + tokens));
+      if (in_file > 0) ctx.SetMetric("tokens_per_second", static_cast<double>(tokens) / in_file);
     };
     auto ppl = EvaluatePerplexity(*model, *data, options);
     if (!ppl.ok()) return stop_reason.ok() ? ppl.status() : stop_reason;
@@ -93,6 +101,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
   }
   const double tokens_per_second = seconds > 0 ? processed / seconds : 0.0;
   ctx.SetMetric("tokens_per_second", tokens_per_second);
+  ctx.SetMetric("tokens", static_cast<double>(processed));
 
   // A NaN perplexity (non-finite logits from finite weights: an overflow) is no result; the gate
   // and the report need a number.
@@ -139,7 +148,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
     accuracy_options.batch_size = spec.batch_size();
     accuracy_options.should_stop = options.should_stop;
     accuracy_options.progress = [&](int64_t done, int64_t n) {
-      ctx.SetProgress(done, n, "choices scored");
+      ctx.SetProgress(done, n, v1::PROGRESS_UNIT_CHOICES, "task accuracy");
     };
     auto accuracy = EvaluateChoiceAccuracy(*model, questions, accuracy_options);
     if (!accuracy.ok()) return stop_reason.ok() ? accuracy.status() : stop_reason;
@@ -179,7 +188,7 @@ absl::StatusOr<TaskOutput> EvaluateRunner::Run(TaskContext& ctx) {
       v1::GeneratedText& sample = *result.add_samples();
       sample.set_prompt(prompt);
       sample.set_completion(generated->completion);
-      ctx.SetProgress(i + 1, spec.samples().prompts_size(), "samples generated");
+      ctx.SetProgress(i + 1, spec.samples().prompts_size(), v1::PROGRESS_UNIT_SAMPLES, "samples");
     }
   }
 

@@ -60,7 +60,7 @@ absl::StatusOr<TaskOutput> PruneSparseGpt(TaskContext& ctx, const v1::PruneStage
   shards.Attach(config->num_hidden_layers, options);
   options.on_progress = [&](int64_t completed, int64_t total,
                             const std::string& unit) -> absl::Status {
-    ctx.SetProgress(completed, total, unit);
+    ctx.SetLayerProgress(completed, total, unit);
     return ctx.CheckStep();
   };
   // A gang (workers: N) shares the calibration windows as GPTQ's does; rank 0 writes.
@@ -156,7 +156,7 @@ absl::StatusOr<TaskOutput> PruneRunner::Run(TaskContext& ctx) {
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ctx.SetProgress(1, 1, "pruned");
+  ctx.SetProgress(1, 1, v1::PROGRESS_UNIT_LAYERS);
   ctx.Log(absl::StrCat("pruned ", pruned_matrices, " linear layers to ", achieved, " sparsity (",
                        choice.method_name, ", ", choice.pattern_name, ") in ", seconds, " s"));
 

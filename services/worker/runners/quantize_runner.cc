@@ -44,7 +44,7 @@ absl::StatusOr<MixedPrecisionPlan> PlanWidths(TaskContext& ctx, const std::strin
   StreamingQuantizeOptions measure = options;
   measure.on_progress = [&](int64_t completed, int64_t total,
                             const std::string& unit) -> absl::Status {
-    ctx.SetProgress(completed, total, unit);
+    ctx.SetLayerProgress(completed, total, unit);
     return ctx.CheckStep();
   };
   const auto started = std::chrono::steady_clock::now();
@@ -111,6 +111,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
       return absl::InvalidArgumentError(
           absl::StrCat("quantize method ", spec.method(), " is not one this worker knows"));
   }
+  options.dense_fallback = spec.dense_fallback();
   switch (spec.format()) {
     case v1::QuantizeStage::FORMAT_UNSPECIFIED:  // planned before the field existed
     case v1::QuantizeStage::FORMAT_GPTQ:
@@ -195,7 +196,7 @@ absl::StatusOr<TaskOutput> QuantizeRunner::Run(TaskContext& ctx) {
   const std::string plan_name = "mixed_precision.json";
   options.on_progress = [&](int64_t completed, int64_t total,
                             const std::string& unit) -> absl::Status {
-    ctx.SetProgress(completed, total, unit);
+    ctx.SetLayerProgress(completed, total, unit);
     if (completed == total - 1) ctx.Log("layers done; writing the embeddings, index and config");
     return ctx.CheckStep();
   };

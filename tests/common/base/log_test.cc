@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gtest/gtest.h"
 
 namespace squeeze {
@@ -69,6 +71,37 @@ TEST(LogTest, LinesOfConcurrentThreadsStayWhole) {
     ++lines;
   }
   EXPECT_EQ(lines, 800);
+}
+
+}  // namespace
+}  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+TEST(LogTest, JsonLinesCarryLevelServiceSourceIdsAndTheEscapedMessage) {
+  LogLine line(LogLevel::kError, "services/worker/worker.cc", 42, "job-1", "task-2");
+  line.stream() << "failed: \"quoted\"\n\tback\\slash \x01 naïve";
+  const auto j = nlohmann::json::parse(line.Render(LogFormat::kJson));
+  EXPECT_EQ(j["level"], "error");
+  EXPECT_EQ(j["source"], "worker.cc:42");
+  EXPECT_EQ(j["job_id"], "job-1");
+  EXPECT_EQ(j["task_id"], "task-2");
+  EXPECT_FALSE(j["service"].get<std::string>().empty());
+  EXPECT_EQ(j["msg"], "failed: \"quoted\"\n\tback\\slash \x01 naïve");
+  EXPECT_EQ(j["time"].get<std::string>().size(), 24u) << j["time"];
+}
+
+TEST(LogTest, TextLinesNameTheJobAndTask) {
+  LogLine line(LogLevel::kInfo, "coordinator.cc", 7, "job-1", "task-2");
+  line.stream() << "leased";
+  const std::string text = line.Render(LogFormat::kText);
+  EXPECT_NE(text.find(" I coordinator.cc:7] job=job-1 task=task-2 leased"), std::string::npos)
+      << text;
+  LogLine plain(LogLevel::kInfo, "coordinator.cc", 7);
+  plain.stream() << "started";
+  EXPECT_NE(plain.Render(LogFormat::kText).find("coordinator.cc:7] started"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(plain.Render(LogFormat::kJson)).count("job_id"), 0u);
 }
 
 }  // namespace

@@ -101,6 +101,9 @@ TEST_F(QuantizedCheckpointTest, GptqExportLoadsBackToTheQuantizedWeights) {
   EXPECT_EQ(qc["checkpoint_format"], "gptq");
   EXPECT_EQ(qc["desc_act"], true);
   EXPECT_EQ(qc["bits"], 4);
+  EXPECT_EQ(qc["meta"]["method"], "gptq");
+  EXPECT_EQ(qc["meta"]["quantizer"][0].get<std::string>().rfind("squeeze:", 0), 0u);
+  EXPECT_EQ(qc["damp_percent"], seq.gptq.damp);
   auto reader = CheckpointReader::Open(dir_);
   ASSERT_TRUE(reader.ok());
   EXPECT_TRUE((*reader)->Contains("model.layers.1.mlp.down_proj.qweight"));

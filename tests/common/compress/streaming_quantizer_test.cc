@@ -108,6 +108,27 @@ TEST_F(StreamingQuantizerTest, ShardsLoadAsTheModelQuantizeSequentialMakes) {
   auto result = QuantizeCheckpointStreaming(in, calibration_, (dir_ / "out").string(), o);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->format, "gptq");
+  {
+    // The config says which algorithm chose the codes: the layout is gptq's either way, and RTN
+    // claims none of GPTQ's solver settings.
+    auto quantization_config = [&](const char* out) {
+      std::ifstream config_file(dir_ / out / "config.json");
+      return nlohmann::json::parse(config_file)["quantization_config"];
+    };
+    auto qc = quantization_config("out");
+    EXPECT_EQ(qc["meta"]["method"], "gptq");
+    EXPECT_TRUE(qc.contains("damp_percent"));
+    StreamingQuantizeOptions rtn = o;
+    rtn.sequential.method = SequentialOptions::Method::kRtn;
+    rtn.on_file = nullptr;
+    rtn.on_progress = nullptr;
+    ASSERT_TRUE(QuantizeCheckpointStreaming(in, at::Tensor(), (dir_ / "rtn").string(), rtn).ok());
+    qc = quantization_config("rtn");
+    EXPECT_EQ(qc["quant_method"], "gptq");
+    EXPECT_EQ(qc["meta"]["method"], "rtn");
+    EXPECT_FALSE(qc.contains("damp_percent"));
+    EXPECT_FALSE(qc.contains("true_sequential"));
+  }
   EXPECT_EQ(result->reports.size(), 21u);
   EXPECT_EQ(progress, (std::vector<int64_t>{1, 2, 3, 4}));
   ASSERT_EQ(files.size(), 6u) << "3 layer shards, the last shard, the index and config.json";
@@ -203,13 +224,20 @@ TEST_F(StreamingQuantizerTest, AwqGemmRefusesShapesItCannotHoldBeforeAnyWork) {
   EXPECT_NE(result.status().message().find("awq gemm"), std::string::npos) << result.status();
 }
 
-TEST_F(StreamingQuantizerTest, ShapesThatDoNotPackAreWrittenDense) {
+TEST_F(StreamingQuantizerTest, ShapesThatDoNotPackAreRefusedUnlessDenseIsAskedFor) {
   LlamaConfig c = TinyConfig();
   c.intermediate_size = 80;  // 80 x 3 bits is not a whole number of 32-bit words
   const std::string in = Save(c);
   StreamingQuantizeOptions o;
   o.sequential.method = SequentialOptions::Method::kRtn;
   o.sequential.gptq.quant = {3, 16, false};
+  auto refused = QuantizeCheckpointStreaming(in, at::Tensor(), (dir_ / "refused").string(), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("dense_fallback"), std::string::npos)
+      << refused.status();
+  EXPECT_FALSE(fs::exists(dir_ / "refused" / "config.json")) << "nothing written";
+  o.dense_fallback = true;
   auto result = QuantizeCheckpointStreaming(in, at::Tensor(), (dir_ / "out").string(), o);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->format, "dense");

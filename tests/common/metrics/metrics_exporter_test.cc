@@ -80,3 +80,29 @@ TEST(MetricsExporterTest, ScrapesDuringShutdownAreHarmless) {
 
 }  // namespace
 }  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+TEST(MetricsExporterTest, ProbesAnswerTheirChecksAndEveryScrapeHasProcessMetrics) {
+  auto exporter = MetricsExporter::Start("127.0.0.1:0", "test");
+  ASSERT_TRUE(exporter.ok()) << exporter.status();
+  std::atomic<bool> healthy{true};
+  (*exporter)->AddProbe("/healthz", [&]() -> absl::Status {
+    return healthy ? absl::OkStatus() : absl::UnavailableError("loop stuck for 90 s");
+  });
+  const std::string address = (*exporter)->address();
+  std::string ok = Get(address, "/healthz");
+  EXPECT_NE(ok.find("HTTP/1.1 200 OK"), std::string::npos) << ok;
+  healthy = false;
+  std::string down = Get(address, "/healthz");
+  EXPECT_NE(down.find("HTTP/1.1 503"), std::string::npos) << down;
+  EXPECT_NE(down.find("loop stuck for 90 s"), std::string::npos) << down;
+  EXPECT_NE(Get(address, "/readyz").find("404"), std::string::npos) << "only probes added";
+  const std::string metrics = Get(address, "/metrics");
+  EXPECT_NE(metrics.find("process_resident_memory_bytes "), std::string::npos);
+  EXPECT_NE(metrics.find("process_cpu_seconds_total "), std::string::npos);
+}
+
+}  // namespace
+}  // namespace squeeze

@@ -60,15 +60,18 @@ class Llama3TokenizerTest : public ::testing::Test {
   std::unique_ptr<Tokenizer> tokenizer_;
 };
 
-// The reference's ids for each text, through node.
-std::vector<std::vector<int32_t>> ReferenceIds(const std::vector<std::string>& texts) {
+// The reference's ids for each text, through node: Llama 3's tokenizer, or the tokenizer.json of
+// `model_dir`.
+std::vector<std::vector<int32_t>> ReferenceIds(const std::vector<std::string>& texts,
+                                               const std::string& model_dir = "") {
   const fs::path input = fs::temp_directory_path() / ("hf_tok_in_" + std::to_string(::getpid()));
   {
     std::ofstream out(input);
     for (const std::string& t : texts) out << json({{"text", t}}).dump() << "\n";
   }
-  const std::string command =
-      "node '" + (Peers() / "encode_llama3.js").string() + "' '" + input.string() + "' 2>/dev/null";
+  const std::string command = "node '" + (Peers() / "encode_llama3.js").string() + "' '" +
+                              input.string() + "'" +
+                              (model_dir.empty() ? "" : " '" + model_dir + "'") + " 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
   std::string output;
   char buf[65536];
@@ -228,6 +231,40 @@ TEST(HfTokenizerErrorsTest, BadFilesAreRefusedNamingWhatIsWrong) {
   EXPECT_NE(huge.status().message().find("more than the limit of"), std::string::npos)
       << huge.status();
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+// The example teacher ships tokenizer.json (scripts/byte_tokenizer_files.py) so that
+// AutoTokenizer loads it; it must encode exactly as the byte tokenizer the model was trained with.
+TEST(ExampleTeacherTokenizerTest, TokenizerJsonIsItsByteTokenizer) {
+  const fs::path dir = fs::path(SourceDir()) / "deploy/models/fortunes-teacher";
+  auto t =
+      LoadHfTokenizer((dir / "tokenizer.json").string(), (dir / "tokenizer_config.json").string());
+  ASSERT_TRUE(t.ok()) << t.status();
+  ByteTokenizer bytes;
+  EXPECT_EQ((*t)->bos_id(), ByteTokenizer::kBos);
+  EXPECT_EQ((*t)->eos_id(), ByteTokenizer::kEos);
+  std::vector<std::string> texts = HardTexts();
+  for (const std::string& f : FortuneTexts()) texts.push_back(f);
+  std::string every_byte;
+  for (int b = 1; b < 256; ++b) every_byte.push_back(static_cast<char>(b));
+  texts.push_back(every_byte);
+  for (const std::string& text : texts) {
+    const std::vector<int32_t> ids = (*t)->Encode(text);
+    ASSERT_EQ(ids, bytes.Encode(text)) << text;
+    EXPECT_EQ((*t)->Decode(ids), text);
+  }
+  // And transformers.js's encoder reads the file the same way.
+  texts.pop_back();  // JSON text must be valid UTF-8
+  const auto reference = ReferenceIds(texts, dir.string());
+  ASSERT_EQ(reference.size(), texts.size()) << "run scripts/install-test-peers.sh";
+  for (size_t i = 0; i < texts.size(); ++i)
+    EXPECT_EQ(reference[i], bytes.Encode(texts[i])) << texts[i];
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/tensor/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace squeeze {
@@ -800,6 +801,101 @@ stages:
       "model: /m\ndata: {calibration: /c}\nstages:\n  - quantize: {method: awq, format: gptq}\n");
   ASSERT_TRUE(as_gptq.ok()) << as_gptq.status();
   EXPECT_EQ(as_gptq->stages[0].options.quantize().format(), v1::QuantizeStage::FORMAT_GPTQ);
+}
+
+}  // namespace
+}  // namespace squeeze
+
+namespace squeeze {
+namespace {
+
+TEST(RecipeTest, SymmetricByDefaultInTheGptqLayoutAsymmetricForAwq) {
+  auto r = ParseRecipe(R"(
+model: /m
+data: {calibration: /c}
+stages:
+  - quantize: {method: gptq}
+  - quantize: {method: rtn}
+  - quantize: {method: awq}
+  - quantize: {method: gptq, sym: false}
+)");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->stages[0].options.quantize().sym()) << "vLLM's Marlin GPTQ kernels take sym";
+  EXPECT_TRUE(r->stages[1].options.quantize().sym());
+  EXPECT_FALSE(r->stages[2].options.quantize().sym()) << "AWQ stores zero points";
+  EXPECT_FALSE(r->stages[3].options.quantize().sym()) << "an explicit choice is kept";
+  EXPECT_FALSE(r->stages[0].options.quantize().dense_fallback());
+}
+
+TEST(RecipeTest, DenseFallbackIsAGptqLayoutChoice) {
+  auto ok = ParseRecipe("model: /m\nstages:\n  - quantize: {dense_fallback: true}\n");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->stages[0].options.quantize().dense_fallback());
+  auto bad = ParseRecipe(
+      "model: /m\nstages:\n  - quantize: {method: awq, bits: 4, dense_fallback: true}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message().find("stages[0].quantize.dense_fallback: "), 0u) << bad.status();
+}
+
+// A one-layer model whose MLP (80 wide) fills 32-bit words at 4 and 8 bits but not at 3.
+std::string WriteModelWithAnOddMlp() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("odd_mlp_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},
+                           {"hidden_size", 64},
+                           {"intermediate_size", 80},
+                           {"num_attention_heads", 4},
+                           {"num_key_value_heads", 2},
+                           {"head_dim", 16},
+                           {"num_hidden_layers", 1},
+                           {"vocab_size", 32},
+                           {"max_position_embeddings", 64},
+                           {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 10000.0},
+                           {"tie_word_embeddings", true},
+                           {"torch_dtype", "float32"}};
+  std::ofstream(dir / "config.json") << config.dump();
+  SafetensorsWriter w;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> zeros(n);
+    EXPECT_TRUE(w.Add(name, DType::kF32, shape, zeros.data(), zeros.size() * 4).ok()) << name;
+  };
+  add("model.embed_tokens.weight", {32, 64});
+  add("model.norm.weight", {64});
+  const std::string l = "model.layers.0.";
+  add(l + "input_layernorm.weight", {64});
+  add(l + "post_attention_layernorm.weight", {64});
+  add(l + "self_attn.q_proj.weight", {64, 64});
+  add(l + "self_attn.k_proj.weight", {32, 64});
+  add(l + "self_attn.v_proj.weight", {32, 64});
+  add(l + "self_attn.o_proj.weight", {64, 64});
+  add(l + "mlp.gate_proj.weight", {80, 64});
+  add(l + "mlp.up_proj.weight", {80, 64});
+  add(l + "mlp.down_proj.weight", {64, 80});
+  EXPECT_TRUE(w.WriteFile((dir / "model.safetensors").string()).ok());
+  return dir.string();
+}
+
+TEST(RecipeTest, ShapesTheGptqLayoutCannotPackAreRefusedAtSubmitNamingTheLinear) {
+  const std::string model = WriteModelWithAnOddMlp();
+  auto check = [&](const std::string& stage) {
+    auto r = ParseRecipe("model: " + model + "\nstages:\n  - quantize: " + stage + "\n");
+    EXPECT_TRUE(r.ok()) << r.status();
+    return CheckRecipeInputs(*r);
+  };
+  EXPECT_TRUE(check("{bits: 4, group_size: 16}").ok()) << check("{bits: 4, group_size: 16}");
+  const absl::Status odd = check("{bits: 3, group_size: 16}");
+  ASSERT_FALSE(odd.ok());
+  EXPECT_EQ(odd.message().find("stages[0].quantize: mlp.gate_proj at 3 bits"), 0u) << odd;
+  EXPECT_NE(odd.message().find("dense_fallback: true"), std::string::npos) << odd;
+  EXPECT_TRUE(check("{bits: 3, group_size: 16, dense_fallback: true}").ok())
+      << check("{bits: 3, group_size: 16, dense_fallback: true}");
+  std::filesystem::remove_all(model);
 }
 
 }  // namespace

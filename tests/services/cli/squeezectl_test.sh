@@ -44,6 +44,15 @@ expect 2 'nomodel" is not a directory' -- eval --model "$work/nomodel" --data "$
 expect 2 '--window: expected an integer' -- eval --model "$work/model" --data "$work/good.jsonl" --window big
 expect 2 'bits: must be one of 2, 3, 4, 8' -- compress --model "$work/model" --data "$work/good.jsonl" --bits 5
 expect 2 'config.json: cannot open' -- inspect "$work/nomodel"
+# compress checks its flags before the baseline evaluation, and never replaces a directory of
+# other files.
+mkdir -p "$work/precious" && echo keep > "$work/precious/notes.txt"
+start=$(date +%s)
+expect 2 '--out: .*precious is a directory with other files in it' -- compress --model "$work/model" --data "$work/good.jsonl" --group-size 32 --out "$work/precious"
+[ "$(cat "$work/precious/notes.txt")" = keep ] || { echo "FAIL: --out lost a file"; failures=$((failures + 1)); }
+expect 2 'data.evaluation\[0\]' -- compress --model "$work/model" --data "$work/missing.jsonl" --group-size 32 --out "$work/q2"
+expect 2 '--sym and --asym: choose one' -- compress --model "$work/model" --data "$work/good.jsonl" --sym --asym
+[ $(($(date +%s) - start)) -lt 20 ] || { echo "FAIL: compress took its time before refusing"; failures=$((failures + 1)); }
 expect 0 'perplexity' -- eval --model "$work/model" --data "$work/good.jsonl"
 expect 0 '"categories"' -- eval --model "$work/model" --data "$work/good.jsonl" --json
 expect 2 '--top-p: must be in \(0, 1\]' -- generate --model "$work/model" --prompt "a" --top-p 0

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/base/file_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 
 namespace squeeze::coordinator {
@@ -154,7 +155,7 @@ class JobSchedulerTest : public ::testing::Test {
     r.set_attempt(lease.attempt());
     r.mutable_progress()->set_completed(done);
     r.mutable_progress()->set_total(10);
-    r.mutable_progress()->set_unit("steps");
+    r.mutable_progress()->set_unit(v1::PROGRESS_UNIT_STEPS);
     auto response = scheduler_->Heartbeat(r);
     EXPECT_TRUE(response.ok()) << response.status();
     return *response;
@@ -772,6 +773,96 @@ TEST_F(JobSchedulerTest, RandomEventSequencesMakeOnlyAllowedMoves) {
   }
   EXPECT_EQ(scheduler_->illegal_moves(), 0);
   EXPECT_GT(moves_checked, 1000) << "the sequence exercised the scheduler";
+}
+
+}  // namespace
+}  // namespace squeeze::coordinator
+
+namespace squeeze::coordinator {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+TEST_F(JobSchedulerTest, RunningTaskCarriesLiveFiguresAndFinishedOneItsResultAndTimes) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit();
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(job.create_time()), clock_.NowMs());
+  EXPECT_EQ(job.progress().total(), 3);
+  EXPECT_EQ(job.progress().unit(), v1::PROGRESS_UNIT_STAGES);
+  auto l0 = Lease(w);
+  ASSERT_TRUE(l0);
+  const int64_t leased_at = clock_.NowMs();
+  clock_.Advance(4'000);
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(w);
+  beat.set_task_id(l0->task_id());
+  beat.set_attempt(l0->attempt());
+  beat.mutable_progress()->set_completed(2);
+  beat.mutable_progress()->set_total(10);
+  beat.mutable_progress()->set_unit(v1::PROGRESS_UNIT_WINDOWS);
+  (*beat.mutable_metrics())["tokens_per_second"] = 1234.5;
+  (*beat.mutable_metrics())["device_memory_bytes"] = 1e9;
+  ASSERT_TRUE(scheduler_->Heartbeat(beat).ok());
+
+  v1::Task running = Get(job.id()).tasks(0);
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(running.start_time()), leased_at);
+  EXPECT_FALSE(running.has_finish_time());
+  EXPECT_DOUBLE_EQ(running.metrics().tokens_per_second(), 1234.5);
+  EXPECT_EQ(running.metrics().device_memory_bytes(), 1'000'000'000);
+  EXPECT_FALSE(running.metrics().has_loss()) << "evaluation reports no loss";
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(running.metrics().elapsed()), 4'000);
+  // 2 of 10 windows in 4 s: 8 more take 16 s.
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(running.metrics().eta()), 16'000);
+  // The watcher sees the same figures in the progress event.
+  bool finished = false;
+  auto events = scheduler_->Events(job.id(), 0, 0, &finished);
+  ASSERT_TRUE(events.ok());
+  const v1::JobEvent& last = events->back();
+  ASSERT_TRUE(last.has_task());
+  EXPECT_DOUBLE_EQ(last.task().metrics().tokens_per_second(), 1234.5);
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(last.time()), clock_.NowMs());
+
+  // A runner that knows its own remaining time (training) is believed over the estimate.
+  (*beat.mutable_metrics())["eta_seconds"] = 90;
+  (*beat.mutable_metrics())["loss"] = 2.5;
+  ASSERT_TRUE(scheduler_->Heartbeat(beat).ok());
+  running = Get(job.id()).tasks(0);
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(running.metrics().eta()), 90'000);
+  EXPECT_DOUBLE_EQ(running.metrics().loss(), 2.5);
+
+  clock_.Advance(1'000);
+  ASSERT_TRUE(Complete(w, *l0, {{"evaluation", "file:///x/0"}}, Evaluated(5.0)).ok());
+  v1::Job after = Get(job.id());
+  const v1::Task& done = after.tasks(0);
+  EXPECT_EQ(done.progress().completed(), 10) << "a finished stage shows all its work done";
+  EXPECT_FALSE(done.has_metrics()) << "live figures end with the attempt";
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(done.finish_time()), clock_.NowMs());
+  EXPECT_DOUBLE_EQ(done.result().evaluate().perplexity(), 5.0);
+  EXPECT_EQ(after.progress().completed(), 1);
+  EXPECT_EQ(TimeUtil::TimestampToMilliseconds(after.start_time()), leased_at);
+  events = scheduler_->Events(job.id(), 0, 0, &finished);
+  ASSERT_TRUE(events.ok());
+  bool result_event = false;
+  for (const v1::JobEvent& e : *events)
+    result_event = result_event || (e.has_task() && e.task().state() == v1::TASK_SUCCEEDED &&
+                                    e.task().result().evaluate().perplexity() == 5.0);
+  EXPECT_TRUE(result_event) << "WatchJob carries the stage's result";
+}
+
+TEST_F(JobSchedulerTest, ResumedAttemptMeasuresItsEtaFromWhereItStarted) {
+  const std::string w = RegisterWorker("a");
+  v1::Job job = Submit();
+  auto l0 = Lease(w);
+  ASSERT_TRUE(l0);
+  Heartbeat(w, *l0, 6);
+  ASSERT_TRUE(Fail(w, *l0, /*retryable=*/true).ok());
+  clock_.Advance(10'000);  // past the retry backoff
+  auto l1 = Lease(w);
+  ASSERT_TRUE(l1);
+  EXPECT_FALSE(Get(job.id()).tasks(0).has_finish_time()) << "a new attempt is running";
+  clock_.Advance(2'000);
+  Heartbeat(w, *l1, 8);  // 2 steps in 2 s from 6: 2 steps left take 2 s
+  EXPECT_EQ(TimeUtil::DurationToMilliseconds(Get(job.id()).tasks(0).metrics().eta()), 2'000);
 }
 
 }  // namespace

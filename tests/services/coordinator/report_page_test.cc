@@ -71,3 +71,41 @@ TEST(ReportPageTest, MixedPrecisionWidthsAreAHeatMapOfLayersByLinears) {
 
 }  // namespace
 }  // namespace squeeze::coordinator
+
+namespace squeeze::coordinator {
+namespace {
+
+TEST(ReportPageTest, ShowsCategoriesMemoryAndAPlotZoomedToThePerplexities) {
+  const std::string report = R"({"job": "job-4", "model": "m", "stages": [
+    {"index": 0, "kind": "evaluate", "result": {"perplexity": 4.4797, "size_bytes": 6291456,
+      "ms_per_token": 0.25, "peak_host_memory_bytes": 104857600, "bits_per_weight": 16,
+      "categories": {"wisdom": {"perplexity": 4.1, "tokens": 10},
+                     "humor": {"perplexity": 5.2, "tokens": 12}}}},
+    {"index": 1, "kind": "quantize", "result": {"method": "rtn", "bits": 4, "group_size": 128}},
+    {"index": 2, "kind": "evaluate", "result": {"perplexity": 4.4994, "size_bytes": 1572864,
+      "compression_ratio": 4.0, "tasks": {"acc": 0.235},
+      "categories": {"wisdom": {"perplexity": 4.2, "tokens": 10}}}}]})";
+  const std::string page = RenderReportPage(report);
+  EXPECT_NE(page.find("Perplexity by category"), std::string::npos);
+  EXPECT_NE(page.find("<td style='text-align:left'>humor</td><td>5.2000</td><td>&ndash;</td>"),
+            std::string::npos)
+      << "a category missing from a stage is a dash";
+  EXPECT_NE(page.find("<td>4.00x</td>"), std::string::npos);
+  EXPECT_NE(page.find("<td>100.0</td>"), std::string::npos) << "peak host MiB";
+  EXPECT_NE(page.find("task accuracy 0.235"), std::string::npos);
+  // The y axis spans the perplexities, not 0 to them: the two points sit far apart.
+  std::vector<double> ys;
+  for (size_t at = page.find("<circle"); at != std::string::npos;
+       at = page.find("<circle", at + 1)) {
+    const size_t cy = page.find("cy='", at) + 4;
+    ys.push_back(std::stod(page.substr(cy)));
+  }
+  ASSERT_EQ(ys.size(), 2u);
+  EXPECT_GT(std::abs(ys[0] - ys[1]), 100.0) << "0.02 of perplexity is most of the plot's height";
+  EXPECT_EQ(page.find("text-anchor='start'>stage 0"), std::string::npos)
+      << "the rightmost point's label is drawn to its left, inside the plot";
+  EXPECT_NE(page.find("text-anchor='end'>stage 0: 4.4797"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace squeeze::coordinator
