@@ -6,6 +6,7 @@
 
 #include <sys/mman.h>
 #include <unistd.h>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -456,10 +457,11 @@ absl::StatusOr<std::vector<QuantizedLinear>> AwqLayer(const LlamaConfig& c, Deco
                                                       PhaseClock& clock) {
   AwqOptions options = seq.awq;
   options.quant = seq.gptq.quant;
+  options.on_part = [&clock](const std::string& part) { clock.Charge(part); };
   const auto start = std::chrono::steady_clock::now();
   auto linears = AwqQuantizeDecoderLayer(c, layer, hidden, rope, index, options);
   if (!linears.ok()) return linears.status();
-  clock.Charge("solve");
+  clock.Charge("awq: to the layer's dtype");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::vector<QuantizedLinear> out;
@@ -648,6 +650,8 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
   int64_t bytes_written = 0;
   std::map<std::string, std::string> weight_map;
   int64_t total_size = 0;
+  // Layers whose shards on_file has taken: what progress reports (the writer runs in order).
+  std::atomic<int64_t> durable_layers{o.start_layer};
   SerialWriter writer;
   // Hands a finished file to the writer thread: written, counted, then given to on_file.
   auto emit = [&](int64_t layer, const std::string& name,
@@ -664,8 +668,11 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
         std::lock_guard<std::mutex> lock(written_mu);
         bytes_written += *size;
       }
-      return o.on_file ? o.on_file(layer, (fs::path(out_dir) / name).string(), name)
-                       : absl::OkStatus();
+      if (o.on_file) {
+        if (auto s = o.on_file(layer, (fs::path(out_dir) / name).string(), name); !s.ok()) return s;
+      }
+      if (layer >= 0) durable_layers.store(layer + 1);
+      return absl::OkStatus();
     });
   };
 
@@ -818,13 +825,17 @@ absl::StatusOr<StreamingQuantizeResult> QuantizeCheckpointStreaming(
       if (auto s = emit(i, ShardName(i, shards), *std::move(tensors)); !s.ok()) return s;
     }
     if (o.on_progress) {
-      if (auto s = o.on_progress(i + 1, total_steps, "layers"); !s.ok()) return s;
+      const int64_t completed = writes ? durable_layers.load() : i + 1;
+      if (auto s = o.on_progress(completed, total_steps, "layers"); !s.ok()) return s;
     }
   }
   hidden = at::Tensor();
 
   if (auto s = writer.Drain(); !s.ok()) return s;
   clock.Charge("write (waiting for the writer)");
+  if (o.on_progress) {
+    if (auto s = o.on_progress(layers, total_steps, "layers"); !s.ok()) return s;
+  }
   // The index and config.json, once every shard's tensors are known.
   if (writes) {
     json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};

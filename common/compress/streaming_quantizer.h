@@ -65,7 +65,10 @@ struct StreamingQuantizeOptions {
   std::function<absl::Status(int64_t layer, const std::string& path, const std::string& name)>
       on_file;
   // Progress in layers, then one more step for the last shard and the index; an error stops the
-  // run (cancellation). Called on the compute thread.
+  // run (cancellation). Called on the compute thread after each layer; `completed` counts the
+  // layers whose shards on_file has taken (a writer thread lags the compute by up to a layer), so
+  // a task killed after a report resumes at least that far. Ranks that do not write count
+  // computed layers.
   std::function<absl::Status(int64_t completed, int64_t total, const std::string& phase)>
       on_progress;
 };

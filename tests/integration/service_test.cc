@@ -174,11 +174,10 @@ TEST(ServiceTest, WorkerKilledMidTaskAnotherWorkerResumesIt) {
                       "--retry-backoff-ms", "100"});
   const int slow = h.StartWorker("slow", {"--step-delay-ms", "1500"});
   v1::Job job = h.Submit(Recipe(3, "0.5", 4, "gptq"));
-  // Kill it once the quantize stage is past its second layer. Progress counts a layer when it
-  // is quantized; its checkpoint is stored by the writer thread a moment later, so waiting for
-  // two gives the first layer's checkpoint a whole step (1.5 s here) to land.
+  // Kill it as soon as the quantize stage reports a layer: progress counts a layer once its
+  // checkpoint is stored, so the retry must resume after it.
   h.WaitFor(job.id(), [](const v1::Job& j) {
-    return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 2;
+    return j.tasks(1).state() == v1::TASK_RUNNING && j.tasks(1).progress().completed() >= 1;
   });
   h.KillWorker(slow);
   h.StartWorker("fast");
