@@ -800,12 +800,6 @@ int64_t LlamaModel::NumParameters() const {
   return n;
 }
 
-void LlamaModel::SetRequiresGrad(bool requires_grad) {
-  for (auto& [name, t] : NamedParameters()) t->set_requires_grad(requires_grad);
-  // A tied head shares the embedding tensor; keep the alias after any replacement.
-  if (config_.tie_word_embeddings) lm_head_ = embed_tokens_;
-}
-
 LlamaModel LlamaModel::To(at::Device device, at::ScalarType dtype) const {
   LlamaModel copy = *this;
   for (auto& [name, t] : copy.NamedParameters()) {

@@ -218,7 +218,6 @@ class LlamaModel {
   // forward pass. Applies while gradients are recorded.
   void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
   int64_t NumParameters() const;
-  void SetRequiresGrad(bool requires_grad);
   LlamaModel To(at::Device device, at::ScalarType dtype) const;
 
  private:

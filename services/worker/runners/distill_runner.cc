@@ -207,6 +207,29 @@ void FillRunResult(TaskContext& ctx, const Trainer& trainer, int64_t resumed_fro
     result.set_peak_device_memory_bytes(PeakDeviceMemoryBytes(ctx.device()));
 }
 
+// The trained student's shape and its perplexity on the evaluation split (when there is one).
+void FillStudentResult(const LlamaModel& student, const std::string& teacher_uri,
+                       const std::vector<TextExample>& eval, const PerplexityOptions& eval_options,
+                       v1::DistillResult& result) {
+  result.set_student_layers(student.num_layers());
+  result.set_student_hidden_size(student.config().hidden_size);
+  result.set_teacher_model(teacher_uri);
+  if (eval.empty()) return;
+  c10::NoGradGuard no_grad;
+  auto ppl = EvaluatePerplexity(student, eval, eval_options);
+  if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
+}
+
+// Stores the directory rank 0 wrote as the task's output and drops the checkpoint it supersedes.
+absl::Status CommitOutputDirectory(TaskContext& ctx, const std::string& dir, TaskOutput& out) {
+  const v1::TaskLease& lease = ctx.lease();
+  if (auto s = ctx.store().PutDirectory(dir, lease.output_uri(), ctx.provenance()); !s.ok())
+    return s;
+  ctx.store().Delete(lease.checkpoint_uri()).IgnoreError();
+  out.outputs["model"] = lease.output_uri();
+  return absl::OkStatus();
+}
+
 // distill with lora: adapters trained on the stage's input model, frozen (held packed when it is
 // quantized), against the job's model (kd) or the labels alone (ce). The output is the input
 // model's files as they were, with the adapters in PEFT's layout beside them.
@@ -293,19 +316,12 @@ absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  result.set_student_layers(student->num_layers());
-  result.set_student_hidden_size(student->config().hidden_size);
+  FillStudentResult(*student, teacher_uri, eval, eval_options, result);
   result.set_student_parameters(LoraParameterCount(*student));
   if (teacher) result.set_teacher_parameters(teacher->NumParameters());
-  result.set_teacher_model(teacher_uri);
   result.set_temperature(kd ? distill_options.temperature : 0.0);
   result.set_alpha(kd ? distill_options.alpha : 0.0);
   result.set_teacher_logits(kd ? "live" : "none (cross-entropy)");
-  if (!eval.empty()) {
-    c10::NoGradGuard no_grad;
-    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
-    if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
-  }
   v1::LoraResult& lr = *result.mutable_lora();
   lr.set_rank(options.rank);
   lr.set_alpha(options.alpha);
@@ -335,11 +351,7 @@ absl::StatusOr<TaskOutput> TrainAdapters(TaskContext& ctx) {
           absl::StrCat("cannot copy ", e.path().string(), ": ", ec.message()));
   }
   if (auto s = SaveLoraAdapters(*student, options, base_uri, out_dir.string()); !s.ok()) return s;
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
-      !s.ok())
-    return s;
-  ctx.store().Delete(lease.checkpoint_uri()).IgnoreError();
-  out.outputs["model"] = lease.output_uri();
+  if (auto s = CommitOutputDirectory(ctx, out_dir.string(), out); !s.ok()) return s;
   return out;
 }
 
@@ -512,18 +524,12 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   }
 
   TaskOutput out;
-  result.set_student_layers(student->num_layers());
-  result.set_student_hidden_size(student->config().hidden_size);
+  FillStudentResult(*student, teacher_uri, eval, eval_options, result);
   result.set_student_parameters(student->NumParameters());
   result.set_teacher_parameters(teacher->NumParameters());
-  result.set_teacher_model(teacher_uri);
   result.set_temperature(options.temperature);
   result.set_alpha(options.alpha);
   result.set_teacher_logits(teacher_logits);
-  if (!eval.empty()) {
-    auto ppl = EvaluatePerplexity(*student, eval, eval_options);
-    if (ppl.ok()) result.set_eval_perplexity(ppl->total.perplexity());
-  }
   if (scheduled) {
     if (!prune_rounds.empty() && result.has_eval_perplexity())
       prune_rounds.rbegin()->set_perplexity_after_recovery(result.eval_perplexity());
@@ -543,11 +549,7 @@ absl::StatusOr<TaskOutput> DistillRunner::Run(TaskContext& ctx) {
   const fs::path out_dir = fs::path(ctx.scratch_dir()) / "student-out";
   RemoveTree(out_dir).IgnoreError();
   if (auto s = SaveModelLike(*student, *teacher_dir, out_dir.string()); !s.ok()) return s;
-  if (auto s = ctx.store().PutDirectory(out_dir.string(), lease.output_uri(), ctx.provenance());
-      !s.ok())
-    return s;
-  ctx.store().Delete(lease.checkpoint_uri()).IgnoreError();
-  out.outputs["model"] = lease.output_uri();
+  if (auto s = CommitOutputDirectory(ctx, out_dir.string(), out); !s.ok()) return s;
   return out;
 }
 
