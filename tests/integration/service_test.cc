@@ -202,7 +202,12 @@ TEST(ServiceTest, CoordinatorKilledAndRestartedLosesNothing) {
   h.StartWorker("w", {"--step-delay-ms", "300"});
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(h.Submit(Recipe(), "req-" + std::to_string(i)).id());
-  h.WaitFor(ids[0], [](const v1::Job& j) { return j.state() == v1::RUNNING; });
+  // Killed once the worker is known to hold the lease (its heartbeats carry progress): a kill
+  // between the lease's commit and its response reaching the worker is a retry by design (the
+  // lease expires unheld), which would make the attempts below 2.
+  h.WaitFor(ids[0], [](const v1::Job& j) {
+    return j.state() == v1::RUNNING && j.tasks(0).progress().completed() > 0;
+  });
   h.KillCoordinator();
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   h.StartCoordinator(flags);
