@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,13 +24,17 @@ struct AwqOptions {
   QuantSpec quant;  // bits and group_size; AWQ's grid is asymmetric (a zero point)
   int grid = 20;    // alpha in {0, 1/grid, ..., (grid - 1)/grid}
   bool clip = true;
-  int clip_grid = 20;         // ratios 1, 1 - 1/clip_grid, ... down to 1 - max_shrink
-  double max_shrink = 0.5;    // the smallest range tried is (1 - max_shrink) of the original
-  int64_t clip_tokens = 512;  // tokens of x the clip search reads (its cost is out x tokens)
-  int64_t clip_rows = 256;    // output rows per step of the clip search (bounds its memory)
+  int clip_grid = 20;       // ratios 1, 1 - 1/clip_grid, ... down to 1 - max_shrink
+  double max_shrink = 0.5;  // the smallest range tried is (1 - max_shrink) of the original
+  // Output rows per step of the clip search: bounds its memory (a few float32 copies of that
+  // many rows of the weight) and sets how many steps a linear takes.
+  int64_t clip_rows = 4096;
   // Calibration windows the layer-level scale search evaluates its blocks on (evenly spaced); the
   // search costs grid x (one forward of the block) on them.
   int64_t search_windows = 32;
+  // Called after each part of a layer's work (`awq: scales q/k/v`, `awq: clip`, ...) with its
+  // name: a phase clock charges the time since the last part to it. Optional.
+  std::function<void(const std::string& part)> on_part;
 };
 
 // The group's output for candidate weights (each [out_i, in], float32, on x's device), compared in
@@ -50,7 +55,8 @@ absl::StatusOr<AwqScales> SearchAwqScales(const at::Tensor& x,
                                           const AwqOptions& options, const AwqBlock& block = {});
 
 // The clip search for one linear (its input already scaled): the largest |w| kept per output row
-// and input group, [out, groups] float32. Apply with ClipWeight before quantizing.
+// and input group, [out, groups] float32, chosen by that group's share of the row's squared
+// output error over every token of `x`. Apply with ClipWeight before quantizing.
 absl::StatusOr<at::Tensor> SearchAwqClip(const at::Tensor& x, const at::Tensor& weight,
                                          const AwqOptions& options);
 at::Tensor ClipWeight(const at::Tensor& weight, const at::Tensor& max_abs, int64_t group_size);

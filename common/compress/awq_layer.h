@@ -26,9 +26,11 @@ struct AwqLinear {
   double error = 0.0;
 };
 
-// `hidden` [N, L, hidden] float32 holds the layer's inputs for the calibration windows; it becomes
-// the float layer's output (AWQ does not carry one layer's rounding into the next one's inputs).
-// Every linear's weight becomes its dequantized value; norms and producers hold the folded scales.
+// `hidden` [N, L, hidden] holds the layer's inputs for the calibration windows; it becomes the
+// unquantized layer's output, computed in the layer's dtype (AWQ does not carry one layer's
+// rounding into the next one's inputs). The searches run in float32 on options.search_windows of
+// the windows. Every linear's weight becomes its dequantized value; norms and producers hold the
+// folded scales.
 absl::StatusOr<std::vector<AwqLinear>> AwqQuantizeDecoderLayer(
     const LlamaConfig& config, DecoderLayer& layer, at::Tensor& hidden, const RotaryTables& rope,
     int64_t index, const AwqOptions& options);
