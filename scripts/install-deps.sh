@@ -29,7 +29,8 @@ pkgs=(
   python3-grpcio python3-protobuf
   # deployment checks: the chart rendered with Go's text/template and sprig (Helm's engine; Helm
   # itself is not packaged), and the images built without a daemon from a debootstrap base
-  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev buildah debootstrap
+  # (pkill stops what the images ran)
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev buildah debootstrap procps
 )
 
 missing=()

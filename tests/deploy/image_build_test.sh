@@ -14,7 +14,16 @@ work="$build/image-test"
 mkdir -p "$work"
 bah() { buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs "$@"; }
 pids=()
+port=""
 cleanup() {
+  # `buildah run` (chroot isolation) does not pass a signal on to the program it runs, which would
+  # outlive the test: stop the programs themselves (their command lines name this test's port).
+  if [ -n "$port" ]; then
+    for sig in TERM KILL; do
+      pkill "-$sig" -f -- "squeeze-(coordinator --listen|worker --coordinator)[= ]127.0.0.1:$port" || true
+      sleep 1
+    done
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   bah rm --all >/dev/null 2>&1 || true
@@ -102,4 +111,11 @@ done
 [ "$ready" = yes ] || { echo "FAIL: the worker image never became ready"; cat "$work/worker.log"; exit 1; }
 echo "worker image: ready"
 grep -q "registered as" "$work/worker.log" || { echo "FAIL: the worker did not log its registration"; exit 1; }
+# 6. Nothing the images ran outlives the test.
+trap - EXIT
+cleanup
+if pgrep -f -- "squeeze-(coordinator --listen|worker --coordinator)[= ]127.0.0.1:$port" > /dev/null; then
+  echo "FAIL: a program the images ran is still running after the cleanup"
+  exit 1
+fi
 echo "image build test passed"
