@@ -41,45 +41,30 @@ rv1::ServerReflectionResponse ReflectionV1Service::Answer(
   rv1::ServerReflectionResponse response;
   response.set_valid_host(request.host());
   *response.mutable_original_request() = request;
-  std::set<std::string> sent;
+  // The three file requests differ only in how the file is found and what a miss says.
+  const FileDescriptor* file = nullptr;
+  std::string missing;
   switch (request.message_request_case()) {
     case rv1::ServerReflectionRequest::kListServices:
       for (const std::string& name : services_)
         response.mutable_list_services_response()->add_service()->set_name(name);
+      return response;
+    case rv1::ServerReflectionRequest::kFileByFilename:
+      file = pool->FindFileByName(request.file_by_filename());
+      missing = "file_by_filename: no file \"" + request.file_by_filename() + "\"";
       break;
-    case rv1::ServerReflectionRequest::kFileByFilename: {
-      const FileDescriptor* file = pool->FindFileByName(request.file_by_filename());
-      if (file == nullptr) {
-        SetError(response, grpc::StatusCode::NOT_FOUND,
-                 "file_by_filename: no file \"" + request.file_by_filename() + "\"");
-        break;
-      }
-      AddFileWithImports(file, sent, response.mutable_file_descriptor_response());
+    case rv1::ServerReflectionRequest::kFileContainingSymbol:
+      file = pool->FindFileContainingSymbol(request.file_containing_symbol());
+      missing = "file_containing_symbol: no symbol \"" + request.file_containing_symbol() + "\"";
       break;
-    }
-    case rv1::ServerReflectionRequest::kFileContainingSymbol: {
-      const FileDescriptor* file = pool->FindFileContainingSymbol(request.file_containing_symbol());
-      if (file == nullptr) {
-        SetError(response, grpc::StatusCode::NOT_FOUND,
-                 "file_containing_symbol: no symbol \"" + request.file_containing_symbol() + "\"");
-        break;
-      }
-      AddFileWithImports(file, sent, response.mutable_file_descriptor_response());
-      break;
-    }
     case rv1::ServerReflectionRequest::kFileContainingExtension: {
       const auto& ask = request.file_containing_extension();
       const auto* type = pool->FindMessageTypeByName(ask.containing_type());
       const auto* extension =
           type == nullptr ? nullptr : pool->FindExtensionByNumber(type, ask.extension_number());
-      if (extension == nullptr) {
-        SetError(response, grpc::StatusCode::NOT_FOUND,
-                 "file_containing_extension: no extension " +
-                     std::to_string(ask.extension_number()) + " of \"" + ask.containing_type() +
-                     "\"");
-        break;
-      }
-      AddFileWithImports(extension->file(), sent, response.mutable_file_descriptor_response());
+      if (extension != nullptr) file = extension->file();
+      missing = "file_containing_extension: no extension " +
+                std::to_string(ask.extension_number()) + " of \"" + ask.containing_type() + "\"";
       break;
     }
     case rv1::ServerReflectionRequest::kAllExtensionNumbersOfType: {
@@ -88,21 +73,28 @@ rv1::ServerReflectionResponse ReflectionV1Service::Answer(
         SetError(response, grpc::StatusCode::NOT_FOUND,
                  "all_extension_numbers_of_type: no type \"" +
                      request.all_extension_numbers_of_type() + "\"");
-        break;
+        return response;
       }
       std::vector<const google::protobuf::FieldDescriptor*> extensions;
       pool->FindAllExtensions(type, &extensions);
       auto* out = response.mutable_all_extension_numbers_response();
       out->set_base_type_name(type->full_name());
       for (const auto* e : extensions) out->add_extension_number(e->number());
-      break;
+      return response;
     }
     default:
       SetError(response, grpc::StatusCode::INVALID_ARGUMENT,
                "message_request: expected one of list_services, file_by_filename, "
                "file_containing_symbol, file_containing_extension, "
                "all_extension_numbers_of_type");
+      return response;
   }
+  if (file == nullptr) {
+    SetError(response, grpc::StatusCode::NOT_FOUND, missing);
+    return response;
+  }
+  std::set<std::string> sent;
+  AddFileWithImports(file, sent, response.mutable_file_descriptor_response());
   return response;
 }
 
